@@ -1,0 +1,219 @@
+//! Human output: aligned tables with human sizes.
+
+use ciborium::Value;
+
+use shelf::client::{get, get_text, get_u64};
+use shelf::model::format_size;
+
+/// How to print a result.
+#[derive(Debug)]
+pub enum Kind {
+    Hello,
+    Pools,
+    Pool,
+    Shares,
+    Share,
+    Snapshots,
+    Snapshot,
+    Tree,
+    Changed(&'static str),
+    Deleted,
+    Raw,
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>| -> String {
+        let mut s = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    out.push_str(&line(headers.iter().map(|h| h.to_string()).collect()));
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn t(v: &Value, k: &str) -> String {
+    get_text(v, k).unwrap_or("-").to_string()
+}
+
+fn sz(v: &Value, k: &str) -> String {
+    get_u64(v, k).map(format_size).unwrap_or_else(|| "-".into())
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn share_rows(v: &[Value]) -> String {
+    table(
+        &["NAME", "POOL", "SIZE", "STATE", "ORIGIN", "ID"],
+        v.iter()
+            .map(|s| {
+                vec![
+                    t(s, "name"),
+                    t(s, "pool"),
+                    sz(s, "size"),
+                    t(s, "state"),
+                    get_text(s, "origin_snapshot")
+                        .map(|o| o[..8.min(o.len())].to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    t(s, "id"),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn snapshot_rows(v: &[Value]) -> String {
+    table(
+        &["NAME", "SHARE", "POOL", "SIZE", "STATE", "ID"],
+        v.iter()
+            .map(|s| {
+                vec![
+                    t(s, "name"),
+                    t(s, "share_name"),
+                    t(s, "pool"),
+                    sz(s, "size"),
+                    t(s, "state"),
+                    t(s, "id"),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn pool_rows(v: &[Value]) -> String {
+    table(
+        &[
+            "NAME",
+            "KIND",
+            "SIZE",
+            "USED",
+            "FREE",
+            "PROVISIONED",
+            "SHARES",
+            "SNAPSHOTS",
+            "REFLINK",
+            "PATH",
+        ],
+        v.iter()
+            .map(|p| {
+                vec![
+                    t(p, "name"),
+                    t(p, "kind"),
+                    sz(p, "size"),
+                    sz(p, "used"),
+                    sz(p, "free"),
+                    sz(p, "provisioned"),
+                    get_u64(p, "shares").unwrap_or(0).to_string(),
+                    get_u64(p, "snapshots").unwrap_or(0).to_string(),
+                    match get(p, "reflink") {
+                        Some(Value::Bool(true)) => "yes".into(),
+                        _ => "no".into(),
+                    },
+                    t(p, "path"),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn tree_lines(node: &Value, indent: usize, out: &mut String) {
+    out.push_str(&format!(
+        "{:indent$}{} ({}, {}, {})\n",
+        "",
+        t(node, "name"),
+        sz(node, "size"),
+        t(node, "state"),
+        t(node, "pool")
+    ));
+    for snap in items(get(node, "snapshots").unwrap_or(&Value::Null)) {
+        out.push_str(&format!(
+            "{:w$}@{} ({})\n",
+            "",
+            t(&snap, "name"),
+            sz(&snap, "size"),
+            w = indent + 2
+        ));
+        for clone in items(get(&snap, "clones").unwrap_or(&Value::Null)) {
+            tree_lines(&clone, indent + 4, out);
+        }
+    }
+}
+
+fn metadata_lines(v: &Value) -> String {
+    let mut s = String::new();
+    if let Some(Value::Map(m)) = get(v, "metadata") {
+        for (k, val) in m {
+            s.push_str(&format!(
+                "  {} = {}\n",
+                k.as_text().unwrap_or("?"),
+                val.as_text().unwrap_or("?")
+            ));
+        }
+    }
+    s
+}
+
+/// Render a result for a person.
+pub fn render(kind: &Kind, v: &Value) -> String {
+    match kind {
+        Kind::Hello => format!(
+            "{} {} (protocols {:?}; features: {})\n",
+            t(v, "server"),
+            t(v, "version"),
+            items(get(v, "protocols").unwrap_or(&Value::Null))
+                .iter()
+                .filter_map(|p| p.as_integer().map(i128::from))
+                .collect::<Vec<_>>(),
+            items(get(v, "features").unwrap_or(&Value::Null))
+                .iter()
+                .filter_map(|f| f.as_text().map(str::to_string))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::Pools => pool_rows(&items(v)),
+        Kind::Pool => pool_rows(std::slice::from_ref(v)),
+        Kind::Shares => share_rows(&items(v)),
+        Kind::Share => share_rows(std::slice::from_ref(v)) + &metadata_lines(v),
+        Kind::Snapshots => snapshot_rows(&items(v)),
+        Kind::Snapshot => snapshot_rows(std::slice::from_ref(v)),
+        Kind::Tree => {
+            let mut out = String::new();
+            for n in items(v) {
+                tree_lines(&n, 0, &mut out);
+            }
+            out
+        }
+        Kind::Changed(key) => {
+            let obj = get(v, key).cloned().unwrap_or(Value::Null);
+            let note = match get(v, "changed") {
+                Some(Value::Bool(false)) => "(already so; nothing changed)\n",
+                _ => "",
+            };
+            let body = if *key == "snapshot" {
+                snapshot_rows(std::slice::from_ref(&obj))
+            } else {
+                share_rows(std::slice::from_ref(&obj))
+            };
+            body + note
+        }
+        Kind::Deleted => format!("deleted {}\n", t(v, "deleted")),
+        Kind::Raw => String::new(),
+    }
+}

@@ -1,0 +1,151 @@
+//! shelfd: the storage-node daemon. Argument parsing and start-up only; the work is in
+//! the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use async_signal::{Signal, Signals};
+use clap::Parser;
+use futures_lite::StreamExt;
+
+use shelf::config::Config;
+use shelf::engine::Engine;
+use shelf::server::{self, Server, Settings};
+use shelf::store::Store;
+use shelf::sys::process::lock_state_dir;
+
+/// The shelf storage-node daemon.
+#[derive(Debug, Parser)]
+#[command(name = "shelfd", version)]
+struct Args {
+    /// Config file (default /etc/shelf/shelf.toml; the embedded default when that is absent).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (overrides the config's state_dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Socket path (overrides the config's socket).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Validate the config, print what would run, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn init_log() {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // journald stamps time and unit itself.
+        b.format_timestamp(None).format_target(false);
+    }
+    b.init();
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    let (cfg, origin) = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    log::debug!("config from {origin}");
+    Ok(cfg.with_overrides(args.state_dir.clone(), args.socket.clone()))
+}
+
+fn main() -> ExitCode {
+    init_log();
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shelfd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("config ok");
+        println!("state_dir = {}", config.state_dir.display());
+        println!("socket = {}", config.socket.display());
+        for (name, (kind, path)) in config.resolved_pools() {
+            println!("pool {name}: {} at {}", kind.as_str(), path.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    match smol::block_on(run(args, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("shelfd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, config: Config) -> Result<(), String> {
+    let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let state_dir = config.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+    let _lock = lock_state_dir(&state_dir)?;
+    let store = Store::open(&state_dir.join("shelf.db"))
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let engine = Arc::new(
+        Engine::new(&config, store.clone())
+            .await
+            .map_err(|e| format!("cannot open pools: {e}"))?,
+    );
+    let recovery = engine
+        .recover()
+        .await
+        .map_err(|e| format!("recovery failed, refusing to serve: {e}"))?;
+    if !recovery.actions.is_empty() {
+        log::warn!(
+            "recovery finished {} interrupted operation(s)",
+            recovery.actions.len()
+        );
+    }
+    let listener = server::bind(&config.socket)?;
+    let settings = Arc::new(Settings::from_config(&config));
+    let srv = Server::new(engine.clone(), settings.clone());
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let serving = smol::spawn(srv.run(listener, stop_rx));
+    log::info!(
+        "shelfd {} serving on {} (state {})",
+        shelf::VERSION,
+        config.socket.display(),
+        state_dir.display()
+    );
+    while let Some(sig) = signals.next().await {
+        match sig {
+            Ok(Signal::Hup) => reload(&args, &config, &settings, &engine).await,
+            Ok(s) => {
+                log::info!("received {s:?}; shutting down");
+                break;
+            }
+            Err(e) => log::warn!("signal stream: {e}"),
+        }
+    }
+    stop_tx.close();
+    serving.await;
+    let _ = std::fs::remove_file(&config.socket);
+    drop(engine);
+    store.close().await;
+    log::info!("shelfd stopped");
+    Ok(())
+}
+
+async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Engine) {
+    match load_config(args) {
+        Ok(new) => {
+            if new.state_dir != running.state_dir || new.socket != running.socket {
+                log::warn!(
+                    "reload: state_dir and socket changes need a restart; kept the running ones"
+                );
+            }
+            settings.update(&new);
+            for note in engine.reload_pools(&new).await {
+                log::info!("reload: {note}");
+            }
+            log::info!("config reloaded");
+        }
+        Err(e) => log::error!("reload refused, keeping the running config: {e}"),
+    }
+}

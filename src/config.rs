@@ -1,0 +1,229 @@
+//! shelfd's configuration: a strict TOML file, with an embedded default.
+//!
+//! The embedded default is `image/shelf.toml`, the same file the appliance installs as
+//! `/etc/shelf/shelf.toml`, so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::{validate_name, PoolKind};
+
+/// The default config, compiled in.
+pub const EMBEDDED: &str = include_str!("../image/shelf.toml");
+
+/// Where shelfd looks for its config when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/shelf/shelf.toml";
+
+/// An error in the config: which file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("config {origin}: {message}")]
+pub struct ConfigError {
+    /// The file, or "embedded default".
+    pub origin: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the database, the lock file and default pools.
+    pub state_dir: PathBuf,
+    /// Path of the management socket.
+    pub socket: PathBuf,
+    /// Largest request frame, in bytes (64 B to 64 MiB).
+    #[serde(default = "default_max_frame")]
+    pub max_frame_size: u32,
+    /// Requests one connection may have in flight (1 to 4096).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Seconds an external command may run (1 to 3600).
+    #[serde(default = "default_timeout")]
+    pub command_timeout: u64,
+    /// Pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// One pool's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// How the pool stores volumes.
+    #[serde(default = "default_kind")]
+    pub kind: PoolKind,
+    /// The pool's directory; default `<state_dir>/pools/<name>`.
+    pub path: Option<PathBuf>,
+}
+
+fn default_max_frame() -> u32 {
+    1 << 20
+}
+fn default_in_flight() -> usize {
+    64
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_kind() -> PoolKind {
+    PoolKind::File
+}
+
+impl Config {
+    /// Parse and validate config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED, "embedded default").expect("the embedded config is valid")
+    }
+
+    /// Load `path` if given; otherwise the default path if it exists; otherwise the embedded
+    /// default. A path given explicitly must exist.
+    pub fn load(path: Option<&Path>) -> Result<(Config, String), ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let origin = path.display().to_string();
+                Ok((Config::parse(&text, &origin)?, origin))
+            }
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((Config::embedded(), "embedded default".to_string()))
+            }
+            Err(e) => Err(ConfigError {
+                origin: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    /// Apply command-line overrides, then fill in defaults that depend on other settings.
+    pub fn with_overrides(mut self, state_dir: Option<PathBuf>, socket: Option<PathBuf>) -> Self {
+        if let Some(s) = state_dir {
+            self.state_dir = s;
+        }
+        if let Some(s) = socket {
+            self.socket = s;
+        }
+        self
+    }
+
+    /// The pools to run, with every path resolved; a `default` file pool when none is set.
+    pub fn resolved_pools(&self) -> BTreeMap<String, (PoolKind, PathBuf)> {
+        let mut out = BTreeMap::new();
+        for (name, p) in &self.pools {
+            let path = p
+                .path
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("pools").join(name));
+            out.insert(name.clone(), (p.kind, path));
+        }
+        if out.is_empty() {
+            out.insert(
+                "default".to_string(),
+                (PoolKind::File, self.state_dir.join("pools").join("default")),
+            );
+        }
+        out
+    }
+
+    fn validate(&mut self) -> Result<(), String> {
+        if !self.state_dir.is_absolute() {
+            return Err(format!(
+                "state_dir {:?} must be an absolute path",
+                self.state_dir
+            ));
+        }
+        if !self.socket.is_absolute() {
+            return Err(format!("socket {:?} must be an absolute path", self.socket));
+        }
+        if !(64..=64 << 20).contains(&self.max_frame_size) {
+            return Err(format!(
+                "max_frame_size {} must be between 64 and 67108864",
+                self.max_frame_size
+            ));
+        }
+        if !(1..=4096).contains(&self.max_in_flight) {
+            return Err(format!(
+                "max_in_flight {} must be between 1 and 4096",
+                self.max_in_flight
+            ));
+        }
+        if !(1..=3600).contains(&self.command_timeout) {
+            return Err(format!(
+                "command_timeout {} must be between 1 and 3600 seconds",
+                self.command_timeout
+            ));
+        }
+        for (name, p) in &self.pools {
+            validate_name("pool", name).map_err(|e| format!("pools.{name}: {e}"))?;
+            if let Some(path) = &p.path {
+                if !path.is_absolute() {
+                    return Err(format!(
+                        "pools.{name}.path {path:?} must be an absolute path"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/shelf"));
+        assert_eq!(c.max_frame_size, 1 << 20);
+        let pools = c.resolved_pools();
+        assert_eq!(
+            pools["default"].1,
+            PathBuf::from("/var/lib/shelf/pools/default")
+        );
+    }
+
+    #[test]
+    fn overrides_move_the_default_pool() {
+        let c = Config::embedded().with_overrides(Some("/tmp/s".into()), None);
+        assert_eq!(
+            c.resolved_pools()["default"].1,
+            PathBuf::from("/tmp/s/pools/default")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = Config::parse("state_dir='/a'\nsocket='/b'\nbogus=1\n", "t").unwrap_err();
+        assert!(e.message.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for text in [
+            "state_dir='rel'\nsocket='/b'",
+            "state_dir='/a'\nsocket='/b'\nmax_frame_size=1",
+            "state_dir='/a'\nsocket='/b'\n[pools.'../x']\n",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\npath='rel'",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='zfs'",
+        ] {
+            assert!(Config::parse(text, "t").is_err(), "{text}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The operations: one function per request, each validating with [`crate::model`],
+//! recording in [`crate::store`] before acting through a [`crate::pool::Pool`], and
+//! recording completion after.
+//!
+//! Crash safety: every multi-step operation first commits a row in a transitional state
+//! (`creating`, `deleting`) or an intent, then acts, then commits the settled state. At
+//! start-up, [`Engine::recover`] finishes or undoes whatever a crash interrupted, before
+//! the socket opens. A reply of `ok` is sent only after the final commit.
+
+pub mod failpoint;
+mod locks;
+mod recover;
+mod share;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use ciborium::Value;
+use serde::Serialize;
+
+pub use locks::LockTable;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::Pool as PoolInfo;
+use crate::pool::{FilePool, Pool};
+use crate::proto::{Request, FEATURES, PROTOCOL_VERSIONS};
+use crate::store::Store;
+
+/// The engine: the database, the pools and the per-object locks.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    pools: RwLock<BTreeMap<String, Arc<dyn Pool>>>,
+    locks: LockTable,
+}
+
+/// Convert a result struct to a CBOR value.
+fn to_value<T: Serialize>(v: &T) -> Result<Value> {
+    Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
+}
+
+/// Build a CBOR map from pairs.
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Map(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.to_string()), v))
+            .collect(),
+    )
+}
+
+/// Run a blocking closure off the event loop.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    smol::unblock(f).await
+}
+
+impl Engine {
+    /// Open the pools named in the config (creating their directories) and wrap the store.
+    pub async fn new(config: &Config, store: Store) -> Result<Engine> {
+        let mut pools: BTreeMap<String, Arc<dyn Pool>> = BTreeMap::new();
+        for (name, (kind, path)) in config.resolved_pools() {
+            let pool = open_pool(&name, kind, path).await?;
+            pools.insert(name, pool);
+        }
+        Ok(Engine {
+            store,
+            pools: RwLock::new(pools),
+            locks: LockTable::default(),
+        })
+    }
+
+    /// Add pools that a reloaded config names and we do not have yet; report what changed.
+    pub async fn reload_pools(&self, config: &Config) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (name, (kind, path)) in config.resolved_pools() {
+            let existing = self.pools.read().expect("pools lock").get(&name).cloned();
+            match existing {
+                Some(p) if p.location() != path.display().to_string() || p.kind() != kind => {
+                    notes.push(format!(
+                        "pool {name}: changing its kind or path needs a restart; kept {}",
+                        p.location()
+                    ));
+                }
+                Some(_) => {}
+                None => match open_pool(&name, kind, path).await {
+                    Ok(p) => {
+                        self.pools
+                            .write()
+                            .expect("pools lock")
+                            .insert(name.clone(), p);
+                        notes.push(format!("pool {name} added"));
+                    }
+                    Err(e) => notes.push(format!("pool {name} not added: {e}")),
+                },
+            }
+        }
+        notes
+    }
+
+    /// The store (for shutdown).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn pool(&self, name: &str) -> Result<Arc<dyn Pool>> {
+        self.pools
+            .read()
+            .expect("pools lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no pool {name:?}")))
+    }
+
+    /// The pool a create goes to: the one named, or `default`, or the only one.
+    fn pick_pool(&self, name: Option<&str>) -> Result<Arc<dyn Pool>> {
+        if let Some(n) = name {
+            return self.pool(n);
+        }
+        let pools = self.pools.read().expect("pools lock");
+        if let Some(p) = pools.get("default") {
+            return Ok(p.clone());
+        }
+        if pools.len() == 1 {
+            return Ok(pools.values().next().expect("one pool").clone());
+        }
+        Err(Error::Invalid(
+            "several pools are configured; say which with pool".into(),
+        ))
+    }
+
+    /// Run one request.
+    pub async fn handle(&self, req: Request) -> Result<Value> {
+        match req {
+            Request::Hello => Ok(self.hello()),
+            Request::PoolList => {
+                let names: Vec<String> = self
+                    .pools
+                    .read()
+                    .expect("pools lock")
+                    .keys()
+                    .cloned()
+                    .collect();
+                let mut out = Vec::new();
+                for n in names {
+                    out.push(self.pool_info(&n).await?);
+                }
+                to_value(&out)
+            }
+            Request::PoolShow(a) => to_value(&self.pool_info(&a.name).await?),
+            Request::ShareCreate(a) => self.create_share(a).await,
+            Request::ShareList(a) => self.list_shares(a).await,
+            Request::ShareShow(a) => self.show_share(a).await,
+            Request::ShareResize(a) => self.resize_share(a).await,
+            Request::ShareDelete(a) => self.delete_share(a).await,
+            Request::ShareClone(a) => self.clone_share(a).await,
+            Request::SnapshotCreate(a) => self.create_snapshot(a).await,
+            Request::SnapshotList(a) => self.list_snapshots(a).await,
+            Request::SnapshotShow(a) => self.show_snapshot(a).await,
+            Request::SnapshotDelete(a) => self.delete_snapshot(a).await,
+            Request::Tree(a) => self.tree(a).await,
+        }
+    }
+
+    fn hello(&self) -> Value {
+        map(vec![
+            ("server", Value::Text(crate::SERVER_NAME.into())),
+            ("version", Value::Text(crate::VERSION.into())),
+            (
+                "protocols",
+                Value::Array(
+                    PROTOCOL_VERSIONS
+                        .iter()
+                        .map(|v| Value::Integer((*v).into()))
+                        .collect(),
+                ),
+            ),
+            (
+                "features",
+                Value::Array(FEATURES.iter().map(|f| Value::Text((*f).into())).collect()),
+            ),
+        ])
+    }
+
+    async fn pool_info(&self, name: &str) -> Result<PoolInfo> {
+        let pool = self.pool(name)?;
+        let p = pool.clone();
+        let usage = blocking(move || p.usage()).await?;
+        let pname = name.to_string();
+        let (provisioned, shares, snapshots) = self
+            .store
+            .call(move |c| crate::store::pool_totals(c, &pname))
+            .await?;
+        Ok(PoolInfo {
+            name: name.to_string(),
+            kind: pool.kind(),
+            path: pool.location(),
+            size: usage.size,
+            used: usage.used,
+            free: usage.free,
+            provisioned,
+            shares,
+            snapshots,
+            reflink: pool.reflink(),
+        })
+    }
+}
+
+async fn open_pool(
+    name: &str,
+    kind: crate::model::PoolKind,
+    path: std::path::PathBuf,
+) -> Result<Arc<dyn Pool>> {
+    match kind {
+        crate::model::PoolKind::File => {
+            let mut p = FilePool::new(name, path);
+            let p = blocking(move || p.prepare().map(|_| p)).await?;
+            log::info!(
+                "pool {name}: file pool at {} (reflink: {})",
+                p.location(),
+                p.reflink()
+            );
+            Ok(Arc::new(p))
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Start-up recovery: finish or undo what a crash interrupted, before the socket opens.
+//!
+//! Rules: a `creating` share or snapshot was never acknowledged, so it is undone (its
+//! files removed, then its row). A `deleting` one was on its way out, so the delete is
+//! finished. An unfinished resize is rolled forward (growing is idempotent). Data that a
+//! settled row references is never touched.
+
+use super::{blocking, Engine};
+use crate::error::{Error, Result};
+use crate::model::ShareState;
+use crate::store;
+
+/// What recovery did, for the log and the `reconcile` reply.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// One line per action taken.
+    pub actions: Vec<String>,
+}
+
+impl Engine {
+    /// Finish or undo every interrupted operation.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let mut out = Recovery::default();
+        let (shares, snaps) = self.store.call(|c| store::unsettled(c)).await?;
+        for snap in snaps {
+            let pool = self.pool(&snap.pool)?;
+            let (p, id) = (pool.clone(), snap.id.clone());
+            blocking(move || p.remove_snapshot(&id)).await?;
+            let id = snap.id.clone();
+            self.store
+                .write(move |c| store::delete_snapshot_row(c, &id))
+                .await?;
+            out.actions.push(format!(
+                "snapshot {} ({}) of share {} was {} at the crash: removed",
+                snap.name,
+                snap.id,
+                snap.share_name,
+                snap.state.as_str()
+            ));
+        }
+        for share in shares {
+            let pool = self.pool(&share.pool)?;
+            let sid = share.id.clone();
+            let leftovers = self
+                .store
+                .call(move |c| store::list_snapshots(c, Some(&sid), None))
+                .await?;
+            if share.state == ShareState::Creating && !leftovers.is_empty() {
+                return Err(Error::Internal(format!(
+                    "share {} is creating but has snapshots; refusing to guess",
+                    share.id
+                )));
+            }
+            for snap in leftovers {
+                self.remove_snapshot_locked(&pool, &snap).await?;
+            }
+            let (p, id) = (pool.clone(), share.id.clone());
+            blocking(move || p.remove_volume(&id)).await?;
+            let id = share.id.clone();
+            self.store
+                .write(move |c| store::delete_share_row(c, &id))
+                .await?;
+            out.actions.push(format!(
+                "share {} ({}) was {} at the crash: {}",
+                share.name,
+                share.id,
+                share.state.as_str(),
+                if share.state == ShareState::Creating {
+                    "creation undone"
+                } else {
+                    "deletion finished"
+                }
+            ));
+        }
+        for intent in self.store.call(|c| store::list_intents(c)).await? {
+            let action = self.replay_intent(&intent).await?;
+            let id = intent.id;
+            self.store
+                .write(move |c| store::delete_intent(c, id))
+                .await?;
+            out.actions.push(action);
+        }
+        for a in &out.actions {
+            log::warn!("recovery: {a}");
+        }
+        Ok(out)
+    }
+
+    async fn replay_intent(&self, intent: &store::Intent) -> Result<String> {
+        match intent.op.as_str() {
+            "share.resize" => {
+                let size = intent.data["size"].as_u64().ok_or_else(|| {
+                    Error::Internal(format!("resize intent {} has no size", intent.id))
+                })?;
+                let id = intent.object.clone();
+                let Some(share) = self.store.call(move |c| store::get_share(c, &id)).await? else {
+                    return Ok(format!(
+                        "resize of vanished share {} dropped",
+                        intent.object
+                    ));
+                };
+                let pool = self.pool(&share.pool)?;
+                let (p, s) = (pool.clone(), share.clone());
+                blocking(move || p.grow(&s, size)).await?;
+                let id = share.id.clone();
+                self.store
+                    .write(move |c| store::set_share_size(c, &id, size))
+                    .await?;
+                Ok(format!(
+                    "resize of share {} ({}) to {size} bytes was interrupted: finished",
+                    share.name, share.id
+                ))
+            }
+            other => Err(Error::Internal(format!(
+                "unknown intent {other:?} (id {}) in the journal; a newer shelfd wrote it",
+                intent.id
+            ))),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Share operations: create, list, show, resize, delete, clone.
+
+use ciborium::Value;
+
+use super::{blocking, failpoint, map, to_value, Engine};
+use crate::error::{Error, Result};
+use crate::model::{self, Share, ShareState};
+use crate::proto::{
+    CloneArgs, ShareCreateArgs, ShareDeleteArgs, ShareListArgs, ShareRef, ShareResizeArgs,
+};
+use crate::store::{self, now};
+
+/// Reply of a mutation: the object and whether anything changed.
+fn changed(key: &str, obj: Value, changed: bool) -> Value {
+    map(vec![(key, obj), ("changed", Value::Bool(changed))])
+}
+
+/// Is `existing` what this create asks for? Then a retry is answered with it.
+fn same_share(existing: &Share, a: &ShareCreateArgs, sparse: bool) -> bool {
+    existing.size == a.size
+        && existing.sparse == sparse
+        && existing.origin_snapshot.is_none()
+        && existing.metadata == a.metadata
+}
+
+impl Engine {
+    pub(super) async fn create_share(&self, a: ShareCreateArgs) -> Result<Value> {
+        model::validate_name("share", &a.name)?;
+        model::validate_size(a.size)?;
+        model::validate_metadata(&a.metadata)?;
+        let pool = self.pick_pool(a.pool.as_deref())?;
+        let sparse = a.sparse.unwrap_or(true);
+        let share = Share {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: a.name.clone(),
+            pool: pool.name().to_string(),
+            size: a.size,
+            sparse,
+            state: ShareState::Creating,
+            created_at: now(),
+            origin_snapshot: None,
+            origin_share: None,
+            metadata: a.metadata.clone(),
+        };
+        // Reserve the name with a `creating` row, or answer a retry with what exists.
+        let row = share.clone();
+        let existing = self
+            .store
+            .write(move |c| {
+                if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
+                    return Ok(Some(e));
+                }
+                store::insert_share(c, &row)?;
+                Ok(None)
+            })
+            .await?;
+        if let Some(e) = existing {
+            return match e.state {
+                ShareState::Available if same_share(&e, &a, sparse) => {
+                    Ok(changed("share", to_value(&e)?, false))
+                }
+                ShareState::Creating => Err(Error::Busy(format!(
+                    "share {} is being created by another request",
+                    e.name
+                ))),
+                _ => Err(Error::AlreadyExists(format!(
+                    "share {} already exists in pool {} with other parameters (size {}, id {})",
+                    e.name, e.pool, e.size, e.id
+                ))),
+            };
+        }
+        failpoint::hit("share.create.before_volume");
+        let (p, s) = (pool.clone(), share.clone());
+        if let Err(cause) = blocking(move || p.create_volume(&s)).await {
+            return Err(self.forget_share(&share, cause).await);
+        }
+        failpoint::hit("share.create.after_volume");
+        let id = share.id.clone();
+        self.store
+            .write(move |c| store::set_share_state(c, &id, ShareState::Available))
+            .await?;
+        let mut share = share;
+        share.state = ShareState::Available;
+        log::info!(
+            "share created: {} ({}) in pool {}, {} bytes{}",
+            share.name,
+            share.id,
+            share.pool,
+            share.size,
+            if share.sparse {
+                ", sparse"
+            } else {
+                ", preallocated"
+            }
+        );
+        Ok(changed("share", to_value(&share)?, true))
+    }
+
+    /// Drop the `creating` row of a share whose volume could not be made.
+    async fn forget_share(&self, share: &Share, cause: Error) -> Error {
+        let id = share.id.clone();
+        match self
+            .store
+            .write(move |c| store::delete_share_row(c, &id))
+            .await
+        {
+            Ok(()) => cause,
+            Err(e) => Error::rollback(cause, e),
+        }
+    }
+
+    pub(super) async fn list_shares(&self, a: ShareListArgs) -> Result<Value> {
+        let shares = self
+            .store
+            .call(move |c| {
+                store::list_shares(c, a.pool.as_deref(), a.name.as_deref(), a.id.as_deref())
+            })
+            .await?;
+        to_value(&shares)
+    }
+
+    pub(super) async fn show_share(&self, a: ShareRef) -> Result<Value> {
+        let share = self
+            .store
+            .call(move |c| store::find_share(c, &a.share, a.pool.as_deref()))
+            .await?;
+        to_value(&share)
+    }
+
+    /// Resolve a share reference to its id (for locking).
+    pub(super) async fn share_id(&self, reference: &str, pool: Option<&str>) -> Result<String> {
+        let (r, p) = (reference.to_string(), pool.map(str::to_string));
+        Ok(self
+            .store
+            .call(move |c| store::find_share(c, &r, p.as_deref()))
+            .await?
+            .id)
+    }
+
+    /// The share with this id, re-read under its lock.
+    pub(super) async fn share_by_id(&self, id: &str) -> Result<Share> {
+        let id = id.to_string();
+        self.store
+            .call(move |c| {
+                store::get_share(c, &id)?
+                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))
+            })
+            .await
+    }
+
+    pub(super) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Value> {
+        model::validate_size(a.size)?;
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        if share.state != ShareState::Available {
+            return Err(Error::Busy(format!(
+                "share {} is {}",
+                share.name,
+                share.state.as_str()
+            )));
+        }
+        if a.size < share.size {
+            return Err(Error::Invalid(format!(
+                "share {} is {} bytes; shrinking to {} is not supported (grow only)",
+                share.name, share.size, a.size
+            )));
+        }
+        if a.size == share.size {
+            return Ok(changed("share", to_value(&share)?, false));
+        }
+        let pool = self.pool(&share.pool)?;
+        let (sid, new_size) = (share.id.clone(), a.size);
+        let intent = self
+            .store
+            .write(move |c| {
+                let data = serde_json::json!({ "size": new_size });
+                store::insert_intent(c, "share.resize", &sid, &data)
+            })
+            .await?;
+        failpoint::hit("share.resize.after_intent");
+        let (p, s) = (pool.clone(), share.clone());
+        let grown = blocking(move || p.grow(&s, new_size)).await;
+        if let Err(cause) = grown {
+            // Growing never loses data; the file may be partly grown, which is harmless:
+            // the volume keeps its recorded size's worth of addressable data.
+            let (p, s) = (pool.clone(), share.clone());
+            let restamp = blocking(move || p.stamp(&s)).await;
+            let cleared = self
+                .store
+                .write(move |c| store::delete_intent(c, intent))
+                .await;
+            return Err(match restamp.and(cleared) {
+                Ok(()) => cause,
+                Err(e) => Error::rollback(cause, e),
+            });
+        }
+        failpoint::hit("share.resize.after_grow");
+        let sid = share.id.clone();
+        self.store
+            .write(move |c| {
+                store::set_share_size(c, &sid, new_size)?;
+                store::delete_intent(c, intent)
+            })
+            .await?;
+        log::info!(
+            "share resized: {} ({}) {} -> {} bytes",
+            share.name,
+            share.id,
+            share.size,
+            a.size
+        );
+        let mut share = share;
+        share.size = a.size;
+        Ok(changed("share", to_value(&share)?, true))
+    }
+
+    pub(super) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Value> {
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        let sid = share.id.clone();
+        let snapshots = self
+            .store
+            .call(move |c| store::list_snapshots(c, Some(&sid), None))
+            .await?;
+        let names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
+        model::can_delete_share(&share, &names, a.recursive).map_err(|b| match b {
+            model::DeleteBlocked::Busy(m) => Error::Busy(m),
+            model::DeleteBlocked::HasDependents(m) => Error::HasDependents(m),
+        })?;
+        let pool = self.pool(&share.pool)?;
+        for snap in &snapshots {
+            self.remove_snapshot_locked(&pool, snap).await?;
+        }
+        let sid = share.id.clone();
+        self.store
+            .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
+            .await?;
+        failpoint::hit("share.delete.after_mark");
+        let (p, sid) = (pool.clone(), share.id.clone());
+        blocking(move || p.remove_volume(&sid)).await?;
+        failpoint::hit("share.delete.after_volume");
+        let sid = share.id.clone();
+        self.store
+            .write(move |c| store::delete_share_row(c, &sid))
+            .await?;
+        log::info!(
+            "share deleted: {} ({}) from pool {}{}",
+            share.name,
+            share.id,
+            share.pool,
+            if snapshots.is_empty() {
+                String::new()
+            } else {
+                format!(" with {} snapshot(s)", snapshots.len())
+            }
+        );
+        Ok(map(vec![
+            ("deleted", Value::Text(share.id.clone())),
+            ("snapshots_deleted", Value::Integer(snapshots.len().into())),
+            ("changed", Value::Bool(true)),
+        ]))
+    }
+
+    pub(super) async fn clone_share(&self, a: CloneArgs) -> Result<Value> {
+        model::validate_name("share", &a.name)?;
+        model::validate_metadata(&a.metadata)?;
+        let (r, sh, p) = (a.snapshot.clone(), a.share.clone(), a.pool.clone());
+        let snap = self
+            .store
+            .call(move |c| store::find_snapshot(c, &r, sh.as_deref(), p.as_deref()))
+            .await?;
+        // Hold the origin share's lock so the snapshot cannot be deleted under the clone.
+        let _g = self.locks.lock(&snap.share).await;
+        let origin = self.share_by_id(&snap.share).await?;
+        let share = Share {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: a.name.clone(),
+            pool: snap.pool.clone(),
+            size: snap.size,
+            sparse: origin.sparse,
+            state: ShareState::Creating,
+            created_at: now(),
+            origin_snapshot: Some(snap.id.clone()),
+            origin_share: Some(snap.share.clone()),
+            metadata: a.metadata.clone(),
+        };
+        let (row, snap_id) = (share.clone(), snap.id.clone());
+        let existing = self
+            .store
+            .write(move |c| {
+                let current = store::get_snapshot(c, &snap_id)?.ok_or_else(|| {
+                    Error::NotFound(format!("snapshot {snap_id} was deleted meanwhile"))
+                })?;
+                if current.state != ShareState::Available {
+                    return Err(Error::Busy(format!(
+                        "snapshot {} is {}",
+                        current.name,
+                        current.state.as_str()
+                    )));
+                }
+                if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
+                    return Ok(Some(e));
+                }
+                store::insert_share(c, &row)?;
+                Ok(None)
+            })
+            .await?;
+        if let Some(e) = existing {
+            if e.state == ShareState::Available
+                && e.origin_snapshot.as_deref() == Some(snap.id.as_str())
+                && e.metadata == a.metadata
+            {
+                return Ok(changed("share", to_value(&e)?, false));
+            }
+            return Err(Error::AlreadyExists(format!(
+                "share {} already exists in pool {} (id {})",
+                e.name, e.pool, e.id
+            )));
+        }
+        failpoint::hit("share.clone.before_volume");
+        let pool = self.pool(&share.pool)?;
+        let (p, sn, s) = (pool.clone(), snap.clone(), share.clone());
+        if let Err(cause) = blocking(move || p.clone_volume(&sn, &s)).await {
+            return Err(self.forget_share(&share, cause).await);
+        }
+        failpoint::hit("share.clone.after_volume");
+        let id = share.id.clone();
+        self.store
+            .write(move |c| store::set_share_state(c, &id, ShareState::Available))
+            .await?;
+        let mut share = share;
+        share.state = ShareState::Available;
+        log::info!(
+            "share cloned: {} ({}) from snapshot {} of share {}",
+            share.name,
+            share.id,
+            snap.name,
+            snap.share_name
+        );
+        Ok(changed("share", to_value(&share)?, true))
+    }
+}

@@ -1,0 +1,195 @@
+//! Snapshot operations, and the lineage tree.
+
+use std::sync::Arc;
+
+use ciborium::Value;
+
+use super::{blocking, failpoint, map, to_value, Engine};
+use crate::error::{Error, Result};
+use crate::model::{self, ShareState, Snapshot};
+use crate::pool::Pool;
+use crate::proto::{SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
+use crate::store::{self, now};
+
+impl Engine {
+    pub(super) async fn create_snapshot(&self, a: SnapshotCreateArgs) -> Result<Value> {
+        model::validate_name("snapshot", &a.name)?;
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        if share.state != ShareState::Available {
+            return Err(Error::Busy(format!(
+                "share {} is {}",
+                share.name,
+                share.state.as_str()
+            )));
+        }
+        let snap = Snapshot {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: a.name.clone(),
+            share: share.id.clone(),
+            share_name: share.name.clone(),
+            pool: share.pool.clone(),
+            size: share.size,
+            state: ShareState::Creating,
+            created_at: now(),
+        };
+        let row = snap.clone();
+        let existing = self
+            .store
+            .write(move |c| {
+                let found = store::list_snapshots(c, Some(&row.share), None)?
+                    .into_iter()
+                    .find(|s| s.name == row.name);
+                if found.is_none() {
+                    store::insert_snapshot(c, &row)?;
+                }
+                Ok(found)
+            })
+            .await?;
+        if let Some(e) = existing {
+            // The same name on the same share: a retry. It is answered with the snapshot
+            // that exists (its content is from its own time, which the first reply promised).
+            return match e.state {
+                ShareState::Available => Ok(map(vec![
+                    ("snapshot", to_value(&e)?),
+                    ("changed", Value::Bool(false)),
+                ])),
+                _ => Err(Error::Busy(format!(
+                    "snapshot {} is {}",
+                    e.name,
+                    e.state.as_str()
+                ))),
+            };
+        }
+        failpoint::hit("snapshot.create.before_copy");
+        let pool = self.pool(&share.pool)?;
+        let (p, sh, sn) = (pool.clone(), share.clone(), snap.clone());
+        let t0 = std::time::Instant::now();
+        if let Err(cause) = blocking(move || p.snapshot(&sh, &sn)).await {
+            let sid = snap.id.clone();
+            return Err(
+                match self
+                    .store
+                    .write(move |c| store::delete_snapshot_row(c, &sid))
+                    .await
+                {
+                    Ok(()) => cause,
+                    Err(e) => Error::rollback(cause, e),
+                },
+            );
+        }
+        let took = t0.elapsed();
+        failpoint::hit("snapshot.create.after_copy");
+        let sid = snap.id.clone();
+        self.store
+            .write(move |c| store::set_snapshot_state(c, &sid, ShareState::Available))
+            .await?;
+        let mut snap = snap;
+        snap.state = ShareState::Available;
+        log::info!(
+            "snapshot created: {} ({}) of share {} in {:.3} ms ({})",
+            snap.name,
+            snap.id,
+            share.name,
+            took.as_secs_f64() * 1000.0,
+            if pool.reflink() { "reflink" } else { "copy" }
+        );
+        Ok(map(vec![
+            ("snapshot", to_value(&snap)?),
+            ("changed", Value::Bool(true)),
+        ]))
+    }
+
+    pub(super) async fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Value> {
+        let share_id = match &a.share {
+            Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
+            None => None,
+        };
+        let snaps = self
+            .store
+            .call(move |c| store::list_snapshots(c, share_id.as_deref(), a.pool.as_deref()))
+            .await?;
+        to_value(&snaps)
+    }
+
+    pub(super) async fn show_snapshot(&self, a: SnapshotRef) -> Result<Value> {
+        let snap = self
+            .store
+            .call(move |c| {
+                store::find_snapshot(c, &a.snapshot, a.share.as_deref(), a.pool.as_deref())
+            })
+            .await?;
+        to_value(&snap)
+    }
+
+    pub(super) async fn delete_snapshot(&self, a: SnapshotRef) -> Result<Value> {
+        let snap = self
+            .store
+            .call(move |c| {
+                store::find_snapshot(c, &a.snapshot, a.share.as_deref(), a.pool.as_deref())
+            })
+            .await?;
+        let _g = self.locks.lock(&snap.share).await;
+        let sid = snap.id.clone();
+        let snap = self
+            .store
+            .call(move |c| {
+                store::get_snapshot(c, &sid)?
+                    .ok_or_else(|| Error::NotFound(format!("snapshot {sid} was deleted meanwhile")))
+            })
+            .await?;
+        if snap.state == ShareState::Creating {
+            return Err(Error::Busy(format!(
+                "snapshot {} is still being created",
+                snap.name
+            )));
+        }
+        let pool = self.pool(&snap.pool)?;
+        self.remove_snapshot_locked(&pool, &snap).await?;
+        Ok(map(vec![
+            ("deleted", Value::Text(snap.id.clone())),
+            ("changed", Value::Bool(true)),
+        ]))
+    }
+
+    /// Remove one snapshot; the caller holds its share's lock. Clones made from it are
+    /// independent copies and are not touched; they keep recording it as their origin.
+    pub(super) async fn remove_snapshot_locked(
+        &self,
+        pool: &Arc<dyn Pool>,
+        snap: &Snapshot,
+    ) -> Result<()> {
+        let sid = snap.id.clone();
+        self.store
+            .write(move |c| store::set_snapshot_state(c, &sid, ShareState::Deleting))
+            .await?;
+        failpoint::hit("snapshot.delete.after_mark");
+        let (p, sid) = (pool.clone(), snap.id.clone());
+        blocking(move || p.remove_snapshot(&sid)).await?;
+        failpoint::hit("snapshot.delete.after_file");
+        let sid = snap.id.clone();
+        self.store
+            .write(move |c| store::delete_snapshot_row(c, &sid))
+            .await?;
+        log::info!(
+            "snapshot deleted: {} ({}) of share {}",
+            snap.name,
+            snap.id,
+            snap.share_name
+        );
+        Ok(())
+    }
+
+    pub(super) async fn tree(&self, a: TreeArgs) -> Result<Value> {
+        let (shares, snaps) = self
+            .store
+            .call(move |c| {
+                let shares = store::list_shares(c, a.pool.as_deref(), None, None)?;
+                let snaps = store::list_snapshots(c, None, a.pool.as_deref())?;
+                Ok((shares, snaps))
+            })
+            .await?;
+        to_value(&model::build_tree(&shares, &snaps))
+    }
+}

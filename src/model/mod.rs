@@ -1,0 +1,27 @@
+//! The domain: names, sizes, shares, snapshots and the rules of the tree.
+//!
+//! Everything here is pure: no I/O, no async, no SQLite. The engine asks these functions
+//! whether a request is valid before it touches anything.
+
+mod names;
+mod size;
+mod tree;
+
+pub use names::{validate_metadata, validate_name, MAX_METADATA_ENTRIES};
+pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
+pub use tree::{
+    build_tree, can_delete_share, DeleteBlocked, Pool, PoolKind, Share, ShareState, Snapshot,
+    TreeNode, TreeSnapshot,
+};
+
+/// An error in a request's content, found before anything was done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    /// Build an `Invalid` from anything printable.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Invalid(msg.into())
+    }
+}

@@ -1,0 +1,107 @@
+//! Carving volumes out of pools.
+//!
+//! A [`Pool`] creates, snapshots, clones, grows and removes volumes, and reports usage. Its
+//! methods block (file-system calls, or commands for later kinds) and are called off the
+//! event loop. Every volume carries its own identity on disk, so the database can be
+//! rebuilt from the pools.
+
+mod file;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use file::FilePool;
+
+use crate::error::Result;
+use crate::model::{PoolKind, Share, Snapshot};
+use crate::sys::fs::FsUsage;
+
+/// What a pool found on disk: one volume or snapshot and the identity it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnDisk {
+    /// `share` or `snapshot`.
+    pub kind: String,
+    /// The id in its path.
+    pub id: String,
+    /// Where it is.
+    pub path: PathBuf,
+    /// The `user.shelf.*` attributes it carries.
+    pub identity: BTreeMap<String, String>,
+}
+
+/// A pool of volumes.
+pub trait Pool: Send + Sync + std::fmt::Debug {
+    /// The pool's name.
+    fn name(&self) -> &str;
+    /// Its kind.
+    fn kind(&self) -> PoolKind;
+    /// Where it lives (directory for file pools).
+    fn location(&self) -> String;
+    /// Whether snapshots and clones are reflinks (instant) rather than copies.
+    fn reflink(&self) -> bool;
+    /// Make the pool ready: directories, capability probes.
+    fn prepare(&mut self) -> Result<()>;
+    /// Make the share's volume, sized and stamped with its identity.
+    fn create_volume(&self, share: &Share) -> Result<()>;
+    /// Freeze the share's volume into the snapshot.
+    fn snapshot(&self, share: &Share, snap: &Snapshot) -> Result<()>;
+    /// Make `share`'s volume from the snapshot; independent of it afterwards.
+    fn clone_volume(&self, snap: &Snapshot, share: &Share) -> Result<()>;
+    /// Grow the share's volume to `size` bytes.
+    fn grow(&self, share: &Share, size: u64) -> Result<()>;
+    /// Rewrite the identity a share's volume carries (after a metadata change).
+    fn stamp(&self, share: &Share) -> Result<()>;
+    /// Remove a share's volume; succeeds when it is already gone.
+    fn remove_volume(&self, share_id: &str) -> Result<()>;
+    /// Remove a snapshot; succeeds when it is already gone.
+    fn remove_snapshot(&self, snap_id: &str) -> Result<()>;
+    /// Whether the share's volume exists.
+    fn volume_exists(&self, share_id: &str) -> bool;
+    /// Whether the snapshot exists.
+    fn snapshot_exists(&self, snap_id: &str) -> bool;
+    /// The path a client of the appliance uses for the share's data (the volume file).
+    fn volume_path(&self, share_id: &str) -> PathBuf;
+    /// Size, free and used bytes of the pool's storage.
+    fn usage(&self) -> Result<FsUsage>;
+    /// Every volume and snapshot on disk, with the identity each carries.
+    fn scan(&self) -> Result<Vec<OnDisk>>;
+}
+
+/// The identity attributes of a share, as stamped on its volume.
+pub fn share_identity(s: &Share) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("kind".into(), "share".into());
+    m.insert("id".into(), s.id.clone());
+    m.insert("name".into(), s.name.clone());
+    m.insert("pool".into(), s.pool.clone());
+    m.insert("size".into(), s.size.to_string());
+    m.insert("sparse".into(), s.sparse.to_string());
+    m.insert("created_at".into(), s.created_at.to_string());
+    m.insert(
+        "origin_snapshot".into(),
+        s.origin_snapshot.clone().unwrap_or_default(),
+    );
+    m.insert(
+        "origin_share".into(),
+        s.origin_share.clone().unwrap_or_default(),
+    );
+    m.insert(
+        "metadata".into(),
+        serde_json::to_string(&s.metadata).expect("a string map serialises"),
+    );
+    m
+}
+
+/// The identity attributes of a snapshot.
+pub fn snapshot_identity(s: &Snapshot) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("kind".into(), "snapshot".into());
+    m.insert("id".into(), s.id.clone());
+    m.insert("name".into(), s.name.clone());
+    m.insert("share".into(), s.share.clone());
+    m.insert("share_name".into(), s.share_name.clone());
+    m.insert("pool".into(), s.pool.clone());
+    m.insert("size".into(), s.size.to_string());
+    m.insert("created_at".into(), s.created_at.to_string());
+    m
+}

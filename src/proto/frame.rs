@@ -1,0 +1,284 @@
+//! Framing: a 4-byte big-endian length, then exactly one CBOR data item.
+//!
+//! The length is checked against the maximum before any of the body is read, so an
+//! oversized frame costs the reader four bytes. Decoding limits nesting depth, and refuses
+//! trailing bytes after the one item.
+
+use std::io::{Read, Write};
+
+use ciborium::Value;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Deepest nesting of arrays, maps and tags accepted in a frame.
+pub const MAX_DEPTH: usize = 32;
+
+/// Why a frame could not be read or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The announced length is over the maximum; the body was not read.
+    #[error("frame of {len} bytes is larger than the maximum of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u64,
+        /// The maximum in force.
+        max: u32,
+    },
+    /// The stream ended inside a frame.
+    #[error("connection closed inside a frame ({got} of {want} bytes)")]
+    Truncated {
+        /// Bytes received.
+        got: usize,
+        /// Bytes announced (4 for the header).
+        want: usize,
+    },
+    /// A zero-length frame cannot hold a data item.
+    #[error("empty frame")]
+    Empty,
+    /// The body is not one well-formed CBOR item within the limits.
+    #[error("frame is not one valid CBOR item: {0}")]
+    Cbor(String),
+    /// The transport failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encode a value as a whole frame (header and body).
+pub fn encode(value: &Value) -> Vec<u8> {
+    let mut body = Vec::with_capacity(128);
+    ciborium::ser::into_writer(value, &mut body).expect("writing CBOR to a Vec cannot fail");
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decode one frame body into a value: exactly one item, nesting at most [`MAX_DEPTH`].
+pub fn decode_body(body: &[u8]) -> Result<Value, FrameError> {
+    if body.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    let mut cursor = std::io::Cursor::new(body);
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut cursor, MAX_DEPTH)
+        .map_err(|e| FrameError::Cbor(describe_cbor_error(e)))?;
+    let used = cursor.position() as usize;
+    if used != body.len() {
+        return Err(FrameError::Cbor(format!(
+            "{} trailing bytes after the data item",
+            body.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+fn describe_cbor_error(e: ciborium::de::Error<std::io::Error>) -> String {
+    match e {
+        ciborium::de::Error::Io(_) => "data item is cut short".to_string(),
+        ciborium::de::Error::Syntax(off) => format!("syntax error at byte {off}"),
+        ciborium::de::Error::Semantic(off, msg) => match off {
+            Some(o) => format!("{msg} at byte {o}"),
+            None => msg,
+        },
+        ciborium::de::Error::RecursionLimitExceeded => {
+            format!("nested deeper than {MAX_DEPTH} levels")
+        }
+    }
+}
+
+/// Read a frame header from an async stream and check it against the maximum. `Ok(None)`
+/// is a clean end of stream between frames.
+pub async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<u32>, FrameError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut header[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated { got, want: 4 })
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(header);
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len.into(),
+            max,
+        });
+    }
+    Ok(Some(len))
+}
+
+/// Read a frame body of `len` bytes (after [`read_header`]).
+pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: u32) -> Result<Vec<u8>, FrameError> {
+    let mut body = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < body.len() {
+        let n = r.read(&mut body[got..]).await?;
+        if n == 0 {
+            return Err(FrameError::Truncated {
+                got,
+                want: len as usize,
+            });
+        }
+        got += n;
+    }
+    Ok(body)
+}
+
+/// Read one frame body from an async stream. `Ok(None)` is a clean end of stream between
+/// frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    match read_header(r, max).await? {
+        None => Ok(None),
+        Some(len) => read_body(r, len).await.map(Some),
+    }
+}
+
+/// Write one value as a frame to an async stream.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, value: &Value) -> std::io::Result<()> {
+    w.write_all(&encode(value)).await?;
+    w.flush().await
+}
+
+/// Read one frame body from a blocking stream (the client side).
+pub fn read_frame_blocking<R: Read>(r: &mut R, max: u32) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut header[got..])?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated { got, want: 4 })
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(header);
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len.into(),
+            max,
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated {
+            got: 0,
+            want: len as usize,
+        },
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Some(body))
+}
+
+/// Write one value as a frame to a blocking stream.
+pub fn write_frame_blocking<W: Write>(w: &mut W, value: &Value) -> std::io::Result<()> {
+    w.write_all(&encode(value))?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn map(pairs: Vec<(&str, Value)>) -> Value {
+        Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Value::Text(k.into()), v))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn round_trip() {
+        let v = map(vec![
+            ("id", Value::Integer(7.into())),
+            ("op", Value::Text("hello".into())),
+            ("args", Value::Map(vec![])),
+        ]);
+        let frame = encode(&v);
+        let body = smol::block_on(read_frame(&mut &frame[..], 1024))
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_body(&body).unwrap(), v);
+        let body = read_frame_blocking(&mut &frame[..], 1024).unwrap().unwrap();
+        assert_eq!(decode_body(&body).unwrap(), v);
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_the_header() {
+        let mut frame = (2000u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0xff; 3]); // the body is never looked at
+        let err = smol::block_on(read_frame(&mut &frame[..], 1024)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    len: 2000,
+                    max: 1024
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_frames_are_reported() {
+        let frame = encode(&Value::Text("hello".into()));
+        for cut in 1..frame.len() {
+            let err = smol::block_on(read_frame(&mut &frame[..cut], 1024)).unwrap_err();
+            assert!(
+                matches!(err, FrameError::Truncated { .. }),
+                "cut {cut}: {err}"
+            );
+        }
+        assert!(smol::block_on(read_frame(&mut &frame[..0], 1024))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn bad_bodies_are_refused() {
+        assert!(matches!(decode_body(&[]), Err(FrameError::Empty)));
+        assert!(
+            decode_body(&[0xff]).is_err(),
+            "break outside indefinite item"
+        );
+        assert!(decode_body(&[0x01, 0x02]).is_err(), "two items");
+        assert!(
+            decode_body(&[0x7a, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "4 GiB text in 5 bytes"
+        );
+        assert!(decode_body(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        let deep = vec![0x81u8; 10_000];
+        let err = decode_body(&deep).unwrap_err();
+        assert!(err.to_string().contains("nested"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_body(&body);
+        }
+
+        #[test]
+        fn text_round_trips(s in "\\PC{0,200}", n in any::<u64>()) {
+            let v = map(vec![("s", Value::Text(s)), ("n", Value::Integer(n.into()))]);
+            let frame = encode(&v);
+            let body = read_frame_blocking(&mut &frame[..], 1 << 20).unwrap().unwrap();
+            prop_assert_eq!(decode_body(&body).unwrap(), v);
+        }
+    }
+}

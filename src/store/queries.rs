@@ -1,0 +1,368 @@
+//! Typed queries on the tree. Each takes a `&Connection` (a `Transaction` derefs to one),
+//! so the engine composes them inside one transaction.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+use crate::model::{Share, ShareState, Snapshot};
+
+const SHARE_COLS: &str = "id, name, pool, size, sparse, state, created_at, origin_snapshot, \
+                          origin_share, metadata";
+
+fn share_from_row(r: &Row<'_>) -> rusqlite::Result<Share> {
+    let state: String = r.get(5)?;
+    let meta: String = r.get(9)?;
+    Ok(Share {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        pool: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        sparse: r.get(4)?,
+        state: ShareState::parse(&state).unwrap_or(ShareState::Error),
+        created_at: r.get(6)?,
+        origin_snapshot: r.get(7)?,
+        origin_share: r.get(8)?,
+        metadata: serde_json::from_str(&meta).unwrap_or_default(),
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// Insert a share row. A name taken in the pool is `already_exists`.
+pub fn insert_share(c: &Connection, s: &Share) -> Result<()> {
+    let meta = serde_json::to_string(&s.metadata).expect("a string map serialises");
+    c.execute(
+        &format!(
+            "INSERT INTO shares ({SHARE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            s.id,
+            s.name,
+            s.pool,
+            s.size as i64,
+            s.sparse,
+            s.state.as_str(),
+            s.created_at,
+            s.origin_snapshot,
+            s.origin_share,
+            meta
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            Error::AlreadyExists(format!(
+                "share {} already exists in pool {}",
+                s.name, s.pool
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+/// A share by id.
+pub fn get_share(c: &Connection, id: &str) -> Result<Option<Share>> {
+    Ok(c.query_row(
+        &format!("SELECT {SHARE_COLS} FROM shares WHERE id = ?1"),
+        [id],
+        share_from_row,
+    )
+    .optional()?)
+}
+
+/// A share by name in a pool.
+pub fn get_share_by_name(c: &Connection, pool: &str, name: &str) -> Result<Option<Share>> {
+    Ok(c.query_row(
+        &format!("SELECT {SHARE_COLS} FROM shares WHERE pool = ?1 AND name = ?2"),
+        [pool, name],
+        share_from_row,
+    )
+    .optional()?)
+}
+
+/// Resolve a reference (id, or name with an optional pool) to one share.
+pub fn find_share(c: &Connection, reference: &str, pool: Option<&str>) -> Result<Share> {
+    if let Some(s) = get_share(c, reference)? {
+        if pool.is_none_or(|p| p == s.pool) {
+            return Ok(s);
+        }
+    }
+    let mut found = list_shares(c, pool, Some(reference), None)?;
+    match found.len() {
+        0 => Err(Error::NotFound(match pool {
+            Some(p) => format!("no share {reference:?} in pool {p}"),
+            None => format!("no share {reference:?}"),
+        })),
+        1 => Ok(found.remove(0)),
+        _ => Err(Error::Invalid(format!(
+            "share name {reference:?} exists in pools {}; say which with pool",
+            found
+                .iter()
+                .map(|s| s.pool.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Shares matching every given filter, ordered by pool and name.
+pub fn list_shares(
+    c: &Connection,
+    pool: Option<&str>,
+    name: Option<&str>,
+    id: Option<&str>,
+) -> Result<Vec<Share>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {SHARE_COLS} FROM shares
+         WHERE (?1 IS NULL OR pool = ?1) AND (?2 IS NULL OR name = ?2) AND (?3 IS NULL OR id = ?3)
+         ORDER BY pool, name"
+    ))?;
+    let rows = stmt.query_map(params![pool, name, id], share_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Set a share's state.
+pub fn set_share_state(c: &Connection, id: &str, state: ShareState) -> Result<()> {
+    c.execute(
+        "UPDATE shares SET state = ?2 WHERE id = ?1",
+        params![id, state.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Set a share's size.
+pub fn set_share_size(c: &Connection, id: &str, size: u64) -> Result<()> {
+    c.execute(
+        "UPDATE shares SET size = ?2 WHERE id = ?1",
+        params![id, size as i64],
+    )?;
+    Ok(())
+}
+
+/// Replace a share's metadata.
+pub fn set_share_metadata(c: &Connection, id: &str, meta: &BTreeMap<String, String>) -> Result<()> {
+    let text = serde_json::to_string(meta).expect("a string map serialises");
+    c.execute(
+        "UPDATE shares SET metadata = ?2 WHERE id = ?1",
+        params![id, text],
+    )?;
+    Ok(())
+}
+
+/// Remove a share's row.
+pub fn delete_share_row(c: &Connection, id: &str) -> Result<()> {
+    c.execute("DELETE FROM shares WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+const SNAP_COLS: &str = "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at";
+
+fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
+    let state: String = r.get(6)?;
+    Ok(Snapshot {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        share: r.get(2)?,
+        share_name: r.get(3)?,
+        pool: r.get(4)?,
+        size: r.get::<_, i64>(5)? as u64,
+        state: ShareState::parse(&state).unwrap_or(ShareState::Error),
+        created_at: r.get(7)?,
+    })
+}
+
+/// Insert a snapshot row. A name taken on the share is `already_exists`.
+pub fn insert_snapshot(c: &Connection, s: &Snapshot) -> Result<()> {
+    c.execute(
+        "INSERT INTO snapshots (id, name, share_id, size, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            s.id,
+            s.name,
+            s.share,
+            s.size as i64,
+            s.state.as_str(),
+            s.created_at
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            Error::AlreadyExists(format!(
+                "snapshot {} already exists on share {}",
+                s.name, s.share_name
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+/// A snapshot by id.
+pub fn get_snapshot(c: &Connection, id: &str) -> Result<Option<Snapshot>> {
+    Ok(c.query_row(
+        &format!("SELECT {SNAP_COLS} FROM snapshots n JOIN shares s ON s.id = n.share_id WHERE n.id = ?1"),
+        [id],
+        snapshot_from_row,
+    )
+    .optional()?)
+}
+
+/// Snapshots, optionally of one share and/or one pool, oldest first.
+pub fn list_snapshots(
+    c: &Connection,
+    share_id: Option<&str>,
+    pool: Option<&str>,
+) -> Result<Vec<Snapshot>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {SNAP_COLS} FROM snapshots n JOIN shares s ON s.id = n.share_id
+         WHERE (?1 IS NULL OR n.share_id = ?1) AND (?2 IS NULL OR s.pool = ?2)
+         ORDER BY n.created_at, n.rowid"
+    ))?;
+    let rows = stmt.query_map(params![share_id, pool], snapshot_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Resolve a snapshot reference: an id, or a name together with its share.
+pub fn find_snapshot(
+    c: &Connection,
+    reference: &str,
+    share: Option<&str>,
+    pool: Option<&str>,
+) -> Result<Snapshot> {
+    match share {
+        None => get_snapshot(c, reference)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no snapshot with id {reference:?} (to name a snapshot, give its share too)"
+            ))
+        }),
+        Some(sref) => {
+            let sh = find_share(c, sref, pool)?;
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM snapshots WHERE share_id = ?1 AND (name = ?2 OR id = ?2)",
+                    [&sh.id, reference],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match id {
+                Some(id) => {
+                    get_snapshot(c, &id)?.ok_or_else(|| Error::Internal("snapshot vanished".into()))
+                }
+                None => Err(Error::NotFound(format!(
+                    "share {} has no snapshot {reference:?}",
+                    sh.name
+                ))),
+            }
+        }
+    }
+}
+
+/// Set a snapshot's state.
+pub fn set_snapshot_state(c: &Connection, id: &str, state: ShareState) -> Result<()> {
+    c.execute(
+        "UPDATE snapshots SET state = ?2 WHERE id = ?1",
+        params![id, state.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Remove a snapshot's row.
+pub fn delete_snapshot_row(c: &Connection, id: &str) -> Result<()> {
+    c.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Number of snapshots of a share.
+pub fn count_snapshots(c: &Connection, share_id: &str) -> Result<usize> {
+    let n: i64 = c.query_row(
+        "SELECT count(*) FROM snapshots WHERE share_id = ?1",
+        [share_id],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
+
+/// Per-pool totals: provisioned bytes, share count, snapshot count.
+pub fn pool_totals(c: &Connection, pool: &str) -> Result<(u64, u64, u64)> {
+    let (prov, shares): (i64, i64) = c.query_row(
+        "SELECT coalesce(sum(size), 0), count(*) FROM shares WHERE pool = ?1",
+        [pool],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let snaps: i64 = c.query_row(
+        "SELECT count(*) FROM snapshots n JOIN shares s ON s.id = n.share_id WHERE s.pool = ?1",
+        [pool],
+        |r| r.get(0),
+    )?;
+    Ok((prov as u64, shares as u64, snaps as u64))
+}
+
+/// Shares and snapshots not in a settled state (`creating`, `deleting`): the work a crash
+/// interrupted.
+pub fn unsettled(c: &Connection) -> Result<(Vec<Share>, Vec<Snapshot>)> {
+    let shares = list_shares(c, None, None, None)?
+        .into_iter()
+        .filter(|s| matches!(s.state, ShareState::Creating | ShareState::Deleting))
+        .collect();
+    let snaps = list_snapshots(c, None, None)?
+        .into_iter()
+        .filter(|s| matches!(s.state, ShareState::Creating | ShareState::Deleting))
+        .collect();
+    Ok((shares, snaps))
+}
+
+/// An unfinished step recorded before it was taken (see `engine::recover`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// Row id.
+    pub id: i64,
+    /// What is being done (`share.resize`, ...).
+    pub op: String,
+    /// The object's id.
+    pub object: String,
+    /// The step's parameters, JSON.
+    pub data: serde_json::Value,
+}
+
+/// Record an intent; returns its id.
+pub fn insert_intent(
+    c: &Connection,
+    op: &str,
+    object: &str,
+    data: &serde_json::Value,
+) -> Result<i64> {
+    c.execute(
+        "INSERT INTO intents (op, object, data, started_at) VALUES (?1, ?2, ?3, ?4)",
+        params![op, object, data.to_string(), crate::store::now()],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Forget a finished intent.
+pub fn delete_intent(c: &Connection, id: i64) -> Result<()> {
+    c.execute("DELETE FROM intents WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Every unfinished intent, oldest first.
+pub fn list_intents(c: &Connection) -> Result<Vec<Intent>> {
+    let mut stmt = c.prepare("SELECT id, op, object, data FROM intents ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        let data: String = r.get(3)?;
+        Ok(Intent {
+            id: r.get(0)?,
+            op: r.get(1)?,
+            object: r.get(2)?,
+            data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

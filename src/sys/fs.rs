@@ -1,0 +1,207 @@
+//! File-system calls: reflink, sparse copy, preallocation, xattrs, fsync, statvfs.
+//!
+//! All of these block; callers run them off the event loop (`smol::unblock`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// `FICLONE`: `_IOW(0x94, 9, int)`.
+const FICLONE: u64 = 0x4004_9409;
+
+/// Create a new file that must not exist yet, with the given mode.
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have cleared bits; the mode is part of the contract (0660 volumes).
+    nix::sys::stat::fchmod(
+        &f,
+        nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t),
+    )
+    .map_err(io::Error::from)?;
+    Ok(f)
+}
+
+/// Make `dst` share `src`'s blocks (copy-on-write). Fails with `EOPNOTSUPP`/`EXDEV`/`EINVAL`
+/// when the filesystem cannot reflink.
+pub fn ficlone(src: &File, dst: &File) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source file descriptor as its integer argument and reads no
+    // memory of ours; both descriptors are open for the duration of the call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Copy `src` into the empty file `dst`, keeping holes: only data ranges found with
+/// `SEEK_DATA`/`SEEK_HOLE` are copied (with `copy_file_range`), then `dst` is sized to
+/// `src`'s length.
+pub fn copy_sparse(src: &File, dst: &File) -> io::Result<()> {
+    use nix::unistd::{lseek, Whence};
+    let len = src.metadata()?.len() as i64;
+    let mut pos: i64 = 0;
+    while pos < len {
+        let data = match lseek(src, pos, Whence::SeekData) {
+            Ok(o) => o,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(src, data, Whence::SeekHole).map_err(io::Error::from)?;
+        let mut off: i64 = data;
+        while off < hole {
+            let (mut off_in, mut off_out) = (off, off);
+            let want = (hole - off) as usize;
+            let n =
+                nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
+                    .map_err(io::Error::from)?;
+            if n == 0 {
+                break;
+            }
+            off += n as i64;
+        }
+        pos = hole;
+    }
+    dst.set_len(len as u64)
+}
+
+/// Reserve real blocks for `[offset, offset+len)` (a preallocated, non-sparse volume).
+pub fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    nix::fcntl::fallocate(
+        file,
+        nix::fcntl::FallocateFlags::empty(),
+        offset as i64,
+        len as i64,
+    )
+    .map_err(io::Error::from)
+}
+
+/// fsync a directory, so that entries created or removed in it are durable.
+pub fn fsync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Size, free and used bytes of the filesystem holding `path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Total bytes.
+    pub size: u64,
+    /// Bytes available to an unprivileged writer.
+    pub free: u64,
+    /// Bytes in use.
+    pub used: u64,
+}
+
+/// statvfs of the filesystem holding `path`.
+pub fn usage(path: &Path) -> io::Result<FsUsage> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    let frag = s.fragment_size() as u64;
+    let size = s.blocks() as u64 * frag;
+    let free_all = s.blocks_free() as u64 * frag;
+    Ok(FsUsage {
+        size,
+        free: s.blocks_available() as u64 * frag,
+        used: size.saturating_sub(free_all),
+    })
+}
+
+/// Bytes actually allocated to a file (st_blocks × 512).
+pub fn allocated(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.blocks() * 512)
+}
+
+/// Set extended attributes `user.shelf.<key>` on a file.
+pub fn set_identity(path: &Path, attrs: &BTreeMap<String, String>) -> io::Result<()> {
+    for (k, v) in attrs {
+        xattr::set(path, format!("user.shelf.{k}"), v.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Read every `user.shelf.*` attribute of a file.
+pub fn get_identity(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for name in xattr::list(path)? {
+        let name = name.to_string_lossy().into_owned();
+        if let Some(key) = name.strip_prefix("user.shelf.") {
+            if let Some(v) = xattr::get(path, &name)? {
+                out.insert(key.to_string(), String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Can this directory's filesystem reflink? Tries a `FICLONE` between two scratch files.
+pub fn probe_reflink(dir: &Path) -> bool {
+    let a = dir.join(format!(".reflink-probe-{}-a", std::process::id()));
+    let b = dir.join(format!(".reflink-probe-{}-b", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let fa = create_new(&a, 0o600)?;
+        std::io::Write::write_all(&mut &fa, &[0u8; 4096])?;
+        let fb = create_new(&b, 0o600)?;
+        ficlone(&fa, &fb)
+    })();
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    result.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom, Write};
+
+    #[test]
+    fn sparse_copy_keeps_data_and_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        let mut src = create_new(&src_path, 0o660).unwrap();
+        src.set_len(10 << 20).unwrap();
+        src.seek(SeekFrom::Start(5 << 20)).unwrap();
+        src.write_all(b"pattern-in-the-middle").unwrap();
+        let dst = create_new(&dir.path().join("dst"), 0o660).unwrap();
+        copy_sparse(&src, &dst).unwrap();
+        assert_eq!(dst.metadata().unwrap().len(), 10 << 20);
+        let mut buf = vec![0; 21];
+        let mut d = &dst;
+        d.seek(SeekFrom::Start(5 << 20)).unwrap();
+        d.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pattern-in-the-middle");
+        assert!(
+            allocated(&dir.path().join("dst")).unwrap() < 1 << 20,
+            "holes kept"
+        );
+    }
+
+    #[test]
+    fn create_new_sets_mode_and_refuses_existing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        create_new(&p, 0o660).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o660
+        );
+        assert_eq!(
+            create_new(&p, 0o660).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn usage_reports_a_filesystem() {
+        let u = usage(Path::new("/")).unwrap();
+        assert!(u.size > 0 && u.free <= u.size);
+    }
+}

@@ -1,0 +1,6 @@
+//! The only code that touches the operating system: the command runner, file-system calls
+//! (reflink, fallocate, xattrs, statvfs), the state-dir lock and peer credentials.
+
+pub mod cmd;
+pub mod fs;
+pub mod process;
