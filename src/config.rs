@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{validate_name, PoolKind};
+use crate::model::{validate_iqn, validate_name, Driver, PoolKind, Protocol};
 
 /// The default config, compiled in.
 pub const EMBEDDED: &str = include_str!("../image/shelf.toml");
@@ -43,9 +43,72 @@ pub struct Config {
     /// Seconds an external command may run (1 to 3600).
     #[serde(default = "default_timeout")]
     pub command_timeout: u64,
+    /// Seconds between automatic reconciliations of exports with the target daemons
+    /// (0: only at start-up and on request).
+    #[serde(default = "default_reconcile")]
+    pub reconcile_interval: u64,
     /// Pools by name.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
+    /// iSCSI export settings.
+    #[serde(default)]
+    pub iscsi: IscsiConfig,
+    /// NFS export settings.
+    #[serde(default)]
+    pub nfs: NfsConfig,
+}
+
+/// iSCSI settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IscsiConfig {
+    /// Default driver for iSCSI exports: `tgt` or `lio`.
+    pub driver: Driver,
+    /// Targets are named `<iqn_prefix>:<share-name>`.
+    pub iqn_prefix: String,
+    /// The portal initiators are told to log in to (`connection_info.target_portal`).
+    pub portal: String,
+    /// tgtd's control port (`tgtadm -C N`; 0 is tgtd's default instance).
+    pub tgt_control_port: u32,
+}
+
+impl Default for IscsiConfig {
+    fn default() -> Self {
+        IscsiConfig {
+            driver: Driver::Tgt,
+            iqn_prefix: "iqn.2026-11.org.example.shelf".into(),
+            portal: "127.0.0.1:3260".into(),
+            tgt_control_port: 0,
+        }
+    }
+}
+
+/// NFS settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NfsConfig {
+    /// Default driver for NFS exports: `kernel` or `ganesha`.
+    pub driver: Driver,
+    /// The exports file shelfd owns (kernel driver).
+    pub exports_file: PathBuf,
+    /// The file of EXPORT blocks shelfd owns, included from ganesha's config.
+    pub ganesha_exports: PathBuf,
+    /// ganesha's pid file (shelfd sends it SIGHUP to reload exports).
+    pub ganesha_pidfile: PathBuf,
+    /// The address NFS clients mount from (`host:/path`); empty: this host's name.
+    pub host: String,
+}
+
+impl Default for NfsConfig {
+    fn default() -> Self {
+        NfsConfig {
+            driver: Driver::Kernel,
+            exports_file: PathBuf::from("/etc/exports.d/shelf.exports"),
+            ganesha_exports: PathBuf::from("/etc/ganesha/shelf-exports.conf"),
+            ganesha_pidfile: PathBuf::from("/run/ganesha/ganesha.pid"),
+            host: String::new(),
+        }
+    }
 }
 
 /// One pool's settings.
@@ -67,6 +130,9 @@ fn default_in_flight() -> usize {
 }
 fn default_timeout() -> u64 {
     30
+}
+fn default_reconcile() -> u64 {
+    60
 }
 fn default_kind() -> PoolKind {
     PoolKind::File
@@ -169,6 +235,49 @@ impl Config {
                 self.command_timeout
             ));
         }
+        if self.iscsi.driver.protocol() != Protocol::Iscsi {
+            return Err(format!(
+                "iscsi.driver {:?} is not an iSCSI driver",
+                self.iscsi.driver.as_str()
+            ));
+        }
+        if self.nfs.driver.protocol() != Protocol::Nfs {
+            return Err(format!(
+                "nfs.driver {:?} is not an NFS driver",
+                self.nfs.driver.as_str()
+            ));
+        }
+        validate_iqn(&format!("{}:x", self.iscsi.iqn_prefix))
+            .map_err(|e| format!("iscsi.iqn_prefix: {e}"))?;
+        if self.iscsi.portal.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "iscsi.portal {:?} must be ADDRESS:PORT",
+                self.iscsi.portal
+            ));
+        }
+        for (key, path) in [
+            ("nfs.exports_file", &self.nfs.exports_file),
+            ("nfs.ganesha_exports", &self.nfs.ganesha_exports),
+            ("nfs.ganesha_pidfile", &self.nfs.ganesha_pidfile),
+        ] {
+            if !path.is_absolute() {
+                return Err(format!("{key} {path:?} must be an absolute path"));
+            }
+        }
+        if self
+            .nfs
+            .host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "nfs.host {:?} must not contain spaces",
+                self.nfs.host
+            ));
+        }
+        if self.reconcile_interval > 86_400 {
+            return Err("reconcile_interval must be at most 86400 seconds".into());
+        }
         for (name, p) in &self.pools {
             validate_name("pool", name).map_err(|e| format!("pools.{name}: {e}"))?;
             if let Some(path) = &p.path {
@@ -222,6 +331,10 @@ mod tests {
             "state_dir='/a'\nsocket='/b'\n[pools.'../x']\n",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\npath='rel'",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='zfs'",
+            "state_dir='/a'\nsocket='/b'\n[iscsi]\ndriver='kernel'",
+            "state_dir='/a'\nsocket='/b'\n[iscsi]\niqn_prefix='bad prefix'",
+            "state_dir='/a'\nsocket='/b'\n[iscsi]\nportal='nohost'",
+            "state_dir='/a'\nsocket='/b'\n[nfs]\nexports_file='rel'",
         ] {
             assert!(Config::parse(text, "t").is_err(), "{text}");
         }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod model;
 pub mod pool;
 pub mod proto;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_signal::{Signal, Signals};
 use clap::Parser;
@@ -102,11 +103,27 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             recovery.actions.len()
         );
     }
+    engine
+        .load_exports()
+        .await
+        .map_err(|e| format!("cannot read exports from the database: {e}"))?;
+    match engine.reconcile().await {
+        Ok(r) => log::info!(
+            "exports reconciled: {} difference(s) repaired or reported",
+            r.findings.len()
+        ),
+        Err(e) => log::warn!("start-up reconcile failed (the socket opens anyway): {e}"),
+    }
     let listener = server::bind(&config.socket)?;
     let settings = Arc::new(Settings::from_config(&config));
     let srv = Server::new(engine.clone(), settings.clone());
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-    let serving = smol::spawn(srv.run(listener, stop_rx));
+    let serving = smol::spawn(srv.run(listener, stop_rx.clone()));
+    let periodic = smol::spawn(reconcile_every(
+        engine.clone(),
+        Duration::from_secs(config.reconcile_interval),
+        stop_rx,
+    ));
     log::info!(
         "shelfd {} serving on {} (state {})",
         shelf::VERSION,
@@ -125,11 +142,43 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     }
     stop_tx.close();
     serving.await;
+    periodic.await;
     let _ = std::fs::remove_file(&config.socket);
     drop(engine);
     store.close().await;
     log::info!("shelfd stopped");
     Ok(())
+}
+
+/// Reconcile exports every `every` until `stop` closes (never when `every` is zero).
+async fn reconcile_every(engine: Arc<Engine>, every: Duration, stop: smol::channel::Receiver<()>) {
+    if every.is_zero() {
+        let _ = stop.recv().await;
+        return;
+    }
+    loop {
+        let tick = futures_lite::future::or(
+            async {
+                smol::Timer::after(every).await;
+                true
+            },
+            async {
+                let _ = stop.recv().await;
+                false
+            },
+        )
+        .await;
+        if !tick {
+            return;
+        }
+        match engine.reconcile().await {
+            Ok(r) if !r.findings.is_empty() => {
+                log::warn!("periodic reconcile: {} difference(s)", r.findings.len())
+            }
+            Ok(_) => log::debug!("periodic reconcile: all exports in place"),
+            Err(e) => log::warn!("periodic reconcile failed: {e}"),
+        }
+    }
 }
 
 async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Engine) {

@@ -7,14 +7,18 @@
 //! start-up, [`Engine::recover`] finishes or undoes whatever a crash interrupted, before
 //! the socket opens. A reply of `ok` is sent only after the final commit.
 
+mod attach;
+mod export;
 pub mod failpoint;
 mod locks;
+mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use ciborium::Value;
 use serde::Serialize;
@@ -23,17 +27,77 @@ pub use locks::LockTable;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::export::ganesha::GaneshaExporter;
+use crate::export::lio::LioExporter;
+use crate::export::nfs_kernel::NfsKernelExporter;
+use crate::export::tgt::TgtExporter;
+use crate::export::Exporter;
+use crate::model::Driver;
 use crate::model::Pool as PoolInfo;
 use crate::pool::{FilePool, Pool};
 use crate::proto::{Request, FEATURES, PROTOCOL_VERSIONS};
 use crate::store::Store;
+use crate::sys::cmd::Runner;
 
-/// The engine: the database, the pools and the per-object locks.
+/// The engine: the database, the pools, the export drivers and the per-object locks.
 #[derive(Debug)]
 pub struct Engine {
     store: Store,
     pools: RwLock<BTreeMap<String, Arc<dyn Pool>>>,
+    exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
+    settings: ExportSettings,
     locks: LockTable,
+    /// Export changes hold it shared; reconciliation holds it alone, so it never works
+    /// from a view of the tree that a concurrent attach or detach has made stale.
+    export_guard: async_lock::RwLock<()>,
+}
+
+/// The export settings the engine needs from the config.
+#[derive(Debug, Clone)]
+struct ExportSettings {
+    iqn_prefix: String,
+    portal: String,
+    nfs_host: String,
+    nfs_driver: Driver,
+    iscsi_driver: Driver,
+}
+
+fn build_exporters(config: &Config) -> BTreeMap<Driver, Arc<dyn Exporter>> {
+    let runner = Runner::new(Duration::from_secs(config.command_timeout));
+    let roots = config
+        .resolved_pools()
+        .into_values()
+        .map(|(_, path)| path)
+        .collect();
+    let mut m: BTreeMap<Driver, Arc<dyn Exporter>> = BTreeMap::new();
+    m.insert(
+        Driver::Tgt,
+        Arc::new(TgtExporter::new(
+            runner.clone(),
+            config.iscsi.tgt_control_port,
+            &config.iscsi.iqn_prefix,
+        )),
+    );
+    m.insert(
+        Driver::Lio,
+        Arc::new(LioExporter::new(runner.clone(), &config.iscsi.iqn_prefix)),
+    );
+    m.insert(
+        Driver::Kernel,
+        Arc::new(NfsKernelExporter::new(
+            runner,
+            config.nfs.exports_file.clone(),
+            roots,
+        )),
+    );
+    m.insert(
+        Driver::Ganesha,
+        Arc::new(GaneshaExporter::new(
+            config.nfs.ganesha_exports.clone(),
+            config.nfs.ganesha_pidfile.clone(),
+        )),
+    );
+    m
 }
 
 /// Convert a result struct to a CBOR value.
@@ -64,10 +128,27 @@ impl Engine {
             let pool = open_pool(&name, kind, path).await?;
             pools.insert(name, pool);
         }
+        let nfs_host = if config.nfs.host.is_empty() {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        } else {
+            config.nfs.host.clone()
+        };
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
+            exporters: build_exporters(config),
+            settings: ExportSettings {
+                iqn_prefix: config.iscsi.iqn_prefix.clone(),
+                portal: config.iscsi.portal.clone(),
+                nfs_host,
+                nfs_driver: config.nfs.driver,
+                iscsi_driver: config.iscsi.driver,
+            },
             locks: LockTable::default(),
+            export_guard: async_lock::RwLock::new(()),
         })
     }
 
@@ -133,7 +214,14 @@ impl Engine {
     /// Run one request.
     pub async fn handle(&self, req: Request) -> Result<Value> {
         match req {
-            Request::Hello => Ok(self.hello()),
+            Request::Hello => {
+                let drivers = self.driver_status().await;
+                let mut v = self.hello();
+                if let Value::Map(m) = &mut v {
+                    m.push((Value::Text("drivers".into()), drivers));
+                }
+                Ok(v)
+            }
             Request::PoolList => {
                 let names: Vec<String> = self
                     .pools
@@ -148,7 +236,14 @@ impl Engine {
                 }
                 to_value(&out)
             }
-            Request::PoolShow(a) => to_value(&self.pool_info(&a.name).await?),
+            Request::PoolShow(a) => {
+                let mut v = to_value(&self.pool_info(&a.name).await?)?;
+                let drivers = self.driver_status().await;
+                if let Value::Map(m) = &mut v {
+                    m.push((Value::Text("drivers".into()), drivers));
+                }
+                Ok(v)
+            }
             Request::ShareCreate(a) => self.create_share(a).await,
             Request::ShareList(a) => self.list_shares(a).await,
             Request::ShareShow(a) => self.show_share(a).await,
@@ -160,6 +255,14 @@ impl Engine {
             Request::SnapshotShow(a) => self.show_snapshot(a).await,
             Request::SnapshotDelete(a) => self.delete_snapshot(a).await,
             Request::Tree(a) => self.tree(a).await,
+            Request::ExportCreate(a) => self.create_export(a).await,
+            Request::ExportList(a) => self.list_exports(a).await,
+            Request::ExportShow(a) => self.show_export(a).await,
+            Request::ExportDelete(a) => self.delete_export(a).await,
+            Request::ShareAttach(a) => self.attach_share(a).await,
+            Request::ShareDetach(a) => self.detach_share(a).await,
+            Request::AttachmentList(a) => self.list_attachments(a).await,
+            Request::Reconcile => self.reconcile().await.and_then(|r| to_value(&r)),
         }
     }
 

@@ -21,6 +21,55 @@ impl Engine {
     /// Finish or undo every interrupted operation.
     pub async fn recover(&self) -> Result<Recovery> {
         let mut out = Recovery::default();
+        for row in self
+            .store
+            .call(|c| store::list_exports(c, None, None))
+            .await?
+        {
+            if !matches!(
+                row.export.state,
+                ShareState::Creating | ShareState::Deleting
+            ) {
+                continue;
+            }
+            let sid = row.export.share.clone();
+            let share = self.store.call(move |c| store::get_share(c, &sid)).await?;
+            if let Some(share) = share {
+                let spec = self.spec_for(&row, &share)?;
+                // A driver that is down now cannot be asked; the row goes anyway, and the
+                // next reconcile removes what the daemon still holds under shelf's naming.
+                if let Err(e) = self.exporter(row.export.driver).remove(&spec).await {
+                    out.actions.push(format!(
+                        "{} export of share {}: could not be removed from {} now ({e}); \
+                         reconcile will remove it",
+                        row.export.protocol.as_str(),
+                        share.name,
+                        row.export.driver.as_str()
+                    ));
+                }
+            }
+            let (eid, sid, proto) = (
+                row.export.id.clone(),
+                row.export.share.clone(),
+                row.export.protocol,
+            );
+            self.store
+                .write(move |c| {
+                    c.execute(
+                        "DELETE FROM attachments WHERE share_id = ?1 AND protocol = ?2",
+                        [&sid, proto.as_str()],
+                    )?;
+                    store::delete_export_row(c, &eid)
+                })
+                .await?;
+            out.actions.push(format!(
+                "{} export {} of share {} was {} at the crash: removed",
+                row.export.protocol.as_str(),
+                row.export.target,
+                row.export.share_name,
+                row.export.state.as_str()
+            ));
+        }
         let (shares, snaps) = self.store.call(|c| store::unsettled(c)).await?;
         for snap in snaps {
             let pool = self.pool(&snap.pool)?;

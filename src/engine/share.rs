@@ -19,6 +19,7 @@ fn changed(key: &str, obj: Value, changed: bool) -> Value {
 fn same_share(existing: &Share, a: &ShareCreateArgs, sparse: bool) -> bool {
     existing.size == a.size
         && existing.sparse == sparse
+        && existing.multiattach == a.multiattach
         && existing.origin_snapshot.is_none()
         && existing.metadata == a.metadata
 }
@@ -36,6 +37,7 @@ impl Engine {
             pool: pool.name().to_string(),
             size: a.size,
             sparse,
+            multiattach: a.multiattach,
             state: ShareState::Creating,
             created_at: now(),
             origin_snapshot: None,
@@ -149,6 +151,7 @@ impl Engine {
     }
 
     pub(super) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Value> {
+        let _exports = self.export_guard.read().await;
         model::validate_size(a.size)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -212,10 +215,21 @@ impl Engine {
         );
         let mut share = share;
         share.size = a.size;
-        Ok(changed("share", to_value(&share)?, true))
+        let warnings = self.refresh_exports(&share).await;
+        let mut reply = changed("share", to_value(&share)?, true);
+        if !warnings.is_empty() {
+            if let Value::Map(m) = &mut reply {
+                m.push((
+                    Value::Text("warnings".into()),
+                    Value::Array(warnings.into_iter().map(Value::Text).collect()),
+                ));
+            }
+        }
+        Ok(reply)
     }
 
     pub(super) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Value> {
+        let _exports = self.export_guard.read().await;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -229,6 +243,35 @@ impl Engine {
             model::DeleteBlocked::Busy(m) => Error::Busy(m),
             model::DeleteBlocked::HasDependents(m) => Error::HasDependents(m),
         })?;
+        let sid = share.id.clone();
+        let exports = self
+            .store
+            .call(move |c| store::list_exports(c, Some(&sid), None))
+            .await?;
+        if !exports.is_empty() && !a.force {
+            let attached: Vec<String> = exports
+                .iter()
+                .flat_map(|e| e.export.attached.iter().map(|x| x.client.clone()))
+                .collect();
+            return Err(Error::HasDependents(format!(
+                "share {} has {} export(s) ({}){}; delete them first or pass force: true",
+                share.name,
+                exports.len(),
+                exports
+                    .iter()
+                    .map(|e| e.export.protocol.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if attached.is_empty() {
+                    String::new()
+                } else {
+                    format!(" attached by {}", attached.join(", "))
+                }
+            )));
+        }
+        for row in &exports {
+            self.remove_export_locked(&share, row, true).await?;
+        }
         let pool = self.pool(&share.pool)?;
         for snap in &snapshots {
             self.remove_snapshot_locked(&pool, snap).await?;
@@ -280,6 +323,7 @@ impl Engine {
             pool: snap.pool.clone(),
             size: snap.size,
             sparse: origin.sparse,
+            multiattach: origin.multiattach,
             state: ShareState::Creating,
             created_at: now(),
             origin_snapshot: Some(snap.id.clone()),

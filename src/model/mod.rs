@@ -3,10 +3,15 @@
 //! Everything here is pure: no I/O, no async, no SQLite. The engine asks these functions
 //! whether a request is valid before it touches anything.
 
+mod export;
 mod names;
 mod size;
 mod tree;
 
+pub use export::{
+    connector_client, validate_iqn, validate_nfs_client, Access, Attached, Attachment, Connector,
+    Driver, Export, ExportOptions, Protocol,
+};
 pub use names::{validate_metadata, validate_name, MAX_METADATA_ENTRIES};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{

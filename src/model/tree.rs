@@ -96,6 +96,8 @@ pub struct Share {
     pub size: u64,
     /// Thin (`true`) or preallocated.
     pub sparse: bool,
+    /// Whether several hosts may attach it at once (single-attach by default).
+    pub multiattach: bool,
     /// Life-cycle state.
     pub state: ShareState,
     /// Unix time of creation, in seconds.
@@ -272,6 +274,7 @@ mod tests {
             pool: "default".into(),
             size: 1 << 20,
             sparse: true,
+            multiattach: false,
             state: ShareState::Available,
             created_at: 0,
             origin_snapshot: origin.map(Into::into),

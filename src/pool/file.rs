@@ -263,6 +263,10 @@ impl Pool for FilePool {
         self.snapshot_file(snap_id).is_file()
     }
 
+    fn export_dir(&self, share_id: &str) -> PathBuf {
+        self.share_dir(share_id)
+    }
+
     fn volume_path(&self, share_id: &str) -> PathBuf {
         self.share_dir(share_id).join("volume")
     }

@@ -61,6 +61,8 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn snapshot_exists(&self, snap_id: &str) -> bool;
     /// The path a client of the appliance uses for the share's data (the volume file).
     fn volume_path(&self, share_id: &str) -> PathBuf;
+    /// The directory exported over NFS for the share (it holds the volume file).
+    fn export_dir(&self, share_id: &str) -> PathBuf;
     /// Size, free and used bytes of the pool's storage.
     fn usage(&self) -> Result<FsUsage>;
     /// Every volume and snapshot on disk, with the identity each carries.
@@ -76,6 +78,7 @@ pub fn share_identity(s: &Share) -> BTreeMap<String, String> {
     m.insert("pool".into(), s.pool.clone());
     m.insert("size".into(), s.size.to_string());
     m.insert("sparse".into(), s.sparse.to_string());
+    m.insert("multiattach".into(), s.multiattach.to_string());
     m.insert("created_at".into(), s.created_at.to_string());
     m.insert(
         "origin_snapshot".into(),

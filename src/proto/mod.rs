@@ -9,9 +9,9 @@ mod request;
 
 pub use reply::{encode_reply, Reply};
 pub use request::{
-    parse_request, ArgsError, CloneArgs, Envelope, NoArgs, PoolRef, Request, ShareCreateArgs,
-    ShareDeleteArgs, ShareListArgs, ShareRef, ShareResizeArgs, SnapshotCreateArgs,
-    SnapshotListArgs, SnapshotRef, TreeArgs,
+    parse_request, ArgsError, AttachArgs, CloneArgs, Envelope, ExportCreateArgs, ExportRef, NoArgs,
+    PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
+    ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs,
 };
 
 /// Protocol versions this build speaks.
@@ -25,6 +25,10 @@ pub const FEATURES: &[&str] = &[
     "share.metadata",
     "share.clone",
     "tree",
+    "export.nfs",
+    "export.iscsi",
+    "attach",
+    "reconcile",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -9,6 +9,8 @@ use ciborium::Value;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::model::{Access, Connector, Driver, Protocol};
+
 /// A request that could not be parsed: the id when it could be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -60,6 +62,9 @@ pub struct ShareCreateArgs {
     /// Thin (default) or preallocated.
     #[serde(default)]
     pub sparse: Option<bool>,
+    /// Allow several hosts to attach it at once (default: single-attach).
+    #[serde(default)]
+    pub multiattach: bool,
     /// Text → text metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -116,6 +121,9 @@ pub struct ShareDeleteArgs {
     /// Delete the share's snapshots too.
     #[serde(default)]
     pub recursive: bool,
+    /// Remove the share's exports and attachments first.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `snapshot.create`.
@@ -185,6 +193,90 @@ pub struct CloneArgs {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// `export.create`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportCreateArgs {
+    /// The share: id or name.
+    pub share: String,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// `nfs` or `iscsi`.
+    pub protocol: Protocol,
+    /// Driver (default from the config: `kernel` for NFS, `tgt` for iSCSI).
+    #[serde(default)]
+    pub driver: Option<Driver>,
+    /// NFS: clients allowed to mount (required; `[]` means attached hosts only).
+    /// iSCSI: initiator IQNs allowed besides attached ones (default none).
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    /// NFS: `rw` (default) or `ro`.
+    #[serde(default)]
+    pub access: Option<Access>,
+    /// NFS: `sync` (default true).
+    #[serde(default)]
+    pub sync: Option<bool>,
+    /// NFS: `root_squash` (default true).
+    #[serde(default)]
+    pub root_squash: Option<bool>,
+    /// iSCSI: require CHAP (default true).
+    #[serde(default)]
+    pub chap: Option<bool>,
+}
+
+/// A reference to one export: its id, or its share and protocol.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRef {
+    /// Export id.
+    #[serde(default)]
+    pub export: Option<String>,
+    /// The share (id or name), with `protocol`.
+    #[serde(default)]
+    pub share: Option<String>,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The protocol, with `share`.
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
+    /// `export.delete`: also drop the share's attachments for this protocol.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `export.list`, `attachment.list`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareFilter {
+    /// Only this share's (id or name).
+    #[serde(default)]
+    pub share: Option<String>,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// `share.attach` and `share.detach`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachArgs {
+    /// The share: id or name.
+    pub share: String,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The host attaching: `{ip, initiator, host}`.
+    pub connector: Connector,
+    /// `iscsi` or `nfs` (default: the share's existing export, iSCSI first; else iSCSI).
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
+    /// `rw` (default) or `ro`.
+    #[serde(default)]
+    pub mode: Option<Access>,
+}
+
 /// Every operation of protocol v1, with its typed arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -216,6 +308,22 @@ pub enum Request {
     SnapshotDelete(SnapshotRef),
     /// `tree`: the share → snapshot → clone lineage.
     Tree(TreeArgs),
+    /// `export.create`.
+    ExportCreate(ExportCreateArgs),
+    /// `export.list`.
+    ExportList(ShareFilter),
+    /// `export.show`.
+    ExportShow(ExportRef),
+    /// `export.delete`.
+    ExportDelete(ExportRef),
+    /// `share.attach`: the attach contract (returns `connection_info`).
+    ShareAttach(AttachArgs),
+    /// `share.detach`.
+    ShareDetach(AttachArgs),
+    /// `attachment.list`.
+    AttachmentList(ShareFilter),
+    /// `reconcile`: compare the tree with the target daemons and repair.
+    Reconcile,
 }
 
 impl Request {
@@ -229,6 +337,11 @@ impl Request {
                 | Request::ShareClone(_)
                 | Request::SnapshotCreate(_)
                 | Request::SnapshotDelete(_)
+                | Request::ExportCreate(_)
+                | Request::ExportDelete(_)
+                | Request::ShareAttach(_)
+                | Request::ShareDetach(_)
+                | Request::Reconcile
         )
     }
 }
@@ -308,6 +421,14 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "snapshot.show" => args(&op, a).map(Request::SnapshotShow),
         "snapshot.delete" => args(&op, a).map(Request::SnapshotDelete),
         "tree" => args(&op, a).map(Request::Tree),
+        "export.create" => args(&op, a).map(Request::ExportCreate),
+        "export.list" => args(&op, a).map(Request::ExportList),
+        "export.show" => args(&op, a).map(Request::ExportShow),
+        "export.delete" => args(&op, a).map(Request::ExportDelete),
+        "share.attach" => args(&op, a).map(Request::ShareAttach),
+        "share.detach" => args(&op, a).map(Request::ShareDetach),
+        "attachment.list" => args(&op, a).map(Request::AttachmentList),
+        "reconcile" => args::<NoArgs>(&op, a).map(|_| Request::Reconcile),
         _ => {
             return Err(ArgsError {
                 id: Some(id),

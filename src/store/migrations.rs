@@ -41,6 +41,36 @@ pub const MIGRATIONS: &[&str] = &[
         data TEXT NOT NULL,
         started_at INTEGER NOT NULL
      );",
+    // 3: exports and attachments. A share may be exported once per protocol; CHAP secrets
+    // live here, which is why the database files are kept mode 0600.
+    "ALTER TABLE shares ADD COLUMN multiattach INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE exports (
+        id TEXT PRIMARY KEY,
+        share_id TEXT NOT NULL REFERENCES shares(id),
+        protocol TEXT NOT NULL,
+        driver TEXT NOT NULL,
+        state TEXT NOT NULL,
+        options TEXT NOT NULL,
+        target TEXT NOT NULL,
+        tid INTEGER,
+        fsid INTEGER,
+        chap_user TEXT,
+        chap_secret TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (share_id, protocol)
+     );
+     CREATE TABLE attachments (
+        id TEXT PRIMARY KEY,
+        share_id TEXT NOT NULL REFERENCES shares(id),
+        protocol TEXT NOT NULL,
+        client TEXT NOT NULL,
+        host TEXT NOT NULL,
+        ip TEXT,
+        initiator TEXT,
+        mode TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (share_id, protocol, client)
+     );",
 ];
 
 /// The schema version this build writes.

@@ -64,6 +64,38 @@ pub fn peer_credentials(sock: &impl AsFd) -> std::io::Result<PeerCred> {
     })
 }
 
+/// Send SIGHUP to the process whose pid is in `pidfile` (a daemon's reload request).
+pub fn hup_pidfile(pidfile: &Path) -> std::io::Result<i32> {
+    let text = std::fs::read_to_string(pidfile)?;
+    let pid: i32 = text.trim().parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} does not hold a pid", pidfile.display()),
+        )
+    })?;
+    if pid <= 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} holds pid {pid}", pidfile.display()),
+        ));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(pid)
+}
+
+/// Whether the process in `pidfile` is alive.
+pub fn pidfile_alive(pidfile: &Path) -> bool {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+        .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,14 @@ enum Command {
     /// Snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// NFS and iSCSI exports.
+    #[command(subcommand)]
+    Export(ExportCmd),
+    /// Attachments (who has what).
+    #[command(subcommand)]
+    Attachment(AttachmentCmd),
+    /// Compare exports with the target daemons and repair differences.
+    Reconcile,
     /// The share → snapshot → clone lineage.
     Tree {
         /// Only this pool.
@@ -117,6 +125,26 @@ enum ShareCmd {
         /// Delete its snapshots too.
         #[arg(long, short)]
         recursive: bool,
+        /// Remove its exports and attachments first.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Attach a share to a host (returns connection_info).
+    Attach {
+        /// Id or name.
+        share: String,
+        #[command(flatten)]
+        connector: ConnectorArgs,
+        /// Read-only (NFS).
+        #[arg(long)]
+        ro: bool,
+    },
+    /// Detach a share from a host.
+    Detach {
+        /// Id or name.
+        share: String,
+        #[command(flatten)]
+        connector: ConnectorArgs,
     },
     /// Make a new share from a snapshot.
     Clone {
@@ -134,6 +162,86 @@ enum ShareCmd {
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCmd {
+    /// Export a share over NFS or iSCSI.
+    Create {
+        /// The share: id or name.
+        share: String,
+        /// nfs or iscsi.
+        protocol: String,
+        /// Driver: kernel or ganesha (NFS), tgt or lio (iSCSI).
+        #[arg(long)]
+        driver: Option<String>,
+        /// NFS client (host, IP, network) or iSCSI initiator IQN allowed (repeatable).
+        #[arg(long = "client")]
+        clients: Vec<String>,
+        /// NFS: read-only.
+        #[arg(long)]
+        ro: bool,
+        /// NFS: async instead of sync.
+        #[arg(long = "async")]
+        async_writes: bool,
+        /// NFS: no_root_squash.
+        #[arg(long)]
+        no_root_squash: bool,
+        /// iSCSI: no CHAP.
+        #[arg(long)]
+        no_chap: bool,
+        /// Pool, when the share's name is in several.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// List exports.
+    List {
+        /// Only this share's.
+        share: Option<String>,
+    },
+    /// Show one export.
+    Show {
+        /// The share.
+        share: String,
+        /// nfs or iscsi.
+        protocol: String,
+    },
+    /// Remove an export.
+    Delete {
+        /// The share.
+        share: String,
+        /// nfs or iscsi.
+        protocol: String,
+        /// Also drop its attachments.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AttachmentCmd {
+    /// List attachments.
+    List {
+        /// Only this share's.
+        share: Option<String>,
+    },
+}
+
+/// The connector of an attach or detach.
+#[derive(Debug, clap::Args)]
+struct ConnectorArgs {
+    /// The attaching host's name.
+    #[arg(long)]
+    host: String,
+    /// Its IP address (the NFS client).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Its iSCSI initiator IQN.
+    #[arg(long)]
+    initiator: Option<String>,
+    /// nfs or iscsi (default: the share's export, iSCSI first).
+    #[arg(long)]
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +312,18 @@ fn meta_arg(entries: &[String]) -> Result<Value, String> {
     Ok(Value::Map(m))
 }
 
+fn connector_args(a: &mut Vec<(&'static str, Value)>, c: ConnectorArgs) {
+    let mut m = vec![(text("host"), text(c.host))];
+    if let Some(ip) = c.ip {
+        m.push((text("ip"), text(ip)));
+    }
+    if let Some(i) = c.initiator {
+        m.push((text("initiator"), text(i)));
+    }
+    a.push(("connector", Value::Map(m)));
+    opt(a, "protocol", c.protocol);
+}
+
 /// Turn a command into (op, args, how to print the result).
 fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
     use output::Kind;
@@ -219,6 +339,70 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 serde_json::from_str(&json).map_err(|e| format!("arguments are not JSON: {e}"))?;
             return Ok((op, from_json(&j), Kind::Raw));
         }
+        Command::Reconcile => ("reconcile", Kind::Raw),
+        Command::Attachment(AttachmentCmd::List { share }) => {
+            opt(&mut a, "share", share);
+            ("attachment.list", Kind::Attachments)
+        }
+        Command::Export(c) => match c {
+            ExportCmd::Create {
+                share,
+                protocol,
+                driver,
+                clients,
+                ro,
+                async_writes,
+                no_root_squash,
+                no_chap,
+                pool,
+            } => {
+                let nfs = protocol == "nfs";
+                a.push(("share", text(share)));
+                a.push(("protocol", text(protocol)));
+                opt(&mut a, "driver", driver);
+                opt(&mut a, "pool", pool);
+                if nfs || !clients.is_empty() {
+                    a.push((
+                        "clients",
+                        Value::Array(clients.into_iter().map(text).collect()),
+                    ));
+                }
+                if ro {
+                    a.push(("access", text("ro")));
+                }
+                if async_writes {
+                    a.push(("sync", Value::Bool(false)));
+                }
+                if no_root_squash {
+                    a.push(("root_squash", Value::Bool(false)));
+                }
+                if no_chap {
+                    a.push(("chap", Value::Bool(false)));
+                }
+                ("export.create", Kind::Changed("export"))
+            }
+            ExportCmd::List { share } => {
+                opt(&mut a, "share", share);
+                ("export.list", Kind::Exports)
+            }
+            ExportCmd::Show { share, protocol } => {
+                a.push(("share", text(share)));
+                a.push(("protocol", text(protocol)));
+                ("export.show", Kind::Export)
+            }
+            ExportCmd::Delete {
+                share,
+                protocol,
+                force,
+            } => {
+                a.push(("share", text(share)));
+                a.push(("protocol", text(protocol)));
+                if force {
+                    a.push(("force", Value::Bool(true)));
+                }
+                ("export.delete", Kind::Deleted)
+            }
+        },
         Command::Pool(PoolCmd::List) => ("pool.list", Kind::Pools),
         Command::Pool(PoolCmd::Show { name }) => {
             a.push(("name", text(name)));
@@ -262,13 +446,34 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 share,
                 pool,
                 recursive,
+                force,
             } => {
                 a.push(("share", text(share)));
                 opt(&mut a, "pool", pool);
                 if recursive {
                     a.push(("recursive", Value::Bool(true)));
                 }
+                if force {
+                    a.push(("force", Value::Bool(true)));
+                }
                 ("share.delete", Kind::Deleted)
+            }
+            ShareCmd::Attach {
+                share,
+                connector,
+                ro,
+            } => {
+                a.push(("share", text(share)));
+                connector_args(&mut a, connector);
+                if ro {
+                    a.push(("mode", text("ro")));
+                }
+                ("share.attach", Kind::Raw)
+            }
+            ShareCmd::Detach { share, connector } => {
+                a.push(("share", text(share)));
+                connector_args(&mut a, connector);
+                ("share.detach", Kind::Raw)
             }
             ShareCmd::Clone {
                 snapshot,

@@ -16,6 +16,9 @@ pub enum Kind {
     Snapshots,
     Snapshot,
     Tree,
+    Exports,
+    Export,
+    Attachments,
     Changed(&'static str),
     Deleted,
     Raw,
@@ -91,6 +94,56 @@ fn snapshot_rows(v: &[Value]) -> String {
                     sz(s, "size"),
                     t(s, "state"),
                     t(s, "id"),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn export_rows(v: &[Value]) -> String {
+    table(
+        &["SHARE", "PROTOCOL", "DRIVER", "STATE", "TARGET", "CLIENTS"],
+        v.iter()
+            .map(|e| {
+                let mut clients: Vec<String> = items(
+                    get(get(e, "options").unwrap_or(&Value::Null), "clients")
+                        .unwrap_or(&Value::Null),
+                )
+                .iter()
+                .filter_map(|c| c.as_text().map(str::to_string))
+                .collect();
+                for a in items(get(e, "attached").unwrap_or(&Value::Null)) {
+                    clients.push(format!("{} (attached)", t(&a, "client")));
+                }
+                vec![
+                    t(e, "share_name"),
+                    t(e, "protocol"),
+                    t(e, "driver"),
+                    t(e, "state"),
+                    t(e, "target"),
+                    if clients.is_empty() {
+                        "-".into()
+                    } else {
+                        clients.join(", ")
+                    },
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn attachment_rows(v: &[Value]) -> String {
+    table(
+        &["SHARE", "PROTOCOL", "HOST", "CLIENT", "MODE", "ID"],
+        v.iter()
+            .map(|a| {
+                vec![
+                    t(a, "share_name"),
+                    t(a, "protocol"),
+                    t(a, "host"),
+                    t(a, "client"),
+                    t(a, "mode"),
+                    t(a, "id"),
                 ]
             })
             .collect(),
@@ -200,16 +253,19 @@ pub fn render(kind: &Kind, v: &Value) -> String {
             }
             out
         }
+        Kind::Exports => export_rows(&items(v)),
+        Kind::Export => export_rows(std::slice::from_ref(v)),
+        Kind::Attachments => attachment_rows(&items(v)),
         Kind::Changed(key) => {
             let obj = get(v, key).cloned().unwrap_or(Value::Null);
             let note = match get(v, "changed") {
                 Some(Value::Bool(false)) => "(already so; nothing changed)\n",
                 _ => "",
             };
-            let body = if *key == "snapshot" {
-                snapshot_rows(std::slice::from_ref(&obj))
-            } else {
-                share_rows(std::slice::from_ref(&obj))
+            let body = match *key {
+                "snapshot" => snapshot_rows(std::slice::from_ref(&obj)),
+                "export" => export_rows(std::slice::from_ref(&obj)),
+                _ => share_rows(std::slice::from_ref(&obj)),
             };
             body + note
         }

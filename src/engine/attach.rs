@@ -1,0 +1,273 @@
+//! The attach contract (Cinder's initialize_connection / terminate_connection): attach adds
+//! exactly one initiator or client to a share's export and returns `connection_info`;
+//! detach removes exactly that one. Both are idempotent.
+
+use ciborium::Value;
+
+use super::{failpoint, map, to_value, Engine};
+use crate::error::{Error, Result};
+use crate::model::{self, Access, Attachment, ExportOptions, Protocol, Share};
+use crate::proto::{AttachArgs, ShareFilter};
+use crate::store::{self, now, ExportRow};
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+impl Engine {
+    /// `connection_info` in Cinder's shape for an export.
+    fn connection_info(&self, share: &Share, row: &ExportRow, mode: Access) -> Value {
+        let e = &row.export;
+        match e.protocol {
+            Protocol::Iscsi => {
+                let mut data = vec![
+                    ("target_iqn", text(&e.target)),
+                    ("target_portal", text(&self.settings.portal)),
+                    ("target_lun", Value::Integer(1.into())),
+                    ("target_discovered", Value::Bool(false)),
+                    ("volume_id", text(&share.id)),
+                    ("access_mode", text(mode.as_str())),
+                    ("discard", Value::Bool(false)),
+                    ("encrypted", Value::Bool(false)),
+                ];
+                if e.options.chap {
+                    data.push(("auth_method", text("CHAP")));
+                    data.push(("auth_username", text(e.chap_user.as_deref().unwrap_or(""))));
+                    data.push((
+                        "auth_password",
+                        text(row.chap_secret.as_deref().unwrap_or("")),
+                    ));
+                }
+                map(vec![
+                    ("driver_volume_type", text("iscsi")),
+                    ("data", map(data)),
+                ])
+            }
+            Protocol::Nfs => map(vec![
+                ("driver_volume_type", text("nfs")),
+                (
+                    "data",
+                    map(vec![
+                        (
+                            "export",
+                            text(&format!("{}:{}", self.settings.nfs_host, e.target)),
+                        ),
+                        ("name", text("volume")),
+                        ("options", Value::Null),
+                        ("volume_id", text(&share.id)),
+                        ("access_mode", text(mode.as_str())),
+                    ]),
+                ),
+            ]),
+        }
+    }
+
+    /// The protocol an attach or detach is about: the one asked for, else the share's
+    /// existing export (iSCSI first), else iSCSI.
+    async fn pick_protocol(&self, share: &Share, asked: Option<Protocol>) -> Result<Protocol> {
+        if let Some(p) = asked {
+            return Ok(p);
+        }
+        let sid = share.id.clone();
+        let rows = self
+            .store
+            .call(move |c| store::list_exports(c, Some(&sid), None))
+            .await?;
+        Ok(
+            if rows.iter().any(|r| r.export.protocol == Protocol::Iscsi) || rows.is_empty() {
+                Protocol::Iscsi
+            } else {
+                Protocol::Nfs
+            },
+        )
+    }
+
+    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Value> {
+        let _exports = self.export_guard.read().await;
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        let protocol = self.pick_protocol(&share, a.protocol).await?;
+        let client = model::connector_client(&a.connector, protocol)?;
+        let mode = a.mode.unwrap_or(Access::Rw);
+        if protocol == Protocol::Iscsi && mode == Access::Ro {
+            return Err(Error::Unsupported(
+                "read-only attach is not supported over iSCSI (tgt has no per-initiator read-only LUNs); use NFS"
+                    .into(),
+            ));
+        }
+        let sid = share.id.clone();
+        let attachments = self
+            .store
+            .call(move |c| store::list_attachments(c, Some(&sid)))
+            .await?;
+        let mine = attachments
+            .iter()
+            .find(|x| x.protocol == protocol && x.client == client);
+        if mine.is_none() && !share.multiattach {
+            if let Some(other) = attachments.first() {
+                return Err(Error::Busy(format!(
+                    "share {} is single-attach and already attached to host {} ({} {})",
+                    share.name,
+                    other.host,
+                    other.protocol.as_str(),
+                    other.client
+                )));
+            }
+        }
+        let driver = match protocol {
+            Protocol::Nfs => self.settings.nfs_driver,
+            Protocol::Iscsi => self.settings.iscsi_driver,
+        };
+        let sid = share.id.clone();
+        let existing = self
+            .store
+            .call(move |c| store::get_export(c, &sid, protocol))
+            .await?;
+        let row = match existing {
+            Some(r) => r,
+            None => {
+                self.exporter(driver).probe().await?;
+                self.ensure_export(&share, protocol, driver, ExportOptions::default())
+                    .await?
+                    .0
+            }
+        };
+        if let Some(m) = mine {
+            // The same connector again: the same answer, nothing changed.
+            let info = self.connection_info(&share, &row, m.mode);
+            return Ok(map(vec![
+                ("connection_info", info),
+                ("changed", Value::Bool(false)),
+            ]));
+        }
+        self.exporter(row.export.driver).probe().await?;
+        let attachment = Attachment {
+            id: uuid::Uuid::new_v4().to_string(),
+            share: share.id.clone(),
+            share_name: share.name.clone(),
+            protocol,
+            client: client.clone(),
+            host: a.connector.host.clone(),
+            ip: a.connector.ip.clone(),
+            initiator: a.connector.initiator.clone(),
+            mode,
+            created_at: now(),
+        };
+        let record = attachment.clone();
+        self.store
+            .write(move |c| store::insert_attachment(c, &record))
+            .await?;
+        failpoint::hit("share.attach.after_record");
+        let mut row = row;
+        row.export.attached.push(model::Attached {
+            client: client.clone(),
+            mode,
+        });
+        let spec = self.spec_for(&row, &share)?;
+        if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
+            let aid = attachment.id.clone();
+            return Err(
+                match self
+                    .store
+                    .write(move |c| store::delete_attachment_row(c, &aid))
+                    .await
+                {
+                    Ok(()) => cause,
+                    Err(e) => Error::rollback(cause, e),
+                },
+            );
+        }
+        log::info!(
+            "share attached: {} to host {} over {} ({client}, {})",
+            share.name,
+            attachment.host,
+            protocol.as_str(),
+            mode.as_str()
+        );
+        let info = self.connection_info(&share, &row, mode);
+        Ok(map(vec![
+            ("connection_info", info),
+            ("attachment", to_value(&attachment)?),
+            ("changed", Value::Bool(true)),
+        ]))
+    }
+
+    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Value> {
+        let _exports = self.export_guard.read().await;
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        let sid = share.id.clone();
+        let attachments = self
+            .store
+            .call(move |c| store::list_attachments(c, Some(&sid)))
+            .await?;
+        let protocols: Vec<Protocol> = match a.protocol {
+            Some(p) => vec![p],
+            None => vec![Protocol::Iscsi, Protocol::Nfs],
+        };
+        let mut found = None;
+        for p in protocols {
+            let Ok(client) = model::connector_client(&a.connector, p) else {
+                continue;
+            };
+            if let Some(x) = attachments
+                .iter()
+                .find(|x| x.protocol == p && x.client == client)
+            {
+                found = Some(x.clone());
+                break;
+            }
+        }
+        if found.is_none() {
+            // Validate the connector anyway, so a malformed one is not answered "ok".
+            let p = self.pick_protocol(&share, a.protocol).await?;
+            model::connector_client(&a.connector, p)?;
+        }
+        let Some(att) = found else {
+            return Ok(map(vec![
+                ("detached", Value::Null),
+                ("changed", Value::Bool(false)),
+            ]));
+        };
+        let (sid, proto) = (share.id.clone(), att.protocol);
+        let row = self
+            .store
+            .call(move |c| store::get_export(c, &sid, proto))
+            .await?
+            .ok_or_else(|| Error::Internal(format!("attachment {} has no export", att.id)))?;
+        let mut after = row.clone();
+        after.export.attached.retain(|x| x.client != att.client);
+        let spec = self.spec_for(&after, &share)?;
+        self.exporter(row.export.driver).apply(&spec).await?;
+        failpoint::hit("share.detach.after_apply");
+        let aid = att.id.clone();
+        self.store
+            .write(move |c| store::delete_attachment_row(c, &aid))
+            .await?;
+        log::info!(
+            "share detached: {} from host {} over {} ({})",
+            share.name,
+            att.host,
+            att.protocol.as_str(),
+            att.client
+        );
+        Ok(map(vec![
+            ("detached", to_value(&att)?),
+            ("changed", Value::Bool(true)),
+        ]))
+    }
+
+    pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Value> {
+        let share = match &a.share {
+            Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
+            None => None,
+        };
+        let rows = self
+            .store
+            .call(move |c| store::list_attachments(c, share.as_deref()))
+            .await?;
+        to_value(&rows)
+    }
+}

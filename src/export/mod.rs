@@ -1,0 +1,111 @@
+//! Exporting shares: an [`Exporter`] per driver makes the target daemons match the tree.
+//!
+//! Exporters are idempotent: `apply` creates an export or brings an existing one in line
+//! with its spec (ACL, LUN, options), `remove` succeeds when the export is already gone, and
+//! `reconcile` compares a daemon's real state with every export the tree holds for it,
+//! repairs the difference and reports it. Only objects carrying shelf's naming (our IQN
+//! prefix, our exports file, our CHAP user prefix) are ever removed.
+
+mod coalesce;
+pub mod ganesha;
+pub mod lio;
+pub mod nfs_kernel;
+pub mod tgt;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::{Driver, Export};
+
+/// A boxed future, so exporters can be trait objects.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a driver needs to realise one export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSpec {
+    /// The export as stored (options, target name, tid, fsid, attached clients).
+    pub export: Export,
+    /// NFS: the directory to export. iSCSI: the backing file or block device.
+    pub path: PathBuf,
+    /// iSCSI: the CHAP secret (never logged).
+    pub chap_secret: Option<String>,
+}
+
+/// One difference between the tree and a daemon, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The driver.
+    pub driver: String,
+    /// `missing` (in the tree, not in the daemon), `drifted` (both, but different),
+    /// `orphan` (shelf's naming, not in the tree), or `unavailable`.
+    pub kind: String,
+    /// What it concerns (IQN, path, account).
+    pub object: String,
+    /// What was done (or why nothing was).
+    pub action: String,
+}
+
+impl Finding {
+    /// A finding.
+    pub fn new(
+        driver: Driver,
+        kind: &str,
+        object: impl Into<String>,
+        action: impl Into<String>,
+    ) -> Self {
+        Finding {
+            driver: driver.as_str().to_string(),
+            kind: kind.to_string(),
+            object: object.into(),
+            action: action.into(),
+        }
+    }
+}
+
+/// A driver that serves exports.
+pub trait Exporter: Send + Sync + std::fmt::Debug {
+    /// Which driver this is.
+    fn driver(&self) -> Driver;
+    /// `Ok` when the tool and its daemon are usable; else `unsupported` (tool missing) or
+    /// `busy` (daemon not running) naming what is missing.
+    fn probe(&self) -> BoxFut<'_, Result<()>>;
+    /// Learn the exports the tree holds for this driver, without touching the daemon. Called
+    /// once at start-up before anything else, so drivers that rewrite a whole file never
+    /// write one that lacks exports they have not been told about yet.
+    fn load(&self, _specs: &[ExportSpec]) {}
+    /// Create the export, or bring an existing one in line with `spec`.
+    fn apply<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
+    /// Remove the export; succeeds when it is already gone.
+    fn remove<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
+    /// The volume grew: make clients see the new size.
+    fn refresh_size<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
+    /// Make the daemon hold exactly `specs` (all of this driver's exports, as the tree has
+    /// them) among the objects carrying shelf's naming; report each difference.
+    fn reconcile<'a>(&'a self, specs: &'a [ExportSpec]) -> BoxFut<'a, Result<Vec<Finding>>>;
+}
+
+/// Write `text` to `path` atomically: a temporary file in the same directory, fsync,
+/// rename over the target, fsync the directory. Readers see the old or the new file,
+/// never a mix.
+pub fn write_atomically(path: &std::path::Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("shelf"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = crate::sys::fs::create_new(&tmp, mode)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    crate::sys::fs::fsync_dir(dir)
+}
