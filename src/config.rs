@@ -177,15 +177,23 @@ impl Config {
         }
     }
 
-    /// Apply command-line overrides, then fill in defaults that depend on other settings.
-    pub fn with_overrides(mut self, state_dir: Option<PathBuf>, socket: Option<PathBuf>) -> Self {
+    /// Apply command-line overrides and validate the result again.
+    pub fn with_overrides(
+        mut self,
+        state_dir: Option<PathBuf>,
+        socket: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
         if let Some(s) = state_dir {
             self.state_dir = s;
         }
         if let Some(s) = socket {
             self.socket = s;
         }
-        self
+        self.validate().map_err(|message| ConfigError {
+            origin: "command line".into(),
+            message,
+        })?;
+        Ok(self)
     }
 
     /// The pools to run, with every path resolved; a `default` file pool when none is set.
@@ -310,7 +318,12 @@ mod tests {
 
     #[test]
     fn overrides_move_the_default_pool() {
-        let c = Config::embedded().with_overrides(Some("/tmp/s".into()), None);
+        let c = Config::embedded()
+            .with_overrides(Some("/tmp/s".into()), None)
+            .unwrap();
+        assert!(Config::embedded()
+            .with_overrides(Some("relative".into()), None)
+            .is_err());
         assert_eq!(
             c.resolved_pools()["default"].1,
             PathBuf::from("/tmp/s/pools/default")

@@ -46,7 +46,8 @@ fn init_log() {
 fn load_config(args: &Args) -> Result<Config, String> {
     let (cfg, origin) = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     log::debug!("config from {origin}");
-    Ok(cfg.with_overrides(args.state_dir.clone(), args.socket.clone()))
+    cfg.with_overrides(args.state_dir.clone(), args.socket.clone())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -12,6 +12,10 @@ use crate::proto::frame::{self, FrameError};
 /// Largest reply frame the client accepts.
 pub const MAX_REPLY: u32 = 64 << 20;
 
+/// Deepest nesting accepted in a reply (a `tree` of many clone generations is deep; the
+/// server cuts lineage at [`crate::model::MAX_TREE_DEPTH`] generations).
+pub const REPLY_DEPTH: usize = 1024;
+
 /// An error reply from the server: its stable code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -134,7 +138,7 @@ impl Client {
         let Some(body) = frame::read_frame_blocking(&mut self.stream, MAX_REPLY)? else {
             return Ok(None);
         };
-        let v = frame::decode_body(&body)?;
+        let v = frame::decode_body_with_depth(&body, REPLY_DEPTH)?;
         let id = match get(&v, "id") {
             Some(Value::Integer(i)) => {
                 Some(u64::try_from(*i).map_err(|_| ClientError::Protocol("negative id".into()))?)

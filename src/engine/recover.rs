@@ -34,8 +34,9 @@ impl Engine {
             }
             let sid = row.export.share.clone();
             let share = self.store.call(move |c| store::get_share(c, &sid)).await?;
-            if let Some(share) = share {
-                let spec = self.spec_for(&row, &share)?;
+            if let Some((share, spec)) =
+                share.and_then(|sh| self.spec_for(&row, &sh).ok().map(|sp| (sh, sp)))
+            {
                 // A driver that is down now cannot be asked; the row goes anyway, and the
                 // next reconcile removes what the daemon still holds under shelf's naming.
                 if let Err(e) = self.exporter(row.export.driver).remove(&spec).await {
@@ -72,7 +73,16 @@ impl Engine {
         }
         let (shares, snaps) = self.store.call(|c| store::unsettled(c)).await?;
         for snap in snaps {
-            let pool = self.pool(&snap.pool)?;
+            let Ok(pool) = self.pool(&snap.pool) else {
+                out.actions.push(format!(
+                    "snapshot {} ({}) is {} in pool {}, which is not configured: left as is",
+                    snap.name,
+                    snap.id,
+                    snap.state.as_str(),
+                    snap.pool
+                ));
+                continue;
+            };
             let (p, id) = (pool.clone(), snap.id.clone());
             blocking(move || p.remove_snapshot(&id)).await?;
             let id = snap.id.clone();
@@ -88,7 +98,16 @@ impl Engine {
             ));
         }
         for share in shares {
-            let pool = self.pool(&share.pool)?;
+            let Ok(pool) = self.pool(&share.pool) else {
+                out.actions.push(format!(
+                    "share {} ({}) is {} in pool {}, which is not configured: left as is",
+                    share.name,
+                    share.id,
+                    share.state.as_str(),
+                    share.pool
+                ));
+                continue;
+            };
             let sid = share.id.clone();
             let leftovers = self
                 .store
@@ -128,6 +147,30 @@ impl Engine {
                 .write(move |c| store::delete_intent(c, id))
                 .await?;
             out.actions.push(action);
+        }
+        let configured: Vec<String> = self
+            .pools
+            .read()
+            .expect("pools lock")
+            .keys()
+            .cloned()
+            .collect();
+        let missing: Vec<String> = self
+            .store
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT DISTINCT pool FROM shares ORDER BY pool")?;
+                let pools = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(pools.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?
+            .into_iter()
+            .filter(|p| !configured.contains(p))
+            .collect();
+        for p in missing {
+            log::warn!(
+                "the database has shares in pool {p}, which the config does not name; they \
+                 cannot be used until the pool is configured again"
+            );
         }
         for a in &out.actions {
             log::warn!("recovery: {a}");

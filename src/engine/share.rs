@@ -317,6 +317,7 @@ impl Engine {
         // Hold the origin share's lock so the snapshot cannot be deleted under the clone.
         let _g = self.locks.lock(&snap.share).await;
         let origin = self.share_by_id(&snap.share).await?;
+        let pool = self.pool(&snap.pool)?;
         let share = Share {
             id: uuid::Uuid::new_v4().to_string(),
             name: a.name.clone(),
@@ -352,6 +353,12 @@ impl Engine {
             })
             .await?;
         if let Some(e) = existing {
+            if e.state == ShareState::Creating {
+                return Err(Error::Busy(format!(
+                    "share {} is being created by another request",
+                    e.name
+                )));
+            }
             if e.state == ShareState::Available
                 && e.origin_snapshot.as_deref() == Some(snap.id.as_str())
                 && e.metadata == a.metadata
@@ -364,7 +371,6 @@ impl Engine {
             )));
         }
         failpoint::hit("share.clone.before_volume");
-        let pool = self.pool(&share.pool)?;
         let (p, sn, s) = (pool.clone(), snap.clone(), share.clone());
         if let Err(cause) = blocking(move || p.clone_volume(&sn, &s)).await {
             return Err(self.forget_share(&share, cause).await);

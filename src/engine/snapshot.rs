@@ -24,6 +24,7 @@ impl Engine {
                 share.state.as_str()
             )));
         }
+        let pool = self.pool(&share.pool)?;
         let snap = Snapshot {
             id: uuid::Uuid::new_v4().to_string(),
             name: a.name.clone(),
@@ -63,7 +64,6 @@ impl Engine {
             };
         }
         failpoint::hit("snapshot.create.before_copy");
-        let pool = self.pool(&share.pool)?;
         let (p, sh, sn) = (pool.clone(), share.clone(), snap.clone());
         let t0 = std::time::Instant::now();
         if let Err(cause) = blocking(move || p.snapshot(&sh, &sn)).await {

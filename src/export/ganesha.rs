@@ -84,6 +84,11 @@ impl GaneshaExporter {
 
     async fn write_and_reload(&self, set: BTreeMap<String, ExportSpec>) -> Result<()> {
         let text = exports_conf(&set);
+        log::debug!(
+            "ganesha: writing {} export(s) to {} and sending SIGHUP",
+            set.len(),
+            self.file.display()
+        );
         let (file, pidfile) = (self.file.clone(), self.pidfile.clone());
         smol::unblock(move || -> Result<()> {
             write_atomically(&file, &text, 0o644)
@@ -162,10 +167,12 @@ impl Exporter for GaneshaExporter {
             let (_, set) = self.state.snapshot();
             let want = exports_conf(&set);
             let file = self.file.clone();
-            let have =
-                smol::unblock(move || std::fs::read_to_string(file).unwrap_or_default()).await;
+            let have = smol::unblock(move || std::fs::read_to_string(file).ok()).await;
             let mut findings = Vec::new();
-            if have != want {
+            if have.is_none() && specs.is_empty() {
+                return Ok(findings);
+            }
+            if have.as_deref() != Some(want.as_str()) {
                 findings.push(Finding::new(
                     Driver::Ganesha,
                     "drifted",

@@ -118,11 +118,17 @@ impl NfsKernelExporter {
 
     async fn write_and_apply(&self, set: BTreeMap<String, ExportSpec>) -> Result<()> {
         let text = exports_file(&set);
+        let count = set.len();
         let file = self.file.clone();
         smol::unblock(move || write_atomically(&file, &text, 0o644))
             .await
             .map_err(|e| Error::io(format!("writing {}", self.file.display()), e))?;
         self.runner.run(&Cmd::new("exportfs").arg("-r")).await?;
+        log::debug!(
+            "nfs kernel: wrote {} export(s) to {} and ran exportfs -r",
+            count,
+            self.file.display()
+        );
         Ok(())
     }
 
@@ -198,10 +204,16 @@ impl Exporter for NfsKernelExporter {
                     s.export.allowed().into_iter().map(move |c| (p.clone(), c))
                 })
                 .collect();
-            let on_disk = std::fs::read_to_string(&self.file).unwrap_or_default();
-            let (_, set) = self.state.snapshot();
+            let file = self.file.clone();
+            let on_disk = smol::unblock(move || std::fs::read_to_string(file).ok()).await;
             let mut findings = Vec::new();
-            if on_disk != exports_file(&set) {
+            if on_disk.is_none() && specs.is_empty() {
+                // Nothing exported and no file of ours: nothing to repair, nothing to create.
+                return Ok(findings);
+            }
+            let (_, set) = self.state.snapshot();
+            let file_drifted = on_disk.as_deref() != Some(exports_file(&set).as_str());
+            if file_drifted {
                 findings.push(Finding::new(
                     Driver::Kernel,
                     "drifted",
@@ -209,12 +221,14 @@ impl Exporter for NfsKernelExporter {
                     "rewritten from the tree",
                 ));
             }
-            let live = self.live().await?;
-            let live_set: BTreeSet<(String, String)> = live
-                .iter()
-                .map(|(p, c, _)| (p.clone(), c.clone()))
+            let live: BTreeSet<(String, String)> = self
+                .live()
+                .await?
+                .into_iter()
+                .map(|(p, c, _)| (p, c))
                 .collect();
-            for (p, c) in wanted.difference(&live_set) {
+            let missing: Vec<&(String, String)> = wanted.difference(&live).collect();
+            for (p, c) in &missing {
                 findings.push(Finding::new(
                     Driver::Kernel,
                     "missing",
@@ -222,16 +236,19 @@ impl Exporter for NfsKernelExporter {
                     "re-exported",
                 ));
             }
-            self.state
-                .flush_all(|set| self.write_and_apply(set))
-                .await?;
-            let after: BTreeSet<(String, String)> = self
-                .live()
-                .await?
-                .into_iter()
-                .map(|(p, c, _)| (p, c))
-                .collect();
-            for (p, c) in after.difference(&wanted) {
+            let live = if file_drifted || !missing.is_empty() {
+                self.state
+                    .flush_all(|set| self.write_and_apply(set))
+                    .await?;
+                self.live()
+                    .await?
+                    .into_iter()
+                    .map(|(p, c, _)| (p, c))
+                    .collect()
+            } else {
+                live
+            };
+            for (p, c) in live.difference(&wanted) {
                 if self.owned(p) {
                     findings.push(Finding::new(
                         Driver::Kernel,
@@ -241,7 +258,7 @@ impl Exporter for NfsKernelExporter {
                     ));
                 }
             }
-            for (p, c) in wanted.difference(&after) {
+            for (p, c) in wanted.difference(&live) {
                 findings.push(Finding::new(
                     Driver::Kernel,
                     "missing",

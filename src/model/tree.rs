@@ -201,8 +201,13 @@ pub fn can_delete_share(
     Ok(())
 }
 
+/// Generations of clones nested in one `tree` reply; deeper clones are left out of the
+/// nesting (their `origin_snapshot` still names their origin in `share.show`).
+pub const MAX_TREE_DEPTH: usize = 200;
+
 /// Build the lineage forest: roots are shares that are not clones (or whose origin snapshot
-/// is gone), each with its snapshots and the clones made from them.
+/// is gone), each with its snapshots and the clones made from them, nested at most
+/// [`MAX_TREE_DEPTH`] generations deep.
 pub fn build_tree(shares: &[Share], snapshots: &[Snapshot]) -> Vec<TreeNode> {
     let mut snaps_by_share: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
     for s in snapshots {
@@ -232,7 +237,7 @@ pub fn build_tree(shares: &[Share], snapshots: &[Snapshot]) -> Vec<TreeNode> {
                         id: s.id.clone(),
                         name: s.name.clone(),
                         size: s.size,
-                        clones: if depth > 10_000 {
+                        clones: if depth >= MAX_TREE_DEPTH {
                             Vec::new()
                         } else {
                             clones

@@ -31,6 +31,14 @@ pub enum FrameError {
         /// Bytes announced (4 for the header).
         want: usize,
     },
+    /// The rest of a frame did not arrive in time.
+    #[error("the rest of a {len}-byte frame did not arrive within {secs} s")]
+    Timeout {
+        /// Announced length.
+        len: u32,
+        /// The time allowed.
+        secs: u64,
+    },
     /// A zero-length frame cannot hold a data item.
     #[error("empty frame")]
     Empty,
@@ -54,12 +62,18 @@ pub fn encode(value: &Value) -> Vec<u8> {
 
 /// Decode one frame body into a value: exactly one item, nesting at most [`MAX_DEPTH`].
 pub fn decode_body(body: &[u8]) -> Result<Value, FrameError> {
+    decode_body_with_depth(body, MAX_DEPTH)
+}
+
+/// Decode one frame body, nesting at most `depth` levels (clients reading deep `tree`
+/// replies allow more than the server allows in requests).
+pub fn decode_body_with_depth(body: &[u8], depth: usize) -> Result<Value, FrameError> {
     if body.is_empty() {
         return Err(FrameError::Empty);
     }
     let mut cursor = std::io::Cursor::new(body);
-    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut cursor, MAX_DEPTH)
-        .map_err(|e| FrameError::Cbor(describe_cbor_error(e)))?;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut cursor, depth)
+        .map_err(|e| FrameError::Cbor(describe_cbor_error(e, depth)))?;
     let used = cursor.position() as usize;
     if used != body.len() {
         return Err(FrameError::Cbor(format!(
@@ -70,7 +84,7 @@ pub fn decode_body(body: &[u8]) -> Result<Value, FrameError> {
     Ok(value)
 }
 
-fn describe_cbor_error(e: ciborium::de::Error<std::io::Error>) -> String {
+fn describe_cbor_error(e: ciborium::de::Error<std::io::Error>, depth: usize) -> String {
     match e {
         ciborium::de::Error::Io(_) => "data item is cut short".to_string(),
         ciborium::de::Error::Syntax(off) => format!("syntax error at byte {off}"),
@@ -79,7 +93,7 @@ fn describe_cbor_error(e: ciborium::de::Error<std::io::Error>) -> String {
             None => msg,
         },
         ciborium::de::Error::RecursionLimitExceeded => {
-            format!("nested deeper than {MAX_DEPTH} levels")
+            format!("nested deeper than {depth} levels")
         }
     }
 }

@@ -21,7 +21,6 @@ pub const PROTOCOL_VERSIONS: &[u32] = &[1];
 pub const FEATURES: &[&str] = &[
     "pipelining",
     "pool.file",
-    "reflink-snapshots",
     "share.metadata",
     "share.clone",
     "tree",

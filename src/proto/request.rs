@@ -23,8 +23,7 @@ pub struct ArgsError {
     pub message: String,
 }
 
-/// A parsed request: the client's id, the op's name, an optional idempotency key and the
-/// typed operation.
+/// A parsed request: the client's id, the op's name and the typed operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// The client's id, echoed in the reply.
@@ -348,17 +347,10 @@ impl Request {
 
 fn args<T: DeserializeOwned>(op: &str, v: &Value) -> Result<T, String> {
     v.deserialized::<T>().map_err(|e| {
-        format!(
-            "{op}: bad arguments: {}",
-            clean_serde_message(&e.to_string())
-        )
+        let ciborium::value::Error::Custom(msg) = e;
+        let msg: String = msg.chars().take(300).collect();
+        format!("{op}: bad arguments: {msg}")
     })
-}
-
-fn clean_serde_message(msg: &str) -> String {
-    let msg = msg.strip_prefix("Semantic(None, \"").unwrap_or(msg);
-    let msg = msg.strip_suffix("\")").unwrap_or(msg);
-    msg.chars().take(300).collect()
 }
 
 /// Parse a decoded frame into an [`Envelope`].

@@ -134,9 +134,9 @@ async fn read_one(stream: &Async<UnixStream>, max: u32) -> Result<Option<Vec<u8>
         async { frame::read_body(&mut r, len).await.map(Some) },
         async {
             smol::Timer::after(BODY_TIMEOUT).await;
-            Err(FrameError::Truncated {
-                got: 0,
-                want: len as usize,
+            Err(FrameError::Timeout {
+                len,
+                secs: BODY_TIMEOUT.as_secs(),
             })
         },
     )

@@ -23,6 +23,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct Store {
     tx: smol::channel::Sender<Job>,
     path: PathBuf,
+    thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -31,7 +32,7 @@ impl Store {
         let (tx, rx) = smol::channel::unbounded::<Job>();
         let (ready_tx, ready_rx) = smol::channel::bounded::<Result<()>>(1);
         let db_path = path.to_path_buf();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("shelf-db".into())
             .spawn(move || {
                 let mut conn = match open_connection(&db_path) {
@@ -60,6 +61,7 @@ impl Store {
         Ok(Store {
             tx,
             path: path.to_path_buf(),
+            thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
         })
     }
 
@@ -102,16 +104,14 @@ impl Store {
         &self.path
     }
 
-    /// Stop the database thread after the calls already queued, and wait for it to close
-    /// the database.
+    /// Stop the database thread after the calls already queued, and wait until it has
+    /// closed the database (which checkpoints the WAL).
     pub async fn close(self) {
-        let (tx, rx) = smol::channel::bounded::<()>(1);
-        let job: Job = Box::new(move |_| {
-            let _ = tx.send_blocking(());
-        });
-        let _ = self.tx.send(job).await;
-        let _ = rx.recv().await;
         self.tx.close();
+        let handle = self.thread.lock().expect("store lock").take();
+        if let Some(h) = handle {
+            let _ = smol::unblock(move || h.join()).await;
+        }
     }
 }
 

@@ -74,15 +74,16 @@ impl Drop for Xfs {
         for _ in 0..50 {
             if Command::new("umount")
                 .arg(&m)
-                .status()
-                .map(|s| s.success())
+                .output()
+                .map(|o| o.status.success())
                 .unwrap_or(false)
             {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("umount").args(["-l", &m]).status();
+        eprintln!("{m} still busy after 5 s; unmounting lazily");
+        let _ = Command::new("umount").args(["-l", &m]).output();
     }
 }
 
@@ -110,11 +111,27 @@ impl Layout {
         let state = base.join("state");
         let socket = base.join("run").join("shelf.sock");
         let config = base.join("shelf.toml");
-        let text = format!(
+        let mut text = format!(
             "state_dir = {:?}\nsocket = {:?}\n{extra}\n",
             state.display().to_string(),
             socket.display().to_string()
         );
+        // Never touch the machine's own exports file, ganesha or tgtd: unless a test says
+        // otherwise, every driver points at something private and absent.
+        if !extra.contains("[nfs]") {
+            text.push_str(&format!(
+                "[nfs]\nexports_file = {:?}\nganesha_exports = {:?}\nganesha_pidfile = {:?}\n",
+                base.join("unused.exports").display().to_string(),
+                base.join("unused-ganesha.conf").display().to_string(),
+                base.join("unused-ganesha.pid").display().to_string()
+            ));
+        }
+        if !extra.contains("[iscsi]") {
+            text.push_str(&format!(
+                "[iscsi]\ntgt_control_port = {}\n",
+                9000 + free_control_port()
+            ));
+        }
         std::fs::write(&config, text).unwrap();
         Layout {
             state,
@@ -129,7 +146,7 @@ impl Layout {
         Layout::new(
             xfs.base(),
             &format!(
-                "[pools.default]\npath = {:?}\n{extra}",
+                "{extra}\n[pools.default]\npath = {:?}\n",
                 pool.display().to_string()
             ),
         )
@@ -356,4 +373,281 @@ pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test's daemon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tgtd control port no other test uses at the same time.
+pub fn free_control_port() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    2000 + (std::process::id() % 500) * 16 + NEXT.fetch_add(1, Ordering::SeqCst) % 16
+}
+
+/// A private tgtd on 127.0.0.1:<port>, control port `-C <control>`; killed on drop.
+#[derive(Debug)]
+pub struct Tgtd {
+    pub port: u16,
+    pub control: u32,
+    child: Option<Child>,
+}
+
+impl Tgtd {
+    /// Start a tgtd and wait until tgtadm reaches it.
+    pub fn start() -> Tgtd {
+        let mut t = Tgtd {
+            port: free_port(),
+            control: free_control_port(),
+            child: None,
+        };
+        t.spawn();
+        t
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("tgtd")
+            .args(["-f", "-C", &self.control.to_string(), "--iscsi"])
+            .arg(format!("portal=127.0.0.1:{}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tgtd (package tgt)");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if self.tgtadm(&["--op", "show", "--mode", "sys"]).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tgtd on control port {} did not come up", self.control);
+    }
+
+    /// Run tgtadm against this tgtd.
+    pub fn tgtadm(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("tgtadm")
+            .args(["--lld", "iscsi", "-C", &self.control.to_string()])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `tgtadm --op show --mode target`.
+    pub fn show(&self) -> String {
+        self.tgtadm(&["--op", "show", "--mode", "target"]).unwrap()
+    }
+
+    /// Kill tgtd (it loses every target) and start a fresh one on the same ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Config lines pointing shelfd at this tgtd.
+    pub fn config(&self) -> String {
+        format!(
+            "[iscsi]\nportal = \"127.0.0.1:{}\"\ntgt_control_port = {}\niqn_prefix = \"iqn.2026-11.org.example.shelf\"\n",
+            self.port, self.control
+        )
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A shelf-owned exports file for one test under /etc/exports.d, removed (and exportfs
+/// re-synced) on drop.
+#[derive(Debug)]
+pub struct ExportsFile {
+    pub path: PathBuf,
+}
+
+impl ExportsFile {
+    /// A fresh file name (the file itself is written by shelfd).
+    pub fn new(tag: &str) -> ExportsFile {
+        std::fs::create_dir_all("/etc/exports.d").unwrap();
+        ExportsFile {
+            path: PathBuf::from(format!(
+                "/etc/exports.d/shelf-test-{tag}-{}-{}.exports",
+                std::process::id(),
+                free_port()
+            )),
+        }
+    }
+
+    /// Config lines pointing shelfd at this file.
+    pub fn config(&self) -> String {
+        format!(
+            "[nfs]\nexports_file = {:?}\nhost = \"127.0.0.1\"\n",
+            self.path.display().to_string()
+        )
+    }
+}
+
+impl Drop for ExportsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = Command::new("exportfs").arg("-r").status();
+    }
+}
+
+/// `exportfs -v` as (path, client, options).
+pub fn exportfs_v() -> Vec<(String, String, String)> {
+    shelf::export::nfs_kernel::parse_exportfs_v(&sh(&["exportfs", "-v"]))
+}
+
+/// Run a command and return (success, stdout, stderr).
+pub fn try_run(argv: &[&str]) -> (bool, String, String) {
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A private nfs-ganesha (NFSv4 only, no rpcbind) on 127.0.0.1:<port>, exporting what
+/// shelfd writes into `exports`; stopped on drop.
+#[derive(Debug)]
+pub struct Ganesha {
+    pub port: u16,
+    pub exports: PathBuf,
+    pub pidfile: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Ganesha {
+    /// Start ganesha.nfsd and wait until it answers an NFS client.
+    pub fn start() -> Ganesha {
+        let dir = scratch("ganesha");
+        let d = dir.path();
+        for sub in ["recov", "run", "run/ccache"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let port = free_port();
+        let exports = d.join("run/shelf-exports.conf");
+        std::fs::write(&exports, "# empty until shelfd writes it\n").unwrap();
+        let conf = d.join("run/ganesha.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "NFS_CORE_PARAM {{ Bind_addr = 127.0.0.1; NFS_Port = {port}; Protocols = 4;\n\
+                 Enable_RQUOTA = false; Enable_NLM = false; Enable_UDP = false; }}\n\
+                 NFSv4 {{ RecoveryBackend = fs; RecoveryRoot = \"{}\"; Graceless = true;\n\
+                 Lease_Lifetime = 10; Only_Numeric_Owners = true; }}\n\
+                 NFS_KRB5 {{ Active_krb5 = false; CCacheDir = \"{}\"; }}\n\
+                 LOG {{ Default_Log_Level = EVENT; }}\n\
+                 %include \"{}\"\n",
+                d.join("recov").display(),
+                d.join("run/ccache").display(),
+                exports.display()
+            ),
+        )
+        .unwrap();
+        let pidfile = d.join("run/ganesha.pid");
+        let log = d.join("run/ganesha.log");
+        let child = Command::new("ganesha.nfsd")
+            .arg("-F")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&pidfile)
+            .arg("-L")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ganesha.nfsd (package nfs-ganesha)");
+        let g = Ganesha {
+            port,
+            exports,
+            pidfile,
+            log,
+            child: Some(child),
+            _dir: dir,
+        };
+        let t0 = Instant::now();
+        loop {
+            if try_run(&["nfs-ls", &g.url("/")]).0 && g.pidfile.exists() {
+                return g;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "ganesha did not come up:\n{}",
+                std::fs::read_to_string(&g.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An NFSv4 URL for a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("nfs://127.0.0.1{path}?version=4&nfsport={}", self.port)
+    }
+
+    /// Config lines pointing shelfd at this ganesha.
+    pub fn config(&self) -> String {
+        format!(
+            "[nfs]\ndriver = \"ganesha\"\nganesha_exports = {:?}\nganesha_pidfile = {:?}\nhost = \"127.0.0.1\"\n",
+            self.exports.display().to_string(),
+            self.pidfile.display().to_string()
+        )
+    }
+}
+
+impl Drop for Ganesha {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Poll `f` until it returns true or `secs` pass.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }

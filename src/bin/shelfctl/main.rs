@@ -271,6 +271,9 @@ enum SnapshotCmd {
         /// The share, when the snapshot is given by name.
         #[arg(long)]
         share: Option<String>,
+        /// Pool, when the share's name is in several.
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Delete a snapshot (clones made from it are not affected).
     Delete {
@@ -504,9 +507,14 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 opt(&mut a, "pool", pool);
                 ("snapshot.list", Kind::Snapshots)
             }
-            SnapshotCmd::Show { snapshot, share } => {
+            SnapshotCmd::Show {
+                snapshot,
+                share,
+                pool,
+            } => {
                 a.push(("snapshot", text(snapshot)));
                 opt(&mut a, "share", share);
+                opt(&mut a, "pool", pool);
                 ("snapshot.show", Kind::Snapshot)
             }
             SnapshotCmd::Delete {
