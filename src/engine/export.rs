@@ -345,13 +345,7 @@ impl Engine {
         failpoint::hit("export.delete.after_remove");
         let (eid, sid, proto) = (row.export.id.clone(), share.id.clone(), row.export.protocol);
         self.store
-            .write(move |c| {
-                c.execute(
-                    "DELETE FROM attachments WHERE share_id = ?1 AND protocol = ?2",
-                    [&sid, proto.as_str()],
-                )?;
-                store::delete_export_row(c, &eid)
-            })
+            .write(move |c| store::delete_export_and_attachments(c, &eid, &sid, proto))
             .await?;
         log::info!(
             "export deleted: {} of share {}{}",

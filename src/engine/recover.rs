@@ -55,13 +55,7 @@ impl Engine {
                 row.export.protocol,
             );
             self.store
-                .write(move |c| {
-                    c.execute(
-                        "DELETE FROM attachments WHERE share_id = ?1 AND protocol = ?2",
-                        [&sid, proto.as_str()],
-                    )?;
-                    store::delete_export_row(c, &eid)
-                })
+                .write(move |c| store::delete_export_and_attachments(c, &eid, &sid, proto))
                 .await?;
             out.actions.push(format!(
                 "{} export {} of share {} was {} at the crash: removed",

@@ -607,3 +607,17 @@ pub fn delete_attachment_row(c: &Connection, id: &str) -> Result<()> {
     c.execute("DELETE FROM attachments WHERE id = ?1", [id])?;
     Ok(())
 }
+
+/// Remove an export row together with the share's attachments over its protocol.
+pub fn delete_export_and_attachments(
+    c: &Connection,
+    export_id: &str,
+    share_id: &str,
+    protocol: crate::model::Protocol,
+) -> Result<()> {
+    c.execute(
+        "DELETE FROM attachments WHERE share_id = ?1 AND protocol = ?2",
+        params![share_id, protocol.as_str()],
+    )?;
+    delete_export_row(c, export_id)
+}
