@@ -185,6 +185,16 @@ impl Engine {
         &self.store
     }
 
+    /// The names of the configured pools.
+    fn pool_names(&self) -> Vec<String> {
+        self.pools
+            .read()
+            .expect("pools lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn pool(&self, name: &str) -> Result<Arc<dyn Pool>> {
         self.pools
             .read()
@@ -223,15 +233,8 @@ impl Engine {
                 Ok(v)
             }
             Request::PoolList => {
-                let names: Vec<String> = self
-                    .pools
-                    .read()
-                    .expect("pools lock")
-                    .keys()
-                    .cloned()
-                    .collect();
                 let mut out = Vec::new();
-                for n in names {
+                for n in self.pool_names() {
                     out.push(self.pool_info(&n).await?);
                 }
                 to_value(&out)

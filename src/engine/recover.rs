@@ -142,20 +142,10 @@ impl Engine {
                 .await?;
             out.actions.push(action);
         }
-        let configured: Vec<String> = self
-            .pools
-            .read()
-            .expect("pools lock")
-            .keys()
-            .cloned()
-            .collect();
+        let configured = self.pool_names();
         let missing: Vec<String> = self
             .store
-            .call(|c| {
-                let mut stmt = c.prepare("SELECT DISTINCT pool FROM shares ORDER BY pool")?;
-                let pools = stmt.query_map([], |r| r.get::<_, String>(0))?;
-                Ok(pools.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
+            .call(|c| store::pools_in_use(c))
             .await?
             .into_iter()
             .filter(|p| !configured.contains(p))

@@ -30,6 +30,38 @@ impl Coalescer {
         d.0
     }
 
+    /// Replace the whole desired set (start-up, reconcile).
+    pub fn load(&self, specs: &[ExportSpec]) -> u64 {
+        self.change(|m| {
+            m.clear();
+            m.extend(specs.iter().map(|s| (s.export.id.clone(), s.clone())));
+        })
+    }
+
+    /// Add or update one export and wait until a flush covers it.
+    pub async fn upsert<F, Fut>(&self, spec: &ExportSpec, flush: F) -> Result<()>
+    where
+        F: FnOnce(BTreeMap<String, ExportSpec>) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let gen = self.change(|m| {
+            m.insert(spec.export.id.clone(), spec.clone());
+        });
+        self.flush_through(gen, flush).await
+    }
+
+    /// Drop one export and wait until a flush covers it.
+    pub async fn forget<F, Fut>(&self, spec: &ExportSpec, flush: F) -> Result<()>
+    where
+        F: FnOnce(BTreeMap<String, ExportSpec>) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let gen = self.change(|m| {
+            m.remove(&spec.export.id);
+        });
+        self.flush_through(gen, flush).await
+    }
+
     /// The desired set now.
     pub fn snapshot(&self) -> (u64, BTreeMap<String, ExportSpec>) {
         let d = self.desired.lock().expect("coalescer lock");

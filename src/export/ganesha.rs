@@ -129,30 +129,21 @@ impl Exporter for GaneshaExporter {
     }
 
     fn load(&self, specs: &[ExportSpec]) {
-        self.state.change(|m| {
-            m.clear();
-            m.extend(specs.iter().map(|s| (s.export.id.clone(), s.clone())));
-        });
+        self.state.load(specs);
     }
 
     fn apply<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
-            let gen = self.state.change(|m| {
-                m.insert(spec.export.id.clone(), spec.clone());
-            });
             self.state
-                .flush_through(gen, |set| self.write_and_reload(set))
+                .upsert(spec, |set| self.write_and_reload(set))
                 .await
         })
     }
 
     fn remove<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
-            let gen = self.state.change(|m| {
-                m.remove(&spec.export.id);
-            });
             self.state
-                .flush_through(gen, |set| self.write_and_reload(set))
+                .forget(spec, |set| self.write_and_reload(set))
                 .await
         })
     }

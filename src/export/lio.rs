@@ -29,6 +29,26 @@ fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
+/// The names in a configfs directory (empty when it does not exist), read off the loop.
+async fn list_names(dir: PathBuf) -> BTreeSet<String> {
+    smol::unblock(move || {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .await
+}
+
+/// [`backstore_kind`], with the stat run off the event loop.
+async fn kind_of(path: &Path) -> &'static str {
+    let p = path.to_path_buf();
+    smol::unblock(move || backstore_kind(&p)).await
+}
+
 /// The backstore kind for a path: `block` for a block device, `fileio` for a file.
 pub fn backstore_kind(path: &Path) -> &'static str {
     if is_block_device(path) {
@@ -178,20 +198,11 @@ impl LioExporter {
 
     async fn current_acl(&self, iqn: &str) -> BTreeSet<String> {
         let dir = self.configfs.join(iqn).join("tpgt_1").join("acls");
-        smol::unblock(move || {
-            std::fs::read_dir(dir)
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .await
+        list_names(dir).await
     }
 
     async fn converge(&self, spec: &ExportSpec) -> Result<()> {
-        let kind = backstore_kind(&spec.path);
+        let kind = kind_of(&spec.path).await;
         for c in create_commands(spec, kind) {
             self.targetcli(&c, "exists").await?;
         }
@@ -244,7 +255,7 @@ impl Exporter for LioExporter {
     fn remove<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
-            for c in delete_commands(spec, backstore_kind(&spec.path)) {
+            for c in delete_commands(spec, kind_of(&spec.path).await) {
                 self.targetcli(&c, "No such").await?;
             }
             Ok(())
@@ -255,7 +266,7 @@ impl Exporter for LioExporter {
         Box::pin(async move {
             // A fileio backstore's size is fixed when it is created: re-create the LUN.
             let _serial = self.serial.lock().await;
-            for c in delete_commands(spec, backstore_kind(&spec.path)) {
+            for c in delete_commands(spec, kind_of(&spec.path).await) {
                 self.targetcli(&c, "No such").await?;
             }
             self.converge(spec).await
@@ -267,16 +278,7 @@ impl Exporter for LioExporter {
             let _serial = self.serial.lock().await;
             let mut findings = Vec::new();
             let dir = self.configfs.clone();
-            let live: BTreeSet<String> = smol::unblock(move || {
-                std::fs::read_dir(dir)
-                    .map(|d| {
-                        d.filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .await;
+            let live: BTreeSet<String> = list_names(dir).await;
             let mut wanted = BTreeSet::new();
             for spec in specs {
                 wanted.insert(spec.export.target.clone());

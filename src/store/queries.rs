@@ -621,3 +621,10 @@ pub fn delete_export_and_attachments(
     )?;
     delete_export_row(c, export_id)
 }
+
+/// The pools that shares live in, by name.
+pub fn pools_in_use(c: &Connection) -> Result<Vec<String>> {
+    let mut stmt = c.prepare("SELECT DISTINCT pool FROM shares ORDER BY pool")?;
+    let pools = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(pools.collect::<rusqlite::Result<Vec<_>>>()?)
+}
