@@ -178,6 +178,7 @@ impl Engine {
                 },
             );
         }
+        self.stamp_exports(&share).await;
         log::info!(
             "share attached: {} to host {} over {} ({client}, {})",
             share.name,
@@ -246,6 +247,7 @@ impl Engine {
         self.store
             .write(move |c| store::delete_attachment_row(c, &aid))
             .await?;
+        self.stamp_exports(&share).await;
         log::info!(
             "share detached: {} from host {} over {} ({})",
             share.name,

@@ -127,6 +127,9 @@ impl Engine {
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;
+        if created {
+            self.stamp_exports(&share).await;
+        }
         Ok(map(vec![
             ("export", to_value(&row.export)?),
             ("changed", Value::Bool(created)),
@@ -347,6 +350,7 @@ impl Engine {
         self.store
             .write(move |c| store::delete_export_and_attachments(c, &eid, &sid, proto))
             .await?;
+        self.stamp_exports(share).await;
         log::info!(
             "export deleted: {} of share {}{}",
             row.export.protocol.as_str(),

@@ -4,7 +4,7 @@ use ciborium::Value;
 
 use super::{blocking, failpoint, map, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Share, ShareState};
+use crate::model::{self, Demand, Share, ShareState};
 use crate::proto::{
     CloneArgs, ShareCreateArgs, ShareDeleteArgs, ShareListArgs, ShareRef, ShareResizeArgs,
 };
@@ -46,12 +46,21 @@ impl Engine {
         };
         // Reserve the name with a `creating` row, or answer a retry with what exists.
         let row = share.clone();
+        let room = self.room(&pool).await?;
         let existing = self
             .store
             .write(move |c| {
                 if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
                     return Ok(Some(e));
                 }
+                room.check(
+                    c,
+                    &format!("share {}", row.name),
+                    Demand::Share {
+                        size: row.size,
+                        preallocated: !row.sparse,
+                    },
+                )?;
                 store::insert_share(c, &row)?;
                 Ok(None)
             })
@@ -174,9 +183,16 @@ impl Engine {
         }
         let pool = self.pool(&share.pool)?;
         let (sid, new_size) = (share.id.clone(), a.size);
+        let room = self.room(&pool).await?;
+        let share_name = share.name.clone();
+        let demand = Demand::Grow {
+            by: a.size - share.size,
+            preallocated: !share.sparse,
+        };
         let intent = self
             .store
             .write(move |c| {
+                room.check(c, &format!("growing share {}", share_name), demand)?;
                 let data = serde_json::json!({ "size": new_size });
                 store::insert_intent(c, "share.resize", &sid, &data)
             })
@@ -332,6 +348,7 @@ impl Engine {
             metadata: a.metadata.clone(),
         };
         let (row, snap_id) = (share.clone(), snap.id.clone());
+        let room = self.room(&pool).await?;
         let existing = self
             .store
             .write(move |c| {
@@ -348,6 +365,14 @@ impl Engine {
                 if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
                     return Ok(Some(e));
                 }
+                room.check(
+                    c,
+                    &format!("share {}", row.name),
+                    Demand::Share {
+                        size: row.size,
+                        preallocated: !row.sparse,
+                    },
+                )?;
                 store::insert_share(c, &row)?;
                 Ok(None)
             })

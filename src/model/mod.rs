@@ -3,11 +3,13 @@
 //! Everything here is pure: no I/O, no async, no SQLite. The engine asks these functions
 //! whether a request is valid before it touches anything.
 
+mod capacity;
 mod export;
 mod names;
 mod size;
 mod tree;
 
+pub use capacity::{check_capacity, Capacity, CapacityPolicy, Demand};
 pub use export::{
     connector_client, validate_iqn, validate_nfs_client, Access, Attached, Attachment, Connector,
     Driver, Export, ExportOptions, Protocol,

@@ -44,6 +44,16 @@ pub struct Pool {
     pub snapshots: u64,
     /// Whether snapshots and clones are instant reflinks (`FICLONE`) or copies.
     pub reflink: bool,
+    /// Bytes kept free: new work is refused when `free` is at or below it.
+    pub reserved: u64,
+    /// `reserved` as a percentage of `size` (from the config).
+    pub reserved_percentage: u8,
+    /// How many times its usable size the shares may add up to (from the config).
+    pub max_over_subscription_ratio: f64,
+    /// The most `provisioned` may reach: ratio × (size − reserved).
+    pub provisioning_limit: u64,
+    /// How many more bytes of shares the pool accepts now.
+    pub available_to_provision: u64,
 }
 
 /// The life-cycle state of a share.

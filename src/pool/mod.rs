@@ -51,6 +51,9 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn grow(&self, share: &Share, size: u64) -> Result<()>;
     /// Rewrite the identity a share's volume carries (after a metadata change).
     fn stamp(&self, share: &Share) -> Result<()>;
+    /// Record the share's exports and attachments on its volume (`user.shelf.exports`), so
+    /// `shelfd recover --rebuild-db` can bring them back.
+    fn stamp_exports(&self, share_id: &str, json: &str) -> Result<()>;
     /// Remove a share's volume; succeeds when it is already gone.
     fn remove_volume(&self, share_id: &str) -> Result<()>;
     /// Remove a snapshot; succeeds when it is already gone.

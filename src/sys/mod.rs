@@ -4,3 +4,4 @@
 pub mod cmd;
 pub mod fs;
 pub mod process;
+pub mod users;
