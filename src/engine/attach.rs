@@ -158,7 +158,7 @@ impl Engine {
         self.store
             .write(move |c| store::insert_attachment(c, &record))
             .await?;
-        failpoint::hit("share.attach.after_record");
+        failpoint::hit(failpoint::SHARE_ATTACH.before);
         let mut row = row;
         row.export.attached.push(model::Attached {
             client: client.clone(),
@@ -178,6 +178,8 @@ impl Engine {
                 },
             );
         }
+        failpoint::hit(failpoint::SHARE_ATTACH.after);
+        failpoint::hit(failpoint::SHARE_ATTACH.committed);
         log::info!(
             "share attached: {} to host {} over {} ({client}, {})",
             share.name,
@@ -240,12 +242,14 @@ impl Engine {
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;
+        failpoint::hit(failpoint::SHARE_DETACH.before);
         self.exporter(row.export.driver).apply(&spec).await?;
-        failpoint::hit("share.detach.after_apply");
+        failpoint::hit(failpoint::SHARE_DETACH.after);
         let aid = att.id.clone();
         self.store
             .write(move |c| store::delete_attachment_row(c, &aid))
             .await?;
+        failpoint::hit(failpoint::SHARE_DETACH.committed);
         log::info!(
             "share detached: {} from host {} over {} ({})",
             share.name,

@@ -5,7 +5,7 @@
 //! finished. An unfinished resize is rolled forward (growing is idempotent). Data that a
 //! settled row references is never touched.
 
-use super::{blocking, Engine};
+use super::{blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::ShareState;
 use crate::store;
@@ -159,6 +159,7 @@ impl Engine {
         for a in &out.actions {
             log::warn!("recovery: {a}");
         }
+        failpoint::hit(failpoint::RECOVER_DONE);
         Ok(out)
     }
 
