@@ -15,7 +15,7 @@ use ciborium::Value;
 use common::*;
 use shelf::client::{get, ClientError};
 use shelf::engine::failpoint::{self, DriverStep};
-use shelf::export::tgt::{parse_show_accounts, parse_show_target};
+use shelf::export::tgt::{parse_show_accounts, parse_show_target, TgtTarget};
 use shelf::model::{Attachment, Export, Protocol};
 
 const MIB: u64 = 1 << 20;
@@ -343,6 +343,22 @@ fn prepare_keeper(d: &Daemon) {
     }
 }
 
+/// The keeper's exports-file line and tgt target, as the drivers hold them.
+/// (Reads no daemon state: shelfd may be down.)
+fn keeper_state(r: &Rig, keeper_id: &str) -> (Vec<(String, BTreeSet<String>)>, Vec<TgtTarget>) {
+    let lines = file_lines(&r.ef.path)
+        .into_iter()
+        .filter(|(p, _)| p.contains(keeper_id))
+        .collect::<Vec<_>>();
+    assert_eq!(lines.len(), 1, "keeper's line: {lines:?}");
+    let targets = parse_show_target(&r.tgtd.show())
+        .into_iter()
+        .filter(|t| t.iqn == format!("{PREFIX}:keeper"))
+        .collect::<Vec<_>>();
+    assert_eq!(targets.len(), 1, "keeper's target: {targets:?}");
+    (lines, targets)
+}
+
 fn attach_args(p: Protocol) -> Vec<(&'static str, Value)> {
     vec![
         ("share", t("subject")),
@@ -489,6 +505,12 @@ fn walk(p: Protocol) {
             prepare_keeper(&r.d);
             let login = prepare_subject(&r.d, op, p);
             check_agree(&r, &format!("{ctx} (before the crash)"));
+            let keeper_id = exports(&r.d)
+                .into_iter()
+                .find(|e| e.share_name == "keeper")
+                .unwrap()
+                .share;
+            let keeper = keeper_state(&r, &keeper_id);
 
             r.d.stop();
             r.d.restart_with_env(&[("SHELF_FAILPOINT", fp)]);
@@ -502,6 +524,20 @@ fn walk(p: Protocol) {
             assert!(
                 r.d.log_text().contains(&format!("failpoint {fp} reached")),
                 "{ctx}: shelfd died elsewhere"
+            );
+
+            // A second crash, right after recovery and before the drivers are reconciled,
+            // must not lose the keeper's committed exports either.
+            let status =
+                r.d.restart_until_exit(&[("SHELF_FAILPOINT", failpoint::RECOVER_DONE)]);
+            assert!(
+                !status.success(),
+                "{ctx}: shelfd did not abort after recovery"
+            );
+            assert_eq!(
+                keeper_state(&r, &keeper_id),
+                keeper,
+                "{ctx}: keeper after recovery"
             );
 
             r.d.restart();
