@@ -619,3 +619,53 @@ fn a_crash_right_after_recovery_keeps_committed_nfs_exports() {
     r.d.restart();
     check_agree(&r, "after restart");
 }
+
+/// A delete whose driver call failed leaves its export `deleting` (recovery finishes it at
+/// the next start). An attach must not be acknowledged on it: recovery would delete the
+/// export with the attachment.
+#[test]
+fn no_attach_is_acknowledged_on_an_export_left_deleting() {
+    let mut r = Rig::new("crashd");
+    r.d.ok(
+        "share.create",
+        vec![("name", t("subject")), ("size", n(4 * MIB))],
+    );
+    r.d.ok(
+        "export.create",
+        vec![("share", t("subject")), ("protocol", t("iscsi"))],
+    );
+    r.tgtd.stop();
+    r.d.err(
+        "export.delete",
+        vec![("share", t("subject")), ("protocol", t("iscsi"))],
+        "busy",
+    );
+    let left = exports(&r.d);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state.as_str(), "deleting");
+    r.tgtd.restart();
+
+    let m =
+        r.d.err("share.attach", attach_args(Protocol::Iscsi), "busy");
+    assert!(m.contains("deleting"), "{m}");
+    let (name, mut args) = request(Op::ExportCreate, Protocol::Iscsi);
+    args.push(("clients", texts(&[CLIENT])));
+    r.d.err(name, args, "busy");
+
+    // Deleting again finishes the job; then attach works and survives a restart.
+    r.d.ok(
+        "export.delete",
+        vec![("share", t("subject")), ("protocol", t("iscsi"))],
+    );
+    let a = r.d.ok("share.attach", attach_args(Protocol::Iscsi));
+    assert_eq!(sub(&a, "changed"), &Value::Bool(true));
+    r.d.stop();
+    r.d.restart();
+    check_agree(&r, "after restart");
+    let (share, export, attached) = subject_state(&r.d, Protocol::Iscsi);
+    assert_eq!(
+        (share, export.is_some(), attached),
+        (true, true, true),
+        "the acknowledged attach survived"
+    );
+}

@@ -133,7 +133,10 @@ impl Engine {
             .call(move |c| store::get_export(c, &sid, protocol))
             .await?;
         let row = match existing {
-            Some(r) => r,
+            Some(r) => {
+                super::export::require_settled(&r, &share)?;
+                r
+            }
             None => {
                 self.exporter(driver).probe().await?;
                 self.ensure_export(&share, protocol, driver, ExportOptions::default())

@@ -30,6 +30,22 @@ fn iqn_suffix(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// Refuse to build on an export that a failed create or delete left `creating` or
+/// `deleting`: recovery removes such an export with its attachments, so nothing done on it
+/// could be acknowledged.
+pub(super) fn require_settled(row: &ExportRow, share: &Share) -> Result<()> {
+    if row.export.state == ShareState::Available {
+        return Ok(());
+    }
+    Err(Error::Busy(format!(
+        "the {} export of share {} is {} (an earlier request failed half-way); delete it \
+         again with export.delete, then retry",
+        row.export.protocol.as_str(),
+        share.name,
+        row.export.state.as_str()
+    )))
+}
+
 impl Engine {
     pub(super) fn exporter(&self, d: Driver) -> Arc<dyn Exporter> {
         self.exporters
@@ -214,6 +230,7 @@ impl Engine {
             })
             .await?;
         if existing {
+            require_settled(&row, share)?;
             if row.export.driver == driver && row.export.options == options {
                 return Ok((row, false));
             }

@@ -457,6 +457,11 @@ impl Tgtd {
         self.tgtadm(&["--op", "show", "--mode", "target"]).unwrap()
     }
 
+    /// Kill tgtd (it loses every target); `restart` starts a fresh one on the same ports.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
     /// Kill tgtd (it loses every target) and start a fresh one on the same ports.
     pub fn restart(&mut self) {
         self.kill();
