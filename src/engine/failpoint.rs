@@ -90,7 +90,7 @@ pub const SHARE_DETACH: DriverStep = DriverStep::new(
     "share.detach.after_commit",
 );
 
-/// Every failpoint of the export and attachment operations (`tests/crash_exports.rs` walks
+/// Every failpoint of the export and attachment operations (`tests/crash_exports/` walks
 /// them), in the order of [`EXPORT_STEPS`].
 pub const EXPORT_POINTS: &[&str] = &[
     EXPORT_CREATE.before,

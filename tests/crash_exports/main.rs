@@ -5,21 +5,22 @@
 //! attached initiators can log in and detached ones cannot, and the operation retried
 //! answers consistently.
 
+mod agree;
+#[path = "../common/mod.rs"]
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
+use agree::*;
 use ciborium::Value;
 use common::*;
 use shelf::client::{get, ClientError};
 use shelf::engine::failpoint::{self, DriverStep};
-use shelf::export::tgt::{parse_show_accounts, parse_show_target, TgtTarget};
-use shelf::model::{Attachment, Export, Protocol};
+use shelf::export::tgt::{parse_show_target, TgtTarget};
+use shelf::model::{Export, Protocol};
 
 const MIB: u64 = 1 << 20;
-const PREFIX: &str = "iqn.2026-11.org.example.shelf";
 const KEEPER: &str = "iqn.2026-11.org.example:keeper";
 const CLIENT: &str = "iqn.2026-11.org.example:client-a";
 const KEEPER_IP: &str = "192.0.2.10";
@@ -60,256 +61,6 @@ fn cases() -> Vec<(Op, DriverStep)> {
         (Op::Attach, failpoint::SHARE_ATTACH),
         (Op::Detach, failpoint::SHARE_DETACH),
     ]
-}
-
-fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Iscsi => "iscsi",
-        Protocol::Nfs => "nfs",
-    }
-}
-
-fn connector(initiator: &str, ip: &str, host: &str) -> Value {
-    Value::Map(vec![
-        (t("host"), t(host)),
-        (t("ip"), t(ip)),
-        (t("initiator"), t(initiator)),
-    ])
-}
-
-fn texts(list: &[&str]) -> Value {
-    Value::Array(list.iter().map(|c| t(c)).collect())
-}
-
-/// Fields drop in order: the daemon, then tgtd, the exports file, the filesystem.
-struct Rig {
-    d: Daemon,
-    tgtd: Tgtd,
-    ef: ExportsFile,
-    xfs: Xfs,
-}
-
-impl Rig {
-    fn new(tag: &str) -> Rig {
-        let xfs = Xfs::new(tag, 512 << 20);
-        let tgtd = Tgtd::start();
-        let ef = ExportsFile::new(tag);
-        let layout = Layout::on_xfs(
-            &xfs,
-            &format!("reconcile_interval = 0\n{}{}", tgtd.config(), ef.config()),
-        );
-        let d = Daemon::start(&layout);
-        Rig { d, tgtd, ef, xfs }
-    }
-
-    fn pool(&self) -> std::path::PathBuf {
-        self.xfs.mount.join("pool")
-    }
-}
-
-/// What an initiator needs to log in, from connection_info.
-#[derive(Debug, Clone)]
-struct Login {
-    url: String,
-    initiator: String,
-}
-
-impl Login {
-    fn from(reply: &Value, initiator: &str) -> Login {
-        let data = sub(sub(reply, "connection_info"), "data");
-        Login {
-            url: format!(
-                "iscsi://{}%{}@{}/{}/1",
-                field(data, "auth_username"),
-                field(data, "auth_password"),
-                field(data, "target_portal"),
-                field(data, "target_iqn")
-            ),
-            initiator: initiator.to_string(),
-        }
-    }
-
-    /// Log in and run INQUIRY on LUN 1.
-    fn inquiry(&self) -> Result<(), String> {
-        match try_run(&["iscsi-inq", "-i", &self.initiator, &self.url]) {
-            (true, _, _) => Ok(()),
-            (false, out, err) => Err(format!("{out}{err}")),
-        }
-    }
-}
-
-fn exports(d: &Daemon) -> Vec<Export> {
-    d.ok("export.list", vec![]).deserialized().unwrap()
-}
-
-fn attachments(d: &Daemon) -> Vec<Attachment> {
-    d.ok("attachment.list", vec![]).deserialized().unwrap()
-}
-
-fn share_names(d: &Daemon) -> Vec<String> {
-    let list = d.ok("share.list", vec![]);
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            assert_eq!(field(s, "state"), "available", "{s:?}");
-            field(s, "name")
-        })
-        .collect()
-}
-
-/// Everyone an export lets in: its static clients and its attached ones.
-fn allowed(e: &Export) -> BTreeSet<String> {
-    e.options
-        .clients
-        .iter()
-        .cloned()
-        .chain(e.attached.iter().map(|a| a.client.clone()))
-        .collect()
-}
-
-/// The exports file as path → clients.
-fn file_lines(path: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut words = line.split_whitespace();
-        let p = words.next().unwrap().to_string();
-        let clients = words
-            .map(|w| w.split('(').next().unwrap().to_string())
-            .collect();
-        assert!(out.insert(p, clients).is_none(), "duplicate line: {line}");
-    }
-    out
-}
-
-/// The kernel's export table (exportfs -v) for paths under `root`, as path → clients.
-fn live_nfs(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (p, c, _) in exportfs_v() {
-        if Path::new(&p).starts_with(root) {
-            out.entry(p).or_default().insert(c);
-        }
-    }
-    out
-}
-
-/// Rows, tgtd, the exports file and the kernel's table agree; attached initiators log in.
-fn check_agree(r: &Rig, ctx: &str) {
-    let d = &r.d;
-    share_names(d);
-    let rows = exports(d);
-    for e in &rows {
-        assert_eq!(
-            e.state.as_str(),
-            "available",
-            "{ctx}: unsettled export {e:?}"
-        );
-    }
-
-    // iSCSI: one shelf target per row, with its LUN, CHAP account and ACL; nothing else.
-    let live = parse_show_target(&r.tgtd.show());
-    let ours: Vec<_> = live
-        .iter()
-        .filter(|t| t.iqn.starts_with(&format!("{PREFIX}:")))
-        .collect();
-    let iscsi: Vec<&Export> = rows
-        .iter()
-        .filter(|e| e.protocol == Protocol::Iscsi)
-        .collect();
-    for t in &ours {
-        assert!(
-            iscsi.iter().any(|e| e.target == t.iqn),
-            "{ctx}: target {} has no row",
-            t.iqn
-        );
-    }
-    assert_eq!(ours.len(), iscsi.len(), "{ctx}: targets {ours:?}");
-    for e in &iscsi {
-        let t = live
-            .iter()
-            .find(|t| t.iqn == e.target)
-            .unwrap_or_else(|| panic!("{ctx}: no target for {e:?}"));
-        assert_eq!(Some(t.tid), e.tid, "{ctx}: tid of {}", e.target);
-        let vol = volume(&r.pool(), &e.share).display().to_string();
-        assert_eq!(t.luns.get(&1), Some(&vol), "{ctx}: LUN of {}", e.target);
-        let account: BTreeSet<String> = e.chap_user.iter().cloned().collect();
-        assert_eq!(t.accounts, account, "{ctx}: CHAP of {}", e.target);
-        assert_eq!(t.acl, allowed(e), "{ctx}: ACL of {}", e.target);
-    }
-    let accounts = r
-        .tgtd
-        .tgtadm(&["--mode", "account", "--op", "show"])
-        .unwrap();
-    let shelf_accounts: BTreeSet<String> = parse_show_accounts(&accounts)
-        .into_iter()
-        .filter(|u| u.starts_with(shelf::export::tgt::CHAP_USER_PREFIX))
-        .collect();
-    let row_accounts: BTreeSet<String> = iscsi.iter().filter_map(|e| e.chap_user.clone()).collect();
-    assert_eq!(shelf_accounts, row_accounts, "{ctx}: CHAP accounts");
-
-    // NFS: one line per row that lets anyone in, with exactly those clients; the kernel's
-    // table says the same.
-    let mut want = BTreeMap::new();
-    for e in rows.iter().filter(|e| e.protocol == Protocol::Nfs) {
-        let clients = allowed(e);
-        if !clients.is_empty() {
-            want.insert(e.target.clone(), clients);
-        }
-    }
-    assert_eq!(file_lines(&r.ef.path), want, "{ctx}: exports file");
-    assert_eq!(live_nfs(&r.xfs.mount), want, "{ctx}: exportfs -v");
-
-    // Attachments and the rows' attached lists are the same set.
-    let atts = attachments(d);
-    let from_rows: BTreeSet<(String, String, String)> = rows
-        .iter()
-        .flat_map(|e| {
-            e.attached.iter().map(|a| {
-                (
-                    e.share.clone(),
-                    proto_name(e.protocol).to_string(),
-                    a.client.clone(),
-                )
-            })
-        })
-        .collect();
-    let from_atts: BTreeSet<(String, String, String)> = atts
-        .iter()
-        .map(|a| {
-            (
-                a.share.clone(),
-                proto_name(a.protocol).to_string(),
-                a.client.clone(),
-            )
-        })
-        .collect();
-    assert_eq!(from_rows, from_atts, "{ctx}: attachments vs export rows");
-
-    // Every attached initiator can log in with the CHAP account attach hands out (asked
-    // again: the same connector answers the same, changing nothing).
-    for a in atts.iter().filter(|a| a.protocol == Protocol::Iscsi) {
-        let initiator = a.initiator.clone().unwrap();
-        let again = d.ok(
-            "share.attach",
-            vec![
-                ("share", t(&a.share)),
-                ("protocol", t("iscsi")),
-                (
-                    "connector",
-                    connector(&initiator, a.ip.as_deref().unwrap(), &a.host),
-                ),
-            ],
-        );
-        assert_eq!(sub(&again, "changed"), &Value::Bool(false), "{ctx}");
-        Login::from(&again, &initiator)
-            .inquiry()
-            .unwrap_or_else(|e| panic!("{ctx}: {initiator} cannot log in: {e}"));
-    }
 }
 
 /// The keeper share: exported and attached over both protocols; it must come through
@@ -501,73 +252,81 @@ fn walk(p: Protocol) {
         ] {
             let t0 = Instant::now();
             let ctx = format!("{} {op:?} at {fp}", proto_name(p));
-            let mut r = Rig::new("crashx");
-            prepare_keeper(&r.d);
-            let login = prepare_subject(&r.d, op, p);
-            check_agree(&r, &format!("{ctx} (before the crash)"));
-            let keeper_id = exports(&r.d)
-                .into_iter()
-                .find(|e| e.share_name == "keeper")
-                .unwrap()
-                .share;
-            let keeper = keeper_state(&r, &keeper_id);
-
-            r.d.stop();
-            r.d.restart_with_env(&[("SHELF_FAILPOINT", fp)]);
-            let (name, args) = request(op, p);
-            let reply = r.d.call(name, args);
-            assert!(
-                reply.is_err(),
-                "{ctx}: {name} answered {reply:?} instead of crashing"
-            );
-            assert!(!r.d.wait_exit().success(), "{ctx}: shelfd did not abort");
-            assert!(
-                r.d.log_text().contains(&format!("failpoint {fp} reached")),
-                "{ctx}: shelfd died elsewhere"
-            );
-
-            // A second crash, right after recovery and before the drivers are reconciled,
-            // must not lose the keeper's committed exports either.
-            let status =
-                r.d.restart_until_exit(&[("SHELF_FAILPOINT", failpoint::RECOVER_DONE)]);
-            assert!(
-                !status.success(),
-                "{ctx}: shelfd did not abort after recovery"
-            );
-            assert_eq!(
-                keeper_state(&r, &keeper_id),
-                keeper,
-                "{ctx}: keeper after recovery"
-            );
-
-            r.d.restart();
-            check_agree(&r, &ctx);
-            let (share, export, attached) = subject_state(&r.d, p);
-            assert_eq!(
-                (share, export.is_some(), attached),
-                expected_after_recovery(op, at),
-                "{ctx}: after recovery"
-            );
-            if let (Some(login), Some(_)) = (&login, &export) {
-                if !attached {
-                    assert!(
-                        login.inquiry().is_err(),
-                        "{ctx}: a detached initiator can still log in"
-                    );
-                }
-            }
-
-            retry_and_check(&r.d, op, p, at, &ctx);
-            check_agree(&r, &format!("{ctx} (after the retry)"));
-            if let (Some(login), Op::Detach) = (&login, op) {
-                assert!(login.inquiry().is_err(), "{ctx}: detached but logs in");
-            }
+            crash_case(p, op, at, fp, &ctx);
             walked.insert(fp);
             eprintln!("{ctx}: ok in {:.1} s", t0.elapsed().as_secs_f64());
         }
     }
     let all: BTreeSet<&str> = failpoint::EXPORT_POINTS.iter().copied().collect();
     assert_eq!(walked, all, "every export failpoint walked");
+}
+
+/// One case: prepare, crash at `fp`, crash again right after recovery, restart, check,
+/// retry, check.
+fn crash_case(p: Protocol, op: Op, at: At, fp: &str, ctx: &str) {
+    let mut r = Rig::new("crashx");
+    prepare_keeper(&r.d);
+    let login = prepare_subject(&r.d, op, p);
+    check_agree(&r, &format!("{ctx} (before the crash)"));
+    crash_twice(&mut r, op, p, fp, ctx);
+
+    r.d.restart();
+    check_agree(&r, ctx);
+    let (share, export, attached) = subject_state(&r.d, p);
+    assert_eq!(
+        (share, export.is_some(), attached),
+        expected_after_recovery(op, at),
+        "{ctx}: after recovery"
+    );
+    if let (Some(login), Some(_)) = (&login, &export) {
+        if !attached {
+            assert!(
+                login.inquiry().is_err(),
+                "{ctx}: a detached initiator can still log in"
+            );
+        }
+    }
+
+    retry_and_check(&r.d, op, p, at, ctx);
+    check_agree(&r, &format!("{ctx} (after the retry)"));
+    if let (Some(login), Op::Detach) = (&login, op) {
+        assert!(login.inquiry().is_err(), "{ctx}: detached but logs in");
+    }
+}
+
+/// Crash at `fp` during the operation, then again right after start-up recovery (before
+/// the drivers are reconciled): the keeper's committed exports must survive both.
+fn crash_twice(r: &mut Rig, op: Op, p: Protocol, fp: &str, ctx: &str) {
+    let keeper_id = exports(&r.d)
+        .into_iter()
+        .find(|e| e.share_name == "keeper")
+        .unwrap()
+        .share;
+    let keeper = keeper_state(r, &keeper_id);
+    r.d.stop();
+    r.d.restart_with_env(&[("SHELF_FAILPOINT", fp)]);
+    let (name, args) = request(op, p);
+    let reply = r.d.call(name, args);
+    assert!(
+        reply.is_err(),
+        "{ctx}: {name} answered {reply:?} instead of crashing"
+    );
+    assert!(!r.d.wait_exit().success(), "{ctx}: shelfd did not abort");
+    assert!(
+        r.d.log_text().contains(&format!("failpoint {fp} reached")),
+        "{ctx}: shelfd died elsewhere"
+    );
+    let status =
+        r.d.restart_until_exit(&[("SHELF_FAILPOINT", failpoint::RECOVER_DONE)]);
+    assert!(
+        !status.success(),
+        "{ctx}: shelfd did not abort after recovery"
+    );
+    assert_eq!(
+        keeper_state(r, &keeper_id),
+        keeper,
+        "{ctx}: keeper after recovery"
+    );
 }
 
 #[test]
