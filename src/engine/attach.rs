@@ -10,6 +10,14 @@ use crate::model::{self, Access, Attachment, ExportOptions, Protocol, Share};
 use crate::proto::{AttachArgs, ShareFilter};
 use crate::store::{self, now, ExportRow};
 
+/// The journal's name for an unacknowledged attach (its object is the attachment id):
+/// recovery undoes it.
+pub(super) const ATTACH_INTENT: &str = "share.attach";
+
+/// The journal's name for a detach under way (its object is the attachment id): recovery
+/// finishes it.
+pub(super) const DETACH_INTENT: &str = "share.detach";
+
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
@@ -125,7 +133,10 @@ impl Engine {
             .call(move |c| store::get_export(c, &sid, protocol))
             .await?;
         let row = match existing {
-            Some(r) => r,
+            Some(r) => {
+                super::export::require_settled(&r, &share)?;
+                r
+            }
             None => {
                 self.exporter(driver).probe().await?;
                 self.ensure_export(&share, protocol, driver, ExportOptions::default())
@@ -154,11 +165,17 @@ impl Engine {
             mode,
             created_at: now(),
         };
+        // The row and its intent go in together: until the intent is cleared the
+        // attachment is unacknowledged, and recovery undoes it.
         let record = attachment.clone();
-        self.store
-            .write(move |c| store::insert_attachment(c, &record))
+        let intent = self
+            .store
+            .write(move |c| {
+                store::insert_attachment(c, &record)?;
+                store::insert_intent(c, ATTACH_INTENT, &record.id, &serde_json::Value::Null)
+            })
             .await?;
-        failpoint::hit("share.attach.after_record");
+        failpoint::hit(failpoint::SHARE_ATTACH.before);
         let mut row = row;
         row.export.attached.push(model::Attached {
             client: client.clone(),
@@ -170,7 +187,10 @@ impl Engine {
             return Err(
                 match self
                     .store
-                    .write(move |c| store::delete_attachment_row(c, &aid))
+                    .write(move |c| {
+                        store::delete_attachment_row(c, &aid)?;
+                        store::delete_intent(c, intent)
+                    })
                     .await
                 {
                     Ok(()) => cause,
@@ -178,6 +198,11 @@ impl Engine {
                 },
             );
         }
+        failpoint::hit(failpoint::SHARE_ATTACH.after);
+        self.store
+            .write(move |c| store::delete_intent(c, intent))
+            .await?;
+        failpoint::hit(failpoint::SHARE_ATTACH.committed);
         self.stamp_exports(&share).await;
         log::info!(
             "share attached: {} to host {} over {} ({client}, {})",
@@ -241,12 +266,37 @@ impl Engine {
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;
-        self.exporter(row.export.driver).apply(&spec).await?;
-        failpoint::hit("share.detach.after_apply");
+        // Journal the detach before access is revoked: once the driver has dropped the
+        // client, a crash must not let recovery and reconcile grant it again.
+        let aid = att.id.clone();
+        let intent = self
+            .store
+            .write(move |c| store::insert_intent(c, DETACH_INTENT, &aid, &serde_json::Value::Null))
+            .await?;
+        failpoint::hit(failpoint::SHARE_DETACH.before);
+        if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
+            // Nothing was revoked for certain; the attachment stands (reconcile re-applies
+            // it) and a retry detaches again.
+            return Err(
+                match self
+                    .store
+                    .write(move |c| store::delete_intent(c, intent))
+                    .await
+                {
+                    Ok(()) => cause,
+                    Err(e) => Error::rollback(cause, e),
+                },
+            );
+        }
+        failpoint::hit(failpoint::SHARE_DETACH.after);
         let aid = att.id.clone();
         self.store
-            .write(move |c| store::delete_attachment_row(c, &aid))
+            .write(move |c| {
+                store::delete_attachment_row(c, &aid)?;
+                store::delete_intent(c, intent)
+            })
             .await?;
+        failpoint::hit(failpoint::SHARE_DETACH.committed);
         self.stamp_exports(&share).await;
         log::info!(
             "share detached: {} from host {} over {} ({})",

@@ -30,6 +30,22 @@ fn iqn_suffix(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// Refuse to build on an export that a failed create or delete left `creating` or
+/// `deleting`: recovery removes such an export with its attachments, so nothing done on it
+/// could be acknowledged.
+pub(super) fn require_settled(row: &ExportRow, share: &Share) -> Result<()> {
+    if row.export.state == ShareState::Available {
+        return Ok(());
+    }
+    Err(Error::Busy(format!(
+        "the {} export of share {} is {} (an earlier request failed half-way); delete it \
+         again with export.delete, then retry",
+        row.export.protocol.as_str(),
+        share.name,
+        row.export.state.as_str()
+    )))
+}
+
 impl Engine {
     pub(super) fn exporter(&self, d: Driver) -> Arc<dyn Exporter> {
         self.exporters
@@ -217,6 +233,7 @@ impl Engine {
             })
             .await?;
         if existing {
+            require_settled(&row, share)?;
             if row.export.driver == driver && row.export.options == options {
                 return Ok((row, false));
             }
@@ -227,7 +244,7 @@ impl Engine {
                 row.export.id
             )));
         }
-        failpoint::hit("export.create.before_apply");
+        failpoint::hit(failpoint::EXPORT_CREATE.before);
         let spec = self.spec_for(&row, share)?;
         let x = self.exporter(driver);
         if let Err(cause) = x.apply(&spec).await {
@@ -242,11 +259,12 @@ impl Engine {
                 Err(e) => Error::rollback(cause, e),
             });
         }
-        failpoint::hit("export.create.after_apply");
+        failpoint::hit(failpoint::EXPORT_CREATE.after);
         let eid = row.export.id.clone();
         self.store
             .write(move |c| store::set_export_state(c, &eid, ShareState::Available))
             .await?;
+        failpoint::hit(failpoint::EXPORT_CREATE.committed);
         let mut row = row;
         row.export.state = ShareState::Available;
         log::info!(
@@ -311,7 +329,8 @@ impl Engine {
                     .ok_or_else(|| Error::NotFound(format!("export {eid} was deleted meanwhile")))
             })
             .await?;
-        self.remove_export_locked(&share, &row, a.force).await?;
+        self.remove_export_locked(&share, &row, a.force, failpoint::EXPORT_DELETE)
+            .await?;
         Ok(map(vec![
             ("deleted", Value::Text(row.export.id.clone())),
             ("changed", Value::Bool(true)),
@@ -319,11 +338,14 @@ impl Engine {
     }
 
     /// Remove one export (and, with `force`, its attachments); the caller holds the lock.
+    /// The `deleting` mark is the journaled intent: recovery finishes the removal.
+    /// `steps` names the failpoints, which differ by the operation that removes it.
     pub(super) async fn remove_export_locked(
         &self,
         share: &Share,
         row: &ExportRow,
         force: bool,
+        steps: failpoint::DriverStep,
     ) -> Result<()> {
         if !row.export.attached.is_empty() && !force {
             return Err(Error::HasDependents(format!(
@@ -342,14 +364,15 @@ impl Engine {
         self.store
             .write(move |c| store::set_export_state(c, &eid, ShareState::Deleting))
             .await?;
-        failpoint::hit("export.delete.after_mark");
+        failpoint::hit(steps.before);
         let spec = self.spec_for(row, share)?;
         self.exporter(row.export.driver).remove(&spec).await?;
-        failpoint::hit("export.delete.after_remove");
+        failpoint::hit(steps.after);
         let (eid, sid, proto) = (row.export.id.clone(), share.id.clone(), row.export.protocol);
         self.store
             .write(move |c| store::delete_export_and_attachments(c, &eid, &sid, proto))
             .await?;
+        failpoint::hit(steps.committed);
         self.stamp_exports(share).await;
         log::info!(
             "export deleted: {} of share {}{}",

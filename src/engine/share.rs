@@ -286,7 +286,8 @@ impl Engine {
             )));
         }
         for row in &exports {
-            self.remove_export_locked(&share, row, true).await?;
+            self.remove_export_locked(&share, row, true, failpoint::SHARE_DELETE_EXPORT)
+                .await?;
         }
         let pool = self.pool(&share.pool)?;
         for snap in &snapshots {

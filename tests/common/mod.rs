@@ -303,6 +303,14 @@ impl Daemon {
         self.restart_with_env(&[]);
     }
 
+    /// Start again with extra environment that makes shelfd exit before it serves (e.g. a
+    /// failpoint in start-up recovery); returns its exit status.
+    pub fn restart_until_exit(&mut self, env: &[(&str, &str)]) -> std::process::ExitStatus {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn(env);
+        self.wait_exit()
+    }
+
     /// Start again with extra environment.
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "stop it first");
@@ -447,6 +455,11 @@ impl Tgtd {
     /// `tgtadm --op show --mode target`.
     pub fn show(&self) -> String {
         self.tgtadm(&["--op", "show", "--mode", "target"]).unwrap()
+    }
+
+    /// Kill tgtd (it loses every target); `restart` starts a fresh one on the same ports.
+    pub fn stop(&mut self) {
+        self.kill();
     }
 
     /// Kill tgtd (it loses every target) and start a fresh one on the same ports.
