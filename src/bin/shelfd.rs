@@ -15,6 +15,7 @@ use shelf::engine::Engine;
 use shelf::server::{self, Roles, Server, Settings};
 use shelf::store::Store;
 use shelf::sys::process::lock_state_dir;
+use shelf::sys::systemd;
 
 /// The shelf storage-node daemon.
 #[derive(Debug, Parser)]
@@ -156,6 +157,9 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
+    // Take an inherited socket before anything else can see the variables.
+    let inherited = systemd::listener_from_systemd()?;
+    systemd::notify("STATUS=opening the database and pools");
     let store = Store::open(&state_dir.join("shelf.db"))
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
@@ -164,6 +168,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot open pools: {e}"))?,
     );
+    systemd::notify("STATUS=recovering interrupted operations");
     let recovery = engine
         .recover()
         .await
@@ -178,6 +183,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         .load_exports()
         .await
         .map_err(|e| format!("cannot read exports from the database: {e}"))?;
+    systemd::notify("STATUS=bringing exports and targets back");
     match engine.reconcile().await {
         Ok(r) => log::info!(
             "exports reconciled: {} difference(s) repaired or reported",
@@ -186,7 +192,14 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         Err(e) => log::warn!("start-up reconcile failed (the socket opens anyway): {e}"),
     }
     let roles = resolve_roles(&config).await;
-    let listener = server::bind(&config.socket, roles.socket_gid)?;
+    let activated = inherited.is_some();
+    let listener = match inherited {
+        Some(l) => {
+            log::info!("using the socket systemd passed (socket activation)");
+            l
+        }
+        None => server::bind(&config.socket, roles.socket_gid)?,
+    };
     let settings = Arc::new(Settings::from_config(&config, roles));
     let srv = Server::new(engine.clone(), settings.clone());
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
@@ -196,15 +209,29 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         Duration::from_secs(config.reconcile_interval),
         stop_rx,
     ));
+    let watchdog =
+        systemd::watchdog_interval().map(|every| smol::spawn(watchdog(engine.clone(), every)));
     log::info!(
         "shelfd {} serving on {} (state {})",
         shelf::VERSION,
         config.socket.display(),
         state_dir.display()
     );
+    systemd::notify(&format!(
+        "READY=1\nSTATUS=serving on {}\nMAINPID={}",
+        config.socket.display(),
+        std::process::id()
+    ));
     while let Some(sig) = signals.next().await {
         match sig {
-            Ok(Signal::Hup) => reload(&args, &config, &settings, &engine).await,
+            Ok(Signal::Hup) => {
+                systemd::notify("RELOADING=1\nSTATUS=reloading the configuration");
+                reload(&args, &config, &settings, &engine).await;
+                systemd::notify(&format!(
+                    "READY=1\nSTATUS=serving on {}",
+                    config.socket.display()
+                ));
+            }
             Ok(s) => {
                 log::info!("received {s:?}; shutting down");
                 break;
@@ -212,10 +239,18 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             Err(e) => log::warn!("signal stream: {e}"),
         }
     }
+    systemd::notify("STOPPING=1\nSTATUS=finishing requests in flight");
     stop_tx.close();
+    if let Some(w) = watchdog {
+        w.cancel().await;
+    }
     serving.await;
     periodic.await;
-    let _ = std::fs::remove_file(&config.socket);
+    if !activated {
+        // A socket systemd made stays: it is systemd's, and it queues clients until the
+        // next start.
+        let _ = std::fs::remove_file(&config.socket);
+    }
     drop(engine);
     store.close().await;
     log::info!("shelfd stopped");
@@ -249,6 +284,20 @@ async fn reconcile_every(engine: Arc<Engine>, every: Duration, stop: smol::chann
             }
             Ok(_) => log::debug!("periodic reconcile: all exports in place"),
             Err(e) => log::warn!("periodic reconcile failed: {e}"),
+        }
+    }
+}
+
+/// Tell systemd we are alive every `every`, as long as the event loop turns and the
+/// database thread answers; a wedged daemon misses its watchdog and is restarted.
+async fn watchdog(engine: Arc<Engine>, every: Duration) {
+    loop {
+        smol::Timer::after(every).await;
+        match engine.store().call(|_| Ok(())).await {
+            Ok(()) => {
+                systemd::notify("WATCHDOG=1");
+            }
+            Err(e) => log::error!("watchdog: the database thread does not answer: {e}"),
         }
     }
 }
