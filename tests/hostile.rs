@@ -272,10 +272,62 @@ fn make_tree(d: &Daemon) -> Vec<String> {
             ("sparse", Value::Bool(false)),
         ],
     );
+    let exported = d.ok(
+        "share.create",
+        vec![("name", t(catalogue::EXPORTED)), ("size", n(8 * MIB))],
+    );
+    d.ok(
+        "export.create",
+        vec![
+            ("share", t(catalogue::EXPORTED)),
+            ("protocol", t("nfs")),
+            ("clients", Value::Array(vec![t(catalogue::GOOD_NFS_CLIENT)])),
+        ],
+    );
+    d.ok(
+        "export.create",
+        vec![
+            ("share", t(catalogue::EXPORTED)),
+            ("protocol", t("iscsi")),
+            ("clients", Value::Array(vec![t(catalogue::GOOD_INITIATOR)])),
+        ],
+    );
     vec![
         field(sub(&victim, "share"), "id"),
         field(sub(&fat, "share"), "id"),
+        field(sub(&exported, "share"), "id"),
     ]
+}
+
+/// What the exports file and tgtd hold: only the good client and initiator of the one
+/// exported share, whatever the catalogue tried.
+fn assert_targets_clean(rig: &Rig, exported_id: &str) {
+    let exports = std::fs::read_to_string(&rig.ef.path).expect("the exports file");
+    let entries: Vec<&str> = exports
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(entries.len(), 1, "exports file:\n{exports}");
+    assert!(
+        entries[0].contains(exported_id)
+            && entries[0].contains(&format!(" {}(", catalogue::GOOD_NFS_CLIENT))
+            && entries[0].matches('(').count() == 1,
+        "exports file:\n{exports}"
+    );
+    let show = rig.tgtd.show();
+    let acl: Vec<&str> = show
+        .split("ACL information:")
+        .skip(1)
+        .flat_map(|block| {
+            // The entries are the indented lines up to the next "Target N:" line.
+            block
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with(' '))
+                .map(str::trim)
+        })
+        .collect();
+    assert_eq!(acl, vec![catalogue::GOOD_INITIATOR], "tgtd:\n{show}");
 }
 
 /// 1000 oversized headers (each closes its connection) and 1000 malformed bodies on one
@@ -361,8 +413,8 @@ fn amplification(socket: &Path) {
 /// filesystem.
 struct Rig {
     d: Daemon,
-    _tgtd: Tgtd,
-    _ef: ExportsFile,
+    tgtd: Tgtd,
+    ef: ExportsFile,
     _xfs: Xfs,
 }
 
@@ -376,8 +428,8 @@ fn rig() -> Rig {
     ));
     Rig {
         d,
-        _tgtd: tgtd,
-        _ef: ef,
+        tgtd,
+        ef,
         _xfs: xfs,
     }
 }
@@ -444,6 +496,7 @@ fn hostile_input_catalogue_against_a_real_shelfd() {
     d.ok("hello", vec![]);
     let log = d.log_text();
     assert!(!log.contains("panicked"), "shelfd panicked:\n{log}");
+    assert_targets_clean(&rig, &ids[2]);
     let listed = d.ok("share.list", vec![]);
     for id in &ids {
         assert!(

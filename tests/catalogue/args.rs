@@ -699,6 +699,21 @@ fn connectors() -> Vec<Case> {
             &[says],
         ));
     }
+    cases.push(engine_err(
+        "attach-iscsi-read-only",
+        "share.attach",
+        vec![
+            ("share", t(VICTIM)),
+            (
+                "connector",
+                map(vec![("host", t("h")), ("initiator", t(iqn))]),
+            ),
+            ("protocol", t("iscsi")),
+            ("mode", t("ro")),
+        ],
+        "unsupported",
+        &["read-only attach is not supported over iSCSI"],
+    ));
     cases.push(bad_args(
         "connector-unknown-field",
         "share.attach",

@@ -22,6 +22,13 @@ pub const VICTIM: &str = "victim";
 pub const VICTIM_SNAPSHOT: &str = "snap1";
 /// A preallocated share (for the resize-beyond-the-pool case).
 pub const FAT: &str = "fat";
+/// A share with a valid NFS and iSCSI export, made before the catalogue: what the
+/// exports file and tgtd hold afterwards shows that no hostile client string got in.
+pub const EXPORTED: &str = "exported";
+/// The only NFS client and iSCSI initiator [`EXPORTED`] is exported to.
+pub const GOOD_NFS_CLIENT: &str = "127.0.0.1";
+/// See [`GOOD_NFS_CLIENT`].
+pub const GOOD_INITIATOR: &str = "iqn.1993-08.org.debian:01:good";
 
 /// Where the decoder and parser (without a server) stop on a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
