@@ -651,6 +651,24 @@ fn hostile_config_files_are_refused_naming_the_key() {
         ),
         ("tables as values", format!("{base}pools = 3\n"), "pools"),
         ("not toml", "\u{0}\u{1}binary".to_string(), "TOML"),
+        (
+            "arrays nested 100000 deep",
+            format!(
+                "{base}evil = {}{}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            "evil",
+        ),
+        (
+            "tables nested 20000 deep",
+            format!(
+                "{base}evil = {}1{}\n",
+                "{a=".repeat(20_000),
+                "}".repeat(20_000)
+            ),
+            "evil",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, text, key) in &cases {
