@@ -8,6 +8,8 @@
 
 mod args;
 mod frames;
+mod targets;
+mod valid;
 
 use ciborium::Value;
 
@@ -104,7 +106,7 @@ pub fn cases() -> Vec<Case> {
 
 /// Valid requests of every operation (the corpus seeds the fuzzer mutates).
 pub fn valid_requests() -> Vec<(String, Value)> {
-    args::valid_requests()
+    valid::valid_requests()
 }
 
 // ---- builders ------------------------------------------------------------------------
