@@ -6,6 +6,7 @@
 pub mod frame;
 mod reply;
 mod request;
+mod strict;
 
 pub use reply::{encode_reply, Reply};
 pub use request::{

@@ -462,6 +462,9 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
             "a request must be a CBOR map {id, op, args}".into(),
         ));
     };
+    if let Err(message) = super::strict::check_request(&entries) {
+        return Err(fail(super::strict::unambiguous_id(&entries), message));
+    }
     let mut id = None;
     let mut op = None;
     let mut key = None;
