@@ -510,7 +510,7 @@ fn hostile_input_catalogue_against_a_real_shelfd() {
     // The only change the catalogue makes is the thin 1 PiB share it may create.
     d.ok(
         "share.delete",
-        vec![("share", t("thin-1pib")), ("recursive", Value::Bool(true))],
+        vec![("share", t("thin-4x")), ("recursive", Value::Bool(true))],
     );
     assert_eq!(d.ok("tree", vec![]), tree_before, "the tree changed");
 }

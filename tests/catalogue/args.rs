@@ -237,12 +237,24 @@ fn sizes() -> Vec<Case> {
         "invalid_argument",
         &["shrinking", "not supported"],
     ));
-    // Thin provisioning: a sparse share larger than the pool is allowed (docs 7.2).
+    // Thin provisioning: a sparse share larger than the pool is allowed (docs 7.2), up to
+    // the pool's over-subscription limit (20 × its size by default).
     cases.push(case(
-        "size-1pib-sparse-is-thin",
-        frame_of(&req(1, "share.create", create(t("thin-1pib"), n(1 << 50)))),
+        "size-4x-pool-sparse-is-thin",
+        frame_of(&req(
+            1,
+            "share.create",
+            create(t("thin-4x"), n(4 * POOL_FS_BYTES)),
+        )),
         Stage::Accepted,
         Expect::Ok { id: 1 },
+    ));
+    cases.push(engine_err(
+        "size-1pib-sparse-over-subscribed",
+        "share.create",
+        create(t("thin-1pib"), n(1 << 50)),
+        "no_space",
+        &["provisioned", "over the limit"],
     ));
     cases
 }
