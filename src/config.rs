@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{validate_iqn, validate_name, CapacityPolicy, Driver, PoolKind, Protocol};
+use crate::model::{
+    validate_iqn, validate_name, CapacityPolicy, Driver, FsKind, PoolKind, Protocol,
+};
 
 /// The default config, compiled in.
 pub const EMBEDDED: &str = include_str!("../image/shelf.toml");
@@ -59,6 +61,28 @@ pub struct Config {
     /// Who may use the socket, and for what.
     #[serde(default)]
     pub access: AccessConfig,
+    /// Formatted (`filesystem`) shares.
+    #[serde(default)]
+    pub filesystem: FilesystemConfig,
+}
+
+/// Settings of formatted shares.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemConfig {
+    /// The filesystem a `filesystem` share gets when the request names none.
+    pub default: FsKind,
+    /// Where shares are mounted, one directory per share id; empty: `<state_dir>/mounts`.
+    pub mount_base: PathBuf,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        FilesystemConfig {
+            default: FsKind::Xfs,
+            mount_base: PathBuf::new(),
+        }
+    }
 }
 
 /// Access control: the socket's group and the two roles. Users and groups are names or
@@ -255,6 +279,15 @@ impl Config {
         out
     }
 
+    /// The directory formatted shares are mounted under.
+    pub fn mount_base(&self) -> PathBuf {
+        if self.filesystem.mount_base.as_os_str().is_empty() {
+            self.state_dir.join("mounts")
+        } else {
+            self.filesystem.mount_base.clone()
+        }
+    }
+
     /// Each pool's capacity policy (the implicit `default` pool gets the default policy).
     pub fn capacity_policies(&self) -> BTreeMap<String, CapacityPolicy> {
         self.resolved_pools()
@@ -340,6 +373,12 @@ impl Config {
         }
         if self.reconcile_interval > 86_400 {
             return Err("reconcile_interval must be at most 86400 seconds".into());
+        }
+        let mb = &self.filesystem.mount_base;
+        if !mb.as_os_str().is_empty() && !mb.is_absolute() {
+            return Err(format!(
+                "filesystem.mount_base {mb:?} must be an absolute path"
+            ));
         }
         let a = &self.access;
         for (key, list) in [

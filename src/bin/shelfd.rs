@@ -179,6 +179,14 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             recovery.actions.len()
         );
     }
+    systemd::notify("STATUS=mounting filesystem shares");
+    for problem in engine
+        .mount_filesystems()
+        .await
+        .map_err(|e| format!("cannot list filesystem shares: {e}"))?
+    {
+        log::error!("{problem}");
+    }
     engine
         .load_exports()
         .await

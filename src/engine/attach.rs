@@ -71,10 +71,14 @@ impl Engine {
     }
 
     /// The protocol an attach or detach is about: the one asked for, else the share's
-    /// existing export (iSCSI first), else iSCSI.
+    /// existing export (iSCSI first), else iSCSI; NFS for a filesystem share.
     async fn pick_protocol(&self, share: &Share, asked: Option<Protocol>) -> Result<Protocol> {
         if let Some(p) = asked {
+            Self::check_protocol(share, p)?;
             return Ok(p);
+        }
+        if share.layout == crate::model::Layout::Filesystem {
+            return Ok(Protocol::Nfs);
         }
         let sid = share.id.clone();
         let rows = self

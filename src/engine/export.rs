@@ -71,6 +71,9 @@ impl Engine {
     pub(super) fn spec_for(&self, row: &ExportRow, share: &Share) -> Result<ExportSpec> {
         let pool = self.pool(&share.pool)?;
         let path = match row.export.protocol {
+            Protocol::Nfs if share.layout == crate::model::Layout::Filesystem => {
+                self.mountpoint(&share.id)
+            }
             Protocol::Nfs => pool.export_dir(&share.id),
             Protocol::Iscsi => pool.volume_path(&share.id),
         };
@@ -136,10 +139,11 @@ impl Engine {
     pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Value> {
         let _exports = self.export_guard.read().await;
         let (driver, options) = self.validate_export_args(&a)?;
-        self.exporter(driver).probe().await?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
+        Self::check_protocol(&share, a.protocol)?;
+        self.exporter(driver).probe().await?;
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;
@@ -161,6 +165,7 @@ impl Engine {
         driver: Driver,
         options: ExportOptions,
     ) -> Result<(ExportRow, bool)> {
+        Self::check_protocol(share, protocol)?;
         if share.state != ShareState::Available {
             return Err(Error::Busy(format!(
                 "share {} is {}",
@@ -185,7 +190,13 @@ impl Engine {
         };
         let pool = self.pool(&share.pool)?;
         let (prefix, sid) = (self.settings.iqn_prefix.clone(), share.id.clone());
-        let export_dir = pool.export_dir(&share.id).display().to_string();
+        let export_dir = if share.layout == crate::model::Layout::Filesystem {
+            self.mountpoint(&share.id)
+        } else {
+            pool.export_dir(&share.id)
+        }
+        .display()
+        .to_string();
         let suffix = iqn_suffix(&share.name);
         let (row, existing) = self
             .store

@@ -11,6 +11,7 @@ mod attach;
 mod capacity;
 mod export;
 pub mod failpoint;
+mod formatted;
 mod keyed;
 mod locks;
 mod rebuild;
@@ -54,6 +55,10 @@ pub struct Engine {
     exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
     settings: ExportSettings,
     locks: LockTable,
+    /// Formats, mounts and freezes `filesystem` shares.
+    formatter: crate::pool::format::Formatter,
+    /// The filesystem of a `filesystem` share whose create names none.
+    default_fs: crate::model::FsKind,
     /// Export changes hold it shared; reconciliation holds it alone, so it never works
     /// from a view of the tree that a concurrent attach or detach has made stale.
     export_guard: async_lock::RwLock<()>,
@@ -71,11 +76,13 @@ struct ExportSettings {
 
 fn build_exporters(config: &Config) -> BTreeMap<Driver, Arc<dyn Exporter>> {
     let runner = Runner::new(Duration::from_secs(config.command_timeout));
-    let roots = config
+    let mut roots: Vec<std::path::PathBuf> = config
         .resolved_pools()
         .into_values()
         .map(|(_, path)| path)
         .collect();
+    // Formatted shares are exported from their mounts.
+    roots.push(config.mount_base());
     let mut m: BTreeMap<Driver, Arc<dyn Exporter>> = BTreeMap::new();
     m.insert(
         Driver::Tgt,
@@ -156,6 +163,11 @@ impl Engine {
                 iscsi_driver: config.iscsi.driver,
             },
             locks: LockTable::default(),
+            formatter: crate::pool::format::Formatter::new(
+                Runner::new(Duration::from_secs(config.command_timeout)),
+                config.mount_base(),
+            ),
+            default_fs: config.filesystem.default,
             export_guard: async_lock::RwLock::new(()),
         })
     }

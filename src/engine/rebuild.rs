@@ -96,6 +96,12 @@ pub fn share_from_disk(d: &OnDisk, pool: &str) -> Result<Share, String> {
         origin_snapshot: optional(d, "origin_snapshot"),
         origin_share: optional(d, "origin_share"),
         metadata,
+        layout: d
+            .identity
+            .get("layout")
+            .and_then(|l| crate::model::Layout::parse(l))
+            .unwrap_or_default(),
+        filesystem: optional(d, "filesystem").and_then(|f| crate::model::FsKind::parse(&f)),
     })
 }
 

@@ -132,6 +132,7 @@ impl Engine {
             for snap in leftovers {
                 self.remove_snapshot_locked(&pool, &snap).await?;
             }
+            self.unmount_share(&share).await?;
             let (p, id) = (pool.clone(), share.id.clone());
             blocking(move || p.remove_volume(&id)).await?;
             let id = share.id.clone();

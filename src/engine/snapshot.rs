@@ -72,7 +72,10 @@ impl Engine {
         failpoint::hit("snapshot.create.before_copy");
         let (p, sh, sn) = (pool.clone(), share.clone(), snap.clone());
         let t0 = std::time::Instant::now();
-        if let Err(cause) = blocking(move || p.snapshot(&sh, &sn)).await {
+        let copied = self
+            .frozen(&share, blocking(move || p.snapshot(&sh, &sn)))
+            .await;
+        if let Err(cause) = copied {
             let sid = snap.id.clone();
             return Err(
                 match self

@@ -221,6 +221,22 @@ impl Engine {
             report
                 .differences
                 .extend(compare_pool(&name, &sh, &sn, &found));
+            for s in sh.iter().filter(|s| {
+                s.layout == crate::model::Layout::Filesystem && s.state == ShareState::Available
+            }) {
+                if self.formatter.mounted(&s.id).await.is_none() {
+                    report.differences.push(diff(
+                        &name,
+                        "missing",
+                        &s.id,
+                        format!(
+                            "filesystem share {} is not mounted at {}",
+                            s.name,
+                            self.mountpoint(&s.id).display()
+                        ),
+                    ));
+                }
+            }
         }
         self.verify_exports(&mut report).await?;
         report.clean = report.differences.is_empty();
@@ -297,6 +313,8 @@ mod tests {
             origin_snapshot: None,
             origin_share: None,
             metadata: BTreeMap::new(),
+            layout: crate::model::Layout::Block,
+            filesystem: None,
         }
     }
 

@@ -17,8 +17,8 @@ pub use export::{
 pub use names::{validate_metadata, validate_name, MAX_METADATA_ENTRIES};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{
-    build_tree, can_delete_share, DeleteBlocked, Pool, PoolKind, Share, ShareState, Snapshot,
-    TreeNode, TreeSnapshot, MAX_TREE_DEPTH,
+    build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolKind, Share, ShareState,
+    Snapshot, TreeNode, TreeSnapshot, MAX_TREE_DEPTH,
 };
 
 /// An error in a request's content, found before anything was done.

@@ -118,6 +118,80 @@ pub struct Share {
     pub origin_share: Option<String>,
     /// Free-form text → text metadata (e.g. the owning instance's name).
     pub metadata: BTreeMap<String, String>,
+    /// `block`: a raw volume (exported over iSCSI, or its directory over NFS);
+    /// `filesystem`: a formatted volume, mounted by shelfd, its mount exported over NFS.
+    #[serde(default)]
+    pub layout: Layout,
+    /// The filesystem of a `filesystem` share.
+    #[serde(default)]
+    pub filesystem: Option<FsKind>,
+}
+
+/// How a share's volume is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// A raw volume.
+    #[default]
+    Block,
+    /// A formatted volume that shelfd mounts.
+    Filesystem,
+}
+
+impl Layout {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Block => "block",
+            Layout::Filesystem => "filesystem",
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "block" => Some(Layout::Block),
+            "filesystem" => Some(Layout::Filesystem),
+            _ => None,
+        }
+    }
+}
+
+/// The filesystem a `filesystem` share is formatted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    /// XFS (with reflink).
+    Xfs,
+    /// ext4.
+    Ext4,
+}
+
+impl FsKind {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsKind::Xfs => "xfs",
+            FsKind::Ext4 => "ext4",
+        }
+    }
+
+    /// The smallest volume it can be made on (mkfs.xfs refuses less than 300 MiB).
+    pub fn min_size(self) -> u64 {
+        match self {
+            FsKind::Xfs => 300 << 20,
+            FsKind::Ext4 => 16 << 20,
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xfs" => Some(FsKind::Xfs),
+            "ext4" => Some(FsKind::Ext4),
+            _ => None,
+        }
+    }
 }
 
 /// A point-in-time copy of a share.
@@ -295,6 +369,8 @@ mod tests {
             origin_snapshot: origin.map(Into::into),
             origin_share: None,
             metadata: BTreeMap::new(),
+            layout: Layout::Block,
+            filesystem: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! rebuilt from the pools.
 
 mod file;
+pub mod format;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -94,6 +95,11 @@ pub fn share_identity(s: &Share) -> BTreeMap<String, String> {
     m.insert(
         "metadata".into(),
         serde_json::to_string(&s.metadata).expect("a string map serialises"),
+    );
+    m.insert("layout".into(), s.layout.as_str().into());
+    m.insert(
+        "filesystem".into(),
+        s.filesystem.map(|f| f.as_str()).unwrap_or_default().into(),
     );
     m
 }

@@ -9,7 +9,7 @@ use ciborium::Value;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::model::{Access, Connector, Driver, Protocol};
+use crate::model::{Access, Connector, Driver, FsKind, Layout, Protocol};
 
 /// A request that could not be parsed: the id when it could be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +76,12 @@ pub struct ShareCreateArgs {
     /// Text → text metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// `block` (default) or `filesystem` (formatted and mounted by shelfd).
+    #[serde(default)]
+    pub layout: Option<Layout>,
+    /// `xfs` or `ext4`, for a `filesystem` share (implies it); default from the config.
+    #[serde(default)]
+    pub filesystem: Option<FsKind>,
 }
 
 /// `share.list` filters; all optional.

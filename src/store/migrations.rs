@@ -93,6 +93,9 @@ pub const MIGRATIONS: &[&str] = &[
         reply BLOB NOT NULL,
         at INTEGER NOT NULL
      );",
+    // 5: formatted shares: the layout (`block` or `filesystem`) and the filesystem.
+    "ALTER TABLE shares ADD COLUMN layout TEXT NOT NULL DEFAULT 'block';
+     ALTER TABLE shares ADD COLUMN filesystem TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -112,6 +112,10 @@ enum ShareCmd {
         /// Metadata entry KEY=VALUE (repeatable).
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
+        /// Make a formatted share with this filesystem (xfs or ext4), mounted by shelfd and
+        /// exported over NFS.
+        #[arg(long, value_name = "xfs|ext4")]
+        filesystem: Option<String>,
     },
     /// List shares.
     List {
@@ -459,8 +463,10 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 pool,
                 preallocate,
                 meta,
+                filesystem,
             } => {
                 a.push(("name", text(name)));
+                opt(&mut a, "filesystem", filesystem);
                 a.push(("size", size_arg(&size)?));
                 opt(&mut a, "pool", pool);
                 if preallocate {

@@ -68,13 +68,16 @@ fn items(v: &Value) -> Vec<Value> {
 
 fn share_rows(v: &[Value]) -> String {
     table(
-        &["NAME", "POOL", "SIZE", "STATE", "ORIGIN", "ID"],
+        &["NAME", "POOL", "SIZE", "LAYOUT", "STATE", "ORIGIN", "ID"],
         v.iter()
             .map(|s| {
                 vec![
                     t(s, "name"),
                     t(s, "pool"),
                     sz(s, "size"),
+                    get_text(s, "filesystem")
+                        .map(str::to_string)
+                        .unwrap_or_else(|| "block".into()),
                     t(s, "state"),
                     get_text(s, "origin_snapshot")
                         .map(|o| o[..8.min(o.len())].to_string())
