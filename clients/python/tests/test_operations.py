@@ -300,3 +300,21 @@ def test_unknown_error_code_is_internal() -> None:
     e = error_from_reply("quota_exceeded", "a code from a later server", "share.create")
     assert type(e) is Internal and e.code == "quota_exceeded" and e.op == "share.create"
     assert type(error_from_reply("internal", "x")) is Internal
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shelfd bug: share metadata is stamped as one user.shelf.metadata xattr, and a "
+    "value over 64 KiB (Linux XATTR_SIZE_MAX) fails with E2BIG -> internal, although "
+    "docs/protocol.md 7.3 allows 64 entries of 4096 bytes",
+)
+def test_largest_metadata_the_spec_allows(start_daemon) -> None:
+    d = start_daemon(max_frame_size=1 << 20)
+    meta = {f"key-{i:02d}-" + "k" * 240: "v" * 4096 for i in range(64)}
+    with d.client() as c:
+        try:
+            made = c.share_create("fat", MiB, metadata=meta)
+        finally:
+            # Whatever the outcome, nothing half-made may stay behind.
+            assert c.verify()["clean"] is True
+        assert made["share"]["metadata"] == meta
