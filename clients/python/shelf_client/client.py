@@ -93,7 +93,7 @@ class Client(Operations):
         connect_timeout: float = 0.0,
     ) -> None:
         self.path = str(path)
-        self.timeout = timeout
+        self._timeout = timeout
         self.max_request_size = max_request_size
         self.max_reply_size = max_reply_size
         self._next_id = 1
@@ -109,7 +109,7 @@ class Client(Operations):
         delay = 0.02
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
+            sock.settimeout(self._timeout)
             try:
                 sock.connect(self.path)
                 return sock
@@ -132,6 +132,17 @@ class Client(Operations):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """Seconds to wait for each reply and each write (``None``: forever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        self._timeout = value
+        if self._broken is None:
+            self._sock.settimeout(value)
 
     @property
     def pending(self) -> Tuple[int, ...]:

@@ -70,7 +70,10 @@ def read_frame(sock: socket.socket, max_size: int = DEFAULT_MAX_REPLY) -> Option
     first byte of a frame propagates as :class:`TimeoutError` (``socket.timeout``); the
     stream is then still in step and may be read again.
     """
-    first = sock.recv(_HEADER.size)
+    try:
+        first = sock.recv(_HEADER.size)
+    except socket.timeout as e:  # an alias of TimeoutError only from Python 3.10
+        raise TimeoutError("no reply within the timeout") from e
     if not first:
         return None
     if len(first) < _HEADER.size:

@@ -232,3 +232,22 @@ def test_deep_reply_decodes(peer) -> None:
             v = v[0]
             levels += 1
         assert levels == depth
+
+
+def test_timeout_before_a_reply_leaves_the_connection_usable(peer) -> None:
+    go = threading.Event()
+
+    def script(conn: socket.socket) -> None:
+        (r,) = read_requests(conn, 1)
+        assert go.wait(30), "the test never let the reply go"
+        reply(conn, {"id": r["id"], "ok": "late"})
+
+    p = peer(script)
+    with Client(p.path, timeout=0.2) as c:
+        request_id = c.send("hello")
+        with pytest.raises(TimeoutError):
+            c.wait(request_id)
+        assert c.pending == (request_id,)
+        go.set()
+        c.timeout = 30
+        assert c.wait(request_id).result() == "late"
