@@ -36,7 +36,9 @@ DEFAULT_SOCKET = "/run/shelf/shelf.sock"
 DEFAULT_DEPTH = 32
 
 #: One request for :meth:`Client.send_many`: ``(op, args)`` or ``(op, args, key)``.
-RequestSpec = Union[Tuple[str, Optional[Mapping[str, Any]]], Tuple[str, Optional[Mapping[str, Any]], Optional[str]]]
+RequestSpec = Union[
+    Tuple[str, Optional[Mapping[str, Any]]], Tuple[str, Optional[Mapping[str, Any]], Optional[str]]
+]
 
 
 @dataclass
@@ -163,7 +165,9 @@ class Client(Operations):
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, op: str, args: Optional[Mapping[str, Any]] = None, *, key: Optional[str] = None) -> int:
+    def send(
+        self, op: str, args: Optional[Mapping[str, Any]] = None, *, key: Optional[str] = None
+    ) -> int:
         """Send one request without waiting; return its id (pipelining, section 5).
 
         ``args`` is the argument map (``None`` or empty: no arguments); ``key`` an
@@ -230,22 +234,30 @@ class Client(Operations):
         if has_ok == has_err:
             self._fail("reply without exactly one of ok, err")
             raise ProtocolError(f"reply must hold exactly one of ok and err: {item!r:.200}")
-        code, message = None, None
+        code, message = "", ""
         if has_err:
             err = item["err"]
-            if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
+            if not (
+                isinstance(err, dict)
+                and isinstance(err.get("code"), str)
+                and isinstance(err.get("message"), str)
+            ):
                 self._fail("malformed err")
                 raise ProtocolError(f"err must be {{code: text, message: text}}: {err!r:.200}")
             code, message = err["code"], err["message"]
         request_id = item["id"]
         if request_id is None:
             return self._request_refused(code, message, has_ok)
-        if isinstance(request_id, bool) or not isinstance(request_id, int) or request_id not in self._pending:
+        if (
+            isinstance(request_id, bool)
+            or not isinstance(request_id, int)
+            or request_id not in self._pending
+        ):
             self._fail("reply to an unknown id")
             raise ProtocolError(f"reply to id {request_id!r}, which no pending request has")
         op = self._pending.pop(request_id)
         if has_err:
-            return Reply(request_id, op, error=error_from_reply(code, message, op))  # type: ignore[arg-type]
+            return Reply(request_id, op, error=error_from_reply(code, message, op))
         return Reply(request_id, op, value=item["ok"])
 
     def _request_refused(self, code: Optional[str], message: Optional[str], has_ok: bool) -> Reply:
@@ -296,7 +308,9 @@ class Client(Operations):
 
     # ------------------------------------------------------------------ calling
 
-    def request(self, op: str, args: Optional[Mapping[str, Any]] = None, *, key: Optional[str] = None) -> Any:
+    def request(
+        self, op: str, args: Optional[Mapping[str, Any]] = None, *, key: Optional[str] = None
+    ) -> Any:
         """Send one request, wait for its reply, return the result or raise its error."""
         return self.wait(self.send(op, args, key=key)).result()
 
@@ -308,7 +322,9 @@ class Client(Operations):
     def _submit(self, op: str, args: Dict[str, Any], key: Optional[str]) -> Any:
         return self.request(op, args, key=key)
 
-    def send_many(self, requests: Iterable[RequestSpec], *, depth: int = DEFAULT_DEPTH) -> List[Reply]:
+    def send_many(
+        self, requests: Iterable[RequestSpec], *, depth: int = DEFAULT_DEPTH
+    ) -> List[Reply]:
         """Pipeline ``requests`` with at most ``depth`` in flight; return their replies
         in the order of ``requests``, whatever order they arrived in.
 
@@ -323,7 +339,7 @@ class Client(Operations):
         done: Dict[int, Reply] = {}
         for spec in requests:
             op, args = spec[0], spec[1]
-            key = spec[2] if len(spec) > 2 else None  # type: ignore[misc]
+            key = spec[2] if len(spec) > 2 else None
             while len(in_flight) >= depth:
                 reply = self._wait_any(in_flight)
                 in_flight.discard(reply.id)
@@ -340,10 +356,10 @@ class Client(Operations):
     def pipeline(self, *, depth: int = DEFAULT_DEPTH) -> "Pipeline":
         """A batch of typed calls sent together when the ``with`` block ends::
 
-            with client.pipeline() as p:
-                a = p.share_show("vol1")
-                b = p.hello()
-            a.result(), b.result()
+        with client.pipeline() as p:
+            a = p.share_show("vol1")
+            b = p.hello()
+        a.result(), b.result()
         """
         return Pipeline(self, depth)
 

@@ -101,7 +101,7 @@ class Internal(ShelfError):
 
 #: Wire code to class, for the stable codes of protocol v1 (docs/protocol.md section 6).
 ERROR_CLASSES: Dict[str, Type[ShelfError]] = {
-    cls.CODE: cls  # type: ignore[misc]
+    cls.CODE: cls
     for cls in (
         NotFound,
         AlreadyExists,

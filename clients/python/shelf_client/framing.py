@@ -50,13 +50,9 @@ def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
             chunk = sock.recv(min(n - got, 1 << 20))
         except socket.timeout as e:
             # Part of the frame is consumed: the stream cannot be resynchronised.
-            raise ConnectionClosed(
-                f"timed out inside a frame {what} ({got} of {n} bytes)"
-            ) from e
+            raise ConnectionClosed(f"timed out inside a frame {what} ({got} of {n} bytes)") from e
         if not chunk:
-            raise ConnectionClosed(
-                f"connection closed inside a frame {what} ({got} of {n} bytes)"
-            )
+            raise ConnectionClosed(f"connection closed inside a frame {what} ({got} of {n} bytes)")
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)

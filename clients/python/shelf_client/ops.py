@@ -232,7 +232,9 @@ class Operations:
     ) -> Any:
         """8.20 ``share.attach``: ``connector`` is ``{host, [ip], [initiator]}``; returns
         ``{connection_info, [attachment], changed}``."""
-        args = _args(share=share, pool=pool, connector=dict(connector), protocol=protocol, mode=mode)
+        args = _args(
+            share=share, pool=pool, connector=dict(connector), protocol=protocol, mode=mode
+        )
         return self._submit("share.attach", args, key)
 
     def share_detach(
@@ -247,7 +249,9 @@ class Operations:
     ) -> Any:
         """8.21 ``share.detach``: ``{detached, changed}`` (``detached`` null when the
         connector was not attached)."""
-        args = _args(share=share, pool=pool, connector=dict(connector), protocol=protocol, mode=mode)
+        args = _args(
+            share=share, pool=pool, connector=dict(connector), protocol=protocol, mode=mode
+        )
         return self._submit("share.detach", args, key)
 
     def attachment_list(self, *, share: Optional[str] = None, pool: Optional[str] = None) -> Any:

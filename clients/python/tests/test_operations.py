@@ -45,7 +45,12 @@ def test_share_lifecycle(client: Client, name) -> None:
     made = client.share_create(vol, 4 * MiB, metadata={"owner": "web-1"})
     assert made["changed"] is True
     share = made["share"]
-    assert (share["name"], share["size"], share["sparse"], share["state"]) == (vol, 4 * MiB, True, "available")
+    assert (share["name"], share["size"], share["sparse"], share["state"]) == (
+        vol,
+        4 * MiB,
+        True,
+        "available",
+    )
     assert share["metadata"] == {"owner": "web-1"}
     assert share["origin_snapshot"] is None and share["origin_share"] is None
 
@@ -107,7 +112,11 @@ def test_snapshots_clones_and_tree(client: Client, name, daemon) -> None:
     cloned = client.share_clone(snap, copy, share=vol, metadata={"role": "test"})
     assert cloned["changed"] is True
     c = cloned["share"]
-    assert (c["origin_snapshot"], c["origin_share"], c["metadata"]) == (s["id"], share["id"], {"role": "test"})
+    assert (c["origin_snapshot"], c["origin_share"], c["metadata"]) == (
+        s["id"],
+        share["id"],
+        {"role": "test"},
+    )
     assert daemon.volume_path(c["id"]).read_bytes()[:6] == b"before"
     assert client.share_clone(s["id"], copy, metadata={"role": "test"})["changed"] is False
     with pytest.raises(AlreadyExists):
@@ -174,11 +183,23 @@ def test_error_codes_map_to_classes(client: Client, name) -> None:
         (lambda: client.share_create(vol, 2 * MiB), AlreadyExists, "already_exists"),
         (lambda: client.share_create(name("odd"), 1000), InvalidArgument, "invalid_argument"),
         (lambda: client.share_create("-bad-name", MiB), InvalidArgument, "invalid_argument"),
-        (lambda: client.share_create(name("m"), MiB, metadata={"a=b": "x"}), InvalidArgument, "invalid_argument"),
+        (
+            lambda: client.share_create(name("m"), MiB, metadata={"a=b": "x"}),
+            InvalidArgument,
+            "invalid_argument",
+        ),
         # 3.1: an integer sent as a float is refused even without a fraction.
-        (lambda: client.call("share.create", name=name("f"), size=1048576.0), InvalidArgument, "invalid_argument"),
+        (
+            lambda: client.call("share.create", name=name("f"), size=1048576.0),
+            InvalidArgument,
+            "invalid_argument",
+        ),
         # 4.2: unknown arguments are refused, not ignored.
-        (lambda: client.call("share.show", share=vol, colour="red"), InvalidArgument, "invalid_argument"),
+        (
+            lambda: client.call("share.show", share=vol, colour="red"),
+            InvalidArgument,
+            "invalid_argument",
+        ),
         # 7.2 and the pool's over-subscription ratio of 1.0: 1 PiB is more than the disk.
         (lambda: client.share_create(name("huge"), 1 << 50), NoSpace, "no_space"),
         (lambda: client.call("share.explode"), Unsupported, "unsupported"),
@@ -211,7 +232,9 @@ def test_exports_and_attachments_without_drivers(client: Client, name) -> None:
     with pytest.raises(NotFound):
         client.export_delete(share=absent, protocol="nfs")
     with pytest.raises(NotFound):
-        client.share_attach(absent, {"host": "compute-1", "initiator": "iqn.1993-08.org.debian:01:abc"})
+        client.share_attach(
+            absent, {"host": "compute-1", "initiator": "iqn.1993-08.org.debian:01:abc"}
+        )
     with pytest.raises(NotFound):
         client.share_detach(absent, {"host": "compute-1"}, protocol="nfs")
     with pytest.raises(InvalidArgument):
@@ -237,7 +260,10 @@ def test_verify_reports_a_missing_volume(start_daemon) -> None:
         d.volume_path(share["id"]).unlink()
         v = c.verify()
         assert v["clean"] is False
-        assert any(x["kind"] == "missing" and share["id"] in x["object"] + x["detail"] for x in v["differences"]), v
+        assert any(
+            x["kind"] == "missing" and share["id"] in x["object"] + x["detail"]
+            for x in v["differences"]
+        ), v
 
 
 def test_audit_list(client: Client, name) -> None:

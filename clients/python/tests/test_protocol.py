@@ -47,6 +47,7 @@ def test_raw_worked_example_exchange(daemon) -> None:
 def _list_args(body_size: int, request_id: int) -> dict:
     """share.list arguments (a long name filter) whose request body is exactly
     ``body_size`` bytes. The filter matches nothing, so the reply is ``[]``."""
+
     def size(n: int) -> int:
         return len(cbor2.dumps({"id": request_id, "op": "share.list", "args": {"name": "x" * n}}))
 
@@ -146,7 +147,9 @@ def test_pipelined_burst_matches_replies_by_id(daemon, name) -> None:
             else:
                 assert r.result()["name"] == what
         assert sorted(arrived) == sorted(sent)
-        print("arrival order:", arrived, "in order" if arrived == sorted(arrived) else "out of order")
+        print(
+            "arrival order:", arrived, "in order" if arrived == sorted(arrived) else "out of order"
+        )
         for v in vols:
             c.share_delete(v)
         c.share_delete(slow["id"], recursive=True)
@@ -159,7 +162,11 @@ def test_send_many_bounds_depth_and_keeps_request_order(daemon, name) -> None:
         c.share_create(vol, MiB)
         reqs = []
         for i in range(300):
-            reqs.append(("share.show", {"share": vol}) if i % 2 else ("share.show", {"share": f"{vol}-x{i}"}))
+            reqs.append(
+                ("share.show", {"share": vol})
+                if i % 2
+                else ("share.show", {"share": f"{vol}-x{i}"})
+            )
         replies = c.send_many(reqs, depth=8)
         assert [r.id for r in replies] == sorted(r.id for r in replies)
         for i, r in enumerate(replies):

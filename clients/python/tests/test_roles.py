@@ -12,8 +12,6 @@ import time
 
 import pytest
 
-from shelf_client import PermissionDenied  # noqa: F401  (the child imports it too)
-
 CHILD = r"""
 import json, sys
 from shelf_client import Client, PermissionDenied
@@ -71,9 +69,16 @@ def test_reader_role_reads_and_is_refused_the_rest(start_daemon) -> None:
         deadline = time.monotonic() + 30  # the audit log is group-committed (8.25)
         refused = []
         while time.monotonic() < deadline:
-            refused = [e for e in admin.audit_list(uid=65534) if e["outcome"] == "permission_denied"]
+            refused = [
+                e for e in admin.audit_list(uid=65534) if e["outcome"] == "permission_denied"
+            ]
             if len(refused) >= 4:
                 break
             time.sleep(0.1)
-        assert sorted(e["op"] for e in refused) == ["audit.list", "share.create", "share.delete", "verify"]
+        assert sorted(e["op"] for e in refused) == [
+            "audit.list",
+            "share.create",
+            "share.delete",
+            "verify",
+        ]
         assert all(e["role"] != "admin" for e in refused)

@@ -88,7 +88,13 @@ def test_replies_in_reverse_order_are_matched_by_id(peer) -> None:
         reqs = read_requests(conn, 10)
         for r in reversed(reqs):  # last request answered first
             if r["args"]["n"] % 3 == 0:
-                reply(conn, {"id": r["id"], "err": {"code": "not_found", "message": f"no {r['args']['n']}"}})
+                reply(
+                    conn,
+                    {
+                        "id": r["id"],
+                        "err": {"code": "not_found", "message": f"no {r['args']['n']}"},
+                    },
+                )
             else:
                 reply(conn, {"id": r["id"], "ok": {"echo": r["args"]["n"], "op": r["op"]}})
 
@@ -117,7 +123,13 @@ def test_recv_returns_replies_in_arrival_order(peer) -> None:
 def test_id_null_with_several_pending_closes_and_lists_them(peer) -> None:
     def script(conn: socket.socket) -> None:
         read_requests(conn, 3)
-        reply(conn, {"id": None, "err": {"code": "invalid_argument", "message": "frame is not one valid CBOR item"}})
+        reply(
+            conn,
+            {
+                "id": None,
+                "err": {"code": "invalid_argument", "message": "frame is not one valid CBOR item"},
+            },
+        )
         conn.recv(1)  # wait for the client to hang up
 
     p = peer(script)
@@ -134,7 +146,14 @@ def test_id_null_with_several_pending_closes_and_lists_them(peer) -> None:
 def test_unknown_error_code_is_internal_and_keeps_the_code(peer) -> None:
     def script(conn: socket.socket) -> None:
         (r,) = read_requests(conn, 1)
-        reply(conn, {"id": r["id"], "err": {"code": "quota_exceeded", "message": "later code"}, "hint": "ignored"})
+        reply(
+            conn,
+            {
+                "id": r["id"],
+                "err": {"code": "quota_exceeded", "message": "later code"},
+                "hint": "ignored",
+            },
+        )
 
     p = peer(script)
     with Client(p.path, timeout=30) as c:
@@ -146,7 +165,9 @@ def test_unknown_error_code_is_internal_and_keeps_the_code(peer) -> None:
 def test_unknown_result_keys_are_kept_not_refused(peer) -> None:
     def script(conn: socket.socket) -> None:
         (r,) = read_requests(conn, 1)
-        reply(conn, {"ok": {"server": "shelfd", "protocols": [1, 2], "new_key": True}, "id": r["id"]})
+        reply(
+            conn, {"ok": {"server": "shelfd", "protocols": [1, 2], "new_key": True}, "id": r["id"]}
+        )
 
     p = peer(script)
     with Client(p.path, timeout=30) as c:
