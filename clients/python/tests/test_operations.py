@@ -135,6 +135,8 @@ def test_snapshots_clones_and_tree(client: Client, name, daemon) -> None:
     assert gone["snapshots_deleted"] == 1
     survivor = client.share_show(copy)
     assert survivor["origin_snapshot"] == s["id"]  # lineage kept after the origin is gone
+    # 8.14: a clone whose origin snapshot is gone is a root of the tree.
+    assert survivor["id"] in [n["id"] for n in client.tree(pool="default")]
     with pytest.raises(NotFound):
         client.snapshot_show(s["id"])
     client.share_delete(copy)
