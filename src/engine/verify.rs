@@ -96,7 +96,9 @@ pub(super) fn compare_pool(
             ));
             return;
         }
-        let Some(f) = by_key.get(&(kind, id)) else {
+        // A share's directory without its `volume` file is scanned too (len None): that is
+        // a missing volume, not a drifted one.
+        let Some(f) = by_key.get(&(kind, id)).filter(|f| f.len.is_some()) else {
             out.push(diff(
                 pool,
                 "missing",
@@ -354,5 +356,15 @@ mod tests {
         assert!(compare_pool("p", std::slice::from_ref(&a), &[], &[found(&a, 4096)]).is_empty());
         let short = compare_pool("p", std::slice::from_ref(&a), &[], &[found(&a, 512)]);
         assert_eq!(short[0].kind, "drifted");
+        // The share's directory is there but its volume file is gone: one `missing`.
+        let mut gone = found(&a, 0);
+        gone.len = None;
+        gone.on_disk.identity.clear();
+        let d = compare_pool("p", std::slice::from_ref(&a), &[], &[gone]);
+        assert_eq!(
+            d.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>(),
+            ["missing"],
+            "{d:?}"
+        );
     }
 }
