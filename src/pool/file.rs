@@ -133,8 +133,7 @@ impl Pool for FilePool {
                     )
                 })?;
             }
-            fs::set_identity(&path, &share_identity(share))
-                .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
             f.sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
             fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
@@ -160,7 +159,7 @@ impl Pool for FilePool {
             dst.set_len(snap.size)
                 .map_err(|e| Error::io(format!("sizing {}", dst_path.display()), e))?;
             fs::set_identity(&dst_path, &snapshot_identity(snap))
-                .map_err(|e| Error::io(format!("stamping {}", dst_path.display()), e))?;
+                .map_err(|e| stamp_error(&dst_path, e))?;
             dst.sync_all()
                 .map_err(|e| Error::io("syncing the snapshot", e))?;
             fs::fsync_dir(&self.root.join("snapshots"))
@@ -193,8 +192,7 @@ impl Pool for FilePool {
             )?;
             dst.set_len(share.size)
                 .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
-            fs::set_identity(&path, &share_identity(share))
-                .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
             dst.sync_all()
                 .map_err(|e| Error::io("syncing the clone", e))?;
             fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
@@ -224,16 +222,14 @@ impl Pool for FilePool {
         }
         let mut grown = share.clone();
         grown.size = size;
-        fs::set_identity(&path, &share_identity(&grown))
-            .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+        fs::set_identity(&path, &share_identity(&grown)).map_err(|e| stamp_error(&path, e))?;
         f.sync_all()
             .map_err(|e| Error::io("syncing the grown volume", e))
     }
 
     fn stamp(&self, share: &Share) -> Result<()> {
         let path = self.volume_path(&share.id);
-        fs::set_identity(&path, &share_identity(share))
-            .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+        fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io("syncing the volume's identity", e))
@@ -243,8 +239,7 @@ impl Pool for FilePool {
         let path = self.volume_path(share_id);
         let mut attrs = std::collections::BTreeMap::new();
         attrs.insert("exports".to_string(), json.to_string());
-        fs::set_identity(&path, &attrs)
-            .map_err(|e| Error::io(format!("stamping exports on {}", path.display()), e))?;
+        fs::set_identity(&path, &attrs).map_err(|e| stamp_error(&path, e))?;
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io("syncing the volume's identity", e))
@@ -310,5 +305,20 @@ impl Pool for FilePool {
             }
         }
         Ok(out)
+    }
+}
+
+/// A failure to write a volume's identity. Too little room for extended attributes (ext4
+/// keeps a file's attributes in one block, about 4 KiB) is the request's size against
+/// this filesystem, not a full pool.
+fn stamp_error(path: &Path, e: std::io::Error) -> Error {
+    let full = || fs::usage(path.parent().unwrap_or(path)).is_ok_and(|u| u.free < 1 << 20);
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) if full() => Error::io(format!("stamping {}", path.display()), e),
+        Some(libc::ENOSPC) | Some(libc::E2BIG) => Error::Invalid(format!(
+            "the identity of {} (its metadata and exports) does not fit in the extended attributes this filesystem allows; keep metadata smaller or use an XFS pool",
+            path.display()
+        )),
+        _ => Error::io(format!("stamping {}", path.display()), e),
     }
 }
