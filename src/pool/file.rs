@@ -25,6 +25,29 @@ pub struct FilePool {
 }
 
 impl FilePool {
+    /// Make `share`'s volume as a reflink (or copy) of `src_path`, sized and stamped.
+    fn volume_from_file(&self, src_path: &Path, share: &Share, what: &str) -> Result<()> {
+        let src = File::open(src_path)
+            .map_err(|e| Error::io(format!("opening {}", src_path.display()), e))?;
+        let dir = self.share_dir(&share.id);
+        std::fs::create_dir(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join("volume");
+        let made = (|| -> Result<()> {
+            let dst = fs::create_new(&path, 0o660)
+                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            self.copy_blocks(&src, &dst, what)?;
+            dst.set_len(share.size)
+                .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
+            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
+            dst.sync_all()
+                .map_err(|e| Error::io("syncing the clone", e))?;
+            fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
+            fs::fsync_dir(dir.parent().expect("share dir has a parent"))
+                .map_err(|e| Error::io("syncing shares directory", e))
+        })();
+        made.map_err(|cause| undo(cause, || remove_dir_if_present(&dir), "the partial clone"))
+    }
     /// A file pool named `name` at `root` (not touched until [`Pool::prepare`]).
     pub fn new(name: &str, root: PathBuf) -> Self {
         FilePool {
@@ -96,6 +119,7 @@ impl Pool for FilePool {
             self.root.clone(),
             self.root.join("shares"),
             self.root.join("snapshots"),
+            self.root.join("images"),
         ] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating pool directory {}", dir.display()), e))?;
@@ -176,30 +200,19 @@ impl Pool for FilePool {
 
     fn clone_volume(&self, snap: &Snapshot, share: &Share) -> Result<()> {
         let src_path = self.snapshot_file(&snap.id);
-        let src = File::open(&src_path)
-            .map_err(|e| Error::io(format!("opening snapshot {}", src_path.display()), e))?;
-        let dir = self.share_dir(&share.id);
-        std::fs::create_dir(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join("volume");
-        let made = (|| -> Result<()> {
-            let dst = fs::create_new(&path, 0o660)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            self.copy_blocks(
-                &src,
-                &dst,
-                &format!("snapshot {} into share {}", snap.name, share.name),
-            )?;
-            dst.set_len(share.size)
-                .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
-            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
-            dst.sync_all()
-                .map_err(|e| Error::io("syncing the clone", e))?;
-            fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
-            fs::fsync_dir(dir.parent().expect("share dir has a parent"))
-                .map_err(|e| Error::io("syncing shares directory", e))
-        })();
-        made.map_err(|cause| undo(cause, || remove_dir_if_present(&dir), "the partial clone"))
+        self.volume_from_file(
+            &src_path,
+            share,
+            &format!("snapshot {} into share {}", snap.name, share.name),
+        )
+    }
+
+    fn images_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("images"))
+    }
+
+    fn create_from_image(&self, image: &Path, share: &Share) -> Result<()> {
+        self.volume_from_file(image, share, &format!("image into share {}", share.name))
     }
 
     fn grow(&self, share: &Share, size: u64) -> Result<()> {

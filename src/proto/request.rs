@@ -82,6 +82,69 @@ pub struct ShareCreateArgs {
     /// `xfs` or `ext4`, for a `filesystem` share (implies it); default from the config.
     #[serde(default)]
     pub filesystem: Option<FsKind>,
+    /// Make the share from this cached image (id or name): a reflink of the raw base,
+    /// grown to `size` (which must be at least the image's size).
+    #[serde(default)]
+    pub from_image: Option<String>,
+}
+
+/// `image.import`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageImportArgs {
+    /// The image's name, unique within the pool.
+    pub name: String,
+    /// An absolute path on the appliance to read the image from.
+    pub source: String,
+    /// `raw`, `qcow2`, `vmdk`, `vdi`, `vhdx`, `vpc`, `qed`; detected when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// `md5:<hex>`, `sha256:<hex>`, or a bare digest (32 hex digits: md5, as Glance gives).
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// The pool to cache it in.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// A reference to one image.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// Id or name.
+    pub image: String,
+    /// Pool, when the name is in several.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// A pool filter.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFilter {
+    /// Only this pool's.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// A reference to one job.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRef {
+    /// The job's id.
+    pub job: String,
+}
+
+/// `events.subscribe`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSubscribeArgs {
+    /// Resume after this sequence number (the last one seen).
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// The epoch `since` belongs to (from the subscribe reply or any event).
+    #[serde(default)]
+    pub epoch: Option<String>,
 }
 
 /// `share.list` filters; all optional.
@@ -361,6 +424,22 @@ pub enum Request {
     Verify,
     /// `audit.list`: the audit log of state-changing and refused requests.
     AuditList(AuditListArgs),
+    /// `image.import`: cache an image (a job).
+    ImageImport(ImageImportArgs),
+    /// `image.list`.
+    ImageList(PoolFilter),
+    /// `image.show`.
+    ImageShow(ImageRef),
+    /// `image.delete`.
+    ImageDelete(ImageRef),
+    /// `job.list`.
+    JobList,
+    /// `job.show`.
+    JobShow(JobRef),
+    /// `job.cancel`.
+    JobCancel(JobRef),
+    /// `events.subscribe`: this connection receives event frames from now on.
+    EventsSubscribe(EventsSubscribeArgs),
 }
 
 impl Request {
@@ -379,6 +458,9 @@ impl Request {
                 | Request::ShareAttach(_)
                 | Request::ShareDetach(_)
                 | Request::Reconcile
+                | Request::ImageImport(_)
+                | Request::ImageDelete(_)
+                | Request::JobCancel(_)
         )
     }
 
@@ -398,6 +480,11 @@ impl Request {
                 | Request::ExportList(_)
                 | Request::ExportShow(_)
                 | Request::AttachmentList(_)
+                | Request::ImageList(_)
+                | Request::ImageShow(_)
+                | Request::JobList
+                | Request::JobShow(_)
+                | Request::EventsSubscribe(_)
         )
     }
 
@@ -409,6 +496,9 @@ impl Request {
         };
         let t = match self {
             Request::PoolShow(a) => a.name.clone(),
+            Request::ImageImport(a) => with_pool(&a.name, &a.pool),
+            Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
+            Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),
@@ -539,6 +629,14 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "reconcile" => args::<NoArgs>(&op, a).map(|_| Request::Reconcile),
         "verify" => args::<NoArgs>(&op, a).map(|_| Request::Verify),
         "audit.list" => args(&op, a).map(Request::AuditList),
+        "image.import" => args(&op, a).map(Request::ImageImport),
+        "image.list" => args(&op, a).map(Request::ImageList),
+        "image.show" => args(&op, a).map(Request::ImageShow),
+        "image.delete" => args(&op, a).map(Request::ImageDelete),
+        "job.list" => args::<NoArgs>(&op, a).map(|_| Request::JobList),
+        "job.show" => args(&op, a).map(Request::JobShow),
+        "job.cancel" => args(&op, a).map(Request::JobCancel),
+        "events.subscribe" => args(&op, a).map(Request::EventsSubscribe),
         _ => {
             return Err(ArgsError {
                 id: Some(id),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use shelf::client::{args, from_json, to_json, Client, ClientError};
 use shelf::model::parse_size;
 
+mod jobs;
 mod output;
 
 /// Talk to shelfd over its management socket.
@@ -74,6 +75,21 @@ enum Command {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Cached images (imported as jobs).
+    #[command(subcommand)]
+    Image(jobs::ImageCmd),
+    /// Long-running jobs.
+    #[command(subcommand)]
+    Job(jobs::JobCmd),
+    /// Follow the event stream (one JSON line per event).
+    Events {
+        /// Resume after this sequence number.
+        #[arg(long)]
+        since: Option<u64>,
+        /// The epoch that sequence number belongs to.
+        #[arg(long)]
+        epoch: Option<String>,
+    },
     /// Send any operation with JSON arguments (see docs/protocol.md).
     Call {
         /// Operation, e.g. share.show.
@@ -116,6 +132,9 @@ enum ShareCmd {
         /// exported over NFS.
         #[arg(long, value_name = "xfs|ext4")]
         filesystem: Option<String>,
+        /// Make it from a cached image (a reflink of its raw base, grown to SIZE).
+        #[arg(long)]
+        from_image: Option<String>,
     },
     /// List shares.
     List {
@@ -363,6 +382,9 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
             opt(&mut a, "pool", pool);
             ("tree", Kind::Tree)
         }
+        Command::Image(_) | Command::Job(_) | Command::Events { .. } => {
+            return Err("image, job and events commands run on their own".into())
+        }
         Command::Call { op, args: json } => {
             let j: serde_json::Value =
                 serde_json::from_str(&json).map_err(|e| format!("arguments are not JSON: {e}"))?;
@@ -464,9 +486,11 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 preallocate,
                 meta,
                 filesystem,
+                from_image,
             } => {
                 a.push(("name", text(name)));
                 opt(&mut a, "filesystem", filesystem);
+                opt(&mut a, "from_image", from_image);
                 a.push(("size", size_arg(&size)?));
                 opt(&mut a, "pool", pool);
                 if preallocate {
@@ -585,7 +609,14 @@ fn main() -> ExitCode {
         .socket
         .or_else(|| std::env::var_os("SHELF_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/run/shelf/shelf.sock"));
-    let (op, a, kind) = match request(cli.command) {
+    let key = cli.key.clone();
+    let command = match cli.command {
+        Command::Image(c) => return jobs::image(&socket, key.as_deref(), c),
+        Command::Job(c) => return jobs::job(&socket, c),
+        Command::Events { since, epoch } => return jobs::events(&socket, since, epoch),
+        other => other,
+    };
+    let (op, a, kind) = match request(command) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shelfctl: {e}");
