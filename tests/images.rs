@@ -305,3 +305,102 @@ fn shelfctl_waits_with_progress_and_events_resume_after_a_reconnect() {
         .unwrap();
     assert_eq!(get(&sub, "gap"), Some(&Value::Bool(true)));
 }
+
+#[test]
+fn an_image_uploaded_in_chunks_over_the_socket_is_imported() {
+    let xfs = Xfs::new("imgupload", 1 << 30);
+    let d = Daemon::start(&Layout::on_xfs(&xfs, ""));
+    let pool = xfs.mount.join("pool");
+    let scratch = scratch("imgupload-src");
+    let qcow2 = make_qcow2(scratch.path());
+    let bytes = std::fs::read(&qcow2).unwrap();
+    let mut c = d.client();
+    let begin = c
+        .call(
+            "image.upload.begin",
+            args(vec![
+                ("name", t("uploaded")),
+                ("size", n(bytes.len() as u64)),
+                ("checksum", t(&format!("md5:{}", md5_of(&qcow2)))),
+            ]),
+        )
+        .unwrap();
+    let upload = field(&begin, "upload");
+    // Chunks of 256 KiB, sent out of order and one of them twice; frames stay small.
+    let chunk = 256 * 1024;
+    let mut offsets: Vec<usize> = (0..bytes.len()).step_by(chunk).collect();
+    offsets.reverse();
+    offsets.push(0);
+    let send = |c: &mut Client, off: usize| {
+        let end = (off + chunk).min(bytes.len());
+        c.call(
+            "image.upload.chunk",
+            args(vec![
+                ("upload", t(&upload)),
+                ("offset", n(off as u64)),
+                ("data", Value::Bytes(bytes[off..end].to_vec())),
+            ]),
+        )
+    };
+    // Finishing early is refused; the upload stays.
+    send(&mut c, offsets[0]).unwrap();
+    let early = c.call("image.upload.finish", args(vec![("upload", t(&upload))]));
+    assert!(
+        format!("{early:?}").contains("invalid_argument"),
+        "{early:?}"
+    );
+    for off in &offsets {
+        send(&mut c, *off).unwrap();
+    }
+    let past = c.call(
+        "image.upload.chunk",
+        args(vec![
+            ("upload", t(&upload)),
+            ("offset", n(bytes.len() as u64)),
+            ("data", Value::Bytes(vec![1])),
+        ]),
+    );
+    assert!(format!("{past:?}").contains("invalid_argument"), "{past:?}");
+    let fin = c
+        .call("image.upload.finish", args(vec![("upload", t(&upload))]))
+        .unwrap();
+    let done = wait_job(&d, &field(&fin, "job"));
+    assert_eq!(get_text(&done, "state"), Some("done"), "{done:?}");
+    let img = d.ok("image.show", vec![("image", t("uploaded"))]);
+    assert_eq!(get_u64(&img, "size"), Some(64 * MIB));
+    // The staging file is gone; only the base remains.
+    let names: Vec<String> = std::fs::read_dir(pool.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![field(&img, "id")]);
+    let s = d.ok(
+        "share.create",
+        vec![
+            ("name", t("from-upload")),
+            ("size", n(64 * MIB)),
+            ("from_image", t("uploaded")),
+        ],
+    );
+    assert_eq!(
+        read_at(
+            &volume(&pool, &field(sub(&s, "share"), "id")),
+            10 * MIB,
+            4096
+        ),
+        pattern(2, 4096)
+    );
+    // An aborted upload leaves nothing.
+    let b = c
+        .call(
+            "image.upload.begin",
+            args(vec![("name", t("dropped")), ("size", n(4096))]),
+        )
+        .unwrap();
+    c.call(
+        "image.upload.abort",
+        args(vec![("upload", t(&field(&b, "upload")))]),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_dir(pool.join("images")).unwrap().count(), 1);
+}

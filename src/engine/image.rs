@@ -151,6 +151,8 @@ struct Import {
     source: PathBuf,
     format: Option<String>,
     checksum: Option<Checksum>,
+    /// Remove the source when done (an upload's staging file).
+    owned_source: bool,
 }
 
 impl Import {
@@ -160,6 +162,10 @@ impl Import {
         })?;
         let tmp = dir.join(format!(".import-{}", self.image.id));
         let done = self.steps(&ctx, &dir, &tmp).await;
+        if self.owned_source {
+            let src = self.source.clone();
+            blocking(move || std::fs::remove_file(src)).await.ok();
+        }
         if done.is_err() {
             let (t, f) = (tmp.clone(), dir.join(&self.image.id));
             blocking(move || {
@@ -305,6 +311,16 @@ fn finish_file(tmp: &Path, dir: &Path, image: &Image) -> Result<u64> {
 
 impl Engine {
     pub(super) async fn import_image(&self, a: ImageImportArgs) -> Result<Value> {
+        self.import_image_owned(a, false).await
+    }
+
+    /// Start an import; with `owned_source` the job removes the source when it ends (an
+    /// upload's staging file).
+    pub(super) async fn import_image_owned(
+        &self,
+        a: ImageImportArgs,
+        owned_source: bool,
+    ) -> Result<Value> {
         model::validate_name("image", &a.name)?;
         let pool = self.pick_pool(a.pool.as_deref())?;
         if pool.images_dir().is_none() {
@@ -351,6 +367,7 @@ impl Engine {
             source,
             format: a.format,
             checksum,
+            owned_source,
         };
         let job = self
             .jobs
@@ -468,6 +485,19 @@ impl Engine {
         }
         let images = self.store.call(|c| store::list_images(c, None)).await?;
         let names = self.pool_names();
+        // Staging files of unfinished uploads go: uploads do not outlive a run.
+        for name in &names {
+            if let Some(dir) = self.pool(name)?.images_dir() {
+                blocking(move || {
+                    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                        if e.file_name().to_string_lossy().starts_with(".upload-") {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                })
+                .await;
+            }
+        }
         for i in images
             .into_iter()
             .filter(|i| i.state != ShareState::Available && names.contains(&i.pool))

@@ -21,6 +21,7 @@ mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
+mod upload;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ pub struct Engine {
     jobs: Arc<jobs::Jobs>,
     /// The event stream.
     events: Arc<jobs::EventBus>,
+    /// Image uploads in progress.
+    uploads: upload::Uploads,
     /// The runner for the engine's own commands (qemu-img).
     runner: Runner,
     /// Formats, mounts and freezes `filesystem` shares.
@@ -178,6 +181,7 @@ impl Engine {
             locks: LockTable::default(),
             jobs: Arc::default(),
             events: Arc::default(),
+            uploads: upload::Uploads::default(),
             runner: Runner::new(Duration::from_secs(config.command_timeout)),
             formatter: crate::pool::format::Formatter::new(
                 Runner::new(Duration::from_secs(config.command_timeout)),
@@ -315,6 +319,10 @@ impl Engine {
             Request::Verify => self.verify().await.and_then(|r| to_value(&r)),
             Request::ImageImport(a) => self.import_image(a).await,
             Request::ImageList(a) => self.list_images(a).await,
+            Request::UploadBegin(a) => self.begin_upload(a).await,
+            Request::UploadChunk(a) => self.upload_chunk(a).await,
+            Request::UploadFinish(a) => self.finish_upload(a).await,
+            Request::UploadAbort(a) => self.abort_upload(a).await,
             Request::ImageShow(a) => self.show_image(a).await,
             Request::ImageDelete(a) => self.delete_image(a).await,
             Request::JobList => {

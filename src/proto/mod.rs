@@ -13,7 +13,8 @@ pub use request::{
     parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, EventsSubscribeArgs,
     ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, PoolFilter, PoolRef,
     Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
-    ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs, MAX_KEY_LEN,
+    ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs,
+    UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 
 /// Protocol versions this build speaks.

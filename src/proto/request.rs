@@ -107,6 +107,45 @@ pub struct ImageImportArgs {
     pub pool: Option<String>,
 }
 
+/// `image.upload.begin`: an import whose bytes come over the socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadBeginArgs {
+    /// The image's name.
+    pub name: String,
+    /// The number of bytes that will be sent.
+    pub size: u64,
+    /// The format (detected when absent).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Checksum to verify (as for `image.import`).
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// The pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// `image.upload.chunk`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadChunkArgs {
+    /// The upload's id.
+    pub upload: String,
+    /// Where the bytes go.
+    pub offset: u64,
+    /// The bytes (a CBOR byte string).
+    pub data: Value,
+}
+
+/// `image.upload.finish` / `image.upload.abort`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRef {
+    /// The upload's id.
+    pub upload: String,
+}
+
 /// A reference to one image.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -426,6 +465,14 @@ pub enum Request {
     AuditList(AuditListArgs),
     /// `image.import`: cache an image (a job).
     ImageImport(ImageImportArgs),
+    /// `image.upload.begin`.
+    UploadBegin(UploadBeginArgs),
+    /// `image.upload.chunk`.
+    UploadChunk(UploadChunkArgs),
+    /// `image.upload.finish`: starts the import job.
+    UploadFinish(UploadRef),
+    /// `image.upload.abort`.
+    UploadAbort(UploadRef),
     /// `image.list`.
     ImageList(PoolFilter),
     /// `image.show`.
@@ -459,6 +506,9 @@ impl Request {
                 | Request::ShareDetach(_)
                 | Request::Reconcile
                 | Request::ImageImport(_)
+                | Request::UploadBegin(_)
+                | Request::UploadFinish(_)
+                | Request::UploadAbort(_)
                 | Request::ImageDelete(_)
                 | Request::JobCancel(_)
         )
@@ -497,6 +547,8 @@ impl Request {
         let t = match self {
             Request::PoolShow(a) => a.name.clone(),
             Request::ImageImport(a) => with_pool(&a.name, &a.pool),
+            Request::UploadBegin(a) => with_pool(&a.name, &a.pool),
+            Request::UploadFinish(a) | Request::UploadAbort(a) => a.upload.clone(),
             Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
             Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
@@ -631,6 +683,10 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "audit.list" => args(&op, a).map(Request::AuditList),
         "image.import" => args(&op, a).map(Request::ImageImport),
         "image.list" => args(&op, a).map(Request::ImageList),
+        "image.upload.begin" => args(&op, a).map(Request::UploadBegin),
+        "image.upload.chunk" => args(&op, a).map(Request::UploadChunk),
+        "image.upload.finish" => args(&op, a).map(Request::UploadFinish),
+        "image.upload.abort" => args(&op, a).map(Request::UploadAbort),
         "image.show" => args(&op, a).map(Request::ImageShow),
         "image.delete" => args(&op, a).map(Request::ImageDelete),
         "job.list" => args::<NoArgs>(&op, a).map(|_| Request::JobList),
