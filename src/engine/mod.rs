@@ -16,6 +16,7 @@ mod image;
 pub mod jobs;
 mod keyed;
 mod locks;
+mod metadata;
 mod rebuild;
 mod reconcile;
 mod recover;
@@ -302,6 +303,7 @@ impl Engine {
             Request::ShareShow(a) => self.show_share(a).await,
             Request::ShareResize(a) => self.resize_share(a).await,
             Request::ShareDelete(a) => self.delete_share(a).await,
+            Request::ShareSetMetadata(a) => self.set_share_metadata(a).await,
             Request::ShareClone(a) => self.clone_share(a).await,
             Request::SnapshotCreate(a) => self.create_snapshot(a).await,
             Request::SnapshotList(a) => self.list_snapshots(a).await,

@@ -13,8 +13,8 @@ pub use request::{
     parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, EventsSubscribeArgs,
     ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, PoolFilter, PoolRef,
     Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
-    ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs,
-    UploadChunkArgs, UploadRef, MAX_KEY_LEN,
+    ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
+    TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 
 /// Protocol versions this build speaks.
@@ -40,6 +40,7 @@ pub const FEATURES: &[&str] = &[
     "image",
     "jobs",
     "events",
+    "share.set_metadata",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

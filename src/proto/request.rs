@@ -225,6 +225,23 @@ pub struct ShareResizeArgs {
     pub size: u64,
 }
 
+/// `share.set_metadata`: change some metadata entries of an existing share.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSetMetadataArgs {
+    /// Id or name.
+    pub share: String,
+    /// Pool, when the name is ambiguous.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Entries to add or overwrite; the others are kept.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Keys to remove (absent keys are ignored); applied before `metadata`.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
 /// `share.delete`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -430,6 +447,8 @@ pub enum Request {
     ShareResize(ShareResizeArgs),
     /// `share.delete`.
     ShareDelete(ShareDeleteArgs),
+    /// `share.set_metadata`: change metadata entries and restamp the volume's identity.
+    ShareSetMetadata(ShareSetMetadataArgs),
     /// `share.clone`: a new share from a snapshot.
     ShareClone(CloneArgs),
     /// `snapshot.create`.
@@ -497,6 +516,7 @@ impl Request {
             Request::ShareCreate(_)
                 | Request::ShareResize(_)
                 | Request::ShareDelete(_)
+                | Request::ShareSetMetadata(_)
                 | Request::ShareClone(_)
                 | Request::SnapshotCreate(_)
                 | Request::SnapshotDelete(_)
@@ -555,6 +575,7 @@ impl Request {
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),
             Request::ShareDelete(a) => with_pool(&a.share, &a.pool),
+            Request::ShareSetMetadata(a) => with_pool(&a.share, &a.pool),
             Request::ShareClone(a) => format!(
                 "{} from {}",
                 with_pool(&a.name, &a.pool),
@@ -665,6 +686,7 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "share.show" => args(&op, a).map(Request::ShareShow),
         "share.resize" => args(&op, a).map(Request::ShareResize),
         "share.delete" => args(&op, a).map(Request::ShareDelete),
+        "share.set_metadata" => args(&op, a).map(Request::ShareSetMetadata),
         "share.clone" => args(&op, a).map(Request::ShareClone),
         "snapshot.create" => args(&op, a).map(Request::SnapshotCreate),
         "snapshot.list" => args(&op, a).map(Request::SnapshotList),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use shelf::client::{args, from_json, to_json, Client, ClientError};
 use shelf::model::parse_size;
 
+mod extstorage;
 mod jobs;
 mod output;
 
@@ -89,6 +90,15 @@ enum Command {
         /// The epoch that sequence number belongs to.
         #[arg(long)]
         epoch: Option<String>,
+    },
+    /// Ganeti ExtStorage provider: `extstorage <action>` reads Ganeti's environment
+    /// (VOL_NAME, VOL_SIZE, EXTP_*...); `extstorage install DIR [--shelfctl PATH]` writes
+    /// the provider directory. See docs/ganeti.md.
+    Extstorage {
+        /// The action (create, attach, detach, remove, grow, setinfo, verify, snapshot,
+        /// open, close) or `install DIR`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Send any operation with JSON arguments (see docs/protocol.md).
     Call {
@@ -190,6 +200,20 @@ enum ShareCmd {
         share: String,
         #[command(flatten)]
         connector: ConnectorArgs,
+    },
+    /// Change a share's metadata (the other entries are kept).
+    SetMeta {
+        /// Id or name.
+        share: String,
+        /// Entry KEY=VALUE to add or overwrite (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Key to remove (repeatable).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+        /// Pool, when the name is in several.
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Make a new share from a snapshot.
     Clone {
@@ -391,6 +415,7 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
             return Ok((op, from_json(&j), Kind::Raw));
         }
         Command::Reconcile => ("reconcile", Kind::Raw),
+        Command::Extstorage { .. } => return Err("extstorage runs on its own".into()),
         Command::Verify => ("verify", Kind::Verify),
         Command::Audit {
             since,
@@ -532,6 +557,23 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 }
                 ("share.delete", Kind::Deleted)
             }
+            ShareCmd::SetMeta {
+                share,
+                meta,
+                remove,
+                pool,
+            } => {
+                a.push(("share", text(share)));
+                opt(&mut a, "pool", pool);
+                a.push(("metadata", meta_arg(&meta)?));
+                if !remove.is_empty() {
+                    a.push((
+                        "remove",
+                        Value::Array(remove.into_iter().map(text).collect()),
+                    ));
+                }
+                ("share.set_metadata", Kind::Changed("share"))
+            }
             ShareCmd::Attach {
                 share,
                 connector,
@@ -605,6 +647,9 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Extstorage { args } = &cli.command {
+        return extstorage::main(args, cli.socket);
+    }
     let socket = cli
         .socket
         .or_else(|| std::env::var_os("SHELF_SOCKET").map(PathBuf::from))
