@@ -161,6 +161,7 @@ impl Engine {
         driver: Driver,
         options: ExportOptions,
     ) -> Result<(ExportRow, bool)> {
+        self.pool(&share.pool)?.check_export(protocol)?;
         if share.state != ShareState::Available {
             return Err(Error::Busy(format!(
                 "share {} is {}",

@@ -305,6 +305,7 @@ impl Pool for FilePool {
                     kind: kind.to_string(),
                     id,
                     path,
+                    size: None,
                     identity,
                 });
             }
