@@ -16,13 +16,18 @@ fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
 # check NAME CMD...: pass if CMD succeeds, else fail with its output.
 check() { local n=$1 out; shift; if out=$("$@" 2>&1); then pass "$n"; else fail "$n" "$out"; fi; }
 ctl() { "$B/shelfctl" --json "$@"; }
-wait_for() { local i; for i in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+wait_for() { local i; for i in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
 INITIATOR=iqn.2026-11.org.example.shelfvm:initiator
 PORTAL=127.0.0.1:3260
 mkdir -p $S/fixtures /etc/shelf /etc/exports.d /var/lib/shelf /run/shelf /mnt/nfs
 
 echo "--- setup ($(now))"
+# No udevd in the guest: load the drivers it would have loaded (SCSI disks for iSCSI
+# logins, LIO's core, iSCSI target and backstores).
 modprobe dm-thin-pool
+modprobe sd_mod; modprobe iscsi_tcp
+modprobe target_core_mod; modprobe iscsi_target_mod
+modprobe target_core_iblock; modprobe target_core_file
 pvcreate -y /dev/vdb >/dev/null && vgcreate shelfvg /dev/vdb >/dev/null \
   && lvcreate --type thin-pool -L 1G -n tp shelfvg >/dev/null \
   && lvcreate -L 512M -n files shelfvg >/dev/null && mkfs.xfs -q /dev/shelfvg/files \
@@ -122,7 +127,7 @@ fi
 
 echo "--- kernel NFS of a file-pool share ($(now))"
 F1=$(ctl share create f1 64M --pool files | jq -r .share.id)
-EXPORT_PATH=$(ctl export create f1 nfs --pool files --client 127.0.0.1 | jq -r .export.target)
+EXPORT_PATH=$(ctl export create f1 nfs --pool files --client 127.0.0.1 --no-root-squash | jq -r .export.target)
 check nfs-exportfs-lists-share sh -c "exportfs -v | grep -q '$EXPORT_PATH'"
 if out=$(mount -t nfs -o vers=4.2 "127.0.0.1:$EXPORT_PATH" /mnt/nfs 2>&1); then
   pass nfs-mount-v4.2

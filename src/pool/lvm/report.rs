@@ -265,4 +265,50 @@ mod tests {
         )
         .is_err());
     }
+
+    /// `lvs` of the VG, recorded in the VM tier after share create, snapshot, clone and
+    /// resize (tests/vm/guest.sh).
+    #[test]
+    fn parses_recorded_lvs_of_a_volume_group() {
+        let lvs = parse_lvs(include_str!("../../../tests/fixtures/lvm/lvs-shelfvg.json")).unwrap();
+        let tp = lvs.iter().find(|l| l.name == "tp").unwrap();
+        assert!(tp.is_thin_pool() && tp.is_active());
+        assert_eq!((tp.size, tp.metadata_size), (1 << 30, Some(4 << 20)));
+        let files = lvs.iter().find(|l| l.name == "files").unwrap();
+        assert!(!files.is_thin_pool() && files.data_percent.is_none());
+        let snap = lvs
+            .iter()
+            .find(|l| l.name.starts_with("shelf-snap-"))
+            .unwrap();
+        assert!(
+            !snap.is_active(),
+            "thin snapshots skip activation: {}",
+            snap.attr
+        );
+        let share = lvs
+            .iter()
+            .find(|l| l.tags.iter().any(|t| t == "shelf.name.0.rs1"))
+            .unwrap();
+        assert_eq!((share.size, share.extent_size), (3 << 30, 4 << 20));
+        let id = super::super::tags::decode(share.tags.iter().map(String::as_str)).unwrap();
+        assert_eq!(id["metadata"], r#"{"owner":"vm-test"}"#);
+        assert_eq!(id["origin_snapshot"], "");
+        let clone = lvs
+            .iter()
+            .find(|l| l.tags.iter().any(|t| t == "shelf.name.0.rc1"))
+            .unwrap();
+        assert_eq!(clone.origin, snap.name);
+    }
+
+    /// The thin pool's row, recorded with 600 MiB written into a 1 GiB thin pool.
+    #[test]
+    fn parses_recorded_thin_pool_usage() {
+        let lvs = parse_lvs(include_str!(
+            "../../../tests/fixtures/lvm/lvs-thin-pool-full.json"
+        ))
+        .unwrap();
+        assert_eq!(lvs.len(), 1);
+        assert_eq!(lvs[0].data_percent, Some(58.79));
+        assert_eq!(lvs[0].metadata_percent, Some(15.62));
+    }
 }
