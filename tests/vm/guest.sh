@@ -28,6 +28,9 @@ modprobe dm-thin-pool
 modprobe sd_mod; modprobe iscsi_tcp
 modprobe target_core_mod; modprobe iscsi_target_mod
 modprobe target_core_iblock; modprobe target_core_file
+# LIO's iscsi fabric directory appears on first use (rtslib makes it); shelf's LIO driver
+# probes for it, so make it as targetcli would.
+mkdir -p /sys/kernel/config/target/iscsi
 pvcreate -y /dev/vdb >/dev/null && vgcreate shelfvg /dev/vdb >/dev/null \
   && lvcreate --type thin-pool -L 1G -n tp shelfvg >/dev/null \
   && lvcreate -L 512M -n files shelfvg >/dev/null && mkfs.xfs -q /dev/shelfvg/files \
