@@ -171,6 +171,82 @@ pub struct PoolConfig {
     /// How many times its usable size the pool's shares may add up to (1.0 to 1000.0).
     #[serde(default = "default_ratio")]
     pub max_over_subscription_ratio: f64,
+    /// `kind = "lvm"`: the volume group holding the thin pool.
+    pub volume_group: Option<String>,
+    /// `kind = "lvm"`: the thin pool LV in that volume group.
+    pub thin_pool: Option<String>,
+    /// `kind = "lvm"`: refuse new work once the thin pool's data is this full (1 to 100;
+    /// default 90).
+    pub data_threshold_percent: Option<u8>,
+    /// `kind = "lvm"`: refuse new work once the thin pool's metadata is this full (1 to 100;
+    /// default 80).
+    pub metadata_threshold_percent: Option<u8>,
+}
+
+/// Default data threshold of LVM thin pools (percent).
+pub const DEFAULT_DATA_THRESHOLD: u8 = 90;
+/// Default metadata threshold of LVM thin pools (percent): a thin pool whose metadata runs
+/// out goes read-only, which is worse than running out of data, so it is kept further away.
+pub const DEFAULT_METADATA_THRESHOLD: u8 = 80;
+
+/// Whether `name` is usable as an LVM VG or LV name: `[A-Za-z0-9+_.-]`, 1 to 63 characters,
+/// not starting with `-`, not `.` or `..`.
+fn valid_lvm_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+}
+
+impl PoolConfig {
+    /// Check the fields that depend on the kind.
+    fn validate_kind(&self, name: &str) -> Result<(), String> {
+        let lvm_fields = self.volume_group.is_some()
+            || self.thin_pool.is_some()
+            || self.data_threshold_percent.is_some()
+            || self.metadata_threshold_percent.is_some();
+        match self.kind {
+            PoolKind::File if lvm_fields => Err(format!(
+                "pools.{name}: volume_group, thin_pool and the thresholds are for kind = \"lvm\""
+            )),
+            PoolKind::File => Ok(()),
+            PoolKind::Lvm => {
+                if self.path.is_some() {
+                    return Err(format!(
+                        "pools.{name}: an lvm pool has no path; it lives at /dev/VG/THIN_POOL"
+                    ));
+                }
+                for (key, value) in [
+                    ("volume_group", &self.volume_group),
+                    ("thin_pool", &self.thin_pool),
+                ] {
+                    match value {
+                        None => return Err(format!("pools.{name}: kind = \"lvm\" needs {key}")),
+                        Some(v) if !valid_lvm_name(v) => {
+                            return Err(format!("pools.{name}.{key} {v:?} is not an LVM name"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for (key, value) in [
+                    ("data_threshold_percent", self.data_threshold_percent),
+                    (
+                        "metadata_threshold_percent",
+                        self.metadata_threshold_percent,
+                    ),
+                ] {
+                    if let Some(v) = value.filter(|v| !(1..=100).contains(v)) {
+                        return Err(format!("pools.{name}.{key} {v} must be between 1 and 100"));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl PoolConfig {
@@ -264,10 +340,15 @@ impl Config {
     pub fn resolved_pools(&self) -> BTreeMap<String, (PoolKind, PathBuf)> {
         let mut out = BTreeMap::new();
         for (name, p) in &self.pools {
-            let path = p
-                .path
-                .clone()
-                .unwrap_or_else(|| self.state_dir.join("pools").join(name));
+            let path = match (&p.volume_group, &p.thin_pool) {
+                (Some(vg), Some(tp)) if p.kind == PoolKind::Lvm => {
+                    PathBuf::from(format!("/dev/{vg}/{tp}"))
+                }
+                _ => p
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| self.state_dir.join("pools").join(name)),
+            };
             out.insert(name.clone(), (p.kind, path));
         }
         if out.is_empty() {
@@ -286,6 +367,20 @@ impl Config {
         } else {
             self.filesystem.mount_base.clone()
         }
+    }
+
+    /// The settings of an LVM pool (`None` for other kinds or unknown names).
+    pub fn lvm_settings(&self, name: &str) -> Option<crate::pool::LvmSettings> {
+        let p = self.pools.get(name).filter(|p| p.kind == PoolKind::Lvm)?;
+        Some(crate::pool::LvmSettings {
+            volume_group: p.volume_group.clone()?,
+            thin_pool: p.thin_pool.clone()?,
+            data_threshold_percent: p.data_threshold_percent.unwrap_or(DEFAULT_DATA_THRESHOLD),
+            metadata_threshold_percent: p
+                .metadata_threshold_percent
+                .unwrap_or(DEFAULT_METADATA_THRESHOLD),
+            command_timeout: std::time::Duration::from_secs(self.command_timeout),
+        })
     }
 
     /// Each pool's capacity policy (the implicit `default` pool gets the default policy).
@@ -413,6 +508,7 @@ impl Config {
             p.capacity_policy()
                 .validate()
                 .map_err(|e| format!("pools.{name}: {e}"))?;
+            p.validate_kind(name)?;
         }
         Ok(())
     }
@@ -472,8 +568,32 @@ mod tests {
             "state_dir='/a'\nsocket='/b'\n[nfs]\nexports_file='rel'",
             "state_dir='/a'\nsocket='/b'\n[access]\nadmin_users=['a b']",
             "state_dir='/a'\nsocket='/b'\n[access]\nadmins=['root']",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='v g'\nthin_pool='t'",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'\nthin_pool='t'\npath='/x'",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'\nthin_pool='t'\ndata_threshold_percent=0",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nvolume_group='vg'",
         ] {
             assert!(Config::parse(text, "t").is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn lvm_pools_resolve_to_their_thin_pool() {
+        let c = Config::parse(
+            "state_dir='/a'\nsocket='/b'\n[pools.fast]\nkind='lvm'\nvolume_group='vg0'\nthin_pool='tp'\nmetadata_threshold_percent=70\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.resolved_pools()["fast"],
+            (PoolKind::Lvm, PathBuf::from("/dev/vg0/tp"))
+        );
+        let s = c.lvm_settings("fast").unwrap();
+        assert_eq!(
+            (s.data_threshold_percent, s.metadata_threshold_percent),
+            (90, 70)
+        );
+        assert!(c.lvm_settings("default").is_none());
     }
 }

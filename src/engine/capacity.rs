@@ -52,7 +52,7 @@ impl Engine {
     /// Read a pool's figures for a capacity decision.
     pub(super) async fn room(&self, pool: &Arc<dyn Pool>) -> Result<Room> {
         let p = pool.clone();
-        let usage = blocking(move || p.usage()).await?;
+        let usage = blocking(move || p.admit()).await?;
         Ok(Room {
             pool: pool.name().to_string(),
             policy: self.policy(pool.name()),

@@ -166,6 +166,9 @@ impl Engine {
         options: ExportOptions,
     ) -> Result<(ExportRow, bool)> {
         Self::check_protocol(share, protocol)?;
+        if share.layout == crate::model::Layout::Block {
+            self.pool(&share.pool)?.check_export(protocol)?;
+        }
         if share.state != ShareState::Available {
             return Err(Error::Busy(format!(
                 "share {} is {}",

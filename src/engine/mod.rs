@@ -156,7 +156,7 @@ impl Engine {
     pub async fn new(config: &Config, store: Store) -> Result<Engine> {
         let mut pools: BTreeMap<String, Arc<dyn Pool>> = BTreeMap::new();
         for (name, (kind, path)) in config.resolved_pools() {
-            let pool = open_pool(&name, kind, path).await?;
+            let pool = open_pool(config, &name, kind, path).await?;
             pools.insert(name, pool);
         }
         let nfs_host = if config.nfs.host.is_empty() {
@@ -216,7 +216,7 @@ impl Engine {
                     ));
                 }
                 Some(_) => {}
-                None => match open_pool(&name, kind, path).await {
+                None => match open_pool(config, &name, kind, path).await {
                     Ok(p) => {
                         self.pools
                             .write()
@@ -458,21 +458,37 @@ impl Engine {
     }
 }
 
+/// A pool of `kind` as the config describes it, not yet prepared.
+pub fn make_pool(
+    config: &Config,
+    name: &str,
+    kind: crate::model::PoolKind,
+    path: std::path::PathBuf,
+) -> Result<Box<dyn Pool>> {
+    match kind {
+        crate::model::PoolKind::File => Ok(Box::new(FilePool::new(name, path))),
+        crate::model::PoolKind::Lvm => {
+            let settings = config.lvm_settings(name).ok_or_else(|| {
+                Error::Invalid(format!("pool {name}: no volume_group or thin_pool"))
+            })?;
+            Ok(Box::new(crate::pool::LvmPool::new(name, settings)))
+        }
+    }
+}
+
 async fn open_pool(
+    config: &Config,
     name: &str,
     kind: crate::model::PoolKind,
     path: std::path::PathBuf,
 ) -> Result<Arc<dyn Pool>> {
-    match kind {
-        crate::model::PoolKind::File => {
-            let mut p = FilePool::new(name, path);
-            let p = blocking(move || p.prepare().map(|_| p)).await?;
-            log::info!(
-                "pool {name}: file pool at {} (reflink: {})",
-                p.location(),
-                p.reflink()
-            );
-            Ok(Arc::new(p))
-        }
-    }
+    let mut p = make_pool(config, name, kind, path)?;
+    let p = blocking(move || p.prepare().map(|_| p)).await?;
+    log::info!(
+        "pool {name}: {} pool at {} (instant snapshots: {})",
+        p.kind().as_str(),
+        p.location(),
+        p.reflink()
+    );
+    Ok(Arc::from(p))
 }

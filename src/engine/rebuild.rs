@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::model::{Attachment, Export, Share, ShareState, Snapshot};
-use crate::pool::{FilePool, OnDisk, Pool};
+use crate::pool::OnDisk;
 use crate::store::{self, now};
 
 /// The exports and attachments a share's volume carries (`user.shelf.exports`).
@@ -164,8 +164,7 @@ pub fn rebuild_db(config: &Config, force: bool) -> Result<RebuildReport, String>
     let mut conn = store::open_connection(&tmp).map_err(|e| e.to_string())?;
     let tx = conn.transaction().map_err(|e| e.to_string())?;
     for (name, (kind, path)) in config.resolved_pools() {
-        let crate::model::PoolKind::File = kind;
-        let mut pool = FilePool::new(&name, path);
+        let mut pool = super::make_pool(config, &name, kind, path).map_err(|e| e.to_string())?;
         pool.prepare().map_err(|e| format!("pool {name}: {e}"))?;
         let found = pool.scan().map_err(|e| format!("pool {name}: {e}"))?;
         restore_pool(&tx, &name, &found, &mut report).map_err(|e| e.to_string())?;

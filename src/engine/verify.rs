@@ -195,7 +195,9 @@ impl Engine {
                 pool.scan().map(|all| {
                     all.into_iter()
                         .map(|d| Found {
-                            len: std::fs::metadata(&d.path).ok().map(|m| m.len()),
+                            len: d
+                                .size
+                                .or_else(|| std::fs::metadata(&d.path).ok().map(|m| m.len())),
                             on_disk: d,
                         })
                         .collect::<Vec<_>>()
@@ -326,6 +328,7 @@ mod tests {
                 kind: "share".into(),
                 id: s.id.clone(),
                 path: format!("/p/shares/{}/volume", s.id).into(),
+                size: None,
                 identity: share_identity(s),
             },
             len: Some(len),

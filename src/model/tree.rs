@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum PoolKind {
     /// A directory on a filesystem; volumes are sparse files, snapshots are reflinks.
     File,
+    /// An LVM thin pool; volumes are thin LVs, snapshots thin snapshots.
+    Lvm,
 }
 
 impl PoolKind {
@@ -17,6 +19,7 @@ impl PoolKind {
     pub fn as_str(self) -> &'static str {
         match self {
             PoolKind::File => "file",
+            PoolKind::Lvm => "lvm",
         }
     }
 }

@@ -313,6 +313,7 @@ impl Pool for FilePool {
                     kind: kind.to_string(),
                     id,
                     path,
+                    size: None,
                     identity,
                 });
             }

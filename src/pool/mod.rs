@@ -7,14 +7,16 @@
 
 mod file;
 pub mod format;
+mod lvm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use file::FilePool;
+pub use lvm::{LvmPool, LvmSettings};
 
 use crate::error::Result;
-use crate::model::{PoolKind, Share, Snapshot};
+use crate::model::{PoolKind, Protocol, Share, Snapshot};
 use crate::sys::fs::FsUsage;
 
 /// What a pool found on disk: one volume or snapshot and the identity it carries.
@@ -26,6 +28,9 @@ pub struct OnDisk {
     pub id: String,
     /// Where it is.
     pub path: PathBuf,
+    /// Its size in bytes, when the pool knows it without opening `path` (an LVM pool's
+    /// inactive snapshots have no device node).
+    pub size: Option<u64>,
     /// The `user.shelf.*` attributes it carries.
     pub identity: BTreeMap<String, String>,
 }
@@ -81,6 +86,16 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn export_dir(&self, share_id: &str) -> PathBuf;
     /// Size, free and used bytes of the pool's storage.
     fn usage(&self) -> Result<FsUsage>;
+    /// The figures a capacity decision uses, or `no_space` when the pool's own limits refuse
+    /// new work now (an LVM thin pool's data or metadata at its threshold).
+    fn admit(&self) -> Result<FsUsage> {
+        self.usage()
+    }
+    /// Whether the share's volumes can be exported over `protocol` (`unsupported` if not).
+    fn check_export(&self, protocol: Protocol) -> Result<()> {
+        let _ = protocol;
+        Ok(())
+    }
     /// Every volume and snapshot on disk, with the identity each carries.
     fn scan(&self) -> Result<Vec<OnDisk>>;
 }

@@ -1,0 +1,119 @@
+//! The VM tier: what this machine's kernel cannot run (device-mapper, so LVM thin pools;
+//! kernel nfsd; LIO), run in a Debian bookworm guest under `qemu-system-x86_64 -accel tcg`.
+//!
+//! One boot runs `tests/vm/guest.sh` with the shelfd and shelfctl built here: an LVM thin
+//! pool (share create, snapshot, clone, resize, delete, capacity refusal at the data
+//! threshold, NFS refusal), an iSCSI export of an LVM share through tgtd and through LIO
+//! with a real `iscsiadm` login, kernel NFS of a file-pool share with real v4.2 and v3
+//! mounts, and `shelfd recover --rebuild-db` restoring the LVM pool from LV tags. See
+//! docs/vm-tier.md. The image is built once into /var/cache/shelf-vm (about 1.5 to 3 min,
+//! needs the Debian mirror); when it cannot be built the test fails and says how to build it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Every check the guest script must report as passed; a check that did not run fails too.
+const CHECKS: &[&str] = &[
+    "shelfd-start-with-lvm-pool",
+    "lvm-share-create-thin-lv",
+    "lvm-share-tags-carry-name",
+    "lvm-refuses-preallocated",
+    "lvm-snapshot-is-thin-snapshot",
+    "lvm-clone-holds-snapshot-data",
+    "lvm-share-keeps-new-data",
+    "lvm-resize-lvextend",
+    "lvm-resize-retags",
+    "lvm-pool-show",
+    "lvm-verify-clean",
+    "lvm-nfs-refused",
+    "tgt-backing-is-block-device",
+    "tgt-iscsiadm-login-reads-lvm-share",
+    "lio-export-create",
+    "lio-iscsiadm-login-reads-lvm-clone",
+    "lio-export-delete",
+    "nfs-exportfs-lists-share",
+    "nfs-mount-v4.2",
+    "nfs-volume-visible",
+    "nfs-write-reaches-pool",
+    "nfs-mount-v3",
+    "lvm-refuses-above-data-threshold",
+    "lvm-refuses-snapshot-above-threshold",
+    "lvm-share-delete",
+    "lvm-share-delete-removes-lv",
+    "lvm-accepts-after-space-freed",
+    "rebuild-db-runs",
+    "rebuild-restores-lvm-shares",
+    "rebuild-restores-lvm-snapshots",
+    "rebuild-restores-tgt-export",
+    "rebuild-verify-clean",
+    "lvm-snapshot-delete",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build (or reuse) the cached guest image; fail with instructions when it cannot be built.
+fn build_image() {
+    let out = Command::new(repo().join("image/vm/build"))
+        .output()
+        .expect("run image/vm/build");
+    assert!(
+        out.status.success(),
+        "the VM tier's image could not be built, so LVM, kernel nfsd and LIO were NOT tested.\n\
+         Build the cache once as root with network access to the Debian mirror:\n  \
+         sudo image/vm/build            # writes /var/cache/shelf-vm (or $SHELF_VM_CACHE)\n\
+         (set SHELF_VM_MIRROR to use another mirror). Its output:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {from:?} to {to:?}: {e}"));
+}
+
+#[test]
+fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
+    build_image();
+    // The share directory stays in target/ after the run: console.log, guest.out and the
+    // lvs output recorded in fixtures/ are there to read when something fails.
+    let share = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-tier");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir_all(share.join("bin")).unwrap();
+    copy(
+        Path::new(env!("CARGO_BIN_EXE_shelfd")),
+        &share.join("bin/shelfd"),
+    );
+    copy(
+        Path::new(env!("CARGO_BIN_EXE_shelfctl")),
+        &share.join("bin/shelfctl"),
+    );
+    copy(&repo().join("tests/vm/guest.sh"), &share.join("guest.sh"));
+
+    let started = std::time::Instant::now();
+    // image/vm/run bounds the guest with `timeout`; 900 s is a hang, not a slow run.
+    let out = Command::new(repo().join("image/vm/run"))
+        .arg(&share)
+        .arg("900")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run image/vm/run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "{stdout}\n{stderr}\nvm tier: guest finished with {} after {:.0?} (files in {})",
+        out.status,
+        started.elapsed(),
+        share.display()
+    );
+    let missing: Vec<&str> = CHECKS
+        .iter()
+        .filter(|c| !stdout.lines().any(|l| l.starts_with(&format!("PASS {c} "))))
+        .copied()
+        .collect();
+    assert!(
+        out.status.success() && missing.is_empty(),
+        "the guest scenario failed (exit {}); checks not passed: {missing:?}",
+        out.status
+    );
+}
