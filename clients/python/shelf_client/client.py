@@ -13,6 +13,8 @@ A client is not thread-safe: use one per thread, or guard it with a lock.
 
 from __future__ import annotations
 
+import collections
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -101,6 +103,7 @@ class Client(Operations):
         self._next_id = 1
         self._pending: Dict[int, str] = {}
         self._ready: Dict[int, Reply] = {}
+        self._events: "collections.deque[Dict[str, Any]]" = collections.deque()
         self._broken: Optional[str] = None
         self._sock = self._connect(connect_timeout)
 
@@ -203,7 +206,74 @@ class Client(Operations):
     # ------------------------------------------------------------------ receiving
 
     def _read_one(self) -> Reply:
-        """Read one frame and dispatch it: the single reader of the connection."""
+        """Read frames until a reply arrives; event frames (section 8.28) read meanwhile
+        are queued for :meth:`next_event`."""
+        while True:
+            item = self._read_frame()
+            if isinstance(item, dict) and "event" in item and "id" not in item:
+                self._events.append(item["event"])
+                continue
+            return self._dispatch(item)
+
+    def next_event(self) -> Dict[str, Any]:
+        """The next event of this connection's subscription (:meth:`events_subscribe`).
+        Replies that arrive meanwhile are kept for :meth:`wait`/:meth:`recv`."""
+        while not self._events:
+            item = self._read_frame()
+            if isinstance(item, dict) and "event" in item and "id" not in item:
+                self._events.append(item["event"])
+            else:
+                reply = self._dispatch(item)
+                self._ready[reply.id] = reply
+        return self._events.popleft()
+
+    def job_wait(self, job: str, *, poll: float = 0.2, timeout: Optional[float] = None) -> Any:
+        """Poll ``job.show`` until the job ends; its final state (section 8.27)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            j = self.job_show(job)
+            if j["state"] != "running":
+                return j
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job} still running after {timeout} s")
+            time.sleep(poll)
+
+    def image_upload(
+        self,
+        name: str,
+        path: str,
+        *,
+        chunk_size: Optional[int] = None,
+        format: Optional[str] = None,
+        checksum: Optional[str] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """Upload a local image file in chunks (section 8.26) and start its import;
+        returns ``{job, image}``. Chunks default to the frame limit less room for the
+        envelope."""
+        size = os.path.getsize(path)
+        chunk_size = chunk_size or max(4096, min(512 * 1024, self.max_request_size - 4096))
+        up = self.image_upload_begin(name, size, format=format, checksum=checksum, pool=pool)
+        try:
+            with open(path, "rb") as f:
+                offset = 0
+                while True:
+                    data = f.read(chunk_size)
+                    if not data:
+                        break
+                    self.image_upload_chunk(up["upload"], offset, data)
+                    offset += len(data)
+            return self.image_upload_finish(up["upload"], key=key)
+        except BaseException:
+            try:
+                self.image_upload_abort(up["upload"])
+            except Exception:
+                pass
+            raise
+
+    def _read_frame(self) -> Any:
+        """Read and decode one frame: the single reader of the connection."""
         if self._broken is not None:
             raise ConnectionClosed(f"connection is closed ({self._broken})")
         try:
@@ -223,7 +293,7 @@ class Client(Operations):
         except ProtocolError:
             self._fail("the server sent an invalid frame")
             raise
-        return self._dispatch(item)
+        return item
 
     def _dispatch(self, item: Any) -> Reply:
         """Check a reply envelope (section 4.3) and tie it to its request."""

@@ -57,11 +57,15 @@ class Operations:
         sparse: Optional[bool] = None,
         multiattach: Optional[bool] = None,
         metadata: Optional[Mapping[str, str]] = None,
+        layout: Optional[str] = None,
+        filesystem: Optional[str] = None,
+        from_image: Optional[str] = None,
         key: Optional[str] = None,
     ) -> Any:
         """8.4 ``share.create``: ``{share, changed}``. ``size`` in bytes, a multiple of
         512. Repeating it with the same parameters answers the existing share with
-        ``changed: False``."""
+        ``changed: False``. ``filesystem`` (``xfs``/``ext4``) makes a formatted share;
+        ``from_image`` a reflink of a cached image (8.26)."""
         args = _args(
             name=name,
             size=size,
@@ -69,6 +73,9 @@ class Operations:
             sparse=sparse,
             multiattach=multiattach,
             metadata=dict(metadata) if metadata is not None else None,
+            layout=layout,
+            filesystem=filesystem,
+            from_image=from_image,
         )
         return self._submit("share.create", args, key)
 
@@ -279,3 +286,95 @@ class Operations:
         """8.25 ``audit.list`` (admin): audit entries, newest first (oldest first after
         ``since``)."""
         return self._submit("audit.list", _args(since=since, limit=limit, op=op, uid=uid), None)
+
+    # ------------------------------------------------------------ metadata, images, jobs, events
+
+    def share_set_metadata(
+        self,
+        share: str,
+        *,
+        metadata: Optional[Mapping[str, str]] = None,
+        remove: Optional[Sequence[str]] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.29 ``share.set_metadata``: add or overwrite entries, drop ``remove`` keys."""
+        args = _args(
+            share=share,
+            pool=pool,
+            metadata=dict(metadata) if metadata is not None else None,
+            remove=list(remove) if remove is not None else None,
+        )
+        return self._submit("share.set_metadata", args, key)
+
+    def image_import(
+        self,
+        name: str,
+        source: str,
+        *,
+        format: Optional[str] = None,
+        checksum: Optional[str] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.26 ``image.import``: ``{job, image}``; the import runs as a job."""
+        args = _args(name=name, source=source, format=format, checksum=checksum, pool=pool)
+        return self._submit("image.import", args, key)
+
+    def image_upload_begin(
+        self,
+        name: str,
+        size: int,
+        *,
+        format: Optional[str] = None,
+        checksum: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> Any:
+        """8.26 ``image.upload.begin``: ``{upload}``."""
+        args = _args(name=name, size=size, format=format, checksum=checksum, pool=pool)
+        return self._submit("image.upload.begin", args, None)
+
+    def image_upload_chunk(self, upload: str, offset: int, data: bytes) -> Any:
+        """8.26 ``image.upload.chunk``: ``{received}``."""
+        return self._submit(
+            "image.upload.chunk", _args(upload=upload, offset=offset, data=bytes(data)), None
+        )
+
+    def image_upload_finish(self, upload: str, *, key: Optional[str] = None) -> Any:
+        """8.26 ``image.upload.finish``: ``{job, image}``."""
+        return self._submit("image.upload.finish", _args(upload=upload), key)
+
+    def image_upload_abort(self, upload: str) -> Any:
+        """8.26 ``image.upload.abort``."""
+        return self._submit("image.upload.abort", _args(upload=upload), None)
+
+    def image_list(self, *, pool: Optional[str] = None) -> Any:
+        """8.26 ``image.list``."""
+        return self._submit("image.list", _args(pool=pool), None)
+
+    def image_show(self, image: str, *, pool: Optional[str] = None) -> Any:
+        """8.26 ``image.show``."""
+        return self._submit("image.show", _args(image=image, pool=pool), None)
+
+    def image_delete(
+        self, image: str, *, pool: Optional[str] = None, key: Optional[str] = None
+    ) -> Any:
+        """8.26 ``image.delete``; shares made from the image are not touched."""
+        return self._submit("image.delete", _args(image=image, pool=pool), key)
+
+    def job_list(self) -> Any:
+        """8.27 ``job.list``: newest first."""
+        return self._submit("job.list", {}, None)
+
+    def job_show(self, job: str) -> Any:
+        """8.27 ``job.show``."""
+        return self._submit("job.show", _args(job=job), None)
+
+    def job_cancel(self, job: str) -> Any:
+        """8.27 ``job.cancel``: ``{job, changed}``."""
+        return self._submit("job.cancel", _args(job=job), None)
+
+    def events_subscribe(self, *, since: Optional[int] = None, epoch: Optional[str] = None) -> Any:
+        """8.28 ``events.subscribe``: ``{epoch, gap, backlog}``; then read events with
+        :meth:`Client.next_event`."""
+        return self._submit("events.subscribe", _args(since=since, epoch=epoch), None)
