@@ -57,34 +57,23 @@ impl Roles {
     /// narrows access instead of stopping the daemon.
     pub fn resolve(a: &AccessConfig) -> (Roles, Vec<String>) {
         let mut notes = Vec::new();
-        let mut users = |key: &str, names: &[String]| -> BTreeSet<u32> {
-            let mut out = BTreeSet::new();
-            for n in names {
-                match resolve_user(n) {
-                    Some(id) => {
-                        out.insert(id);
+        let mut ids =
+            |key: &str, what: &str, names: &[String], resolve: fn(&str) -> Option<u32>| {
+                let mut out = BTreeSet::new();
+                for n in names {
+                    match resolve(n) {
+                        Some(id) => {
+                            out.insert(id);
+                        }
+                        None => notes.push(format!("access.{key}: no {what} {n:?}; ignored")),
                     }
-                    None => notes.push(format!("access.{key}: no user {n:?}; ignored")),
                 }
-            }
-            out
-        };
-        let admin_uids = users("admin_users", &a.admin_users);
-        let reader_uids = users("reader_users", &a.reader_users);
-        let mut groups = |key: &str, names: &[String]| -> BTreeSet<u32> {
-            let mut out = BTreeSet::new();
-            for n in names {
-                match resolve_group(n) {
-                    Some(id) => {
-                        out.insert(id);
-                    }
-                    None => notes.push(format!("access.{key}: no group {n:?}; ignored")),
-                }
-            }
-            out
-        };
-        let admin_gids = groups("admin_groups", &a.admin_groups);
-        let reader_gids = groups("reader_groups", &a.reader_groups);
+                out
+            };
+        let admin_uids = ids("admin_users", "user", &a.admin_users, resolve_user);
+        let reader_uids = ids("reader_users", "user", &a.reader_users, resolve_user);
+        let admin_gids = ids("admin_groups", "group", &a.admin_groups, resolve_group);
+        let reader_gids = ids("reader_groups", "group", &a.reader_groups, resolve_group);
         let socket_gid = if a.socket_group.is_empty() {
             None
         } else {
