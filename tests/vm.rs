@@ -31,6 +31,7 @@ const CHECKS: &[&str] = &[
     "lio-export-create",
     "lio-iscsiadm-login-reads-lvm-clone",
     "lio-export-delete",
+    "tgt-back-after-reconcile",
     "nfs-exportfs-lists-share",
     "nfs-mount-v4.2",
     "nfs-volume-visible",

@@ -234,11 +234,18 @@ impl Exporter for LioExporter {
                     "targetcli is not installed (package targetcli-fb)".into(),
                 ));
             }
-            let dir = self.configfs.clone();
-            if !smol::unblock(move || dir.is_dir()).await {
+            // LIO's core shows as configfs's `target` directory; the `iscsi` fabric below it
+            // appears on first use (targetcli makes it), so a fresh host has only the core.
+            let core = self
+                .configfs
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| self.configfs.clone());
+            let c = core.clone();
+            if !smol::unblock(move || c.is_dir()).await {
                 return Err(Error::Unsupported(format!(
-                    "LIO is not available: {} is missing (modules target_core_mod and iscsi_target_mod not loaded)",
-                    self.configfs.display()
+                    "LIO is not available: {} is missing (configfs not mounted, or module target_core_mod not loaded)",
+                    core.display()
                 )));
             }
             Ok(())

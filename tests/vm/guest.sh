@@ -28,9 +28,9 @@ modprobe dm-thin-pool
 modprobe sd_mod; modprobe iscsi_tcp
 modprobe target_core_mod; modprobe iscsi_target_mod
 modprobe target_core_iblock; modprobe target_core_file
-# LIO's iscsi fabric directory appears on first use (rtslib makes it); shelf's LIO driver
-# probes for it, so make it as targetcli would.
-mkdir -p /sys/kernel/config/target/iscsi
+# No systemd either: mount configfs, where LIO lives (its iscsi fabric directory appears
+# when targetcli first uses it).
+mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
 pvcreate -y /dev/vdb >/dev/null && vgcreate shelfvg /dev/vdb >/dev/null \
   && lvcreate --type thin-pool -L 1G -n tp shelfvg >/dev/null \
   && lvcreate -L 512M -n files shelfvg >/dev/null && mkfs.xfs -q /dev/shelfvg/files \
@@ -119,6 +119,11 @@ check tgt-backing-is-block-device sh -c "tgtadm --op show --mode target | grep -
 login_and_compare tgt-iscsiadm-login-reads-lvm-share "$IQN1" /tmp/b.bin
 
 echo "--- iSCSI of an LVM share through LIO ($(now))"
+# LIO's default portal is 0.0.0.0:3260, which tgtd holds: stop tgtd while LIO serves, and
+# bring it back (and shelf's tgt targets with it, through reconcile) afterwards.
+tgtadm --op update --mode sys --name State -v offline >/dev/null 2>&1 || true
+pkill -9 -x tgtd || true
+wait_for sh -c "! pgrep -x tgtd >/dev/null"
 if IQN2=$(ctl export create c1 iscsi --pool thin --driver lio --client $INITIATOR --no-chap | jq -r .export.target) \
    && [ -n "$IQN2" ] && [ "$IQN2" != null ]; then
   pass lio-export-create
@@ -127,6 +132,9 @@ if IQN2=$(ctl export create c1 iscsi --pool thin --driver lio --client $INITIATO
 else
   fail lio-export-create "$(ctl export create c1 iscsi --pool thin --driver lio --client $INITIATOR --no-chap 2>&1; tail -5 /tmp/shelfd.log)"
 fi
+tgtd --iscsi portal=$PORTAL
+wait_for tgtadm --op show --mode sys || fail tgtd-restart "did not start again"
+check tgt-back-after-reconcile sh -c "ctl reconcile >/dev/null && tgtadm --op show --mode target | grep -q 'Backing store path: /dev/shelfvg/shelf-$S1'"
 
 echo "--- kernel NFS of a file-pool share ($(now))"
 F1=$(ctl share create f1 64M --pool files | jq -r .share.id)
