@@ -1,0 +1,590 @@
+//! Concurrency: 64 clients hammer one real shelfd (real SQLite, XFS, tgtd and exportfs)
+//! with a random mix of mutations on a small shared name space, so the same objects are
+//! raced for; afterwards the tree, the disk and the target daemons must agree, before and
+//! after a restart. A second test shows that a hung external command (a stopped tgtd)
+//! blocks nobody working on other objects.
+//!
+//! `SHELF_CONC_SEED` replays a run; `SHELF_CONC_SECS` changes its length (default 25).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ciborium::Value;
+use common::*;
+use shelf::client::{args, get, get_u64, Client, ClientError};
+
+const MIB: u64 = 1 << 20;
+const CLIENTS: usize = 64;
+/// Share names all clients fight over (creates, clones and deletes use the same names).
+const SHARE_NAMES: u64 = 12;
+const SNAPSHOT_NAMES: u64 = 4;
+/// A request without an answer for this long is a hang.
+const HANG: Duration = Duration::from_secs(60);
+/// The error codes a well-behaved server may give under contention.
+const CLEAN: &[&str] = &[
+    "not_found",
+    "already_exists",
+    "has_dependents",
+    "busy",
+    "invalid_argument",
+    "no_space",
+];
+const PREFIX: &str = "iqn.2026-11.org.example.shelf";
+
+/// splitmix64: small, seedable, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Fields drop in order: the daemon first, then tgtd, the exports file, the filesystem.
+struct Setup {
+    d: Daemon,
+    tgtd: Tgtd,
+    ef: ExportsFile,
+    xfs: Xfs,
+}
+
+fn setup(tag: &str, extra: &str) -> Setup {
+    let xfs = Xfs::new(tag, 2 << 30);
+    let tgtd = Tgtd::start();
+    let ef = ExportsFile::new(tag);
+    let layout = Layout::on_xfs(
+        &xfs,
+        &format!(
+            "reconcile_interval = 0\n{extra}\n{}{}",
+            tgtd.config(),
+            ef.config()
+        ),
+    );
+    let d = Daemon::start(&layout);
+    Setup { d, tgtd, ef, xfs }
+}
+
+fn b(x: bool) -> Value {
+    Value::Bool(x)
+}
+
+fn share_name(rng: &mut Rng) -> Value {
+    t(&format!("s{}", rng.below(SHARE_NAMES)))
+}
+
+fn connector(rng: &mut Rng) -> Value {
+    let h = rng.below(3);
+    Value::Map(vec![
+        (t("host"), t(&format!("host{h}"))),
+        (t("ip"), t(&format!("127.0.0.{}", h + 1))),
+        (
+            t("initiator"),
+            t(&format!("iqn.2026-11.org.example:host{h}")),
+        ),
+    ])
+}
+
+/// One random request of the mix.
+fn random_request(rng: &mut Rng) -> (&'static str, Vec<(&'static str, Value)>) {
+    let share = share_name(rng);
+    let snap = t(&format!("p{}", rng.below(SNAPSHOT_NAMES)));
+    let protocol = if rng.coin() { "nfs" } else { "iscsi" };
+    match rng.below(100) {
+        0..=13 => {
+            let mut a = vec![("name", share), ("size", n((1 + rng.below(4)) * MIB))];
+            if rng.below(4) == 0 {
+                a.push(("sparse", b(false)));
+            }
+            ("share.create", a)
+        }
+        14..=25 => ("snapshot.create", vec![("share", share), ("name", snap)]),
+        26..=33 => (
+            "share.clone",
+            vec![
+                ("snapshot", snap),
+                ("share", share),
+                ("name", share_name(rng)),
+            ],
+        ),
+        34..=41 => (
+            "share.resize",
+            vec![("share", share), ("size", n((1 + rng.below(16)) * MIB))],
+        ),
+        42..=49 => (
+            "share.delete",
+            vec![
+                ("share", share),
+                ("recursive", b(rng.below(4) != 0)),
+                ("force", b(rng.coin())),
+            ],
+        ),
+        50..=56 => (
+            "snapshot.delete",
+            vec![("snapshot", snap), ("share", share)],
+        ),
+        57..=66 if protocol == "nfs" => (
+            "export.create",
+            vec![
+                ("share", share),
+                ("protocol", t("nfs")),
+                ("clients", Value::Array(vec![t("127.0.0.1")])),
+            ],
+        ),
+        57..=66 => (
+            "export.create",
+            vec![("share", share), ("protocol", t("iscsi"))],
+        ),
+        67..=72 => (
+            "export.delete",
+            vec![
+                ("share", share),
+                ("protocol", t(protocol)),
+                ("force", b(rng.coin())),
+            ],
+        ),
+        73..=84 => {
+            let op = if rng.below(12) < 7 {
+                "share.attach"
+            } else {
+                "share.detach"
+            };
+            let mut a = vec![("share", share), ("connector", connector(rng))];
+            if rng.coin() {
+                a.push(("protocol", t(protocol)));
+            }
+            (op, a)
+        }
+        85..=87 => ("share.list", vec![]),
+        88..=91 => ("tree", vec![]),
+        92..=95 => ("share.show", vec![("share", share)]),
+        96 => ("snapshot.list", vec![]),
+        97 | 98 => ("export.list", vec![]),
+        _ => ("reconcile", vec![]),
+    }
+}
+
+/// Per-operation outcome counts, and every unclean outcome.
+#[derive(Default)]
+struct Tally {
+    ok: BTreeMap<String, u64>,
+    errors: BTreeMap<String, BTreeMap<String, u64>>,
+    bad: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, op: &str, a: &[(&str, Value)], r: &Result<Value, ClientError>) {
+        match r {
+            Ok(v) => {
+                *self.ok.entry(op.to_string()).or_default() += 1;
+                // A mutation that succeeded but could not refresh an export says so.
+                if let Some(w) = get(v, "warnings") {
+                    self.bad.push(format!("{op} {a:?}: ok with warnings {w:?}"));
+                }
+            }
+            Err(ClientError::Remote(e)) => {
+                *self
+                    .errors
+                    .entry(op.to_string())
+                    .or_default()
+                    .entry(e.code.clone())
+                    .or_default() += 1;
+                if !CLEAN.contains(&e.code.as_str()) {
+                    self.bad.push(format!(
+                        "{op} {a:?}: unclean error {}: {}",
+                        e.code, e.message
+                    ));
+                }
+            }
+            Err(e) => self.bad.push(format!(
+                "{op} {a:?}: no answer within {HANG:?} or connection lost: {e}"
+            )),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (k, v) in other.ok {
+            *self.ok.entry(k).or_default() += v;
+        }
+        for (k, m) in other.errors {
+            for (c, v) in m {
+                *self
+                    .errors
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(c)
+                    .or_default() += v;
+            }
+        }
+        self.bad.extend(other.bad);
+    }
+}
+
+/// One client: random requests until `until`; every fourth client pipelines up to four.
+fn run_client(socket: std::path::PathBuf, seed: u64, index: usize, until: Instant) -> Tally {
+    let mut rng = Rng(seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut tally = Tally::default();
+    let mut c = Client::connect(&socket).expect("connect");
+    c.set_timeout(Some(HANG)).unwrap();
+    while Instant::now() < until {
+        let depth = if index % 4 == 0 { 1 + rng.below(4) } else { 1 };
+        let batch: Vec<_> = (0..depth).map(|_| random_request(&mut rng)).collect();
+        if depth == 1 {
+            let (op, a) = &batch[0];
+            let r = c.call(op, args(a.clone()));
+            let lost = matches!(r, Err(ref e) if e.code().is_none());
+            tally.record(op, a, &r);
+            if lost {
+                return tally;
+            }
+            continue;
+        }
+        let mut pending = BTreeMap::new();
+        for (op, a) in &batch {
+            match c.send(op, args(a.clone())) {
+                Ok(id) => {
+                    pending.insert(id, (op, a));
+                }
+                Err(e) => {
+                    tally.record(op, a, &Err(e));
+                    return tally;
+                }
+            }
+        }
+        while !pending.is_empty() {
+            match c.recv() {
+                Ok(Some((Some(id), r))) => {
+                    let (op, a) = pending.remove(&id).expect("a reply to a request we sent");
+                    tally.record(op, a, &r.map_err(ClientError::Remote));
+                }
+                other => {
+                    let ops: Vec<_> = pending
+                        .values()
+                        .map(|(op, a)| format!("{op} {a:?}"))
+                        .collect();
+                    tally.bad.push(format!("pipelined {ops:?}: {other:?}"));
+                    return tally;
+                }
+            }
+        }
+    }
+    tally
+}
+
+fn list(d: &Daemon, op: &str) -> Vec<Value> {
+    d.ok(op, vec![]).into_array().unwrap()
+}
+
+fn ids(v: &[Value]) -> BTreeSet<String> {
+    v.iter().map(|x| field(x, "id")).collect()
+}
+
+fn dir_names(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Walk the tree: every share and snapshot appears exactly once, in the right place.
+fn check_tree(d: &Daemon, shares: &[Value], snaps: &[Value]) {
+    let share_ids = ids(shares);
+    let snap_by_id: BTreeMap<String, &Value> = snaps.iter().map(|s| (field(s, "id"), s)).collect();
+    for s in snaps {
+        assert!(
+            share_ids.contains(&field(s, "share")),
+            "snapshot without its share: {s:?}"
+        );
+    }
+    let origin = |id: &str| {
+        shares
+            .iter()
+            .find(|s| field(s, "id") == id)
+            .and_then(|s| get(s, "origin_snapshot"))
+            .and_then(Value::as_text)
+            .map(str::to_string)
+    };
+    let (mut seen_shares, mut seen_snaps) = (Vec::new(), Vec::new());
+    let mut stack: Vec<(Value, Option<String>)> =
+        list(d, "tree").into_iter().map(|v| (v, None)).collect();
+    while let Some((node, parent)) = stack.pop() {
+        let id = field(&node, "id");
+        match &parent {
+            Some(p) => assert_eq!(
+                origin(&id).as_ref(),
+                Some(p),
+                "clone under the wrong snapshot"
+            ),
+            // A root is an original share, or a clone whose origin snapshot is gone.
+            None => {
+                if let Some(o) = origin(&id) {
+                    assert!(
+                        !snap_by_id.contains_key(&o),
+                        "clone {id} of live {o} is a root"
+                    );
+                }
+            }
+        }
+        for snap in sub(&node, "snapshots").as_array().unwrap() {
+            let sid = field(snap, "id");
+            let row = snap_by_id
+                .get(&sid)
+                .unwrap_or_else(|| panic!("tree has unknown snapshot {sid}"));
+            assert_eq!(field(row, "share"), id, "snapshot under the wrong share");
+            for c in sub(snap, "clones").as_array().unwrap() {
+                stack.push((c.clone(), Some(sid.clone())));
+            }
+            seen_snaps.push(sid);
+        }
+        seen_shares.push(id);
+    }
+    let n_shares = seen_shares.len();
+    let n_snaps = seen_snaps.len();
+    assert_eq!(seen_shares.into_iter().collect::<BTreeSet<_>>(), share_ids);
+    assert_eq!(n_shares, shares.len(), "a share appears twice in the tree");
+    assert_eq!(
+        seen_snaps.into_iter().collect::<BTreeSet<_>>().len(),
+        snaps.len()
+    );
+    assert_eq!(n_snaps, snaps.len(), "a snapshot appears twice in the tree");
+}
+
+/// The pool directory holds exactly the rows' files, at the rows' sizes.
+fn check_disk(pool: &std::path::Path, shares: &[Value], snaps: &[Value]) {
+    assert_eq!(
+        dir_names(&pool.join("shares")),
+        ids(shares),
+        "share directories vs rows"
+    );
+    assert_eq!(
+        dir_names(&pool.join("snapshots")),
+        ids(snaps),
+        "snapshot files vs rows"
+    );
+    for s in shares {
+        let len = std::fs::metadata(volume(pool, &field(s, "id")))
+            .unwrap()
+            .len();
+        assert_eq!(Some(len), get_u64(s, "size"), "volume size of {s:?}");
+    }
+    for s in snaps {
+        let len = std::fs::metadata(pool.join("snapshots").join(field(s, "id")))
+            .unwrap()
+            .len();
+        assert_eq!(Some(len), get_u64(s, "size"), "snapshot size of {s:?}");
+    }
+}
+
+/// Who may reach an export: its clients and its attached clients.
+fn allowed(e: &Value) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = sub(sub(e, "options"), "clients")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_text().unwrap().to_string())
+        .collect();
+    for a in sub(e, "attached").as_array().unwrap() {
+        out.insert(field(a, "client"));
+    }
+    out
+}
+
+/// tgtd holds exactly the iSCSI rows' targets, and the exports file exactly the NFS rows'.
+fn check_exports(s: &Setup, pool: &std::path::Path, exports: &[Value]) {
+    let live: BTreeMap<String, _> = shelf::export::tgt::parse_show_target(&s.tgtd.show())
+        .into_iter()
+        .filter(|t| t.iqn.starts_with(&format!("{PREFIX}:")))
+        .map(|t| (t.iqn.clone(), t))
+        .collect();
+    let accounts = s
+        .tgtd
+        .tgtadm(&["--mode", "account", "--op", "show"])
+        .unwrap();
+    let live_accounts: BTreeSet<String> = shelf::export::tgt::parse_show_accounts(&accounts)
+        .into_iter()
+        .filter(|a| a.starts_with("shelf-"))
+        .collect();
+    let (mut want_targets, mut want_accounts) = (BTreeSet::new(), BTreeSet::new());
+    let mut want_nfs = BTreeMap::new();
+    for e in exports {
+        let share = field(e, "share");
+        if field(e, "protocol") == "iscsi" {
+            let iqn = field(e, "target");
+            let t = live
+                .get(&iqn)
+                .unwrap_or_else(|| panic!("no tgt target for {e:?}"));
+            assert_eq!(Some(t.tid as u64), get_u64(e, "tid"), "{e:?}");
+            let lun = volume(pool, &share).display().to_string();
+            assert_eq!(t.luns, BTreeMap::from([(1, lun)]), "{e:?}");
+            assert_eq!(t.acl, allowed(e), "tgt ACL of {e:?}");
+            let user = field(e, "chap_user");
+            assert_eq!(t.accounts, BTreeSet::from([user.clone()]), "{e:?}");
+            want_targets.insert(iqn);
+            want_accounts.insert(user);
+        } else if !allowed(e).is_empty() {
+            want_nfs.insert(field(e, "target"), allowed(e));
+        }
+    }
+    assert_eq!(
+        live.keys().cloned().collect::<BTreeSet<_>>(),
+        want_targets,
+        "tgt targets vs rows"
+    );
+    assert_eq!(live_accounts, want_accounts, "CHAP accounts vs rows");
+    let text = std::fs::read_to_string(&s.ef.path).unwrap_or_default();
+    let mut in_file = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let mut words = line.split_whitespace();
+        let path = words.next().unwrap().to_string();
+        let clients = words
+            .map(|w| w.split('(').next().unwrap().to_string())
+            .collect();
+        assert!(
+            in_file.insert(path, clients).is_none(),
+            "path twice: {text}"
+        );
+    }
+    assert_eq!(in_file, want_nfs, "exports file vs rows:\n{text}");
+    let prefix = pool.display().to_string();
+    let mut in_kernel: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (p, c, _) in exportfs_v()
+        .into_iter()
+        .filter(|(p, _, _)| p.starts_with(&prefix))
+    {
+        in_kernel.entry(p).or_default().insert(c);
+    }
+    assert_eq!(in_kernel, want_nfs, "exportfs -v vs rows");
+}
+
+/// Attachments and the exports' attached lists say the same.
+fn check_attachments(d: &Daemon, exports: &[Value]) {
+    let mut from_exports = BTreeSet::new();
+    for e in exports {
+        for a in sub(e, "attached").as_array().unwrap() {
+            from_exports.insert((field(e, "share"), field(e, "protocol"), field(a, "client")));
+        }
+    }
+    let rows: BTreeSet<_> = list(d, "attachment.list")
+        .iter()
+        .map(|a| (field(a, "share"), field(a, "protocol"), field(a, "client")))
+        .collect();
+    assert_eq!(rows, from_exports, "attachments vs exports' attached lists");
+}
+
+/// Every invariant; returns the rows, to compare across a restart.
+fn check_invariants(s: &Setup) -> Vec<Vec<Value>> {
+    let d = &s.d;
+    let pool = s.xfs.mount.join("pool");
+    let shares = list(d, "share.list");
+    let snaps = list(d, "snapshot.list");
+    let exports = list(d, "export.list");
+    for x in shares.iter().chain(&snaps).chain(&exports) {
+        assert_eq!(field(x, "state"), "available", "unsettled: {x:?}");
+    }
+    check_tree(d, &shares, &snaps);
+    check_disk(&pool, &shares, &snaps);
+    check_exports(s, &pool, &exports);
+    check_attachments(d, &exports);
+    let report = d.ok("reconcile", vec![]);
+    assert_eq!(
+        sub(&report, "findings"),
+        &Value::Array(vec![]),
+        "reconcile found work"
+    );
+    assert!(!d.log_text().contains("panicked"), "the daemon panicked");
+    let attachments = list(d, "attachment.list");
+    vec![shares, snaps, exports, attachments]
+}
+
+#[test]
+fn sixty_four_clients_racing_on_shared_names_leave_a_consistent_tree() {
+    let seed = env_u64("SHELF_CONC_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    let secs = env_u64("SHELF_CONC_SECS").unwrap_or(25);
+    eprintln!("SHELF_CONC_SEED={seed} SHELF_CONC_SECS={secs}");
+    let mut s = setup("conc", "");
+    let until = Instant::now() + Duration::from_secs(secs);
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let socket = s.d.socket.clone();
+            std::thread::spawn(move || run_client(socket, seed, i, until))
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for th in threads {
+        tally.merge(th.join().expect("client thread"));
+    }
+    let mut total = 0;
+    for (op, ok) in &tally.ok {
+        total += ok;
+        eprintln!("{op:16} ok {ok:6}  errors {:?}", tally.errors.get(op));
+    }
+    for (op, e) in tally
+        .errors
+        .iter()
+        .filter(|(op, _)| !tally.ok.contains_key(*op))
+    {
+        eprintln!("{op:16} ok      0  errors {e:?}");
+    }
+    eprintln!("{total} requests answered ok (seed {seed})");
+    assert!(
+        tally.bad.is_empty(),
+        "seed {seed}: {} unclean outcome(s):\n{}",
+        tally.bad.len(),
+        tally.bad.join("\n")
+    );
+    for op in [
+        "share.create",
+        "snapshot.create",
+        "share.clone",
+        "export.create",
+        "share.attach",
+    ] {
+        assert!(
+            tally.ok.get(op).copied().unwrap_or(0) > 0,
+            "no {op} ever succeeded"
+        );
+    }
+    let before = check_invariants(&s);
+    eprintln!(
+        "settled: {} shares, {} snapshots, {} exports, {} attachments",
+        before[0].len(),
+        before[1].len(),
+        before[2].len(),
+        before[3].len()
+    );
+    // Start-up reconciliation must find nothing to repair either.
+    let repairs = |d: &Daemon| d.log_text().matches("reconcile: ").count();
+    let repaired_before = repairs(&s.d);
+    s.d.stop();
+    s.d.restart();
+    assert_eq!(
+        repairs(&s.d),
+        repaired_before,
+        "start-up reconcile repaired something"
+    );
+    let after = check_invariants(&s);
+    assert_eq!(before, after, "a restart changed the tree");
+}
