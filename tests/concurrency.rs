@@ -588,3 +588,215 @@ fn sixty_four_clients_racing_on_shared_names_leave_a_consistent_tree() {
     let after = check_invariants(&s);
     assert_eq!(before, after, "a restart changed the tree");
 }
+
+/// Whether a tgtadm talking to this control port is running (hung on a stopped tgtd).
+fn tgtadm_running(control: u32) -> bool {
+    let port = control.to_string();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        let argv = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let argv: Vec<&[u8]> = argv.split(|c| *c == 0).collect();
+        argv.first().is_some_and(|a| a.ends_with(b"tgtadm"))
+            && argv
+                .windows(2)
+                .any(|w| w[0] == b"-C" && w[1] == port.as_bytes())
+    })
+}
+
+/// Sends SIGCONT to a stopped tgtd on drop, so a failing test never leaves it stopped
+/// while the daemon's Drop waits for requests that need it.
+struct Resume<'a>(&'a Tgtd);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        self.0.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+type Events = std::sync::Arc<std::sync::Mutex<Vec<(String, Result<Value, ClientError>)>>>;
+
+/// Run one request on its own connection in a thread; its outcome is appended to `events`
+/// when it completes, so the order of `events` is the order of completion.
+fn spawn_call(
+    d: &Daemon,
+    events: &Events,
+    label: &str,
+    op: &'static str,
+    a: Vec<(&'static str, Value)>,
+) -> std::thread::JoinHandle<()> {
+    let mut c = d.client();
+    c.set_timeout(Some(HANG)).unwrap();
+    let (events, label) = (events.clone(), label.to_string());
+    std::thread::spawn(move || {
+        let r = c.call(op, args(a));
+        events.lock().unwrap().push((label, r));
+    })
+}
+
+#[test]
+fn a_hung_tgtadm_blocks_nobody_working_on_other_objects() {
+    // Long enough that the other requests finish well inside it even on a loaded machine.
+    let s = setup("slow", "command_timeout = 5\n");
+    let d = &s.d;
+    for name in ["hung1", "hung2", "hung3", "hung4", "a", "b", "c", "e"] {
+        d.ok(
+            "share.create",
+            vec![("name", t(name)), ("size", n(4 * MIB))],
+        );
+    }
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("a")), ("name", t("base"))],
+    );
+    for name in ["hung2", "hung3", "hung4"] {
+        d.ok(
+            "export.create",
+            vec![("share", t(name)), ("protocol", t("iscsi"))],
+        );
+    }
+
+    s.tgtd.signal(nix::sys::signal::Signal::SIGSTOP);
+    let resume = Resume(&s.tgtd);
+    let events: Events = Default::default();
+    let mut hung = vec![spawn_call(
+        d,
+        &events,
+        "hung export.create",
+        "export.create",
+        vec![("share", t("hung1")), ("protocol", t("iscsi"))],
+    )];
+    assert!(
+        eventually(30, || tgtadm_running(s.tgtd.control)),
+        "export.create never ran tgtadm"
+    );
+    // An attach holds its share's lock while it waits for tgtd.
+    hung.push(spawn_call(
+        d,
+        &events,
+        "hung share.attach",
+        "share.attach",
+        vec![
+            ("share", t("hung2")),
+            (
+                "connector",
+                Value::Map(vec![
+                    (t("host"), t("h")),
+                    (t("initiator"), t("iqn.2026-11.org.example:h")),
+                ]),
+            ),
+        ],
+    ));
+    // Removing or refreshing a target while tgtd does not answer.
+    hung.push(spawn_call(
+        d,
+        &events,
+        "hung share.delete",
+        "share.delete",
+        vec![("share", t("hung3")), ("force", Value::Bool(true))],
+    ));
+    hung.push(spawn_call(
+        d,
+        &events,
+        "hung share.resize",
+        "share.resize",
+        vec![("share", t("hung4")), ("size", n(8 * MIB))],
+    ));
+    let others: Vec<(&str, &'static str, Vec<(&'static str, Value)>)> = vec![
+        (
+            "share.create",
+            "share.create",
+            vec![("name", t("new")), ("size", n(4 * MIB))],
+        ),
+        (
+            "snapshot.create",
+            "snapshot.create",
+            vec![("share", t("a")), ("name", t("s1"))],
+        ),
+        (
+            "share.clone",
+            "share.clone",
+            vec![
+                ("snapshot", t("base")),
+                ("share", t("a")),
+                ("name", t("a-copy")),
+            ],
+        ),
+        (
+            "share.resize",
+            "share.resize",
+            vec![("share", t("b")), ("size", n(8 * MIB))],
+        ),
+        ("share.delete", "share.delete", vec![("share", t("c"))]),
+        (
+            "nfs export.create",
+            "export.create",
+            vec![
+                ("share", t("e")),
+                ("protocol", t("nfs")),
+                ("clients", Value::Array(vec![t("127.0.0.1")])),
+            ],
+        ),
+        ("share.list", "share.list", vec![]),
+        ("tree", "tree", vec![]),
+        ("export.list", "export.list", vec![]),
+    ];
+    let others: Vec<_> = others
+        .into_iter()
+        .map(|(label, op, a)| spawn_call(d, &events, label, op, a))
+        .collect();
+    for th in others.into_iter().chain(hung) {
+        th.join().unwrap();
+    }
+    let events = std::mem::take(&mut *events.lock().unwrap());
+    let order: Vec<&str> = events.iter().map(|(l, _)| l.as_str()).collect();
+    eprintln!("completion order: {order:?}");
+    let first_hung = order.iter().position(|l| l.starts_with("hung")).unwrap();
+    assert_eq!(
+        first_hung,
+        events.len() - 4,
+        "a request on another object waited for the hung tgtadm: {order:?}"
+    );
+    for (label, r) in &events {
+        match (label.as_str(), r) {
+            ("hung share.resize", Ok(v)) => {
+                // The grow is done; the target could not be told, and the reply says so.
+                let w = format!("{:?}", sub(v, "warnings"));
+                assert!(w.contains("tgt") && w.contains("did not finish"), "{w}");
+            }
+            (l, Ok(_)) if !l.starts_with("hung") => {}
+            (l, Err(ClientError::Remote(e))) if l.starts_with("hung") && e.code == "busy" => {
+                assert!(e.message.contains("tgtadm"), "{label}: {}", e.message);
+            }
+            (_, r) => panic!("{label}: {r:?}"),
+        }
+    }
+
+    // tgtd wakes up, and may still carry out what the killed tgtadm asked for.
+    drop(resume);
+    // The interrupted delete left hung3's export half-removed, and says so.
+    let e = d.ok(
+        "export.show",
+        vec![("share", t("hung3")), ("protocol", t("iscsi"))],
+    );
+    assert_eq!(field(&e, "state"), "deleting");
+    // A half-removed export is not handed out as if it were there.
+    let iscsi = |share: &str| vec![("share", t(share)), ("protocol", t("iscsi"))];
+    d.err("export.create", iscsi("hung3"), "busy");
+    let connector = Value::Map(vec![
+        (t("host"), t("h3")),
+        (t("initiator"), t("iqn.2026-11.org.example:h3")),
+    ]);
+    d.err(
+        "share.attach",
+        vec![("share", t("hung3")), ("connector", connector)],
+        "busy",
+    );
+    // Retrying the delete finishes it.
+    d.ok(
+        "share.delete",
+        vec![("share", t("hung3")), ("force", Value::Bool(true))],
+    );
+    // hung4's LUN was re-opened (or dropped) behind shelf's back: reconcile repairs it once.
+    let first = d.ok("reconcile", vec![]);
+    eprintln!("reconcile after SIGCONT: {first:?}");
+    check_invariants(&s);
+}

@@ -125,7 +125,10 @@ impl Engine {
             .call(move |c| store::get_export(c, &sid, protocol))
             .await?;
         let row = match existing {
-            Some(r) => r,
+            Some(r) => {
+                super::export::require_settled(&share, &r)?;
+                r
+            }
             None => {
                 self.exporter(driver).probe().await?;
                 self.ensure_export(&share, protocol, driver, ExportOptions::default())
@@ -237,6 +240,7 @@ impl Engine {
             .call(move |c| store::get_export(c, &sid, proto))
             .await?
             .ok_or_else(|| Error::Internal(format!("attachment {} has no export", att.id)))?;
+        super::export::require_settled(&share, &row)?;
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;

@@ -25,6 +25,20 @@ pub(super) fn random_token(n: usize) -> String {
     out
 }
 
+/// Refuse to hand out an export that an interrupted removal left `deleting` (its target may
+/// be gone already): the caller retries once the removal is finished (delete it again).
+pub(super) fn require_settled(share: &Share, row: &ExportRow) -> Result<()> {
+    if row.export.state == ShareState::Available {
+        return Ok(());
+    }
+    Err(Error::Busy(format!(
+        "the {} export of share {} is {} (an earlier removal did not finish); delete it again",
+        row.export.protocol.as_str(),
+        share.name,
+        row.export.state.as_str()
+    )))
+}
+
 /// An IQN-safe form of a share name: lower case, `_` as `-`.
 fn iqn_suffix(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
@@ -214,6 +228,7 @@ impl Engine {
             })
             .await?;
         if existing {
+            require_settled(share, &row)?;
             if row.export.driver == driver && row.export.options == options {
                 return Ok((row, false));
             }
