@@ -612,6 +612,9 @@ impl Drop for Resume<'_> {
     }
 }
 
+/// A labelled request: label, operation, arguments.
+type Call = (&'static str, &'static str, Vec<(&'static str, Value)>);
+
 type Events = std::sync::Arc<std::sync::Mutex<Vec<(String, Result<Value, ClientError>)>>>;
 
 /// Run one request on its own connection in a thread; its outcome is appended to `events`
@@ -700,7 +703,18 @@ fn a_hung_tgtadm_blocks_nobody_working_on_other_objects() {
         "share.resize",
         vec![("share", t("hung4")), ("size", n(8 * MIB))],
     ));
-    let others: Vec<(&str, &'static str, Vec<(&'static str, Value)>)> = vec![
+    // A reconcile (on request, or the periodic one) now queues for tgt behind the hung
+    // requests. It must not hold up anyone else meanwhile. (The pause only gives it time to
+    // queue; without it the check below could pass without testing anything.)
+    hung.push(spawn_call(
+        d,
+        &events,
+        "hung reconcile",
+        "reconcile",
+        vec![],
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let others: Vec<Call> = vec![
         (
             "share.create",
             "share.create",
@@ -752,11 +766,19 @@ fn a_hung_tgtadm_blocks_nobody_working_on_other_objects() {
     let first_hung = order.iter().position(|l| l.starts_with("hung")).unwrap();
     assert_eq!(
         first_hung,
-        events.len() - 4,
+        events.len() - 5,
         "a request on another object waited for the hung tgtadm: {order:?}"
     );
     for (label, r) in &events {
         match (label.as_str(), r) {
+            ("hung reconcile", Ok(v)) => {
+                // It could not check tgt, and says so; everything else it checked.
+                let f = format!("{:?}", sub(v, "findings"));
+                assert!(
+                    f.contains("unavailable") && f.contains("did not finish"),
+                    "{f}"
+                );
+            }
             ("hung share.resize", Ok(v)) => {
                 // The grow is done; the target could not be told, and the reply says so.
                 let w = format!("{:?}", sub(v, "warnings"));

@@ -83,7 +83,6 @@ impl Engine {
     }
 
     pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -124,6 +123,9 @@ impl Engine {
             .store
             .call(move |c| store::get_export(c, &sid, protocol))
             .await?;
+        let _exports = self
+            .export_guard(existing.as_ref().map_or(driver, |r| r.export.driver))
+            .await;
         let row = match existing {
             Some(r) => {
                 super::export::require_settled(&share, &r)?;
@@ -197,7 +199,6 @@ impl Engine {
     }
 
     pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -241,6 +242,7 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::Internal(format!("attachment {} has no export", att.id)))?;
         super::export::require_settled(&share, &row)?;
+        let _exports = self.export_guard(row.export.driver).await;
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;

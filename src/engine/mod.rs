@@ -47,9 +47,12 @@ pub struct Engine {
     exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
     settings: ExportSettings,
     locks: LockTable,
-    /// Export changes hold it shared; reconciliation holds it alone, so it never works
-    /// from a view of the tree that a concurrent attach or detach has made stale.
-    export_guard: async_lock::RwLock<()>,
+    /// One per driver. A change to a driver's exports holds it shared from its first row
+    /// change to its last daemon change; reconciling that driver holds it alone, so it never
+    /// works from a view of the tree that a concurrent attach or detach has made stale.
+    /// Taken after the share lock, in driver order. Per driver, so a reconcile waiting
+    /// behind a hung tgtadm holds up other tgt changes only, not NFS or non-export work.
+    export_guards: BTreeMap<Driver, async_lock::RwLock<()>>,
 }
 
 /// The export settings the engine needs from the config.
@@ -136,10 +139,15 @@ impl Engine {
         } else {
             config.nfs.host.clone()
         };
+        let exporters = build_exporters(config);
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
-            exporters: build_exporters(config),
+            export_guards: exporters
+                .keys()
+                .map(|d| (*d, async_lock::RwLock::new(())))
+                .collect(),
+            exporters,
             settings: ExportSettings {
                 iqn_prefix: config.iscsi.iqn_prefix.clone(),
                 portal: config.iscsi.portal.clone(),
@@ -148,7 +156,6 @@ impl Engine {
                 iscsi_driver: config.iscsi.driver,
             },
             locks: LockTable::default(),
-            export_guard: async_lock::RwLock::new(()),
         })
     }
 
@@ -178,6 +185,26 @@ impl Engine {
             }
         }
         notes
+    }
+
+    /// Hold off reconciliation of driver `d` (see `export_guards`); the caller holds the
+    /// share's lock.
+    async fn export_guard(&self, d: Driver) -> async_lock::RwLockReadGuard<'_, ()> {
+        self.export_guards[&d].read().await
+    }
+
+    /// [`Engine::export_guard`] for every driver these exports use, in driver order.
+    async fn export_guards_for(
+        &self,
+        rows: &[crate::store::ExportRow],
+    ) -> Vec<async_lock::RwLockReadGuard<'_, ()>> {
+        let drivers: std::collections::BTreeSet<Driver> =
+            rows.iter().map(|r| r.export.driver).collect();
+        let mut guards = Vec::new();
+        for d in drivers {
+            guards.push(self.export_guard(d).await);
+        }
+        guards
     }
 
     /// The store (for shutdown).
