@@ -822,3 +822,108 @@ fn a_hung_tgtadm_blocks_nobody_working_on_other_objects() {
     eprintln!("reconcile after SIGCONT: {first:?}");
     check_invariants(&s);
 }
+
+/// Makes a directory immutable (so nothing, not even root, can create files in it) until
+/// dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Immutable {
+        sh(&["chattr", "+i", dir.to_str().unwrap()]);
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .args(["-i", self.0.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// The clients the exports file grants a path to.
+fn exported_to(file: &std::path::Path, path: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(path))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .map(|w| w.split('(').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_failed_nfs_attach_or_detach_changes_no_access_later() {
+    // The exports file lives on the scratch XFS (exportfs never reads it), so making its
+    // directory immutable fails shelfd's writes without touching anything shared.
+    let xfs = Xfs::new("attachfail", 1 << 30);
+    let dir = xfs.mount.join("etc");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("shelf.exports");
+    let layout = Layout::on_xfs(
+        &xfs,
+        &format!(
+            "reconcile_interval = 0\n[nfs]\nexports_file = {:?}\nhost = \"127.0.0.1\"\n",
+            file.display().to_string()
+        ),
+    );
+    let d = Daemon::start(&layout);
+    let nfs = |share: &str| {
+        vec![
+            ("share", t(share)),
+            ("protocol", t("nfs")),
+            ("clients", Value::Array(vec![t("127.0.0.1")])),
+        ]
+    };
+    let attach = |ip: &str| {
+        vec![
+            ("share", t("a")),
+            ("protocol", t("nfs")),
+            (
+                "connector",
+                Value::Map(vec![(t("host"), t(ip)), (t("ip"), t(ip))]),
+            ),
+        ]
+    };
+    let mut paths = BTreeMap::new();
+    for name in ["a", "b"] {
+        let s = d.ok("share.create", vec![("name", t(name)), ("size", n(MIB))]);
+        let id = field(sub(&s, "share"), "id");
+        paths.insert(
+            name,
+            xfs.mount.join("pool/shares").join(id).display().to_string(),
+        );
+    }
+    d.ok("export.create", nfs("a"));
+    let granted = |want: &[&str]| {
+        let want: BTreeSet<String> = want.iter().map(|c| c.to_string()).collect();
+        assert_eq!(exported_to(&file, &paths["a"]), want);
+    };
+
+    // The attach cannot write the exports file and fails ...
+    let frozen = Immutable::new(&dir);
+    let r = d.call("share.attach", attach("192.0.2.7"));
+    assert!(r.is_err(), "attach with an unwritable exports file: {r:?}");
+    drop(frozen);
+    assert_eq!(list(&d, "attachment.list"), Vec::<Value>::new());
+    // ... and the next change of any export must not grant the failed client access.
+    d.ok("export.create", nfs("b"));
+    granted(&["127.0.0.1"]);
+
+    // The same for a detach: it fails, the client stays attached and keeps its access.
+    d.ok("share.attach", attach("192.0.2.8"));
+    granted(&["127.0.0.1", "192.0.2.8"]);
+    let frozen = Immutable::new(&dir);
+    let r = d.call("share.detach", attach("192.0.2.8"));
+    assert!(r.is_err(), "detach with an unwritable exports file: {r:?}");
+    drop(frozen);
+    assert_eq!(list(&d, "attachment.list").len(), 1);
+    d.ok(
+        "export.delete",
+        vec![("share", t("b")), ("protocol", t("nfs"))],
+    );
+    granted(&["127.0.0.1", "192.0.2.8"]);
+    // (No reconcile here: exportfs does not read this private file, so the kernel's table
+    // never holds these exports.)
+}

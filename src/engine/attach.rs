@@ -164,6 +164,7 @@ impl Engine {
             .write(move |c| store::insert_attachment(c, &record))
             .await?;
         failpoint::hit("share.attach.after_record");
+        let before = self.spec_for(&row, &share)?;
         let mut row = row;
         row.export.attached.push(model::Attached {
             client: client.clone(),
@@ -171,17 +172,18 @@ impl Engine {
         });
         let spec = self.spec_for(&row, &share)?;
         if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
+            // The driver may remember (and later write out) the spec it was given even
+            // though applying it failed: give it back the one without this client.
+            let undone = self.exporter(row.export.driver).apply(&before).await;
             let aid = attachment.id.clone();
-            return Err(
-                match self
-                    .store
-                    .write(move |c| store::delete_attachment_row(c, &aid))
-                    .await
-                {
-                    Ok(()) => cause,
-                    Err(e) => Error::rollback(cause, e),
-                },
-            );
+            let forgot = self
+                .store
+                .write(move |c| store::delete_attachment_row(c, &aid))
+                .await;
+            return Err(match undone.and(forgot) {
+                Ok(()) => cause,
+                Err(e) => Error::rollback(cause, e),
+            });
         }
         log::info!(
             "share attached: {} to host {} over {} ({client}, {})",
@@ -246,7 +248,17 @@ impl Engine {
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;
-        self.exporter(row.export.driver).apply(&spec).await?;
+        if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
+            // The client stays attached: give the driver back the spec that includes it, so
+            // a later write of the driver's state does not drop its access.
+            let before = self.spec_for(&row, &share)?;
+            return Err(
+                match self.exporter(row.export.driver).apply(&before).await {
+                    Ok(()) => cause,
+                    Err(e) => Error::rollback(cause, e),
+                },
+            );
+        }
         failpoint::hit("share.detach.after_apply");
         let aid = att.id.clone();
         self.store
