@@ -185,6 +185,21 @@ struct Tally {
     ok: BTreeMap<String, u64>,
     errors: BTreeMap<String, BTreeMap<String, u64>>,
     bad: Vec<String>,
+    /// Failures caused by other programs on this machine, not by shelfd (see `foreign`).
+    interference: Vec<String>,
+}
+
+/// `exportfs -r` reads every file in /etc/exports.d; when another program (another test
+/// run) removes its file at that moment, exportfs fails, and so does shelfd's request, with
+/// `internal`. That is not shelfd's doing: recognise it so it cannot fail the run.
+fn foreign(e: &shelf::client::RemoteError) -> bool {
+    let Some(rest) = e.message.split("can't open /etc/exports.d/").nth(1) else {
+        return false;
+    };
+    let file = rest.split(" for reading").next().unwrap_or(rest);
+    e.code == "internal"
+        && e.message.contains("`exportfs -r` failed")
+        && !file.contains(&format!("-{}-", std::process::id()))
 }
 
 impl Tally {
@@ -204,7 +219,10 @@ impl Tally {
                     .or_default()
                     .entry(e.code.clone())
                     .or_default() += 1;
-                if !CLEAN.contains(&e.code.as_str()) {
+                if foreign(e) {
+                    self.interference
+                        .push(format!("{op} {a:?}: {}: {}", e.code, e.message));
+                } else if !CLEAN.contains(&e.code.as_str()) {
                     self.bad.push(format!(
                         "{op} {a:?}: unclean error {}: {}",
                         e.code, e.message
@@ -232,6 +250,7 @@ impl Tally {
             }
         }
         self.bad.extend(other.bad);
+        self.interference.extend(other.interference);
     }
 }
 
@@ -555,6 +574,27 @@ fn sixty_four_clients_racing_on_shared_names_leave_a_consistent_tree() {
         tally.bad.len(),
         tally.bad.join("\n")
     );
+    if !tally.interference.is_empty() {
+        // An export removal cut short by it leaves the export `deleting`, as documented;
+        // a client retries the delete, and so does this test (only in that case).
+        eprintln!(
+            "{} failure(s) caused by another program's exports file:\n{}",
+            tally.interference.len(),
+            tally.interference.join("\n")
+        );
+        for e in list(&s.d, "export.list") {
+            if field(&e, "state") == "deleting" {
+                eprintln!("retrying the delete of {}", field(&e, "id"));
+                s.d.ok(
+                    "export.delete",
+                    vec![
+                        ("export", t(&field(&e, "id"))),
+                        ("force", Value::Bool(true)),
+                    ],
+                );
+            }
+        }
+    }
     for op in [
         "share.create",
         "snapshot.create",
