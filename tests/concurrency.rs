@@ -207,6 +207,10 @@ impl Tally {
         match r {
             Ok(v) => {
                 *self.ok.entry(op.to_string()).or_default() += 1;
+                if let Some(problem) = wrong_object(op, a, v) {
+                    self.bad
+                        .push(format!("{op} {a:?}: answered {v:?}: {problem}"));
+                }
                 // A mutation that succeeded but could not refresh an export says so.
                 if let Some(w) = get(v, "warnings") {
                     self.bad.push(format!("{op} {a:?}: ok with warnings {w:?}"));
@@ -252,6 +256,25 @@ impl Tally {
         self.bad.extend(other.bad);
         self.interference.extend(other.interference);
     }
+}
+
+/// Whether a successful reply is about the object the request named, at the asked size.
+fn wrong_object(op: &str, a: &[(&str, Value)], v: &Value) -> Option<String> {
+    let arg = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| v);
+    let (obj, checks): (&str, Vec<(&str, &str)>) = match op {
+        "share.create" => ("share", vec![("name", "name"), ("size", "size")]),
+        "share.clone" => ("share", vec![("name", "name")]),
+        "share.resize" => ("share", vec![("share", "name"), ("size", "size")]),
+        "snapshot.create" => ("snapshot", vec![("name", "name"), ("share", "share_name")]),
+        _ => return None,
+    };
+    let got = get(v, obj)?;
+    for (arg_key, reply_key) in checks {
+        if arg(arg_key) != get(got, reply_key) {
+            return Some(format!("{reply_key} differs from the request's {arg_key}"));
+        }
+    }
+    (field(got, "state") != "available").then(|| "not available".to_string())
 }
 
 /// One client: random requests until `until`; every fourth client pipelines up to four.
@@ -396,16 +419,39 @@ fn check_disk(pool: &std::path::Path, shares: &[Value], snaps: &[Value]) {
         "snapshot files vs rows"
     );
     for s in shares {
-        let len = std::fs::metadata(volume(pool, &field(s, "id")))
-            .unwrap()
-            .len();
+        let vol = volume(pool, &field(s, "id"));
+        let len = std::fs::metadata(&vol).unwrap().len();
         assert_eq!(Some(len), get_u64(s, "size"), "volume size of {s:?}");
+        check_identity(&vol, s, &["id", "name", "pool", "size", "sparse"]);
     }
     for s in snaps {
-        let len = std::fs::metadata(pool.join("snapshots").join(field(s, "id")))
-            .unwrap()
-            .len();
+        let file = pool.join("snapshots").join(field(s, "id"));
+        let len = std::fs::metadata(&file).unwrap().len();
         assert_eq!(Some(len), get_u64(s, "size"), "snapshot size of {s:?}");
+        check_identity(
+            &file,
+            s,
+            &["id", "name", "share", "share_name", "pool", "size"],
+        );
+    }
+}
+
+/// The `user.shelf.*` attributes a volume carries (to rebuild the database from) agree
+/// with its row.
+fn check_identity(path: &std::path::Path, row: &Value, keys: &[&str]) {
+    let on_disk = shelf::sys::fs::get_identity(path).unwrap();
+    for k in keys {
+        let want = match get(row, k).unwrap() {
+            Value::Text(x) => x.clone(),
+            Value::Bool(x) => x.to_string(),
+            Value::Integer(x) => i128::from(*x).to_string(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(
+            on_disk.get(*k),
+            Some(&want),
+            "xattr {k} of {path:?} vs {row:?}"
+        );
     }
 }
 
