@@ -261,6 +261,12 @@ impl Tally {
 /// Whether a successful reply is about the object the request named, at the asked size.
 fn wrong_object(op: &str, a: &[(&str, Value)], v: &Value) -> Option<String> {
     let arg = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| v);
+    if op == "reconcile" {
+        // While it holds a driver alone, every export of that driver is settled and the
+        // daemon already holds it: a finding means an operation left the two apart.
+        let findings = get(v, "findings")?;
+        return (findings != &Value::Array(vec![])).then(|| "reconcile found work".into());
+    }
     let (obj, checks): (&str, Vec<(&str, &str)>) = match op {
         "share.create" => ("share", vec![("name", "name"), ("size", "size")]),
         "share.clone" => ("share", vec![("name", "name")]),
