@@ -571,7 +571,17 @@ fn check_invariants(s: &Setup) -> Vec<Vec<Value>> {
         assert_eq!(field(x, "state"), "available", "unsettled: {x:?}");
     }
     check_tree(d, &shares, &snaps);
-    check_disk(&pool, &shares, &snaps);
+    for p in list(d, "pool.list") {
+        let name = field(&p, "name");
+        let in_pool = |v: &&Value| field(v, "pool") == name;
+        let pool_shares: Vec<Value> = shares.iter().filter(in_pool).cloned().collect();
+        let pool_snaps: Vec<Value> = snaps.iter().filter(in_pool).cloned().collect();
+        check_disk(
+            std::path::Path::new(&field(&p, "path")),
+            &pool_shares,
+            &pool_snaps,
+        );
+    }
     check_exports(s, &pool, &exports);
     check_attachments(d, &exports);
     let report = d.ok("reconcile", vec![]);
@@ -1018,4 +1028,131 @@ fn a_failed_nfs_attach_or_detach_changes_no_access_later() {
     granted(&["127.0.0.1", "192.0.2.8"]);
     // (No reconcile here: exportfs does not read this private file, so the kernel's table
     // never holds these exports.)
+}
+
+/// Thaws a frozen filesystem on drop (a frozen one could not even be unmounted).
+struct Thaw(std::path::PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("--unfreeze")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_stalled_filesystem_call_blocks_nobody_working_on_other_shares() {
+    // A second pool on its own XFS; freezing that filesystem stalls any write to it (here:
+    // a snapshot's reflink copy) for as long as we like, with no timing involved.
+    let cold = Xfs::new("cold", 1 << 30);
+    let s = setup(
+        "freeze",
+        &format!(
+            "[pools.cold]\npath = {:?}\n",
+            cold.mount.join("pool").display().to_string()
+        ),
+    );
+    let d = &s.d;
+    d.ok(
+        "share.create",
+        vec![("name", t("c1")), ("pool", t("cold")), ("size", n(8 * MIB))],
+    );
+    for name in ["a", "b", "c", "e", "i"] {
+        d.ok(
+            "share.create",
+            vec![("name", t(name)), ("size", n(4 * MIB))],
+        );
+    }
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("a")), ("name", t("base"))],
+    );
+
+    sh(&["fsfreeze", "--freeze", cold.mount.to_str().unwrap()]);
+    let thaw = Thaw(cold.mount.clone());
+    let events: Events = Default::default();
+    let stalled = spawn_call(
+        d,
+        &events,
+        "stalled snapshot.create",
+        "snapshot.create",
+        vec![("share", t("c1")), ("name", t("s1"))],
+    );
+    // The snapshot's row is recorded before its copy starts; then the copy stalls.
+    assert!(eventually(30, || {
+        list(d, "snapshot.list")
+            .iter()
+            .any(|x| field(x, "share_name") == "c1" && field(x, "state") == "creating")
+    }));
+    let others: Vec<Call> = vec![
+        (
+            "share.create",
+            "share.create",
+            vec![("name", t("new")), ("size", n(4 * MIB))],
+        ),
+        (
+            "snapshot.create",
+            "snapshot.create",
+            vec![("share", t("a")), ("name", t("s1"))],
+        ),
+        (
+            "share.clone",
+            "share.clone",
+            vec![
+                ("snapshot", t("base")),
+                ("share", t("a")),
+                ("name", t("a-copy")),
+            ],
+        ),
+        (
+            "share.resize",
+            "share.resize",
+            vec![("share", t("b")), ("size", n(8 * MIB))],
+        ),
+        ("share.delete", "share.delete", vec![("share", t("c"))]),
+        (
+            "nfs export.create",
+            "export.create",
+            vec![
+                ("share", t("e")),
+                ("protocol", t("nfs")),
+                ("clients", Value::Array(vec![t("127.0.0.1")])),
+            ],
+        ),
+        (
+            "iscsi export.create",
+            "export.create",
+            vec![("share", t("i")), ("protocol", t("iscsi"))],
+        ),
+        ("share.show", "share.show", vec![("share", t("c1"))]),
+        ("tree", "tree", vec![]),
+        ("pool.list", "pool.list", vec![]),
+    ];
+    let n_others = others.len();
+    for th in others
+        .into_iter()
+        .map(|(label, op, a)| spawn_call(d, &events, label, op, a))
+        .collect::<Vec<_>>()
+    {
+        th.join().unwrap();
+    }
+    {
+        let events = events.lock().unwrap();
+        assert_eq!(
+            events.len(),
+            n_others,
+            "the stalled snapshot finished while frozen?"
+        );
+        for (label, r) in events.iter() {
+            assert!(r.is_ok(), "{label}: {r:?}");
+        }
+    }
+    drop(thaw);
+    stalled.join().unwrap();
+    let (label, r) = events.lock().unwrap().pop().unwrap();
+    assert_eq!(label, "stalled snapshot.create");
+    assert!(r.is_ok(), "after the thaw: {r:?}");
+    check_invariants(&s);
 }
