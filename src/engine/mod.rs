@@ -50,8 +50,10 @@ pub struct Engine {
     /// One per driver. A change to a driver's exports holds it shared from its first row
     /// change to its last daemon change; reconciling that driver holds it alone, so it never
     /// works from a view of the tree that a concurrent attach or detach has made stale.
-    /// Taken after the share lock, in driver order. Per driver, so a reconcile waiting
-    /// behind a hung tgtadm holds up other tgt changes only, not NFS or non-export work.
+    /// Taken after the share lock, in driver order, and never twice by one request (the
+    /// lock prefers writers: a waiting reconcile would deadlock it). Per driver, so a
+    /// reconcile waiting behind a hung tgtadm holds up other tgt changes only, not NFS or
+    /// non-export work.
     export_guards: BTreeMap<Driver, async_lock::RwLock<()>>,
 }
 
