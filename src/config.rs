@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{validate_iqn, validate_name, Driver, PoolKind, Protocol};
+use crate::model::{
+    validate_iqn, validate_name, CapacityPolicy, Driver, FsKind, PoolKind, Protocol,
+};
 
 /// The default config, compiled in.
 pub const EMBEDDED: &str = include_str!("../image/shelf.toml");
@@ -56,6 +58,49 @@ pub struct Config {
     /// NFS export settings.
     #[serde(default)]
     pub nfs: NfsConfig,
+    /// Who may use the socket, and for what.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// Formatted (`filesystem`) shares.
+    #[serde(default)]
+    pub filesystem: FilesystemConfig,
+}
+
+/// Settings of formatted shares.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemConfig {
+    /// The filesystem a `filesystem` share gets when the request names none.
+    pub default: FsKind,
+    /// Where shares are mounted, one directory per share id; empty: `<state_dir>/mounts`.
+    pub mount_base: PathBuf,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        FilesystemConfig {
+            default: FsKind::Xfs,
+            mount_base: PathBuf::new(),
+        }
+    }
+}
+
+/// Access control: the socket's group and the two roles. Users and groups are names or
+/// numeric ids. root, and the user shelfd runs as, are always `admin`; a peer with
+/// neither role is refused every request with `permission_denied`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// The group the socket belongs to (mode 0660); empty: shelfd's own group.
+    pub socket_group: String,
+    /// Users with every right.
+    pub admin_users: Vec<String>,
+    /// Groups whose members have every right.
+    pub admin_groups: Vec<String>,
+    /// Users who may only read (hello, list, show, tree).
+    pub reader_users: Vec<String>,
+    /// Groups whose members may only read.
+    pub reader_groups: Vec<String>,
 }
 
 /// iSCSI settings.
@@ -120,6 +165,22 @@ pub struct PoolConfig {
     pub kind: PoolKind,
     /// The pool's directory; default `<state_dir>/pools/<name>`.
     pub path: Option<PathBuf>,
+    /// Percent of the pool's storage kept free: new work is refused below it (0 to 99).
+    #[serde(default)]
+    pub reserved_percentage: u8,
+    /// How many times its usable size the pool's shares may add up to (1.0 to 1000.0).
+    #[serde(default = "default_ratio")]
+    pub max_over_subscription_ratio: f64,
+}
+
+impl PoolConfig {
+    /// The pool's capacity policy.
+    pub fn capacity_policy(&self) -> CapacityPolicy {
+        CapacityPolicy {
+            reserved_percentage: self.reserved_percentage,
+            max_over_subscription_ratio: self.max_over_subscription_ratio,
+        }
+    }
 }
 
 fn default_max_frame() -> u32 {
@@ -133,6 +194,9 @@ fn default_timeout() -> u64 {
 }
 fn default_reconcile() -> u64 {
     60
+}
+fn default_ratio() -> f64 {
+    CapacityPolicy::default().max_over_subscription_ratio
 }
 fn default_kind() -> PoolKind {
     PoolKind::File
@@ -215,6 +279,30 @@ impl Config {
         out
     }
 
+    /// The directory formatted shares are mounted under.
+    pub fn mount_base(&self) -> PathBuf {
+        if self.filesystem.mount_base.as_os_str().is_empty() {
+            self.state_dir.join("mounts")
+        } else {
+            self.filesystem.mount_base.clone()
+        }
+    }
+
+    /// Each pool's capacity policy (the implicit `default` pool gets the default policy).
+    pub fn capacity_policies(&self) -> BTreeMap<String, CapacityPolicy> {
+        self.resolved_pools()
+            .into_keys()
+            .map(|name| {
+                let policy = self
+                    .pools
+                    .get(&name)
+                    .map(PoolConfig::capacity_policy)
+                    .unwrap_or_default();
+                (name, policy)
+            })
+            .collect()
+    }
+
     fn validate(&mut self) -> Result<(), String> {
         if !self.state_dir.is_absolute() {
             return Err(format!(
@@ -286,6 +374,33 @@ impl Config {
         if self.reconcile_interval > 86_400 {
             return Err("reconcile_interval must be at most 86400 seconds".into());
         }
+        let mb = &self.filesystem.mount_base;
+        if !mb.as_os_str().is_empty() && !mb.is_absolute() {
+            return Err(format!(
+                "filesystem.mount_base {mb:?} must be an absolute path"
+            ));
+        }
+        let a = &self.access;
+        for (key, list) in [
+            ("socket_group", std::slice::from_ref(&a.socket_group)),
+            ("admin_users", &a.admin_users[..]),
+            ("admin_groups", &a.admin_groups[..]),
+            ("reader_users", &a.reader_users[..]),
+            ("reader_groups", &a.reader_groups[..]),
+        ] {
+            for name in list {
+                let ok = name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    && !name.starts_with('-');
+                if !ok {
+                    return Err(format!(
+                        "access.{key}: {name:?} is not a user or group name or number"
+                    ));
+                }
+            }
+        }
         for (name, p) in &self.pools {
             validate_name("pool", name).map_err(|e| format!("pools.{name}: {e}"))?;
             if let Some(path) = &p.path {
@@ -295,6 +410,9 @@ impl Config {
                     ));
                 }
             }
+            p.capacity_policy()
+                .validate()
+                .map_err(|e| format!("pools.{name}: {e}"))?;
         }
         Ok(())
     }
@@ -344,10 +462,16 @@ mod tests {
             "state_dir='/a'\nsocket='/b'\n[pools.'../x']\n",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\npath='rel'",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='zfs'",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nreserved_percentage=100",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nreserved_percentage=-1",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nmax_over_subscription_ratio=0.5",
+            "state_dir='/a'\nsocket='/b'\n[pools.p]\nmax_over_subscription_ratio=nan",
             "state_dir='/a'\nsocket='/b'\n[iscsi]\ndriver='kernel'",
             "state_dir='/a'\nsocket='/b'\n[iscsi]\niqn_prefix='bad prefix'",
             "state_dir='/a'\nsocket='/b'\n[iscsi]\nportal='nohost'",
             "state_dir='/a'\nsocket='/b'\n[nfs]\nexports_file='rel'",
+            "state_dir='/a'\nsocket='/b'\n[access]\nadmin_users=['a b']",
+            "state_dir='/a'\nsocket='/b'\n[access]\nadmins=['root']",
         ] {
             assert!(Config::parse(text, "t").is_err(), "{text}");
         }

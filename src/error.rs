@@ -86,6 +86,21 @@ impl Error {
         }
     }
 
+    /// The error a wire code and message stand for (replaying a kept answer).
+    pub fn from_code(code: ErrorCode, message: String) -> Self {
+        match code {
+            ErrorCode::NotFound => Error::NotFound(message),
+            ErrorCode::AlreadyExists => Error::AlreadyExists(message),
+            ErrorCode::InvalidArgument => Error::Invalid(message),
+            ErrorCode::HasDependents => Error::HasDependents(message),
+            ErrorCode::NoSpace => Error::NoSpace(message),
+            ErrorCode::Busy => Error::Busy(message),
+            ErrorCode::Unsupported => Error::Unsupported(message),
+            ErrorCode::PermissionDenied => Error::PermissionDenied(message),
+            ErrorCode::Internal => Error::Internal(message),
+        }
+    }
+
     /// Wrap an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -403,7 +403,7 @@ fn shelfctl_prints_tables_json_and_errors() {
             .output()
             .unwrap()
     };
-    let out = ctl(&["share", "create", "vol1", "10G", "--meta", "instance=web-1"]);
+    let out = ctl(&["share", "create", "vol1", "4G", "--meta", "instance=web-1"]);
     assert!(
         out.status.success(),
         "{}",
@@ -411,12 +411,12 @@ fn shelfctl_prints_tables_json_and_errors() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("NAME") && text.contains("vol1") && text.contains("10G"),
+        text.contains("NAME") && text.contains("vol1") && text.contains("4G"),
         "{text}"
     );
     let out = ctl(&["--json", "share", "show", "vol1"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["size"], 10u64 << 30);
+    assert_eq!(j["size"], 4u64 << 30);
     assert_eq!(j["metadata"]["instance"], "web-1");
     let out = ctl(&["share", "resize", "vol1", "1G"]);
     assert_eq!(out.status.code(), Some(1));

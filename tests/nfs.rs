@@ -125,18 +125,23 @@ fn kernel_exports_follow_every_change_and_survive_exportfs_ra() {
     sh(&["exportfs", "-ra"]);
     assert_eq!(live_for(&path).len(), 2);
 
-    // Removed behind our back: reconcile puts it back and says so.
-    sh(&["exportfs", "-u", &format!("192.0.2.10:{path}")]);
-    assert_eq!(live_for(&path).len(), 1);
-    let rep = d.ok("reconcile", vec![]);
-    let kinds: Vec<String> = sub(&rep, "findings")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| field(f, "kind"))
-        .collect();
-    assert!(kinds.contains(&"missing".to_string()), "{rep:?}");
-    assert_eq!(live_for(&path).len(), 2);
+    // Removed behind our back: reconcile puts it back and says so. Another test's
+    // `exportfs -r` (they share the kernel's table) may put it back first; then try again.
+    let mut seen_missing = false;
+    for _ in 0..10 {
+        sh(&["exportfs", "-u", &format!("192.0.2.10:{path}")]);
+        let rep = d.ok("reconcile", vec![]);
+        seen_missing = sub(&rep, "findings")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| field(f, "kind") == "missing");
+        assert_eq!(live_for(&path).len(), 2, "{rep:?}");
+        if seen_missing {
+            break;
+        }
+    }
+    assert!(seen_missing, "reconcile never reported the removed export");
 
     // Detach removes exactly that host.
     d.ok(
@@ -165,7 +170,15 @@ fn injected_clients_and_options_are_refused() {
     let k = kernel("kinject");
     let d = &k.d;
     d.ok("share.create", vec![("name", t("v")), ("size", n(MIB))]);
-    let before = exportfs_v();
+    // Only this test's filesystem counts: other tests share the kernel's export table.
+    let mine = k.xfs.mount.display().to_string();
+    let ours = || {
+        exportfs_v()
+            .into_iter()
+            .filter(|(p, _, _)| p.starts_with(&mine))
+            .count()
+    };
+    assert_eq!(ours(), 0);
     for bad in [
         "127.0.0.1(rw,no_root_squash)",
         "*(rw)",
@@ -215,7 +228,7 @@ fn injected_clients_and_options_are_refused() {
         ],
         "invalid_argument",
     );
-    assert_eq!(exportfs_v().len(), before.len(), "nothing was exported");
+    assert_eq!(ours(), 0, "nothing was exported");
     assert!(
         !k.ef.path.exists()
             || !std::fs::read_to_string(&k.ef.path)

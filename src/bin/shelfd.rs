@@ -12,9 +12,10 @@ use futures_lite::StreamExt;
 
 use shelf::config::Config;
 use shelf::engine::Engine;
-use shelf::server::{self, Server, Settings};
+use shelf::server::{self, Roles, Server, Settings};
 use shelf::store::Store;
 use shelf::sys::process::lock_state_dir;
+use shelf::sys::systemd;
 
 /// The shelf storage-node daemon.
 #[derive(Debug, Parser)]
@@ -32,6 +33,23 @@ struct Args {
     /// Validate the config, print what would run, and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run start-up recovery (finish or undo interrupted operations) and exit; with
+    /// --rebuild-db, rebuild a lost or corrupt database from the pools. The daemon must
+    /// be stopped.
+    Recover {
+        /// Rebuild the database from the identity every volume and snapshot carries.
+        #[arg(long)]
+        rebuild_db: bool,
+        /// Rebuild even if the current database opens and holds shares (it is kept aside).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn init_log() {
@@ -69,11 +87,64 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Recover { rebuild_db, force }) = args.command {
+        return recover(&config, rebuild_db, force);
+    }
     match smol::block_on(run(args, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             eprintln!("shelfd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `shelfd recover [--rebuild-db [--force]]`.
+fn recover(config: &Config, rebuild_db: bool, force: bool) -> ExitCode {
+    let result = (|| -> Result<(), String> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+            format!(
+                "cannot create state directory {}: {e}",
+                config.state_dir.display()
+            )
+        })?;
+        let _lock = lock_state_dir(&config.state_dir)?;
+        if rebuild_db {
+            let r = shelf::engine::rebuild_db(config, force)?;
+            if let Some(p) = &r.moved_aside {
+                println!("previous database moved to {}", p.display());
+            }
+            println!(
+                "rebuilt: {} share(s), {} snapshot(s), {} export(s), {} attachment(s)",
+                r.shares, r.snapshots, r.exports, r.attachments
+            );
+            for s in &r.skipped {
+                println!("skipped: {s}");
+            }
+            return Ok(());
+        }
+        smol::block_on(async {
+            let store = Store::open(&config.state_dir.join("shelf.db"))
+                .await
+                .map_err(|e| format!("cannot open the database: {e}"))?;
+            let engine = Engine::new(config, store.clone())
+                .await
+                .map_err(|e| format!("cannot open pools: {e}"))?;
+            let r = engine.recover().await.map_err(|e| e.to_string())?;
+            for a in &r.actions {
+                println!("{a}");
+            }
+            println!("recovery: {} action(s)", r.actions.len());
+            drop(engine);
+            store.close().await;
+            Ok(())
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shelfd recover: {e}");
             ExitCode::FAILURE
         }
     }
@@ -86,6 +157,9 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
+    // Take an inherited socket before anything else can see the variables.
+    let inherited = systemd::listener_from_systemd()?;
+    systemd::notify("STATUS=opening the database and pools");
     let store = Store::open(&state_dir.join("shelf.db"))
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
@@ -94,6 +168,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot open pools: {e}"))?,
     );
+    systemd::notify("STATUS=recovering interrupted operations");
     let recovery = engine
         .recover()
         .await
@@ -104,10 +179,19 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             recovery.actions.len()
         );
     }
+    systemd::notify("STATUS=mounting filesystem shares");
+    for problem in engine
+        .mount_filesystems()
+        .await
+        .map_err(|e| format!("cannot list filesystem shares: {e}"))?
+    {
+        log::error!("{problem}");
+    }
     engine
         .load_exports()
         .await
         .map_err(|e| format!("cannot read exports from the database: {e}"))?;
+    systemd::notify("STATUS=bringing exports and targets back");
     match engine.reconcile().await {
         Ok(r) => log::info!(
             "exports reconciled: {} difference(s) repaired or reported",
@@ -115,8 +199,16 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         ),
         Err(e) => log::warn!("start-up reconcile failed (the socket opens anyway): {e}"),
     }
-    let listener = server::bind(&config.socket)?;
-    let settings = Arc::new(Settings::from_config(&config));
+    let roles = resolve_roles(&config).await;
+    let activated = inherited.is_some();
+    let listener = match inherited {
+        Some(l) => {
+            log::info!("using the socket systemd passed (socket activation)");
+            l
+        }
+        None => server::bind(&config.socket, roles.socket_gid)?,
+    };
+    let settings = Arc::new(Settings::from_config(&config, roles));
     let srv = Server::new(engine.clone(), settings.clone());
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let serving = smol::spawn(srv.run(listener, stop_rx.clone()));
@@ -125,15 +217,29 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         Duration::from_secs(config.reconcile_interval),
         stop_rx,
     ));
+    let watchdog =
+        systemd::watchdog_interval().map(|every| smol::spawn(watchdog(engine.clone(), every)));
     log::info!(
         "shelfd {} serving on {} (state {})",
         shelf::VERSION,
         config.socket.display(),
         state_dir.display()
     );
+    systemd::notify(&format!(
+        "READY=1\nSTATUS=serving on {}\nMAINPID={}",
+        config.socket.display(),
+        std::process::id()
+    ));
     while let Some(sig) = signals.next().await {
         match sig {
-            Ok(Signal::Hup) => reload(&args, &config, &settings, &engine).await,
+            Ok(Signal::Hup) => {
+                systemd::notify("RELOADING=1\nSTATUS=reloading the configuration");
+                reload(&args, &config, &settings, &engine).await;
+                systemd::notify(&format!(
+                    "READY=1\nSTATUS=serving on {}",
+                    config.socket.display()
+                ));
+            }
             Ok(s) => {
                 log::info!("received {s:?}; shutting down");
                 break;
@@ -141,10 +247,18 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
             Err(e) => log::warn!("signal stream: {e}"),
         }
     }
+    systemd::notify("STOPPING=1\nSTATUS=finishing requests in flight");
     stop_tx.close();
+    if let Some(w) = watchdog {
+        w.cancel().await;
+    }
     serving.await;
     periodic.await;
-    let _ = std::fs::remove_file(&config.socket);
+    if !activated {
+        // A socket systemd made stays: it is systemd's, and it queues clients until the
+        // next start.
+        let _ = std::fs::remove_file(&config.socket);
+    }
     drop(engine);
     store.close().await;
     log::info!("shelfd stopped");
@@ -182,6 +296,30 @@ async fn reconcile_every(engine: Arc<Engine>, every: Duration, stop: smol::chann
     }
 }
 
+/// Tell systemd we are alive every `every`, as long as the event loop turns and the
+/// database thread answers; a wedged daemon misses its watchdog and is restarted.
+async fn watchdog(engine: Arc<Engine>, every: Duration) {
+    loop {
+        smol::Timer::after(every).await;
+        match engine.store().call(|_| Ok(())).await {
+            Ok(()) => {
+                systemd::notify("WATCHDOG=1");
+            }
+            Err(e) => log::error!("watchdog: the database thread does not answer: {e}"),
+        }
+    }
+}
+
+/// Resolve the config's users and groups (off the event loop: this reads NSS).
+async fn resolve_roles(config: &Config) -> Roles {
+    let access = config.access.clone();
+    let (roles, notes) = smol::unblock(move || Roles::resolve(&access)).await;
+    for n in notes {
+        log::warn!("{n}");
+    }
+    roles
+}
+
 async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Engine) {
     match load_config(args) {
         Ok(new) => {
@@ -190,7 +328,7 @@ async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Eng
                     "reload: state_dir and socket changes need a restart; kept the running ones"
                 );
             }
-            settings.update(&new);
+            settings.update(&new, resolve_roles(&new).await);
             for note in engine.reload_pools(&new).await {
                 log::info!("reload: {note}");
             }

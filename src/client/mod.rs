@@ -110,14 +110,28 @@ impl Client {
 
     /// Send a request without waiting for its reply; returns its id (pipelining).
     pub fn send(&mut self, op: &str, args: Value) -> Result<u64, ClientError> {
+        self.send_keyed(op, args, None)
+    }
+
+    /// Send a request carrying an idempotency key (a retry with the same key gets the first
+    /// answer); returns its id.
+    pub fn send_keyed(
+        &mut self,
+        op: &str,
+        args: Value,
+        key: Option<&str>,
+    ) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let req = Value::Map(vec![
+        let mut req = vec![
             (Value::Text("id".into()), Value::Integer(id.into())),
             (Value::Text("op".into()), Value::Text(op.into())),
             (Value::Text("args".into()), args),
-        ]);
-        self.send_raw(&frame::encode(&req))?;
+        ];
+        if let Some(k) = key {
+            req.push((Value::Text("key".into()), Value::Text(k.into())));
+        }
+        self.send_raw(&frame::encode(&Value::Map(req)))?;
         Ok(id)
     }
 
@@ -158,7 +172,17 @@ impl Client {
 
     /// Send one request and wait for its reply.
     pub fn call(&mut self, op: &str, args: Value) -> Result<Value, ClientError> {
-        let id = self.send(op, args)?;
+        self.call_keyed(op, args, None)
+    }
+
+    /// Send one request with an optional idempotency key and wait for its reply.
+    pub fn call_keyed(
+        &mut self,
+        op: &str,
+        args: Value,
+        key: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let id = self.send_keyed(op, args, key)?;
         loop {
             match self.recv()? {
                 None => return Err(ClientError::Protocol("server closed the connection".into())),

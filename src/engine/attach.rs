@@ -10,6 +10,14 @@ use crate::model::{self, Access, Attachment, ExportOptions, Protocol, Share};
 use crate::proto::{AttachArgs, ShareFilter};
 use crate::store::{self, now, ExportRow};
 
+/// The journal's name for an unacknowledged attach (its object is the attachment id):
+/// recovery undoes it.
+pub(super) const ATTACH_INTENT: &str = "share.attach";
+
+/// The journal's name for a detach under way (its object is the attachment id): recovery
+/// finishes it.
+pub(super) const DETACH_INTENT: &str = "share.detach";
+
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
@@ -63,10 +71,14 @@ impl Engine {
     }
 
     /// The protocol an attach or detach is about: the one asked for, else the share's
-    /// existing export (iSCSI first), else iSCSI.
+    /// existing export (iSCSI first), else iSCSI; NFS for a filesystem share.
     async fn pick_protocol(&self, share: &Share, asked: Option<Protocol>) -> Result<Protocol> {
         if let Some(p) = asked {
+            Self::check_protocol(share, p)?;
             return Ok(p);
+        }
+        if share.layout == crate::model::Layout::Filesystem {
+            return Ok(Protocol::Nfs);
         }
         let sid = share.id.clone();
         let rows = self
@@ -128,7 +140,7 @@ impl Engine {
             .await;
         let row = match existing {
             Some(r) => {
-                super::export::require_settled(&share, &r)?;
+                super::export::require_settled(&r, &share)?;
                 r
             }
             None => {
@@ -159,11 +171,17 @@ impl Engine {
             mode,
             created_at: now(),
         };
+        // The row and its intent go in together: until the intent is cleared the
+        // attachment is unacknowledged, and recovery undoes it.
         let record = attachment.clone();
-        self.store
-            .write(move |c| store::insert_attachment(c, &record))
+        let intent = self
+            .store
+            .write(move |c| {
+                store::insert_attachment(c, &record)?;
+                store::insert_intent(c, ATTACH_INTENT, &record.id, &serde_json::Value::Null)
+            })
             .await?;
-        failpoint::hit("share.attach.after_record");
+        failpoint::hit(failpoint::SHARE_ATTACH.before);
         let before = self.spec_for(&row, &share)?;
         let mut row = row;
         row.export.attached.push(model::Attached {
@@ -178,13 +196,22 @@ impl Engine {
             let aid = attachment.id.clone();
             let forgot = self
                 .store
-                .write(move |c| store::delete_attachment_row(c, &aid))
+                .write(move |c| {
+                    store::delete_attachment_row(c, &aid)?;
+                    store::delete_intent(c, intent)
+                })
                 .await;
             return Err(match undone.and(forgot) {
                 Ok(()) => cause,
                 Err(e) => Error::rollback(cause, e),
             });
         }
+        failpoint::hit(failpoint::SHARE_ATTACH.after);
+        self.store
+            .write(move |c| store::delete_intent(c, intent))
+            .await?;
+        failpoint::hit(failpoint::SHARE_ATTACH.committed);
+        self.stamp_exports(&share).await;
         log::info!(
             "share attached: {} to host {} over {} ({client}, {})",
             share.name,
@@ -243,27 +270,44 @@ impl Engine {
             .call(move |c| store::get_export(c, &sid, proto))
             .await?
             .ok_or_else(|| Error::Internal(format!("attachment {} has no export", att.id)))?;
-        super::export::require_settled(&share, &row)?;
+        super::export::require_settled(&row, &share)?;
         let _exports = self.export_guard(row.export.driver).await;
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;
+        // Journal the detach before access is revoked: once the driver has dropped the
+        // client, a crash must not let recovery and reconcile grant it again.
+        let aid = att.id.clone();
+        let intent = self
+            .store
+            .write(move |c| store::insert_intent(c, DETACH_INTENT, &aid, &serde_json::Value::Null))
+            .await?;
+        failpoint::hit(failpoint::SHARE_DETACH.before);
         if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
-            // The client stays attached: give the driver back the spec that includes it, so
-            // a later write of the driver's state does not drop its access.
+            // Nothing was revoked for certain; the attachment stands and a retry detaches
+            // again. Give the driver back the spec that includes the client, so a later
+            // write of the driver's state does not drop its access.
             let before = self.spec_for(&row, &share)?;
-            return Err(
-                match self.exporter(row.export.driver).apply(&before).await {
-                    Ok(()) => cause,
-                    Err(e) => Error::rollback(cause, e),
-                },
-            );
+            let undone = self.exporter(row.export.driver).apply(&before).await;
+            let cleared = self
+                .store
+                .write(move |c| store::delete_intent(c, intent))
+                .await;
+            return Err(match undone.and(cleared) {
+                Ok(()) => cause,
+                Err(e) => Error::rollback(cause, e),
+            });
         }
-        failpoint::hit("share.detach.after_apply");
+        failpoint::hit(failpoint::SHARE_DETACH.after);
         let aid = att.id.clone();
         self.store
-            .write(move |c| store::delete_attachment_row(c, &aid))
+            .write(move |c| {
+                store::delete_attachment_row(c, &aid)?;
+                store::delete_intent(c, intent)
+            })
             .await?;
+        failpoint::hit(failpoint::SHARE_DETACH.committed);
+        self.stamp_exports(&share).await;
         log::info!(
             "share detached: {} from host {} over {} ({})",
             share.name,

@@ -25,23 +25,25 @@ pub(super) fn random_token(n: usize) -> String {
     out
 }
 
-/// Refuse to hand out an export that an interrupted removal left `deleting` (its target may
-/// be gone already): the caller retries once the removal is finished (delete it again).
-pub(super) fn require_settled(share: &Share, row: &ExportRow) -> Result<()> {
+/// An IQN-safe form of a share name: lower case, `_` as `-`.
+fn iqn_suffix(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Refuse to build on an export that a failed create or delete left `creating` or
+/// `deleting`: recovery removes such an export with its attachments, so nothing done on it
+/// could be acknowledged.
+pub(super) fn require_settled(row: &ExportRow, share: &Share) -> Result<()> {
     if row.export.state == ShareState::Available {
         return Ok(());
     }
     Err(Error::Busy(format!(
-        "the {} export of share {} is {} (an earlier removal did not finish); delete it again",
+        "the {} export of share {} is {} (an earlier request failed half-way); delete it \
+         again with export.delete, then retry",
         row.export.protocol.as_str(),
         share.name,
         row.export.state.as_str()
     )))
-}
-
-/// An IQN-safe form of a share name: lower case, `_` as `-`.
-fn iqn_suffix(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
 }
 
 impl Engine {
@@ -69,6 +71,9 @@ impl Engine {
     pub(super) fn spec_for(&self, row: &ExportRow, share: &Share) -> Result<ExportSpec> {
         let pool = self.pool(&share.pool)?;
         let path = match row.export.protocol {
+            Protocol::Nfs if share.layout == crate::model::Layout::Filesystem => {
+                self.mountpoint(&share.id)
+            }
             Protocol::Nfs => pool.export_dir(&share.id),
             Protocol::Iscsi => pool.volume_path(&share.id),
         };
@@ -133,14 +138,18 @@ impl Engine {
 
     pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Value> {
         let (driver, options) = self.validate_export_args(&a)?;
-        self.exporter(driver).probe().await?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let _exports = self.export_guard(driver).await;
         let share = self.share_by_id(&id).await?;
+        Self::check_protocol(&share, a.protocol)?;
+        self.exporter(driver).probe().await?;
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;
+        if created {
+            self.stamp_exports(&share).await;
+        }
         Ok(map(vec![
             ("export", to_value(&row.export)?),
             ("changed", Value::Bool(created)),
@@ -156,6 +165,7 @@ impl Engine {
         driver: Driver,
         options: ExportOptions,
     ) -> Result<(ExportRow, bool)> {
+        Self::check_protocol(share, protocol)?;
         if share.state != ShareState::Available {
             return Err(Error::Busy(format!(
                 "share {} is {}",
@@ -180,7 +190,13 @@ impl Engine {
         };
         let pool = self.pool(&share.pool)?;
         let (prefix, sid) = (self.settings.iqn_prefix.clone(), share.id.clone());
-        let export_dir = pool.export_dir(&share.id).display().to_string();
+        let export_dir = if share.layout == crate::model::Layout::Filesystem {
+            self.mountpoint(&share.id)
+        } else {
+            pool.export_dir(&share.id)
+        }
+        .display()
+        .to_string();
         let suffix = iqn_suffix(&share.name);
         let (row, existing) = self
             .store
@@ -228,7 +244,7 @@ impl Engine {
             })
             .await?;
         if existing {
-            require_settled(share, &row)?;
+            require_settled(&row, share)?;
             if row.export.driver == driver && row.export.options == options {
                 return Ok((row, false));
             }
@@ -239,7 +255,7 @@ impl Engine {
                 row.export.id
             )));
         }
-        failpoint::hit("export.create.before_apply");
+        failpoint::hit(failpoint::EXPORT_CREATE.before);
         let spec = self.spec_for(&row, share)?;
         let x = self.exporter(driver);
         if let Err(cause) = x.apply(&spec).await {
@@ -254,11 +270,12 @@ impl Engine {
                 Err(e) => Error::rollback(cause, e),
             });
         }
-        failpoint::hit("export.create.after_apply");
+        failpoint::hit(failpoint::EXPORT_CREATE.after);
         let eid = row.export.id.clone();
         self.store
             .write(move |c| store::set_export_state(c, &eid, ShareState::Available))
             .await?;
+        failpoint::hit(failpoint::EXPORT_CREATE.committed);
         let mut row = row;
         row.export.state = ShareState::Available;
         log::info!(
@@ -323,7 +340,8 @@ impl Engine {
                     .ok_or_else(|| Error::NotFound(format!("export {eid} was deleted meanwhile")))
             })
             .await?;
-        self.remove_export_locked(&share, &row, a.force).await?;
+        self.remove_export_locked(&share, &row, a.force, failpoint::EXPORT_DELETE)
+            .await?;
         Ok(map(vec![
             ("deleted", Value::Text(row.export.id.clone())),
             ("changed", Value::Bool(true)),
@@ -331,11 +349,14 @@ impl Engine {
     }
 
     /// Remove one export (and, with `force`, its attachments); the caller holds the lock.
+    /// The `deleting` mark is the journaled intent: recovery finishes the removal.
+    /// `steps` names the failpoints, which differ by the operation that removes it.
     pub(super) async fn remove_export_locked(
         &self,
         share: &Share,
         row: &ExportRow,
         force: bool,
+        steps: failpoint::DriverStep,
     ) -> Result<()> {
         if !row.export.attached.is_empty() && !force {
             return Err(Error::HasDependents(format!(
@@ -354,14 +375,16 @@ impl Engine {
         self.store
             .write(move |c| store::set_export_state(c, &eid, ShareState::Deleting))
             .await?;
-        failpoint::hit("export.delete.after_mark");
+        failpoint::hit(steps.before);
         let spec = self.spec_for(row, share)?;
         self.exporter(row.export.driver).remove(&spec).await?;
-        failpoint::hit("export.delete.after_remove");
+        failpoint::hit(steps.after);
         let (eid, sid, proto) = (row.export.id.clone(), share.id.clone(), row.export.protocol);
         self.store
             .write(move |c| store::delete_export_and_attachments(c, &eid, &sid, proto))
             .await?;
+        failpoint::hit(steps.committed);
+        self.stamp_exports(share).await;
         log::info!(
             "export deleted: {} of share {}{}",
             row.export.protocol.as_str(),

@@ -8,13 +8,18 @@
 //! the socket opens. A reply of `ok` is sent only after the final commit.
 
 mod attach;
+mod capacity;
 mod export;
 pub mod failpoint;
+mod formatted;
+mod keyed;
 mod locks;
+mod rebuild;
 mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -24,6 +29,7 @@ use ciborium::Value;
 use serde::Serialize;
 
 pub use locks::LockTable;
+pub use rebuild::{rebuild_db, RebuildReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -32,8 +38,8 @@ use crate::export::lio::LioExporter;
 use crate::export::nfs_kernel::NfsKernelExporter;
 use crate::export::tgt::TgtExporter;
 use crate::export::Exporter;
-use crate::model::Driver;
 use crate::model::Pool as PoolInfo;
+use crate::model::{CapacityPolicy, Driver};
 use crate::pool::{FilePool, Pool};
 use crate::proto::{Request, FEATURES, PROTOCOL_VERSIONS};
 use crate::store::Store;
@@ -44,6 +50,8 @@ use crate::sys::cmd::Runner;
 pub struct Engine {
     store: Store,
     pools: RwLock<BTreeMap<String, Arc<dyn Pool>>>,
+    /// Each pool's capacity policy; replaced on reload.
+    policies: RwLock<BTreeMap<String, CapacityPolicy>>,
     exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
     settings: ExportSettings,
     locks: LockTable,
@@ -55,6 +63,10 @@ pub struct Engine {
     /// reconcile waiting behind a hung tgtadm holds up other tgt changes only, not NFS or
     /// non-export work.
     export_guards: BTreeMap<Driver, async_lock::RwLock<()>>,
+    /// Formats, mounts and freezes `filesystem` shares.
+    formatter: crate::pool::format::Formatter,
+    /// The filesystem of a `filesystem` share whose create names none.
+    default_fs: crate::model::FsKind,
 }
 
 /// The export settings the engine needs from the config.
@@ -69,11 +81,13 @@ struct ExportSettings {
 
 fn build_exporters(config: &Config) -> BTreeMap<Driver, Arc<dyn Exporter>> {
     let runner = Runner::new(Duration::from_secs(config.command_timeout));
-    let roots = config
+    let mut roots: Vec<std::path::PathBuf> = config
         .resolved_pools()
         .into_values()
         .map(|(_, path)| path)
         .collect();
+    // Formatted shares are exported from their mounts.
+    roots.push(config.mount_base());
     let mut m: BTreeMap<Driver, Arc<dyn Exporter>> = BTreeMap::new();
     m.insert(
         Driver::Tgt,
@@ -145,6 +159,7 @@ impl Engine {
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
+            policies: RwLock::new(config.capacity_policies()),
             export_guards: exporters
                 .keys()
                 .map(|d| (*d, async_lock::RwLock::new(())))
@@ -158,12 +173,27 @@ impl Engine {
                 iscsi_driver: config.iscsi.driver,
             },
             locks: LockTable::default(),
+            formatter: crate::pool::format::Formatter::new(
+                Runner::new(Duration::from_secs(config.command_timeout)),
+                config.mount_base(),
+            ),
+            default_fs: config.filesystem.default,
         })
     }
 
     /// Add pools that a reloaded config names and we do not have yet; report what changed.
     pub async fn reload_pools(&self, config: &Config) -> Vec<String> {
         let mut notes = Vec::new();
+        let policies = config.capacity_policies();
+        {
+            let mut current = self.policies.write().expect("policies lock");
+            for (name, policy) in &policies {
+                if current.get(name) != Some(policy) {
+                    notes.push(format!("pool {name}: capacity policy {policy:?}"));
+                }
+            }
+            *current = policies;
+        }
         for (name, (kind, path)) in config.resolved_pools() {
             let existing = self.pools.read().expect("pools lock").get(&name).cloned();
             match existing {
@@ -295,7 +325,29 @@ impl Engine {
             Request::ShareDetach(a) => self.detach_share(a).await,
             Request::AttachmentList(a) => self.list_attachments(a).await,
             Request::Reconcile => self.reconcile().await.and_then(|r| to_value(&r)),
+            Request::Verify => self.verify().await.and_then(|r| to_value(&r)),
+            Request::AuditList(a) => self.list_audit(a).await,
         }
+    }
+
+    /// Queue an audit entry (written in batches; see [`Store::audit`]).
+    pub fn audit(&self, entry: crate::store::AuditEntry) {
+        self.store.audit(entry);
+    }
+
+    async fn list_audit(&self, a: crate::proto::AuditListArgs) -> Result<Value> {
+        let limit = a.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::Invalid(format!(
+                "limit {limit} must be between 1 and 1000"
+            )));
+        }
+        self.store.flush_audit().await;
+        let entries = self
+            .store
+            .call(move |c| crate::store::list_audit(c, a.since, limit, a.op.as_deref(), a.uid))
+            .await?;
+        to_value(&entries)
     }
 
     fn hello(&self) -> Value {
@@ -320,6 +372,7 @@ impl Engine {
 
     async fn pool_info(&self, name: &str) -> Result<PoolInfo> {
         let pool = self.pool(name)?;
+        let policy = self.policy(name);
         let p = pool.clone();
         let usage = blocking(move || p.usage()).await?;
         let pname = name.to_string();
@@ -338,6 +391,13 @@ impl Engine {
             shares,
             snapshots,
             reflink: pool.reflink(),
+            reserved: policy.reserved(usage.size),
+            reserved_percentage: policy.reserved_percentage,
+            max_over_subscription_ratio: policy.max_over_subscription_ratio,
+            provisioning_limit: policy.provisioning_limit(usage.size),
+            available_to_provision: policy
+                .provisioning_limit(usage.size)
+                .saturating_sub(provisioned),
         })
     }
 }

@@ -23,7 +23,7 @@ pub struct Report {
 
 impl Engine {
     /// The settled exports of every driver, as specs.
-    async fn all_specs(&self) -> Result<BTreeMap<Driver, Vec<ExportSpec>>> {
+    pub(super) async fn all_specs(&self) -> Result<BTreeMap<Driver, Vec<ExportSpec>>> {
         let rows = self
             .store
             .call(|c| store::list_exports(c, None, None))
@@ -79,7 +79,7 @@ impl Engine {
             report
                 .checked
                 .insert(driver.as_str().to_string(), specs.len());
-            match x.reconcile(&specs).await {
+            match x.reconcile(&specs, true).await {
                 Ok(f) => report.findings.extend(f),
                 Err(e) => report.findings.push(Finding::new(
                     *driver,

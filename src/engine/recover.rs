@@ -1,11 +1,19 @@
 //! Start-up recovery: finish or undo what a crash interrupted, before the socket opens.
 //!
-//! Rules: a `creating` share or snapshot was never acknowledged, so it is undone (its
-//! files removed, then its row). A `deleting` one was on its way out, so the delete is
-//! finished. An unfinished resize is rolled forward (growing is idempotent). Data that a
-//! settled row references is never touched.
+//! Rules: a `creating` share, snapshot or export was never acknowledged, so it is undone
+//! (its files or driver objects removed, then its row). A `deleting` one was on its way
+//! out, so the delete is finished. An unfinished resize is rolled forward (growing is
+//! idempotent). An attach whose intent is still journaled was never acknowledged, so its
+//! attachment row goes; a journaled detach is finished (the row goes too): revoked access
+//! is never granted again. Data that a settled row references is never touched.
+//!
+//! Recovery settles rows; the reconcile that shelfd runs right after it brings tgtd and
+//! the exports files in line with them (e.g. the ACL entry of an undone attach). Driver
+//! objects of an export row recovery deletes are removed here, as no row names them
+//! afterwards. See docs/exports.md, "Crash safety of exports and attachments".
 
-use super::{blocking, Engine};
+use super::attach::{ATTACH_INTENT, DETACH_INTENT};
+use super::{blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::ShareState;
 use crate::store;
@@ -21,6 +29,14 @@ impl Engine {
     /// Finish or undo every interrupted operation.
     pub async fn recover(&self) -> Result<Recovery> {
         let mut out = Recovery::default();
+        // Access first, so that what the drivers are told below already leaves out an
+        // undone attach and a finished detach.
+        self.replay_intents(&mut out, |op| op == ATTACH_INTENT || op == DETACH_INTENT)
+            .await?;
+        // File-based drivers (exports file, ganesha include) rewrite their whole file on
+        // every change: they must know the settled exports before recovery removes an
+        // interrupted one, or the rewrite drops every committed export with it.
+        self.load_exports().await?;
         for row in self
             .store
             .call(|c| store::list_exports(c, None, None))
@@ -116,6 +132,7 @@ impl Engine {
             for snap in leftovers {
                 self.remove_snapshot_locked(&pool, &snap).await?;
             }
+            self.unmount_share(&share).await?;
             let (p, id) = (pool.clone(), share.id.clone());
             blocking(move || p.remove_volume(&id)).await?;
             let id = share.id.clone();
@@ -134,14 +151,7 @@ impl Engine {
                 }
             ));
         }
-        for intent in self.store.call(|c| store::list_intents(c)).await? {
-            let action = self.replay_intent(&intent).await?;
-            let id = intent.id;
-            self.store
-                .write(move |c| store::delete_intent(c, id))
-                .await?;
-            out.actions.push(action);
-        }
+        self.replay_intents(&mut out, |_| true).await?;
         let configured = self.pool_names();
         let missing: Vec<String> = self
             .store
@@ -159,7 +169,25 @@ impl Engine {
         for a in &out.actions {
             log::warn!("recovery: {a}");
         }
+        failpoint::hit(failpoint::RECOVER_DONE);
         Ok(out)
+    }
+
+    /// Replay, then forget, every journaled intent whose op `pick` accepts (oldest first).
+    /// Each replay is idempotent, so a crash between the two repeats it harmlessly.
+    async fn replay_intents(&self, out: &mut Recovery, pick: impl Fn(&str) -> bool) -> Result<()> {
+        for intent in self.store.call(|c| store::list_intents(c)).await? {
+            if !pick(&intent.op) {
+                continue;
+            }
+            let action = self.replay_intent(&intent).await?;
+            let id = intent.id;
+            self.store
+                .write(move |c| store::delete_intent(c, id))
+                .await?;
+            out.actions.push(action);
+        }
+        Ok(())
     }
 
     async fn replay_intent(&self, intent: &store::Intent) -> Result<String> {
@@ -186,6 +214,45 @@ impl Engine {
                     "resize of share {} ({}) to {size} bytes was interrupted: finished",
                     share.name, share.id
                 ))
+            }
+            ATTACH_INTENT | DETACH_INTENT => {
+                // Rows are the truth for access lists: the start-up reconcile that follows
+                // recovery brings tgtd and the exports files in line with them.
+                let id = intent.object.clone();
+                let gone = self
+                    .store
+                    .write(move |c| {
+                        let found = store::list_attachments(c, None)?
+                            .into_iter()
+                            .find(|a| a.id == id);
+                        store::delete_attachment_row(c, &id)?;
+                        Ok(found)
+                    })
+                    .await?;
+                let what = if intent.op == ATTACH_INTENT {
+                    "attach was never acknowledged: undone"
+                } else {
+                    "detach was under way: finished"
+                };
+                if let Some(a) = &gone {
+                    // The volume's record of its attachments follows the rows.
+                    let sid = a.share.clone();
+                    if let Some(share) = self.store.call(move |c| store::get_share(c, &sid)).await?
+                    {
+                        self.stamp_exports(&share).await;
+                    }
+                }
+                Ok(match gone {
+                    Some(a) => format!(
+                        "{} {} of share {} to host {} ({}): {what}",
+                        a.protocol.as_str(),
+                        intent.op,
+                        a.share_name,
+                        a.host,
+                        a.client
+                    ),
+                    None => format!("{} of attachment {}: {what}", intent.op, intent.object),
+                })
             }
             other => Err(Error::Internal(format!(
                 "unknown intent {other:?} (id {}) in the journal; a newer shelfd wrote it",

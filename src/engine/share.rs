@@ -4,7 +4,7 @@ use ciborium::Value;
 
 use super::{blocking, failpoint, map, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Share, ShareState};
+use crate::model::{self, Demand, Share, ShareState};
 use crate::proto::{
     CloneArgs, ShareCreateArgs, ShareDeleteArgs, ShareListArgs, ShareRef, ShareResizeArgs,
 };
@@ -16,9 +16,15 @@ fn changed(key: &str, obj: Value, changed: bool) -> Value {
 }
 
 /// Is `existing` what this create asks for? Then a retry is answered with it.
-fn same_share(existing: &Share, a: &ShareCreateArgs, sparse: bool) -> bool {
+fn same_share(
+    existing: &Share,
+    a: &ShareCreateArgs,
+    sparse: bool,
+    layout: (model::Layout, Option<model::FsKind>),
+) -> bool {
     existing.size == a.size
         && existing.sparse == sparse
+        && (existing.layout, existing.filesystem) == layout
         && existing.multiattach == a.multiattach
         && existing.origin_snapshot.is_none()
         && existing.metadata == a.metadata
@@ -31,6 +37,8 @@ impl Engine {
         model::validate_metadata(&a.metadata)?;
         let pool = self.pick_pool(a.pool.as_deref())?;
         let sparse = a.sparse.unwrap_or(true);
+        let (layout, filesystem) =
+            super::formatted::resolve_layout(a.layout, a.filesystem, self.default_fs, a.size)?;
         let share = Share {
             id: uuid::Uuid::new_v4().to_string(),
             name: a.name.clone(),
@@ -43,22 +51,33 @@ impl Engine {
             origin_snapshot: None,
             origin_share: None,
             metadata: a.metadata.clone(),
+            layout,
+            filesystem,
         };
         // Reserve the name with a `creating` row, or answer a retry with what exists.
         let row = share.clone();
+        let room = self.room(&pool).await?;
         let existing = self
             .store
             .write(move |c| {
                 if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
                     return Ok(Some(e));
                 }
+                room.check(
+                    c,
+                    &format!("share {}", row.name),
+                    Demand::Share {
+                        size: row.size,
+                        preallocated: !row.sparse,
+                    },
+                )?;
                 store::insert_share(c, &row)?;
                 Ok(None)
             })
             .await?;
         if let Some(e) = existing {
             return match e.state {
-                ShareState::Available if same_share(&e, &a, sparse) => {
+                ShareState::Available if same_share(&e, &a, sparse, (layout, filesystem)) => {
                     Ok(changed("share", to_value(&e)?, false))
                 }
                 ShareState::Creating => Err(Error::Busy(format!(
@@ -75,6 +94,11 @@ impl Engine {
         let (p, s) = (pool.clone(), share.clone());
         if let Err(cause) = blocking(move || p.create_volume(&s)).await {
             return Err(self.forget_share(&share, cause).await);
+        }
+        if share.layout == model::Layout::Filesystem {
+            if let Err(cause) = self.make_filesystem(&pool, &share).await {
+                return Err(self.discard_share(&pool, &share, cause).await);
+            }
         }
         failpoint::hit("share.create.after_volume");
         let id = share.id.clone();
@@ -96,6 +120,24 @@ impl Engine {
             }
         );
         Ok(changed("share", to_value(&share)?, true))
+    }
+
+    /// Remove the volume of a share whose filesystem could not be made, then its row.
+    async fn discard_share(
+        &self,
+        pool: &std::sync::Arc<dyn crate::pool::Pool>,
+        share: &Share,
+        cause: Error,
+    ) -> Error {
+        let (p, id) = (pool.clone(), share.id.clone());
+        let undone = match self.unmount_share(share).await {
+            Ok(()) => blocking(move || p.remove_volume(&id)).await,
+            Err(e) => Err(e),
+        };
+        match undone {
+            Ok(()) => self.forget_share(share, cause).await,
+            Err(e) => Error::rollback(cause, e),
+        }
     }
 
     /// Drop the `creating` row of a share whose volume could not be made.
@@ -173,9 +215,16 @@ impl Engine {
         }
         let pool = self.pool(&share.pool)?;
         let (sid, new_size) = (share.id.clone(), a.size);
+        let room = self.room(&pool).await?;
+        let share_name = share.name.clone();
+        let demand = Demand::Grow {
+            by: a.size - share.size,
+            preallocated: !share.sparse,
+        };
         let intent = self
             .store
             .write(move |c| {
+                room.check(c, &format!("growing share {}", share_name), demand)?;
                 let data = serde_json::json!({ "size": new_size });
                 store::insert_intent(c, "share.resize", &sid, &data)
             })
@@ -215,6 +264,8 @@ impl Engine {
         let mut share = share;
         share.size = a.size;
         let warnings = self.refresh_exports(&share).await;
+        let mut warnings = warnings;
+        warnings.extend(self.grow_filesystem(&share).await);
         let mut reply = changed("share", to_value(&share)?, true);
         if !warnings.is_empty() {
             if let Value::Map(m) = &mut reply {
@@ -269,13 +320,15 @@ impl Engine {
         }
         let guards = self.export_guards_for(&exports).await;
         for row in &exports {
-            self.remove_export_locked(&share, row, true).await?;
+            self.remove_export_locked(&share, row, true, failpoint::SHARE_DELETE_EXPORT)
+                .await?;
         }
         drop(guards);
         let pool = self.pool(&share.pool)?;
         for snap in &snapshots {
             self.remove_snapshot_locked(&pool, snap).await?;
         }
+        self.unmount_share(&share).await?;
         let sid = share.id.clone();
         self.store
             .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
@@ -330,8 +383,11 @@ impl Engine {
             origin_snapshot: Some(snap.id.clone()),
             origin_share: Some(snap.share.clone()),
             metadata: a.metadata.clone(),
+            layout: origin.layout,
+            filesystem: origin.filesystem,
         };
         let (row, snap_id) = (share.clone(), snap.id.clone());
+        let room = self.room(&pool).await?;
         let existing = self
             .store
             .write(move |c| {
@@ -348,6 +404,14 @@ impl Engine {
                 if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
                     return Ok(Some(e));
                 }
+                room.check(
+                    c,
+                    &format!("share {}", row.name),
+                    Demand::Share {
+                        size: row.size,
+                        preallocated: !row.sparse,
+                    },
+                )?;
                 store::insert_share(c, &row)?;
                 Ok(None)
             })
@@ -374,6 +438,11 @@ impl Engine {
         let (p, sn, s) = (pool.clone(), snap.clone(), share.clone());
         if let Err(cause) = blocking(move || p.clone_volume(&sn, &s)).await {
             return Err(self.forget_share(&share, cause).await);
+        }
+        if share.layout == model::Layout::Filesystem {
+            if let Err(cause) = self.mount_share(&pool, &share).await {
+                return Err(self.discard_share(&pool, &share, cause).await);
+            }
         }
         failpoint::hit("share.clone.after_volume");
         let id = share.id.clone();

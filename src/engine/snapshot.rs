@@ -6,7 +6,7 @@ use ciborium::Value;
 
 use super::{blocking, failpoint, map, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, ShareState, Snapshot};
+use crate::model::{self, Demand, ShareState, Snapshot};
 use crate::pool::Pool;
 use crate::proto::{SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
 use crate::store::{self, now};
@@ -36,6 +36,7 @@ impl Engine {
             created_at: now(),
         };
         let row = snap.clone();
+        let room = self.room(&pool).await?;
         let existing = self
             .store
             .write(move |c| {
@@ -43,6 +44,11 @@ impl Engine {
                     .into_iter()
                     .find(|s| s.name == row.name);
                 if found.is_none() {
+                    room.check(
+                        c,
+                        &format!("snapshot {}@{}", row.share_name, row.name),
+                        Demand::Snapshot,
+                    )?;
                     store::insert_snapshot(c, &row)?;
                 }
                 Ok(found)
@@ -66,7 +72,10 @@ impl Engine {
         failpoint::hit("snapshot.create.before_copy");
         let (p, sh, sn) = (pool.clone(), share.clone(), snap.clone());
         let t0 = std::time::Instant::now();
-        if let Err(cause) = blocking(move || p.snapshot(&sh, &sn)).await {
+        let copied = self
+            .frozen(&share, blocking(move || p.snapshot(&sh, &sn)))
+            .await;
+        if let Err(cause) = copied {
             let sid = snap.id.clone();
             return Err(
                 match self

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::coalesce::Coalescer;
-use super::{write_atomically, BoxFut, ExportSpec, Exporter, Finding};
+use super::{action, write_atomically, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::{Access, Driver};
 use crate::sys::cmd::find_program;
@@ -152,9 +152,15 @@ impl Exporter for GaneshaExporter {
         Box::pin(async { Ok(()) })
     }
 
-    fn reconcile<'a>(&'a self, specs: &'a [ExportSpec]) -> BoxFut<'a, Result<Vec<Finding>>> {
+    fn reconcile<'a>(
+        &'a self,
+        specs: &'a [ExportSpec],
+        repair: bool,
+    ) -> BoxFut<'a, Result<Vec<Finding>>> {
         Box::pin(async move {
-            self.load(specs);
+            if repair {
+                self.load(specs);
+            }
             let (_, set) = self.state.snapshot();
             let want = exports_conf(&set);
             let file = self.file.clone();
@@ -168,11 +174,13 @@ impl Exporter for GaneshaExporter {
                     Driver::Ganesha,
                     "drifted",
                     self.file.display().to_string(),
-                    "rewritten from the tree and ganesha reloaded",
+                    action(repair, "rewritten from the tree and ganesha reloaded"),
                 ));
-                self.state
-                    .flush_all(|set| self.write_and_reload(set))
-                    .await?;
+                if repair {
+                    self.state
+                        .flush_all(|set| self.write_and_reload(set))
+                        .await?;
+                }
             }
             Ok(findings)
         })

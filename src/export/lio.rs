@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{BoxFut, ExportSpec, Exporter, Finding};
+use super::{action, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, Runner};
@@ -273,7 +273,11 @@ impl Exporter for LioExporter {
         })
     }
 
-    fn reconcile<'a>(&'a self, specs: &'a [ExportSpec]) -> BoxFut<'a, Result<Vec<Finding>>> {
+    fn reconcile<'a>(
+        &'a self,
+        specs: &'a [ExportSpec],
+        repair: bool,
+    ) -> BoxFut<'a, Result<Vec<Finding>>> {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
             let mut findings = Vec::new();
@@ -287,23 +291,27 @@ impl Exporter for LioExporter {
                         Driver::Lio,
                         "missing",
                         &spec.export.target,
-                        "re-created",
+                        action(repair, "re-created"),
                     ));
                 }
-                self.converge(spec).await?;
+                if repair {
+                    self.converge(spec).await?;
+                }
             }
             for iqn in live.difference(&wanted) {
                 if iqn
                     .strip_prefix(&self.iqn_prefix)
                     .is_some_and(|r| r.starts_with(':'))
                 {
-                    self.targetcli(&["/iscsi".into(), "delete".into(), iqn.clone()], "No such")
-                        .await?;
+                    if repair {
+                        self.targetcli(&["/iscsi".into(), "delete".into(), iqn.clone()], "No such")
+                            .await?;
+                    }
                     findings.push(Finding::new(
                         Driver::Lio,
                         "orphan",
                         iqn,
-                        "removed: not in the tree",
+                        action(repair, "removed: not in the tree"),
                     ));
                 }
             }

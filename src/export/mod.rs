@@ -83,9 +83,23 @@ pub trait Exporter: Send + Sync + std::fmt::Debug {
     fn remove<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
     /// The volume grew: make clients see the new size.
     fn refresh_size<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
-    /// Make the daemon hold exactly `specs` (all of this driver's exports, as the tree has
-    /// them) among the objects carrying shelf's naming; report each difference.
-    fn reconcile<'a>(&'a self, specs: &'a [ExportSpec]) -> BoxFut<'a, Result<Vec<Finding>>>;
+    /// Compare the daemon with `specs` (all of this driver's exports, as the tree has them)
+    /// among the objects carrying shelf's naming and report each difference; with
+    /// `repair`, also make the daemon hold exactly `specs`.
+    fn reconcile<'a>(
+        &'a self,
+        specs: &'a [ExportSpec],
+        repair: bool,
+    ) -> BoxFut<'a, Result<Vec<Finding>>>;
+}
+
+/// The action a finding reports: what was done, or that nothing was (`verify`).
+pub fn action(repair: bool, done: &str) -> String {
+    if repair {
+        done.to_string()
+    } else {
+        "not repaired (verify only)".to_string()
+    }
 }
 
 /// Write `text` to `path` atomically: a temporary file in the same directory, fsync,

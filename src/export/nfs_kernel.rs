@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::coalesce::Coalescer;
-use super::{write_atomically, BoxFut, ExportSpec, Exporter, Finding};
+use super::{action, write_atomically, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, Runner};
@@ -185,9 +185,15 @@ impl Exporter for NfsKernelExporter {
         Box::pin(async { Ok(()) })
     }
 
-    fn reconcile<'a>(&'a self, specs: &'a [ExportSpec]) -> BoxFut<'a, Result<Vec<Finding>>> {
+    fn reconcile<'a>(
+        &'a self,
+        specs: &'a [ExportSpec],
+        repair: bool,
+    ) -> BoxFut<'a, Result<Vec<Finding>>> {
         Box::pin(async move {
-            self.load(specs);
+            if repair {
+                self.load(specs);
+            }
             let wanted: BTreeSet<(String, String)> = specs
                 .iter()
                 .flat_map(|s| {
@@ -209,7 +215,7 @@ impl Exporter for NfsKernelExporter {
                     Driver::Kernel,
                     "drifted",
                     self.file.display().to_string(),
-                    "rewritten from the tree",
+                    action(repair, "rewritten from the tree"),
                 ));
             }
             let live: BTreeSet<(String, String)> = self
@@ -224,10 +230,12 @@ impl Exporter for NfsKernelExporter {
                     Driver::Kernel,
                     "missing",
                     format!("{p} {c}"),
-                    "re-exported",
+                    action(repair, "re-exported"),
                 ));
             }
-            let live = if file_drifted || !missing.is_empty() {
+            let live = if !repair {
+                live
+            } else if file_drifted || !missing.is_empty() {
                 self.state
                     .flush_all(|set| self.write_and_apply(set))
                     .await?;
@@ -249,13 +257,15 @@ impl Exporter for NfsKernelExporter {
                     ));
                 }
             }
-            for (p, c) in wanted.difference(&live) {
-                findings.push(Finding::new(
-                    Driver::Kernel,
-                    "missing",
-                    format!("{p} {c}"),
-                    "still missing after exportfs -r",
-                ));
+            if repair {
+                for (p, c) in wanted.difference(&live) {
+                    findings.push(Finding::new(
+                        Driver::Kernel,
+                        "missing",
+                        format!("{p} {c}"),
+                        "still missing after exportfs -r",
+                    ));
+                }
             }
             Ok(findings)
         })

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_lock::Mutex;
 
-use super::{BoxFut, ExportSpec, Exporter, Finding};
+use super::{action, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
@@ -441,7 +441,11 @@ impl Exporter for TgtExporter {
         })
     }
 
-    fn reconcile<'a>(&'a self, specs: &'a [ExportSpec]) -> BoxFut<'a, Result<Vec<Finding>>> {
+    fn reconcile<'a>(
+        &'a self,
+        specs: &'a [ExportSpec],
+        repair: bool,
+    ) -> BoxFut<'a, Result<Vec<Finding>>> {
         Box::pin(async move {
             let mut known = self.known.lock().await;
             let out = self
@@ -457,24 +461,33 @@ impl Exporter for TgtExporter {
                 wanted_users.extend(want.accounts.iter().cloned());
                 let have = live_by_tid.get(&want.tid).copied();
                 if have != Some(&want) {
-                    let (kind, action) = match have {
+                    let (kind, done) = match have {
                         None => ("missing", "re-created target, LUN, ACL and CHAP"),
                         Some(_) => ("drifted", "brought back in line"),
                     };
-                    self.converge(have, &want, spec.chap_secret.as_deref())
-                        .await?;
-                    findings.push(Finding::new(Driver::Tgt, kind, &want.iqn, action));
+                    if repair {
+                        self.converge(have, &want, spec.chap_secret.as_deref())
+                            .await?;
+                    }
+                    findings.push(Finding::new(
+                        Driver::Tgt,
+                        kind,
+                        &want.iqn,
+                        action(repair, done),
+                    ));
                 }
                 fresh.insert(want.tid, want);
             }
             for t in &live {
                 if !fresh.contains_key(&t.tid) && self.owns(&t.iqn) {
-                    self.delete_target(t.tid).await?;
+                    if repair {
+                        self.delete_target(t.tid).await?;
+                    }
                     findings.push(Finding::new(
                         Driver::Tgt,
                         "orphan",
                         &t.iqn,
-                        "removed: not in the tree",
+                        action(repair, "removed: not in the tree"),
                     ));
                 }
             }
@@ -483,16 +496,20 @@ impl Exporter for TgtExporter {
                 .await?;
             for user in parse_show_accounts(&accounts) {
                 if user.starts_with(CHAP_USER_PREFIX) && !wanted_users.contains(&user) {
-                    self.delete_account(&user).await?;
+                    if repair {
+                        self.delete_account(&user).await?;
+                    }
                     findings.push(Finding::new(
                         Driver::Tgt,
                         "orphan",
                         format!("CHAP account {user}"),
-                        "removed",
+                        action(repair, "removed"),
                     ));
                 }
             }
-            *known = fresh;
+            if repair {
+                *known = fresh;
+            }
             Ok(findings)
         })
     }

@@ -272,6 +272,25 @@ pub fn validate_nfs_client(c: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// An attach adds exactly one host: without `ip`, `connector.host` becomes the NFS client,
+/// so it must be a host name, never a wildcard (`*`), a network (`10.0.0.0/8`) or a
+/// netgroup (`@all`), which `validate_nfs_client` allows in an export's static list but
+/// which would open the export to many hosts (`*` to the world) on one attach.
+fn validate_single_host(host: &str) -> Result<(), Invalid> {
+    let single = host
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || ".-_".contains(ch))
+        && host.starts_with(|ch: char| ch.is_ascii_alphanumeric());
+    if single {
+        return Ok(());
+    }
+    Err(Invalid::new(format!(
+        "connector.host {:?} is not a single host name (letters, digits, '.', '-', '_'); \
+         wildcards, networks and netgroups cannot be attached: give connector.ip or a host name",
+        host.chars().take(64).collect::<String>()
+    )))
+}
+
 /// Check an iSCSI initiator or target name: `iqn.YYYY-MM.naming-authority[:unique]`,
 /// `eui.` + 16 hex digits, or `naa.` + 16 or 32 hex digits (RFC 3720 §3.2.6.3), lower case.
 pub fn validate_iqn(name: &str) -> Result<(), Invalid> {
@@ -342,6 +361,9 @@ pub fn connector_client(c: &Connector, protocol: Protocol) -> Result<String, Inv
         Protocol::Nfs => {
             let client = c.ip.clone().unwrap_or_else(|| c.host.clone());
             validate_nfs_client(&client)?;
+            if c.ip.is_none() {
+                validate_single_host(&c.host)?;
+            }
             Ok(client)
         }
     }
@@ -430,6 +452,47 @@ mod tests {
             ..c
         };
         assert!(connector_client(&no_iqn, Protocol::Iscsi).is_err());
+    }
+
+    #[test]
+    fn an_nfs_connector_is_one_host() {
+        for host in [
+            "*",
+            "*.example.com",
+            "10.0.0.0/8",
+            "@all",
+            "host?",
+            "[::1]",
+            "-x",
+        ] {
+            let c = Connector {
+                host: host.into(),
+                ..Connector::default()
+            };
+            let e = connector_client(&c, Protocol::Nfs).unwrap_err();
+            assert!(
+                e.0.contains("connector.host") || e.0.contains("NFS client"),
+                "{host}: {e}"
+            );
+        }
+        let named = Connector {
+            host: "compute-1.example.com".into(),
+            ..Connector::default()
+        };
+        assert_eq!(
+            connector_client(&named, Protocol::Nfs).unwrap(),
+            "compute-1.example.com"
+        );
+        // With an IP, the host is only a label.
+        let with_ip = Connector {
+            host: "*".into(),
+            ip: Some("192.0.2.7".into()),
+            initiator: None,
+        };
+        assert_eq!(
+            connector_client(&with_ip, Protocol::Nfs).unwrap(),
+            "192.0.2.7"
+        );
     }
 
     proptest! {

@@ -3,11 +3,13 @@
 //! Everything here is pure: no I/O, no async, no SQLite. The engine asks these functions
 //! whether a request is valid before it touches anything.
 
+mod capacity;
 mod export;
 mod names;
 mod size;
 mod tree;
 
+pub use capacity::{check_capacity, Capacity, CapacityPolicy, Demand};
 pub use export::{
     connector_client, validate_iqn, validate_nfs_client, Access, Attached, Attachment, Connector,
     Driver, Export, ExportOptions, Protocol,
@@ -15,8 +17,8 @@ pub use export::{
 pub use names::{validate_metadata, validate_name, MAX_METADATA_ENTRIES};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{
-    build_tree, can_delete_share, DeleteBlocked, Pool, PoolKind, Share, ShareState, Snapshot,
-    TreeNode, TreeSnapshot, MAX_TREE_DEPTH,
+    build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolKind, Share, ShareState,
+    Snapshot, TreeNode, TreeSnapshot, MAX_TREE_DEPTH,
 };
 
 /// An error in a request's content, found before anything was done.

@@ -44,6 +44,16 @@ pub struct Pool {
     pub snapshots: u64,
     /// Whether snapshots and clones are instant reflinks (`FICLONE`) or copies.
     pub reflink: bool,
+    /// Bytes kept free: new work is refused when `free` is at or below it.
+    pub reserved: u64,
+    /// `reserved` as a percentage of `size` (from the config).
+    pub reserved_percentage: u8,
+    /// How many times its usable size the shares may add up to (from the config).
+    pub max_over_subscription_ratio: f64,
+    /// The most `provisioned` may reach: ratio × (size − reserved).
+    pub provisioning_limit: u64,
+    /// How many more bytes of shares the pool accepts now.
+    pub available_to_provision: u64,
 }
 
 /// The life-cycle state of a share.
@@ -108,6 +118,80 @@ pub struct Share {
     pub origin_share: Option<String>,
     /// Free-form text → text metadata (e.g. the owning instance's name).
     pub metadata: BTreeMap<String, String>,
+    /// `block`: a raw volume (exported over iSCSI, or its directory over NFS);
+    /// `filesystem`: a formatted volume, mounted by shelfd, its mount exported over NFS.
+    #[serde(default)]
+    pub layout: Layout,
+    /// The filesystem of a `filesystem` share.
+    #[serde(default)]
+    pub filesystem: Option<FsKind>,
+}
+
+/// How a share's volume is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// A raw volume.
+    #[default]
+    Block,
+    /// A formatted volume that shelfd mounts.
+    Filesystem,
+}
+
+impl Layout {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Block => "block",
+            Layout::Filesystem => "filesystem",
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "block" => Some(Layout::Block),
+            "filesystem" => Some(Layout::Filesystem),
+            _ => None,
+        }
+    }
+}
+
+/// The filesystem a `filesystem` share is formatted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    /// XFS (with reflink).
+    Xfs,
+    /// ext4.
+    Ext4,
+}
+
+impl FsKind {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsKind::Xfs => "xfs",
+            FsKind::Ext4 => "ext4",
+        }
+    }
+
+    /// The smallest volume it can be made on (mkfs.xfs refuses less than 300 MiB).
+    pub fn min_size(self) -> u64 {
+        match self {
+            FsKind::Xfs => 300 << 20,
+            FsKind::Ext4 => 16 << 20,
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xfs" => Some(FsKind::Xfs),
+            "ext4" => Some(FsKind::Ext4),
+            _ => None,
+        }
+    }
 }
 
 /// A point-in-time copy of a share.
@@ -285,6 +369,8 @@ mod tests {
             origin_snapshot: origin.map(Into::into),
             origin_share: None,
             metadata: BTreeMap::new(),
+            layout: Layout::Block,
+            filesystem: None,
         }
     }
 

@@ -239,6 +239,17 @@ impl Pool for FilePool {
             .map_err(|e| Error::io("syncing the volume's identity", e))
     }
 
+    fn stamp_exports(&self, share_id: &str, json: &str) -> Result<()> {
+        let path = self.volume_path(share_id);
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("exports".to_string(), json.to_string());
+        fs::set_identity(&path, &attrs)
+            .map_err(|e| Error::io(format!("stamping exports on {}", path.display()), e))?;
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("syncing the volume's identity", e))
+    }
+
     fn remove_volume(&self, share_id: &str) -> Result<()> {
         let dir = self.share_dir(share_id);
         remove_dir_if_present(&dir)

@@ -6,6 +6,7 @@
 //! rebuilt from the pools.
 
 mod file;
+pub mod format;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn grow(&self, share: &Share, size: u64) -> Result<()>;
     /// Rewrite the identity a share's volume carries (after a metadata change).
     fn stamp(&self, share: &Share) -> Result<()>;
+    /// Record the share's exports and attachments on its volume (`user.shelf.exports`), so
+    /// `shelfd recover --rebuild-db` can bring them back.
+    fn stamp_exports(&self, share_id: &str, json: &str) -> Result<()>;
     /// Remove a share's volume; succeeds when it is already gone.
     fn remove_volume(&self, share_id: &str) -> Result<()>;
     /// Remove a snapshot; succeeds when it is already gone.
@@ -91,6 +95,11 @@ pub fn share_identity(s: &Share) -> BTreeMap<String, String> {
     m.insert(
         "metadata".into(),
         serde_json::to_string(&s.metadata).expect("a string map serialises"),
+    );
+    m.insert("layout".into(), s.layout.as_str().into());
+    m.insert(
+        "filesystem".into(),
+        s.filesystem.map(|f| f.as_str()).unwrap_or_default().into(),
     );
     m
 }

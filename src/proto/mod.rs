@@ -6,12 +6,14 @@
 pub mod frame;
 mod reply;
 mod request;
+mod strict;
 
 pub use reply::{encode_reply, Reply};
 pub use request::{
-    parse_request, ArgsError, AttachArgs, CloneArgs, Envelope, ExportCreateArgs, ExportRef, NoArgs,
-    PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
-    ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs,
+    parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, ExportCreateArgs,
+    ExportRef, NoArgs, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
+    ShareListArgs, ShareRef, ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
+    TreeArgs, MAX_KEY_LEN,
 };
 
 /// Protocol versions this build speaks.
@@ -28,6 +30,11 @@ pub const FEATURES: &[&str] = &[
     "export.iscsi",
     "attach",
     "reconcile",
+    "verify",
+    "roles",
+    "audit",
+    "idempotency-key",
+    "capacity",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

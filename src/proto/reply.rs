@@ -18,6 +18,22 @@ fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
+/// Longest error message sent, in bytes. Messages quote what the client sent (a share
+/// reference, a name); a hostile client must not get a megabyte echoed back per request.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `message`, cut at a character boundary to at most [`MAX_MESSAGE`] bytes (plus `…`).
+fn bounded(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 /// Encode a reply as a CBOR value (ready for [`super::frame::encode`]).
 pub fn encode_reply(reply: &Reply) -> Value {
     let id = match reply.id {
@@ -30,9 +46,32 @@ pub fn encode_reply(reply: &Reply) -> Value {
             text("err"),
             Value::Map(vec![
                 (text("code"), text(code.as_str())),
-                (text("message"), text(message)),
+                (text("message"), Value::Text(bounded(message))),
             ]),
         ),
     };
     Value::Map(vec![(text("id"), id), body])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = format!("no share {:?}", "é".repeat(5000));
+        let v = encode_reply(&Reply {
+            id: Some(1),
+            result: Err((ErrorCode::NotFound, long)),
+        });
+        let err = &v.as_map().unwrap()[1].1;
+        let message = err.as_map().unwrap()[1].1.as_text().unwrap();
+        assert!(
+            message.len() <= MAX_MESSAGE + '…'.len_utf8(),
+            "{}",
+            message.len()
+        );
+        assert!(message.starts_with("no share \"éé") && message.ends_with('…'));
+        assert_eq!(bounded("short"), "short");
+    }
 }

@@ -9,7 +9,7 @@ use ciborium::Value;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::model::{Access, Connector, Driver, Protocol};
+use crate::model::{Access, Connector, Driver, FsKind, Layout, Protocol};
 
 /// A request that could not be parsed: the id when it could be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,7 +32,16 @@ pub struct Envelope {
     pub op: String,
     /// The typed operation.
     pub request: Request,
+    /// The client's idempotency key, if it sent one: a retry with the same key is answered
+    /// with the first answer instead of doing the work twice.
+    pub key: Option<String>,
+    /// SHA-256 of the op and its encoded arguments (computed only when `key` is set), so a
+    /// key reused for a different request is caught.
+    pub digest: Option<String>,
 }
+
+/// The longest idempotency key accepted.
+pub const MAX_KEY_LEN: usize = 128;
 
 /// No arguments (an empty map, or none).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -67,6 +76,12 @@ pub struct ShareCreateArgs {
     /// Text → text metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// `block` (default) or `filesystem` (formatted and mounted by shelfd).
+    #[serde(default)]
+    pub layout: Option<Layout>,
+    /// `xfs` or `ext4`, for a `filesystem` share (implies it); default from the config.
+    #[serde(default)]
+    pub filesystem: Option<FsKind>,
 }
 
 /// `share.list` filters; all optional.
@@ -276,6 +291,24 @@ pub struct AttachArgs {
     pub mode: Option<Access>,
 }
 
+/// `audit.list`: the newest entries first, or those after `since` oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditListArgs {
+    /// Only entries with a sequence number above this, oldest first (to follow the log).
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// At most this many entries (default 100, at most 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only entries of this op.
+    #[serde(default)]
+    pub op: Option<String>,
+    /// Only entries of this peer uid.
+    #[serde(default)]
+    pub uid: Option<u32>,
+}
+
 /// Every operation of protocol v1, with its typed arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -323,6 +356,11 @@ pub enum Request {
     AttachmentList(ShareFilter),
     /// `reconcile`: compare the tree with the target daemons and repair.
     Reconcile,
+    /// `verify`: compare database, pools and exports and list every difference; repairs
+    /// nothing.
+    Verify,
+    /// `audit.list`: the audit log of state-changing and refused requests.
+    AuditList(AuditListArgs),
 }
 
 impl Request {
@@ -342,6 +380,70 @@ impl Request {
                 | Request::ShareDetach(_)
                 | Request::Reconcile
         )
+    }
+
+    /// Whether a `reader` may run it: hello, list, show and tree, nothing that changes state
+    /// or reveals the audit log.
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Request::Hello
+                | Request::PoolList
+                | Request::PoolShow(_)
+                | Request::ShareList(_)
+                | Request::ShareShow(_)
+                | Request::SnapshotList(_)
+                | Request::SnapshotShow(_)
+                | Request::Tree(_)
+                | Request::ExportList(_)
+                | Request::ExportShow(_)
+                | Request::AttachmentList(_)
+        )
+    }
+
+    /// The object a request is about, as the audit log names it (empty when none).
+    pub fn target(&self) -> String {
+        let with_pool = |name: &str, pool: &Option<String>| match pool {
+            Some(p) => format!("{p}/{name}"),
+            None => name.to_string(),
+        };
+        let t = match self {
+            Request::PoolShow(a) => a.name.clone(),
+            Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
+            Request::ShareShow(a) => with_pool(&a.share, &a.pool),
+            Request::ShareResize(a) => with_pool(&a.share, &a.pool),
+            Request::ShareDelete(a) => with_pool(&a.share, &a.pool),
+            Request::ShareClone(a) => format!(
+                "{} from {}",
+                with_pool(&a.name, &a.pool),
+                match &a.share {
+                    Some(sh) => format!("{sh}@{}", a.snapshot),
+                    None => a.snapshot.clone(),
+                }
+            ),
+            Request::SnapshotCreate(a) => format!("{}@{}", with_pool(&a.share, &a.pool), a.name),
+            Request::SnapshotShow(a) | Request::SnapshotDelete(a) => match &a.share {
+                Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
+                None => a.snapshot.clone(),
+            },
+            Request::ExportCreate(a) => {
+                format!("{} {}", with_pool(&a.share, &a.pool), a.protocol.as_str())
+            }
+            Request::ExportShow(a) | Request::ExportDelete(a) => match (&a.export, &a.share) {
+                (Some(e), _) => e.clone(),
+                (None, Some(sh)) => format!(
+                    "{} {}",
+                    with_pool(sh, &a.pool),
+                    a.protocol.map(|p| p.as_str()).unwrap_or("")
+                ),
+                (None, None) => String::new(),
+            },
+            Request::ShareAttach(a) | Request::ShareDetach(a) => {
+                format!("{} for {}", with_pool(&a.share, &a.pool), a.connector.host)
+            }
+            _ => String::new(),
+        };
+        t.chars().take(200).collect()
     }
 }
 
@@ -366,8 +468,12 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
             "a request must be a CBOR map {id, op, args}".into(),
         ));
     };
+    if let Err(message) = super::strict::check_request(&entries) {
+        return Err(fail(super::strict::unambiguous_id(&entries), message));
+    }
     let mut id = None;
     let mut op = None;
+    let mut key = None;
     let mut arg_value = Value::Map(Vec::new());
     let mut bad_field = None;
     for (k, val) in entries {
@@ -376,7 +482,8 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
             (Some("op"), Value::Text(t)) => op = Some(t),
             (Some("args"), m @ Value::Map(_)) => arg_value = m,
             (Some("args"), Value::Null) => {}
-            (Some(name @ ("id" | "op" | "args")), _) => {
+            (Some("key"), Value::Text(t)) => key = Some(t),
+            (Some(name @ ("id" | "op" | "args" | "key")), _) => {
                 bad_field = Some(format!("field {name:?} has the wrong type"))
             }
             (Some(other), _) => {
@@ -397,6 +504,15 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
     let Some(op) = op else {
         return Err(fail(Some(id), "request needs a text \"op\"".into()));
     };
+    if let Some(k) = &key {
+        if k.is_empty() || k.len() > MAX_KEY_LEN || !k.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(fail(
+                Some(id),
+                format!("key must be 1 to {MAX_KEY_LEN} printable ASCII characters without spaces"),
+            ));
+        }
+    }
+    let digest = key.as_ref().map(|_| request_digest(&op, &arg_value));
     let a = &arg_value;
     let request = match op.as_str() {
         "hello" => args::<NoArgs>(&op, a).map(|_| Request::Hello),
@@ -421,6 +537,8 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "share.detach" => args(&op, a).map(Request::ShareDetach),
         "attachment.list" => args(&op, a).map(Request::AttachmentList),
         "reconcile" => args::<NoArgs>(&op, a).map(|_| Request::Reconcile),
+        "verify" => args::<NoArgs>(&op, a).map(|_| Request::Verify),
+        "audit.list" => args(&op, a).map(Request::AuditList),
         _ => {
             return Err(ArgsError {
                 id: Some(id),
@@ -430,7 +548,26 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         }
     }
     .map_err(|m| fail(Some(id), m))?;
-    Ok(Envelope { id, op, request })
+    Ok(Envelope {
+        id,
+        op,
+        request,
+        key,
+        digest,
+    })
+}
+
+/// SHA-256 (hex) of an op and its arguments as encoded.
+fn request_digest(op: &str, args: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut bytes = Vec::new();
+    // Encoding a decoded value cannot fail for lack of space in a Vec.
+    let _ = ciborium::into_writer(args, &mut bytes);
+    let mut h = Sha256::new();
+    h.update(op.as_bytes());
+    h.update([0u8]);
+    h.update(&bytes);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn truncate(s: &str) -> String {
@@ -512,6 +649,39 @@ mod tests {
             assert_eq!(e.id, id, "{v:?}: {e}");
             assert!(!e.unknown_op);
         }
+    }
+
+    #[test]
+    fn keys_are_checked_and_digested() {
+        let with_key = |k: Value, size: i64| {
+            let mut v = req(
+                1,
+                "share.create",
+                vec![
+                    ("name", Value::Text("v".into())),
+                    ("size", Value::Integer(size.into())),
+                ],
+            );
+            if let Value::Map(m) = &mut v {
+                m.push((Value::Text("key".into()), k));
+            }
+            v
+        };
+        let a = parse_request(with_key(Value::Text("k-1".into()), 4096)).unwrap();
+        let b = parse_request(with_key(Value::Text("k-1".into()), 4096)).unwrap();
+        let c = parse_request(with_key(Value::Text("k-1".into()), 8192)).unwrap();
+        assert_eq!(a.key.as_deref(), Some("k-1"));
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+        for bad in [
+            Value::Text(String::new()),
+            Value::Text("a b".into()),
+            Value::Text("x".repeat(MAX_KEY_LEN + 1)),
+            Value::Integer(5.into()),
+        ] {
+            assert!(parse_request(with_key(bad, 4096)).is_err());
+        }
+        assert_eq!(parse_request(req(2, "hello", vec![])).unwrap().digest, None);
     }
 
     #[test]

@@ -8,10 +8,21 @@ use std::time::Instant;
 use futures_lite::future;
 use smol::Async;
 
+use super::auth::Role;
 use super::{Server, BODY_TIMEOUT};
+use crate::error::Error;
 use crate::proto::frame::{self, FrameError};
 use crate::proto::{encode_reply, parse_request, ErrorCode, Reply};
+use crate::store::AuditEntry;
 use crate::sys::process::{peer_credentials, PeerCred};
+use crate::sys::users::groups_of;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 enum Next {
     Frame(Result<Option<Vec<u8>>, FrameError>),
@@ -31,7 +42,14 @@ pub(super) async fn serve(
             return;
         }
     };
-    log::debug!("conn {conn_id}: open (uid {} pid {})", peer.uid, peer.pid);
+    let (uid, gid) = (peer.uid, peer.gid);
+    let groups = smol::unblock(move || groups_of(uid, gid)).await;
+    let peer = Arc::new(Peer { cred: peer, groups });
+    log::debug!(
+        "conn {conn_id}: open (uid {} pid {})",
+        peer.cred.uid,
+        peer.cred.pid
+    );
     let stream = Arc::new(stream);
     let in_flight = server.settings.max_in_flight.load(Ordering::Relaxed);
     let (reply_tx, reply_rx) = smol::channel::bounded::<Reply>(in_flight);
@@ -107,9 +125,9 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        let (server, tx) = (server.clone(), reply_tx.clone());
+        let (server, tx, peer) = (server.clone(), reply_tx.clone(), peer.clone());
         smol::spawn(async move {
-            let reply = run_request(&server, conn_id, peer, envelope).await;
+            let reply = run_request(&server, conn_id, &peer, envelope).await;
             let _ = tx.send(reply).await;
             drop(permit);
         })
@@ -143,15 +161,70 @@ async fn read_one(stream: &Async<UnixStream>, max: u32) -> Result<Option<Vec<u8>
     .await
 }
 
+/// Who is at the other end: `SO_PEERCRED` and the groups of that user.
+#[derive(Debug)]
+struct Peer {
+    cred: PeerCred,
+    groups: Vec<u32>,
+}
+
 async fn run_request(
     server: &Server,
     conn_id: u64,
-    peer: PeerCred,
+    peer: &Peer,
     env: crate::proto::Envelope,
 ) -> Reply {
     let t0 = Instant::now();
-    let result = server.engine.handle(env.request).await;
+    let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
+    let audited = env.request.is_mutation();
+    let target = env.request.target();
+    let result = if !role.permits(&env.request) {
+        Err(Error::PermissionDenied(format!(
+            "uid {} (role {}) may not run {}{}",
+            peer.cred.uid,
+            role.as_str(),
+            env.op,
+            if role == Role::Reader {
+                "; readers may only use hello, list, show and tree"
+            } else {
+                "; ask for a role in the [access] section of shelf.toml"
+            }
+        )))
+    } else {
+        match (&env.key, &env.digest) {
+            (Some(key), Some(digest)) if audited => {
+                server
+                    .engine
+                    .handle_keyed(key, &env.op, digest, env.request)
+                    .await
+            }
+            _ => server.engine.handle(env.request).await,
+        }
+    };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let denied = matches!(result, Err(Error::PermissionDenied(_)));
+    if audited || denied {
+        server.engine.audit(AuditEntry {
+            seq: 0,
+            at_ms: now_ms(),
+            uid: peer.cred.uid,
+            gid: peer.cred.gid,
+            pid: peer.cred.pid,
+            role: role.as_str().to_string(),
+            op: env.op.clone(),
+            target,
+            outcome: match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.code().as_str().to_string(),
+            },
+            message: match &result {
+                Ok(_) => String::new(),
+                Err(e) => e.to_string().chars().take(1000).collect(),
+            },
+            key: env.key.clone(),
+        });
+    }
+    let peer = peer.cred;
     match &result {
         Ok(_) => log::debug!(
             "conn {conn_id} uid {} req {} {}: ok ({ms:.3} ms)",

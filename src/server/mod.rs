@@ -5,7 +5,10 @@
 //! writer. The transport knows nothing about pools: it hands typed requests to the
 //! [`Engine`](crate::engine::Engine).
 
+mod auth;
 mod conn;
+
+pub use auth::{Role, Roles};
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,22 +30,32 @@ pub struct Settings {
     pub max_frame_size: AtomicU32,
     /// Requests in flight per connection.
     pub max_in_flight: AtomicUsize,
+    /// The roles in force.
+    pub roles: std::sync::RwLock<Arc<Roles>>,
 }
 
 impl Settings {
     /// Settings from a config.
-    pub fn from_config(c: &Config) -> Self {
+    /// Settings from a config and its resolved roles.
+    pub fn from_config(c: &Config, roles: Roles) -> Self {
         Settings {
             max_frame_size: AtomicU32::new(c.max_frame_size),
             max_in_flight: AtomicUsize::new(c.max_in_flight),
+            roles: std::sync::RwLock::new(Arc::new(roles)),
         }
     }
 
     /// Take the reloadable values of a new config.
-    pub fn update(&self, c: &Config) {
+    pub fn update(&self, c: &Config, roles: Roles) {
         self.max_frame_size
             .store(c.max_frame_size, Ordering::Relaxed);
         self.max_in_flight.store(c.max_in_flight, Ordering::Relaxed);
+        *self.roles.write().expect("roles lock") = Arc::new(roles);
+    }
+
+    /// The roles in force now.
+    pub fn roles(&self) -> Arc<Roles> {
+        self.roles.read().expect("roles lock").clone()
     }
 }
 
@@ -51,10 +64,10 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Bind the socket at `path` with mode 0660, replacing a stale socket file but never a
-/// live one. The socket is bound under a temporary name and renamed into place, so
-/// clients never see a socket with the wrong mode.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
+/// Bind the socket at `path` with mode 0660 (and group `gid` when given), replacing a
+/// stale socket file but never a live one. The socket is bound under a temporary name and
+/// renamed into place, so clients never see a socket with the wrong mode or group.
+pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
@@ -74,6 +87,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         UnixListener::bind(&tmp).map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("cannot chmod {}: {e}", tmp.display()))?;
+    if let Some(g) = gid {
+        crate::sys::users::chgrp(&tmp, g)
+            .map_err(|e| format!("cannot give {} to group {g}: {e}", tmp.display()))?;
+    }
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot move socket into place at {}: {e}", path.display()))?;
     Ok(listener)

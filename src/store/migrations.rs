@@ -71,6 +71,31 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         UNIQUE (share_id, protocol, client)
      );",
+    // 4: the audit log of state-changing and refused requests, and the answers kept for
+    // idempotency keys.
+    "CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        pid INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        op TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        message TEXT NOT NULL,
+        key TEXT
+     );
+     CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        op TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        reply BLOB NOT NULL,
+        at INTEGER NOT NULL
+     );",
+    // 5: formatted shares: the layout (`block` or `filesystem`) and the filesystem.
+    "ALTER TABLE shares ADD COLUMN layout TEXT NOT NULL DEFAULT 'block';
+     ALTER TABLE shares ADD COLUMN filesystem TEXT;",
 ];
 
 /// The schema version this build writes.

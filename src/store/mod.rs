@@ -4,6 +4,7 @@
 //! without locks while the event loop only awaits replies. The database runs in WAL mode
 //! with `synchronous = FULL`: when a call that commits returns, the change is on disk.
 
+mod audit;
 mod migrations;
 mod queries;
 
@@ -13,15 +14,29 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 
+pub use audit::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
 pub use queries::*;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// What the database thread is asked to do.
+enum Msg {
+    /// Run a closure.
+    Run(Job),
+    /// Record an audit entry; entries are written in batches (group commit).
+    Audit(Box<AuditEntry>),
+    /// Write the audit entries queued so far.
+    Flush(smol::channel::Sender<()>),
+}
+
+/// Audit entries written in one transaction at most.
+const AUDIT_BATCH: usize = 256;
+
 /// A handle to the database thread. Cloning shares the thread.
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: smol::channel::Sender<Job>,
+    tx: smol::channel::Sender<Msg>,
     path: PathBuf,
     thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -29,7 +44,7 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed) the database at `path` and bring it to the current schema.
     pub async fn open(path: &Path) -> Result<Store> {
-        let (tx, rx) = smol::channel::unbounded::<Job>();
+        let (tx, rx) = smol::channel::unbounded::<Msg>();
         let (ready_tx, ready_rx) = smol::channel::bounded::<Result<()>>(1);
         let db_path = path.to_path_buf();
         let thread = std::thread::Builder::new()
@@ -45,9 +60,7 @@ impl Store {
                         return;
                     }
                 };
-                while let Ok(job) = rx.recv_blocking() {
-                    job(&mut conn);
-                }
+                serve(&mut conn, &rx);
                 if let Err((_, e)) = conn.close() {
                     log::warn!("closing the database: {e}");
                 }
@@ -76,7 +89,7 @@ impl Store {
             let _ = tx.send_blocking(f(conn));
         });
         self.tx
-            .send(job)
+            .send(Msg::Run(job))
             .await
             .map_err(|_| Error::Internal("database is closed".into()))?;
         rx.recv()
@@ -99,6 +112,23 @@ impl Store {
         .await
     }
 
+    /// Queue an audit entry. Entries are committed in batches when the database thread
+    /// has nothing else queued (or every [`AUDIT_BATCH`]), so auditing adds no commit to
+    /// a request's path; a crash can lose the entries of the last instant.
+    pub fn audit(&self, entry: AuditEntry) {
+        if self.tx.try_send(Msg::Audit(Box::new(entry))).is_err() {
+            log::warn!("audit entry dropped: the database is closed");
+        }
+    }
+
+    /// Wait until every audit entry queued so far is written.
+    pub async fn flush_audit(&self) {
+        let (tx, rx) = smol::channel::bounded(1);
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -115,8 +145,44 @@ impl Store {
     }
 }
 
+/// The database thread's loop: run jobs in order; write audit entries in batches.
+fn serve(conn: &mut Connection, rx: &smol::channel::Receiver<Msg>) {
+    let mut pending: Vec<AuditEntry> = Vec::new();
+    while let Ok(msg) = rx.recv_blocking() {
+        match msg {
+            Msg::Run(job) => job(conn),
+            Msg::Audit(e) => pending.push(*e),
+            Msg::Flush(done) => {
+                write_audit(conn, &mut pending);
+                let _ = done.try_send(());
+            }
+        }
+        if !pending.is_empty() && (rx.is_empty() || pending.len() >= AUDIT_BATCH) {
+            write_audit(conn, &mut pending);
+        }
+    }
+    write_audit(conn, &mut pending);
+}
+
+fn write_audit(conn: &mut Connection, pending: &mut Vec<AuditEntry>) {
+    if pending.is_empty() {
+        return;
+    }
+    let written = conn.transaction().map_err(Error::from).and_then(|tx| {
+        insert_audit(&tx, pending)?;
+        tx.commit().map_err(Error::from)
+    });
+    if let Err(e) = written {
+        log::error!("writing {} audit entries failed: {e}", pending.len());
+    }
+    pending.clear();
+}
+
 /// Open a connection with shelf's pragmas and run migrations.
 pub fn open_connection(path: &Path) -> Result<Connection> {
+    // The database holds CHAP secrets: only its owner may read it. SQLite gives the WAL
+    // and shared-memory files the main file's mode.
+    restrict_mode(path)?;
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -136,6 +202,28 @@ pub fn open_connection(path: &Path) -> Result<Connection> {
     }
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Create the database file 0600 if it is missing, and take group and other rights away
+/// from it and its WAL files if it exists.
+fn restrict_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("restricting {}", p.display()), e)),
+        }
+    }
+    Ok(())
 }
 
 /// The current Unix time in seconds.

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::{Share, ShareState, Snapshot};
 
 const SHARE_COLS: &str = "id, name, pool, size, sparse, state, created_at, origin_snapshot, \
-                          origin_share, metadata, multiattach";
+                          origin_share, metadata, multiattach, layout, filesystem";
 
 fn share_from_row(r: &Row<'_>) -> rusqlite::Result<Share> {
     let state: String = r.get(5)?;
@@ -26,6 +26,10 @@ fn share_from_row(r: &Row<'_>) -> rusqlite::Result<Share> {
         origin_share: r.get(8)?,
         metadata: serde_json::from_str(&meta).unwrap_or_default(),
         multiattach: r.get(10)?,
+        layout: crate::model::Layout::parse(&r.get::<_, String>(11)?).unwrap_or_default(),
+        filesystem: r
+            .get::<_, Option<String>>(12)?
+            .and_then(|f| crate::model::FsKind::parse(&f)),
     })
 }
 
@@ -40,7 +44,7 @@ pub fn insert_share(c: &Connection, s: &Share) -> Result<()> {
     let meta = serde_json::to_string(&s.metadata).expect("a string map serialises");
     c.execute(
         &format!(
-            "INSERT INTO shares ({SHARE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            "INSERT INTO shares ({SHARE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         ),
         params![
             s.id,
@@ -53,7 +57,9 @@ pub fn insert_share(c: &Connection, s: &Share) -> Result<()> {
             s.origin_snapshot,
             s.origin_share,
             meta,
-            s.multiattach
+            s.multiattach,
+            s.layout.as_str(),
+            s.filesystem.map(|f| f.as_str())
         ],
     )
     .map_err(|e| {

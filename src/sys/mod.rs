@@ -4,3 +4,5 @@
 pub mod cmd;
 pub mod fs;
 pub mod process;
+pub mod systemd;
+pub mod users;

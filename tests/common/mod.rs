@@ -303,6 +303,14 @@ impl Daemon {
         self.restart_with_env(&[]);
     }
 
+    /// Start again with extra environment that makes shelfd exit before it serves (e.g. a
+    /// failpoint in start-up recovery); returns its exit status.
+    pub fn restart_until_exit(&mut self, env: &[(&str, &str)]) -> std::process::ExitStatus {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn(env);
+        self.wait_exit()
+    }
+
     /// Start again with extra environment.
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "stop it first");
@@ -454,6 +462,11 @@ impl Tgtd {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("tgtd running").id() as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
+
+    /// Kill tgtd (it loses every target); `restart` starts a fresh one on the same ports.
+    pub fn stop(&mut self) {
+        self.kill();
     }
 
     /// Kill tgtd (it loses every target) and start a fresh one on the same ports.

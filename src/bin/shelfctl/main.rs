@@ -21,6 +21,10 @@ struct Cli {
     /// Print the server's result as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Idempotency key: a retry with the same key is answered with the first answer
+    /// instead of doing the work twice.
+    #[arg(long, global = true)]
+    key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +50,24 @@ enum Command {
     Attachment(AttachmentCmd),
     /// Compare exports with the target daemons and repair differences.
     Reconcile,
+    /// Compare database, pools and exports and list every difference; repairs nothing.
+    /// Exits 1 when there is a difference.
+    Verify,
+    /// The audit log: state-changing and refused requests, newest first.
+    Audit {
+        /// Only entries after this sequence number, oldest first.
+        #[arg(long)]
+        since: Option<u64>,
+        /// At most this many entries (1 to 1000; default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Only this op.
+        #[arg(long)]
+        op: Option<String>,
+        /// Only this peer uid.
+        #[arg(long)]
+        uid: Option<u32>,
+    },
     /// The share → snapshot → clone lineage.
     Tree {
         /// Only this pool.
@@ -90,6 +112,10 @@ enum ShareCmd {
         /// Metadata entry KEY=VALUE (repeatable).
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
+        /// Make a formatted share with this filesystem (xfs or ext4), mounted by shelfd and
+        /// exported over NFS.
+        #[arg(long, value_name = "xfs|ext4")]
+        filesystem: Option<String>,
     },
     /// List shares.
     List {
@@ -343,6 +369,25 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
             return Ok((op, from_json(&j), Kind::Raw));
         }
         Command::Reconcile => ("reconcile", Kind::Raw),
+        Command::Verify => ("verify", Kind::Verify),
+        Command::Audit {
+            since,
+            limit,
+            op,
+            uid,
+        } => {
+            if let Some(s) = since {
+                a.push(("since", Value::Integer(s.into())));
+            }
+            if let Some(l) = limit {
+                a.push(("limit", Value::Integer(l.into())));
+            }
+            opt(&mut a, "op", op);
+            if let Some(u) = uid {
+                a.push(("uid", Value::Integer(u.into())));
+            }
+            ("audit.list", Kind::Audit)
+        }
         Command::Attachment(AttachmentCmd::List { share }) => {
             opt(&mut a, "share", share);
             ("attachment.list", Kind::Attachments)
@@ -418,8 +463,10 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 pool,
                 preallocate,
                 meta,
+                filesystem,
             } => {
                 a.push(("name", text(name)));
+                opt(&mut a, "filesystem", filesystem);
                 a.push(("size", size_arg(&size)?));
                 opt(&mut a, "pool", pool);
                 if preallocate {
@@ -545,9 +592,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = Client::connect(&socket).and_then(|mut c| c.call(&op, a));
+    let result =
+        Client::connect(&socket).and_then(|mut c| c.call_keyed(&op, a, cli.key.as_deref()));
     match result {
         Ok(v) => {
+            let unclean = matches!(kind, output::Kind::Verify)
+                && !matches!(shelf::client::get(&v, "clean"), Some(Value::Bool(true)));
             if cli.json || matches!(kind, output::Kind::Raw) {
                 println!(
                     "{}",
@@ -556,7 +606,11 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", output::render(&kind, &v));
             }
-            ExitCode::SUCCESS
+            if unclean {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(ClientError::Remote(e)) => {
             eprintln!("shelfctl: {op}: {}: {}", e.code, e.message);

@@ -21,6 +21,10 @@ pub enum Kind {
     Attachments,
     Changed(&'static str),
     Deleted,
+    /// `verify`'s differences.
+    Verify,
+    /// Audit entries.
+    Audit,
     Raw,
 }
 
@@ -64,13 +68,16 @@ fn items(v: &Value) -> Vec<Value> {
 
 fn share_rows(v: &[Value]) -> String {
     table(
-        &["NAME", "POOL", "SIZE", "STATE", "ORIGIN", "ID"],
+        &["NAME", "POOL", "SIZE", "LAYOUT", "STATE", "ORIGIN", "ID"],
         v.iter()
             .map(|s| {
                 vec![
                     t(s, "name"),
                     t(s, "pool"),
                     sz(s, "size"),
+                    get_text(s, "filesystem")
+                        .map(str::to_string)
+                        .unwrap_or_else(|| "block".into()),
                     t(s, "state"),
                     get_text(s, "origin_snapshot")
                         .map(|o| o[..8.min(o.len())].to_string())
@@ -161,6 +168,8 @@ fn pool_rows(v: &[Value]) -> String {
             "PROVISIONED",
             "SHARES",
             "SNAPSHOTS",
+            "RESERVED",
+            "LIMIT",
             "REFLINK",
             "PATH",
         ],
@@ -175,6 +184,8 @@ fn pool_rows(v: &[Value]) -> String {
                     sz(p, "provisioned"),
                     get_u64(p, "shares").unwrap_or(0).to_string(),
                     get_u64(p, "snapshots").unwrap_or(0).to_string(),
+                    sz(p, "reserved"),
+                    sz(p, "provisioning_limit"),
                     match get(p, "reflink") {
                         Some(Value::Bool(true)) => "yes".into(),
                         _ => "no".into(),
@@ -270,6 +281,51 @@ pub fn render(kind: &Kind, v: &Value) -> String {
             body + note
         }
         Kind::Deleted => format!("deleted {}\n", t(v, "deleted")),
+        Kind::Verify => verify_lines(v),
+        Kind::Audit => audit_rows(&items(v)),
         Kind::Raw => String::new(),
     }
+}
+
+fn verify_lines(v: &Value) -> String {
+    let diffs = items(get(v, "differences").unwrap_or(&Value::Null));
+    if diffs.is_empty() {
+        return "clean: database, pools and exports agree\n".into();
+    }
+    table(
+        &["AREA", "KIND", "OBJECT", "DETAIL"],
+        diffs
+            .iter()
+            .map(|d| vec![t(d, "area"), t(d, "kind"), t(d, "object"), t(d, "detail")])
+            .collect(),
+    )
+}
+
+fn audit_rows(v: &[Value]) -> String {
+    table(
+        &[
+            "SEQ", "AT_MS", "UID", "PID", "ROLE", "OP", "TARGET", "OUTCOME", "MESSAGE",
+        ],
+        v.iter()
+            .map(|e| {
+                let n = |k: &str| {
+                    get(e, k)
+                        .and_then(Value::as_integer)
+                        .map(|i| i128::from(i).to_string())
+                        .unwrap_or_default()
+                };
+                vec![
+                    n("seq"),
+                    n("at_ms"),
+                    n("uid"),
+                    n("pid"),
+                    t(e, "role"),
+                    t(e, "op"),
+                    t(e, "target"),
+                    t(e, "outcome"),
+                    t(e, "message"),
+                ]
+            })
+            .collect(),
+    )
 }

@@ -1,0 +1,281 @@
+"""One typed method per operation of docs/protocol.md section 8.
+
+Method names are the wire names with ``.`` turned into ``_`` (``share.create`` is
+:meth:`Operations.share_create`); keyword arguments are named exactly as the
+arguments in the spec. An argument left at ``None`` is not sent, which the spec
+defines as "the default" for every optional argument (and which is required for
+``metadata``, ``recursive`` and ``force``: those must not be sent as null).
+
+Operations that change state accept ``key``, an idempotency key (section 7.7): a retry
+with the same key, op and arguments gets the first answer again instead of doing the
+work twice. Read-only operations ignore keys, so they do not offer one.
+
+The same methods serve :class:`~shelf_client.Client` (they return the ``ok`` result, or
+raise) and :class:`~shelf_client.client.Pipeline` (they return a handle to a queued
+request).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+
+def _args(**kw: Any) -> Dict[str, Any]:
+    """The argument map: every keyword whose value is not ``None``."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+class Operations:
+    """The operations of protocol v1. Subclasses provide :meth:`_submit`."""
+
+    def _submit(self, op: str, args: Dict[str, Any], key: Optional[str]) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ server and pools
+
+    def hello(self) -> Any:
+        """8.1 ``hello``: ``{server, version, protocols, features, drivers}``. Check that
+        ``1 in protocols`` and test ``features`` rather than ``version``."""
+        return self._submit("hello", {}, None)
+
+    def pool_list(self) -> Any:
+        """8.2 ``pool.list``: every pool, ordered by name, with live figures."""
+        return self._submit("pool.list", {}, None)
+
+    def pool_show(self, name: str) -> Any:
+        """8.3 ``pool.show``: one pool (with ``drivers``). :class:`NotFound` if none."""
+        return self._submit("pool.show", _args(name=name), None)
+
+    # ------------------------------------------------------------ shares
+
+    def share_create(
+        self,
+        name: str,
+        size: int,
+        *,
+        pool: Optional[str] = None,
+        sparse: Optional[bool] = None,
+        multiattach: Optional[bool] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.4 ``share.create``: ``{share, changed}``. ``size`` in bytes, a multiple of
+        512. Repeating it with the same parameters answers the existing share with
+        ``changed: False``."""
+        args = _args(
+            name=name,
+            size=size,
+            pool=pool,
+            sparse=sparse,
+            multiattach=multiattach,
+            metadata=dict(metadata) if metadata is not None else None,
+        )
+        return self._submit("share.create", args, key)
+
+    def share_list(
+        self, *, pool: Optional[str] = None, name: Optional[str] = None, id: Optional[str] = None
+    ) -> Any:
+        """8.5 ``share.list``: shares matching every filter given (all optional)."""
+        return self._submit("share.list", _args(pool=pool, name=name, id=id), None)
+
+    def share_show(self, share: str, *, pool: Optional[str] = None) -> Any:
+        """8.6 ``share.show``: one share, by id or name (``pool`` when ambiguous)."""
+        return self._submit("share.show", _args(share=share, pool=pool), None)
+
+    def share_resize(
+        self, share: str, size: int, *, pool: Optional[str] = None, key: Optional[str] = None
+    ) -> Any:
+        """8.7 ``share.resize``: grow only; ``{share, changed, [warnings]}``."""
+        return self._submit("share.resize", _args(share=share, pool=pool, size=size), key)
+
+    def share_delete(
+        self,
+        share: str,
+        *,
+        pool: Optional[str] = None,
+        recursive: Optional[bool] = None,
+        force: Optional[bool] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.8 ``share.delete``: ``{deleted, snapshots_deleted, changed}``.
+        ``recursive`` also deletes its snapshots; ``force`` its exports."""
+        args = _args(share=share, pool=pool, recursive=recursive, force=force)
+        return self._submit("share.delete", args, key)
+
+    def share_clone(
+        self,
+        snapshot: str,
+        name: str,
+        *,
+        share: Optional[str] = None,
+        pool: Optional[str] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.9 ``share.clone``: a new share ``name`` from ``snapshot`` (its id, or its name
+        together with ``share``); ``{share, changed}``."""
+        args = _args(
+            snapshot=snapshot,
+            share=share,
+            pool=pool,
+            name=name,
+            metadata=dict(metadata) if metadata is not None else None,
+        )
+        return self._submit("share.clone", args, key)
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot_create(
+        self, share: str, name: str, *, pool: Optional[str] = None, key: Optional[str] = None
+    ) -> Any:
+        """8.10 ``snapshot.create``: ``{snapshot, changed}``."""
+        return self._submit("snapshot.create", _args(share=share, pool=pool, name=name), key)
+
+    def snapshot_list(self, *, share: Optional[str] = None, pool: Optional[str] = None) -> Any:
+        """8.11 ``snapshot.list``: snapshots, oldest first."""
+        return self._submit("snapshot.list", _args(share=share, pool=pool), None)
+
+    def snapshot_show(
+        self, snapshot: str, *, share: Optional[str] = None, pool: Optional[str] = None
+    ) -> Any:
+        """8.12 ``snapshot.show``: by id, or by name together with ``share``."""
+        return self._submit("snapshot.show", _args(snapshot=snapshot, share=share, pool=pool), None)
+
+    def snapshot_delete(
+        self,
+        snapshot: str,
+        *,
+        share: Optional[str] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.13 ``snapshot.delete``: ``{deleted, changed}``."""
+        args = _args(snapshot=snapshot, share=share, pool=pool)
+        return self._submit("snapshot.delete", args, key)
+
+    def tree(self, *, pool: Optional[str] = None) -> Any:
+        """8.14 ``tree``: the share → snapshot → clone forest."""
+        return self._submit("tree", _args(pool=pool), None)
+
+    # ------------------------------------------------------------ exports
+
+    def export_create(
+        self,
+        share: str,
+        protocol: str,
+        *,
+        pool: Optional[str] = None,
+        driver: Optional[str] = None,
+        clients: Optional[Sequence[str]] = None,
+        access: Optional[str] = None,
+        sync: Optional[bool] = None,
+        root_squash: Optional[bool] = None,
+        chap: Optional[bool] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.17 ``export.create``: publish a share over ``"nfs"`` or ``"iscsi"``;
+        ``{export, changed}``."""
+        args = _args(
+            share=share,
+            pool=pool,
+            protocol=protocol,
+            driver=driver,
+            clients=list(clients) if clients is not None else None,
+            access=access,
+            sync=sync,
+            root_squash=root_squash,
+            chap=chap,
+        )
+        return self._submit("export.create", args, key)
+
+    def export_list(self, *, share: Optional[str] = None, pool: Optional[str] = None) -> Any:
+        """8.18 ``export.list``: exports, optionally of one share."""
+        return self._submit("export.list", _args(share=share, pool=pool), None)
+
+    def export_show(
+        self,
+        *,
+        export: Optional[str] = None,
+        share: Optional[str] = None,
+        pool: Optional[str] = None,
+        protocol: Optional[str] = None,
+    ) -> Any:
+        """8.18 ``export.show``: by ``export`` id, or by ``share`` (and ``protocol``)."""
+        args = _args(export=export, share=share, pool=pool, protocol=protocol)
+        return self._submit("export.show", args, None)
+
+    def export_delete(
+        self,
+        *,
+        export: Optional[str] = None,
+        share: Optional[str] = None,
+        pool: Optional[str] = None,
+        protocol: Optional[str] = None,
+        force: Optional[bool] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.19 ``export.delete``: ``{deleted, changed}``; ``force`` drops attachments."""
+        args = _args(export=export, share=share, pool=pool, protocol=protocol, force=force)
+        return self._submit("export.delete", args, key)
+
+    # ------------------------------------------------------------ attachments
+
+    def share_attach(
+        self,
+        share: str,
+        connector: Mapping[str, Any],
+        *,
+        pool: Optional[str] = None,
+        protocol: Optional[str] = None,
+        mode: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.20 ``share.attach``: ``connector`` is ``{host, [ip], [initiator]}``; returns
+        ``{connection_info, [attachment], changed}``."""
+        args = _args(
+            share=share, pool=pool, connector=dict(connector), protocol=protocol, mode=mode
+        )
+        return self._submit("share.attach", args, key)
+
+    def share_detach(
+        self,
+        share: str,
+        connector: Mapping[str, Any],
+        *,
+        pool: Optional[str] = None,
+        protocol: Optional[str] = None,
+        mode: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.21 ``share.detach``: ``{detached, changed}`` (``detached`` null when the
+        connector was not attached)."""
+        args = _args(
+            share=share, pool=pool, connector=dict(connector), protocol=protocol, mode=mode
+        )
+        return self._submit("share.detach", args, key)
+
+    def attachment_list(self, *, share: Optional[str] = None, pool: Optional[str] = None) -> Any:
+        """8.22 ``attachment.list``."""
+        return self._submit("attachment.list", _args(share=share, pool=pool), None)
+
+    # ------------------------------------------------------------ integrity
+
+    def reconcile(self, *, key: Optional[str] = None) -> Any:
+        """8.23 ``reconcile``: repair exports; ``{findings, checked}``."""
+        return self._submit("reconcile", {}, key)
+
+    def verify(self) -> Any:
+        """8.24 ``verify`` (admin): ``{clean, checked, differences}``; repairs nothing."""
+        return self._submit("verify", {}, None)
+
+    def audit_list(
+        self,
+        *,
+        since: Optional[int] = None,
+        limit: Optional[int] = None,
+        op: Optional[str] = None,
+        uid: Optional[int] = None,
+    ) -> Any:
+        """8.25 ``audit.list`` (admin): audit entries, newest first (oldest first after
+        ``since``)."""
+        return self._submit("audit.list", _args(since=since, limit=limit, op=op, uid=uid), None)

@@ -1,0 +1,128 @@
+//! Idempotency keys: a request carrying a key is done once; a retry with the same key is
+//! answered with the first answer, from the database, even across a restart.
+//!
+//! Kept: successes, and refusals that a retry would get again (`not_found`,
+//! `already_exists`, `invalid_argument`, `has_dependents`, `no_space`, `unsupported`).
+//! Not kept: `busy` and `internal`, which a retry may well get past. A key reused with
+//! another op or other arguments is refused with `invalid_argument`. Keys expire after
+//! 24 hours.
+
+use ciborium::Value;
+
+use super::{map, Engine};
+use crate::error::{Error, Result};
+use crate::proto::{ErrorCode, Request};
+use crate::store;
+
+/// Encode a result for keeping.
+fn encode_result(r: &Result<Value>) -> Vec<u8> {
+    let v = match r {
+        Ok(v) => map(vec![("ok", v.clone())]),
+        Err(e) => map(vec![(
+            "error",
+            map(vec![
+                ("code", Value::Text(e.code().as_str().into())),
+                ("message", Value::Text(e.to_string())),
+            ]),
+        )]),
+    };
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot run out of room.
+    let _ = ciborium::into_writer(&v, &mut out);
+    out
+}
+
+/// Decode a kept result.
+fn decode_result(bytes: &[u8]) -> Result<Value> {
+    let v: Value = ciborium::from_reader(bytes)
+        .map_err(|e| Error::Internal(format!("a kept answer is unreadable: {e}")))?;
+    let Value::Map(entries) = v else {
+        return Err(Error::Internal("a kept answer is not a map".into()));
+    };
+    for (k, v) in entries {
+        match (k.as_text(), v) {
+            (Some("ok"), v) => return Ok(v),
+            (Some("error"), Value::Map(e)) => {
+                let text = |name: &str| {
+                    e.iter()
+                        .find(|(k, _)| k.as_text() == Some(name))
+                        .and_then(|(_, v)| v.as_text())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let code = ErrorCode::parse(&text("code")).unwrap_or(ErrorCode::Internal);
+                return Err(Error::from_code(code, text("message")));
+            }
+            _ => {}
+        }
+    }
+    Err(Error::Internal(
+        "a kept answer has neither ok nor error".into(),
+    ))
+}
+
+/// Whether a result is worth keeping for retries.
+fn keepable(r: &Result<Value>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(e) => !matches!(e.code(), ErrorCode::Busy | ErrorCode::Internal),
+    }
+}
+
+impl Engine {
+    /// Run a request that carries an idempotency key.
+    pub async fn handle_keyed(
+        &self,
+        key: &str,
+        op: &str,
+        digest: &str,
+        req: Request,
+    ) -> Result<Value> {
+        let _g = self.locks.lock(&format!("key:{key}")).await;
+        let k = key.to_string();
+        let kept = self
+            .store
+            .call(move |c| store::get_keyed_reply(c, &k))
+            .await?;
+        if let Some((kept_op, kept_digest, reply)) = kept {
+            if kept_op != op || kept_digest != digest {
+                return Err(Error::Invalid(format!(
+                    "idempotency key {key:?} was used for another request ({kept_op}); use a new key for a new request"
+                )));
+            }
+            log::debug!("key {key}: answering a retry of {op} with the kept answer");
+            return decode_result(&reply);
+        }
+        let result = self.handle(req).await;
+        if keepable(&result) {
+            let (k, o, d, bytes) = (
+                key.to_string(),
+                op.to_string(),
+                digest.to_string(),
+                encode_result(&result),
+            );
+            self.store
+                .write(move |c| store::put_keyed_reply(c, &k, &o, &d, &bytes))
+                .await?;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_results_round_trip() {
+        let value = map(vec![("changed", Value::Bool(true))]);
+        let ok: Result<Value> = Ok(value.clone());
+        assert_eq!(decode_result(&encode_result(&ok)).unwrap(), value);
+        let err: Result<Value> = Err(Error::NoSpace("pool p is full".into()));
+        let back = decode_result(&encode_result(&err)).unwrap_err();
+        assert_eq!(back.code(), ErrorCode::NoSpace);
+        assert_eq!(back.to_string(), "pool p is full");
+        assert!(!keepable(&Err(Error::Busy("x".into()))));
+        assert!(keepable(&Err(Error::NotFound("x".into()))));
+    }
+}

@@ -1,0 +1,298 @@
+//! `shelfd recover --rebuild-db`: rebuild the database from the pools alone.
+//!
+//! Every volume and snapshot carries its identity (`user.shelf.*`: id, name, pool, size,
+//! lineage, metadata, and the share's exports and attachments). When the database is lost
+//! or corrupt, this reads them back into a fresh database. It runs with the daemon
+//! stopped (it takes the state-directory lock), builds the new database beside the old
+//! one and renames it into place, and moves a damaged database aside rather than deleting
+//! it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::model::{Attachment, Export, Share, ShareState, Snapshot};
+use crate::pool::{FilePool, OnDisk, Pool};
+use crate::store::{self, now};
+
+/// The exports and attachments a share's volume carries (`user.shelf.exports`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StampedExports {
+    /// The share's exports, each with its CHAP secret (the volume's own data is no less
+    /// secret than the secret that guards it, and has the same owner and mode).
+    pub exports: Vec<StampedExport>,
+    /// The share's attachments.
+    pub attachments: Vec<Attachment>,
+}
+
+/// One stamped export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StampedExport {
+    /// The export.
+    pub export: Export,
+    /// Its CHAP secret.
+    pub chap_secret: Option<String>,
+}
+
+/// What a rebuild found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RebuildReport {
+    /// Shares restored.
+    pub shares: usize,
+    /// Snapshots restored.
+    pub snapshots: usize,
+    /// Exports restored.
+    pub exports: usize,
+    /// Attachments restored.
+    pub attachments: usize,
+    /// What was found but not restored, and why (the files are left as they are).
+    pub skipped: Vec<String>,
+    /// Where the previous database was moved, if there was one.
+    pub moved_aside: Option<PathBuf>,
+}
+
+fn field<'a>(d: &'a OnDisk, k: &str) -> Result<&'a str, String> {
+    d.identity.get(k).map(String::as_str).ok_or_else(|| {
+        format!(
+            "{} {} ({}): no {k} attribute",
+            d.kind,
+            d.id,
+            d.path.display()
+        )
+    })
+}
+
+fn number<T: std::str::FromStr>(d: &OnDisk, k: &str) -> Result<T, String> {
+    field(d, k)?
+        .parse()
+        .map_err(|_| format!("{} {}: attribute {k} is not a number", d.kind, d.id))
+}
+
+fn optional(d: &OnDisk, k: &str) -> Option<String> {
+    d.identity.get(k).filter(|v| !v.is_empty()).cloned()
+}
+
+/// A share from the identity on its volume; `pool` is where it was found.
+pub fn share_from_disk(d: &OnDisk, pool: &str) -> Result<Share, String> {
+    if field(d, "id")? != d.id {
+        return Err(format!(
+            "share {}: its id attribute names another share",
+            d.id
+        ));
+    }
+    let metadata: BTreeMap<String, String> = serde_json::from_str(field(d, "metadata")?)
+        .map_err(|e| format!("share {}: metadata attribute: {e}", d.id))?;
+    Ok(Share {
+        id: d.id.clone(),
+        name: field(d, "name")?.to_string(),
+        pool: pool.to_string(),
+        size: number(d, "size")?,
+        sparse: field(d, "sparse")? == "true",
+        multiattach: d.identity.get("multiattach").map(String::as_str) == Some("true"),
+        state: ShareState::Available,
+        created_at: number(d, "created_at")?,
+        origin_snapshot: optional(d, "origin_snapshot"),
+        origin_share: optional(d, "origin_share"),
+        metadata,
+        layout: d
+            .identity
+            .get("layout")
+            .and_then(|l| crate::model::Layout::parse(l))
+            .unwrap_or_default(),
+        filesystem: optional(d, "filesystem").and_then(|f| crate::model::FsKind::parse(&f)),
+    })
+}
+
+/// A snapshot from the identity on its file.
+pub fn snapshot_from_disk(d: &OnDisk, pool: &str) -> Result<Snapshot, String> {
+    if field(d, "id")? != d.id {
+        return Err(format!("snapshot {}: its id attribute names another", d.id));
+    }
+    Ok(Snapshot {
+        id: d.id.clone(),
+        name: field(d, "name")?.to_string(),
+        share: field(d, "share")?.to_string(),
+        share_name: field(d, "share_name")?.to_string(),
+        pool: pool.to_string(),
+        size: number(d, "size")?,
+        state: ShareState::Available,
+        created_at: number(d, "created_at")?,
+    })
+}
+
+/// Move a database and its WAL files aside; returns the new path of the main file.
+fn move_aside(db: &Path) -> Result<PathBuf, String> {
+    let to = PathBuf::from(format!("{}.lost-{}", db.display(), now()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", db.display()));
+        let dest = PathBuf::from(format!("{}{suffix}", to.display()));
+        match std::fs::rename(&from, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot move {} aside: {e}", from.display())),
+        }
+    }
+    Ok(to)
+}
+
+/// Rebuild `<state_dir>/shelf.db` from the configured pools. A database that opens and
+/// holds shares is kept unless `force`.
+pub fn rebuild_db(config: &Config, force: bool) -> Result<RebuildReport, String> {
+    let db = config.state_dir.join("shelf.db");
+    let mut report = RebuildReport::default();
+    if db.exists() {
+        if let Ok(c) = store::open_connection(&db) {
+            let n = store::list_shares(&c, None, None, None)
+                .map(|s| s.len())
+                .unwrap_or(0);
+            drop(c);
+            if n > 0 && !force {
+                return Err(format!(
+                    "{} opens and holds {n} share(s); pass --force to rebuild it from the pools anyway (the old file is kept)",
+                    db.display()
+                ));
+            }
+        }
+        report.moved_aside = Some(move_aside(&db)?);
+    }
+    let tmp = config.state_dir.join("shelf.db.rebuild");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+    }
+    let mut conn = store::open_connection(&tmp).map_err(|e| e.to_string())?;
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    for (name, (kind, path)) in config.resolved_pools() {
+        let crate::model::PoolKind::File = kind;
+        let mut pool = FilePool::new(&name, path);
+        pool.prepare().map_err(|e| format!("pool {name}: {e}"))?;
+        let found = pool.scan().map_err(|e| format!("pool {name}: {e}"))?;
+        restore_pool(&tx, &name, &found, &mut report).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    conn.close().map_err(|(_, e)| e.to_string())?;
+    std::fs::rename(&tmp, &db)
+        .map_err(|e| format!("cannot move the new database into place: {e}"))?;
+    crate::sys::fs::fsync_dir(&config.state_dir).map_err(|e| e.to_string())?;
+    Ok(report)
+}
+
+/// Insert one pool's shares, snapshots, exports and attachments.
+fn restore_pool(
+    c: &rusqlite::Connection,
+    pool: &str,
+    found: &[OnDisk],
+    report: &mut RebuildReport,
+) -> crate::error::Result<()> {
+    let mut shares: Vec<(Share, &OnDisk)> = Vec::new();
+    for d in found.iter().filter(|d| d.kind == "share") {
+        match share_from_disk(d, pool) {
+            Ok(s) => shares.push((s, d)),
+            Err(e) => report.skipped.push(e),
+        }
+    }
+    // The oldest of two volumes claiming one name keeps it.
+    shares.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+    let mut restored = std::collections::BTreeSet::new();
+    for (s, d) in &shares {
+        if let Err(e) = store::insert_share(c, s) {
+            report
+                .skipped
+                .push(format!("share {} ({}): {e}", s.id, d.path.display()));
+            continue;
+        }
+        restored.insert(s.id.clone());
+        report.shares += 1;
+    }
+    for d in found.iter().filter(|d| d.kind == "snapshot") {
+        let snap = match snapshot_from_disk(d, pool) {
+            Ok(s) => s,
+            Err(e) => {
+                report.skipped.push(e);
+                continue;
+            }
+        };
+        if !restored.contains(&snap.share) {
+            report.skipped.push(format!(
+                "snapshot {} ({}) of share {} whose volume is gone; left on disk",
+                snap.id, snap.name, snap.share
+            ));
+            continue;
+        }
+        store::insert_snapshot(c, &snap)?;
+        report.snapshots += 1;
+    }
+    for (s, d) in &shares {
+        if !restored.contains(&s.id) {
+            continue;
+        }
+        let Some(json) = d.identity.get("exports") else {
+            continue;
+        };
+        let stamped: StampedExports = match serde_json::from_str(json) {
+            Ok(x) => x,
+            Err(e) => {
+                report
+                    .skipped
+                    .push(format!("share {}: exports attribute: {e}", s.id));
+                continue;
+            }
+        };
+        for x in &stamped.exports {
+            let mut e = x.export.clone();
+            e.share = s.id.clone();
+            e.share_name = s.name.clone();
+            e.state = ShareState::Available;
+            store::insert_export(c, &e, x.chap_secret.as_deref())?;
+            report.exports += 1;
+        }
+        for a in &stamped.attachments {
+            let mut a = a.clone();
+            a.share = s.id.clone();
+            store::insert_attachment(c, &a)?;
+            report.attachments += 1;
+        }
+    }
+    Ok(())
+}
+
+impl super::Engine {
+    /// Record a share's exports and attachments on its volume. A failure is logged, not
+    /// returned: the operation is done and committed; `verify` reports the drift.
+    pub(super) async fn stamp_exports(&self, share: &Share) {
+        let sid = share.id.clone();
+        let stamped = self
+            .store
+            .call(move |c| {
+                let exports = store::list_exports(c, Some(&sid), None)?
+                    .into_iter()
+                    .filter(|r| r.export.state == ShareState::Available)
+                    .map(|r| StampedExport {
+                        export: r.export,
+                        chap_secret: r.chap_secret,
+                    })
+                    .collect();
+                let attachments = store::list_attachments(c, Some(&sid))?;
+                Ok(StampedExports {
+                    exports,
+                    attachments,
+                })
+            })
+            .await;
+        let result = match (stamped, self.pool(&share.pool)) {
+            (Ok(st), Ok(pool)) => {
+                let json = serde_json::to_string(&st).expect("exports serialise");
+                let id = share.id.clone();
+                super::blocking(move || pool.stamp_exports(&id, &json)).await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        if let Err(e) = result {
+            log::warn!(
+                "share {}: could not record its exports on the volume: {e}",
+                share.name
+            );
+        }
+    }
+}
