@@ -159,16 +159,39 @@ pub struct Tally {
 }
 
 /// `exportfs -r` reads every file in /etc/exports.d; when another program (another test
-/// run) removes its file at that moment, exportfs fails, and so does shelfd's request, with
-/// `internal`. That is not shelfd's doing: recognise it so it cannot fail the run.
+/// run) removes or breaks its file at that moment, exportfs fails, and so does shelfd's
+/// request, with `internal`. That is not shelfd's doing: recognise it (exportfs names only
+/// files that are not ours) so it cannot fail the run.
 pub fn foreign(e: &shelf::client::RemoteError) -> bool {
-    let Some(rest) = e.message.split("can't open /etc/exports.d/").nth(1) else {
-        return false;
-    };
-    let file = rest.split(" for reading").next().unwrap_or(rest);
+    let ours = format!("-{}-", std::process::id());
+    let files: Vec<&str> = e
+        .message
+        .split("/etc/exports.d/")
+        .skip(1)
+        .map(|rest| rest.split([' ', ':']).next().unwrap_or(rest))
+        .collect();
     e.code == "internal"
         && e.message.contains("`exportfs -r` failed")
-        && !file.contains(&format!("-{}-", std::process::id()))
+        && !files.is_empty()
+        && files.iter().all(|f| !f.contains(&ours))
+}
+
+#[test]
+fn exportfs_failures_over_other_files_are_recognised() {
+    let e = |message: String| shelf::client::RemoteError {
+        code: "internal".into(),
+        message,
+    };
+    let theirs = "`exportfs -r` failed (exit status: 1); stderr: exportfs: can't open \
+                  /etc/exports.d/shelf-test-kburst-14344-43373.exports for reading";
+    assert!(foreign(&e(theirs.into())));
+    let ours = format!(
+        "`exportfs -r` failed (exit status: 1); stderr: exportfs: \
+         /etc/exports.d/shelf-test-conc-{}-4242.exports:1: bad option",
+        std::process::id()
+    );
+    assert!(!foreign(&e(ours)));
+    assert!(!foreign(&e("`exportfs -r` failed (exit status: 1)".into())));
 }
 
 impl Tally {
