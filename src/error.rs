@@ -77,6 +77,8 @@ impl Error {
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => ErrorCode::NoSpace,
+                // An extended attribute too large for the pool's filesystem.
+                Some(libc::E2BIG) => ErrorCode::InvalidArgument,
                 _ => ErrorCode::Internal,
             },
             Error::Command(CmdError::NotFound { .. }) => ErrorCode::Unsupported,

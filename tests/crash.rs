@@ -20,6 +20,13 @@ fn op_for(fp: &str) -> (&'static str, Vec<(&'static str, Value)>) {
             "share.resize",
             vec![("share", t("base")), ("size", n(16 * MIB))],
         ),
+        "share.set_metadata" => (
+            "share.set_metadata",
+            vec![
+                ("share", t("base")),
+                ("metadata", Value::Map(vec![(t("k"), t("v"))])),
+            ],
+        ),
         "share.clone" => (
             "share.clone",
             vec![

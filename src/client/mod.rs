@@ -66,6 +66,8 @@ pub type Received = (Option<u64>, Result<Value, RemoteError>);
 pub struct Client {
     stream: UnixStream,
     next_id: u64,
+    /// Event frames read while waiting for a reply (after `events.subscribe`).
+    events: std::collections::VecDeque<Value>,
 }
 
 /// Build an argument map from pairs.
@@ -105,7 +107,11 @@ impl Client {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Client { stream, next_id: 1 })
+        Ok(Client {
+            stream,
+            next_id: 1,
+            events: std::collections::VecDeque::new(),
+        })
     }
 
     /// Send a request without waiting for its reply; returns its id (pipelining).
@@ -149,10 +155,16 @@ impl Client {
     /// Receive the next reply, whichever request it answers. `Ok(None)` when the server
     /// closed the connection.
     pub fn recv(&mut self) -> Result<Option<Received>, ClientError> {
-        let Some(body) = frame::read_frame_blocking(&mut self.stream, MAX_REPLY)? else {
-            return Ok(None);
+        let v = loop {
+            let Some(v) = self.read_value()? else {
+                return Ok(None);
+            };
+            // Event frames (after events.subscribe) wait for recv_event.
+            match get(&v, "event") {
+                Some(e) if get(&v, "id").is_none() => self.events.push_back(e.clone()),
+                _ => break v,
+            }
         };
-        let v = frame::decode_body_with_depth(&body, REPLY_DEPTH)?;
         let id = match get(&v, "id") {
             Some(Value::Integer(i)) => {
                 Some(u64::try_from(*i).map_err(|_| ClientError::Protocol("negative id".into()))?)
@@ -168,6 +180,31 @@ impl Client {
         let code = get_text(err, "code").unwrap_or("internal").to_string();
         let message = get_text(err, "message").unwrap_or("").to_string();
         Ok(Some((id, Err(RemoteError { code, message }))))
+    }
+
+    fn read_value(&mut self) -> Result<Option<Value>, ClientError> {
+        let Some(body) = frame::read_frame_blocking(&mut self.stream, MAX_REPLY)? else {
+            return Ok(None);
+        };
+        Ok(Some(frame::decode_body_with_depth(&body, REPLY_DEPTH)?))
+    }
+
+    /// The next event of this connection's subscription (`events.subscribe`); `Ok(None)`
+    /// when the server closed the connection. Replies read meanwhile are an error: use a
+    /// connection of its own for events, or [`Client::recv`] for both.
+    pub fn recv_event(&mut self) -> Result<Option<Value>, ClientError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        let Some(v) = self.read_value()? else {
+            return Ok(None);
+        };
+        match get(&v, "event") {
+            Some(e) => Ok(Some(e.clone())),
+            None => Err(ClientError::Protocol(
+                "a reply arrived while waiting for an event".into(),
+            )),
+        }
     }
 
     /// Send one request and wait for its reply.

@@ -24,6 +24,7 @@ pub const ALL: &[&str] = &[
     "share.delete.after_volume",
     "share.resize.after_intent",
     "share.resize.after_grow",
+    "share.set_metadata.after_stamp",
     "share.clone.before_volume",
     "share.clone.after_volume",
     "snapshot.create.before_copy",

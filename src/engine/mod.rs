@@ -12,13 +12,17 @@ mod capacity;
 mod export;
 pub mod failpoint;
 mod formatted;
+mod image;
+pub mod jobs;
 mod keyed;
 mod locks;
+mod metadata;
 mod rebuild;
 mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
+mod upload;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -63,6 +67,14 @@ pub struct Engine {
     /// reconcile waiting behind a hung tgtadm holds up other tgt changes only, not NFS or
     /// non-export work.
     export_guards: BTreeMap<Driver, async_lock::RwLock<()>>,
+    /// Long-running work.
+    jobs: Arc<jobs::Jobs>,
+    /// The event stream.
+    events: Arc<jobs::EventBus>,
+    /// Image uploads in progress.
+    uploads: upload::Uploads,
+    /// The runner for the engine's own commands (qemu-img).
+    runner: Runner,
     /// Formats, mounts and freezes `filesystem` shares.
     formatter: crate::pool::format::Formatter,
     /// The filesystem of a `filesystem` share whose create names none.
@@ -124,6 +136,11 @@ fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
 }
 
+/// Build a CBOR map from pairs (for the server's own replies).
+pub fn map_value(pairs: Vec<(&str, Value)>) -> Value {
+    map(pairs)
+}
+
 /// Build a CBOR map from pairs.
 fn map(pairs: Vec<(&str, Value)>) -> Value {
     Value::Map(
@@ -173,6 +190,10 @@ impl Engine {
                 iscsi_driver: config.iscsi.driver,
             },
             locks: LockTable::default(),
+            jobs: Arc::default(),
+            events: Arc::default(),
+            uploads: upload::Uploads::default(),
+            runner: Runner::new(Duration::from_secs(config.command_timeout)),
             formatter: crate::pool::format::Formatter::new(
                 Runner::new(Duration::from_secs(config.command_timeout)),
                 config.mount_base(),
@@ -311,6 +332,7 @@ impl Engine {
             Request::ShareShow(a) => self.show_share(a).await,
             Request::ShareResize(a) => self.resize_share(a).await,
             Request::ShareDelete(a) => self.delete_share(a).await,
+            Request::ShareSetMetadata(a) => self.set_share_metadata(a).await,
             Request::ShareClone(a) => self.clone_share(a).await,
             Request::SnapshotCreate(a) => self.create_snapshot(a).await,
             Request::SnapshotList(a) => self.list_snapshots(a).await,
@@ -326,8 +348,71 @@ impl Engine {
             Request::AttachmentList(a) => self.list_attachments(a).await,
             Request::Reconcile => self.reconcile().await.and_then(|r| to_value(&r)),
             Request::Verify => self.verify().await.and_then(|r| to_value(&r)),
+            Request::ImageImport(a) => self.import_image(a).await,
+            Request::ImageList(a) => self.list_images(a).await,
+            Request::UploadBegin(a) => self.begin_upload(a).await,
+            Request::UploadChunk(a) => self.upload_chunk(a).await,
+            Request::UploadFinish(a) => self.finish_upload(a).await,
+            Request::UploadAbort(a) => self.abort_upload(a).await,
+            Request::ImageShow(a) => self.show_image(a).await,
+            Request::ImageDelete(a) => self.delete_image(a).await,
+            Request::JobList => {
+                let rows = self.jobs.list(&self.store).await?;
+                Ok(Value::Array(rows.iter().map(jobs::job_value).collect()))
+            }
+            Request::JobShow(a) => Ok(jobs::job_value(&self.jobs.show(&self.store, &a.job).await?)),
+            Request::JobCancel(a) => {
+                let changed = self.jobs.cancel(&a.job)?;
+                Ok(map(vec![
+                    ("job", Value::Text(a.job)),
+                    ("changed", Value::Bool(changed)),
+                ]))
+            }
+            Request::EventsSubscribe(_) => Err(Error::Invalid(
+                "events.subscribe is answered by the connection, not the engine".into(),
+            )),
             Request::AuditList(a) => self.list_audit(a).await,
         }
+    }
+
+    /// The event bus (subscriptions are made by connections).
+    pub fn events(&self) -> &jobs::EventBus {
+        &self.events
+    }
+
+    /// Publish the event a successful state-changing request stands for.
+    pub fn publish_change(&self, op: &str, target: &str, result: &Value) {
+        let field = |k: &str| crate::client::get(result, k);
+        let id_of = |k: &str| {
+            field(k)
+                .and_then(|o| crate::client::get_text(o, "id"))
+                .map(str::to_string)
+        };
+        let object = ["share", "snapshot", "export", "attachment", "image"]
+            .iter()
+            .find_map(|k| id_of(k))
+            .or_else(|| {
+                field("deleted")
+                    .and_then(Value::as_text)
+                    .map(str::to_string)
+            })
+            .or_else(|| field("job").and_then(Value::as_text).map(str::to_string))
+            .unwrap_or_else(|| target.to_string());
+        if matches!(field("changed"), Some(Value::Bool(false))) {
+            return;
+        }
+        let kind = if op.ends_with(".delete") || op.ends_with(".detach") {
+            "object.deleted"
+        } else if op.ends_with(".create")
+            || op.ends_with(".clone")
+            || op.ends_with(".attach")
+            || op.ends_with(".import")
+        {
+            "object.created"
+        } else {
+            "object.changed"
+        };
+        self.events.publish(kind, op, &object, None);
     }
 
     /// Queue an audit entry (written in batches; see [`Store::audit`]).

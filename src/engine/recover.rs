@@ -215,6 +215,7 @@ impl Engine {
                     share.name, share.id
                 ))
             }
+            super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
             ATTACH_INTENT | DETACH_INTENT => {
                 // Rows are the truth for access lists: the start-up reconcile that follows
                 // recovery brings tgtd and the exports files in line with them.

@@ -35,10 +35,30 @@ impl Engine {
         model::validate_name("share", &a.name)?;
         model::validate_size(a.size)?;
         model::validate_metadata(&a.metadata)?;
-        let pool = self.pick_pool(a.pool.as_deref())?;
+        let from_image = match &a.from_image {
+            Some(r) => Some(self.image_for_share(r, a.pool.as_deref()).await?),
+            None => None,
+        };
+        let pool = match &from_image {
+            Some((image, _)) => self.pool(&image.pool)?,
+            None => self.pick_pool(a.pool.as_deref())?,
+        };
         let sparse = a.sparse.unwrap_or(true);
         let (layout, filesystem) =
             super::formatted::resolve_layout(a.layout, a.filesystem, self.default_fs, a.size)?;
+        if let Some((image, _)) = &from_image {
+            if a.size < image.size {
+                return Err(Error::Invalid(format!(
+                    "image {} is {} bytes; a share made from it cannot be smaller ({} asked)",
+                    image.name, image.size, a.size
+                )));
+            }
+            if layout == model::Layout::Filesystem {
+                return Err(Error::Invalid(
+                    "a share made from an image is a block share (the image is a disk)".into(),
+                ));
+            }
+        }
         let share = Share {
             id: uuid::Uuid::new_v4().to_string(),
             name: a.name.clone(),
@@ -92,7 +112,13 @@ impl Engine {
         }
         failpoint::hit("share.create.before_volume");
         let (p, s) = (pool.clone(), share.clone());
-        if let Err(cause) = blocking(move || p.create_volume(&s)).await {
+        let image_path = from_image.as_ref().map(|(_, path)| path.clone());
+        let made = blocking(move || match image_path {
+            Some(path) => p.create_from_image(&path, &s),
+            None => p.create_volume(&s),
+        })
+        .await;
+        if let Err(cause) = made {
             return Err(self.forget_share(&share, cause).await);
         }
         if share.layout == model::Layout::Filesystem {
@@ -102,8 +128,14 @@ impl Engine {
         }
         failpoint::hit("share.create.after_volume");
         let id = share.id.clone();
+        let image_id = from_image.as_ref().map(|(i, _)| i.id.clone());
         self.store
-            .write(move |c| store::set_share_state(c, &id, ShareState::Available))
+            .write(move |c| {
+                if let Some(image) = &image_id {
+                    store::set_share_origin_image(c, &id, image)?;
+                }
+                store::set_share_state(c, &id, ShareState::Available)
+            })
             .await?;
         let mut share = share;
         share.state = ShareState::Available;

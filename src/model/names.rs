@@ -8,6 +8,9 @@ use super::Invalid;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 const MAX_METADATA_KEY: usize = 255;
 const MAX_METADATA_VALUE: usize = 4096;
+/// The whole metadata map, encoded as JSON: it is stamped on the volume as one extended
+/// attribute (`user.shelf.metadata`), which Linux caps at 64 KiB; half of that leaves room.
+pub const MAX_METADATA_BYTES: usize = 32 * 1024;
 
 /// Check a share, snapshot or pool name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`.
 ///
@@ -72,6 +75,14 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
                 "metadata value of {k:?} contains NUL"
             )));
         }
+    }
+    let encoded = serde_json::to_string(meta)
+        .map(|j| j.len())
+        .unwrap_or(usize::MAX);
+    if encoded > MAX_METADATA_BYTES {
+        return Err(Invalid::new(format!(
+            "metadata is {encoded} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed in all"
+        )));
     }
     Ok(())
 }

@@ -25,6 +25,29 @@ pub struct FilePool {
 }
 
 impl FilePool {
+    /// Make `share`'s volume as a reflink (or copy) of `src_path`, sized and stamped.
+    fn volume_from_file(&self, src_path: &Path, share: &Share, what: &str) -> Result<()> {
+        let src = File::open(src_path)
+            .map_err(|e| Error::io(format!("opening {}", src_path.display()), e))?;
+        let dir = self.share_dir(&share.id);
+        std::fs::create_dir(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join("volume");
+        let made = (|| -> Result<()> {
+            let dst = fs::create_new(&path, 0o660)
+                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            self.copy_blocks(&src, &dst, what)?;
+            dst.set_len(share.size)
+                .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
+            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
+            dst.sync_all()
+                .map_err(|e| Error::io("syncing the clone", e))?;
+            fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
+            fs::fsync_dir(dir.parent().expect("share dir has a parent"))
+                .map_err(|e| Error::io("syncing shares directory", e))
+        })();
+        made.map_err(|cause| undo(cause, || remove_dir_if_present(&dir), "the partial clone"))
+    }
     /// A file pool named `name` at `root` (not touched until [`Pool::prepare`]).
     pub fn new(name: &str, root: PathBuf) -> Self {
         FilePool {
@@ -96,6 +119,7 @@ impl Pool for FilePool {
             self.root.clone(),
             self.root.join("shares"),
             self.root.join("snapshots"),
+            self.root.join("images"),
         ] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating pool directory {}", dir.display()), e))?;
@@ -133,8 +157,7 @@ impl Pool for FilePool {
                     )
                 })?;
             }
-            fs::set_identity(&path, &share_identity(share))
-                .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
             f.sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
             fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
@@ -160,7 +183,7 @@ impl Pool for FilePool {
             dst.set_len(snap.size)
                 .map_err(|e| Error::io(format!("sizing {}", dst_path.display()), e))?;
             fs::set_identity(&dst_path, &snapshot_identity(snap))
-                .map_err(|e| Error::io(format!("stamping {}", dst_path.display()), e))?;
+                .map_err(|e| stamp_error(&dst_path, e))?;
             dst.sync_all()
                 .map_err(|e| Error::io("syncing the snapshot", e))?;
             fs::fsync_dir(&self.root.join("snapshots"))
@@ -177,31 +200,19 @@ impl Pool for FilePool {
 
     fn clone_volume(&self, snap: &Snapshot, share: &Share) -> Result<()> {
         let src_path = self.snapshot_file(&snap.id);
-        let src = File::open(&src_path)
-            .map_err(|e| Error::io(format!("opening snapshot {}", src_path.display()), e))?;
-        let dir = self.share_dir(&share.id);
-        std::fs::create_dir(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join("volume");
-        let made = (|| -> Result<()> {
-            let dst = fs::create_new(&path, 0o660)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            self.copy_blocks(
-                &src,
-                &dst,
-                &format!("snapshot {} into share {}", snap.name, share.name),
-            )?;
-            dst.set_len(share.size)
-                .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
-            fs::set_identity(&path, &share_identity(share))
-                .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
-            dst.sync_all()
-                .map_err(|e| Error::io("syncing the clone", e))?;
-            fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
-            fs::fsync_dir(dir.parent().expect("share dir has a parent"))
-                .map_err(|e| Error::io("syncing shares directory", e))
-        })();
-        made.map_err(|cause| undo(cause, || remove_dir_if_present(&dir), "the partial clone"))
+        self.volume_from_file(
+            &src_path,
+            share,
+            &format!("snapshot {} into share {}", snap.name, share.name),
+        )
+    }
+
+    fn images_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("images"))
+    }
+
+    fn create_from_image(&self, image: &Path, share: &Share) -> Result<()> {
+        self.volume_from_file(image, share, &format!("image into share {}", share.name))
     }
 
     fn grow(&self, share: &Share, size: u64) -> Result<()> {
@@ -224,16 +235,14 @@ impl Pool for FilePool {
         }
         let mut grown = share.clone();
         grown.size = size;
-        fs::set_identity(&path, &share_identity(&grown))
-            .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+        fs::set_identity(&path, &share_identity(&grown)).map_err(|e| stamp_error(&path, e))?;
         f.sync_all()
             .map_err(|e| Error::io("syncing the grown volume", e))
     }
 
     fn stamp(&self, share: &Share) -> Result<()> {
         let path = self.volume_path(&share.id);
-        fs::set_identity(&path, &share_identity(share))
-            .map_err(|e| Error::io(format!("stamping {}", path.display()), e))?;
+        fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io("syncing the volume's identity", e))
@@ -243,8 +252,7 @@ impl Pool for FilePool {
         let path = self.volume_path(share_id);
         let mut attrs = std::collections::BTreeMap::new();
         attrs.insert("exports".to_string(), json.to_string());
-        fs::set_identity(&path, &attrs)
-            .map_err(|e| Error::io(format!("stamping exports on {}", path.display()), e))?;
+        fs::set_identity(&path, &attrs).map_err(|e| stamp_error(&path, e))?;
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io("syncing the volume's identity", e))
@@ -310,5 +318,20 @@ impl Pool for FilePool {
             }
         }
         Ok(out)
+    }
+}
+
+/// A failure to write a volume's identity. Too little room for extended attributes (ext4
+/// keeps a file's attributes in one block, about 4 KiB) is the request's size against
+/// this filesystem, not a full pool.
+fn stamp_error(path: &Path, e: std::io::Error) -> Error {
+    let full = || fs::usage(path.parent().unwrap_or(path)).is_ok_and(|u| u.free < 1 << 20);
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) if full() => Error::io(format!("stamping {}", path.display()), e),
+        Some(libc::ENOSPC) | Some(libc::E2BIG) => Error::Invalid(format!(
+            "the identity of {} (its metadata and exports) does not fit in the extended attributes this filesystem allows; keep metadata smaller or use an XFS pool",
+            path.display()
+        )),
+        _ => Error::io(format!("stamping {}", path.display()), e),
     }
 }

@@ -59,6 +59,18 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn remove_volume(&self, share_id: &str) -> Result<()>;
     /// Remove a snapshot; succeeds when it is already gone.
     fn remove_snapshot(&self, snap_id: &str) -> Result<()>;
+    /// Where cached base images live (`None`: this kind of pool has no image cache).
+    fn images_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Make `share`'s volume from a cached raw image (a reflink where possible), grown to
+    /// the share's size.
+    fn create_from_image(&self, _image: &std::path::Path, share: &Share) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!(
+            "pool {} has no image cache",
+            share.pool
+        )))
+    }
     /// Whether the share's volume exists.
     fn volume_exists(&self, share_id: &str) -> bool;
     /// Whether the snapshot exists.

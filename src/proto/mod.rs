@@ -10,10 +10,11 @@ mod strict;
 
 pub use reply::{encode_reply, Reply};
 pub use request::{
-    parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, ExportCreateArgs,
-    ExportRef, NoArgs, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
-    ShareListArgs, ShareRef, ShareResizeArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
-    TreeArgs, MAX_KEY_LEN,
+    parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, EventsSubscribeArgs,
+    ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, PoolFilter, PoolRef,
+    Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
+    ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
+    TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 
 /// Protocol versions this build speaks.
@@ -35,6 +36,11 @@ pub const FEATURES: &[&str] = &[
     "audit",
     "idempotency-key",
     "capacity",
+    "share.filesystem",
+    "image",
+    "jobs",
+    "events",
+    "share.set_metadata",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -82,6 +82,108 @@ pub struct ShareCreateArgs {
     /// `xfs` or `ext4`, for a `filesystem` share (implies it); default from the config.
     #[serde(default)]
     pub filesystem: Option<FsKind>,
+    /// Make the share from this cached image (id or name): a reflink of the raw base,
+    /// grown to `size` (which must be at least the image's size).
+    #[serde(default)]
+    pub from_image: Option<String>,
+}
+
+/// `image.import`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageImportArgs {
+    /// The image's name, unique within the pool.
+    pub name: String,
+    /// An absolute path on the appliance to read the image from.
+    pub source: String,
+    /// `raw`, `qcow2`, `vmdk`, `vdi`, `vhdx`, `vpc`, `qed`; detected when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// `md5:<hex>`, `sha256:<hex>`, or a bare digest (32 hex digits: md5, as Glance gives).
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// The pool to cache it in.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// `image.upload.begin`: an import whose bytes come over the socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadBeginArgs {
+    /// The image's name.
+    pub name: String,
+    /// The number of bytes that will be sent.
+    pub size: u64,
+    /// The format (detected when absent).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Checksum to verify (as for `image.import`).
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// The pool.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// `image.upload.chunk`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadChunkArgs {
+    /// The upload's id.
+    pub upload: String,
+    /// Where the bytes go.
+    pub offset: u64,
+    /// The bytes (a CBOR byte string).
+    pub data: Value,
+}
+
+/// `image.upload.finish` / `image.upload.abort`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRef {
+    /// The upload's id.
+    pub upload: String,
+}
+
+/// A reference to one image.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// Id or name.
+    pub image: String,
+    /// Pool, when the name is in several.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// A pool filter.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFilter {
+    /// Only this pool's.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// A reference to one job.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRef {
+    /// The job's id.
+    pub job: String,
+}
+
+/// `events.subscribe`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSubscribeArgs {
+    /// Resume after this sequence number (the last one seen).
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// The epoch `since` belongs to (from the subscribe reply or any event).
+    #[serde(default)]
+    pub epoch: Option<String>,
 }
 
 /// `share.list` filters; all optional.
@@ -121,6 +223,23 @@ pub struct ShareResizeArgs {
     pub pool: Option<String>,
     /// The new size in bytes; must not be smaller than the current size.
     pub size: u64,
+}
+
+/// `share.set_metadata`: change some metadata entries of an existing share.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSetMetadataArgs {
+    /// Id or name.
+    pub share: String,
+    /// Pool, when the name is ambiguous.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Entries to add or overwrite; the others are kept.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Keys to remove (absent keys are ignored); applied before `metadata`.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// `share.delete`.
@@ -328,6 +447,8 @@ pub enum Request {
     ShareResize(ShareResizeArgs),
     /// `share.delete`.
     ShareDelete(ShareDeleteArgs),
+    /// `share.set_metadata`: change metadata entries and restamp the volume's identity.
+    ShareSetMetadata(ShareSetMetadataArgs),
     /// `share.clone`: a new share from a snapshot.
     ShareClone(CloneArgs),
     /// `snapshot.create`.
@@ -361,6 +482,30 @@ pub enum Request {
     Verify,
     /// `audit.list`: the audit log of state-changing and refused requests.
     AuditList(AuditListArgs),
+    /// `image.import`: cache an image (a job).
+    ImageImport(ImageImportArgs),
+    /// `image.upload.begin`.
+    UploadBegin(UploadBeginArgs),
+    /// `image.upload.chunk`.
+    UploadChunk(UploadChunkArgs),
+    /// `image.upload.finish`: starts the import job.
+    UploadFinish(UploadRef),
+    /// `image.upload.abort`.
+    UploadAbort(UploadRef),
+    /// `image.list`.
+    ImageList(PoolFilter),
+    /// `image.show`.
+    ImageShow(ImageRef),
+    /// `image.delete`.
+    ImageDelete(ImageRef),
+    /// `job.list`.
+    JobList,
+    /// `job.show`.
+    JobShow(JobRef),
+    /// `job.cancel`.
+    JobCancel(JobRef),
+    /// `events.subscribe`: this connection receives event frames from now on.
+    EventsSubscribe(EventsSubscribeArgs),
 }
 
 impl Request {
@@ -371,6 +516,7 @@ impl Request {
             Request::ShareCreate(_)
                 | Request::ShareResize(_)
                 | Request::ShareDelete(_)
+                | Request::ShareSetMetadata(_)
                 | Request::ShareClone(_)
                 | Request::SnapshotCreate(_)
                 | Request::SnapshotDelete(_)
@@ -379,6 +525,12 @@ impl Request {
                 | Request::ShareAttach(_)
                 | Request::ShareDetach(_)
                 | Request::Reconcile
+                | Request::ImageImport(_)
+                | Request::UploadBegin(_)
+                | Request::UploadFinish(_)
+                | Request::UploadAbort(_)
+                | Request::ImageDelete(_)
+                | Request::JobCancel(_)
         )
     }
 
@@ -398,6 +550,11 @@ impl Request {
                 | Request::ExportList(_)
                 | Request::ExportShow(_)
                 | Request::AttachmentList(_)
+                | Request::ImageList(_)
+                | Request::ImageShow(_)
+                | Request::JobList
+                | Request::JobShow(_)
+                | Request::EventsSubscribe(_)
         )
     }
 
@@ -409,10 +566,16 @@ impl Request {
         };
         let t = match self {
             Request::PoolShow(a) => a.name.clone(),
+            Request::ImageImport(a) => with_pool(&a.name, &a.pool),
+            Request::UploadBegin(a) => with_pool(&a.name, &a.pool),
+            Request::UploadFinish(a) | Request::UploadAbort(a) => a.upload.clone(),
+            Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
+            Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),
             Request::ShareDelete(a) => with_pool(&a.share, &a.pool),
+            Request::ShareSetMetadata(a) => with_pool(&a.share, &a.pool),
             Request::ShareClone(a) => format!(
                 "{} from {}",
                 with_pool(&a.name, &a.pool),
@@ -523,6 +686,7 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "share.show" => args(&op, a).map(Request::ShareShow),
         "share.resize" => args(&op, a).map(Request::ShareResize),
         "share.delete" => args(&op, a).map(Request::ShareDelete),
+        "share.set_metadata" => args(&op, a).map(Request::ShareSetMetadata),
         "share.clone" => args(&op, a).map(Request::ShareClone),
         "snapshot.create" => args(&op, a).map(Request::SnapshotCreate),
         "snapshot.list" => args(&op, a).map(Request::SnapshotList),
@@ -539,6 +703,18 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "reconcile" => args::<NoArgs>(&op, a).map(|_| Request::Reconcile),
         "verify" => args::<NoArgs>(&op, a).map(|_| Request::Verify),
         "audit.list" => args(&op, a).map(Request::AuditList),
+        "image.import" => args(&op, a).map(Request::ImageImport),
+        "image.list" => args(&op, a).map(Request::ImageList),
+        "image.upload.begin" => args(&op, a).map(Request::UploadBegin),
+        "image.upload.chunk" => args(&op, a).map(Request::UploadChunk),
+        "image.upload.finish" => args(&op, a).map(Request::UploadFinish),
+        "image.upload.abort" => args(&op, a).map(Request::UploadAbort),
+        "image.show" => args(&op, a).map(Request::ImageShow),
+        "image.delete" => args(&op, a).map(Request::ImageDelete),
+        "job.list" => args::<NoArgs>(&op, a).map(|_| Request::JobList),
+        "job.show" => args(&op, a).map(Request::JobShow),
+        "job.cancel" => args(&op, a).map(Request::JobCancel),
+        "events.subscribe" => args(&op, a).map(Request::EventsSubscribe),
         _ => {
             return Err(ArgsError {
                 id: Some(id),

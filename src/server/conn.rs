@@ -12,7 +12,7 @@ use super::auth::Role;
 use super::{Server, BODY_TIMEOUT};
 use crate::error::Error;
 use crate::proto::frame::{self, FrameError};
-use crate::proto::{encode_reply, parse_request, ErrorCode, Reply};
+use crate::proto::{encode_reply, parse_request, ErrorCode, EventsSubscribeArgs, Reply, Request};
 use crate::store::AuditEntry;
 use crate::sys::process::{peer_credentials, PeerCred};
 use crate::sys::users::groups_of;
@@ -22,6 +22,110 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// What the writer sends: a reply, or an event of a subscription.
+enum Out {
+    Reply(Reply),
+    Event(ciborium::Value),
+}
+
+/// `events.subscribe`: answer with the epoch, then forward the backlog and every new
+/// event on this connection until it closes (or falls too far behind, which it is told).
+async fn subscribe(
+    server: &Arc<Server>,
+    peer: &Peer,
+    id: u64,
+    a: &EventsSubscribeArgs,
+    tx: smol::channel::Sender<Out>,
+    closing: smol::channel::Receiver<()>,
+) {
+    let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
+    if role == Role::None {
+        let _ = tx
+            .send(Out::Reply(Reply {
+                id: Some(id),
+                result: Err((
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "uid {} (role none) may not subscribe to events",
+                        peer.cred.uid
+                    ),
+                )),
+            }))
+            .await;
+        return;
+    }
+    let sub = server
+        .engine
+        .events()
+        .subscribe(a.since, a.epoch.as_deref());
+    let reply = crate::engine::map_value(vec![
+        ("epoch", ciborium::Value::Text(sub.epoch.clone())),
+        ("gap", ciborium::Value::Bool(sub.gap)),
+        (
+            "backlog",
+            ciborium::Value::Integer(sub.backlog.len().into()),
+        ),
+    ]);
+    if tx
+        .send(Out::Reply(Reply {
+            id: Some(id),
+            result: Ok(reply),
+        }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let frame = |e: &crate::engine::jobs::Event| {
+        let v = ciborium::Value::serialized(e).unwrap_or(ciborium::Value::Null);
+        Out::Event(ciborium::Value::Map(vec![(
+            ciborium::Value::Text("event".into()),
+            v,
+        )]))
+    };
+    let tx2 = tx.clone();
+    smol::spawn(async move {
+        for e in &sub.backlog {
+            if tx2.send(frame(e)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = future::or(async { sub.live.recv().await.ok().map(Some) }, async {
+                let _ = closing.recv().await;
+                Some(None)
+            })
+            .await;
+            match next {
+                // The connection is closing: stop forwarding so it can.
+                Some(None) => return,
+                Some(Some(e)) => {
+                    if tx2.send(frame(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            }
+        }
+        // The bus dropped us (we fell behind): say so; the client resubscribes with since.
+        let overflow = ciborium::Value::Map(vec![(
+            ciborium::Value::Text("event".into()),
+            ciborium::Value::Map(vec![
+                (
+                    ciborium::Value::Text("kind".into()),
+                    ciborium::Value::Text("overflow".into()),
+                ),
+                (
+                    ciborium::Value::Text("epoch".into()),
+                    ciborium::Value::Text(sub.epoch.clone()),
+                ),
+            ]),
+        )]);
+        let _ = tx2.send(Out::Event(overflow)).await;
+    })
+    .detach();
 }
 
 enum Next {
@@ -52,18 +156,24 @@ pub(super) async fn serve(
     );
     let stream = Arc::new(stream);
     let in_flight = server.settings.max_in_flight.load(Ordering::Relaxed);
-    let (reply_tx, reply_rx) = smol::channel::bounded::<Reply>(in_flight);
+    let (reply_tx, reply_rx) = smol::channel::bounded::<Out>(in_flight);
     let writer_stream = stream.clone();
     let writer = smol::spawn(async move {
         let mut w = &*writer_stream;
-        while let Ok(reply) = reply_rx.recv().await {
-            if let Err(e) = frame::write_frame(&mut w, &encode_reply(&reply)).await {
+        while let Ok(out) = reply_rx.recv().await {
+            let value = match out {
+                Out::Reply(reply) => encode_reply(&reply),
+                Out::Event(event) => event,
+            };
+            if let Err(e) = frame::write_frame(&mut w, &value).await {
                 log::debug!("conn {conn_id}: write failed: {e}");
                 break;
             }
         }
     });
     let slots = Arc::new(async_lock::Semaphore::new(in_flight));
+    // Closed when the connection stops reading, so event forwarders let it close.
+    let (closing_tx, closing_rx) = smol::channel::bounded::<()>(1);
     loop {
         // Wait for a free request slot before reading more: a client that pipelines faster
         // than we answer is slowed down, not buffered without bound.
@@ -83,10 +193,10 @@ pub(super) async fn serve(
                 log::debug!("conn {conn_id}: {e}; closing");
                 if !matches!(e, FrameError::Io(_) | FrameError::Truncated { .. }) {
                     let _ = reply_tx
-                        .send(Reply {
+                        .send(Out::Reply(Reply {
                             id: None,
                             result: Err((ErrorCode::InvalidArgument, e.to_string())),
-                        })
+                        }))
                         .await;
                 }
                 break;
@@ -98,10 +208,10 @@ pub(super) async fn serve(
                 // The frame was well delimited, so the stream is still in step: answer and
                 // go on.
                 let _ = reply_tx
-                    .send(Reply {
+                    .send(Out::Reply(Reply {
                         id: None,
                         result: Err((ErrorCode::InvalidArgument, e.to_string())),
-                    })
+                    }))
                     .await;
                 continue;
             }
@@ -117,22 +227,28 @@ pub(super) async fn serve(
                 };
                 log::debug!("conn {conn_id}: bad request (id {:?}): {}", e.id, e.message);
                 let _ = reply_tx
-                    .send(Reply {
+                    .send(Out::Reply(Reply {
                         id: e.id,
                         result: Err((code, e.message)),
-                    })
+                    }))
                     .await;
                 continue;
             }
         };
         let (server, tx, peer) = (server.clone(), reply_tx.clone(), peer.clone());
+        let closing = closing_rx.clone();
         smol::spawn(async move {
-            let reply = run_request(&server, conn_id, &peer, envelope).await;
-            let _ = tx.send(reply).await;
+            if let Request::EventsSubscribe(a) = &envelope.request {
+                subscribe(&server, &peer, envelope.id, a, tx, closing).await;
+            } else {
+                let reply = run_request(&server, conn_id, &peer, envelope).await;
+                let _ = tx.send(Out::Reply(reply)).await;
+            }
             drop(permit);
         })
         .detach();
     }
+    closing_tx.close();
     // Let requests in flight finish and their replies go out before closing.
     let mut all = Vec::with_capacity(in_flight);
     for _ in 0..in_flight {
@@ -202,6 +318,9 @@ async fn run_request(
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if let (true, Ok(v)) = (audited, &result) {
+        server.engine.publish_change(&env.op, &target, v);
+    }
     let denied = matches!(result, Err(Error::PermissionDenied(_)));
     if audited || denied {
         server.engine.audit(AuditEntry {

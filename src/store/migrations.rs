@@ -96,6 +96,32 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: formatted shares: the layout (`block` or `filesystem`) and the filesystem.
     "ALTER TABLE shares ADD COLUMN layout TEXT NOT NULL DEFAULT 'block';
      ALTER TABLE shares ADD COLUMN filesystem TEXT;",
+    // 6: the image cache and long-running jobs.
+    "CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        source_format TEXT NOT NULL,
+        checksum TEXT,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (pool, name)
+     );
+     CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        op TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL,
+        done INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        result TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+     );
+     ALTER TABLE shares ADD COLUMN origin_image TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,7 @@
 //! with `synchronous = FULL`: when a call that commits returns, the change is on disk.
 
 mod audit;
+mod images;
 mod migrations;
 mod queries;
 
@@ -15,6 +16,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 pub use audit::*;
+pub use images::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
 pub use queries::*;
 

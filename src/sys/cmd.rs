@@ -245,6 +245,18 @@ impl Runner {
 
     /// Run a command to completion. Exit status 0 is `Ok`; anything else is a [`CmdError`].
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CmdError> {
+        self.run_streaming(cmd, |_| {}).await
+    }
+
+    /// Run a command, handing each piece of its standard output to `on_stdout` as it
+    /// arrives (for progress, e.g. `qemu-img convert -p`), and keeping it for the result.
+    /// Dropping the future kills the command.
+    pub async fn run_streaming(
+        &self,
+        cmd: &Cmd,
+        mut on_stdout: impl FnMut(&[u8]),
+    ) -> Result<Output, CmdError> {
+        use futures_lite::AsyncReadExt;
         let path = if cmd.program.starts_with('/') {
             PathBuf::from(&cmd.program)
         } else {
@@ -277,7 +289,37 @@ impl Runner {
             let _ = pipe.write_all(&input).await;
             drop(pipe);
         }
-        let finished = async { Some(child.output().await) };
+        let mut out_pipe = child.stdout.take();
+        let mut err_pipe = child.stderr.take();
+        let finished = async {
+            let mut stdout = Vec::new();
+            let read_out = async {
+                let mut buf = [0u8; 8192];
+                if let Some(p) = out_pipe.as_mut() {
+                    while let Ok(n) = p.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        on_stdout(&buf[..n]);
+                        stdout.extend_from_slice(&buf[..n]);
+                    }
+                }
+            };
+            let read_err = async {
+                let mut stderr = Vec::new();
+                if let Some(p) = err_pipe.as_mut() {
+                    let _ = p.read_to_end(&mut stderr).await;
+                }
+                stderr
+            };
+            let ((), stderr) = future::zip(read_out, read_err).await;
+            let status = child.status().await;
+            Some(status.map(|status| std::process::Output {
+                status,
+                stdout,
+                stderr,
+            }))
+        };
         let expired = async {
             smol::Timer::after(timeout).await;
             None

@@ -286,6 +286,15 @@ fn metadata() -> Vec<Case> {
             "at most 4096",
         ),
         ("value-with-nul", one("k", "a\0b"), "contains NUL"),
+        (
+            "over-32k-in-all",
+            Value::Map(
+                (0..9)
+                    .map(|i| (t(&format!("k{i}")), t(&"v".repeat(4096))))
+                    .collect(),
+            ),
+            "at most 32768",
+        ),
     ] {
         cases.push(engine_err(
             &format!("metadata-{tag}"),

@@ -134,6 +134,14 @@ pub fn valid_requests() -> Vec<(String, Value)> {
         ),
         ("attachment.list", vec![]),
         ("reconcile", vec![]),
+        (
+            "share.set_metadata",
+            vec![
+                ("share", t("vol1")),
+                ("metadata", map(vec![("owner", t("web-2"))])),
+                ("remove", Value::Array(vec![t("old")])),
+            ],
+        ),
     ];
     let mut seen = std::collections::BTreeMap::<&str, usize>::new();
     list.into_iter()

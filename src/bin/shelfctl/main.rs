@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use shelf::client::{args, from_json, to_json, Client, ClientError};
 use shelf::model::parse_size;
 
+mod extstorage;
+mod jobs;
 mod output;
 
 /// Talk to shelfd over its management socket.
@@ -74,6 +76,30 @@ enum Command {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Cached images (imported as jobs).
+    #[command(subcommand)]
+    Image(jobs::ImageCmd),
+    /// Long-running jobs.
+    #[command(subcommand)]
+    Job(jobs::JobCmd),
+    /// Follow the event stream (one JSON line per event).
+    Events {
+        /// Resume after this sequence number.
+        #[arg(long)]
+        since: Option<u64>,
+        /// The epoch that sequence number belongs to.
+        #[arg(long)]
+        epoch: Option<String>,
+    },
+    /// Ganeti ExtStorage provider: `extstorage <action>` reads Ganeti's environment
+    /// (VOL_NAME, VOL_SIZE, EXTP_*...); `extstorage install DIR [--shelfctl PATH]` writes
+    /// the provider directory. See docs/ganeti.md.
+    Extstorage {
+        /// The action (create, attach, detach, remove, grow, setinfo, verify, snapshot,
+        /// open, close) or `install DIR`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Send any operation with JSON arguments (see docs/protocol.md).
     Call {
         /// Operation, e.g. share.show.
@@ -116,6 +142,9 @@ enum ShareCmd {
         /// exported over NFS.
         #[arg(long, value_name = "xfs|ext4")]
         filesystem: Option<String>,
+        /// Make it from a cached image (a reflink of its raw base, grown to SIZE).
+        #[arg(long)]
+        from_image: Option<String>,
     },
     /// List shares.
     List {
@@ -171,6 +200,20 @@ enum ShareCmd {
         share: String,
         #[command(flatten)]
         connector: ConnectorArgs,
+    },
+    /// Change a share's metadata (the other entries are kept).
+    SetMeta {
+        /// Id or name.
+        share: String,
+        /// Entry KEY=VALUE to add or overwrite (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Key to remove (repeatable).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+        /// Pool, when the name is in several.
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Make a new share from a snapshot.
     Clone {
@@ -363,12 +406,16 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
             opt(&mut a, "pool", pool);
             ("tree", Kind::Tree)
         }
+        Command::Image(_) | Command::Job(_) | Command::Events { .. } => {
+            return Err("image, job and events commands run on their own".into())
+        }
         Command::Call { op, args: json } => {
             let j: serde_json::Value =
                 serde_json::from_str(&json).map_err(|e| format!("arguments are not JSON: {e}"))?;
             return Ok((op, from_json(&j), Kind::Raw));
         }
         Command::Reconcile => ("reconcile", Kind::Raw),
+        Command::Extstorage { .. } => return Err("extstorage runs on its own".into()),
         Command::Verify => ("verify", Kind::Verify),
         Command::Audit {
             since,
@@ -464,9 +511,11 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                 preallocate,
                 meta,
                 filesystem,
+                from_image,
             } => {
                 a.push(("name", text(name)));
                 opt(&mut a, "filesystem", filesystem);
+                opt(&mut a, "from_image", from_image);
                 a.push(("size", size_arg(&size)?));
                 opt(&mut a, "pool", pool);
                 if preallocate {
@@ -507,6 +556,23 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
                     a.push(("force", Value::Bool(true)));
                 }
                 ("share.delete", Kind::Deleted)
+            }
+            ShareCmd::SetMeta {
+                share,
+                meta,
+                remove,
+                pool,
+            } => {
+                a.push(("share", text(share)));
+                opt(&mut a, "pool", pool);
+                a.push(("metadata", meta_arg(&meta)?));
+                if !remove.is_empty() {
+                    a.push((
+                        "remove",
+                        Value::Array(remove.into_iter().map(text).collect()),
+                    ));
+                }
+                ("share.set_metadata", Kind::Changed("share"))
             }
             ShareCmd::Attach {
                 share,
@@ -581,11 +647,21 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Extstorage { args } = &cli.command {
+        return extstorage::main(args, cli.socket);
+    }
     let socket = cli
         .socket
         .or_else(|| std::env::var_os("SHELF_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/run/shelf/shelf.sock"));
-    let (op, a, kind) = match request(cli.command) {
+    let key = cli.key.clone();
+    let command = match cli.command {
+        Command::Image(c) => return jobs::image(&socket, key.as_deref(), c),
+        Command::Job(c) => return jobs::job(&socket, c),
+        Command::Events { since, epoch } => return jobs::events(&socket, since, epoch),
+        other => other,
+    };
+    let (op, a, kind) = match request(command) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shelfctl: {e}");

@@ -1,0 +1,137 @@
+//! `share.set_metadata`: change a share's metadata after creation.
+//!
+//! The metadata is part of the identity stamped on the volume (`user.shelf.metadata`), so
+//! that `shelfd recover --rebuild-db` brings it back; a change therefore rewrites both the
+//! row and the stamp. Order, for crash safety: journal an intent, stamp the new identity,
+//! then commit the row and drop the intent in one transaction. A crash before that commit
+//! leaves the intent, and start-up recovery restamps the volume from the (unchanged) row:
+//! a change that was never acknowledged is undone.
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+
+use super::{blocking, failpoint, map, to_value, Engine};
+use crate::error::{Error, Result};
+use crate::model::{self, Share, ShareState};
+use crate::proto::ShareSetMetadataArgs;
+use crate::store;
+
+/// The intent journaled while a metadata change is under way.
+pub(super) const SET_METADATA_INTENT: &str = "share.set_metadata";
+
+/// The metadata after removing `remove` and then setting `set`.
+fn merged(
+    current: &BTreeMap<String, String>,
+    remove: &[String],
+    set: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut m = current.clone();
+    for k in remove {
+        m.remove(k);
+    }
+    m.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m
+}
+
+impl Engine {
+    pub(super) async fn set_share_metadata(&self, a: ShareSetMetadataArgs) -> Result<Value> {
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        if share.state != ShareState::Available {
+            return Err(Error::Busy(format!(
+                "share {} is {}",
+                share.name,
+                share.state.as_str()
+            )));
+        }
+        let metadata = merged(&share.metadata, &a.remove, &a.metadata);
+        model::validate_metadata(&metadata)?;
+        if metadata == share.metadata {
+            return Ok(reply(&share, false));
+        }
+        let updated = Share {
+            metadata,
+            ..share.clone()
+        };
+        let sid = share.id.clone();
+        let intent = self
+            .store
+            .write(move |c| {
+                store::insert_intent(c, SET_METADATA_INTENT, &sid, &serde_json::json!({}))
+            })
+            .await?;
+        let pool = self.pool(&share.pool)?;
+        let (p, s) = (pool.clone(), updated.clone());
+        if let Err(cause) = blocking(move || p.stamp(&s)).await {
+            // Put the old identity back (the stamp may have been partly written).
+            let (p, s) = (pool.clone(), share.clone());
+            let restamp = blocking(move || p.stamp(&s)).await;
+            let cleared = self
+                .store
+                .write(move |c| store::delete_intent(c, intent))
+                .await;
+            return Err(match restamp.and(cleared) {
+                Ok(()) => cause,
+                Err(e) => Error::rollback(cause, e),
+            });
+        }
+        failpoint::hit("share.set_metadata.after_stamp");
+        let (sid, meta) = (updated.id.clone(), updated.metadata.clone());
+        self.store
+            .write(move |c| {
+                store::set_share_metadata(c, &sid, &meta)?;
+                store::delete_intent(c, intent)
+            })
+            .await?;
+        log::info!(
+            "share metadata changed: {} ({}), {} entries",
+            updated.name,
+            updated.id,
+            updated.metadata.len()
+        );
+        Ok(reply(&updated, true))
+    }
+
+    /// Start-up recovery of an interrupted metadata change: the row was not committed, so
+    /// the volume gets the row's identity back.
+    pub(super) async fn undo_set_metadata(&self, share_id: &str) -> Result<String> {
+        let id = share_id.to_string();
+        let Some(share) = self.store.call(move |c| store::get_share(c, &id)).await? else {
+            return Ok(format!(
+                "metadata change of vanished share {share_id} dropped"
+            ));
+        };
+        let pool = self.pool(&share.pool)?;
+        let s = share.clone();
+        blocking(move || pool.stamp(&s)).await?;
+        Ok(format!(
+            "metadata change of share {} ({}) was never acknowledged: undone",
+            share.name, share.id
+        ))
+    }
+}
+
+fn reply(share: &Share, changed: bool) -> Value {
+    // A share always serialises; fall back to its id rather than fail a done change.
+    let obj = to_value(share).unwrap_or_else(|_| Value::Text(share.id.clone()));
+    map(vec![("share", obj), ("changed", Value::Bool(changed))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_removes_then_sets() {
+        let cur: BTreeMap<String, String> = [("a", "1"), ("b", "2")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let set: BTreeMap<String, String> = [("b".to_string(), "3".to_string())].into();
+        let m = merged(&cur, &["a".into(), "b".into(), "zz".into()], &set);
+        assert_eq!(m, [("b".to_string(), "3".to_string())].into());
+        assert_eq!(merged(&cur, &[], &BTreeMap::new()), cur);
+    }
+}
