@@ -95,7 +95,6 @@ impl Engine {
     }
 
     pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -136,6 +135,9 @@ impl Engine {
             .store
             .call(move |c| store::get_export(c, &sid, protocol))
             .await?;
+        let _exports = self
+            .export_guard(existing.as_ref().map_or(driver, |r| r.export.driver))
+            .await;
         let row = match existing {
             Some(r) => {
                 super::export::require_settled(&r, &share)?;
@@ -180,6 +182,7 @@ impl Engine {
             })
             .await?;
         failpoint::hit(failpoint::SHARE_ATTACH.before);
+        let before = self.spec_for(&row, &share)?;
         let mut row = row;
         row.export.attached.push(model::Attached {
             client: client.clone(),
@@ -187,20 +190,21 @@ impl Engine {
         });
         let spec = self.spec_for(&row, &share)?;
         if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
+            // The driver may remember (and later write out) the spec it was given even
+            // though applying it failed: give it back the one without this client.
+            let undone = self.exporter(row.export.driver).apply(&before).await;
             let aid = attachment.id.clone();
-            return Err(
-                match self
-                    .store
-                    .write(move |c| {
-                        store::delete_attachment_row(c, &aid)?;
-                        store::delete_intent(c, intent)
-                    })
-                    .await
-                {
-                    Ok(()) => cause,
-                    Err(e) => Error::rollback(cause, e),
-                },
-            );
+            let forgot = self
+                .store
+                .write(move |c| {
+                    store::delete_attachment_row(c, &aid)?;
+                    store::delete_intent(c, intent)
+                })
+                .await;
+            return Err(match undone.and(forgot) {
+                Ok(()) => cause,
+                Err(e) => Error::rollback(cause, e),
+            });
         }
         failpoint::hit(failpoint::SHARE_ATTACH.after);
         self.store
@@ -224,7 +228,6 @@ impl Engine {
     }
 
     pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -267,6 +270,8 @@ impl Engine {
             .call(move |c| store::get_export(c, &sid, proto))
             .await?
             .ok_or_else(|| Error::Internal(format!("attachment {} has no export", att.id)))?;
+        super::export::require_settled(&row, &share)?;
+        let _exports = self.export_guard(row.export.driver).await;
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;
@@ -279,18 +284,19 @@ impl Engine {
             .await?;
         failpoint::hit(failpoint::SHARE_DETACH.before);
         if let Err(cause) = self.exporter(row.export.driver).apply(&spec).await {
-            // Nothing was revoked for certain; the attachment stands (reconcile re-applies
-            // it) and a retry detaches again.
-            return Err(
-                match self
-                    .store
-                    .write(move |c| store::delete_intent(c, intent))
-                    .await
-                {
-                    Ok(()) => cause,
-                    Err(e) => Error::rollback(cause, e),
-                },
-            );
+            // Nothing was revoked for certain; the attachment stands and a retry detaches
+            // again. Give the driver back the spec that includes the client, so a later
+            // write of the driver's state does not drop its access.
+            let before = self.spec_for(&row, &share)?;
+            let undone = self.exporter(row.export.driver).apply(&before).await;
+            let cleared = self
+                .store
+                .write(move |c| store::delete_intent(c, intent))
+                .await;
+            return Err(match undone.and(cleared) {
+                Ok(()) => cause,
+                Err(e) => Error::rollback(cause, e),
+            });
         }
         failpoint::hit(failpoint::SHARE_DETACH.after);
         let aid = att.id.clone();

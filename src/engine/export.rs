@@ -137,10 +137,10 @@ impl Engine {
     }
 
     pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let (driver, options) = self.validate_export_args(&a)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
+        let _exports = self.export_guard(driver).await;
         let share = self.share_by_id(&id).await?;
         Self::check_protocol(&share, a.protocol)?;
         self.exporter(driver).probe().await?;
@@ -331,9 +331,9 @@ impl Engine {
     }
 
     pub(super) async fn delete_export(&self, a: ExportRef) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let row = self.find_export(&a).await?;
         let _g = self.locks.lock(&row.export.share).await;
+        let _exports = self.export_guard(row.export.driver).await;
         let share = self.share_by_id(&row.export.share).await?;
         let eid = row.export.id.clone();
         let row = self
@@ -413,6 +413,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return vec![e.to_string()],
         };
+        let _exports = self.export_guards_for(&rows).await;
         let mut warnings = Vec::new();
         for row in rows {
             let result = match self.spec_for(&row, share) {

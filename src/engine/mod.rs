@@ -59,6 +59,14 @@ pub struct Engine {
     exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
     settings: ExportSettings,
     locks: LockTable,
+    /// One per driver. A change to a driver's exports holds it shared from its first row
+    /// change to its last daemon change; reconciling that driver holds it alone, so it never
+    /// works from a view of the tree that a concurrent attach or detach has made stale.
+    /// Taken after the share lock, in driver order, and never twice by one request (the
+    /// lock prefers writers: a waiting reconcile would deadlock it). Per driver, so a
+    /// reconcile waiting behind a hung tgtadm holds up other tgt changes only, not NFS or
+    /// non-export work.
+    export_guards: BTreeMap<Driver, async_lock::RwLock<()>>,
     /// Long-running work.
     jobs: Arc<jobs::Jobs>,
     /// The event stream.
@@ -71,9 +79,6 @@ pub struct Engine {
     formatter: crate::pool::format::Formatter,
     /// The filesystem of a `filesystem` share whose create names none.
     default_fs: crate::model::FsKind,
-    /// Export changes hold it shared; reconciliation holds it alone, so it never works
-    /// from a view of the tree that a concurrent attach or detach has made stale.
-    export_guard: async_lock::RwLock<()>,
 }
 
 /// The export settings the engine needs from the config.
@@ -167,11 +172,16 @@ impl Engine {
         } else {
             config.nfs.host.clone()
         };
+        let exporters = build_exporters(config);
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
             policies: RwLock::new(config.capacity_policies()),
-            exporters: build_exporters(config),
+            export_guards: exporters
+                .keys()
+                .map(|d| (*d, async_lock::RwLock::new(())))
+                .collect(),
+            exporters,
             settings: ExportSettings {
                 iqn_prefix: config.iscsi.iqn_prefix.clone(),
                 portal: config.iscsi.portal.clone(),
@@ -189,7 +199,6 @@ impl Engine {
                 config.mount_base(),
             ),
             default_fs: config.filesystem.default,
-            export_guard: async_lock::RwLock::new(()),
         })
     }
 
@@ -229,6 +238,26 @@ impl Engine {
             }
         }
         notes
+    }
+
+    /// Hold off reconciliation of driver `d` (see `export_guards`); the caller holds the
+    /// share's lock.
+    async fn export_guard(&self, d: Driver) -> async_lock::RwLockReadGuard<'_, ()> {
+        self.export_guards[&d].read().await
+    }
+
+    /// [`Engine::export_guard`] for every driver these exports use, in driver order.
+    async fn export_guards_for(
+        &self,
+        rows: &[crate::store::ExportRow],
+    ) -> Vec<async_lock::RwLockReadGuard<'_, ()>> {
+        let drivers: std::collections::BTreeSet<Driver> =
+            rows.iter().map(|r| r.export.driver).collect();
+        let mut guards = Vec::new();
+        for d in drivers {
+            guards.push(self.export_guard(d).await);
+        }
+        guards
     }
 
     /// The store (for shutdown).

@@ -60,11 +60,11 @@ impl Engine {
 
     /// Reconcile every driver.
     pub async fn reconcile(&self) -> Result<Report> {
-        let _exclusive = self.export_guard.write().await;
-        let all = self.all_specs().await?;
         let mut report = Report::default();
         for (driver, x) in &self.exporters {
-            let specs = all.get(driver).cloned().unwrap_or_default();
+            // One driver at a time, so a hung daemon holds up only its own driver's changes.
+            let _exclusive = self.export_guards[driver].write().await;
+            let specs = self.all_specs().await?.remove(driver).unwrap_or_default();
             if let Err(e) = x.probe().await {
                 if !specs.is_empty() {
                     report.findings.push(Finding::new(

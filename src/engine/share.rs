@@ -225,7 +225,6 @@ impl Engine {
     }
 
     pub(super) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         model::validate_size(a.size)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -312,7 +311,6 @@ impl Engine {
     }
 
     pub(super) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Value> {
-        let _exports = self.export_guard.read().await;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -352,10 +350,12 @@ impl Engine {
                 }
             )));
         }
+        let guards = self.export_guards_for(&exports).await;
         for row in &exports {
             self.remove_export_locked(&share, row, true, failpoint::SHARE_DELETE_EXPORT)
                 .await?;
         }
+        drop(guards);
         let pool = self.pool(&share.pool)?;
         for snap in &snapshots {
             self.remove_snapshot_locked(&pool, snap).await?;

@@ -164,7 +164,6 @@ pub(super) fn compare_pool(
 impl Engine {
     /// Compare database, pools and exports; repair nothing.
     pub async fn verify(&self) -> Result<VerifyReport> {
-        let _exclusive = self.export_guard.write().await;
         let (shares, snapshots) = self
             .store
             .call(|c| {
@@ -248,29 +247,33 @@ impl Engine {
     }
 
     async fn verify_exports(&self, report: &mut VerifyReport) -> Result<()> {
-        let rows = self
-            .store
-            .call(|c| store::list_exports(c, None, None))
-            .await?;
-        report.checked.insert("exports".into(), rows.len());
-        for r in rows
-            .iter()
-            .filter(|r| r.export.state != ShareState::Available)
-        {
-            report.differences.push(diff(
-                r.export.driver.as_str(),
-                "unsettled",
-                &r.export.id,
-                format!(
-                    "export of {} is {}",
-                    r.export.share_name,
-                    r.export.state.as_str()
-                ),
-            ));
-        }
-        let all = self.all_specs().await?;
+        let mut checked = 0;
         for (driver, x) in &self.exporters {
-            let specs = all.get(driver).cloned().unwrap_or_default();
+            // Like reconcile: one driver at a time, alone, so changes to it cannot make the
+            // comparison stale, while a hung daemon holds up nobody else's changes.
+            let _exclusive = self.export_guards[driver].write().await;
+            let d = *driver;
+            let rows = self
+                .store
+                .call(move |c| store::list_exports(c, None, Some(d)))
+                .await?;
+            checked += rows.len();
+            for r in rows
+                .iter()
+                .filter(|r| r.export.state != ShareState::Available)
+            {
+                report.differences.push(diff(
+                    r.export.driver.as_str(),
+                    "unsettled",
+                    &r.export.id,
+                    format!(
+                        "export of {} is {}",
+                        r.export.share_name,
+                        r.export.state.as_str()
+                    ),
+                ));
+            }
+            let specs = self.all_specs().await?.remove(driver).unwrap_or_default();
             if let Err(e) = x.probe().await {
                 if !specs.is_empty() {
                     report.differences.push(diff(
@@ -296,6 +299,7 @@ impl Engine {
                 )),
             }
         }
+        report.checked.insert("exports".into(), checked);
         Ok(())
     }
 }

@@ -37,6 +37,19 @@ pub fn exports_line(spec: &ExportSpec) -> Option<String> {
     Some(line)
 }
 
+/// Whether `exportfs -r` failed only because a file in /etc/exports.d that is not ours
+/// vanished between its directory listing and its open ("can't open ... for reading"):
+/// another program removed or replaced its file. Running it again is then correct.
+pub fn vanished_other_file(stderr: &str, ours: &Path) -> bool {
+    let mut lines = stderr.lines().filter(|l| !l.trim().is_empty()).peekable();
+    lines.peek().is_some()
+        && lines.all(|l| {
+            l.split_once("can't open ")
+                .and_then(|(_, rest)| rest.strip_suffix(" for reading"))
+                .is_some_and(|file| Path::new(file) != ours)
+        })
+}
+
 /// Quote a path for an exports file (paths with spaces are quoted; shelf's paths have none).
 fn quote_path(p: &Path) -> String {
     let s = p.display().to_string();
@@ -123,7 +136,14 @@ impl NfsKernelExporter {
         smol::unblock(move || write_atomically(&file, &text, 0o644))
             .await
             .map_err(|e| Error::io(format!("writing {}", self.file.display()), e))?;
-        self.runner.run(&Cmd::new("exportfs").arg("-r")).await?;
+        let mut attempt = 1;
+        while let Err(e) = self.runner.run(&Cmd::new("exportfs").arg("-r")).await {
+            if attempt == 3 || !vanished_other_file(e.stderr(), &self.file) {
+                return Err(e.into());
+            }
+            log::info!("exportfs -r failed on another program's file; running it again: {e}");
+            attempt += 1;
+        }
         log::debug!(
             "nfs kernel: wrote {} export(s) to {} and ran exportfs -r",
             count,
@@ -275,6 +295,22 @@ impl Exporter for NfsKernelExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_vanished_foreign_file_is_worth_a_second_run() {
+        let ours = Path::new("/etc/exports.d/shelf.exports");
+        let gone = "exportfs: can't open /etc/exports.d/other-123.exports for reading\n";
+        assert!(vanished_other_file(gone, ours));
+        assert!(!vanished_other_file(
+            "exportfs: can't open /etc/exports.d/shelf.exports for reading\n",
+            ours
+        ));
+        assert!(!vanished_other_file(
+            &format!("{gone}exportfs: /srv/x: No such file or directory\n"),
+            ours
+        ));
+        assert!(!vanished_other_file("", ours));
+    }
     use crate::model::{Access, Attached, Export, ExportOptions, Protocol, ShareState};
 
     fn spec(clients: &[&str], attached: &[(&str, Access)]) -> ExportSpec {

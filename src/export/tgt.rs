@@ -333,6 +333,14 @@ impl TgtExporter {
         Ok(())
     }
 
+    /// What tgtd has at `tid` now (one `show`; only to recover from a stale memory).
+    async fn live_target(&self, tid: u32) -> Result<Option<TgtTarget>> {
+        let out = self
+            .run(self.base().args(["--mode", "target", "--op", "show"]))
+            .await?;
+        Ok(parse_show_target(&out).into_iter().find(|t| t.tid == tid))
+    }
+
     fn owns(&self, iqn: &str) -> bool {
         iqn.strip_prefix(&self.iqn_prefix)
             .is_some_and(|rest| rest.starts_with(':'))
@@ -370,6 +378,19 @@ impl Exporter for TgtExporter {
                     if have.is_some() && e.stderr().contains("can't find the target") =>
                 {
                     self.create_target(&want, secret).await
+                }
+                // Stale the other way: an earlier request failed (its tgtadm timed out, so we
+                // forgot the target) but tgtd still has it, or carried the killed command out
+                // late. Start from what tgtd has, if it is this export's target.
+                Err(Error::Command(e))
+                    if have.is_none() && e.stderr().contains("this target already exists") =>
+                {
+                    match self.live_target(want.tid).await? {
+                        Some(live) if live.iqn == want.iqn => {
+                            self.converge(Some(&live), &want, secret).await
+                        }
+                        _ => Err(Error::Command(e)),
+                    }
                 }
                 other => other,
             };

@@ -457,6 +457,13 @@ impl Tgtd {
         self.tgtadm(&["--op", "show", "--mode", "target"]).unwrap()
     }
 
+    /// Send a signal to tgtd (SIGSTOP makes every tgtadm hang until SIGCONT; Drop's SIGKILL
+    /// still ends a stopped tgtd).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("tgtd running").id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
+
     /// Kill tgtd (it loses every target); `restart` starts a fresh one on the same ports.
     pub fn stop(&mut self) {
         self.kill();
