@@ -335,6 +335,35 @@ fn ganesha_serves_exports_to_a_real_nfs_client_and_reloads_without_restart() {
         "data read through NFS is the data in the file"
     );
 
+    // The attach contract's `export` is what an NFSv4 client mounts: ganesha's pseudo
+    // path, not the directory's real path (which ganesha answers with NFS4ERR_NOENT).
+    let attached = d.ok(
+        "share.attach",
+        vec![
+            ("share", t("g1")),
+            ("protocol", t("nfs")),
+            (
+                "connector",
+                Value::Map(vec![(t("host"), t("compute-1")), (t("ip"), t("127.0.0.1"))]),
+            ),
+        ],
+    );
+    let export = field(sub(sub(&attached, "connection_info"), "data"), "export");
+    assert_eq!(export, format!("127.0.0.1:/shelf/{id}"));
+    let (ok, out, err) = try_run(&["nfs-ls", &g.url(&format!("/shelf/{id}/"))]);
+    assert!(ok && out.contains("volume"), "nfs-ls {export}: {out}{err}");
+    d.ok(
+        "share.detach",
+        vec![
+            ("share", t("g1")),
+            ("protocol", t("nfs")),
+            (
+                "connector",
+                Value::Map(vec![(t("host"), t("compute-1")), (t("ip"), t("127.0.0.1"))]),
+            ),
+        ],
+    );
+
     // Written through NFS (libnfs 4.0 writes at most ~3.9 KB per file over NFSv4).
     let upload = xfs.base().join("upload.bin");
     let sent = pattern(3, 3000);

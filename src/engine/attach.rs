@@ -22,6 +22,15 @@ fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
+/// The path an NFS client mounts: the exported directory for kernel nfsd, the pseudo
+/// path for ganesha (its NFSv4 clients answer NFS4ERR_NOENT for the real path).
+fn nfs_path(e: &model::Export) -> String {
+    match e.driver {
+        model::Driver::Ganesha => crate::export::ganesha::pseudo_path_of(&e.share),
+        _ => e.target.clone(),
+    }
+}
+
 impl Engine {
     /// `connection_info` in Cinder's shape for an export.
     fn connection_info(&self, share: &Share, row: &ExportRow, mode: Access) -> Value {
@@ -58,7 +67,7 @@ impl Engine {
                     map(vec![
                         (
                             "export",
-                            text(&format!("{}:{}", self.settings.nfs_host, e.target)),
+                            text(&format!("{}:{}", self.settings.nfs_host, nfs_path(e))),
                         ),
                         ("name", text("volume")),
                         ("options", Value::Null),

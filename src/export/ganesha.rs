@@ -15,7 +15,13 @@ use crate::sys::process::{hup_pidfile, pidfile_alive};
 
 /// The pseudo path (NFSv4) of a share: `/shelf/<share-id>`.
 pub fn pseudo_path(spec: &ExportSpec) -> String {
-    format!("/shelf/{}", spec.export.share)
+    pseudo_path_of(&spec.export.share)
+}
+
+/// The pseudo path of the share with this id: where NFSv4 clients find the export (they
+/// walk ganesha's pseudo filesystem, which knows nothing of the directory's real path).
+pub fn pseudo_path_of(share_id: &str) -> String {
+    format!("/shelf/{share_id}")
 }
 
 /// The EXPORT block of one export, or `None` when nobody may mount it yet.
