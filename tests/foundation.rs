@@ -4,7 +4,7 @@ mod common;
 
 use ciborium::Value;
 use common::*;
-use shelf::client::{get_u64, ClientError};
+use shelf::client::{get_text, get_u64, ClientError};
 
 const MIB: u64 = 1 << 20;
 
@@ -297,12 +297,23 @@ fn a_pool_that_cannot_reflink_copies_instead() {
     let vol = volume(&pool, &id);
     let a = pattern(7, MIB as usize);
     write_at(&vol, 3 * MIB, &a);
-    d.ok("snapshot.create", vec![("share", t("v")), ("name", t("s"))]);
+    // Copies run as jobs (protocol 8.27): wait for them where the reply names one.
+    let wait = |reply: &Value| {
+        if let Some(job) = get_text(reply, "job") {
+            assert!(eventually(60, || {
+                field(&d.ok("job.show", vec![("job", t(job))]), "state") == "done"
+            }));
+        }
+    };
+    let r = d.ok("snapshot.create", vec![("share", t("v")), ("name", t("s"))]);
+    assert_eq!(!reflink, get_text(&r, "job").is_some(), "{r:?}");
+    wait(&r);
     write_at(&vol, 3 * MIB, &pattern(8, MIB as usize));
     let c = d.ok(
         "share.clone",
         vec![("snapshot", t("s")), ("share", t("v")), ("name", t("c"))],
     );
+    wait(&c);
     let cvol = volume(&pool, &field(sub(&c, "share"), "id"));
     assert_eq!(read_at(&cvol, 3 * MIB, a.len()), a);
     assert_eq!(std::fs::metadata(&cvol).unwrap().len(), 16 * MIB);

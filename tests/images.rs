@@ -404,3 +404,54 @@ fn an_image_uploaded_in_chunks_over_the_socket_is_imported() {
     .unwrap();
     assert_eq!(std::fs::read_dir(pool.join("images")).unwrap().count(), 1);
 }
+
+#[test]
+fn copies_on_a_pool_without_reflink_run_as_jobs() {
+    // A pool on the scratch directory's filesystem (ext4 here): no reflink, so snapshots
+    // and clones are full copies and answer with a job.
+    let dir = scratch("copyjobs");
+    let d = Daemon::start(&Layout::new(dir.path(), ""));
+    let info = d.ok("pool.show", vec![("name", t("default"))]);
+    assert_eq!(get(&info, "reflink"), Some(&Value::Bool(false)), "{info:?}");
+    let pool = dir.path().join("state/pools/default");
+    let s = d.ok(
+        "share.create",
+        vec![("name", t("src")), ("size", n(64 * MIB))],
+    );
+    let id = field(sub(&s, "share"), "id");
+    write_at(&volume(&pool, &id), 20 * MIB, &pattern(9, 8192));
+    let r = d.ok(
+        "snapshot.create",
+        vec![("share", t("src")), ("name", t("s1"))],
+    );
+    assert_eq!(field(sub(&r, "snapshot"), "state"), "creating");
+    let done = wait_job(&d, &field(&r, "job"));
+    assert_eq!(get_text(&done, "state"), Some("done"), "{done:?}");
+    assert_eq!(field(sub(&done, "result"), "state"), "available");
+    let snap = d.ok(
+        "snapshot.show",
+        vec![("snapshot", t("s1")), ("share", t("src"))],
+    );
+    assert_eq!(field(&snap, "state"), "available");
+    let c = d.ok(
+        "share.clone",
+        vec![
+            ("snapshot", t("s1")),
+            ("share", t("src")),
+            ("name", t("copy")),
+        ],
+    );
+    let cid = field(sub(&c, "share"), "id");
+    let done = wait_job(&d, &field(&c, "job"));
+    assert_eq!(get_text(&done, "state"), Some("done"), "{done:?}");
+    assert_eq!(
+        read_at(&volume(&pool, &cid), 20 * MIB, 8192),
+        pattern(9, 8192)
+    );
+    assert_eq!(
+        field(&d.ok("share.show", vec![("share", t("copy"))]), "state"),
+        "available"
+    );
+    let v = d.ok("verify", vec![]);
+    assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
+}

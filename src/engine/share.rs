@@ -467,6 +467,44 @@ impl Engine {
             )));
         }
         failpoint::hit("share.clone.before_volume");
+        if !pool.reflink() && share.layout == model::Layout::Block {
+            // A full copy: run it as a job (docs/protocol.md 8.27).
+            let store = self.store.clone();
+            let (done_id, undo_id) = (share.id.clone(), share.id.clone());
+            let result = to_value(&Share {
+                state: ShareState::Available,
+                ..share.clone()
+            });
+            let (p, sn, s) = (pool.clone(), snap.clone(), share.clone());
+            let size = share.size;
+            let job = self
+                .jobs
+                .start(
+                    &self.store,
+                    &self.events,
+                    "share.clone",
+                    &share.name,
+                    move |ctx| {
+                        super::snapshot::copy_job(
+                            ctx,
+                            store,
+                            size,
+                            move || p.clone_volume(&sn, &s),
+                            move |c: &rusqlite::Connection| {
+                                store::set_share_state(c, &done_id, ShareState::Available)
+                            },
+                            move |c: &rusqlite::Connection| store::delete_share_row(c, &undo_id),
+                            result,
+                        )
+                    },
+                )
+                .await?;
+            return Ok(map(vec![
+                ("share", to_value(&share)?),
+                ("job", Value::Text(job)),
+                ("changed", Value::Bool(true)),
+            ]));
+        }
         let (p, sn, s) = (pool.clone(), snap.clone(), share.clone());
         if let Err(cause) = blocking(move || p.clone_volume(&sn, &s)).await {
             return Err(self.forget_share(&share, cause).await);

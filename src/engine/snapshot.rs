@@ -70,6 +70,9 @@ impl Engine {
             };
         }
         failpoint::hit("snapshot.create.before_copy");
+        if !pool.reflink() && share.layout == model::Layout::Block {
+            return self.snapshot_as_job(pool, share, snap).await;
+        }
         let (p, sh, sn) = (pool.clone(), share.clone(), snap.clone());
         let t0 = std::time::Instant::now();
         let copied = self
@@ -106,6 +109,51 @@ impl Engine {
         );
         Ok(map(vec![
             ("snapshot", to_value(&snap)?),
+            ("changed", Value::Bool(true)),
+        ]))
+    }
+
+    /// On a pool that cannot reflink, a snapshot is a full copy: it runs as a job, and the
+    /// reply carries the job id with the snapshot still `creating` (docs/protocol.md 8.27).
+    async fn snapshot_as_job(
+        &self,
+        pool: Arc<dyn Pool>,
+        share: model::Share,
+        snap: Snapshot,
+    ) -> Result<Value> {
+        let store = self.store.clone();
+        let target = format!("{}@{}", share.name, snap.name);
+        let (done_id, undo_id) = (snap.id.clone(), snap.id.clone());
+        let result = to_value(&Snapshot {
+            state: ShareState::Available,
+            ..snap.clone()
+        });
+        let job_snap = snap.clone();
+        let job = self
+            .jobs
+            .start(
+                &self.store,
+                &self.events,
+                "snapshot.create",
+                &target,
+                move |ctx| {
+                    copy_job(
+                        ctx,
+                        store,
+                        share.size,
+                        move || pool.snapshot(&share, &job_snap),
+                        move |c: &rusqlite::Connection| {
+                            store::set_snapshot_state(c, &done_id, ShareState::Available)
+                        },
+                        move |c: &rusqlite::Connection| store::delete_snapshot_row(c, &undo_id),
+                        result,
+                    )
+                },
+            )
+            .await?;
+        Ok(map(vec![
+            ("snapshot", to_value(&snap)?),
+            ("job", Value::Text(job)),
             ("changed", Value::Bool(true)),
         ]))
     }
@@ -200,5 +248,32 @@ impl Engine {
             })
             .await?;
         to_value(&model::build_tree(&shares, &snaps))
+    }
+}
+
+/// The body of a copy job (snapshot or clone on a pool that cannot reflink): copy, then
+/// commit `done` (the object becomes `available`), or on failure undo with `undo` (the
+/// pool's copy cleans its own partial files). Progress is the object's size, reported at
+/// the end: the copy itself does not report.
+pub(super) async fn copy_job(
+    ctx: super::jobs::JobCtx,
+    store: crate::store::Store,
+    size: u64,
+    copy: impl FnOnce() -> Result<()> + Send + 'static,
+    done: impl FnOnce(&rusqlite::Connection) -> Result<()> + Send + 'static,
+    undo: impl FnOnce(&rusqlite::Connection) -> Result<()> + Send + 'static,
+    result: Result<Value>,
+) -> Result<Value> {
+    ctx.set_total(size);
+    match blocking(copy).await {
+        Ok(()) => {
+            store.write(move |c| done(c)).await?;
+            ctx.progress(size);
+            result
+        }
+        Err(cause) => Err(match store.write(move |c| undo(c)).await {
+            Ok(()) => cause,
+            Err(e) => Error::rollback(cause, e),
+        }),
     }
 }

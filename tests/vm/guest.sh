@@ -152,6 +152,22 @@ else
 fi
 check nfs-mount-v3 sh -c "mount -t nfs -o vers=3,nolock 127.0.0.1:$EXPORT_PATH /mnt/nfs && umount /mnt/nfs"
 
+echo "--- formatted (xfs) share on the LVM thin pool ($(now))"
+FS1=$(ctl share create fs1 320M --pool thin --filesystem xfs | jq -r .share.id)
+MP=/var/lib/shelf/mounts/$FS1
+check lvm-fs-share-mounted mountpoint -q "$MP"
+echo "written before the snapshot" > "$MP/hello.txt"
+check lvm-fs-snapshot-frozen-and-thawed sh -c "$B/shelfctl --socket $SHELF_SOCKET snapshot create fs1 fsnap >/dev/null && touch $MP/after-snapshot"
+FEXP=$(ctl export create fs1 nfs --pool thin --client 127.0.0.1 --no-root-squash | jq -r .export.target)
+check lvm-fs-export-is-the-mount test "$FEXP" = "$MP"
+if out=$(mount -t nfs -o vers=4.2 "127.0.0.1:$MP" /mnt/nfs 2>&1); then
+  check lvm-fs-nfs-reads-file grep -q "written before the snapshot" /mnt/nfs/hello.txt
+  umount /mnt/nfs
+else
+  fail lvm-fs-nfs-reads-file "$out"
+fi
+check lvm-fs-delete-unmounts sh -c "$B/shelfctl --socket $SHELF_SOCKET share delete fs1 --pool thin --recursive --force >/dev/null && ! mountpoint -q $MP"
+
 echo "--- capacity threshold ($(now))"
 dd if=/dev/zero of=/dev/shelfvg/shelf-$C1 bs=1M count=600 oflag=direct status=none
 lvs --reportformat json --units b --nosuffix \

@@ -227,6 +227,19 @@ class Client(Operations):
                 self._ready[reply.id] = reply
         return self._events.popleft()
 
+    def _after_job(self, reply: Any, field: str, wait: bool) -> Any:
+        """Wait for the job a reply names (a copy on a pool that cannot reflink) and put
+        the finished object in the reply; a failed job raises its error."""
+        if not (wait and isinstance(reply, dict) and isinstance(reply.get("job"), str)):
+            return reply
+        job = self.job_wait(reply["job"])
+        if job["state"] != "done":
+            err = job.get("error") or {}
+            raise error_from_reply(
+                str(err.get("code", "internal")), str(err.get("message", "")), job["op"]
+            )
+        return dict(reply, **{field: job["result"]})
+
     def job_wait(self, job: str, *, poll: float = 0.2, timeout: Optional[float] = None) -> Any:
         """Poll ``job.show`` until the job ends; its final state (section 8.27)."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -28,6 +28,10 @@ def _args(**kw: Any) -> Dict[str, Any]:
 class Operations:
     """The operations of protocol v1. Subclasses provide :meth:`_submit`."""
 
+    def _after_job(self, reply: Any, field: str, wait: bool) -> Any:
+        """A reply that names a job: as it is (a pipeline cannot wait)."""
+        return reply
+
     def _submit(self, op: str, args: Dict[str, Any], key: Optional[str]) -> Any:
         raise NotImplementedError
 
@@ -118,9 +122,11 @@ class Operations:
         pool: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
         key: Optional[str] = None,
+        wait: bool = True,
     ) -> Any:
         """8.9 ``share.clone``: a new share ``name`` from ``snapshot`` (its id, or its name
-        together with ``share``); ``{share, changed}``."""
+        together with ``share``); ``{share, changed}``. On a pool that copies, the server
+        answers with a ``job`` (8.27); with ``wait`` (the default) this waits for it."""
         args = _args(
             snapshot=snapshot,
             share=share,
@@ -128,15 +134,23 @@ class Operations:
             name=name,
             metadata=dict(metadata) if metadata is not None else None,
         )
-        return self._submit("share.clone", args, key)
+        return self._after_job(self._submit("share.clone", args, key), "share", wait)
 
     # ------------------------------------------------------------ snapshots
 
     def snapshot_create(
-        self, share: str, name: str, *, pool: Optional[str] = None, key: Optional[str] = None
+        self,
+        share: str,
+        name: str,
+        *,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+        wait: bool = True,
     ) -> Any:
-        """8.10 ``snapshot.create``: ``{snapshot, changed}``."""
-        return self._submit("snapshot.create", _args(share=share, pool=pool, name=name), key)
+        """8.10 ``snapshot.create``: ``{snapshot, changed}``. On a pool that copies, the
+        server answers with a ``job`` (8.27); with ``wait`` (the default) this waits."""
+        args = _args(share=share, pool=pool, name=name)
+        return self._after_job(self._submit("snapshot.create", args, key), "snapshot", wait)
 
     def snapshot_list(self, *, share: Optional[str] = None, pool: Optional[str] = None) -> Any:
         """8.11 ``snapshot.list``: snapshots, oldest first."""
