@@ -206,6 +206,9 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         ),
         Err(e) => log::warn!("start-up reconcile failed (the socket opens anyway): {e}"),
     }
+    // Recovery and the reconcile walk every export and parse tgtd's whole `show`: give
+    // what they freed back, or it stays resident (see sys::process::release_free_memory).
+    smol::unblock(shelf::sys::process::release_free_memory).await;
     let roles = resolve_roles(&config).await;
     let activated = inherited.is_some();
     let listener = match inherited {
@@ -300,6 +303,7 @@ async fn reconcile_every(engine: Arc<Engine>, every: Duration, stop: smol::chann
             Ok(_) => log::debug!("periodic reconcile: all exports in place"),
             Err(e) => log::warn!("periodic reconcile failed: {e}"),
         }
+        smol::unblock(shelf::sys::process::release_free_memory).await;
     }
 }
 

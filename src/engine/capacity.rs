@@ -27,7 +27,7 @@ impl Room {
     /// Refuse `demand` with `no_space` (naming `what` and the figures) if the pool cannot
     /// take it. Runs inside the transaction that records the request.
     pub(super) fn check(&self, c: &Connection, what: &str, demand: Demand) -> Result<()> {
-        let (provisioned, _, _) = store::pool_totals(c, &self.pool)?;
+        let provisioned = store::provisioned(c, &self.pool)?;
         let cap = Capacity {
             size: self.size,
             free: self.free,

@@ -79,10 +79,14 @@ impl Engine {
     /// Run `f` (a snapshot) with the share's filesystem frozen, so the copy is consistent.
     pub(super) async fn frozen<T>(
         &self,
+        pool: &Arc<dyn Pool>,
         share: &Share,
         f: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        if share.layout != Layout::Filesystem || self.formatter.mounted(&share.id).await.is_none() {
+        if share.layout != Layout::Filesystem
+            || pool.snapshot_freezes()
+            || self.formatter.mounted(&share.id).await.is_none()
+        {
             return f.await;
         }
         let mp = self.formatter.mountpoint(&share.id);

@@ -76,7 +76,7 @@ impl Engine {
         let (p, sh, sn) = (pool.clone(), share.clone(), snap.clone());
         let t0 = std::time::Instant::now();
         let copied = self
-            .frozen(&share, blocking(move || p.snapshot(&sh, &sn)))
+            .frozen(&pool, &share, blocking(move || p.snapshot(&sh, &sn)))
             .await;
         if let Err(cause) = copied {
             let sid = snap.id.clone();

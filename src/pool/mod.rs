@@ -64,6 +64,11 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn remove_volume(&self, share_id: &str) -> Result<()>;
     /// Remove a snapshot; succeeds when it is already gone.
     fn remove_snapshot(&self, snap_id: &str) -> Result<()>;
+    /// Whether taking a snapshot freezes a mounted filesystem on the volume by itself (a
+    /// device-mapper suspend does); otherwise shelfd freezes it around the snapshot.
+    fn snapshot_freezes(&self) -> bool {
+        false
+    }
     /// Where cached base images live (`None`: this kind of pool has no image cache).
     fn images_dir(&self) -> Option<PathBuf> {
         None

@@ -165,9 +165,15 @@ pub(super) async fn serve(
                 Out::Reply(reply) => encode_reply(&reply),
                 Out::Event(event) => event,
             };
-            if let Err(e) = frame::write_frame(&mut w, &value).await {
+            let bytes = frame::encode(&value);
+            drop(value);
+            if let Err(e) = write_all(&mut w, &bytes).await {
                 log::debug!("conn {conn_id}: write failed: {e}");
                 break;
+            }
+            if bytes.len() >= crate::sys::process::LARGE_REPLY {
+                drop(bytes);
+                smol::unblock(crate::sys::process::release_free_memory).await;
             }
         }
     });
@@ -363,4 +369,14 @@ async fn run_request(
         id: Some(env.id),
         result: result.map_err(|e| (e.code(), e.to_string())),
     }
+}
+
+/// Write one encoded frame and flush.
+async fn write_all<W: futures_lite::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    w.write_all(bytes).await?;
+    w.flush().await
 }

@@ -122,6 +122,22 @@ pub const MIGRATIONS: &[&str] = &[
         finished_at INTEGER
      );
      ALTER TABLE shares ADD COLUMN origin_image TEXT;",
+    // 7: each pool's provisioned total, kept by triggers, so a capacity check is one row
+    // read instead of a sum over every share of the pool.
+    "CREATE TABLE pool_usage (pool TEXT PRIMARY KEY, provisioned INTEGER NOT NULL);
+     INSERT INTO pool_usage SELECT pool, sum(size) FROM shares GROUP BY pool;
+     CREATE TRIGGER shares_usage_insert AFTER INSERT ON shares BEGIN
+        INSERT OR IGNORE INTO pool_usage (pool, provisioned) VALUES (NEW.pool, 0);
+        UPDATE pool_usage SET provisioned = provisioned + NEW.size WHERE pool = NEW.pool;
+     END;
+     CREATE TRIGGER shares_usage_delete AFTER DELETE ON shares BEGIN
+        UPDATE pool_usage SET provisioned = provisioned - OLD.size WHERE pool = OLD.pool;
+     END;
+     CREATE TRIGGER shares_usage_update AFTER UPDATE OF size, pool ON shares BEGIN
+        UPDATE pool_usage SET provisioned = provisioned - OLD.size WHERE pool = OLD.pool;
+        INSERT OR IGNORE INTO pool_usage (pool, provisioned) VALUES (NEW.pool, 0);
+        UPDATE pool_usage SET provisioned = provisioned + NEW.size WHERE pool = NEW.pool;
+     END;",
 ];
 
 /// The schema version this build writes.
@@ -179,6 +195,35 @@ mod tests {
             .unwrap();
         assert_eq!(state, "available", "old rows get the default state");
         assert_eq!(migrate(&mut old).unwrap(), CURRENT_VERSION, "idempotent");
+    }
+
+    #[test]
+    fn provisioned_totals_follow_every_change() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        let add = |c: &Connection, id: &str, pool: &str, size: i64| {
+            c.execute(
+                "INSERT INTO shares (id, name, pool, size, sparse, state, created_at)
+                 VALUES (?1, ?1, ?2, ?3, 1, 'available', 0)",
+                rusqlite::params![id, pool, size],
+            )
+            .unwrap();
+        };
+        add(&c, "a", "p", 100);
+        add(&c, "b", "p", 50);
+        add(&c, "c", "q", 7);
+        c.execute("UPDATE shares SET size = 150 WHERE id = 'a'", [])
+            .unwrap();
+        c.execute("DELETE FROM shares WHERE id = 'b'", []).unwrap();
+        let total = |pool: &str| -> i64 {
+            c.query_row(
+                "SELECT provisioned FROM pool_usage WHERE pool = ?1",
+                [pool],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!((total("p"), total("q")), (150, 7));
     }
 
     #[test]

@@ -178,6 +178,12 @@ impl Pool for LvmPool {
         true
     }
 
+    fn snapshot_freezes(&self) -> bool {
+        // lvcreate suspends the origin with device-mapper's lockfs, which freezes a
+        // mounted filesystem itself (and fails if it is frozen already).
+        true
+    }
+
     fn prepare(&mut self) -> Result<()> {
         let lvs = self.list()?;
         self.thin_pool(&lvs)?;

@@ -1,0 +1,384 @@
+//! The floor: the bare steps of each operation, done without shelfd, in the same run.
+//!
+//! Each floor operation does what shelfd must do at the least: the same file system
+//! calls as the file pool (mkdir, create with mode, ftruncate, the ten `user.shelf.*`
+//! xattrs, FICLONE, fsync of the file and its directories), the same two SQLite commits
+//! (WAL, `synchronous = FULL`, one serialised writer), the same tgtadm and exportfs
+//! commands, and one unix-socket round trip to an in-process server that answers the
+//! read-only requests from SQLite with CBOR. What is left in `shelfd / floor` is shelfd's
+//! own cost: protocol, dispatch, locks, extra queries, extra commands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+use shelf::sys::fs;
+
+use crate::env::{path_str, sh, Res, Tgtd};
+pub use crate::floor_server::FloorConn;
+use crate::floor_server::{open_db, serve};
+
+/// IQN prefix of the floor's targets.
+pub const FLOOR_IQN: &str = "iqn.2026-11.org.example.floor";
+
+pub(crate) fn e<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |err| format!("floor: {what}: {err}")
+}
+
+/// The floor's state: a pool directory, a database, a tgtd and an exports file.
+#[derive(Debug)]
+pub struct Floor {
+    root: PathBuf,
+    db: Mutex<Connection>,
+    /// The tgtd the floor's targets go to.
+    pub tgtd: Tgtd,
+    exports_file: PathBuf,
+    exports: Mutex<BTreeMap<String, String>>,
+    next_tid: AtomicU32,
+    ids: Mutex<HashMap<String, String>>,
+    targets: Mutex<Vec<(u32, String, String)>>,
+    socket: PathBuf,
+}
+
+impl Floor {
+    /// Set up under `root` (on the scratch XFS), with its tgtd and exports file; its
+    /// socket server listens on `socket` (off the XFS, so it does not pin the mount).
+    pub fn new(root: &Path, socket: PathBuf, tgtd: Tgtd, exports_file: PathBuf) -> Res<Floor> {
+        for d in ["shares", "snapshots"] {
+            std::fs::create_dir_all(root.join(d)).map_err(e("pool dir"))?;
+        }
+        let db_path = root.join("floor.db");
+        let db = open_db(&db_path)?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS objects (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+               name TEXT NOT NULL, pool TEXT NOT NULL, size INTEGER NOT NULL,
+               state TEXT NOT NULL, created_at INTEGER NOT NULL, meta TEXT NOT NULL,
+               UNIQUE (pool, kind, name));
+             CREATE TABLE IF NOT EXISTS intents (id INTEGER PRIMARY KEY, op TEXT, obj TEXT);",
+        )
+        .map_err(e("schema"))?;
+        let listener = UnixListener::bind(&socket).map_err(e("bind"))?;
+        let serve_db = db_path;
+        std::thread::Builder::new()
+            .name("floor-server".into())
+            .spawn(move || serve(listener, serve_db))
+            .map_err(e("server thread"))?;
+        Ok(Floor {
+            root: root.to_path_buf(),
+            db: Mutex::new(db),
+            tgtd,
+            exports_file,
+            exports: Mutex::new(BTreeMap::new()),
+            next_tid: AtomicU32::new(1),
+            ids: Mutex::new(HashMap::new()),
+            targets: Mutex::new(Vec::new()),
+            socket,
+        })
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Res<FloorConn> {
+        FloorConn::connect(&self.socket)
+    }
+
+    /// One commit of one statement, as shelfd's store thread does it.
+    fn commit(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Res<()> {
+        let mut c = self.db.lock().expect("floor db");
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e("begin"))?;
+        tx.execute(sql, params).map_err(e("statement"))?;
+        tx.commit().map_err(e("commit"))
+    }
+
+    fn insert(&self, id: &str, kind: &str, name: &str, pool: &str, size: u64) -> Res<()> {
+        self.commit(
+            "INSERT INTO objects (id, kind, name, pool, size, state, created_at, meta)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'creating', strftime('%s','now'), '{}')",
+            &[&id, &kind, &name, &pool, &(size as i64)],
+        )
+    }
+
+    fn set_state(&self, id: &str, state: &str) -> Res<()> {
+        self.commit(
+            "UPDATE objects SET state = ?2 WHERE id = ?1",
+            &[&id, &state],
+        )
+    }
+
+    /// The volume path of a floor share.
+    pub fn volume(&self, name: &str) -> Res<PathBuf> {
+        let id = self.id_of(name)?;
+        Ok(self.root.join("shares").join(id).join("volume"))
+    }
+
+    /// The file of a floor snapshot.
+    pub fn snapshot_file(&self, name: &str) -> Res<PathBuf> {
+        Ok(self.root.join("snapshots").join(self.id_of(name)?))
+    }
+
+    fn id_of(&self, name: &str) -> Res<String> {
+        self.ids
+            .lock()
+            .expect("ids")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("floor: no object {name}"))
+    }
+
+    /// share.create: two commits around a durable sparse volume with its identity.
+    pub fn create_share(&self, pool: &str, name: &str, size: u64) -> Res<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.insert(&id, "share", name, pool, size)?;
+        let dir = self.root.join("shares").join(&id);
+        std::fs::create_dir(&dir).map_err(e("mkdir"))?;
+        let path = dir.join("volume");
+        let f = fs::create_new(&path, 0o660).map_err(e("create"))?;
+        f.set_len(size).map_err(e("ftruncate"))?;
+        fs::set_identity(&path, &identity("share", &id, name, pool, size)).map_err(e("xattr"))?;
+        f.sync_all().map_err(e("fsync"))?;
+        fs::fsync_dir(&dir).map_err(e("fsync dir"))?;
+        fs::fsync_dir(&self.root.join("shares")).map_err(e("fsync dir"))?;
+        self.set_state(&id, "available")?;
+        self.ids
+            .lock()
+            .expect("ids")
+            .insert(name.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// share.create + an iSCSI export: the share, two commits, and the tgtadm commands
+    /// shelfd's tgt driver runs (target, LUN 1, CHAP account, account binding).
+    pub fn create_iscsi(&self, name: &str, size: u64) -> Res<u32> {
+        self.create_share("default", name, size)?;
+        self.export_iscsi(name)
+    }
+
+    /// export.create over iSCSI of an existing floor share: two commits around the
+    /// tgtadm commands. Returns the target id.
+    pub fn export_iscsi(&self, name: &str) -> Res<u32> {
+        let id = self.id_of(name)?;
+        let eid = format!("x-{id}");
+        self.insert(&eid, "export", name, "default", 0)?;
+        let tid = self.next_tid.fetch_add(1, Ordering::SeqCst);
+        self.new_target(tid, name, &id)?;
+        self.set_state(&eid, "available")?;
+        self.targets
+            .lock()
+            .expect("targets")
+            .push((tid, name.to_string(), id));
+        Ok(tid)
+    }
+
+    /// Every target the floor made: (tid, share name, share id).
+    pub fn targets(&self) -> Vec<(u32, String, String)> {
+        self.targets.lock().expect("targets").clone()
+    }
+
+    /// The tgtadm commands of one target with LUN 1 and a CHAP account.
+    pub fn new_target(&self, tid: u32, name: &str, share_id: &str) -> Res<()> {
+        let (t, iqn) = (tid.to_string(), format!("{FLOOR_IQN}:{name}"));
+        let vol = self.root.join("shares").join(share_id).join("volume");
+        let user = format!("floor-{tid}");
+        let g = &self.tgtd;
+        g.tgtadm(&[
+            "--mode",
+            "target",
+            "--op",
+            "new",
+            "--tid",
+            &t,
+            "--targetname",
+            &iqn,
+        ])?;
+        g.tgtadm(&[
+            "--mode",
+            "logicalunit",
+            "--op",
+            "new",
+            "--tid",
+            &t,
+            "--lun",
+            "1",
+            "--backing-store",
+            path_str(&vol),
+        ])?;
+        g.tgtadm(&[
+            "--mode",
+            "account",
+            "--op",
+            "new",
+            "--user",
+            &user,
+            "--password",
+            "floorsecret12345",
+        ])?;
+        g.tgtadm(&[
+            "--mode", "account", "--op", "bind", "--tid", &t, "--user", &user,
+        ])?;
+        Ok(())
+    }
+
+    /// share.create + an NFS export: the share, two commits, and (serialised, one per
+    /// change: no coalescing) an atomic rewrite of the exports file and `exportfs -r`.
+    pub fn create_nfs(&self, name: &str, size: u64) -> Res<()> {
+        let id = self.create_share("default", name, size)?;
+        let eid = format!("x-{id}");
+        self.insert(&eid, "export", name, "default", 0)?;
+        let dir = self.root.join("shares").join(&id);
+        {
+            let mut set = self.exports.lock().expect("exports");
+            let fsid = 500_000 + set.len();
+            set.insert(
+                id,
+                format!(
+                    "{} 127.0.0.1(rw,sync,root_squash,no_subtree_check,fsid={fsid})\n",
+                    dir.display()
+                ),
+            );
+            let text: String = set.values().cloned().collect();
+            shelf::export::write_atomically(&self.exports_file, &text, 0o644)
+                .map_err(e("exports file"))?;
+            crate::calls::retry_foreign_exportfs(|| sh(&["exportfs", "-r"]))?;
+        }
+        self.set_state(&eid, "available")
+    }
+
+    /// snapshot.create: two commits around a durable FICLONE of the volume.
+    pub fn snapshot(&self, volume: &Path, name: &str) -> Res<()> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let src = std::fs::File::open(volume).map_err(e("open"))?;
+        let size = src.metadata().map_err(e("stat"))?.len();
+        self.insert(&id, "snapshot", name, "default", size)?;
+        let dst_path = self.root.join("snapshots").join(&id);
+        let dst = fs::create_new(&dst_path, 0o440).map_err(e("create"))?;
+        fs::ficlone(&src, &dst).map_err(e("FICLONE"))?;
+        dst.set_len(size).map_err(e("ftruncate"))?;
+        fs::set_identity(&dst_path, &identity("snapshot", &id, name, "default", size))
+            .map_err(e("xattr"))?;
+        dst.sync_all().map_err(e("fsync"))?;
+        fs::fsync_dir(&self.root.join("snapshots")).map_err(e("fsync dir"))?;
+        self.set_state(&id, "available")?;
+        self.ids.lock().expect("ids").insert(name.to_string(), id);
+        Ok(())
+    }
+
+    /// share.clone: two commits around a durable FICLONE into a new volume.
+    pub fn clone_share(&self, snapshot: &Path, name: &str) -> Res<()> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let src = std::fs::File::open(snapshot).map_err(e("open"))?;
+        let size = src.metadata().map_err(e("stat"))?.len();
+        self.insert(&id, "share", name, "default", size)?;
+        let dir = self.root.join("shares").join(&id);
+        std::fs::create_dir(&dir).map_err(e("mkdir"))?;
+        let path = dir.join("volume");
+        let dst = fs::create_new(&path, 0o660).map_err(e("create"))?;
+        fs::ficlone(&src, &dst).map_err(e("FICLONE"))?;
+        dst.set_len(size).map_err(e("ftruncate"))?;
+        fs::set_identity(&path, &identity("share", &id, name, "default", size))
+            .map_err(e("xattr"))?;
+        dst.sync_all().map_err(e("fsync"))?;
+        fs::fsync_dir(&dir).map_err(e("fsync dir"))?;
+        fs::fsync_dir(&self.root.join("shares")).map_err(e("fsync dir"))?;
+        self.set_state(&id, "available")?;
+        self.ids.lock().expect("ids").insert(name.to_string(), id);
+        Ok(())
+    }
+
+    /// share.attach + share.detach of an initiator on an existing target: a commit and an
+    /// ACL bind, then an ACL unbind and a commit.
+    pub fn attach_detach(&self, tid: u32, initiator: &str) -> Res<()> {
+        let aid = uuid::Uuid::new_v4().to_string();
+        let t = tid.to_string();
+        self.commit(
+            "INSERT INTO intents (op, obj) VALUES ('attachment', ?1)",
+            &[&aid],
+        )?;
+        let g = &self.tgtd;
+        g.tgtadm(&[
+            "--mode",
+            "target",
+            "--op",
+            "bind",
+            "--tid",
+            &t,
+            "--initiator-name",
+            initiator,
+        ])?;
+        g.tgtadm(&[
+            "--mode",
+            "target",
+            "--op",
+            "unbind",
+            "--tid",
+            &t,
+            "--initiator-name",
+            initiator,
+        ])?;
+        self.commit("DELETE FROM intents WHERE obj = ?1", &[&aid])
+    }
+
+    /// share.resize: an intent commit, ftruncate + identity + fsync, a commit.
+    pub fn resize(&self, name: &str, size: u64) -> Res<()> {
+        let id = self.id_of(name)?;
+        self.commit(
+            "INSERT INTO intents (op, obj) VALUES ('share.resize', ?1)",
+            &[&id],
+        )?;
+        let path = self.root.join("shares").join(&id).join("volume");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(e("open"))?;
+        f.set_len(size).map_err(e("ftruncate"))?;
+        fs::set_identity(&path, &identity("share", &id, name, "default", size))
+            .map_err(e("xattr"))?;
+        f.sync_all().map_err(e("fsync"))?;
+        let mut c = self.db.lock().expect("floor db");
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e("begin"))?;
+        tx.execute(
+            "UPDATE objects SET size = ?2 WHERE id = ?1",
+            rusqlite::params![id, size as i64],
+        )
+        .map_err(e("update"))?;
+        tx.execute("DELETE FROM intents WHERE obj = ?1", [&id])
+            .map_err(e("intent"))?;
+        tx.commit().map_err(e("commit"))
+    }
+
+    /// share.delete: a commit, removing the share's directory durably, a commit.
+    pub fn delete_share(&self, name: &str) -> Res<()> {
+        let id = self.id_of(name)?;
+        self.set_state(&id, "deleting")?;
+        std::fs::remove_dir_all(self.root.join("shares").join(&id)).map_err(e("remove"))?;
+        fs::fsync_dir(&self.root.join("shares")).map_err(e("fsync dir"))?;
+        self.commit("DELETE FROM objects WHERE id = ?1", &[&id])?;
+        self.ids.lock().expect("ids").remove(name);
+        Ok(())
+    }
+}
+
+/// The ten `user.shelf.*` attributes the file pool writes.
+fn identity(kind: &str, id: &str, name: &str, pool: &str, size: u64) -> BTreeMap<String, String> {
+    let created = shelf::store::now().to_string();
+    [
+        ("kind", kind.to_string()),
+        ("id", id.to_string()),
+        ("name", name.to_string()),
+        ("pool", pool.to_string()),
+        ("size", size.to_string()),
+        ("created_at", created),
+        ("sparse", "true".into()),
+        ("origin_snapshot", String::new()),
+        ("origin_share", String::new()),
+        ("metadata", "{}".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}

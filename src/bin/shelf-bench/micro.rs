@@ -1,0 +1,345 @@
+//! Per-operation latency and throughput, shelfd against the floor, at each concurrency.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ciborium::Value;
+use shelf::client::{get, Client};
+
+use crate::calls::{call, export_nfs, fill, n, t, volume};
+use crate::env::{Res, Shelfd};
+use crate::floor::{Floor, FloorConn};
+use crate::run::measure;
+use crate::stats::{ms, ratio, Samples, Table};
+
+/// Size of the shares the per-operation runs make.
+pub const SIZE: u64 = 64 << 20;
+/// Alternating rounds of shelfd and floor batches (spreads the machine's noise over both).
+const ROUNDS: usize = 4;
+
+/// The operations measured, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// share.create
+    Create,
+    /// share.create + export.create iscsi
+    CreateIscsi,
+    /// share.create + export.create nfs
+    CreateNfs,
+    /// snapshot.create of a volume with its size written
+    Snapshot,
+    /// share.clone
+    Clone,
+    /// share.attach + share.detach
+    AttachDetach,
+    /// share.resize
+    Resize,
+    /// share.show
+    Show,
+    /// share.list of a pool of 100
+    List,
+    /// share.delete
+    Delete,
+}
+
+impl Op {
+    /// Every operation, in run order (delete last: it removes what create made).
+    pub const ALL: [Op; 10] = [
+        Op::Create,
+        Op::CreateIscsi,
+        Op::CreateNfs,
+        Op::Snapshot,
+        Op::Clone,
+        Op::AttachDetach,
+        Op::Resize,
+        Op::Show,
+        Op::List,
+        Op::Delete,
+    ];
+
+    /// The name in the tables.
+    pub fn label(self, list_size: usize) -> String {
+        match self {
+            Op::Create => "share.create".into(),
+            Op::CreateIscsi => "share.create + iSCSI export".into(),
+            Op::CreateNfs => "share.create + NFS export".into(),
+            Op::Snapshot => "snapshot.create (volume fully written)".into(),
+            Op::Clone => "share.clone".into(),
+            Op::AttachDetach => "share.attach + detach".into(),
+            Op::Resize => "share.resize".into(),
+            Op::Show => "share.show".into(),
+            Op::List => format!("share.list ({list_size} shares)"),
+            Op::Delete => "share.delete".into(),
+        }
+    }
+
+    /// Costly operations get fewer samples.
+    fn heavy(self) -> bool {
+        matches!(self, Op::CreateIscsi | Op::CreateNfs | Op::AttachDetach)
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Op::Create | Op::Delete => "b",
+            Op::CreateIscsi => "i",
+            Op::CreateNfs => "n",
+            Op::Snapshot => "s",
+            Op::Clone => "k",
+            _ => "x",
+        }
+    }
+}
+
+/// What the per-operation runs need: the two sides and the objects prepared for them.
+#[derive(Debug)]
+pub struct Micro<'a> {
+    /// shelfd.
+    pub d: &'a Shelfd,
+    /// The floor.
+    pub floor: &'a Floor,
+    /// Shares in the `list100` pool.
+    pub list_size: usize,
+    /// The floor's target ids for attach/detach, by thread.
+    attach_tids: Vec<u32>,
+    /// The current size of each thread's resize share (shelfd, floor).
+    sizes: Vec<(AtomicU64, AtomicU64)>,
+}
+
+impl<'a> Micro<'a> {
+    /// Prepare the objects every run uses, on both sides (not timed).
+    pub fn prepare(
+        d: &'a Shelfd,
+        floor: &'a Floor,
+        pool_dir: PathBuf,
+        source_size: u64,
+        list_size: usize,
+        max_threads: usize,
+    ) -> Res<Micro<'a>> {
+        let mut c = d.client()?;
+        let src = call(
+            &mut c,
+            "share.create",
+            vec![("name", t("snapsrc")), ("size", n(source_size))],
+        )?;
+        fill(
+            &volume(&pool_dir, get(&src, "share").ok_or("no share")?)?,
+            source_size,
+        )?;
+        call(
+            &mut c,
+            "snapshot.create",
+            vec![("share", t("snapsrc")), ("name", t("seed"))],
+        )?;
+        floor.create_share("default", "snapsrc", source_size)?;
+        fill(&floor.volume("snapsrc")?, source_size)?;
+        floor.snapshot(&floor.volume("snapsrc")?, "seed")?;
+        let mut attach_tids = Vec::new();
+        let mut sizes = Vec::new();
+        for th in 0..max_threads {
+            let (rs, att) = (format!("rs-{th}"), format!("att-{th}"));
+            call(
+                &mut c,
+                "share.create",
+                vec![("name", t(&rs)), ("size", n(SIZE))],
+            )?;
+            floor.create_share("default", &rs, SIZE)?;
+            call(
+                &mut c,
+                "share.create",
+                vec![("name", t(&att)), ("size", n(SIZE))],
+            )?;
+            call(
+                &mut c,
+                "export.create",
+                vec![
+                    ("share", t(&att)),
+                    ("protocol", t("iscsi")),
+                    ("clients", Value::Array(vec![])),
+                ],
+            )?;
+            attach_tids.push(floor.create_iscsi(&att, SIZE)?);
+            sizes.push((AtomicU64::new(SIZE), AtomicU64::new(SIZE)));
+        }
+        for i in 0..list_size {
+            let name = format!("l-{i}");
+            call(
+                &mut c,
+                "share.create",
+                vec![
+                    ("name", t(&name)),
+                    ("size", n(SIZE)),
+                    ("pool", t("list100")),
+                ],
+            )?;
+            floor.create_share("list100", &name, SIZE)?;
+        }
+        Ok(Micro {
+            d,
+            floor,
+            list_size,
+            attach_tids,
+            sizes,
+        })
+    }
+
+    fn shelfd_op(&self, op: Op, c: &mut Client, name: &str, th: usize) -> Res<()> {
+        let create = |c: &mut Client| {
+            call(
+                c,
+                "share.create",
+                vec![("name", t(name)), ("size", n(SIZE))],
+            )
+            .map(|_| ())
+        };
+        match op {
+            Op::Create => create(c),
+            Op::CreateIscsi => {
+                create(c)?;
+                let a = vec![
+                    ("share", t(name)),
+                    ("protocol", t("iscsi")),
+                    ("clients", Value::Array(vec![])),
+                ];
+                call(c, "export.create", a).map(|_| ())
+            }
+            Op::CreateNfs => {
+                create(c)?;
+                export_nfs(c, name)
+            }
+            Op::Snapshot => call(
+                c,
+                "snapshot.create",
+                vec![("share", t("snapsrc")), ("name", t(name))],
+            )
+            .map(|_| ()),
+            Op::Clone => call(
+                c,
+                "share.clone",
+                vec![
+                    ("share", t("snapsrc")),
+                    ("snapshot", t("seed")),
+                    ("name", t(name)),
+                ],
+            )
+            .map(|_| ()),
+            Op::AttachDetach => {
+                let share = format!("att-{th}");
+                let connector = Value::Map(vec![
+                    (t("host"), t(&format!("host-{th}"))),
+                    (
+                        t("initiator"),
+                        t(&format!("iqn.2026-11.org.example:bench-{th}")),
+                    ),
+                ]);
+                let a = || vec![("share", t(&share)), ("connector", connector.clone())];
+                call(c, "share.attach", a())?;
+                call(c, "share.detach", a()).map(|_| ())
+            }
+            Op::Resize => {
+                let size = self.sizes[th].0.fetch_add(1 << 20, Ordering::SeqCst) + (1 << 20);
+                let a = vec![("share", t(&format!("rs-{th}"))), ("size", n(size))];
+                call(c, "share.resize", a).map(|_| ())
+            }
+            Op::Show => call(c, "share.show", vec![("share", t(&format!("rs-{th}")))]).map(|_| ()),
+            Op::List => {
+                let v = call(c, "share.list", vec![("pool", t("list100"))])?;
+                match v.as_array().map(Vec::len) {
+                    Some(k) if k == self.list_size => Ok(()),
+                    other => Err(format!(
+                        "share.list gave {other:?} shares, not {}",
+                        self.list_size
+                    )),
+                }
+            }
+            Op::Delete => call(c, "share.delete", vec![("share", t(name))]).map(|_| ()),
+        }
+    }
+
+    fn floor_op(&self, op: Op, c: &mut FloorConn, name: &str, th: usize) -> Res<()> {
+        let f = self.floor;
+        match op {
+            Op::Create => f.create_share("default", name, SIZE).map(|_| ()),
+            Op::CreateIscsi => f.create_iscsi(name, SIZE).map(|_| ()),
+            Op::CreateNfs => f.create_nfs(name, SIZE),
+            Op::Snapshot => f.snapshot(&f.volume("snapsrc")?, name),
+            Op::Clone => f.clone_share(&f.snapshot_file("seed")?, name),
+            Op::AttachDetach => f.attach_detach(
+                self.attach_tids[th],
+                &format!("iqn.2026-11.org.example:bench-{th}"),
+            ),
+            Op::Resize => {
+                let size = self.sizes[th].1.fetch_add(1 << 20, Ordering::SeqCst) + (1 << 20);
+                f.resize(&format!("rs-{th}"), size)
+            }
+            Op::Show => c.show(&format!("rs-{th}")).map(|_| ()),
+            Op::List => c.list("list100").map(|_| ()),
+            Op::Delete => f.delete_share(name),
+        }
+    }
+
+    /// Run one operation at one concurrency on both sides, alternating rounds.
+    pub fn run(&self, op: Op, threads: usize, samples: usize) -> Res<(Samples, Samples)> {
+        let total = if op.heavy() { samples * 3 / 5 } else { samples }.max(2 * ROUNDS);
+        let per = (total / (threads * ROUNDS)).max(1);
+        let (mut sd, mut fl) = (Samples::default(), Samples::default());
+        for r in 0..ROUNDS {
+            let name = |th: usize, i: usize| format!("{}{threads}-{r}-{th}-{i}", op.tag());
+            sd.merge(measure(
+                threads,
+                per,
+                |_| self.d.client(),
+                |c, th, i| self.shelfd_op(op, c, &name(th, i), th),
+            )?);
+            fl.merge(measure(
+                threads,
+                per,
+                |_| self.floor.connect(),
+                |c, th, i| self.floor_op(op, c, &name(th, i), th),
+            )?);
+        }
+        Ok((sd, fl))
+    }
+}
+
+/// Run every operation at each concurrency; returns the report section.
+pub fn run_all(m: &Micro, concurrency: &[usize], samples: usize) -> Res<String> {
+    let mut out = String::new();
+    for &c in concurrency {
+        let mut table = Table::new(&[
+            "operation",
+            "shelfd p50 ms",
+            "p99 ms",
+            "ops/s",
+            "floor p50 ms",
+            "p99 ms",
+            "ops/s",
+            "shelfd/floor p50",
+        ]);
+        for op in Op::ALL {
+            eprintln!("  {} at concurrency {c}", op.label(m.list_size));
+            let (sd, fl) = m.run(op, c, samples)?;
+            table.row(vec![
+                op.label(m.list_size),
+                ms(sd.p50()),
+                ms(sd.p99()),
+                format!("{:.0}", sd.throughput()),
+                ms(fl.p50()),
+                ms(fl.p99()),
+                format!("{:.0}", fl.throughput()),
+                format!("**{}**", ratio(sd.p50(), fl.p50())),
+            ]);
+        }
+        out.push_str(&format!(
+            "\n### Concurrency {c} ({c} client connection(s), each one request at a time)\n\n{}",
+            table.render()
+        ));
+    }
+    Ok(out)
+}
+
+/// A short pause between phases, so one phase's background work (XFS frees, WAL
+/// checkpoints) does not land in the next one's figures.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(500));
+}
