@@ -1,7 +1,8 @@
 //! The appliance image end to end: image/build-appliance makes a Debian node with systemd
 //! and shelf; under qemu (TCG), systemd starts shelf.socket and shelfd (Type=notify) at
 //! boot; a share exported over iSCSI on the first boot is back in tgtd after a reboot,
-//! because shelfd brings every target back before it reports ready.
+//! because shelfd brings every target back before it reports ready, and so is a formatted
+//! share's mount and its kernel-nfsd export.
 //!
 //! The commands run in the guest come through the kernel command line (systemd.run):
 //! the image itself is the product, unchanged by the test.
@@ -83,7 +84,9 @@ fn the_node_image_boots_shelf_and_brings_targets_back_after_a_reboot() {
         dir.path(),
         &image,
         "systemctl start multi-user.target; echo SHELFD-$(systemctl is-active shelfd); \
-         shelfctl share create vol1 64M && shelfctl export create vol1 iscsi && echo BOOT1-DONE",
+         shelfctl share create vol1 64M && shelfctl export create vol1 iscsi && \
+         shelfctl share create docs 64M --filesystem ext4 && \
+         shelfctl export create docs nfs --client 127.0.0.1 && echo BOOT1-DONE",
     );
     assert!(first.contains("SHELFD-active"), "{}", tail(&first));
     assert!(first.contains("BOOT1-DONE"), "{}", tail(&first));
@@ -94,9 +97,14 @@ fn the_node_image_boots_shelf_and_brings_targets_back_after_a_reboot() {
         &image,
         "systemctl start multi-user.target; echo SHELFD-$(systemctl is-active shelfd); \
          echo TARGETS-$(tgtadm --lld iscsi --mode target --op show | grep -c :vol1$); \
+         echo MOUNTS-$(findmnt -rn -o TARGET | grep -c /var/lib/shelf/mounts/); \
+         echo EXPORTS-$(exportfs -v | grep -c /var/lib/shelf/mounts/); \
          shelfctl share list",
     );
     assert!(second.contains("SHELFD-active"), "{}", tail(&second));
     assert!(second.contains("TARGETS-1"), "{}", tail(&second));
+    // The formatted share is mounted again and its mount exported by kernel nfsd.
+    assert!(second.contains("MOUNTS-1"), "{}", tail(&second));
+    assert!(second.contains("EXPORTS-1"), "{}", tail(&second));
     assert!(second.contains("vol1"), "{}", tail(&second));
 }

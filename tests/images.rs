@@ -455,3 +455,41 @@ fn copies_on_a_pool_without_reflink_run_as_jobs() {
     let v = d.ok("verify", vec![]);
     assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
 }
+
+#[test]
+fn running_out_of_space_in_the_middle_of_a_copy_rolls_it_back() {
+    // An XFS without reflink, too small for a second copy of what the share holds: the
+    // capacity guard lets a thin snapshot through, the copy hits ENOSPC half-way, and the
+    // job fails with no_space leaving no snapshot row and no partial file.
+    let xfs = Xfs::with_reflink("enospc", 400 * MIB, false);
+    let d = Daemon::start(&Layout::on_xfs(&xfs, ""));
+    let pool = xfs.mount.join("pool");
+    let s = d.ok(
+        "share.create",
+        vec![("name", t("full")), ("size", n(256 * MIB))],
+    );
+    let id = field(sub(&s, "share"), "id");
+    let vol = volume(&pool, &id);
+    let chunk = pattern(5, MIB as usize);
+    for i in 0..220 {
+        write_at(&vol, i * MIB, &chunk);
+    }
+    sh(&["sync"]);
+    let r = d.ok(
+        "snapshot.create",
+        vec![("share", t("full")), ("name", t("s1"))],
+    );
+    let end = wait_job(&d, &field(&r, "job"));
+    assert_eq!(get_text(&end, "state"), Some("failed"), "{end:?}");
+    assert_eq!(field(sub(&end, "error"), "code"), "no_space", "{end:?}");
+    assert_eq!(d.ok("snapshot.list", vec![]), Value::Array(vec![]));
+    assert_eq!(
+        std::fs::read_dir(pool.join("snapshots")).unwrap().count(),
+        0
+    );
+    let v = d.ok("verify", vec![]);
+    assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
+    // The share is whole, and space is back for the next request.
+    assert_eq!(read_at(&vol, 100 * MIB, 4096), pattern(5, 4096));
+    d.ok("share.create", vec![("name", t("after")), ("size", n(MIB))]);
+}

@@ -43,6 +43,11 @@ pub struct Xfs {
 impl Xfs {
     /// Make and mount an XFS of `size` bytes (sparse image).
     pub fn new(tag: &str, size: u64) -> Xfs {
+        Xfs::with_reflink(tag, size, true)
+    }
+
+    /// Make and mount an XFS of `size` bytes, with or without reflink support.
+    pub fn with_reflink(tag: &str, size: u64, reflink: bool) -> Xfs {
         let dir = scratch(tag);
         let image = dir.path().join("xfs.img");
         let mount = dir.path().join("mnt");
@@ -51,7 +56,8 @@ impl Xfs {
             .unwrap()
             .set_len(size)
             .unwrap();
-        sh(&["mkfs.xfs", "-q", "-m", "reflink=1", image.to_str().unwrap()]);
+        let reflink = if reflink { "reflink=1" } else { "reflink=0" };
+        sh(&["mkfs.xfs", "-q", "-m", reflink, image.to_str().unwrap()]);
         sh(&[
             "mount",
             "-o",
