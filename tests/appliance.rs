@@ -99,7 +99,7 @@ fn the_node_image_boots_shelf_and_brings_targets_back_after_a_reboot() {
          echo TARGETS-$(tgtadm --lld iscsi --mode target --op show | grep -c :vol1$); \
          echo MOUNTS-$(findmnt -rn -o TARGET | grep -c /var/lib/shelf/mounts/); \
          echo EXPORTS-$(exportfs -v | grep -c /var/lib/shelf/mounts/); \
-         shelfctl share list",
+         shelfctl share list; journalctl -u shelfd --no-pager | tail -25",
     );
     assert!(second.contains("SHELFD-active"), "{}", tail(&second));
     assert!(second.contains("TARGETS-1"), "{}", tail(&second));
