@@ -33,6 +33,7 @@ from cinder.volume import driver
 
 import shelf_client
 from shelf_client import Client, HasDependents, NotFound, ShelfError
+from shelf_cinder.images import ImageCacheMixin
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ CONF = cfg.CONF
 CONF.register_opts(shelf_opts, group=configuration.SHARED_CONF_GROUP)
 
 #: Operations of protocol v1 the driver relies on (``hello`` features).
-REQUIRED_FEATURES = ("share.clone", "attach", "idempotency-key", "capacity")
+REQUIRED_FEATURES = ("share.clone", "attach", "idempotency-key", "capacity", "image", "jobs")
 
 
 def _key(obj_id: str, operation: str) -> str:
@@ -75,15 +76,17 @@ def _gib(size_bytes: int) -> float:
     return round(size_bytes / GiB, 2)
 
 
-class ShelfBaseDriver(driver.VolumeDriver):
+class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
     """What the iSCSI and NFS drivers share: everything but the export protocol.
 
     Version history:
         1.0.0 - Initial driver: volumes, snapshots, clones, extend, iSCSI and NFS
                 attach, capacity from pool.show, manage/unmanage.
+        1.1.0 - Volumes from Glance images through shelf's image cache
+                (clone_image, :mod:`shelf_cinder.images`).
     """
 
-    VERSION = "1.0.0"
+    VERSION = "1.1.0"
     #: Third-party CI name (Cinder's driver-list convention).
     CI_WIKI_NAME = "shelf_CI"
     VENDOR = "shelf"
