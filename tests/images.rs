@@ -91,6 +91,11 @@ fn images_import_as_jobs_and_shares_are_reflinked_from_them() {
     assert_eq!(get_u64(&image, "size"), Some(64 * MIB));
     assert_eq!(field(&image, "state"), "available");
     assert!(field(&image, "checksum").starts_with("md5:"));
+    assert_eq!(
+        field(&image, "source_format"),
+        "qcow2",
+        "the detected format is recorded"
+    );
 
     // The watcher saw the job end, with the same epoch.
     let t0 = Instant::now();

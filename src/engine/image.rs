@@ -262,14 +262,19 @@ impl Import {
             }
         }
         ctx.checkpoint()?;
-        let (t, d, img) = (tmp.to_path_buf(), dir.to_path_buf(), self.image.clone());
+        let (t, d) = (tmp.to_path_buf(), dir.to_path_buf());
+        let img = Image {
+            source_format: format.clone(),
+            ..self.image.clone()
+        };
         let virtual_size = blocking(move || finish_file(&t, &d, &img)).await?;
-        let id = self.image.id.clone();
+        let (id, fmt) = (self.image.id.clone(), format.clone());
         self.store
-            .write(move |c| store::finish_image(c, &id, virtual_size))
+            .write(move |c| store::finish_image(c, &id, virtual_size, &fmt))
             .await?;
         let mut image = self.image.clone();
         image.size = virtual_size;
+        image.source_format = format.clone();
         image.state = ShareState::Available;
         log::info!(
             "image imported: {} ({}) from {} ({format}), {virtual_size} bytes",

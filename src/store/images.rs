@@ -72,11 +72,11 @@ pub fn insert_image(c: &Connection, i: &Image) -> Result<()> {
     Ok(())
 }
 
-/// Mark an import finished, with the image's virtual size.
-pub fn finish_image(c: &Connection, id: &str, size: u64) -> Result<()> {
+/// Mark an import finished, with the image's virtual size and the format it came in.
+pub fn finish_image(c: &Connection, id: &str, size: u64, format: &str) -> Result<()> {
     c.execute(
-        "UPDATE images SET state = 'available', size = ?2 WHERE id = ?1",
-        params![id, size as i64],
+        "UPDATE images SET state = 'available', size = ?2, source_format = ?3 WHERE id = ?1",
+        params![id, size as i64, format],
     )?;
     Ok(())
 }
