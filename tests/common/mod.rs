@@ -677,3 +677,59 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Run a test-suite script of another language (`clients/*/run-tests`) with the shelfd
+/// cargo built (`SHELFD`), and panic with its output unless it passes. Past `hang` it is
+/// asked to stop (SIGTERM, so its fixtures clean up) and killed a minute later.
+pub fn run_suite(script: &str, hang: Duration) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let mut child = Command::new(&path)
+        .arg("-q")
+        .arg("-rxs")
+        .env("SHELFD", env!("CARGO_BIN_EXE_shelfd"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    // Drain both pipes on threads so a chatty run cannot block on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the suite") {
+            break Some(status);
+        }
+        if started.elapsed() > hang {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(60) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => println!("{out}"),
+        Some(s) => panic!("{script} failed ({s}):\n{out}\n{err}"),
+        None => panic!("{script} did not finish within {hang:?}:\n{out}\n{err}"),
+    }
+}
