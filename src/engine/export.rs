@@ -169,13 +169,7 @@ impl Engine {
         if share.layout == crate::model::Layout::Block {
             self.pool(&share.pool)?.check_export(protocol)?;
         }
-        if share.state != ShareState::Available {
-            return Err(Error::Busy(format!(
-                "share {} is {}",
-                share.name,
-                share.state.as_str()
-            )));
-        }
+        super::share::ensure_available(share)?;
         let export = Export {
             id: uuid::Uuid::new_v4().to_string(),
             share: share.id.clone(),

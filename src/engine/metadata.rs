@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 use ciborium::Value;
 
-use super::{blocking, failpoint, map, to_value, Engine};
-use crate::error::{Error, Result};
-use crate::model::{self, Share, ShareState};
+use super::share::{changed, ensure_available};
+use super::{blocking, failpoint, to_value, Engine};
+use crate::error::Result;
+use crate::model::{self, Share};
 use crate::proto::ShareSetMetadataArgs;
 use crate::store;
 
@@ -39,17 +40,11 @@ impl Engine {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
-        if share.state != ShareState::Available {
-            return Err(Error::Busy(format!(
-                "share {} is {}",
-                share.name,
-                share.state.as_str()
-            )));
-        }
+        ensure_available(&share)?;
         let metadata = merged(&share.metadata, &a.remove, &a.metadata);
         model::validate_metadata(&metadata)?;
         if metadata == share.metadata {
-            return Ok(reply(&share, false));
+            return Ok(changed("share", to_value(&share)?, false));
         }
         let updated = Share {
             metadata,
@@ -66,16 +61,7 @@ impl Engine {
         let (p, s) = (pool.clone(), updated.clone());
         if let Err(cause) = blocking(move || p.stamp(&s)).await {
             // Put the old identity back (the stamp may have been partly written).
-            let (p, s) = (pool.clone(), share.clone());
-            let restamp = blocking(move || p.stamp(&s)).await;
-            let cleared = self
-                .store
-                .write(move |c| store::delete_intent(c, intent))
-                .await;
-            return Err(match restamp.and(cleared) {
-                Ok(()) => cause,
-                Err(e) => Error::rollback(cause, e),
-            });
+            return Err(self.restore_identity(&pool, &share, intent, cause).await);
         }
         failpoint::hit("share.set_metadata.after_stamp");
         let (sid, meta) = (updated.id.clone(), updated.metadata.clone());
@@ -91,7 +77,7 @@ impl Engine {
             updated.id,
             updated.metadata.len()
         );
-        Ok(reply(&updated, true))
+        Ok(changed("share", to_value(&updated)?, true))
     }
 
     /// Start-up recovery of an interrupted metadata change: the row was not committed, so
@@ -113,11 +99,6 @@ impl Engine {
     }
 }
 
-fn reply(share: &Share, changed: bool) -> Value {
-    // A share always serialises; fall back to its id rather than fail a done change.
-    let obj = to_value(share).unwrap_or_else(|_| Value::Text(share.id.clone()));
-    map(vec![("share", obj), ("changed", Value::Bool(changed))])
-}
 
 #[cfg(test)]
 mod tests {

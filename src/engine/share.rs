@@ -10,8 +10,20 @@ use crate::proto::{
 };
 use crate::store::{self, now};
 
+/// Refuse work on a share that is being created or deleted.
+pub(super) fn ensure_available(share: &Share) -> Result<()> {
+    if share.state == ShareState::Available {
+        return Ok(());
+    }
+    Err(Error::Busy(format!(
+        "share {} is {}",
+        share.name,
+        share.state.as_str()
+    )))
+}
+
 /// Reply of a mutation: the object and whether anything changed.
-fn changed(key: &str, obj: Value, changed: bool) -> Value {
+pub(super) fn changed(key: &str, obj: Value, changed: bool) -> Value {
     map(vec![(key, obj), ("changed", Value::Bool(changed))])
 }
 
@@ -172,6 +184,27 @@ impl Engine {
         }
     }
 
+    /// Undo a change that failed after its intent was recorded: the volume gets the row's
+    /// identity back and the intent goes. Returns the error to answer with.
+    pub(super) async fn restore_identity(
+        &self,
+        pool: &std::sync::Arc<dyn crate::pool::Pool>,
+        share: &Share,
+        intent: i64,
+        cause: Error,
+    ) -> Error {
+        let (p, s) = (pool.clone(), share.clone());
+        let restamp = blocking(move || p.stamp(&s)).await;
+        let cleared = self
+            .store
+            .write(move |c| store::delete_intent(c, intent))
+            .await;
+        match restamp.and(cleared) {
+            Ok(()) => cause,
+            Err(e) => Error::rollback(cause, e),
+        }
+    }
+
     /// Drop the `creating` row of a share whose volume could not be made.
     async fn forget_share(&self, share: &Share, cause: Error) -> Error {
         let id = share.id.clone();
@@ -229,13 +262,7 @@ impl Engine {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
-        if share.state != ShareState::Available {
-            return Err(Error::Busy(format!(
-                "share {} is {}",
-                share.name,
-                share.state.as_str()
-            )));
-        }
+        ensure_available(&share)?;
         if a.size < share.size {
             return Err(Error::Invalid(format!(
                 "share {} is {} bytes; shrinking to {} is not supported (grow only)",
@@ -267,16 +294,7 @@ impl Engine {
         if let Err(cause) = grown {
             // Growing never loses data; the file may be partly grown, which is harmless:
             // the volume keeps its recorded size's worth of addressable data.
-            let (p, s) = (pool.clone(), share.clone());
-            let restamp = blocking(move || p.stamp(&s)).await;
-            let cleared = self
-                .store
-                .write(move |c| store::delete_intent(c, intent))
-                .await;
-            return Err(match restamp.and(cleared) {
-                Ok(()) => cause,
-                Err(e) => Error::rollback(cause, e),
-            });
+            return Err(self.restore_identity(&pool, &share, intent, cause).await);
         }
         failpoint::hit("share.resize.after_grow");
         let sid = share.id.clone();

@@ -17,13 +17,7 @@ impl Engine {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
-        if share.state != ShareState::Available {
-            return Err(Error::Busy(format!(
-                "share {} is {}",
-                share.name,
-                share.state.as_str()
-            )));
-        }
+        super::share::ensure_available(&share)?;
         let pool = self.pool(&share.pool)?;
         let snap = Snapshot {
             id: uuid::Uuid::new_v4().to_string(),
