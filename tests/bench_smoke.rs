@@ -2,33 +2,21 @@
 //! real tgtd, exportfs and a scratch XFS, and produces every section of its report. No
 //! figure is checked: the machine's speed is not something a test can assert.
 
+mod common;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn quick_bench_runs_and_reports_every_operation() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shelf-bench"))
-        .args(["--quick", "--shelfd", env!("CARGO_BIN_EXE_shelfd")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start shelf-bench");
-    let pid = child.id();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shelf-bench"));
+    cmd.args(["--quick", "--shelfd", env!("CARGO_BIN_EXE_shelfd")]);
     // A hang is a failure; a slow machine is not (the bound is generous).
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(600) {
-            let _ = child.kill();
-            panic!("shelf-bench --quick did not finish within 600 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let run = common::output_within(cmd, Duration::from_secs(600));
+    let status = run
+        .status
+        .expect("shelf-bench --quick did not finish within 600 s");
+    let (stdout, stderr, pid) = (run.stdout, run.stderr, run.pid);
     assert!(status.success(), "shelf-bench failed:\n{stderr}\n{stdout}");
     for section in [
         "share.create |",

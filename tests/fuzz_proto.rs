@@ -231,7 +231,6 @@ fn corpus_is_replayed_and_in_step_with_the_catalogue() {
             "tests/corpus/{name} is missing or stale; run with SHELF_BLESS_CORPUS=1"
         );
     }
-    assert!(stored.len() >= generated.len());
     for (name, bytes) in &stored {
         check_stream(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     }

@@ -173,13 +173,6 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         .recover()
         .await
         .map_err(|e| format!("recovery failed, refusing to serve: {e}"))?;
-    for note in engine
-        .recover_images()
-        .await
-        .map_err(|e| format!("recovery of image imports failed, refusing to serve: {e}"))?
-    {
-        log::warn!("recovery: {note}");
-    }
     if !recovery.actions.is_empty() {
         log::warn!(
             "recovery finished {} interrupted operation(s)",

@@ -480,7 +480,7 @@ impl Engine {
     }
 
     /// Settle imports a restart interrupted: their partial files and rows go.
-    pub async fn recover_images(&self) -> Result<Vec<String>> {
+    pub(super) async fn recover_images(&self) -> Result<Vec<String>> {
         let failed = self.store.write(|c| store::fail_running_jobs(c)).await?;
         let mut out = Vec::new();
         if failed > 0 {

@@ -80,13 +80,6 @@ pub struct Subscription {
     pub live: smol::channel::Receiver<Event>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Default for EventBus {
     fn default() -> Self {
         EventBus {
@@ -108,7 +101,7 @@ impl EventBus {
         let e = Event {
             seq: g.next,
             epoch: self.epoch.clone(),
-            at_ms: now_ms(),
+            at_ms: crate::store::now_ms(),
             kind: kind.to_string(),
             op: op.to_string(),
             object: object.to_string(),

@@ -70,29 +70,55 @@ fn keepable(r: &Result<Value>) -> bool {
 }
 
 impl Engine {
-    /// Run a request that carries an idempotency key.
+    /// Run a request that carries an idempotency key. The flag is `true` when the answer
+    /// is the kept one of an earlier request (nothing was done now).
     pub async fn handle_keyed(
         &self,
         key: &str,
         op: &str,
         digest: &str,
         req: Request,
-    ) -> Result<Value> {
+    ) -> (Result<Value>, bool) {
         let _g = self.locks.lock(&format!("key:{key}")).await;
+        match self.kept_answer(key, op, digest).await {
+            Ok(Some(answer)) => (answer, true),
+            Ok(None) => (self.handle_and_keep(key, op, digest, req).await, false),
+            Err(e) => (Err(e), false),
+        }
+    }
+
+    /// The kept answer for `key`, if the same request was answered before.
+    async fn kept_answer(
+        &self,
+        key: &str,
+        op: &str,
+        digest: &str,
+    ) -> Result<Option<Result<Value>>> {
         let k = key.to_string();
         let kept = self
             .store
             .call(move |c| store::get_keyed_reply(c, &k))
             .await?;
-        if let Some((kept_op, kept_digest, reply)) = kept {
-            if kept_op != op || kept_digest != digest {
-                return Err(Error::Invalid(format!(
-                    "idempotency key {key:?} was used for another request ({kept_op}); use a new key for a new request"
-                )));
-            }
-            log::debug!("key {key}: answering a retry of {op} with the kept answer");
-            return decode_result(&reply);
+        let Some((kept_op, kept_digest, reply)) = kept else {
+            return Ok(None);
+        };
+        if kept_op != op || kept_digest != digest {
+            return Err(Error::Invalid(format!(
+                "idempotency key {key:?} was used for another request ({kept_op}); use a new key for a new request"
+            )));
         }
+        log::debug!("key {key}: answering a retry of {op} with the kept answer");
+        Ok(Some(decode_result(&reply)))
+    }
+
+    /// Run the request and keep its answer under `key` when a retry should get it.
+    async fn handle_and_keep(
+        &self,
+        key: &str,
+        op: &str,
+        digest: &str,
+        req: Request,
+    ) -> Result<Value> {
         let result = self.handle(req).await;
         if keepable(&result) {
             let (k, o, d, bytes) = (

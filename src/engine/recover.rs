@@ -166,6 +166,7 @@ impl Engine {
                  cannot be used until the pool is configured again"
             );
         }
+        out.actions.extend(self.recover_images().await?);
         for a in &out.actions {
             log::warn!("recovery: {a}");
         }

@@ -233,7 +233,16 @@ impl Engine {
             .store
             .call(move |c| store::find_share(c, &a.share, a.pool.as_deref()))
             .await?;
-        to_value(&share)
+        let mut v = to_value(&share)?;
+        // Where the volume is on the appliance (file or block device), for local users such
+        // as the Ganeti provider; absent while the share's pool is not configured.
+        if let (Ok(pool), Value::Map(m)) = (self.pool(&share.pool), &mut v) {
+            m.push((
+                Value::Text("device".into()),
+                Value::Text(pool.volume_path(&share.id).display().to_string()),
+            ));
+        }
+        Ok(v)
     }
 
     /// Resolve a share reference to its id (for locking).

@@ -224,10 +224,18 @@ impl Engine {
             report
                 .differences
                 .extend(compare_pool(&name, &sh, &sn, &found));
+            // One read of the mount table for every formatted share of the pool.
+            let mounted: std::collections::BTreeSet<std::path::PathBuf> = self
+                .formatter
+                .mounts()
+                .await
+                .into_iter()
+                .map(|m| m.target)
+                .collect();
             for s in sh.iter().filter(|s| {
                 s.layout == crate::model::Layout::Filesystem && s.state == ShareState::Available
             }) {
-                if self.formatter.mounted(&s.id).await.is_none() {
+                if !mounted.contains(&self.mountpoint(&s.id)) {
                     report.differences.push(diff(
                         &name,
                         "missing",

@@ -13,6 +13,14 @@ use crate::error::Result;
 
 use super::ExportSpec;
 
+/// The desired set that `specs` make, by export id (what a whole file is written from).
+pub fn set_of(specs: &[ExportSpec]) -> BTreeMap<String, ExportSpec> {
+    specs
+        .iter()
+        .map(|s| (s.export.id.clone(), s.clone()))
+        .collect()
+}
+
 /// The desired exports of one driver, by export id, and the flush bookkeeping.
 #[derive(Debug, Default)]
 pub struct Coalescer {
@@ -31,11 +39,8 @@ impl Coalescer {
     }
 
     /// Replace the whole desired set (start-up, reconcile).
-    pub fn load(&self, specs: &[ExportSpec]) -> u64 {
-        self.change(|m| {
-            m.clear();
-            m.extend(specs.iter().map(|s| (s.export.id.clone(), s.clone())));
-        })
+    pub fn load(&self, specs: &[ExportSpec]) {
+        self.change(|m| *m = set_of(specs));
     }
 
     /// Add or update one export and wait until a flush covers it.

@@ -167,7 +167,8 @@ impl Exporter for GaneshaExporter {
             if repair {
                 self.load(specs);
             }
-            let (_, set) = self.state.snapshot();
+            // Judged against the tree (the specs), not what this driver last wrote.
+            let set = super::coalesce::set_of(specs);
             let want = exports_conf(&set);
             let file = self.file.clone();
             let have = smol::unblock(move || std::fs::read_to_string(file).ok()).await;

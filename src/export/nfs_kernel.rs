@@ -228,7 +228,8 @@ impl Exporter for NfsKernelExporter {
                 // Nothing exported and no file of ours: nothing to repair, nothing to create.
                 return Ok(findings);
             }
-            let (_, set) = self.state.snapshot();
+            // Judged against the tree (the specs), not what this driver last wrote.
+            let set = super::coalesce::set_of(specs);
             let file_drifted = on_disk.as_deref() != Some(exports_file(&set).as_str());
             if file_drifted {
                 findings.push(Finding::new(

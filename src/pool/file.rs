@@ -241,21 +241,12 @@ impl Pool for FilePool {
     }
 
     fn stamp(&self, share: &Share) -> Result<()> {
-        let path = self.volume_path(&share.id);
-        fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
-        File::open(&path)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io("syncing the volume's identity", e))
+        write_identity(&self.volume_path(&share.id), &share_identity(share))
     }
 
     fn stamp_exports(&self, share_id: &str, json: &str) -> Result<()> {
-        let path = self.volume_path(share_id);
-        let mut attrs = std::collections::BTreeMap::new();
-        attrs.insert("exports".to_string(), json.to_string());
-        fs::set_identity(&path, &attrs).map_err(|e| stamp_error(&path, e))?;
-        File::open(&path)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io("syncing the volume's identity", e))
+        let attrs = [("exports".to_string(), json.to_string())].into();
+        write_identity(&self.volume_path(share_id), &attrs)
     }
 
     fn remove_volume(&self, share_id: &str) -> Result<()> {
@@ -272,14 +263,6 @@ impl Pool for FilePool {
             .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
         fs::fsync_dir(&self.root.join("snapshots"))
             .map_err(|e| Error::io("syncing snapshots directory", e))
-    }
-
-    fn volume_exists(&self, share_id: &str) -> bool {
-        self.volume_path(share_id).is_file()
-    }
-
-    fn snapshot_exists(&self, snap_id: &str) -> bool {
-        self.snapshot_file(snap_id).is_file()
     }
 
     fn export_dir(&self, share_id: &str) -> PathBuf {
@@ -320,6 +303,14 @@ impl Pool for FilePool {
         }
         Ok(out)
     }
+}
+
+/// Write identity attributes on an existing file and make them durable.
+fn write_identity(path: &Path, attrs: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    fs::set_identity(path, attrs).map_err(|e| stamp_error(path, e))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("syncing the volume's identity", e))
 }
 
 /// A failure to write a volume's identity. Too little room for extended attributes (ext4

@@ -123,13 +123,19 @@ impl Formatter {
         self.runner.run(&cmd).await.map(|_| ()).map_err(Error::from)
     }
 
-    /// What is mounted at the share's mount point, if anything.
-    pub async fn mounted(&self, share_id: &str) -> Option<Mount> {
-        let mp = self.mountpoint(share_id);
+    /// The mount table of this process (read off the event loop).
+    pub async fn mounts(&self) -> Vec<Mount> {
         let text = smol::unblock(|| std::fs::read_to_string("/proc/self/mountinfo"))
             .await
             .unwrap_or_default();
         parse_mountinfo(&text)
+    }
+
+    /// What is mounted at the share's mount point, if anything.
+    pub async fn mounted(&self, share_id: &str) -> Option<Mount> {
+        let mp = self.mountpoint(share_id);
+        self.mounts()
+            .await
             .into_iter()
             .rev()
             .find(|m| m.target == mp)

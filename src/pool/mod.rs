@@ -81,10 +81,6 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
             share.pool
         )))
     }
-    /// Whether the share's volume exists.
-    fn volume_exists(&self, share_id: &str) -> bool;
-    /// Whether the snapshot exists.
-    fn snapshot_exists(&self, snap_id: &str) -> bool;
     /// The path a client of the appliance uses for the share's data (the volume file).
     fn volume_path(&self, share_id: &str) -> PathBuf;
     /// The directory exported over NFS for the share (it holds the volume file).

@@ -156,9 +156,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-/// Write one value as a frame to an async stream.
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, value: &Value) -> std::io::Result<()> {
-    w.write_all(&encode(value)).await?;
+/// Write one encoded frame (from [`encode`]) to an async stream.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
+    w.write_all(frame).await?;
     w.flush().await
 }
 

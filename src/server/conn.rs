@@ -17,12 +17,9 @@ use crate::store::AuditEntry;
 use crate::sys::process::{peer_credentials, PeerCred};
 use crate::sys::users::groups_of;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Replies at least this large are followed by giving freed memory back to the kernel
+/// (a list of thousands of objects would otherwise stay in the allocator's pools).
+const LARGE_REPLY: usize = 64 << 10;
 
 /// What the writer sends: a reply, or an event of a subscription.
 enum Out {
@@ -34,28 +31,11 @@ enum Out {
 /// event on this connection until it closes (or falls too far behind, which it is told).
 async fn subscribe(
     server: &Arc<Server>,
-    peer: &Peer,
     id: u64,
     a: &EventsSubscribeArgs,
     tx: smol::channel::Sender<Out>,
     closing: smol::channel::Receiver<()>,
 ) {
-    let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
-    if role == Role::None {
-        let _ = tx
-            .send(Out::Reply(Reply {
-                id: Some(id),
-                result: Err((
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "uid {} (role none) may not subscribe to events",
-                        peer.cred.uid
-                    ),
-                )),
-            }))
-            .await;
-        return;
-    }
     let sub = server
         .engine
         .events()
@@ -167,11 +147,11 @@ pub(super) async fn serve(
             };
             let bytes = frame::encode(&value);
             drop(value);
-            if let Err(e) = write_all(&mut w, &bytes).await {
+            if let Err(e) = frame::write_frame(&mut w, &bytes).await {
                 log::debug!("conn {conn_id}: write failed: {e}");
                 break;
             }
-            if bytes.len() >= crate::sys::process::LARGE_REPLY {
+            if bytes.len() >= LARGE_REPLY {
                 drop(bytes);
                 smol::unblock(crate::sys::process::release_free_memory).await;
             }
@@ -244,11 +224,16 @@ pub(super) async fn serve(
         let (server, tx, peer) = (server.clone(), reply_tx.clone(), peer.clone());
         let closing = closing_rx.clone();
         smol::spawn(async move {
-            if let Request::EventsSubscribe(a) = &envelope.request {
-                subscribe(&server, &peer, envelope.id, a, tx, closing).await;
-            } else {
-                let reply = run_request(&server, conn_id, &peer, envelope).await;
-                let _ = tx.send(Out::Reply(reply)).await;
+            let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
+            match &envelope.request {
+                Request::EventsSubscribe(a) if role.permits(&envelope.request) => {
+                    subscribe(&server, envelope.id, a, tx, closing).await;
+                }
+                // Everything else, and a refused subscribe (answered and audited there).
+                _ => {
+                    let reply = run_request(&server, conn_id, &peer, envelope).await;
+                    let _ = tx.send(Out::Reply(reply)).await;
+                }
             }
             drop(permit);
         })
@@ -300,18 +285,21 @@ async fn run_request(
     let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
     let audited = env.request.is_mutation();
     let target = env.request.target();
-    let result = if !role.permits(&env.request) {
-        Err(Error::PermissionDenied(format!(
-            "uid {} (role {}) may not run {}{}",
-            peer.cred.uid,
-            role.as_str(),
-            env.op,
-            if role == Role::Reader {
-                "; readers may only use hello, list, show and tree"
-            } else {
-                "; ask for a role in the [access] section of shelf.toml"
-            }
-        )))
+    let (result, replayed) = if !role.permits(&env.request) {
+        (
+            Err(Error::PermissionDenied(format!(
+                "uid {} (role {}) may not run {}{}",
+                peer.cred.uid,
+                role.as_str(),
+                env.op,
+                if role == Role::Reader {
+                    "; readers may only use hello, list, show and tree"
+                } else {
+                    "; ask for a role in the [access] section of shelf.toml"
+                }
+            ))),
+            false,
+        )
     } else {
         match (&env.key, &env.digest) {
             (Some(key), Some(digest)) if audited => {
@@ -320,18 +308,19 @@ async fn run_request(
                     .handle_keyed(key, &env.op, digest, env.request)
                     .await
             }
-            _ => server.engine.handle(env.request).await,
+            _ => (server.engine.handle(env.request).await, false),
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    if let (true, Ok(v)) = (audited, &result) {
+    // A replayed answer changed nothing now: no event for it.
+    if let (true, false, Ok(v)) = (audited, replayed, &result) {
         server.engine.publish_change(&env.op, &target, v);
     }
     let denied = matches!(result, Err(Error::PermissionDenied(_)));
     if audited || denied {
         server.engine.audit(AuditEntry {
             seq: 0,
-            at_ms: now_ms(),
+            at_ms: crate::store::now_ms(),
             uid: peer.cred.uid,
             gid: peer.cred.gid,
             pid: peer.cred.pid,
@@ -369,14 +358,4 @@ async fn run_request(
         id: Some(env.id),
         result: result.map_err(|e| (e.code(), e.to_string())),
     }
-}
-
-/// Write one encoded frame and flush.
-async fn write_all<W: futures_lite::AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    use futures_lite::AsyncWriteExt;
-    w.write_all(bytes).await?;
-    w.flush().await
 }

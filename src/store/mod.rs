@@ -228,6 +228,14 @@ fn restrict_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The current Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// The current Unix time in seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -97,11 +97,6 @@ pub fn pidfile_alive(pidfile: &Path) -> bool {
         .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
 }
 
-/// Replies of at least this many bytes are followed by [`release_free_memory`].
-/// (64 KiB: a `reconcile` that repaired 2,000 targets answers ~200 KiB but needed tens
-/// of MiB to do it.)
-pub const LARGE_REPLY: usize = 64 << 10;
-
 /// Give memory the allocator holds free back to the kernel.
 ///
 /// glibc keeps the freed pages of every thread's arena for reuse, so one `share.list` or

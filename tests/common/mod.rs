@@ -678,21 +678,16 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Run a test-suite script of another language (`clients/*/run-tests`) with the shelfd
-/// cargo built (`SHELFD`), and panic with its output unless it passes. Past `hang` it is
-/// asked to stop (SIGTERM, so its fixtures clean up) and killed a minute later.
-pub fn run_suite(script: &str, hang: Duration) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
-    let mut child = Command::new(&path)
-        .arg("-q")
-        .arg("-rxs")
-        .env("SHELFD", env!("CARGO_BIN_EXE_shelfd"))
+/// Run `cmd` with its output captured (both pipes drained on threads, so a chatty program
+/// cannot block on a full pipe). Past `limit` it is asked to stop (SIGTERM, so it can
+/// clean up) and killed a minute later; the status is then `None`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Finished {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
-    // Drain both pipes on threads so a chatty run cannot block on a full pipe.
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -700,14 +695,15 @@ pub fn run_suite(script: &str, hang: Duration) {
             text
         })
     };
+    let pid = child.id();
     let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the suite") {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
             break Some(status);
         }
-        if started.elapsed() > hang {
+        if started.elapsed() > limit {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
@@ -725,9 +721,37 @@ pub fn run_suite(script: &str, hang: Duration) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
-    match status {
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        pid,
+    }
+}
+
+/// What [`output_within`] saw.
+pub struct Finished {
+    /// The exit status; `None` when it had to be stopped.
+    pub status: Option<std::process::ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+/// Run a test-suite script of another language (`clients/*/run-tests`) with the shelfd
+/// cargo built (`SHELFD`), and panic with its output unless it passes within `hang`.
+pub fn run_suite(script: &str, hang: Duration) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let mut cmd = Command::new(&path);
+    cmd.arg("-q")
+        .arg("-rxs")
+        .env("SHELFD", env!("CARGO_BIN_EXE_shelfd"));
+    let f = output_within(cmd, hang);
+    let (out, err) = (&f.stdout, &f.stderr);
+    match f.status {
         Some(s) if s.success() => println!("{out}"),
         Some(s) => panic!("{script} failed ({s}):\n{out}\n{err}"),
         None => panic!("{script} did not finish within {hang:?}:\n{out}\n{err}"),

@@ -95,8 +95,8 @@ check lvm-share-keeps-new-data cmp -n 1048576 /tmp/b.bin $LV1
 ctl share resize s1 3G >/dev/null
 check lvm-resize-lvextend test "$(blockdev --getsize64 $LV1)" = 3221225472
 check lvm-resize-retags sh -c "lvs --noheadings -o lv_tags shelfvg/shelf-$S1 | grep -q shelf.size.0.r3221225472"
-check lvm-pool-show sh -c "ctl pool show thin | jq -e '.kind == \"lvm\" and .size == 1073741824'"
-check lvm-verify-clean sh -c "ctl verify | jq -e .clean"
+check lvm-pool-show sh -c "$B/shelfctl --json pool show thin | jq -e '.kind == \"lvm\" and .size == 1073741824'"
+check lvm-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
 lvs --reportformat json --units b --nosuffix \
   -o lv_name,lv_attr,lv_size,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,vg_extent_size \
   shelfvg > $S/fixtures/lvs-shelfvg.json
@@ -193,8 +193,8 @@ ctl share list | jq -S '[.[] | {id, name, pool, size, metadata}] | sort_by(.id)'
 ctl snapshot list | jq -S '[.[] | {id, name, share}] | sort_by(.id)' > /tmp/snaps-after.json
 check rebuild-restores-lvm-shares diff /tmp/before.json /tmp/after.json
 check rebuild-restores-lvm-snapshots diff /tmp/snaps-before.json /tmp/snaps-after.json
-check rebuild-restores-tgt-export sh -c "ctl export list s1 | jq -e '.[0].target == \"$IQN1\"'"
-check rebuild-verify-clean sh -c "ctl verify | jq -e .clean"
+check rebuild-restores-tgt-export sh -c "$B/shelfctl --json export list s1 | jq -e '.[0].target == \"$IQN1\"'"
+check rebuild-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
 
 echo "--- teardown ($(now))"
 ctl export delete s1 iscsi >/dev/null 2>&1

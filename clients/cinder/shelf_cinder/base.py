@@ -122,10 +122,10 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
                 return getattr(c, method)(*args, **kwargs)
         except (NotFound, HasDependents):
             raise
-        except (ShelfError, shelf_client.ClientError, OSError) as e:
-            raise exception.VolumeBackendAPIException(
-                data=f"shelf {method.replace('_', '.', 1)}: {e}"
-            ) from e
+        except (shelf_client.ClientError, OSError) as e:
+            # A ShelfError already names its op; other failures (connection) get it here.
+            where = "" if isinstance(e, ShelfError) else f" {method.replace('_', '.', 1)}"
+            raise exception.VolumeBackendAPIException(data=f"shelf{where}: {e}") from e
 
     def _share_ref(self, volume: Any) -> str:
         """How to name a volume's share: its shelf id once known, else its name."""
@@ -402,10 +402,7 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
                 attachments = self._call("attachment_list", share=ref, pool=pool)
             except NotFound:
                 return
-            targets = [
-                ({k: a[k] for k in ("host", "ip", "initiator") if a.get(k)}, a["protocol"])
-                for a in attachments
-            ]
+            targets = [(self._connector(a), a["protocol"]) for a in attachments]
         for target, protocol in targets:
             try:
                 self._call("share_detach", ref, target, pool=pool, protocol=protocol)

@@ -25,7 +25,7 @@ from oslo_log import log as logging
 from cinder import exception
 from cinder.image import image_utils
 
-from shelf_client import AlreadyExists, ClientError, NotFound
+from shelf_client import AlreadyExists, ClientError, InvalidArgument, NotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -152,17 +152,17 @@ class ImageCacheMixin:
                         checksum=glance_checksum(image_meta),
                         pool=self._pool,
                     )
-                    job = c.job_wait(started["job"], timeout=self.configuration.shelf_timeout)
+                    return c.job_result(
+                        started["job"], timeout=self.configuration.shelf_timeout
+                    )
             except AlreadyExists:
                 return None
+            except InvalidArgument as e:
+                # The import refused the image itself (checksum mismatch, bad format).
+                raise exception.ImageUnacceptable(
+                    image_id=image_id, reason=f"shelf import of {name}: {e}"
+                ) from e
             except (ClientError, OSError) as e:
                 raise exception.VolumeBackendAPIException(
                     data=f"shelf image upload of {image_id}: {e}"
                 ) from e
-        if job["state"] != "done":
-            err = job.get("error") or {}
-            reason = f"shelf import of {name} {job['state']}: {err.get('message', '')}"
-            if "checksum" in str(err.get("message", "")):
-                raise exception.ImageUnacceptable(image_id=image_id, reason=reason)
-            raise exception.VolumeBackendAPIException(data=reason)
-        return job["result"]

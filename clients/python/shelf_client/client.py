@@ -205,25 +205,28 @@ class Client(Operations):
 
     # ------------------------------------------------------------------ receiving
 
+    def _read_reply_or_event(self) -> Optional[Reply]:
+        """Read one frame: an event frame (section 8.28, a map with ``event`` and no
+        ``id``) is queued for :meth:`next_event` and gives ``None``; else the reply."""
+        item = self._read_frame()
+        if isinstance(item, dict) and "event" in item and "id" not in item:
+            self._events.append(item["event"])
+            return None
+        return self._dispatch(item)
+
     def _read_one(self) -> Reply:
-        """Read frames until a reply arrives; event frames (section 8.28) read meanwhile
-        are queued for :meth:`next_event`."""
+        """Read frames until a reply arrives, queueing events read meanwhile."""
         while True:
-            item = self._read_frame()
-            if isinstance(item, dict) and "event" in item and "id" not in item:
-                self._events.append(item["event"])
-                continue
-            return self._dispatch(item)
+            reply = self._read_reply_or_event()
+            if reply is not None:
+                return reply
 
     def next_event(self) -> Dict[str, Any]:
         """The next event of this connection's subscription (:meth:`events_subscribe`).
         Replies that arrive meanwhile are kept for :meth:`wait`/:meth:`recv`."""
         while not self._events:
-            item = self._read_frame()
-            if isinstance(item, dict) and "event" in item and "id" not in item:
-                self._events.append(item["event"])
-            else:
-                reply = self._dispatch(item)
+            reply = self._read_reply_or_event()
+            if reply is not None:
                 self._ready[reply.id] = reply
         return self._events.popleft()
 
@@ -232,13 +235,18 @@ class Client(Operations):
         the finished object in the reply; a failed job raises its error."""
         if not (wait and isinstance(reply, dict) and isinstance(reply.get("job"), str)):
             return reply
-        job = self.job_wait(reply["job"])
-        if job["state"] != "done":
-            err = job.get("error") or {}
+        return dict(reply, **{field: self.job_result(reply["job"])})
+
+    def job_result(self, job: str, *, timeout: Optional[float] = None) -> Any:
+        """Wait for a job; its ``result`` when done, else its error raised as the typed
+        :class:`ShelfError` of its code."""
+        j = self.job_wait(job, timeout=timeout)
+        if j["state"] != "done":
+            err = j.get("error") or {}
             raise error_from_reply(
-                str(err.get("code", "internal")), str(err.get("message", "")), job["op"]
+                str(err.get("code", "internal")), str(err.get("message", "")), j["op"]
             )
-        return dict(reply, **{field: job["result"]})
+        return j["result"]
 
     def job_wait(self, job: str, *, poll: float = 0.2, timeout: Optional[float] = None) -> Any:
         """Poll ``job.show`` until the job ends; its final state (section 8.27)."""
@@ -397,11 +405,6 @@ class Client(Operations):
         """Send one request, wait for its reply, return the result or raise its error."""
         return self.wait(self.send(op, args, key=key)).result()
 
-    def call(self, op: str, /, *, key: Optional[str] = None, **args: Any) -> Any:
-        """Any operation by name, arguments as keywords (``None`` values are left out):
-        ``client.call("share.show", share="vol1")``."""
-        return self.request(op, {k: v for k, v in args.items() if v is not None}, key=key)
-
     def _submit(self, op: str, args: Dict[str, Any], key: Optional[str]) -> Any:
         return self.request(op, args, key=key)
 
@@ -479,10 +482,6 @@ class Pipeline(Operations):
         pending = Pending(op, args, key)
         self.queued.append(pending)
         return pending
-
-    def call(self, op: str, /, *, key: Optional[str] = None, **args: Any) -> Pending:
-        """Queue any operation by name."""
-        return self._submit(op, {k: v for k, v in args.items() if v is not None}, key)
 
     def run(self) -> Sequence[Reply]:
         """Send every queued request and collect the replies (in queue order)."""

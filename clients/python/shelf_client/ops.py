@@ -28,6 +28,11 @@ def _args(**kw: Any) -> Dict[str, Any]:
 class Operations:
     """The operations of protocol v1. Subclasses provide :meth:`_submit`."""
 
+    def call(self, op: str, /, *, key: Optional[str] = None, **args: Any) -> Any:
+        """Any operation by name, arguments as keywords (``None`` values are left out):
+        ``client.call("share.show", share="vol1")``; a pipeline queues it."""
+        return self._submit(op, _args(**args), key)
+
     def _after_job(self, reply: Any, field: str, wait: bool) -> Any:
         """A reply that names a job: as it is (a pipeline cannot wait)."""
         return reply

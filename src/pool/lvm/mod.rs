@@ -147,10 +147,6 @@ impl LvmPool {
         }
     }
 
-    fn exists(&self, lv: &str) -> bool {
-        self.run(&report::lvs(self.vg(), Some(lv))).is_ok()
-    }
-
     /// Remove a half-made LV; a failed removal turns `cause` into a rollback error.
     fn undo(&self, cause: Error, lv: &str) -> Error {
         match self.remove_lv(lv) {
@@ -270,14 +266,6 @@ impl Pool for LvmPool {
 
     fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
         self.remove_lv(&snapshot_lv(snap_id))
-    }
-
-    fn volume_exists(&self, share_id: &str) -> bool {
-        self.exists(&share_lv(share_id))
-    }
-
-    fn snapshot_exists(&self, snap_id: &str) -> bool {
-        self.exists(&snapshot_lv(snap_id))
     }
 
     fn volume_path(&self, share_id: &str) -> PathBuf {

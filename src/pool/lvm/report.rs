@@ -135,7 +135,8 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, String> {
 
 /// Whether a failed LVM command said the LV does not exist.
 pub fn is_missing_lv(stderr: &str) -> bool {
-    stderr.contains("Failed to find logical volume") || stderr.contains("not found")
+    // Only the LV: a missing volume group is an error, not "already gone".
+    stderr.contains("Failed to find logical volume")
 }
 
 /// `lvs` of the whole VG, or of one LV when `lv` is given.

@@ -214,11 +214,12 @@ impl Run {
                     ));
                 }
                 let id = get_text(&share, "id").ok_or("share.show gave no id")?;
-                let pool = get_text(&share, "pool").ok_or("share.show gave no pool")?;
-                let dir = self.pool_path(c, pool)?;
+                // The pool knows where its volume is (a file, or an LV's device).
+                let device = get_text(&share, "device")
+                    .ok_or_else(|| format!("share {name} is in a pool shelfd does not run"))?;
                 Ok(Some(Target::Share {
                     id: id.to_string(),
-                    file: dir.join("shares").join(id).join("volume"),
+                    file: PathBuf::from(device),
                 }))
             }
             Err(e) if e.code() == Some("not_found") => self.resolve_snapshot(c, &name),
@@ -256,10 +257,17 @@ impl Run {
         }
     }
 
+    /// The directory of a file pool (snapshots are files in it); other kinds of pool keep
+    /// snapshots as inactive LVs, which this provider does not attach.
     fn pool_path(&self, c: &mut Client, pool: &str) -> Result<PathBuf, String> {
         let p = c
             .call("pool.show", args(vec![("name", text(pool))]))
             .map_err(remote)?;
+        if get_text(&p, "kind") != Some("file") {
+            return Err(format!(
+                "pool {pool} is not a file pool; attaching its snapshots is not supported"
+            ));
+        }
         get_text(&p, "path")
             .map(PathBuf::from)
             .ok_or_else(|| format!("pool {pool} has no path"))
