@@ -53,6 +53,11 @@ pub enum Error {
     /// Anything else that should not happen.
     #[error("{0}")]
     Internal(String),
+    /// A volume or snapshot on disk is not the file shelf made: a symbolic link, a hard
+    /// link, a FIFO, a directory, a device, or a file without its own identity, planted by
+    /// a client of the share's NFS export. Nothing was done to it.
+    #[error("{0}")]
+    Tampered(String),
     /// The operation failed and so did undoing it; both causes are kept.
     #[error("{cause}; and undoing it failed too: {rollback}")]
     Rollback {
@@ -84,6 +89,7 @@ impl Error {
             Error::Command(CmdError::NotFound { .. }) => ErrorCode::Unsupported,
             Error::Command(CmdError::TimedOut { .. }) => ErrorCode::Busy,
             Error::Command(_) | Error::Db(_) | Error::Internal(_) => ErrorCode::Internal,
+            Error::Tampered(_) => ErrorCode::Tampered,
             Error::Rollback { cause, .. } => cause.code(),
         }
     }
@@ -100,6 +106,7 @@ impl Error {
             ErrorCode::Unsupported => Error::Unsupported(message),
             ErrorCode::PermissionDenied => Error::PermissionDenied(message),
             ErrorCode::Internal => Error::Internal(message),
+            ErrorCode::Tampered => Error::Tampered(message),
         }
     }
 

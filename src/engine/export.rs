@@ -147,9 +147,6 @@ impl Engine {
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;
-        if created {
-            self.stamp_exports(&share).await;
-        }
         Ok(map(vec![
             ("export", to_value(&row.export)?),
             ("changed", Value::Bool(created)),
@@ -256,22 +253,18 @@ impl Engine {
         let spec = self.spec_for(&row, share)?;
         let x = self.exporter(driver);
         if let Err(cause) = x.apply(&spec).await {
-            let undo = x.remove(&spec).await;
-            let eid = row.export.id.clone();
-            let forgot = self
-                .store
-                .write(move |c| store::delete_export_row(c, &eid))
-                .await;
-            return Err(match undo.and(forgot) {
-                Ok(()) => cause,
-                Err(e) => Error::rollback(cause, e),
-            });
+            return Err(self.undo_export(&x, &spec, cause).await);
         }
         failpoint::hit(failpoint::EXPORT_CREATE.after);
         let eid = row.export.id.clone();
         self.store
             .write(move |c| store::set_export_state(c, &eid, ShareState::Available))
             .await?;
+        // The volume records its exports for a rebuild; an export it cannot record is
+        // refused (the record would otherwise disagree with the database from now on).
+        if let Err(cause) = self.try_stamp_exports(share, None).await {
+            return Err(self.undo_export(&x, &spec, cause).await);
+        }
         failpoint::hit(failpoint::EXPORT_CREATE.committed);
         let mut row = row;
         row.export.state = ShareState::Available;
@@ -283,6 +276,21 @@ impl Engine {
             row.export.target
         );
         Ok((row, true))
+    }
+
+    /// Take back an export that could not be completed: out of the driver, then its row.
+    /// Returns the error to answer with.
+    async fn undo_export(&self, x: &Arc<dyn Exporter>, spec: &ExportSpec, cause: Error) -> Error {
+        let undo = x.remove(spec).await;
+        let eid = spec.export.id.clone();
+        let forgot = self
+            .store
+            .write(move |c| store::delete_export_row(c, &eid))
+            .await;
+        match undo.and(forgot) {
+            Ok(()) => cause,
+            Err(e) => Error::rollback(cause, e),
+        }
     }
 
     async fn find_export(&self, a: &ExportRef) -> Result<ExportRow> {
@@ -337,6 +345,20 @@ impl Engine {
                     .ok_or_else(|| Error::NotFound(format!("export {eid} was deleted meanwhile")))
             })
             .await?;
+        if row.export.attached.is_empty() || a.force {
+            // The record without this export goes on the volume first: if it cannot be
+            // written, the export stays (refused), rather than going with a record that a
+            // rebuild would bring it back from.
+            self.try_stamp_exports(&share, Some(&row.export.id))
+                .await
+                .map_err(|e| match e {
+                    Error::Tampered(m) => Error::Tampered(format!(
+                        "{m}; the export stays until the volume is repaired (or the share is \
+                         deleted with force: true)"
+                    )),
+                    e => e,
+                })?;
+        }
         self.remove_export_locked(&share, &row, a.force, failpoint::EXPORT_DELETE)
             .await?;
         Ok(map(vec![

@@ -65,7 +65,10 @@ fn decode_result(bytes: &[u8]) -> Result<Value> {
 fn keepable(r: &Result<Value>) -> bool {
     match r {
         Ok(_) => true,
-        Err(e) => !matches!(e.code(), ErrorCode::Busy | ErrorCode::Internal),
+        Err(e) => !matches!(
+            e.code(),
+            ErrorCode::Busy | ErrorCode::Internal | ErrorCode::Tampered
+        ),
     }
 }
 

@@ -185,7 +185,22 @@ fn restore_pool(
     report: &mut RebuildReport,
 ) -> crate::error::Result<()> {
     let mut shares: Vec<(Share, &OnDisk)> = Vec::new();
-    for d in found.iter().filter(|d| d.kind == "share") {
+    // A planted object (a symbolic link to another share's volume or to a secret, a hard
+    // link, a FIFO...) is never adopted: its path is left as it is and reported.
+    for d in found.iter().filter(|d| d.tampered.is_some()) {
+        report.skipped.push(format!(
+            "{} {} ({}): not restored: {}",
+            d.kind,
+            d.id,
+            d.path.display(),
+            d.tampered
+                .as_ref()
+                .map(|t| t.why.as_str())
+                .unwrap_or_default()
+        ));
+    }
+    let found: Vec<&OnDisk> = found.iter().filter(|d| d.tampered.is_none()).collect();
+    for d in found.iter().copied().filter(|d| d.kind == "share") {
         match share_from_disk(d, pool) {
             Ok(s) => shares.push((s, d)),
             Err(e) => report.skipped.push(e),
@@ -204,7 +219,7 @@ fn restore_pool(
         restored.insert(s.id.clone());
         report.shares += 1;
     }
-    for d in found.iter().filter(|d| d.kind == "snapshot") {
+    for d in found.iter().copied().filter(|d| d.kind == "snapshot") {
         let snap = match snapshot_from_disk(d, pool) {
             Ok(s) => s,
             Err(e) => {
@@ -257,41 +272,53 @@ fn restore_pool(
 }
 
 impl super::Engine {
-    /// Record a share's exports and attachments on its volume. A failure is logged, not
-    /// returned: the operation is done and committed; `verify` reports the drift.
+    /// Record a share's exports and attachments on its volume, after a change that is
+    /// already committed (a detach, an export removed with its share, recovery). A failure
+    /// is logged: `verify` reports the drift.
     pub(super) async fn stamp_exports(&self, share: &Share) {
-        let sid = share.id.clone();
-        let stamped = self
-            .store
-            .call(move |c| {
-                let exports = store::list_exports(c, Some(&sid), None)?
-                    .into_iter()
-                    .filter(|r| r.export.state == ShareState::Available)
-                    .map(|r| StampedExport {
-                        export: r.export,
-                        chap_secret: r.chap_secret,
-                    })
-                    .collect();
-                let attachments = store::list_attachments(c, Some(&sid))?;
-                Ok(StampedExports {
-                    exports,
-                    attachments,
-                })
-            })
-            .await;
-        let result = match (stamped, self.pool(&share.pool)) {
-            (Ok(st), Ok(pool)) => {
-                let json = serde_json::to_string(&st).expect("exports serialise");
-                let id = share.id.clone();
-                super::blocking(move || pool.stamp_exports(&id, &json)).await
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.try_stamp_exports(share, None).await {
             log::warn!(
                 "share {}: could not record its exports on the volume: {e}",
                 share.name
             );
         }
+    }
+
+    /// Record a share's `available` exports (all but `except`, an export about to be
+    /// removed) and their attachments on its volume. A change that grants or revokes access
+    /// calls this and is refused when it fails: a record that disagrees with the database
+    /// would let `shelfd recover --rebuild-db` bring back access that was revoked.
+    pub(super) async fn try_stamp_exports(
+        &self,
+        share: &Share,
+        except: Option<&str>,
+    ) -> crate::error::Result<()> {
+        let (sid, except) = (share.id.clone(), except.map(str::to_string));
+        let stamped = self
+            .store
+            .call(move |c| {
+                let exports: Vec<StampedExport> = store::list_exports(c, Some(&sid), None)?
+                    .into_iter()
+                    .filter(|r| r.export.state == ShareState::Available)
+                    .filter(|r| Some(&r.export.id) != except.as_ref())
+                    .map(|r| StampedExport {
+                        export: r.export,
+                        chap_secret: r.chap_secret,
+                    })
+                    .collect();
+                let attachments = store::list_attachments(c, Some(&sid))?
+                    .into_iter()
+                    .filter(|a| exports.iter().any(|x| x.export.protocol == a.protocol))
+                    .collect();
+                Ok(StampedExports {
+                    exports,
+                    attachments,
+                })
+            })
+            .await?;
+        let pool = self.pool(&share.pool)?;
+        let json = serde_json::to_string(&stamped).expect("exports serialise");
+        let id = share.id.clone();
+        super::blocking(move || pool.stamp_exports(&id, &json)).await
     }
 }

@@ -18,8 +18,10 @@ pub struct Difference {
     /// The pool or export driver it concerns.
     pub area: String,
     /// `orphan` (on disk or in a daemon, not in the database), `missing` (in the database,
-    /// not on disk or in the daemon), `drifted` (both, but different), `unsettled` (an
-    /// operation in progress or interrupted), or `unavailable` (could not be checked).
+    /// not on disk or in the daemon), `drifted` (both, but different), `tampered` (what is
+    /// at a volume's or snapshot's path is not the file shelf made: a symbolic link, a hard
+    /// link, a FIFO, a directory, a file without its identity), `unsettled` (an operation
+    /// in progress or interrupted), or `unavailable` (could not be checked).
     pub kind: String,
     /// What it concerns: a share or snapshot id, an IQN, a path.
     pub object: String,
@@ -96,6 +98,13 @@ pub(super) fn compare_pool(
             ));
             return;
         }
+        if let Some(why) = by_key
+            .get(&(kind, id))
+            .and_then(|f| f.on_disk.tampered.as_ref())
+        {
+            out.push(diff(pool, "tampered", id, why.why.clone()));
+            return;
+        }
         // A share's directory without its `volume` file is scanned too (len None): that is
         // a missing volume, not a drifted one.
         let Some(f) = by_key.get(&(kind, id)).filter(|f| f.len.is_some()) else {
@@ -140,6 +149,12 @@ pub(super) fn compare_pool(
     }
     for f in found {
         if !wanted.contains(&(f.on_disk.kind.as_str(), f.on_disk.id.clone())) {
+            // A plain file without identity and without a row is an orphan (a crash
+            // before its identity was written); anything else out of place is tampered.
+            if let Some(t) = f.on_disk.tampered.as_ref().filter(|t| !t.unidentified) {
+                out.push(diff(pool, "tampered", &f.on_disk.id, t.why.clone()));
+                continue;
+            }
             let name = f.on_disk.identity.get("name").cloned().unwrap_or_default();
             out.push(diff(
                 pool,
@@ -194,9 +209,15 @@ impl Engine {
                 pool.scan().map(|all| {
                     all.into_iter()
                         .map(|d| Found {
-                            len: d
-                                .size
-                                .or_else(|| std::fs::metadata(&d.path).ok().map(|m| m.len())),
+                            // A file pool gives the size it read from the checked
+                            // descriptor; a planted object's (or its target's) is never
+                            // looked at.
+                            len: d.size.or_else(|| {
+                                d.tampered
+                                    .is_none()
+                                    .then(|| std::fs::metadata(&d.path).ok().map(|m| m.len()))
+                                    .flatten()
+                            }),
                             on_disk: d,
                         })
                         .collect::<Vec<_>>()
@@ -342,6 +363,7 @@ mod tests {
                 path: format!("/p/shares/{}/volume", s.id).into(),
                 size: None,
                 identity: share_identity(s),
+                tampered: None,
             },
             len: Some(len),
         }
@@ -379,6 +401,49 @@ mod tests {
         assert_eq!(
             d.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>(),
             ["missing"],
+            "{d:?}"
+        );
+    }
+
+    fn tamper(why: &str, unidentified: bool) -> crate::pool::Tamper {
+        crate::pool::Tamper {
+            why: why.into(),
+            unidentified,
+        }
+    }
+
+    /// A planted object is `tampered`, never `drifted` (nor an `orphan`, unless it is a
+    /// plain file without identity and without a row: what a crash leaves).
+    #[test]
+    fn a_planted_volume_is_tampered_not_drifted_nor_orphan() {
+        let a = share("a", 4096);
+        let mut planted = found(&a, 0);
+        planted.len = None;
+        planted.on_disk.identity.clear();
+        planted.on_disk.tampered = Some(tamper("it is a symbolic link", false));
+        let mut stray = found(&share("z", 512), 512);
+        stray.on_disk.tampered = Some(tamper("it is a FIFO", false));
+        stray.on_disk.identity.clear();
+        let mut plain = found(&share("y", 512), 512);
+        plain.on_disk.tampered = Some(tamper("no identity", true));
+        plain.on_disk.identity.clear();
+        let mut foreign = found(&share("b", 512), 512);
+        foreign.on_disk.tampered = Some(tamper("no identity", true));
+        foreign.on_disk.identity.clear();
+        let b = share("b", 512);
+        let d = compare_pool("p", &[a, b], &[], &[planted, stray, plain, foreign]);
+        let kinds: Vec<(&str, &str)> = d
+            .iter()
+            .map(|x| (x.kind.as_str(), x.object.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("tampered", "a"),
+                ("tampered", "b"),
+                ("tampered", "z"),
+                ("orphan", "y")
+            ],
             "{d:?}"
         );
     }

@@ -5,13 +5,20 @@
 //! so a change costs the commands for the difference, never a full `saveconfig`. shelfd
 //! does not save LIO's config: it replays the tree at start-up (reconcile) instead.
 //!
-//! This machine's kernel has no LIO modules, so only the command builders are exercised
-//! here; the VM tier runs the driver against a real kernel.
+//! A failed targetcli command is judged by what configfs holds afterwards, never by its
+//! message (which quotes the names it was given: a share named `exists` would match any
+//! search for "exists"): a create whose object is in configfs, or a delete whose object is
+//! not, was already done ([`expected_state`], [`judge`]). Backing stores are checked before
+//! every apply and in reconcile, like tgt's ([`super::check_backing_store`]).
+//!
+//! This machine's kernel has no LIO modules, so only the command builders and the judging
+//! of recorded failures against a scratch configfs tree are exercised here; the VM tier
+//! runs the driver against a real kernel.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{action, BoxFut, ExportSpec, Exporter, Finding};
+use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, Runner};
@@ -154,6 +161,122 @@ pub fn delete_commands(spec: &ExportSpec, kind: &str) -> Vec<Vec<String>> {
     ]
 }
 
+/// A configfs object a targetcli command makes or removes, relative to configfs's
+/// `target` directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigfsObject {
+    /// A backstore `name` of kind `fileio` or `block` (under `core/<hba>_<n>/`, where the
+    /// HBA is `fileio` or `iblock`).
+    Backstore {
+        /// `fileio` or `block`.
+        kind: String,
+        /// The backstore's name.
+        name: String,
+    },
+    /// A directory at this path below `target/`.
+    Dir(PathBuf),
+}
+
+/// What configfs holds once a targetcli command has done its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// The object exists.
+    Present(ConfigfsObject),
+    /// The object does not exist.
+    Absent(ConfigfsObject),
+    /// Nothing to look at (`set` commands): only the exit status counts.
+    Unchecked,
+}
+
+/// What a targetcli command built by this module leaves in configfs (pure).
+pub fn expected_state(args: &[String]) -> Expected {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let iscsi = |iqn: &str, rest: &[&str]| {
+        let mut p = PathBuf::from("iscsi").join(iqn);
+        p.extend(rest);
+        ConfigfsObject::Dir(p)
+    };
+    let tpg = |path: &str, tail: &str| {
+        path.strip_prefix("/iscsi/")
+            .and_then(|r| r.strip_suffix(tail))
+            .map(str::to_string)
+    };
+    match a.as_slice() {
+        [bs, "create", name, ..] if bs.starts_with("/backstores/") => {
+            match name.strip_prefix("name=") {
+                Some(n) => Expected::Present(ConfigfsObject::Backstore {
+                    kind: bs["/backstores/".len()..].to_string(),
+                    name: n.to_string(),
+                }),
+                None => Expected::Unchecked,
+            }
+        }
+        [bs, "delete", name] if bs.starts_with("/backstores/") => {
+            Expected::Absent(ConfigfsObject::Backstore {
+                kind: bs["/backstores/".len()..].to_string(),
+                name: name.to_string(),
+            })
+        }
+        ["/iscsi", "create", iqn] => Expected::Present(iscsi(iqn, &[])),
+        ["/iscsi", "delete", iqn] => Expected::Absent(iscsi(iqn, &[])),
+        [path, "create", _, lun] if lun.starts_with("lun=") => match tpg(path, "/tpg1/luns") {
+            Some(iqn) => Expected::Present(iscsi(
+                &iqn,
+                &["tpgt_1", "lun", &format!("lun_{}", &lun[4..])],
+            )),
+            None => Expected::Unchecked,
+        },
+        [path, verb @ ("create" | "delete"), who, ..] => match tpg(path, "/tpg1/acls") {
+            Some(iqn) => {
+                let o = iscsi(&iqn, &["tpgt_1", "acls", who]);
+                if *verb == "create" {
+                    Expected::Present(o)
+                } else {
+                    Expected::Absent(o)
+                }
+            }
+            None => Expected::Unchecked,
+        },
+        _ => Expected::Unchecked,
+    }
+}
+
+/// Whether `object` exists under configfs's `target` directory `root`.
+fn object_exists(root: &Path, object: &ConfigfsObject) -> bool {
+    match object {
+        ConfigfsObject::Dir(p) => root.join(p).is_dir(),
+        ConfigfsObject::Backstore { kind, name } => {
+            let hba = if kind == "block" {
+                "iblock_"
+            } else {
+                "fileio_"
+            };
+            std::fs::read_dir(root.join("core")).is_ok_and(|d| {
+                d.filter_map(|e| e.ok()).any(|e| {
+                    e.file_name().to_string_lossy().starts_with(hba) && e.path().join(name).is_dir()
+                })
+            })
+        }
+    }
+}
+
+/// Judge a targetcli command's result: a success stands; a failure stands too when
+/// configfs (`root`, its `target` directory) already holds what the command was for (a
+/// create whose object exists, a delete whose object is gone), which is how a retry or a
+/// replay after a crash finds it. The command's message is never looked at.
+pub fn judge<E>(
+    result: std::result::Result<(), E>,
+    args: &[String],
+    root: &Path,
+) -> std::result::Result<(), E> {
+    let Err(e) = result else { return Ok(()) };
+    match expected_state(args) {
+        Expected::Present(o) if object_exists(root, &o) => Ok(()),
+        Expected::Absent(o) if !object_exists(root, &o) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 /// The LIO driver.
 #[derive(Debug)]
 pub struct LioExporter {
@@ -174,7 +297,15 @@ impl LioExporter {
         }
     }
 
-    async fn targetcli(&self, args: &[String], tolerate: &str) -> Result<()> {
+    /// configfs's `target` directory.
+    fn configfs_root(&self) -> PathBuf {
+        self.configfs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.configfs.clone())
+    }
+
+    async fn targetcli(&self, args: &[String]) -> Result<()> {
         let mut cmd = Cmd::new("targetcli");
         let secret_at = args.iter().position(|a| a.starts_with("password="));
         for (i, a) in args.iter().enumerate() {
@@ -184,16 +315,14 @@ impl LioExporter {
                 cmd.arg(a.clone())
             };
         }
-        match self.runner.run(&cmd).await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if !tolerate.is_empty()
-                    && (e.stderr().contains(tolerate) || e.to_string().contains(tolerate)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
+        let result = self.runner.run(&cmd).await.map(drop);
+        if result.is_ok() {
+            return Ok(());
         }
+        let (args, root) = (args.to_vec(), self.configfs_root());
+        smol::unblock(move || judge(result, &args, &root))
+            .await
+            .map_err(Error::from)
     }
 
     async fn current_acl(&self, iqn: &str) -> BTreeSet<String> {
@@ -202,20 +331,23 @@ impl LioExporter {
     }
 
     async fn converge(&self, spec: &ExportSpec) -> Result<()> {
+        // Before the path is given to targetcli (and before its type decides the
+        // backstore kind): never a planted object.
+        check_backing_store(spec).await?;
         let kind = kind_of(&spec.path).await;
         for c in create_commands(spec, kind) {
-            self.targetcli(&c, "exists").await?;
+            self.targetcli(&c).await?;
         }
         let have = self.current_acl(&spec.export.target).await;
         let want: BTreeSet<String> = spec.export.allowed().into_iter().collect();
         for who in want.difference(&have) {
             for c in acl_commands(spec, who) {
-                self.targetcli(&c, "exists").await?;
+                self.targetcli(&c).await?;
             }
         }
         for who in have.difference(&want) {
             for c in unacl_commands(spec, who) {
-                self.targetcli(&c, "No such").await?;
+                self.targetcli(&c).await?;
             }
         }
         Ok(())
@@ -263,7 +395,7 @@ impl Exporter for LioExporter {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
             for c in delete_commands(spec, kind_of(&spec.path).await) {
-                self.targetcli(&c, "No such").await?;
+                self.targetcli(&c).await?;
             }
             Ok(())
         })
@@ -272,9 +404,10 @@ impl Exporter for LioExporter {
     fn refresh_size<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             // A fileio backstore's size is fixed when it is created: re-create the LUN.
+            check_backing_store(spec).await?;
             let _serial = self.serial.lock().await;
             for c in delete_commands(spec, kind_of(&spec.path).await) {
-                self.targetcli(&c, "No such").await?;
+                self.targetcli(&c).await?;
             }
             self.converge(spec).await
         })
@@ -293,6 +426,15 @@ impl Exporter for LioExporter {
             let mut wanted = BTreeSet::new();
             for spec in specs {
                 wanted.insert(spec.export.target.clone());
+                if let Err(Error::Tampered(why)) = check_backing_store(spec).await {
+                    findings.push(Finding::new(
+                        Driver::Lio,
+                        "tampered",
+                        &spec.export.target,
+                        why,
+                    ));
+                    continue;
+                }
                 if !live.contains(&spec.export.target) {
                     findings.push(Finding::new(
                         Driver::Lio,
@@ -311,7 +453,7 @@ impl Exporter for LioExporter {
                     .is_some_and(|r| r.starts_with(':'))
                 {
                     if repair {
-                        self.targetcli(&["/iscsi".into(), "delete".into(), iqn.clone()], "No such")
+                        self.targetcli(&["/iscsi".into(), "delete".into(), iqn.clone()])
                             .await?;
                     }
                     findings.push(Finding::new(
@@ -422,5 +564,124 @@ mod tests {
             ["/iscsi", "delete", "iqn.2026-11.org.example.shelf:vol"]
         );
         assert_eq!(unacl_commands(&spec(), "iqn.x")[0][1], "delete");
+    }
+
+    /// targetcli-fb's own messages for these failures (as printed to its stderr), kept
+    /// here to show that the judging never reads them: each one "contains" the words the
+    /// old search looked for, or a share name does.
+    const RECORDED: &[&str] = &[
+        "This Target already exists in configFS",
+        "Storage object fileio/shelf-5f1c exists",
+        "No such path /iscsi/iqn.2026-11.org.example.shelf:exists",
+        "Could not create Target in configFS",
+    ];
+
+    fn exists_spec() -> ExportSpec {
+        let mut s = spec();
+        s.export.share_name = "exists".into();
+        s.export.target = "iqn.2026-11.org.example.shelf:exists".into();
+        s
+    }
+
+    #[test]
+    fn expected_state_of_each_command() {
+        let s = exists_spec();
+        let c = create_commands(&s, "fileio");
+        let bs = ConfigfsObject::Backstore {
+            kind: "fileio".into(),
+            name: "shelf-5f1c".into(),
+        };
+        let t = PathBuf::from("iscsi/iqn.2026-11.org.example.shelf:exists");
+        assert_eq!(expected_state(&c[0]), Expected::Present(bs.clone()));
+        assert_eq!(
+            expected_state(&c[1]),
+            Expected::Present(ConfigfsObject::Dir(t.clone()))
+        );
+        assert_eq!(
+            expected_state(&c[2]),
+            Expected::Present(ConfigfsObject::Dir(t.join("tpgt_1/lun/lun_1")))
+        );
+        assert_eq!(expected_state(&c[3]), Expected::Unchecked);
+        assert_eq!(expected_state(&c[4]), Expected::Unchecked);
+        let acl = t.join("tpgt_1/acls/iqn.x");
+        assert_eq!(
+            expected_state(&acl_commands(&s, "iqn.x")[0]),
+            Expected::Present(ConfigfsObject::Dir(acl.clone()))
+        );
+        assert_eq!(
+            expected_state(&acl_commands(&s, "iqn.x")[1]),
+            Expected::Unchecked
+        );
+        assert_eq!(
+            expected_state(&unacl_commands(&s, "iqn.x")[0]),
+            Expected::Absent(ConfigfsObject::Dir(acl))
+        );
+        let d = delete_commands(&s, "fileio");
+        assert_eq!(
+            expected_state(&d[0]),
+            Expected::Absent(ConfigfsObject::Dir(t))
+        );
+        assert_eq!(expected_state(&d[1]), Expected::Absent(bs));
+    }
+
+    #[test]
+    fn a_share_named_exists_does_not_turn_failures_into_success() {
+        let root = tempfile::tempdir().unwrap();
+        let s = exists_spec();
+        for cmd in create_commands(&s, "fileio")
+            .into_iter()
+            .chain(acl_commands(&s, "iqn.x"))
+        {
+            for msg in RECORDED {
+                // Nothing in configfs: every failed create is a failure, whatever it says.
+                assert_eq!(
+                    judge(Err(*msg), &cmd, root.path()),
+                    Err(*msg),
+                    "{cmd:?} failing with {msg:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failure_whose_work_is_in_configfs_is_already_done() {
+        let root = tempfile::tempdir().unwrap();
+        let s = exists_spec();
+        let t = root
+            .path()
+            .join("iscsi/iqn.2026-11.org.example.shelf:exists");
+        std::fs::create_dir_all(t.join("tpgt_1/lun/lun_1")).unwrap();
+        std::fs::create_dir_all(t.join("tpgt_1/acls/iqn.x")).unwrap();
+        std::fs::create_dir_all(root.path().join("core/fileio_0/shelf-5f1c")).unwrap();
+        let c = create_commands(&s, "fileio");
+        for cmd in &c[..3] {
+            assert_eq!(judge(Err(RECORDED[0]), cmd, root.path()), Ok(()), "{cmd:?}");
+        }
+        // `set` commands have nothing to look at: their failure stands.
+        assert_eq!(
+            judge(Err(RECORDED[0]), &c[3], root.path()),
+            Err(RECORDED[0])
+        );
+        assert_eq!(
+            judge(Err(RECORDED[1]), &acl_commands(&s, "iqn.x")[0], root.path()),
+            Ok(())
+        );
+        // A delete whose object is still there failed, even with "No such" in its text.
+        let d = delete_commands(&s, "fileio");
+        assert_eq!(
+            judge(Err(RECORDED[2]), &d[0], root.path()),
+            Err(RECORDED[2])
+        );
+        assert_eq!(
+            judge(Err(RECORDED[2]), &d[1], root.path()),
+            Err(RECORDED[2])
+        );
+        // A block backstore is looked for under an iblock HBA, not a fileio one.
+        let block = delete_commands(&s, "block");
+        assert_eq!(judge(Err("x"), &block[1], root.path()), Ok(()));
+        std::fs::remove_dir_all(&t).unwrap();
+        assert_eq!(judge(Err(RECORDED[2]), &d[0], root.path()), Ok(()));
+        // A success is a success.
+        assert_eq!(judge::<&str>(Ok(()), &d[0], root.path()), Ok(()));
     }
 }

@@ -123,3 +123,34 @@ pub fn write_atomically(path: &std::path::Path, text: &str, mode: u32) -> std::i
     std::fs::rename(&tmp, path)?;
     crate::sys::fs::fsync_dir(dir)
 }
+
+/// Check an iSCSI export's backing store right before a daemon is given its path: it must
+/// be what shelf made for the export's share ([`crate::sys::fs::check_backing_store`]),
+/// never a symbolic link, hard link, FIFO or directory a client of the share's NFS export
+/// planted there. `tampered` otherwise; a missing volume is `not_found`.
+pub async fn check_backing_store(spec: &ExportSpec) -> Result<()> {
+    use crate::error::Error;
+    use crate::sys::fs::OpenError;
+    let (path, share) = (spec.path.clone(), spec.export.share.clone());
+    let checked = smol::unblock(move || crate::sys::fs::check_backing_store(&path, &share)).await;
+    let path = spec.path.display();
+    match checked {
+        Ok(()) => Ok(()),
+        Err(OpenError::Unidentified) => Err(Error::Tampered(format!(
+            "share {}: the backing store {path} is not the volume shelf made: it carries no \
+             shelf identity; it was replaced through the share's NFS export, and the target \
+             daemon was not given it",
+            spec.export.share_name
+        ))),
+        Err(OpenError::Tampered(why)) => Err(Error::Tampered(format!(
+            "share {}: the backing store {path} is not the volume shelf made: {why}; it was \
+             replaced through the share's NFS export, and the target daemon was not given it",
+            spec.export.share_name
+        ))),
+        Err(OpenError::Missing(_)) => Err(Error::NotFound(format!(
+            "share {}: its volume {path} is gone",
+            spec.export.share_name
+        ))),
+        Err(OpenError::Io(e)) => Err(Error::io(format!("checking {path}"), e)),
+    }
+}

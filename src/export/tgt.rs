@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_lock::Mutex;
 
-use super::{action, BoxFut, ExportSpec, Exporter, Finding};
+use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
@@ -190,7 +190,15 @@ impl TgtExporter {
         }
     }
 
-    async fn create_target(&self, t: &TgtTarget, secret: Option<&str>) -> Result<()> {
+    /// Create target `t` from nothing. `spec` is its export: its backing store is checked
+    /// again once tgtd has opened it, narrowing the window in which a swap of the path
+    /// between [`check_backing_store`] and tgtd's own open goes unseen (docs/security.md §2).
+    async fn create_target(
+        &self,
+        t: &TgtTarget,
+        secret: Option<&str>,
+        spec: &ExportSpec,
+    ) -> Result<()> {
         let tid = t.tid.to_string();
         self.run(
             self.base()
@@ -206,6 +214,7 @@ impl TgtExporter {
                     .args(["--lun", &lun, "--backing-store", path]),
             )
             .await?;
+            check_backing_store(spec).await?;
         }
         for user in &t.accounts {
             self.bind_account(t.tid, user, secret).await?;
@@ -302,14 +311,15 @@ impl TgtExporter {
         &self,
         have: Option<&TgtTarget>,
         want: &TgtTarget,
-        secret: Option<&str>,
+        spec: &ExportSpec,
     ) -> Result<()> {
+        let secret = spec.chap_secret.as_deref();
         let Some(have) = have else {
-            return self.create_target(want, secret).await;
+            return self.create_target(want, secret, spec).await;
         };
         if have.iqn != want.iqn || have.luns != want.luns {
             self.delete_target(want.tid).await?;
-            return self.create_target(want, secret).await;
+            return self.create_target(want, secret, spec).await;
         }
         for user in want.accounts.difference(&have.accounts) {
             self.bind_account(want.tid, user, secret).await?;
@@ -370,14 +380,17 @@ impl Exporter for TgtExporter {
         Box::pin(async move {
             let want = desired(spec)?;
             let secret = spec.chap_secret.as_deref();
+            // Every apply, even one that only changes the ACL, first checks the backing
+            // store: access is never granted to a planted object.
+            check_backing_store(spec).await?;
             let mut known = self.known.lock().await;
             let have = known.get(&want.tid).cloned();
-            let result = match self.converge(have.as_ref(), &want, secret).await {
+            let result = match self.converge(have.as_ref(), &want, spec).await {
                 // Our memory was stale (tgtd restarted): build the target from nothing.
                 Err(Error::Command(e))
                     if have.is_some() && e.stderr().contains("can't find the target") =>
                 {
-                    self.create_target(&want, secret).await
+                    self.create_target(&want, secret, spec).await
                 }
                 // Stale the other way: an earlier request failed (its tgtadm timed out, so we
                 // forgot the target) but tgtd still has it, or carried the killed command out
@@ -387,7 +400,7 @@ impl Exporter for TgtExporter {
                 {
                     match self.live_target(want.tid).await? {
                         Some(live) if live.iqn == want.iqn => {
-                            self.converge(Some(&live), &want, secret).await
+                            self.converge(Some(&live), &want, spec).await
                         }
                         _ => Err(Error::Command(e)),
                     }
@@ -422,6 +435,7 @@ impl Exporter for TgtExporter {
             // Sessions stay logged in; initiators see the new capacity on their next
             // READ CAPACITY.
             let want = desired(spec)?;
+            check_backing_store(spec).await?;
             let _serial = self.known.lock().await;
             let tid = want.tid.to_string();
             let path = spec.path.display().to_string();
@@ -436,8 +450,8 @@ impl Exporter for TgtExporter {
                     .args(["--mode", "logicalunit", "--op", "new", "--tid", &tid])
                     .args(["--lun", "1", "--backing-store", &path]),
             )
-            .await
-            .map(|_| ())
+            .await?;
+            check_backing_store(spec).await
         })
     }
 
@@ -460,14 +474,22 @@ impl Exporter for TgtExporter {
                 let want = desired(spec)?;
                 wanted_users.extend(want.accounts.iter().cloned());
                 let have = live_by_tid.get(&want.tid).copied();
+                if let Err(Error::Tampered(why)) = check_backing_store(spec).await {
+                    // Never re-created on a planted object; what tgtd has now (opened
+                    // before the tampering) is left as it is, not removed as an orphan.
+                    findings.push(Finding::new(Driver::Tgt, "tampered", &want.iqn, why));
+                    if let Some(h) = have {
+                        fresh.insert(want.tid, h.clone());
+                    }
+                    continue;
+                }
                 if have != Some(&want) {
                     let (kind, done) = match have {
                         None => ("missing", "re-created target, LUN, ACL and CHAP"),
                         Some(_) => ("drifted", "brought back in line"),
                     };
                     if repair {
-                        self.converge(have, &want, spec.chap_secret.as_deref())
-                            .await?;
+                        self.converge(have, &want, spec).await?;
                     }
                     findings.push(Finding::new(
                         Driver::Tgt,

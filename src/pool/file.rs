@@ -6,6 +6,13 @@
 //! when the filesystem can, else sparse-aware copies. Every file carries `user.shelf.*`
 //! xattrs describing itself, and every change is fsynced with its directory before the
 //! call returns.
+//!
+//! A share's directory is what a Cinder NFS client mounts, so anything in it may have been
+//! replaced by a tenant with root on their client (`root_squash: false`): a symbolic link,
+//! a hard link, a FIFO, a directory, a file without its identity. Every operation on an
+//! existing volume or snapshot therefore opens it with [`fs::open_checked`] (beneath the
+//! pool directory, no symbolic link followed, a regular file with one link carrying its
+//! own identity) and acts on that descriptor only; anything else is [`Error::Tampered`].
 
 use std::fs::File;
 use std::io;
@@ -25,10 +32,8 @@ pub struct FilePool {
 }
 
 impl FilePool {
-    /// Make `share`'s volume as a reflink (or copy) of `src_path`, sized and stamped.
-    fn volume_from_file(&self, src_path: &Path, share: &Share, what: &str) -> Result<()> {
-        let src = File::open(src_path)
-            .map_err(|e| Error::io(format!("opening {}", src_path.display()), e))?;
+    /// Make `share`'s volume as a reflink (or copy) of `src`, sized and stamped.
+    fn volume_from_file(&self, src: &File, share: &Share, what: &str) -> Result<()> {
         let dir = self.share_dir(&share.id);
         std::fs::create_dir(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -36,10 +41,10 @@ impl FilePool {
         let made = (|| -> Result<()> {
             let dst = fs::create_new(&path, 0o660)
                 .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            self.copy_blocks(&src, &dst, what)?;
+            self.copy_blocks(src, &dst, what)?;
             dst.set_len(share.size)
                 .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
-            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
+            fs::set_identity_fd(&dst, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
             dst.sync_all()
                 .map_err(|e| Error::io("syncing the clone", e))?;
             fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
@@ -65,12 +70,67 @@ impl FilePool {
         self.root.join("snapshots").join(id)
     }
 
+    /// The pool directory, for resolving paths beneath it.
+    fn root_dir(&self) -> Result<File> {
+        fs::open_dir(&self.root)
+            .map_err(|e| Error::io(format!("opening pool directory {}", self.root.display()), e))
+    }
+
+    /// Open share `id`'s volume (`kind` "share") or snapshot `id`'s file ("snapshot"),
+    /// refusing anything but the file shelf made for it. Returns its path with the result.
+    fn open_object(
+        &self,
+        kind: &str,
+        id: &str,
+        write: bool,
+    ) -> Result<(PathBuf, std::result::Result<File, fs::OpenError>)> {
+        let rel = match kind {
+            "share" => PathBuf::from("shares").join(id).join("volume"),
+            _ => PathBuf::from("snapshots").join(id),
+        };
+        let opened = fs::open_checked(&self.root_dir()?, &rel, fs::Expect { kind, id }, write);
+        Ok((self.root.join(rel), opened))
+    }
+
+    /// Open share `id`'s volume, refusing anything but the file shelf made for it.
+    fn open_volume(&self, id: &str, write: bool) -> Result<File> {
+        let (path, opened) = self.open_object("share", id, write)?;
+        opened.map_err(|e| open_error(e, &path, "share", id))
+    }
+
+    /// Open snapshot `id`'s file (read-only), refusing anything but the file shelf made.
+    fn open_snapshot(&self, id: &str) -> Result<File> {
+        let (path, opened) = self.open_object("snapshot", id, false)?;
+        opened.map_err(|e| open_error(e, &path, "snapshot", id))
+    }
+
     /// Copy `src` into the new file `dst`: reflink, or a sparse copy when the pool cannot.
     fn copy_blocks(&self, src: &File, dst: &File, what: &str) -> Result<()> {
         if self.reflink {
             fs::ficlone(src, dst).map_err(|e| Error::io(format!("reflinking {what}"), e))
         } else {
             fs::copy_sparse(src, dst).map_err(|e| Error::io(format!("copying {what}"), e))
+        }
+    }
+}
+
+/// What [`fs::OpenError::Unidentified`] says.
+const UNIDENTIFIED: &str = "it carries no shelf identity";
+
+/// The error for a volume or snapshot that could not be opened.
+fn open_error(e: fs::OpenError, path: &Path, kind: &str, id: &str) -> Error {
+    match e {
+        fs::OpenError::Unidentified => {
+            open_error(fs::OpenError::Tampered(UNIDENTIFIED.into()), path, kind, id)
+        }
+        fs::OpenError::Tampered(why) => Error::Tampered(format!(
+            "{kind} {id}: {} is not the file shelf made: {why}; it was replaced through the \
+             share's NFS export, and nothing was done to it or to what it points at (see \
+             `shelfd verify`)",
+            path.display()
+        )),
+        fs::OpenError::Missing(e) | fs::OpenError::Io(e) => {
+            Error::io(format!("opening {}", path.display()), e)
         }
     }
 }
@@ -157,7 +217,7 @@ impl Pool for FilePool {
                     )
                 })?;
             }
-            fs::set_identity(&path, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
+            fs::set_identity_fd(&f, &share_identity(share)).map_err(|e| stamp_error(&path, e))?;
             f.sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
             fs::fsync_dir(&dir).map_err(|e| Error::io("syncing share directory", e))?;
@@ -168,12 +228,12 @@ impl Pool for FilePool {
     }
 
     fn snapshot(&self, share: &Share, snap: &Snapshot) -> Result<()> {
-        let src_path = self.volume_path(&share.id);
-        let src = File::open(&src_path)
-            .map_err(|e| Error::io(format!("opening {}", src_path.display()), e))?;
+        let src = self.open_volume(&share.id, false)?;
         let dst_path = self.snapshot_file(&snap.id);
+        let snapshots = fs::open_dir(&self.root.join("snapshots"))
+            .map_err(|e| Error::io("opening the snapshots directory", e))?;
         let made = (|| -> Result<()> {
-            let dst = fs::create_new(&dst_path, 0o440)
+            let dst = fs::create_new_at(&snapshots, Path::new(&snap.id), 0o440)
                 .map_err(|e| Error::io(format!("creating {}", dst_path.display()), e))?;
             self.copy_blocks(
                 &src,
@@ -182,7 +242,7 @@ impl Pool for FilePool {
             )?;
             dst.set_len(snap.size)
                 .map_err(|e| Error::io(format!("sizing {}", dst_path.display()), e))?;
-            fs::set_identity(&dst_path, &snapshot_identity(snap))
+            fs::set_identity_fd(&dst, &snapshot_identity(snap))
                 .map_err(|e| stamp_error(&dst_path, e))?;
             dst.sync_all()
                 .map_err(|e| Error::io("syncing the snapshot", e))?;
@@ -199,9 +259,9 @@ impl Pool for FilePool {
     }
 
     fn clone_volume(&self, snap: &Snapshot, share: &Share) -> Result<()> {
-        let src_path = self.snapshot_file(&snap.id);
+        let src = self.open_snapshot(&snap.id)?;
         self.volume_from_file(
-            &src_path,
+            &src,
             share,
             &format!("snapshot {} into share {}", snap.name, share.name),
         )
@@ -212,41 +272,56 @@ impl Pool for FilePool {
     }
 
     fn create_from_image(&self, image: &Path, share: &Share) -> Result<()> {
-        self.volume_from_file(image, share, &format!("image into share {}", share.name))
+        let src =
+            File::open(image).map_err(|e| Error::io(format!("opening {}", image.display()), e))?;
+        self.volume_from_file(&src, share, &format!("image into share {}", share.name))
     }
 
     fn grow(&self, share: &Share, size: u64) -> Result<()> {
         let path = self.volume_path(&share.id);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let f = self.open_volume(&share.id, true)?;
         let old = f
             .metadata()
             .map_err(|e| Error::io("reading volume size", e))?
             .len();
-        if size > old {
-            if share.sparse {
-                f.set_len(size)
-            } else {
-                fs::preallocate(&f, old, size - old)
-            }
-            .map_err(|e| Error::io(format!("growing share {} to {size} bytes", share.name), e))?;
-        }
         let mut grown = share.clone();
         grown.size = size;
-        fs::set_identity(&path, &share_identity(&grown)).map_err(|e| stamp_error(&path, e))?;
-        f.sync_all()
-            .map_err(|e| Error::io("syncing the grown volume", e))
+        let result = (|| -> Result<()> {
+            if size > old {
+                if share.sparse {
+                    f.set_len(size)
+                } else {
+                    fs::preallocate(&f, old, size - old)
+                }
+                .map_err(|e| {
+                    Error::io(format!("growing share {} to {size} bytes", share.name), e)
+                })?;
+            }
+            fs::set_identity_fd(&f, &share_identity(&grown)).map_err(|e| stamp_error(&path, e))?;
+            f.sync_all()
+                .map_err(|e| Error::io("syncing the grown volume", e))
+        })();
+        // A grow that failed (a full filesystem part-way through a preallocation, which can
+        // leave the file longer or blocks reserved past its end) leaves the volume at its
+        // old length: truncating gives the blocks back, and nothing below `old` is touched.
+        result.map_err(|cause| {
+            undo(
+                cause,
+                || f.set_len(old).and_then(|()| f.sync_all()),
+                "the partial grow",
+            )
+        })
     }
 
     fn stamp(&self, share: &Share) -> Result<()> {
-        write_identity(&self.volume_path(&share.id), &share_identity(share))
+        let f = self.open_volume(&share.id, true)?;
+        write_identity(&f, &self.volume_path(&share.id), &share_identity(share))
     }
 
     fn stamp_exports(&self, share_id: &str, json: &str) -> Result<()> {
         let attrs = [("exports".to_string(), json.to_string())].into();
-        write_identity(&self.volume_path(share_id), &attrs)
+        let f = self.open_volume(share_id, true)?;
+        write_identity(&f, &self.volume_path(share_id), &attrs)
     }
 
     fn remove_volume(&self, share_id: &str) -> Result<()> {
@@ -286,18 +361,32 @@ impl Pool for FilePool {
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
                 let id = entry.file_name().to_string_lossy().into_owned();
-                let path = if kind == "share" {
-                    entry.path().join("volume")
-                } else {
-                    entry.path()
+                let (path, opened) = self.open_object(kind, &id, false)?;
+                // Only what opens as the file shelf made is read: a planted object's own
+                // attributes and size (or its target's) are never taken for a volume's.
+                let (size, identity, tampered) = match opened {
+                    Ok(f) => (
+                        f.metadata().ok().map(|m| m.len()),
+                        fs::get_identity_fd(&f).unwrap_or_default(),
+                        None,
+                    ),
+                    Err(e @ (fs::OpenError::Tampered(_) | fs::OpenError::Unidentified)) => {
+                        let unidentified = matches!(e, fs::OpenError::Unidentified);
+                        let why = open_error(e, &path, kind, &id).to_string();
+                        let t = super::Tamper { why, unidentified };
+                        (None, Default::default(), Some(t))
+                    }
+                    Err(fs::OpenError::Missing(_) | fs::OpenError::Io(_)) => {
+                        (None, Default::default(), None)
+                    }
                 };
-                let identity = fs::get_identity(&path).unwrap_or_default();
                 out.push(OnDisk {
                     kind: kind.to_string(),
                     id,
                     path,
-                    size: None,
+                    size,
                     identity,
+                    tampered,
                 });
             }
         }
@@ -305,11 +394,15 @@ impl Pool for FilePool {
     }
 }
 
-/// Write identity attributes on an existing file and make them durable.
-fn write_identity(path: &Path, attrs: &std::collections::BTreeMap<String, String>) -> Result<()> {
-    fs::set_identity(path, attrs).map_err(|e| stamp_error(path, e))?;
-    File::open(path)
-        .and_then(|f| f.sync_all())
+/// Write identity attributes on an open volume (`path` names it in errors) and make them
+/// durable.
+fn write_identity(
+    f: &File,
+    path: &Path,
+    attrs: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    fs::set_identity_fd(f, attrs).map_err(|e| stamp_error(path, e))?;
+    f.sync_all()
         .map_err(|e| Error::io("syncing the volume's identity", e))
 }
 

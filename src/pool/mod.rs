@@ -33,6 +33,20 @@ pub struct OnDisk {
     pub size: Option<u64>,
     /// The `user.shelf.*` attributes it carries.
     pub identity: BTreeMap<String, String>,
+    /// Why what is at `path` is not the file shelf made (a symbolic link, a hard link, a
+    /// FIFO, a directory, a file without its identity: planted through the share's NFS
+    /// export); `None` when it is. A tampered object's identity is left empty.
+    pub tampered: Option<Tamper>,
+}
+
+/// What is wrong with an object at a volume's or snapshot's path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tamper {
+    /// What it is instead, for people.
+    pub why: String,
+    /// Only that it is a plain file without any identity (with no row in the database,
+    /// that is an orphan left by a crash, not a planted object).
+    pub unidentified: bool,
 }
 
 /// A pool of volumes.

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     PermissionDenied,
     /// A fault inside shelfd or a tool it ran.
     Internal,
+    /// A volume or snapshot on disk is not the file shelf made (replaced through a
+    /// tenant's NFS export); nothing was done.
+    Tampered,
 }
 
 impl ErrorCode {
@@ -80,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Internal => "internal",
+            ErrorCode::Tampered => "tampered",
         }
     }
 
@@ -95,6 +99,7 @@ impl ErrorCode {
             "unsupported" => ErrorCode::Unsupported,
             "permission_denied" => ErrorCode::PermissionDenied,
             "internal" => ErrorCode::Internal,
+            "tampered" => ErrorCode::Tampered,
             _ => return None,
         })
     }

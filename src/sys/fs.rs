@@ -1,4 +1,5 @@
-//! File-system calls: reflink, sparse copy, preallocation, xattrs, fsync, statvfs.
+//! File-system calls: reflink, sparse copy, preallocation, xattrs, fsync, statvfs, and the
+//! checked opening of volumes that tenants' NFS clients can reach ([`open_checked`]).
 //!
 //! All of these block; callers run them off the event loop (`smol::unblock`).
 
@@ -8,6 +9,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, FileStat, SFlag};
+use xattr::FileExt;
 
 /// `FICLONE`: `_IOW(0x94, 9, int)`.
 const FICLONE: u64 = 0x4004_9409;
@@ -134,6 +140,202 @@ pub fn get_identity(path: &Path) -> io::Result<BTreeMap<String, String>> {
         let name = name.to_string_lossy().into_owned();
         if let Some(key) = name.strip_prefix("user.shelf.") {
             if let Some(v) = xattr::get(path, &name)? {
+                out.insert(key.to_string(), String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What [`open_checked`] expects to find: a regular file with one link whose
+/// `user.shelf.kind` and `user.shelf.id` attributes are these.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// `share` or `snapshot`.
+    pub kind: &'a str,
+    /// The share's or snapshot's id.
+    pub id: &'a str,
+}
+
+/// Why a volume or snapshot could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Nothing is at the path.
+    Missing(io::Error),
+    /// Something is at the path that is not the file shelf made (the text says what).
+    Tampered(String),
+    /// A regular file with one link, but without any shelf identity: planted in place of a
+    /// volume, or left by a crash before its identity was written.
+    Unidentified,
+    /// Any other failure.
+    Io(io::Error),
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// Open a directory (for `*_at` calls beneath it).
+pub fn open_dir(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// The resolution every path below a pool directory gets: beneath `dir`, never through a
+/// symbolic link (nor a `/proc` magic link).
+fn beneath() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS
+}
+
+/// Create the new file `rel` beneath `dir` with `mode`, never through a symbolic link.
+pub fn create_new_at(dir: &File, rel: &Path, mode: u32) -> io::Result<File> {
+    let how = OpenHow::new()
+        .flags(
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        )
+        .mode(nix::sys::stat::Mode::from_bits_truncate(
+            mode as libc::mode_t,
+        ))
+        .resolve(beneath());
+    let f = File::from(nix::fcntl::openat2(dir, rel, how).map_err(io::Error::from)?);
+    nix::sys::stat::fchmod(
+        &f,
+        nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t),
+    )
+    .map_err(io::Error::from)?;
+    Ok(f)
+}
+
+/// What a file type is called in an error message.
+fn describe(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFREG => "a regular file",
+        _ => "an object of unknown type",
+    }
+}
+
+/// Open the volume or snapshot `rel` beneath `dir` for reading (and writing, with
+/// `write`), refusing anything but the file shelf made: the path is resolved beneath
+/// `dir` without following any symbolic link, the object is first opened with `O_PATH`
+/// (so a FIFO or a device is never really opened), and it must be a regular file with a
+/// single link (a hard link to a file elsewhere is refused) carrying `expect`'s identity.
+/// Only then is that same inode re-opened, through `/proc/self/fd`, for I/O; every later
+/// call acts on the returned descriptor, never on the path again.
+pub fn open_checked(
+    dir: &File,
+    rel: &Path,
+    expect: Expect<'_>,
+    write: bool,
+) -> Result<File, OpenError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(beneath());
+    let handle = match nix::fcntl::openat2(dir, rel, how) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT) => return Err(OpenError::Missing(Errno::ENOENT.into())),
+        Err(Errno::ELOOP) | Err(Errno::EXDEV) => {
+            return Err(OpenError::Tampered(
+                "its path goes through a symbolic link".into(),
+            ))
+        }
+        Err(Errno::ENOTDIR) => {
+            return Err(OpenError::Tampered(
+                "a directory on its path is not a directory".into(),
+            ))
+        }
+        Err(e) => return Err(OpenError::Io(e.into())),
+    };
+    let st = fstat(&handle).map_err(io::Error::from)?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(OpenError::Tampered(format!(
+            "it is {}, not a regular file",
+            describe(&st)
+        )));
+    }
+    if st.st_nlink != 1 {
+        return Err(OpenError::Tampered(format!(
+            "it has {} hard links (a volume has one)",
+            st.st_nlink
+        )));
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+    let again = fstat(&f).map_err(io::Error::from)?;
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(OpenError::Tampered("it changed while being opened".into()));
+    }
+    let attr = |k: &str| -> io::Result<Option<String>> {
+        Ok(f.get_xattr(format!("user.shelf.{k}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    };
+    match (attr("kind")?, attr("id")?) {
+        (Some(k), Some(i)) if k == expect.kind && i == expect.id => Ok(f),
+        (None, None) => Err(OpenError::Unidentified),
+        (k, i) => Err(OpenError::Tampered(format!(
+            "it carries the identity of {} {}",
+            k.as_deref().unwrap_or("(no kind)"),
+            i.as_deref().unwrap_or("(no id)")
+        ))),
+    }
+}
+
+/// Check that an iSCSI backing store is what shelf made for share `share_id`: a block
+/// device under `/dev` (an LVM pool's volume, where no tenant writes), or a file pool's
+/// volume as [`open_checked`] accepts it (resolved beneath its share directory).
+pub fn check_backing_store(path: &Path, share_id: &str) -> Result<(), OpenError> {
+    use std::os::unix::fs::FileTypeExt;
+    if path.starts_with("/dev/") {
+        return match std::fs::metadata(path) {
+            Ok(m) if m.file_type().is_block_device() => Ok(()),
+            Ok(_) => Err(OpenError::Tampered("it is not a block device".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OpenError::Missing(e)),
+            Err(e) => Err(OpenError::Io(e)),
+        };
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(OpenError::Tampered(
+            "it is not a file in a directory".into(),
+        ));
+    };
+    let dir = open_dir(parent).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => OpenError::Missing(e),
+        _ => OpenError::Io(e),
+    })?;
+    let expect = Expect {
+        kind: "share",
+        id: share_id,
+    };
+    open_checked(&dir, Path::new(name), expect, false).map(drop)
+}
+
+/// Set extended attributes `user.shelf.<key>` on an open file.
+pub fn set_identity_fd(file: &File, attrs: &BTreeMap<String, String>) -> io::Result<()> {
+    for (k, v) in attrs {
+        file.set_xattr(format!("user.shelf.{k}"), v.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Read every `user.shelf.*` attribute of an open file.
+pub fn get_identity_fd(file: &File) -> io::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for name in file.list_xattr()? {
+        let name = name.to_string_lossy().into_owned();
+        if let Some(key) = name.strip_prefix("user.shelf.") {
+            if let Some(v) = file.get_xattr(&name)? {
                 out.insert(key.to_string(), String::from_utf8_lossy(&v).into_owned());
             }
         }

@@ -339,6 +339,7 @@ impl Pool for LvmPool {
                 path: PathBuf::from(format!("/dev/{}/{}", self.vg(), lv.name)),
                 size: Some(stamped_size(&identity, lv.size, lv.extent_size)),
                 identity,
+                tampered: None,
             });
         }
         Ok(out)
