@@ -406,4 +406,76 @@ mod tests {
         let u = usage(Path::new("/")).unwrap();
         assert!(u.size > 0 && u.free <= u.size);
     }
+
+    /// Every kind of object a tenant can plant is refused, by what it is, without being
+    /// opened for I/O (a FIFO would block) and without following a link out.
+    #[test]
+    fn open_checked_refuses_every_planted_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let secret = root.join("secret");
+        std::fs::write(&secret, b"secret").unwrap();
+        std::fs::create_dir_all(root.join("shares/a")).unwrap();
+        let ident: BTreeMap<String, String> = [("kind", "share"), ("id", "a")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let vol = root.join("shares/a/volume");
+        let d = open_dir(root).unwrap();
+        let rel = Path::new("shares/a/volume");
+        let expect = Expect {
+            kind: "share",
+            id: "a",
+        };
+        let why = |write| match open_checked(&d, rel, expect, write) {
+            Ok(_) => "ok".to_string(),
+            Err(OpenError::Tampered(w)) => w,
+            Err(OpenError::Unidentified) => "unidentified".into(),
+            Err(OpenError::Missing(_)) => "missing".into(),
+            Err(OpenError::Io(e)) => format!("io: {e}"),
+        };
+        assert_eq!(why(false), "missing");
+        let f = create_new(&vol, 0o660).unwrap();
+        assert_eq!(why(false), "unidentified");
+        set_identity_fd(&f, &ident).unwrap();
+        assert_eq!(why(true), "ok");
+        let t0 = std::time::Instant::now();
+        for _ in 0..1000 {
+            open_checked(&d, rel, expect, true).unwrap();
+        }
+        eprintln!(
+            "open_checked: {:.1} us per open (openat2, fstat, reopen, two fgetxattr)",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        let other: BTreeMap<String, String> = [("id".to_string(), "b".to_string())].into();
+        set_identity_fd(&f, &other).unwrap();
+        assert_eq!(why(false), "it carries the identity of share b");
+        drop(f);
+        let planted: [(&str, &dyn Fn(&Path)); 4] = [
+            ("it is a symbolic link, not a regular file", &|v| {
+                std::os::unix::fs::symlink(&secret, v).unwrap()
+            }),
+            ("it has 2 hard links (a volume has one)", &|v| {
+                std::fs::hard_link(&secret, v).unwrap()
+            }),
+            ("it is a FIFO, not a regular file", &|v| {
+                nix::unistd::mkfifo(v, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }),
+            ("it is a directory, not a regular file", &|v| {
+                std::fs::create_dir(v).unwrap()
+            }),
+        ];
+        for (want, plant) in planted {
+            let _ = std::fs::remove_file(&vol);
+            let _ = std::fs::remove_dir(&vol);
+            plant(&vol);
+            assert_eq!(why(true), want);
+        }
+        // A directory on the path replaced by a symbolic link is not followed either.
+        std::fs::remove_dir(&vol).unwrap();
+        std::fs::rename(root.join("shares/a"), root.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("shares/a")).unwrap();
+        assert_eq!(why(false), "its path goes through a symbolic link");
+        assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+    }
 }
