@@ -451,7 +451,8 @@ mod tests {
         set_identity_fd(&f, &other).unwrap();
         assert_eq!(why(false), "it carries the identity of share b");
         drop(f);
-        let planted: [(&str, &dyn Fn(&Path)); 4] = [
+        type Plant<'a> = (&'a str, &'a dyn Fn(&Path));
+        let planted: [Plant; 4] = [
             ("it is a symbolic link, not a regular file", &|v| {
                 std::os::unix::fs::symlink(&secret, v).unwrap()
             }),
