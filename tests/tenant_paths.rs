@@ -71,6 +71,23 @@ fn connector() -> Value {
     ])
 }
 
+fn attach_args(share: &str) -> Vec<(&str, Value)> {
+    vec![
+        ("share", t(share)),
+        ("protocol", t("iscsi")),
+        ("connector", connector()),
+    ]
+}
+
+/// The ACL tgtd has for target `iqn`.
+fn acl_of(tgtd: &Tgtd, iqn: &str) -> Vec<String> {
+    shelf::export::tgt::parse_show_target(&tgtd.show())
+        .into_iter()
+        .find(|x| x.iqn == iqn)
+        .map(|x| x.acl.into_iter().collect())
+        .unwrap_or_default()
+}
+
 fn array(v: &Value) -> &Vec<Value> {
     match v {
         Value::Array(a) => a,
@@ -206,6 +223,7 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
         write_at(&volume(&pool, &ia), 0, &pattern(7, MIB as usize));
         export_iscsi(d, &a).unwrap();
         export_nfs(d, &a).unwrap();
+        d.ok("share.attach", attach_args(&a));
         d.ok(
             "snapshot.create",
             vec![("share", t(&a)), ("name", t("before"))],
@@ -252,15 +270,13 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
             pattern(7, 4096),
             "{kind}: clone"
         );
-        let r = d.call(
-            "share.attach",
-            vec![
-                ("share", t(a)),
-                ("protocol", t("iscsi")),
-                ("connector", connector()),
-            ],
-        );
+        // Taking access away is never held up by a planted object; giving it back is.
+        d.ok("share.detach", attach_args(a));
+        let iqn = format!("iqn.2026-11.org.example.shelf:{a}");
+        assert!(!acl_of(&s.tgtd, &iqn).contains(&INIT.to_string()), "{kind}");
+        let r = d.call("share.attach", attach_args(a));
         assert_eq!(code(r, &format!("{kind}: attach (exported)")), "tampered");
+        assert!(!acl_of(&s.tgtd, &iqn).contains(&INIT.to_string()), "{kind}");
         // Revoking access whose record cannot be written is refused (a rebuild would
         // bring it back); the export stays as it was.
         let r = d.call(
@@ -273,14 +289,7 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
         assert_eq!(code(r, &format!("{kind}: export iscsi")), "tampered");
         let r = export_nfs(d, b);
         assert_eq!(code(r, &format!("{kind}: export nfs")), "tampered");
-        let r = d.call(
-            "share.attach",
-            vec![
-                ("share", t(b)),
-                ("protocol", t("iscsi")),
-                ("connector", connector()),
-            ],
-        );
+        let r = d.call("share.attach", attach_args(b));
         assert_eq!(code(r, &format!("{kind}: attach")), "tampered");
         unchanged(&format!("{kind}: exports"));
         for id in [ia, ib] {

@@ -31,9 +31,12 @@ pub fn backstore_name(spec: &ExportSpec) -> String {
     format!("shelf-{}", spec.export.share)
 }
 
+/// A block device under `/dev` (an LVM pool's volume). A path elsewhere is a file pool's
+/// volume whatever it is now: a link planted there to a host disk is never taken for one.
 fn is_block_device(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+    path.starts_with("/dev/")
+        && std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// The names in a configfs directory (empty when it does not exist), read off the loop.
@@ -331,15 +334,23 @@ impl LioExporter {
     }
 
     async fn converge(&self, spec: &ExportSpec) -> Result<()> {
-        // Before the path is given to targetcli (and before its type decides the
-        // backstore kind): never a planted object.
-        check_backing_store(spec).await?;
-        let kind = kind_of(&spec.path).await;
-        for c in create_commands(spec, kind) {
-            self.targetcli(&c).await?;
-        }
         let have = self.current_acl(&spec.export.target).await;
         let want: BTreeSet<String> = spec.export.allowed().into_iter().collect();
+        let lun = self
+            .configfs
+            .join(&spec.export.target)
+            .join("tpgt_1/lun/lun_1");
+        let lun_there = smol::unblock(move || lun.is_dir()).await;
+        // Anything that creates or grants is preceded by the check of the backing store:
+        // never a planted object. A change that only takes access away runs no create
+        // command, so it is never held up by one.
+        if !lun_there || !want.is_subset(&have) {
+            check_backing_store(spec).await?;
+            let kind = kind_of(&spec.path).await;
+            for c in create_commands(spec, kind) {
+                self.targetcli(&c).await?;
+            }
+        }
         for who in want.difference(&have) {
             for c in acl_commands(spec, who) {
                 self.targetcli(&c).await?;

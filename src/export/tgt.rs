@@ -127,6 +127,20 @@ pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
     Ok(t)
 }
 
+/// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
+/// or adds an ACL entry or account, rather than only removing some.
+pub fn grants(have: Option<&TgtTarget>, want: &TgtTarget) -> bool {
+    match have {
+        None => true,
+        Some(h) => {
+            h.iqn != want.iqn
+                || h.luns != want.luns
+                || !want.acl.is_subset(&h.acl)
+                || !want.accounts.is_subset(&h.accounts)
+        }
+    }
+}
+
 /// The tgtadm flag that binds an ACL entry: initiator names for iSCSI names, addresses
 /// otherwise.
 fn acl_flag(who: &str) -> &'static str {
@@ -380,11 +394,14 @@ impl Exporter for TgtExporter {
         Box::pin(async move {
             let want = desired(spec)?;
             let secret = spec.chap_secret.as_deref();
-            // Every apply, even one that only changes the ACL, first checks the backing
-            // store: access is never granted to a planted object.
-            check_backing_store(spec).await?;
             let mut known = self.known.lock().await;
             let have = known.get(&want.tid).cloned();
+            // Every apply that grants anything (a new target or LUN, an ACL entry, an
+            // account) first checks the backing store: access is never given to a planted
+            // object. One that only takes access away is never held up by one.
+            if grants(have.as_ref(), &want) {
+                check_backing_store(spec).await?;
+            }
             let result = match self.converge(have.as_ref(), &want, spec).await {
                 // Our memory was stale (tgtd restarted): build the target from nothing.
                 Err(Error::Command(e))
@@ -583,6 +600,28 @@ mod tests {
         assert!(x.owns("iqn.2026-11.org.example.shelf:vol1"));
         assert!(!x.owns("iqn.2026-11.org.example.shelfish:vol1"));
         assert!(!x.owns("iqn.2020-01.com.other:foreign"));
+    }
+
+    #[test]
+    fn only_removals_grant_nothing() {
+        let mut have = TgtTarget {
+            tid: 1,
+            iqn: "iqn.x:a".into(),
+            ..Default::default()
+        };
+        have.luns.insert(1, "/p/shares/a/volume".into());
+        have.acl.insert("iqn.c:1".into());
+        have.accounts.insert("shelf-u".into());
+        assert!(grants(None, &have));
+        assert!(!grants(Some(&have), &have));
+        let mut fewer = have.clone();
+        fewer.acl.clear();
+        fewer.accounts.clear();
+        assert!(!grants(Some(&have), &fewer));
+        assert!(grants(Some(&fewer), &have));
+        let mut moved = have.clone();
+        moved.luns.insert(1, "/elsewhere".into());
+        assert!(grants(Some(&have), &moved));
     }
 
     #[test]
