@@ -29,6 +29,7 @@ from .errors import (
     PermissionDenied,
     ProtocolError,
     ShelfError,
+    Tampered,
     Unsupported,
     error_from_reply,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "ProtocolError",
     "Reply",
     "ShelfError",
+    "Tampered",
     "Unsupported",
     "error_from_reply",
 ]

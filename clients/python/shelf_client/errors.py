@@ -93,6 +93,12 @@ class PermissionDenied(ShelfError):
     CODE = "permission_denied"
 
 
+class Tampered(ShelfError):
+    """``tampered``: the share's volume was replaced through its NFS export; nothing was done."""
+
+    CODE = "tampered"
+
+
 class Internal(ShelfError):
     """``internal``: a fault inside shelfd, and every code this client does not know."""
 
@@ -111,6 +117,7 @@ ERROR_CLASSES: Dict[str, Type[ShelfError]] = {
         Busy,
         Unsupported,
         PermissionDenied,
+        Tampered,
         Internal,
     )
 }
