@@ -475,3 +475,60 @@ fn a_grow_that_runs_out_of_space_leaves_no_drift() {
         vec![("share", t("full")), ("size", n(32 * MIB))],
     );
 }
+
+#[test]
+fn an_export_whose_record_cannot_be_written_is_refused() {
+    // ext4 keeps a file's extended attributes in one block: the record of an NFS export
+    // with 256 clients does not fit next to the share's identity.
+    let fs = Ext4::new(64 * MIB);
+    let pool = fs.mount.join("pool");
+    let ef = ExportsFile::new("stamp");
+    let layout = Layout::new(
+        fs.dir.path(),
+        &format!(
+            "reconcile_interval = 0\n{}[pools.default]\npath = {:?}\n",
+            ef.config(),
+            pool.display().to_string()
+        ),
+    );
+    let d = Daemon::start(&layout);
+    let id = create(&d, "big");
+    let many: Vec<Value> = (0..256)
+        .map(|i| t(&format!("198.51.{}.{}", 100 + i / 200, 1 + i % 200)))
+        .collect();
+    let r = d.call(
+        "export.create",
+        vec![
+            ("share", t("big")),
+            ("protocol", t("nfs")),
+            ("clients", Value::Array(many)),
+        ],
+    );
+    let c = code(r, "export.create");
+    assert_eq!(c, "invalid_argument");
+    // Undone: no row, no line in the exports file, nothing recorded on the volume.
+    assert_eq!(array(&d.ok("export.list", vec![])).len(), 0);
+    let file = std::fs::read_to_string(&ef.path).unwrap_or_default();
+    assert!(!file.contains(id.as_str()), "{file}");
+    assert!(
+        xattr::get(volume(&pool, &id), "user.shelf.exports")
+            .unwrap()
+            .is_none(),
+        "a record was left on the volume"
+    );
+    let v = d.ok("verify", vec![]);
+    assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
+    // A record that fits is written and the export made.
+    let r = d.ok(
+        "export.create",
+        vec![
+            ("share", t("big")),
+            ("protocol", t("nfs")),
+            ("clients", Value::Array(vec![t("198.51.100.1")])),
+        ],
+    );
+    assert_eq!(get(&r, "changed"), Some(&Value::Bool(true)));
+    assert!(xattr::get(volume(&pool, &id), "user.shelf.exports")
+        .unwrap()
+        .is_some());
+}
