@@ -41,7 +41,8 @@ pub struct Finding {
     /// The driver.
     pub driver: String,
     /// `missing` (in the tree, not in the daemon), `drifted` (both, but different),
-    /// `orphan` (shelf's naming, not in the tree), or `unavailable`.
+    /// `orphan` (shelf's naming, not in the tree), `tampered` (the backing store is not
+    /// the share's own volume; nothing was given to the daemon), or `unavailable`.
     pub kind: String,
     /// What it concerns (IQN, path, account).
     pub object: String,
