@@ -1,0 +1,223 @@
+//! The inspector against images made by the real `qemu-img`, and against hand-edited
+//! headers for the cases `qemu-img` will not make.
+
+use super::*;
+use std::path::Path;
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 1 << 40;
+
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).output().unwrap();
+    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+}
+
+fn check(path: &Path, declared: Option<ImageFormat>) -> Result<Inspected, Refused> {
+    let bytes = std::fs::read(path).unwrap();
+    inspect(&mut bytes.as_slice(), declared, LIMIT)
+}
+
+fn create(dir: &Path, name: &str, fmt: &str, opts: &[&str], size: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let mut args = vec!["create", "-q", "-f", fmt];
+    args.extend_from_slice(opts);
+    args.push(p.to_str().unwrap());
+    if !size.is_empty() {
+        args.push(size);
+    }
+    qemu_img(&args);
+    p
+}
+
+fn refused(r: Result<Inspected, Refused>, needle: &str) {
+    match r {
+        Err(Refused(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
+        Ok(i) => panic!("accepted {i:?}, expected a refusal with {needle:?}"),
+    }
+}
+
+#[test]
+fn clean_images_of_every_format_are_accepted_with_their_size() {
+    let d = tempfile::tempdir().unwrap();
+    for (fmt, opts) in [
+        ("qcow2", &[][..]),
+        ("qcow2", &["-o", "compat=0.10"][..]),
+        ("vmdk", &[][..]),
+        ("vmdk", &["-o", "subformat=streamOptimized"][..]),
+        ("vdi", &[][..]),
+        ("vdi", &["-o", "static=on"][..]),
+        ("vpc", &[][..]),
+        ("vpc", &["-o", "subformat=fixed"][..]),
+        ("qed", &[][..]),
+    ] {
+        let p = create(d.path(), &format!("x.{fmt}"), fmt, opts, "64M");
+        let f = ImageFormat::parse(fmt).unwrap();
+        // A fixed VHD has no header, only a footer: qemu probes it as raw, and so do we.
+        let fixed = opts.contains(&"subformat=fixed");
+        let i = check(&p, fixed.then_some(f)).unwrap_or_else(|e| panic!("{fmt} {opts:?}: {e}"));
+        assert_eq!(i.format, f, "{opts:?}");
+        assert!(
+            i.virtual_size >= 64 * MIB && i.virtual_size < 65 * MIB,
+            "{i:?}"
+        );
+        check(&p, Some(f)).unwrap();
+        std::fs::remove_file(&p).unwrap();
+    }
+    let raw = d.path().join("r.raw");
+    std::fs::write(&raw, vec![7u8; 4096]).unwrap();
+    assert_eq!(
+        check(&raw, Some(ImageFormat::Raw)).unwrap(),
+        Inspected {
+            format: ImageFormat::Raw,
+            virtual_size: 4096
+        }
+    );
+}
+
+#[test]
+fn images_naming_other_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let secret = d.path().join("secret");
+    std::fs::write(&secret, b"secret").unwrap();
+    let s = secret.to_str().unwrap();
+    let backed = create(d.path(), "b.qcow2", "qcow2", &["-b", s, "-F", "raw"], "1M");
+    refused(check(&backed, None), "backing file");
+    let v2 = create(
+        d.path(),
+        "b2.qcow2",
+        "qcow2",
+        &["-o", "compat=0.10", "-b", s, "-F", "raw"],
+        "1M",
+    );
+    refused(check(&v2, None), "backing file");
+    let data = d.path().join("data.raw");
+    let df = create(
+        d.path(),
+        "df.qcow2",
+        "qcow2",
+        &["-o", &format!("data_file={}", data.display())],
+        "1M",
+    );
+    refused(check(&df, None), "external data file");
+    let qed = create(d.path(), "b.qed", "qed", &["-b", s, "-F", "raw"], "1M");
+    refused(check(&qed, None), "backing file");
+    let parent = create(d.path(), "parent.vmdk", "vmdk", &[], "1M");
+    let p = parent.to_str().unwrap();
+    let vmdk = create(d.path(), "b.vmdk", "vmdk", &["-b", p, "-F", "vmdk"], "");
+    refused(check(&vmdk, None), "parent");
+    let flat = create(
+        d.path(),
+        "flat.vmdk",
+        "vmdk",
+        &["-o", "subformat=monolithicFlat"],
+        "1M",
+    );
+    refused(check(&flat, None), "vmdk (a text descriptor");
+    refused(
+        check(&flat, Some(ImageFormat::Vmdk)),
+        "vmdk (a text descriptor",
+    );
+}
+
+#[test]
+fn a_hand_edited_qcow2_is_refused_for_what_it_hides() {
+    let d = tempfile::tempdir().unwrap();
+    let p = create(d.path(), "x.qcow2", "qcow2", &[], "1M");
+    let clean = std::fs::read(&p).unwrap();
+    let edit = |off: usize, bytes: &[u8]| {
+        let mut b = clean.clone();
+        b[off..off + bytes.len()].copy_from_slice(bytes);
+        inspect(&mut b.as_slice(), None, LIMIT)
+    };
+    // The data-file bit without the extension; an unknown incompatible bit; a backing
+    // file by size alone; an unknown header extension; the data-file extension alone.
+    refused(edit(72, &4u64.to_be_bytes()), "external data file");
+    refused(edit(72, &2u64.to_be_bytes()), "corrupt");
+    refused(
+        edit(72, &(1u64 << 40).to_be_bytes()),
+        "unknown incompatible",
+    );
+    refused(edit(16, &5u32.to_be_bytes()), "backing file");
+    let ext = be32(&clean, 100) as usize;
+    refused(
+        edit(ext, &0x1234_5678u32.to_be_bytes()),
+        "unknown header extension",
+    );
+    refused(
+        edit(ext, &QCOW2_EXT_DATA_FILE.to_be_bytes()),
+        "external data file",
+    );
+    refused(
+        edit(ext, &QCOW2_EXT_BACKING_FORMAT.to_be_bytes()),
+        "backing",
+    );
+    refused(edit(4, &1u32.to_be_bytes()), "qcow (not version 2 or 3)");
+}
+
+#[test]
+fn declared_formats_must_match_and_sizes_are_bounded() {
+    let d = tempfile::tempdir().unwrap();
+    let q = create(d.path(), "x.qcow2", "qcow2", &[], "1G");
+    refused(
+        check(&q, Some(ImageFormat::Raw)),
+        "declared raw but it is a qcow2",
+    );
+    refused(check(&q, Some(ImageFormat::Vmdk)), "declared vmdk");
+    let raw = d.path().join("r.raw");
+    std::fs::write(&raw, vec![1u8; 8192]).unwrap();
+    refused(
+        check(&raw, Some(ImageFormat::Qcow2)),
+        "declared qcow2 but it is a raw",
+    );
+    let bytes = std::fs::read(&q).unwrap();
+    refused(
+        inspect(&mut bytes.as_slice(), None, 512 * MIB),
+        "over the limit",
+    );
+    for (fmt, name) in [("vhdx", "vhdx"), ("luks", "luks")] {
+        let opts: &[&str] = if fmt == "luks" {
+            &["--object", "secret,id=s0,data=x", "-o", "key-secret=s0"]
+        } else {
+            &[]
+        };
+        let p = create(d.path(), &format!("x.{fmt}"), fmt, opts, "1M");
+        refused(check(&p, None), &format!("its format is {name}"));
+        refused(
+            check(&p, Some(ImageFormat::Raw)),
+            &format!("its format is {name}"),
+        );
+    }
+    let mut iso = vec![0u8; 0x9000];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    refused(
+        inspect(&mut iso.as_slice(), Some(ImageFormat::Raw), LIMIT),
+        "iso",
+    );
+}
+
+#[test]
+fn vmdk_descriptors_are_read_strictly() {
+    let ok = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\nRW 2048 SPARSE \"x.vmdk\"\nddb.virtualHWVersion = \"4\"\n";
+    check_vmdk_descriptor(ok).unwrap();
+    for (bad, needle) in [
+        (ok.replace("monolithicSparse", "monolithicFlat"), "of type"),
+        (ok.replace("SPARSE", "FLAT"), "FLAT extent"),
+        (format!("{ok}RW 2048 SPARSE \"/etc/shadow\"\n"), "2 extents"),
+        (ok.replace("parentCID=ffffffff", "parentCID=1"), "parent"),
+        (
+            format!("{ok}parentFileNameHint=\"/etc/shadow\"\n"),
+            "parent",
+        ),
+        (format!("{ok}bogus=1\n"), "unknown key"),
+        (format!("{ok}just words\n"), "does not understand"),
+    ] {
+        refused(
+            check_vmdk_descriptor(&bad).map(|_| Inspected {
+                format: ImageFormat::Vmdk,
+                virtual_size: 1,
+            }),
+            needle,
+        );
+    }
+}
