@@ -17,7 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// What a confined program may read and execute: the program and its shared libraries
-/// and block modules. Nothing under `/etc` but the loader's cache.
+/// and block modules. Nothing under `/etc` but the loader's cache. (`/dev/null` may also
+/// be read and written.)
 pub const SYSTEM_READ_EXEC: &[&str] = &[
     "/usr",
     "/lib",
@@ -142,6 +143,8 @@ impl Confinement {
                 Err(e) => return Err(e),
             }
         }
+        // qemu opens /dev/null read-write to probe for OFD locks.
+        c.add_rule(&File::open("/dev/null")?, FS_READ_FILE | FS_WRITE_FILE)?;
         Ok(c)
     }
 
