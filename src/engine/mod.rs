@@ -13,6 +13,7 @@ mod export;
 pub mod failpoint;
 mod formatted;
 mod image;
+mod import;
 pub mod jobs;
 mod keyed;
 mod locks;
