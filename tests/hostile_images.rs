@@ -390,6 +390,7 @@ fn the_confinement_alone_stops_a_backing_file_debug_build_without_inspection() {
     }
     assert_eq!(tried, 11, "images tried against the confinement");
     assert!(d.log_text().contains("inspection bypassed"));
+    assert!(d.log_text().contains("qemu-img runs confined"));
     assert_eq!(d.ok("image.list", vec![]), Value::Array(vec![]));
     assert_eq!(files_under(&pool.join("images")), Vec::<PathBuf>::new());
     assert_eq!(marker_under(&pool), None);

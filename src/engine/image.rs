@@ -157,6 +157,12 @@ impl Engine {
 
     /// Settle imports a restart interrupted: their partial files and rows go.
     pub(super) async fn recover_images(&self) -> Result<Vec<String>> {
+        match crate::sys::landlock::abi_version() {
+            Some(v) => log::info!("images: Landlock ABI {v}; qemu-img runs confined"),
+            None => {
+                log::warn!("images: this kernel has no Landlock; only raw images can be imported")
+            }
+        }
         let failed = self.store.write(|c| store::fail_running_jobs(c)).await?;
         let mut out = Vec::new();
         if failed > 0 {

@@ -274,7 +274,10 @@ impl Import {
             source_format: format.to_string(),
             ..self.image.clone()
         };
-        let virtual_size = blocking(move || finish_file(&t, &d, &img)).await?;
+        // The converter must not produce more than the header announced (0: inspection
+        // was bypassed).
+        let most = Some(self.inspected.virtual_size).filter(|v| *v > 0);
+        let virtual_size = blocking(move || finish_file(&t, &d, &img, most)).await?;
         let (id, fmt) = (self.image.id.clone(), format.to_string());
         self.store
             .write(move |c| store::finish_image(c, &id, virtual_size, &fmt))
@@ -317,13 +320,19 @@ impl Import {
     }
 }
 
-/// Stamp, sync and move the converted file into place; returns its size.
-fn finish_file(tmp: &Path, dir: &Path, image: &Image) -> Result<u64> {
+/// Stamp, sync and move the converted file into place; returns its size, which must be
+/// at most `most`.
+fn finish_file(tmp: &Path, dir: &Path, image: &Image, most: Option<u64>) -> Result<u64> {
     let f = std::fs::File::open(tmp).map_err(|e| Error::io("opening the converted image", e))?;
     let len = f
         .metadata()
         .map_err(|e| Error::io("reading its size", e))?
         .len();
+    if let Some(m) = most.filter(|m| len > *m) {
+        return Err(Error::Invalid(format!(
+            "the converted image is {len} bytes, more than the {m} its header announced"
+        )));
+    }
     let mut attrs = std::collections::BTreeMap::new();
     attrs.insert("kind".to_string(), "image".to_string());
     attrs.insert("id".into(), image.id.clone());
