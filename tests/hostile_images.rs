@@ -248,7 +248,12 @@ fn hostile_images(
     // Formats shelf does not inspect, and an ISO claimed to be raw.
     let p = src.join("x.vhdx");
     qemu_img(&["create", "-q", "-f", "vhdx", s(&p), "1M"]);
-    v.push(("vhdx", p, None, "its format is vhdx"));
+    v.push((
+        "vhdx-declared-vpc",
+        p,
+        Some("vpc"),
+        "declared vpc but it is a vhdx",
+    ));
     let p = src.join("x.luks");
     qemu_img(&[
         "create",
@@ -311,7 +316,7 @@ fn hostile_images_are_refused_before_any_tool_reads_them() {
     )
     .unwrap_err();
     assert!(e.contains("declared raw but it is a qcow2"), "{e}");
-    for f in ["vhdx", "iso9660", "host_device"] {
+    for f in ["luks", "iso9660", "host_device"] {
         let m = d.err(
             "image.import",
             vec![("name", t("x")), ("source", t(s(&clean))), ("format", t(f))],
@@ -324,13 +329,18 @@ fn hostile_images_are_refused_before_any_tool_reads_them() {
     assert_eq!(d.ok("job.list", vec![]), Value::Array(vec![]));
     assert_eq!(files_under(&pool.join("images")), Vec::<PathBuf>::new());
     assert_eq!(marker_under(&pool), None);
-    // A clean image still imports.
-    let r = d.ok(
-        "image.import",
-        vec![("name", t("clean")), ("source", t(s(&clean)))],
-    );
-    let done = wait_job(&d, &field(&r, "job"));
-    assert_eq!(get_text(&done, "state"), Some("done"), "{done:?}");
+    // Clean images of every format still import, through the confined qemu-img.
+    for fmt in ["qcow2", "vmdk", "vdi", "vpc", "qed", "vhdx"] {
+        let p = src.path().join(format!("clean-{fmt}.img"));
+        qemu_img(&["create", "-q", "-f", fmt, s(&p), "4M"]);
+        let r = d.ok(
+            "image.import",
+            vec![("name", t(&format!("clean-{fmt}"))), ("source", t(s(&p)))],
+        );
+        let done = wait_job(&d, &field(&r, "job"));
+        assert_eq!(get_text(&done, "state"), Some("done"), "{fmt}: {done:?}");
+        assert_eq!(field(sub(&done, "result"), "source_format"), fmt);
+    }
 }
 
 #[test]
@@ -354,8 +364,8 @@ fn the_confinement_alone_stops_a_backing_file_debug_build_without_inspection() {
             }
             // Its extents are named relative to the descriptor, which qemu-img sees as
             // /dev/fd/N: they are not found at all; qemu-img itself refuses a text
-            // descriptor of type monolithicSparse; vhdx has nothing to name.
-            ("vhdx" | "vmdk-split" | "vmdk-sparse-text", _) => continue,
+            // descriptor of type monolithicSparse; the vhdx names nothing.
+            ("vhdx-declared-vpc" | "vmdk-split" | "vmdk-sparse-text", _) => continue,
             (_, Some(f)) => *f,
             (n, None) if n.starts_with("vmdk") => "vmdk",
             (_, None) => "qcow2",

@@ -52,6 +52,8 @@ pub enum ImageFormat {
     Vpc,
     /// QEMU enhanced disk.
     Qed,
+    /// Hyper-V, fixed or dynamic (no parent).
+    Vhdx,
 }
 
 /// Every format [`inspect`] accepts, by `qemu-img` name.
@@ -62,6 +64,7 @@ pub const FORMATS: &[ImageFormat] = &[
     ImageFormat::Vdi,
     ImageFormat::Vpc,
     ImageFormat::Qed,
+    ImageFormat::Vhdx,
 ];
 
 impl ImageFormat {
@@ -74,6 +77,7 @@ impl ImageFormat {
             ImageFormat::Vdi => "vdi",
             ImageFormat::Vpc => "vpc",
             ImageFormat::Qed => "qed",
+            ImageFormat::Vhdx => "vhdx",
         }
     }
 
@@ -103,7 +107,7 @@ pub struct Inspected {
 #[error("image refused: {0}")]
 pub struct Refused(pub String);
 
-fn refuse<T>(why: impl Into<String>) -> Result<T, Refused> {
+pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Refused> {
     Err(Refused(why.into()))
 }
 
@@ -116,7 +120,7 @@ enum Detected {
 }
 
 /// Read up to `n` bytes at `offset` (fewer at the end of the image).
-fn read(src: &mut dyn ImageBytes, offset: u64, n: usize) -> Result<Vec<u8>, Refused> {
+pub(super) fn read(src: &mut dyn ImageBytes, offset: u64, n: usize) -> Result<Vec<u8>, Refused> {
     let mut buf = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -166,7 +170,7 @@ fn detect(src: &mut dyn ImageBytes) -> Result<Detected, Refused> {
     } else if starts(b"QED\0") {
         Detected::Known(ImageFormat::Qed)
     } else if starts(b"vhdxfile") {
-        Detected::Other("vhdx")
+        Detected::Known(ImageFormat::Vhdx)
     } else if starts(b"LUKS\xba\xbe") {
         Detected::Other("luks")
     } else if starts(b"Bochs Virtual HD Image") {
@@ -234,6 +238,7 @@ pub fn inspect(
         ImageFormat::Vdi => inspect_vdi(src)?,
         ImageFormat::Vpc => inspect_vpc(src)?,
         ImageFormat::Qed => inspect_qed(src)?,
+        ImageFormat::Vhdx => super::image_vhdx::inspect_vhdx(src)?,
     };
     if virtual_size > max_virtual {
         return refuse(format!(

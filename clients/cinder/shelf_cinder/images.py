@@ -10,7 +10,7 @@ an image neither downloads it from Glance nor converts it again.
 
 The driver answers ``(None, False)`` (so Cinder uses its generic path) only where shelf
 cannot help: an encrypted volume (the cached base is plain raw data), a disk format
-shelf does not import (``iso``, ``ami``, ``ploop``, ``vhdx``...), or an image larger than the
+shelf does not import (``iso``, ``ami``, ``ploop``...), or an image larger than the
 volume. docs/cinder.md explains why ``copy_image_to_volume`` keeps Cinder's
 generic implementation.
 """
@@ -38,6 +38,7 @@ SHELF_FORMATS = {
     "qcow2": "qcow2",
     "vmdk": "vmdk",
     "vdi": "vdi",
+    "vhdx": "vhdx",
     "vhd": "vpc",
     "qed": "qed",
 }

@@ -20,7 +20,7 @@ pub enum ImageCmd {
         name: String,
         /// Absolute path of the image file on the appliance.
         source: String,
-        /// Format (raw, qcow2, vmdk, vdi, vpc, qed); detected when absent.
+        /// Format (raw, qcow2, vmdk, vdi, vhdx, vpc, qed); detected when absent.
         #[arg(long)]
         format: Option<String>,
         /// Checksum to verify: md5:HEX, sha256:HEX, or a bare md5 as Glance gives it.

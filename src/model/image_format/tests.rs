@@ -50,6 +50,8 @@ fn clean_images_of_every_format_are_accepted_with_their_size() {
         ("vpc", &[][..]),
         ("vpc", &["-o", "subformat=fixed"][..]),
         ("qed", &[][..]),
+        ("vhdx", &[][..]),
+        ("vhdx", &["-o", "subformat=fixed"][..]),
     ] {
         let p = create(d.path(), &format!("x.{fmt}"), fmt, opts, "64M");
         let f = ImageFormat::parse(fmt).unwrap();
@@ -175,19 +177,10 @@ fn declared_formats_must_match_and_sizes_are_bounded() {
         inspect(&mut bytes.as_slice(), None, 512 * MIB),
         "over the limit",
     );
-    for (fmt, name) in [("vhdx", "vhdx"), ("luks", "luks")] {
-        let opts: &[&str] = if fmt == "luks" {
-            &["--object", "secret,id=s0,data=x", "-o", "key-secret=s0"]
-        } else {
-            &[]
-        };
-        let p = create(d.path(), &format!("x.{fmt}"), fmt, opts, "1M");
-        refused(check(&p, None), &format!("its format is {name}"));
-        refused(
-            check(&p, Some(ImageFormat::Raw)),
-            &format!("its format is {name}"),
-        );
-    }
+    let opts = ["--object", "secret,id=s0,data=x", "-o", "key-secret=s0"];
+    let luks = create(d.path(), "x.luks", "luks", &opts, "1M");
+    refused(check(&luks, None), "its format is luks");
+    refused(check(&luks, Some(ImageFormat::Raw)), "its format is luks");
     let mut iso = vec![0u8; 0x9000];
     iso[0x8001..0x8006].copy_from_slice(b"CD001");
     refused(
@@ -220,4 +213,38 @@ fn vmdk_descriptors_are_read_strictly() {
             needle,
         );
     }
+}
+
+#[test]
+fn a_hand_edited_vhdx_is_refused_for_a_parent_an_unknown_region_or_a_log() {
+    let d = tempfile::tempdir().unwrap();
+    let p = create(d.path(), "x.vhdx", "vhdx", &[], "8M");
+    let clean = std::fs::read(&p).unwrap();
+    inspect(&mut clean.as_slice(), Some(ImageFormat::Vhdx), LIMIT).unwrap();
+    let find = |needle: &[u8]| {
+        clean
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    let edited = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = clean.clone();
+        f(&mut b);
+        inspect(&mut b.as_slice(), None, LIMIT)
+    };
+    // The file parameters' HasParent flag.
+    let meta = find(b"metadata") as u64;
+    let params_id = super::super::image_vhdx_guid_for_tests("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+    let entry = (meta as usize + 32..meta as usize + 65536)
+        .step_by(32)
+        .find(|at| clean[*at..*at + 16] == params_id)
+        .unwrap();
+    let off = meta as usize
+        + u32::from_le_bytes(clean[entry + 16..entry + 20].try_into().unwrap()) as usize;
+    refused(edited(&|b| b[off + 4] |= 2), "differencing vhdx");
+    // A region named by neither the BAT nor the metadata GUID, in the second table only.
+    let region = 256 * 1024 + 16;
+    refused(edited(&|b| b[region] ^= 0xff), "region shelf does not know");
+    // A log GUID in the first header.
+    refused(edited(&|b| b[64 * 1024 + 48] = 1), "log to replay");
 }
