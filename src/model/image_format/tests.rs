@@ -248,3 +248,57 @@ fn a_hand_edited_vhdx_is_refused_for_a_parent_an_unknown_region_or_a_log() {
     // A log GUID in the first header.
     refused(edited(&|b| b[64 * 1024 + 48] = 1), "log to replay");
 }
+
+proptest::proptest! {
+    /// Whatever the bytes, the inspector answers (never panics, never loops) — also for
+    /// bytes that start with each format's magic.
+    #[test]
+    fn any_bytes_get_an_answer(
+        magic in 0usize..8,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..4096),
+        declared in 0usize..8,
+    ) {
+        let prefixes: [&[u8]; 8] = [
+            b"", b"QFI\xfb\0\0\0\x03", b"KDMV\x01\0\0\0", b"conectix", b"QED\0",
+            b"vhdxfile", b"# Disk DescriptorFile\n", b"QFI\xfb\0\0\0\x02",
+        ];
+        let mut bytes = prefixes[magic].to_vec();
+        bytes.extend_from_slice(&body);
+        let declared = FORMATS.get(declared).copied();
+        let _ = inspect(&mut bytes.as_slice(), declared, LIMIT);
+    }
+}
+
+/// One clean image of each format that has headers, made once by `qemu-img`.
+fn clean_images() -> &'static Vec<Vec<u8>> {
+    static IMAGES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        ["qcow2", "vmdk", "vdi", "vpc", "qed", "vhdx"]
+            .iter()
+            .map(|f| std::fs::read(create(d.path(), f, f, &[], "4M")).unwrap())
+            .collect()
+    })
+}
+
+proptest::proptest! {
+    /// Real images with bytes changed anywhere still get an answer (no panic, no loop),
+    /// and what is accepted stays within the limit.
+    #[test]
+    fn mutated_real_images_get_an_answer(
+        which in 0usize..6,
+        edits in proptest::collection::vec((0.0f64..1.0, proptest::num::u8::ANY), 1..16),
+        head in proptest::bool::ANY,
+    ) {
+        let mut bytes = clean_images()[which].clone();
+        for (at, b) in edits {
+            // Half the cases edit the first 4 KiB, where most header fields are.
+            let span = if head { 4096.min(bytes.len()) } else { bytes.len() };
+            let i = ((at * span as f64) as usize).min(span - 1);
+            bytes[i] = b;
+        }
+        if let Ok(i) = inspect(&mut bytes.as_slice(), None, LIMIT) {
+            proptest::prop_assert!(i.virtual_size <= LIMIT);
+        }
+    }
+}
