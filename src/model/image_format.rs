@@ -238,7 +238,7 @@ pub fn inspect(
         ImageFormat::Vdi => inspect_vdi(src)?,
         ImageFormat::Vpc => inspect_vpc(src)?,
         ImageFormat::Qed => inspect_qed(src)?,
-        ImageFormat::Vhdx => super::image_vhdx::inspect_vhdx(src)?,
+        ImageFormat::Vhdx => vhdx::inspect_vhdx(src)?,
     };
     if virtual_size > max_virtual {
         return refuse(format!(
@@ -487,6 +487,8 @@ fn inspect_qed(src: &mut dyn ImageBytes) -> Result<u64, Refused> {
     }
     Ok(le64(&h, 48))
 }
+
+mod vhdx;
 
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,6 @@
 mod capacity;
 mod export;
 pub mod image_format;
-mod image_vhdx;
-#[cfg(test)]
-use image_vhdx::guid as image_vhdx_guid_for_tests;
 mod names;
 mod size;
 mod tree;

@@ -234,7 +234,7 @@ fn a_hand_edited_vhdx_is_refused_for_a_parent_an_unknown_region_or_a_log() {
     };
     // The file parameters' HasParent flag.
     let meta = find(b"metadata") as u64;
-    let params_id = super::super::image_vhdx_guid_for_tests("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+    let params_id = super::vhdx::guid("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
     let entry = (meta as usize + 32..meta as usize + 65536)
         .step_by(32)
         .find(|at| clean[*at..*at + 16] == params_id)

@@ -1,9 +1,9 @@
-//! VHDX inspection (part of [`super::image_format`]): the region tables may name only the
+//! VHDX inspection (part of [`super`]): the region tables may name only the
 //! block allocation table and the metadata region; the metadata must say there is no
 //! parent and give the virtual size; the log must be empty (qemu would replay it).
 //! Every region table and header present is checked, not only the one qemu would pick.
 
-use super::image_format::{read, refuse, ImageBytes, Refused};
+use super::{read, refuse, ImageBytes, Refused};
 
 const KIB: u64 = 1024;
 const HEADERS: [u64; 2] = [64 * KIB, 128 * KIB];
