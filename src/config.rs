@@ -64,6 +64,52 @@ pub struct Config {
     /// Formatted (`filesystem`) shares.
     #[serde(default)]
     pub filesystem: FilesystemConfig,
+    /// The image cache: where imports may read from, how many uploads may run.
+    #[serde(default)]
+    pub images: ImagesConfig,
+}
+
+/// Settings of the image cache (`image.import`, `image.upload.*`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Directories `image.import {source}` may read from (absolute; none by default, so
+    /// only uploads work). A source is opened beneath one of them without following any
+    /// symlink.
+    pub import_dirs: Vec<PathBuf>,
+    /// Uploads that may be in progress at once (1 to 1024).
+    pub max_uploads: usize,
+}
+
+/// Default of `images.max_uploads`.
+pub const DEFAULT_MAX_UPLOADS: usize = 4;
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            import_dirs: Vec::new(),
+            max_uploads: DEFAULT_MAX_UPLOADS,
+        }
+    }
+}
+
+impl ImagesConfig {
+    fn validate(&self) -> Result<(), String> {
+        for d in &self.import_dirs {
+            if !d.is_absolute() || d.components().any(|c| c.as_os_str() == "..") {
+                return Err(format!(
+                    "images.import_dirs: {d:?} must be an absolute path without `..`"
+                ));
+            }
+        }
+        if !(1..=1024).contains(&self.max_uploads) {
+            return Err(format!(
+                "images.max_uploads {} must be between 1 and 1024",
+                self.max_uploads
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Settings of formatted shares.
@@ -496,6 +542,7 @@ impl Config {
                 }
             }
         }
+        self.images.validate()?;
         for (name, p) in &self.pools {
             validate_name("pool", name).map_err(|e| format!("pools.{name}: {e}"))?;
             if let Some(path) = &p.path {
@@ -573,6 +620,9 @@ mod tests {
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'\nthin_pool='t'\npath='/x'",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'\nthin_pool='t'\ndata_threshold_percent=0",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nvolume_group='vg'",
+            "state_dir='/a'\nsocket='/b'\n[images]\nimport_dirs=['rel']",
+            "state_dir='/a'\nsocket='/b'\n[images]\nimport_dirs=['/a/../etc']",
+            "state_dir='/a'\nsocket='/b'\n[images]\nmax_uploads=0",
         ] {
             assert!(Config::parse(text, "t").is_err(), "{text}");
         }

@@ -1,11 +1,11 @@
 //! The image cache and jobs against a real shelfd on XFS: a qcow2 image converted by the
 //! real `qemu-img`, checksums as Glance gives them, 100 shares reflinked from one base,
 //! progress and completion seen through job.show and the event stream, cancellation,
-//! and a failed import that leaves nothing behind.
+//! and a failed import that leaves nothing behind; uploads bounded by count and by the
+//! pool's capacity rules.
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,6 +37,14 @@ fn md5_of(path: &Path) -> String {
     out.split_whitespace().next().unwrap().to_string()
 }
 
+/// `[images]` naming one import directory.
+fn import_dir(dir: &Path) -> String {
+    format!(
+        "[images]\nimport_dirs = [{:?}]\n",
+        dir.display().to_string()
+    )
+}
+
 /// A 64 MiB disk with a pattern at a few offsets, as qcow2.
 fn make_qcow2(dir: &Path) -> std::path::PathBuf {
     let raw = dir.join("disk.raw");
@@ -64,9 +72,9 @@ fn make_qcow2(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn images_import_as_jobs_and_shares_are_reflinked_from_them() {
     let xfs = Xfs::new("images", 2 << 30);
-    let d = Daemon::start(&Layout::on_xfs(&xfs, ""));
-    let pool = xfs.mount.join("pool");
     let scratch = scratch("images-src");
+    let d = Daemon::start(&Layout::on_xfs(&xfs, &import_dir(scratch.path())));
+    let pool = xfs.mount.join("pool");
     let qcow2 = make_qcow2(scratch.path());
 
     // Someone follows the event stream from the start.
@@ -189,37 +197,39 @@ fn images_import_as_jobs_and_shares_are_reflinked_from_them() {
 #[test]
 fn a_cancelled_import_stops_and_leaves_nothing() {
     let xfs = Xfs::new("imgcancel", 1 << 30);
-    let d = Daemon::start(&Layout::on_xfs(&xfs, ""));
-    let pool = xfs.mount.join("pool");
     let scratch = scratch("imgcancel-src");
+    let d = Daemon::start(&Layout::on_xfs(&xfs, &import_dir(scratch.path())));
+    let pool = xfs.mount.join("pool");
+    // A FIFO is not a regular file: the inspector needs to read the image where it wants.
     let fifo = scratch.path().join("endless.raw");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let r = d.ok(
+    let m = d.err(
         "image.import",
         vec![
             ("name", t("endless")),
             ("source", t(fifo.to_str().unwrap())),
             ("format", t("raw")),
         ],
+        "invalid_argument",
+    );
+    assert!(m.contains("not a regular file"), "{m}");
+    // A slow source: 16 GiB (sparse) to hash before anything is copied.
+    let big = scratch.path().join("big.raw");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(16 << 30)
+        .unwrap();
+    write_at(&big, 0, &pattern(3, 4096));
+    let r = d.ok(
+        "image.import",
+        vec![
+            ("name", t("endless")),
+            ("source", t(big.to_str().unwrap())),
+            ("format", t("raw")),
+            ("checksum", t(&format!("sha256:{}", "0".repeat(64)))),
+        ],
     );
     let job = field(&r, "job");
-    // A slow source: a megabyte every 20 ms until the reader goes away.
-    let writer_path = fifo.clone();
-    let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(writer_path)
-            .unwrap();
-        let chunk = vec![7u8; MIB as usize];
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(60) {
-            if f.write_all(&chunk).is_err() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    });
     assert!(eventually(30, || get_u64(
         &d.ok("job.show", vec![("job", t(&job))]),
         "done"
@@ -234,7 +244,6 @@ fn a_cancelled_import_stops_and_leaves_nothing() {
     assert_eq!(get(&c, "changed"), Some(&Value::Bool(true)));
     let end = wait_job(&d, &job);
     assert_eq!(get_text(&end, "state"), Some("cancelled"), "{end:?}");
-    assert!(writer.join().unwrap(), "the reader did not go away");
     assert_eq!(d.ok("image.list", vec![]), Value::Array(vec![]));
     assert_eq!(std::fs::read_dir(pool.join("images")).unwrap().count(), 0);
     let again = d.ok("job.cancel", vec![("job", t(&job))]);
@@ -247,8 +256,8 @@ fn a_cancelled_import_stops_and_leaves_nothing() {
 #[test]
 fn shelfctl_waits_with_progress_and_events_resume_after_a_reconnect() {
     let xfs = Xfs::new("imgctl", 1 << 30);
-    let d = Daemon::start(&Layout::on_xfs(&xfs, ""));
     let scratch = scratch("imgctl-src");
+    let d = Daemon::start(&Layout::on_xfs(&xfs, &import_dir(scratch.path())));
     let qcow2 = make_qcow2(scratch.path());
     let out = Command::new(env!("CARGO_BIN_EXE_shelfctl"))
         .arg("--socket")
@@ -497,4 +506,79 @@ fn running_out_of_space_in_the_middle_of_a_copy_rolls_it_back() {
     // The share is whole, and space is back for the next request.
     assert_eq!(read_at(&vol, 100 * MIB, 4096), pattern(5, 4096));
     d.ok("share.create", vec![("name", t("after")), ("size", n(MIB))]);
+}
+
+#[test]
+fn uploads_are_bounded_by_count_and_by_the_pools_capacity() {
+    let xfs = Xfs::new("imgbound", 1 << 30);
+    let d = Daemon::start(&Layout::on_xfs(&xfs, "[images]\nmax_uploads = 2\n"));
+    let pool = xfs.mount.join("pool");
+    let begin = |name: &str, size: u64| {
+        d.call(
+            "image.upload.begin",
+            vec![("name", t(name)), ("size", n(size))],
+        )
+    };
+    let code = |r: Result<Value, shelf::client::ClientError>| match r {
+        Err(shelf::client::ClientError::Remote(e)) => format!("{}: {}", e.code, e.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // More than the pool holds, then two that fit only one at a time: each upload's size
+    // counts against the pool like a preallocated share, with the others in progress.
+    let m = code(begin("huge", 4 << 30));
+    assert!(m.starts_with("no_space"), "{m}");
+    let a = field(&begin("a", 600 * MIB).unwrap(), "upload");
+    let m = code(begin("b", 600 * MIB));
+    assert!(m.starts_with("no_space") && m.contains("upload"), "{m}");
+    eprintln!("second 600 MiB upload on a 1 GiB pool: {m}");
+    // Count: two at most.
+    let small = field(&begin("small", 4096).unwrap(), "upload");
+    let m = code(begin("third", 4096));
+    assert!(m.starts_with("busy") && m.contains("max_uploads"), "{m}");
+    d.ok("image.upload.abort", vec![("upload", t(&a))]);
+    let b = field(&begin("b", 600 * MIB).unwrap(), "upload");
+    d.ok("image.upload.abort", vec![("upload", t(&b))]);
+    d.ok("image.upload.abort", vec![("upload", t(&small))]);
+    assert_eq!(std::fs::read_dir(pool.join("images")).unwrap().count(), 0);
+
+    // Bookkeeping: 4,096 chunks of 512 bytes with a gap after each, then the gaps (the
+    // cost per chunk is printed, not asserted; the unit tests of upload.rs time the range
+    // set alone).
+    let count = 4_096u64;
+    let id = field(&begin("gaps", count * 1024).unwrap(), "upload");
+    let mut c = d.client();
+    let mut send = |off: u64| {
+        let t0 = Instant::now();
+        c.call(
+            "image.upload.chunk",
+            args(vec![
+                ("upload", t(&id)),
+                ("offset", n(off)),
+                ("data", Value::Bytes(vec![9u8; 512])),
+            ]),
+        )
+        .unwrap();
+        t0.elapsed()
+    };
+    let mut first = Duration::ZERO;
+    let mut last = Duration::ZERO;
+    for i in 0..count {
+        let e = send(i * 1024);
+        if i < 512 {
+            first += e;
+        } else if i >= count - 512 {
+            last += e;
+        }
+    }
+    for i in 0..count {
+        send(i * 1024 + 512);
+    }
+    println!(
+        "upload bookkeeping: first 512 gapped chunks {:?}/chunk, last 512 (4,095 ranges held) {:?}/chunk",
+        first / 512,
+        last / 512
+    );
+    let fin = d.ok("image.upload.finish", vec![("upload", t(&id))]);
+    let done = wait_job(&d, &field(&fin, "job"));
+    assert_eq!(get_text(&done, "state"), Some("done"), "{done:?}");
 }

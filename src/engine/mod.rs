@@ -13,6 +13,7 @@ mod export;
 pub mod failpoint;
 mod formatted;
 mod image;
+mod import;
 pub mod jobs;
 mod keyed;
 mod locks;
@@ -73,6 +74,8 @@ pub struct Engine {
     events: Arc<jobs::EventBus>,
     /// Image uploads in progress.
     uploads: upload::Uploads,
+    /// The image cache's settings (import directories, upload limit).
+    images: crate::config::ImagesConfig,
     /// The runner for the engine's own commands (qemu-img).
     runner: Runner,
     /// Formats, mounts and freezes `filesystem` shares.
@@ -193,6 +196,7 @@ impl Engine {
             jobs: Arc::default(),
             events: Arc::default(),
             uploads: upload::Uploads::default(),
+            images: config.images.clone(),
             runner: Runner::new(Duration::from_secs(config.command_timeout)),
             formatter: crate::pool::format::Formatter::new(
                 Runner::new(Duration::from_secs(config.command_timeout)),

@@ -3,6 +3,12 @@
 //! `image.upload.finish` checks that every byte arrived and starts the import job from
 //! the staging file (which the job removes when it ends), `image.upload.abort` drops it.
 //! Staging files of a previous run are removed at start-up.
+//!
+//! Input trust: the bytes and the announced size are the tenant's (through an admin). An
+//! upload's size counts against its pool like a preallocated share of that size would
+//! (with the other uploads in progress), so uploads cannot fill a pool the capacity rules
+//! protect (`no_space`); at most `[images] max_uploads` run at once (`busy`); the set of
+//! received ranges costs O(log n) per chunk and at most [`MAX_RANGES`] entries.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -13,8 +19,12 @@ use ciborium::Value;
 
 use super::{blocking, map, Engine};
 use crate::error::{Error, Result};
-use crate::model;
+use crate::model::{self, Demand};
 use crate::proto::{ImageImportArgs, UploadBeginArgs, UploadChunkArgs, UploadRef};
+
+/// Most disjoint ranges an upload may have received (chunks sent with gaps between them);
+/// past it a chunk that opens another gap is refused.
+pub const MAX_RANGES: usize = 65_536;
 
 /// An upload in progress.
 #[derive(Debug)]
@@ -23,8 +33,14 @@ pub struct Upload {
     pool: String,
     path: PathBuf,
     file: Arc<std::fs::File>,
-    /// Byte ranges received, merged: start → end.
-    ranges: BTreeMap<u64, u64>,
+    ranges: Ranges,
+}
+
+/// Byte ranges received, merged (start → end), and their total.
+#[derive(Debug, Default)]
+struct Ranges {
+    map: BTreeMap<u64, u64>,
+    received: u64,
 }
 
 /// The uploads of this run.
@@ -33,25 +49,32 @@ pub struct Uploads {
     map: Mutex<BTreeMap<String, Upload>>,
 }
 
-/// Add `[start, end)` to a set of disjoint ranges, merging neighbours.
-fn add_range(ranges: &mut BTreeMap<u64, u64>, start: u64, end: u64) {
-    let (mut s, mut e) = (start, end);
-    let overlapping: Vec<u64> = ranges
-        .range(..=end)
-        .filter(|(_, re)| **re >= start)
-        .map(|(rs, _)| *rs)
-        .collect();
-    for rs in overlapping {
-        let re = ranges.remove(&rs).expect("present");
-        s = s.min(rs);
-        e = e.max(re);
+impl Ranges {
+    /// Add `[start, end)`, merging with the ranges it touches: O(log n) plus one step per
+    /// range merged away. Refused if it would make more than [`MAX_RANGES`] ranges.
+    fn add(&mut self, start: u64, end: u64) -> Result<()> {
+        let (mut s, mut e) = (start, end);
+        let mut gone = 0u64;
+        // Ranges are disjoint and sorted, so those touching [start, end] are the last ones
+        // starting at or before `end`, back to the first that ends before `start`.
+        while let Some((&rs, &re)) = self.map.range(..=end).next_back() {
+            if re < start {
+                break;
+            }
+            self.map.remove(&rs);
+            gone += re - rs;
+            s = s.min(rs);
+            e = e.max(re);
+        }
+        if gone == 0 && self.map.len() >= MAX_RANGES {
+            return Err(Error::Invalid(format!(
+                "the upload has {MAX_RANGES} separate ranges; send chunks next to the ones sent"
+            )));
+        }
+        self.map.insert(s, e);
+        self.received = self.received - gone + (e - s);
+        Ok(())
     }
-    ranges.insert(s, e);
-}
-
-/// Bytes received.
-fn received(ranges: &BTreeMap<u64, u64>) -> u64 {
-    ranges.iter().map(|(s, e)| e - s).sum()
 }
 
 impl Engine {
@@ -71,6 +94,20 @@ impl Engine {
         if let Some(c) = &a.checksum {
             super::image::parse_checksum(c)?;
         }
+        let (running, pending) = self.uploads_in_progress(pool.name());
+        if running >= self.images.max_uploads {
+            return Err(Error::Busy(format!(
+                "{running} uploads are in progress, the most [images] max_uploads allows"
+            )));
+        }
+        let room = self.room(&pool).await?;
+        let demand = Demand::Share {
+            size: a.size.saturating_add(pending),
+            preallocated: true,
+        };
+        self.store
+            .call(move |c| room.check(c, "an image upload (with the others in progress)", demand))
+            .await?;
         let id = uuid::Uuid::new_v4().to_string();
         let path = dir.join(format!(".upload-{id}"));
         let (p, size) = (path.clone(), a.size);
@@ -86,14 +123,34 @@ impl Engine {
             pool: pool.name().to_string(),
             path,
             file: Arc::new(file),
-            ranges: BTreeMap::new(),
+            ranges: Ranges::default(),
         };
-        self.uploads
-            .map
-            .lock()
-            .expect("uploads")
-            .insert(id.clone(), upload);
+        let refused = {
+            let mut m = self.uploads.map.lock().expect("uploads");
+            if m.len() >= self.images.max_uploads {
+                Some(upload)
+            } else {
+                m.insert(id.clone(), upload);
+                None
+            }
+        };
+        if let Some(u) = refused {
+            blocking(move || std::fs::remove_file(u.path)).await.ok();
+            return Err(Error::Busy(
+                "uploads began at the same time took the last place ([images] max_uploads)".into(),
+            ));
+        }
         Ok(map(vec![("upload", Value::Text(id))]))
+    }
+
+    /// How many uploads are in progress, and the bytes those in `pool` announced.
+    fn uploads_in_progress(&self, pool: &str) -> (usize, u64) {
+        let m = self.uploads.map.lock().expect("uploads");
+        let bytes = m
+            .values()
+            .filter(|u| u.pool == pool)
+            .fold(0u64, |sum, u| sum.saturating_add(u.args.size));
+        (m.len(), bytes)
     }
 
     pub(super) async fn upload_chunk(&self, a: UploadChunkArgs) -> Result<Value> {
@@ -126,10 +183,10 @@ impl Engine {
         let u = map
             .get_mut(&a.upload)
             .ok_or_else(|| Error::NotFound(format!("upload {} was aborted", short(&a.upload))))?;
-        add_range(&mut u.ranges, offset, end);
+        u.ranges.add(offset, end)?;
         Ok(super::map(vec![(
             "received",
-            Value::Integer(received(&u.ranges).into()),
+            Value::Integer(u.ranges.received.into()),
         )]))
     }
 
@@ -139,7 +196,7 @@ impl Engine {
             let u = map
                 .get(&a.upload)
                 .ok_or_else(|| Error::NotFound(format!("no upload {:?}", short(&a.upload))))?;
-            let got = received(&u.ranges);
+            let got = u.ranges.received;
             if got != u.args.size {
                 return Err(Error::Invalid(format!(
                     "upload {} has {got} of {} bytes",
@@ -150,9 +207,12 @@ impl Engine {
             map.remove(&a.upload).expect("present")
         };
         let f = upload.file.clone();
-        blocking(move || f.sync_all())
-            .await
-            .map_err(|e| Error::io("syncing the upload", e))?;
+        let reopened = blocking(move || {
+            f.sync_all()?;
+            f.try_clone()
+        })
+        .await
+        .map_err(|e| Error::io("syncing the upload", e));
         let import = ImageImportArgs {
             name: upload.args.name.clone(),
             source: upload.path.display().to_string(),
@@ -160,7 +220,13 @@ impl Engine {
             checksum: upload.args.checksum.clone(),
             pool: Some(upload.pool.clone()),
         };
-        let started = self.import_image_owned(import, true).await;
+        let started = match reopened {
+            Ok(file) => {
+                self.import_image_from(import, file, Some(upload.path.clone()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if started.is_err() {
             let p = upload.path.clone();
             blocking(move || std::fs::remove_file(p)).await.ok();
@@ -197,15 +263,39 @@ mod tests {
 
     #[test]
     fn ranges_merge_and_count_once() {
-        let mut r = BTreeMap::new();
-        add_range(&mut r, 0, 10);
-        add_range(&mut r, 20, 30);
-        add_range(&mut r, 5, 15);
-        assert_eq!(received(&r), 25);
-        add_range(&mut r, 15, 20);
-        assert_eq!(r.len(), 1);
-        assert_eq!(received(&r), 30);
-        add_range(&mut r, 0, 30);
-        assert_eq!(received(&r), 30);
+        let mut r = Ranges::default();
+        r.add(0, 10).unwrap();
+        r.add(20, 30).unwrap();
+        r.add(5, 15).unwrap();
+        assert_eq!(r.received, 25);
+        r.add(15, 20).unwrap();
+        assert_eq!(r.map.len(), 1);
+        assert_eq!(r.received, 30);
+        r.add(0, 30).unwrap();
+        assert_eq!(r.received, 30);
+        r.add(40, 50).unwrap();
+        r.add(60, 70).unwrap();
+        r.add(35, 65).unwrap();
+        assert_eq!((r.map.len(), r.received), (2, 30 + 35));
+    }
+
+    #[test]
+    fn gaps_are_bounded_and_in_order_chunks_stay_one_range() {
+        let mut r = Ranges::default();
+        let t0 = std::time::Instant::now();
+        for i in 0..MAX_RANGES as u64 {
+            r.add(i * 2, i * 2 + 1).unwrap();
+        }
+        println!("{MAX_RANGES} gapped chunks booked in {:?}", t0.elapsed());
+        assert!(r.add(u64::MAX - 1, u64::MAX).is_err());
+        r.add(1, 2).unwrap();
+        assert_eq!(r.map.len(), MAX_RANGES - 1);
+        let mut s = Ranges::default();
+        let t0 = std::time::Instant::now();
+        for i in 0..1_000_000u64 {
+            s.add(i * 10, i * 10 + 10).unwrap();
+        }
+        assert_eq!((s.map.len(), s.received), (1, 10_000_000));
+        println!("1,000,000 in-order chunks booked in {:?}", t0.elapsed());
     }
 }

@@ -5,6 +5,7 @@
 
 mod capacity;
 mod export;
+pub mod image_format;
 mod names;
 mod size;
 mod tree;

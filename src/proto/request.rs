@@ -96,7 +96,7 @@ pub struct ImageImportArgs {
     pub name: String,
     /// An absolute path on the appliance to read the image from.
     pub source: String,
-    /// `raw`, `qcow2`, `vmdk`, `vdi`, `vhdx`, `vpc`, `qed`; detected when absent.
+    /// `raw`, `qcow2`, `vmdk`, `vdi`, `vhdx`, `vpc`, `qed`; detected from the bytes when absent.
     #[serde(default)]
     pub format: Option<String>,
     /// `md5:<hex>`, `sha256:<hex>`, or a bare digest (32 hex digits: md5, as Glance gives).

@@ -153,6 +153,7 @@ pub struct Cmd {
     secret: Vec<bool>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    confine: Option<std::sync::Arc<super::landlock::Confinement>>,
 }
 
 impl Cmd {
@@ -165,6 +166,7 @@ impl Cmd {
             secret: Vec::new(),
             stdin: None,
             timeout: None,
+            confine: None,
         }
     }
 
@@ -199,6 +201,13 @@ impl Cmd {
     /// Override the runner's timeout for this command.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
+        self
+    }
+
+    /// Run the program confined by this Landlock ruleset (applied between fork and exec;
+    /// the descriptors it holds are inherited).
+    pub fn confined(mut self, c: super::landlock::Confinement) -> Self {
+        self.confine = Some(std::sync::Arc::new(c));
         self
     }
 
@@ -267,7 +276,17 @@ impl Runner {
         let argv = cmd.display();
         let timeout = cmd.timeout.unwrap_or(self.timeout);
         log::trace!("run: {argv}");
-        let mut child = async_process::Command::new(&path)
+        let mut command = std::process::Command::new(&path);
+        if let Some(c) = cmd.confine.clone() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the hook runs between fork and exec; `apply_in_child` makes only
+            // async-signal-safe syscalls (fcntl, prctl, landlock_restrict_self) on
+            // descriptors opened before the fork, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || c.apply_in_child());
+            }
+        }
+        let mut child = async_process::Command::from(command)
             .args(&cmd.args)
             .stdin(if cmd.stdin.is_some() {
                 Stdio::piped()

@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod fs;
+pub mod landlock;
 pub mod process;
 pub mod systemd;
 pub mod users;
