@@ -11,8 +11,8 @@ mod strict;
 pub use reply::{encode_reply, Reply};
 pub use request::{
     parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, EventsSubscribeArgs,
-    ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, PoolFilter, PoolRef,
-    Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
+    ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, OpClass, PoolFilter,
+    PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
     ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
     TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
