@@ -31,10 +31,15 @@ enum Msg {
     Audit(Box<AuditEntry>, Option<smol::channel::Sender<()>>),
     /// Write the audit entries queued so far.
     Flush(smol::channel::Sender<()>),
+    /// Sent every [`AUDIT_TICK`]: write the refusals queued so far.
+    Tick,
 }
 
 /// Audit entries written in one transaction at most.
-const AUDIT_BATCH: usize = 256;
+const AUDIT_BATCH: usize = 4096;
+/// Refusals wait at most about this long before they are committed, so that a flood of
+/// them costs one commit per interval instead of one per refusal.
+pub const AUDIT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A handle to the database thread. Cloning shares the thread.
 #[derive(Debug, Clone)]
@@ -74,6 +79,21 @@ impl Store {
                 log::debug!("database closed");
             })
             .map_err(|e| Error::io("starting the database thread", e))?;
+        // A weak sender: the ticker does not keep the database thread alive, and ends
+        // when the store is closed or every handle is gone.
+        let ticks = tx.downgrade();
+        std::thread::Builder::new()
+            .name("shelf-db-tick".into())
+            .spawn(move || {
+                while let Some(t) = ticks.upgrade() {
+                    if t.send_blocking(Msg::Tick).is_err() {
+                        break;
+                    }
+                    drop(t);
+                    std::thread::sleep(AUDIT_TICK);
+                }
+            })
+            .map_err(|e| Error::io("starting the database ticker", e))?;
         ready_rx
             .recv()
             .await
@@ -120,9 +140,10 @@ impl Store {
         .await
     }
 
-    /// Queue an audit entry without waiting for it. Entries are committed in batches when
-    /// the database thread has nothing else queued (or every [`AUDIT_BATCH`]); a crash can
-    /// lose the entries of the last instant. Used for refusals, which are aggregated.
+    /// Queue an audit entry without waiting for it. Such entries are committed together
+    /// within [`AUDIT_TICK`] (sooner when a change's entry is committed, the log is read,
+    /// or [`AUDIT_BATCH`] are queued); a crash can lose those of the last tick. Used for
+    /// refusals, which are aggregated, so a flood costs a few commits a second.
     pub fn audit(&self, entry: AuditEntry) {
         if self.tx.try_send(Msg::Audit(Box::new(entry), None)).is_err() {
             self.lost_audit(1, "the database is closed");
@@ -212,8 +233,12 @@ fn serve(
                 write_audit(conn, &mut pending, lost);
                 let _ = done.try_send(());
             }
+            Msg::Tick => write_audit(conn, &mut pending, lost),
         }
-        if !pending.entries.is_empty() && (rx.is_empty() || pending.entries.len() >= AUDIT_BATCH) {
+        // A change's entry is committed as soon as nothing else is queued (entries queued
+        // meanwhile share its commit); refusals wait for the tick or a full batch.
+        let change_waits = !pending.waiting.is_empty() && rx.is_empty();
+        if change_waits || pending.entries.len() >= AUDIT_BATCH {
             write_audit(conn, &mut pending, lost);
         }
     }
