@@ -1,6 +1,8 @@
-//! The audit log and the answers kept for idempotency keys.
+//! The audit log: who asked for what and what came of it. Changes and refusals are kept
+//! apart (refusals aggregated per uid, role, op and minute), each with its own retention,
+//! and `audit_totals` counts what was recorded, aggregated and dropped.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -12,8 +14,6 @@ pub const KEEP_CHANGES: u64 = 100_000;
 pub const KEEP_REFUSALS: u64 = 100_000;
 /// Refusals of one uid, role and op within this many milliseconds share one entry.
 pub const REFUSAL_BUCKET_MS: i64 = 60_000;
-/// Seconds an idempotency key's answer is kept.
-pub const KEY_TTL_SECS: i64 = 24 * 3600;
 
 /// The outcome that makes an entry a refusal.
 pub const REFUSED: &str = "permission_denied";
@@ -195,43 +195,12 @@ fn fold_refusals<'a>(entries: impl Iterator<Item = &'a AuditEntry>) -> Folded {
 /// each; refusals are added to their (uid, role, op, minute) entry; then each kind is cut
 /// back to its retention, and the totals follow.
 pub fn insert_audit(c: &Connection, entries: &[AuditEntry], keep: AuditKeep) -> Result<()> {
-    let mut insert = c.prepare_cached(
-        "INSERT INTO audit (at_ms, uid, gid, pid, role, op, target, outcome, message, key,
-                            kind, count, last_at_ms, bucket)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?;
-    let mut add = |e: &AuditEntry, kind: AuditKind, count: u64, last: i64, bucket: Option<i64>| {
-        insert.execute(params![
-            e.at_ms,
-            e.uid,
-            e.gid,
-            e.pid,
-            e.role,
-            e.op,
-            e.target,
-            e.outcome,
-            e.message,
-            e.key,
-            kind.as_str(),
-            count as i64,
-            last,
-            bucket
-        ])
-    };
-    let changes: Vec<&AuditEntry> = entries
-        .iter()
-        .filter(|e| e.kind() == AuditKind::Change)
-        .collect();
-    for e in &changes {
-        add(e, AuditKind::Change, 1, e.at_ms, None)?;
+    let mut changes = 0u64;
+    for e in entries.iter().filter(|e| e.kind() == AuditKind::Change) {
+        insert_row(c, e, AuditKind::Change, 1, e.at_ms, None)?;
+        changes += 1;
     }
-    bump_totals(
-        c,
-        AuditKind::Change,
-        changes.len() as u64,
-        changes.len() as u64,
-        0,
-    )?;
+    bump_totals(c, AuditKind::Change, changes, changes, 0)?;
     let folded = fold_refusals(entries.iter().filter(|e| e.kind() == AuditKind::Refusal));
     let (mut new_rows, mut requests, mut aggregated) = (0u64, 0u64, 0u64);
     for ((uid, role, op, bucket), (first, n, last)) in &folded {
@@ -243,7 +212,7 @@ pub fn insert_audit(c: &Connection, entries: &[AuditEntry], keep: AuditKeep) -> 
             )?
             .execute(params![*n as i64, last, bucket, uid, role, op])?;
         if grew == 0 {
-            add(first, AuditKind::Refusal, *n, *last, Some(*bucket))?;
+            insert_row(c, first, AuditKind::Refusal, *n, *last, Some(*bucket))?;
             new_rows += 1;
             aggregated += n - 1;
         } else {
@@ -253,6 +222,39 @@ pub fn insert_audit(c: &Connection, entries: &[AuditEntry], keep: AuditKeep) -> 
     bump_totals(c, AuditKind::Refusal, new_rows, requests, aggregated)?;
     enforce_retention(c, AuditKind::Change, keep.changes)?;
     enforce_retention(c, AuditKind::Refusal, keep.refusals)?;
+    Ok(())
+}
+
+/// One new row: `count` requests, the last at `last`; refusals carry their minute.
+fn insert_row(
+    c: &Connection,
+    e: &AuditEntry,
+    kind: AuditKind,
+    count: u64,
+    last: i64,
+    bucket: Option<i64>,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO audit (at_ms, uid, gid, pid, role, op, target, outcome, message, key,
+                            kind, count, last_at_ms, bucket)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        e.at_ms,
+        e.uid,
+        e.gid,
+        e.pid,
+        e.role,
+        e.op,
+        e.target,
+        e.outcome,
+        e.message,
+        e.key,
+        kind.as_str(),
+        count as i64,
+        last,
+        bucket
+    ])?;
     Ok(())
 }
 
@@ -370,37 +372,6 @@ pub fn list_audit(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The kept answer for an idempotency key: `(op, digest, reply)`.
-pub fn get_keyed_reply(c: &Connection, key: &str) -> Result<Option<(String, String, Vec<u8>)>> {
-    let cutoff = crate::store::now() - KEY_TTL_SECS;
-    Ok(c.query_row(
-        "SELECT op, digest, reply FROM idempotency WHERE key = ?1 AND at >= ?2",
-        params![key, cutoff],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()?)
-}
-
-/// Keep the answer to a keyed request, and forget answers older than [`KEY_TTL_SECS`].
-pub fn put_keyed_reply(
-    c: &Connection,
-    key: &str,
-    op: &str,
-    digest: &str,
-    reply: &[u8],
-) -> Result<()> {
-    let now = crate::store::now();
-    c.execute(
-        "DELETE FROM idempotency WHERE at < ?1",
-        [now - KEY_TTL_SECS],
-    )?;
-    c.execute(
-        "INSERT OR REPLACE INTO idempotency (key, op, digest, reply, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![key, op, digest, reply, now],
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,17 +475,5 @@ mod tests {
             .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
             .unwrap();
         assert_eq!(counted, 5);
-    }
-
-    #[test]
-    fn keyed_replies_are_kept() {
-        let c = db();
-        assert!(get_keyed_reply(&c, "k").unwrap().is_none());
-        put_keyed_reply(&c, "k", "share.create", "d", b"x").unwrap();
-        let (op, digest, reply) = get_keyed_reply(&c, "k").unwrap().unwrap();
-        assert_eq!(
-            (op.as_str(), digest.as_str(), reply.as_slice()),
-            ("share.create", "d", &b"x"[..])
-        );
     }
 }

@@ -5,6 +5,7 @@
 //! with `synchronous = FULL`: when a call that commits returns, the change is on disk.
 
 mod audit;
+mod idempotency;
 mod images;
 mod migrations;
 mod queries;
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 pub use audit::*;
+pub use idempotency::*;
 pub use images::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
 pub use queries::*;
