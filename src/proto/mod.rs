@@ -41,6 +41,7 @@ pub const FEATURES: &[&str] = &[
     "jobs",
     "events",
     "share.set_metadata",
+    "audit.totals",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be
