@@ -224,6 +224,18 @@ fn forged_lines_print_escaped_in_shelfctl_audit_and_exact_in_json() {
         vec![("name", t(forged)), ("size", n(MIB))],
         "invalid_argument",
     );
+    // An attach whose connector names the hostile text as its host.
+    d.err(
+        "share.attach",
+        vec![
+            ("share", t("vol1")),
+            (
+                "connector",
+                Value::Map(vec![(t("host"), t(forged)), (t("ip"), t("127.0.0.1"))]),
+            ),
+        ],
+        "not_found",
+    );
     // A reader's refused change with the same text.
     let (code, _, err) = shelfctl_as(
         READER,
@@ -252,6 +264,12 @@ fn forged_lines_print_escaped_in_shelfctl_audit_and_exact_in_json() {
         .filter(|e| e["target"].as_str() == Some(forged))
         .count();
     assert_eq!(hostile, 3, "JSON keeps the exact text: {json}");
+    let attach_target = format!("vol1 for {forged}");
+    assert!(
+        list.iter()
+            .any(|e| e["target"].as_str() == Some(attach_target.as_str())),
+        "{json}"
+    );
 
     let table = sh(&[
         env!("CARGO_BIN_EXE_shelfctl"),
@@ -272,7 +290,7 @@ fn forged_lines_print_escaped_in_shelfctl_audit_and_exact_in_json() {
         .is_some_and(|seq| seq.parse::<u64>().is_ok())
         || l.starts_with("changes:")));
     assert!(
-        lines.iter().filter(|l| l.contains("vol9")).count() == 3,
+        lines.iter().filter(|l| l.contains("vol9")).count() == 4,
         "{table}"
     );
     println!("{table}");

@@ -151,6 +151,8 @@ fn readers_run_exactly_the_operations_of_protocol_section_2_1() {
             "{\"name\": \"i1\", \"source\": \"/etc/hostname\"}",
         ),
         ("image.upload.begin", "{\"name\": \"i1\", \"size\": 1024}"),
+        ("image.upload.finish", "{\"upload\": \"u1\"}"),
+        ("image.upload.abort", "{\"upload\": \"u1\"}"),
         ("job.list", "{}"),
         ("job.show", "{\"job\": \"j1\"}"),
         ("job.cancel", "{\"job\": \"j1\"}"),

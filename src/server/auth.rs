@@ -155,7 +155,11 @@ mod tests {
 
     #[test]
     fn readers_may_not_touch_images_jobs_events_verify_or_the_audit_log() {
-        use crate::proto::{AuditListArgs, EventsSubscribeArgs, ImageRef, JobRef, PoolFilter};
+        use crate::proto::{
+            AuditListArgs, EventsSubscribeArgs, ImageRef, JobRef, PoolFilter, UploadChunkArgs,
+            UploadRef,
+        };
+        let upload = UploadRef { upload: "u".into() };
         let image = ImageRef {
             image: "i".into(),
             pool: None,
@@ -171,6 +175,13 @@ mod tests {
             Request::EventsSubscribe(EventsSubscribeArgs::default()),
             Request::AuditList(AuditListArgs::default()),
             Request::Verify,
+            Request::UploadChunk(UploadChunkArgs {
+                upload: "u".into(),
+                offset: 0,
+                data: ciborium::Value::Bytes(vec![0; 4]),
+            }),
+            Request::UploadFinish(upload.clone()),
+            Request::UploadAbort(upload),
         ] {
             assert!(!Role::Reader.permits(&req), "{req:?}");
             assert!(Role::Admin.permits(&req), "{req:?}");
