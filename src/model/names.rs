@@ -95,8 +95,8 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
         }
         if let Some(bad) = k.chars().find(|&c| is_display_unsafe(c) || c == '=') {
             return Err(Invalid::new(format!(
-                "metadata key {:?} contains {}; keys may not hold '=', control characters \
-                 or bidirectional overrides",
+                "metadata key {:?} contains {}: a control character or '=' (or a \
+                 bidirectional override) is not allowed in a key",
                 shorten(k),
                 char_name(bad)
             )));
@@ -109,8 +109,8 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
         }
         if let Some(bad) = v.chars().find(|&c| is_display_unsafe(c)) {
             return Err(Invalid::new(format!(
-                "metadata value of {:?} contains {}; values may not hold control characters \
-                 or bidirectional overrides",
+                "metadata value of {:?} contains {}: control characters and bidirectional \
+                 overrides are not allowed in a value",
                 shorten(k),
                 char_name(bad)
             )));
@@ -131,6 +131,8 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
 fn char_name(c: char) -> String {
     if c == '=' {
         "'='".into()
+    } else if c == '\0' {
+        "NUL (U+0000)".into()
     } else {
         format!("U+{:04X}", c as u32)
     }
