@@ -254,6 +254,35 @@ mod tests {
     }
 
     #[test]
+    fn audit_rows_of_version_7_are_sorted_into_changes_and_refusals() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..7] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 7).unwrap();
+        for outcome in ["ok", "not_found", "permission_denied"] {
+            c.execute(
+                "INSERT INTO audit (at_ms, uid, gid, pid, role, op, target, outcome, message)
+                 VALUES (1, 0, 0, 1, 'admin', 'share.create', 'v', ?1, '')",
+                [outcome],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO idempotency (key, op, digest, reply, at) VALUES ('k', 'share.attach', 'd', x'00', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let (changes, refusals) = crate::store::audit_totals(&c).unwrap();
+        assert_eq!((changes.entries, refusals.entries), (2, 1));
+        let kept: i64 = c
+            .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 0, "kept attach answers (with secrets) are forgotten");
+    }
+
+    #[test]
     fn newer_database_is_refused() {
         let mut c = Connection::open_in_memory().unwrap();
         c.pragma_update(None, "user_version", CURRENT_VERSION + 1)
