@@ -79,7 +79,21 @@ fn a_flood_of_refusals_evicts_no_change_and_is_counted() {
     let reader_frames = frames("share.delete", || vec![("share", t("before-1"))]);
     let nobody_frames = frames("hello", Vec::new);
     let reader = std::thread::spawn(move || flood(reader_conn, reader_frames, FLOOD));
-    let nobody = flood(nobody_conn, nobody_frames, FLOOD);
+    let nobody = std::thread::spawn(move || flood(nobody_conn, nobody_frames, FLOOD));
+    // Meanwhile an admin changes things: each change's entry is committed before its
+    // reply, behind whatever refusals are queued.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let during: Vec<f64> = (0..5)
+        .map(|i| {
+            let t0 = Instant::now();
+            d.ok(
+                "share.create",
+                vec![("name", t(&format!("during-{i}"))), ("size", n(MIB))],
+            );
+            t0.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    let nobody = nobody.join().unwrap();
     let nobody_secs = t0.elapsed().as_secs_f64();
     let reader = reader.join().unwrap();
     let reader_secs = t0.elapsed().as_secs_f64();
@@ -99,7 +113,14 @@ fn a_flood_of_refusals_evicts_no_change_and_is_counted() {
         .map(|e| get_text(e, "target").unwrap().to_string())
         .collect();
     before.sort();
-    assert_eq!(before, ["before-1", "before-2", "before-3"], "{kept:?}");
+    assert_eq!(
+        before,
+        [
+            "before-1", "before-2", "before-3", "during-0", "during-1", "during-2", "during-3",
+            "during-4"
+        ],
+        "{kept:?}"
+    );
     let log = d.ok(
         "audit.list",
         vec![("totals", Value::Bool(true)), ("limit", n(1000))],
@@ -131,7 +152,8 @@ fn a_flood_of_refusals_evicts_no_change_and_is_counted() {
          {reader_secs:.2} s ({:.0}/s); no-role peer {} replies of {FLOOD} ({}closed early) \
          in {nobody_secs:.2} s; \
          log: {requests} refusals in {rows} entries ({aggregated} aggregated), \
-         {} audit rows in the database, {} changes kept",
+         {} audit rows in the database, {} changes kept; share.create during the flood: \
+         {during:.1?} ms",
         FLOOD as f64 / reader_secs,
         nobody.replies,
         if nobody.closed_early { "" } else { "not " },

@@ -209,7 +209,12 @@ impl Store {
 struct PendingAudit {
     entries: Vec<AuditEntry>,
     waiting: Vec<smol::channel::Sender<()>>,
+    /// Messages handled since the first of `waiting` arrived.
+    since_waiter: usize,
 }
+
+/// A change's entry waits for at most this many further messages before its commit.
+const CHANGE_GROUP: usize = 64;
 
 /// The database thread's loop: run jobs in order; write audit entries in batches.
 fn serve(
@@ -238,8 +243,13 @@ fn serve(
             Msg::Tick => write_audit(conn, &mut pending, lost),
         }
         // A change's entry is committed as soon as nothing else is queued (entries queued
-        // meanwhile share its commit); refusals wait for the tick or a full batch.
-        let change_waits = !pending.waiting.is_empty() && rx.is_empty();
+        // meanwhile share its commit), or after [`CHANGE_GROUP`] more messages (a flood of
+        // refusals does not hold it back); refusals wait for the tick or a full batch.
+        if !pending.waiting.is_empty() {
+            pending.since_waiter += 1;
+        }
+        let change_waits =
+            !pending.waiting.is_empty() && (rx.is_empty() || pending.since_waiter >= CHANGE_GROUP);
         if change_waits || pending.entries.len() >= AUDIT_BATCH {
             write_audit(conn, &mut pending, lost);
         }
@@ -265,6 +275,7 @@ fn write_audit(
         log::error!("writing {n} audit entries failed: {e}");
     }
     pending.entries.clear();
+    pending.since_waiter = 0;
     // Whoever waits is told either way: a failed write is counted and logged, and the
     // change it records is already made.
     for w in pending.waiting.drain(..) {
