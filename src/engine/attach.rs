@@ -31,6 +31,48 @@ fn nfs_path(e: &model::Export) -> String {
     }
 }
 
+/// How long an NFS client's host name may take to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Check that an NFS client attached by host name resolves, as exportfs (and ganesha)
+/// will need it to: a name that does not resolve is silently left out of the kernel's
+/// export table (`exportfs -r` says "Failed to resolve" and exits 0), so the attach would
+/// grant nothing while answering ok. IP addresses need no lookup. The lookup runs off the
+/// event loop and is abandoned after [`RESOLVE_TIMEOUT`] (`busy`: retry, or give an IP).
+async fn check_nfs_client_resolves(client: &str) -> Result<()> {
+    let bare = client.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let name = client.to_string();
+    let lookup = smol::unblock(move || {
+        use std::net::ToSocketAddrs;
+        (name.as_str(), 2049u16)
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.next().is_some())
+    });
+    let outcome = futures_lite::future::or(async { Some(lookup.await) }, async {
+        smol::Timer::after(RESOLVE_TIMEOUT).await;
+        None
+    })
+    .await;
+    let why = match outcome {
+        Some(Ok(true)) => return Ok(()),
+        Some(Ok(false)) => "it has no address".to_string(),
+        Some(Err(e)) => e.to_string(),
+        None => {
+            return Err(Error::Busy(format!(
+                "resolving NFS client {client:?} took more than {} s; retry, or give connector.ip",
+                RESOLVE_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    Err(Error::Invalid(format!(
+        "NFS client {client:?} does not resolve ({why}), so the export could not admit it; \
+         give connector.ip (the client's IP address) or a host name this server resolves"
+    )))
+}
+
 impl Engine {
     /// `connection_info` in Cinder's shape for an export.
     fn connection_info(&self, share: &Share, row: &ExportRow, mode: Access) -> Value {
@@ -134,6 +176,9 @@ impl Engine {
                     other.client
                 )));
             }
+        }
+        if mine.is_none() && protocol == Protocol::Nfs {
+            check_nfs_client_resolves(&client).await?;
         }
         let driver = match protocol {
             Protocol::Nfs => self.settings.nfs_driver,

@@ -6,6 +6,10 @@
 //! Not kept: `busy` and `internal`, which a retry may well get past. A key reused with
 //! another op or other arguments is refused with `invalid_argument`. Keys expire after
 //! 24 hours.
+//!
+//! Secrets stay out of the kept answers (STYLE rule 21): a `share.attach` answer is kept
+//! with its CHAP password replaced by null, and a replay puts back the secret of the
+//! share's iSCSI export as it is now (absent if that export is gone).
 
 use ciborium::Value;
 
@@ -30,6 +34,49 @@ fn encode_result(r: &Result<Value>) -> Vec<u8> {
     // Encoding into a Vec cannot run out of room.
     let _ = ciborium::into_writer(&v, &mut out);
     out
+}
+
+/// A field of a CBOR map, to change in place.
+fn field_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    match v {
+        Value::Map(entries) => entries
+            .iter_mut()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// The `data` map of an answer's `connection_info`.
+fn connection_data(v: &mut Value) -> Option<&mut Value> {
+    field_mut(field_mut(v, "connection_info")?, "data")
+}
+
+/// The CHAP password of an answer's `connection_info`, if it has one.
+fn secret_slot(v: &mut Value) -> Option<&mut Value> {
+    field_mut(connection_data(v)?, "auth_password")
+}
+
+/// The answer as it may be kept: without its secret.
+fn without_secret(r: &Result<Value>) -> Result<Value> {
+    match r {
+        Ok(v) => {
+            let mut v = v.clone();
+            if let Some(slot) = secret_slot(&mut v) {
+                *slot = Value::Null;
+            }
+            Ok(v)
+        }
+        Err(e) => Err(Error::from_code(e.code(), e.to_string())),
+    }
+}
+
+/// The share a kept `connection_info` is for (its `volume_id`), when it had a secret.
+fn secret_owner(v: &Value) -> Option<String> {
+    let mut copy = v.clone();
+    secret_slot(&mut copy)?;
+    let data = crate::client::get(crate::client::get(v, "connection_info")?, "data")?;
+    crate::client::get_text(data, "volume_id").map(str::to_string)
 }
 
 /// Decode a kept result.
@@ -111,7 +158,36 @@ impl Engine {
             )));
         }
         log::debug!("key {key}: answering a retry of {op} with the kept answer");
-        Ok(Some(decode_result(&reply)))
+        Ok(Some(match decode_result(&reply) {
+            Ok(v) => Ok(self.with_current_secret(v).await?),
+            Err(e) => Err(e),
+        }))
+    }
+
+    /// Put the CHAP secret back into a kept attach answer: the one of the share's iSCSI
+    /// export now (the key is removed if that export is gone).
+    async fn with_current_secret(&self, mut v: Value) -> Result<Value> {
+        let Some(share) = secret_owner(&v) else {
+            return Ok(v);
+        };
+        let secret = self
+            .store
+            .call(move |c| store::get_export(c, &share, crate::model::Protocol::Iscsi))
+            .await?
+            .and_then(|row| row.chap_secret);
+        match secret {
+            Some(s) => {
+                if let Some(slot) = secret_slot(&mut v) {
+                    *slot = Value::Text(s);
+                }
+            }
+            None => {
+                if let Some(Value::Map(data)) = connection_data(&mut v) {
+                    data.retain(|(k, _)| k.as_text() != Some("auth_password"));
+                }
+            }
+        }
+        Ok(v)
     }
 
     /// Run the request and keep its answer under `key` when a retry should get it.
@@ -128,7 +204,7 @@ impl Engine {
                 key.to_string(),
                 op.to_string(),
                 digest.to_string(),
-                encode_result(&result),
+                encode_result(&without_secret(&result)),
             );
             self.store
                 .write(move |c| store::put_keyed_reply(c, &k, &o, &d, &bytes))
@@ -152,6 +228,21 @@ mod tests {
         assert_eq!(back.code(), ErrorCode::NoSpace);
         assert_eq!(back.to_string(), "pool p is full");
         assert!(!keepable(&Err(Error::Busy("x".into()))));
+        let attach = map(vec![(
+            "connection_info",
+            map(vec![(
+                "data",
+                map(vec![
+                    ("volume_id", Value::Text("s1".into())),
+                    ("auth_password", Value::Text("hunter2hunter2".into())),
+                ]),
+            )]),
+        )]);
+        let kept = encode_result(&without_secret(&Ok(attach.clone())));
+        assert!(!kept.windows(7).any(|w| w == b"hunter2"));
+        let back = decode_result(&kept).unwrap();
+        assert_eq!(secret_owner(&back).as_deref(), Some("s1"));
+        assert_eq!(secret_owner(&value), None);
         assert!(keepable(&Err(Error::NotFound("x".into()))));
     }
 }

@@ -419,9 +419,23 @@ impl Engine {
         self.events.publish(kind, op, &object, None);
     }
 
-    /// Queue an audit entry (written in batches; see [`Store::audit`]).
-    pub fn audit(&self, entry: crate::store::AuditEntry) {
-        self.store.audit(entry);
+    /// Record an audit entry. A refusal is queued (refusals are aggregated and written
+    /// in batches); any other entry records a state change and is committed before this
+    /// returns, so the reply that follows never says `ok` for an unrecorded change.
+    pub async fn audit(&self, entry: crate::store::AuditEntry) {
+        match entry.kind() {
+            crate::store::AuditKind::Refusal => self.store.audit(entry),
+            crate::store::AuditKind::Change => self.store.audit_durable(entry).await,
+        }
+    }
+
+    /// Record a refusal that is not a parsed request's (e.g. a connection refused because
+    /// its peer has no role: `op` is `"connect"`). Refusals of one uid, role and op in one
+    /// minute become one entry with a count, so a flood costs one row a minute.
+    pub fn record_refusal(&self, uid: u32, gid: u32, pid: i32, role: &str, op: &str, why: &str) {
+        self.store.audit(crate::store::AuditEntry::refusal(
+            uid, gid, pid, role, op, why,
+        ));
     }
 
     async fn list_audit(&self, a: crate::proto::AuditListArgs) -> Result<Value> {
@@ -432,11 +446,37 @@ impl Engine {
             )));
         }
         self.store.flush_audit().await;
-        let entries = self
+        let with_totals = a.totals.unwrap_or(false);
+        let (entries, totals) = self
             .store
-            .call(move |c| crate::store::list_audit(c, a.since, limit, a.op.as_deref(), a.uid))
+            .call(move |c| {
+                let entries = crate::store::list_audit(c, a.since, limit, a.op.as_deref(), a.uid)?;
+                let totals = if with_totals {
+                    Some(crate::store::audit_totals(c)?)
+                } else {
+                    None
+                };
+                Ok((entries, totals))
+            })
             .await?;
-        to_value(&entries)
+        let entries = to_value(&entries)?;
+        let Some((changes, refusals)) = totals else {
+            return Ok(entries);
+        };
+        Ok(map(vec![
+            ("entries", entries),
+            (
+                "totals",
+                map(vec![
+                    ("changes", to_value(&changes)?),
+                    ("refusals", to_value(&refusals)?),
+                    (
+                        "unwritten",
+                        Value::Integer(self.store.audit_unwritten().into()),
+                    ),
+                ]),
+            ),
+        ]))
     }
 
     fn hello(&self) -> Value {

@@ -15,7 +15,9 @@ pub use export::{
     connector_client, validate_iqn, validate_nfs_client, Access, Attached, Attachment, Connector,
     Driver, Export, ExportOptions, Protocol,
 };
-pub use names::{validate_metadata, validate_name, MAX_METADATA_ENTRIES};
+pub use names::{
+    escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
+};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{
     build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolKind, Share, ShareState,

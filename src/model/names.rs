@@ -43,7 +43,42 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Check a metadata map: bounded count and lengths, keys without control characters.
+/// Whether a character can change how a terminal or a text view shows what follows it:
+/// C0 controls (newline, escape...), DEL, C1 controls, the line and paragraph separators,
+/// and the bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069), which reorder text so that it reads differently from what it holds.
+pub fn is_display_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every [display-unsafe](is_display_unsafe) character and every backslash
+/// written as a visible escape (`\n`, `\t`, `\r`, `\\`, `\x1b`, `\u{202e}`), so that
+/// text a peer chose prints on one line and looks like what it is. Safe text is returned
+/// unchanged.
+pub fn escape_for_display(s: &str) -> String {
+    if !s.chars().any(|c| c == '\\' || is_display_unsafe(c)) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && is_display_unsafe(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if is_display_unsafe(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Check a metadata map: bounded count and lengths; keys and values without control
+/// characters or bidirectional overrides ([`is_display_unsafe`]), keys without `=`.
 pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid> {
     if meta.len() > MAX_METADATA_ENTRIES {
         return Err(Invalid::new(format!(
@@ -58,10 +93,12 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
                 shorten(k)
             )));
         }
-        if k.chars().any(|c| c.is_control() || c == '=') {
+        if let Some(bad) = k.chars().find(|&c| is_display_unsafe(c) || c == '=') {
             return Err(Invalid::new(format!(
-                "metadata key {:?} contains a control character or '='",
-                shorten(k)
+                "metadata key {:?} contains {}: a control character or '=' (or a \
+                 bidirectional override) is not allowed in a key",
+                shorten(k),
+                char_name(bad)
             )));
         }
         if v.len() > MAX_METADATA_VALUE {
@@ -70,9 +107,12 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
                 v.len()
             )));
         }
-        if v.contains('\0') {
+        if let Some(bad) = v.chars().find(|&c| is_display_unsafe(c)) {
             return Err(Invalid::new(format!(
-                "metadata value of {k:?} contains NUL"
+                "metadata value of {:?} contains {}: control characters and bidirectional \
+                 overrides are not allowed in a value",
+                shorten(k),
+                char_name(bad)
             )));
         }
     }
@@ -85,6 +125,17 @@ pub fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), Invalid>
         )));
     }
     Ok(())
+}
+
+/// A character as an error message names it: `U+001B`.
+fn char_name(c: char) -> String {
+    if c == '=' {
+        "'='".into()
+    } else if c == '\0' {
+        "NUL (U+0000)".into()
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
 }
 
 /// A name cut to a printable length for error messages.
@@ -138,6 +189,55 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".to_string()))
             .collect();
         assert!(validate_metadata(&many).is_err());
+    }
+
+    #[test]
+    fn metadata_refuses_controls_and_bidi_overrides_in_keys_and_values() {
+        for bad in [
+            "a\nb",
+            "a\tb",
+            "\u{1b}[31m",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9b}",
+            "x\u{202e}y",
+            "\u{2066}",
+            "\u{2069}",
+            "\u{202a}",
+            "\u{2028}",
+            "\0",
+        ] {
+            let key: BTreeMap<String, String> = [(format!("k{bad}"), "v".into())].into();
+            assert!(validate_metadata(&key).is_err(), "key {bad:?} accepted");
+            let value: BTreeMap<String, String> = [("k".into(), format!("v{bad}"))].into();
+            let err = validate_metadata(&value).unwrap_err();
+            assert!(err.0.contains("U+"), "{err}");
+            assert!(!err.0.chars().any(is_display_unsafe), "{err:?}");
+        }
+        let fine: BTreeMap<String, String> =
+            [("name".into(), "Grüße, שלום \u{200f}ok".into())].into();
+        assert!(validate_metadata(&fine).is_ok());
+    }
+
+    #[test]
+    fn escaped_text_is_one_visible_line() {
+        let forged = "v1\n2026-12-01 0 admin share.delete vol9 ok\u{1b}[2K\r\u{202e}\\n\u{9b}";
+        let shown = escape_for_display(forged);
+        assert!(!shown.chars().any(is_display_unsafe), "{shown:?}");
+        assert_eq!(
+            shown,
+            "v1\\n2026-12-01 0 admin share.delete vol9 ok\\x1b[2K\\r\\u{202e}\\\\n\\u{009b}"
+        );
+        assert_eq!(escape_for_display("default/vol1"), "default/vol1");
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_leaves_nothing_unsafe_and_is_injective(a in "\\PC{0,20}", b in any::<String>()) {
+            let (ea, eb) = (escape_for_display(&a), escape_for_display(&b));
+            prop_assert!(!eb.chars().any(is_display_unsafe));
+            prop_assert_eq!(ea == eb, a == b);
+        }
     }
 
     proptest! {

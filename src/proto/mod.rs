@@ -11,8 +11,8 @@ mod strict;
 pub use reply::{encode_reply, Reply};
 pub use request::{
     parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, EventsSubscribeArgs,
-    ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, PoolFilter, PoolRef,
-    Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
+    ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, OpClass, PoolFilter,
+    PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
     ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
     TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
@@ -41,6 +41,7 @@ pub const FEATURES: &[&str] = &[
     "jobs",
     "events",
     "share.set_metadata",
+    "audit.totals",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -426,6 +426,21 @@ pub struct AuditListArgs {
     /// Only entries of this peer uid.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// Answer `{entries, totals}` instead of the bare array: `totals` says, per kind of
+    /// entry, how many requests were recorded, aggregated and dropped.
+    #[serde(default)]
+    pub totals: Option<bool>,
+}
+
+/// Who may run an operation (see [`Request::class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpClass {
+    /// Readers and admins; not audited.
+    Read,
+    /// Admins only; changes nothing durable (or only its own upload), not audited.
+    AdminOnly,
+    /// Admins only; changes state, and every request is audited.
+    Change,
 }
 
 /// Every operation of protocol v1, with its typed arguments.
@@ -509,53 +524,63 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether the operation changes durable state (used for roles and the audit log).
-    pub fn is_mutation(&self) -> bool {
-        matches!(
-            self,
+    /// Who may run the operation and whether it is audited. Every operation is listed
+    /// (no wildcard), so a new one cannot be added without being classified; the reader's
+    /// list is docs/protocol.md §2.1.
+    pub fn class(&self) -> OpClass {
+        use OpClass::{AdminOnly, Change, Read};
+        match self {
+            Request::Hello
+            | Request::PoolList
+            | Request::PoolShow(_)
+            | Request::ShareList(_)
+            | Request::ShareShow(_)
+            | Request::SnapshotList(_)
+            | Request::SnapshotShow(_)
+            | Request::Tree(_)
+            | Request::ExportList(_)
+            | Request::ExportShow(_)
+            | Request::AttachmentList(_) => Read,
+            Request::Verify
+            | Request::AuditList(_)
+            | Request::ImageList(_)
+            | Request::ImageShow(_)
+            | Request::JobList
+            | Request::JobShow(_)
+            | Request::EventsSubscribe(_)
+            // A chunk changes only its own unfinished upload (audited at begin and finish).
+            | Request::UploadChunk(_) => AdminOnly,
             Request::ShareCreate(_)
-                | Request::ShareResize(_)
-                | Request::ShareDelete(_)
-                | Request::ShareSetMetadata(_)
-                | Request::ShareClone(_)
-                | Request::SnapshotCreate(_)
-                | Request::SnapshotDelete(_)
-                | Request::ExportCreate(_)
-                | Request::ExportDelete(_)
-                | Request::ShareAttach(_)
-                | Request::ShareDetach(_)
-                | Request::Reconcile
-                | Request::ImageImport(_)
-                | Request::UploadBegin(_)
-                | Request::UploadFinish(_)
-                | Request::UploadAbort(_)
-                | Request::ImageDelete(_)
-                | Request::JobCancel(_)
-        )
+            | Request::ShareResize(_)
+            | Request::ShareDelete(_)
+            | Request::ShareSetMetadata(_)
+            | Request::ShareClone(_)
+            | Request::SnapshotCreate(_)
+            | Request::SnapshotDelete(_)
+            | Request::ExportCreate(_)
+            | Request::ExportDelete(_)
+            | Request::ShareAttach(_)
+            | Request::ShareDetach(_)
+            | Request::Reconcile
+            | Request::ImageImport(_)
+            | Request::UploadBegin(_)
+            | Request::UploadFinish(_)
+            | Request::UploadAbort(_)
+            | Request::ImageDelete(_)
+            | Request::JobCancel(_) => Change,
+        }
     }
 
-    /// Whether a `reader` may run it: hello, list, show and tree, nothing that changes state
-    /// or reveals the audit log.
+    /// Whether the operation changes durable state (used for roles and the audit log).
+    pub fn is_mutation(&self) -> bool {
+        self.class() == OpClass::Change
+    }
+
+    /// Whether a `reader` may run it: exactly the list of docs/protocol.md §2.1 (hello,
+    /// list, show and tree of pools, shares, snapshots, exports and attachments); nothing
+    /// that changes state, reveals the audit log, or touches images, jobs or events.
     pub fn is_read_only(&self) -> bool {
-        matches!(
-            self,
-            Request::Hello
-                | Request::PoolList
-                | Request::PoolShow(_)
-                | Request::ShareList(_)
-                | Request::ShareShow(_)
-                | Request::SnapshotList(_)
-                | Request::SnapshotShow(_)
-                | Request::Tree(_)
-                | Request::ExportList(_)
-                | Request::ExportShow(_)
-                | Request::AttachmentList(_)
-                | Request::ImageList(_)
-                | Request::ImageShow(_)
-                | Request::JobList
-                | Request::JobShow(_)
-                | Request::EventsSubscribe(_)
-        )
+        self.class() == OpClass::Read
     }
 
     /// The object a request is about, as the audit log names it (empty when none).

@@ -14,7 +14,8 @@ use crate::sys::users::{resolve_group, resolve_user};
 pub enum Role {
     /// May do everything.
     Admin,
-    /// May read: hello, list, show, tree.
+    /// May read: hello, and list/show/tree of pools, shares, snapshots, exports and
+    /// attachments (docs/protocol.md §2.1).
     Reader,
     /// May do nothing.
     None,
@@ -150,5 +151,40 @@ mod tests {
         assert!(!Role::Reader.permits(&Request::Reconcile));
         assert!(!Role::None.permits(&Request::Hello));
         assert!(Role::Admin.permits(&Request::Reconcile));
+    }
+
+    #[test]
+    fn readers_may_not_touch_images_jobs_events_verify_or_the_audit_log() {
+        use crate::proto::{
+            AuditListArgs, EventsSubscribeArgs, ImageRef, JobRef, PoolFilter, UploadChunkArgs,
+            UploadRef,
+        };
+        let upload = UploadRef { upload: "u".into() };
+        let image = ImageRef {
+            image: "i".into(),
+            pool: None,
+        };
+        let job = JobRef { job: "j".into() };
+        for req in [
+            Request::ImageList(PoolFilter { pool: None }),
+            Request::ImageShow(image.clone()),
+            Request::ImageDelete(image),
+            Request::JobList,
+            Request::JobShow(job.clone()),
+            Request::JobCancel(job),
+            Request::EventsSubscribe(EventsSubscribeArgs::default()),
+            Request::AuditList(AuditListArgs::default()),
+            Request::Verify,
+            Request::UploadChunk(UploadChunkArgs {
+                upload: "u".into(),
+                offset: 0,
+                data: ciborium::Value::Bytes(vec![0; 4]),
+            }),
+            Request::UploadFinish(upload.clone()),
+            Request::UploadAbort(upload),
+        ] {
+            assert!(!Role::Reader.permits(&req), "{req:?}");
+            assert!(Role::Admin.permits(&req), "{req:?}");
+        }
     }
 }

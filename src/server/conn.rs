@@ -318,25 +318,28 @@ async fn run_request(
     }
     let denied = matches!(result, Err(Error::PermissionDenied(_)));
     if audited || denied {
-        server.engine.audit(AuditEntry {
-            seq: 0,
-            at_ms: crate::store::now_ms(),
-            uid: peer.cred.uid,
-            gid: peer.cred.gid,
-            pid: peer.cred.pid,
-            role: role.as_str().to_string(),
-            op: env.op.clone(),
-            target,
-            outcome: match &result {
-                Ok(_) => "ok".to_string(),
-                Err(e) => e.code().as_str().to_string(),
-            },
-            message: match &result {
-                Ok(_) => String::new(),
-                Err(e) => e.to_string().chars().take(1000).collect(),
-            },
-            key: env.key.clone(),
-        });
+        server
+            .engine
+            .audit(AuditEntry {
+                seq: 0,
+                at_ms: crate::store::now_ms(),
+                uid: peer.cred.uid,
+                gid: peer.cred.gid,
+                pid: peer.cred.pid,
+                role: role.as_str().to_string(),
+                op: env.op.clone(),
+                target,
+                outcome: match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.code().as_str().to_string(),
+                },
+                message: match &result {
+                    Ok(_) => String::new(),
+                    Err(e) => e.to_string().chars().take(1000).collect(),
+                },
+                key: env.key.clone(),
+            })
+            .await;
     }
     let peer = peer.cred;
     match &result {

@@ -138,6 +138,33 @@ pub const MIGRATIONS: &[&str] = &[
         INSERT OR IGNORE INTO pool_usage (pool, provisioned) VALUES (NEW.pool, 0);
         UPDATE pool_usage SET provisioned = provisioned + NEW.size WHERE pool = NEW.pool;
      END;",
+    // 8: the audit log keeps state changes and refusals apart, so a flood of refusals
+    // cannot evict a change: refusals are aggregated per (uid, role, op, minute) into one
+    // row with a count, each kind has its own retention, and `audit_totals` counts what
+    // was recorded, aggregated and dropped (from this version on). Kept attach answers
+    // with CHAP secrets in them are forgotten.
+    "ALTER TABLE audit ADD COLUMN kind TEXT NOT NULL DEFAULT 'change';
+     ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE audit ADD COLUMN last_at_ms INTEGER;
+     ALTER TABLE audit ADD COLUMN bucket INTEGER;
+     UPDATE audit SET kind = 'refusal' WHERE outcome = 'permission_denied';
+     CREATE INDEX audit_by_kind ON audit (kind, seq);
+     CREATE UNIQUE INDEX audit_refusal_bucket ON audit (uid, role, op, bucket)
+        WHERE bucket IS NOT NULL;
+     CREATE TABLE audit_totals (
+        kind TEXT PRIMARY KEY,
+        entries INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        aggregated INTEGER NOT NULL DEFAULT 0,
+        dropped_entries INTEGER NOT NULL DEFAULT 0,
+        dropped_requests INTEGER NOT NULL DEFAULT 0
+     );
+     INSERT INTO audit_totals (kind, entries, requests)
+        SELECT k, (SELECT count(*) FROM audit WHERE kind = k), (SELECT count(*) FROM audit WHERE kind = k)
+        FROM (SELECT 'change' AS k UNION ALL SELECT 'refusal');
+     -- Kept attach answers held CHAP secrets; they are now kept without them. Forget the
+     -- old ones: a retry attaches again, which answers the same (changed: false).
+     DELETE FROM idempotency WHERE op = 'share.attach';",
 ];
 
 /// The schema version this build writes.
@@ -224,6 +251,35 @@ mod tests {
             .unwrap()
         };
         assert_eq!((total("p"), total("q")), (150, 7));
+    }
+
+    #[test]
+    fn audit_rows_of_version_7_are_sorted_into_changes_and_refusals() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..7] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 7).unwrap();
+        for outcome in ["ok", "not_found", "permission_denied"] {
+            c.execute(
+                "INSERT INTO audit (at_ms, uid, gid, pid, role, op, target, outcome, message)
+                 VALUES (1, 0, 0, 1, 'admin', 'share.create', 'v', ?1, '')",
+                [outcome],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO idempotency (key, op, digest, reply, at) VALUES ('k', 'share.attach', 'd', x'00', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let (changes, refusals) = crate::store::audit_totals(&c).unwrap();
+        assert_eq!((changes.entries, refusals.entries), (2, 1));
+        let kept: i64 = c
+            .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 0, "kept attach answers (with secrets) are forgotten");
     }
 
     #[test]

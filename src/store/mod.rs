@@ -5,6 +5,7 @@
 //! with `synchronous = FULL`: when a call that commits returns, the change is on disk.
 
 mod audit;
+mod idempotency;
 mod images;
 mod migrations;
 mod queries;
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 pub use audit::*;
+pub use idempotency::*;
 pub use images::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
 pub use queries::*;
@@ -26,14 +28,20 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 enum Msg {
     /// Run a closure.
     Run(Job),
-    /// Record an audit entry; entries are written in batches (group commit).
-    Audit(Box<AuditEntry>),
+    /// Record an audit entry; entries are written in batches (group commit). With a
+    /// sender, it is told once the batch holding the entry is committed.
+    Audit(Box<AuditEntry>, Option<smol::channel::Sender<()>>),
     /// Write the audit entries queued so far.
     Flush(smol::channel::Sender<()>),
+    /// Sent every [`AUDIT_TICK`]: write the refusals queued so far.
+    Tick,
 }
 
 /// Audit entries written in one transaction at most.
-const AUDIT_BATCH: usize = 256;
+const AUDIT_BATCH: usize = 4096;
+/// Refusals wait at most about this long before they are committed, so that a flood of
+/// them costs one commit per interval instead of one per refusal.
+pub const AUDIT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A handle to the database thread. Cloning shares the thread.
 #[derive(Debug, Clone)]
@@ -41,6 +49,8 @@ pub struct Store {
     tx: smol::channel::Sender<Msg>,
     path: PathBuf,
     thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Audit entries that could not be written (the database was closed or failed).
+    unwritten: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -49,6 +59,8 @@ impl Store {
         let (tx, rx) = smol::channel::unbounded::<Msg>();
         let (ready_tx, ready_rx) = smol::channel::bounded::<Result<()>>(1);
         let db_path = path.to_path_buf();
+        let unwritten = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let lost = unwritten.clone();
         let thread = std::thread::Builder::new()
             .name("shelf-db".into())
             .spawn(move || {
@@ -62,13 +74,28 @@ impl Store {
                         return;
                     }
                 };
-                serve(&mut conn, &rx);
+                serve(&mut conn, &rx, &lost);
                 if let Err((_, e)) = conn.close() {
                     log::warn!("closing the database: {e}");
                 }
                 log::debug!("database closed");
             })
             .map_err(|e| Error::io("starting the database thread", e))?;
+        // A weak sender: the ticker does not keep the database thread alive, and ends
+        // when the store is closed or every handle is gone.
+        let ticks = tx.downgrade();
+        std::thread::Builder::new()
+            .name("shelf-db-tick".into())
+            .spawn(move || {
+                while let Some(t) = ticks.upgrade() {
+                    if t.send_blocking(Msg::Tick).is_err() {
+                        break;
+                    }
+                    drop(t);
+                    std::thread::sleep(AUDIT_TICK);
+                }
+            })
+            .map_err(|e| Error::io("starting the database ticker", e))?;
         ready_rx
             .recv()
             .await
@@ -77,6 +104,7 @@ impl Store {
             tx,
             path: path.to_path_buf(),
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
+            unwritten,
         })
     }
 
@@ -114,13 +142,42 @@ impl Store {
         .await
     }
 
-    /// Queue an audit entry. Entries are committed in batches when the database thread
-    /// has nothing else queued (or every [`AUDIT_BATCH`]), so auditing adds no commit to
-    /// a request's path; a crash can lose the entries of the last instant.
+    /// Queue an audit entry without waiting for it. Such entries are committed together
+    /// within [`AUDIT_TICK`] (sooner when a change's entry is committed, the log is read,
+    /// or [`AUDIT_BATCH`] are queued); a crash can lose those of the last tick. Used for
+    /// refusals, which are aggregated, so a flood costs a few commits a second.
     pub fn audit(&self, entry: AuditEntry) {
-        if self.tx.try_send(Msg::Audit(Box::new(entry))).is_err() {
-            log::warn!("audit entry dropped: the database is closed");
+        if self.tx.try_send(Msg::Audit(Box::new(entry), None)).is_err() {
+            self.lost_audit(1, "the database is closed");
         }
+    }
+
+    /// Record an audit entry and return once it is committed (synchronous=FULL: on disk).
+    /// Entries that arrive together still share one commit (group commit). Used for state
+    /// changes, so that an `ok` reply is never sent for an unrecorded change.
+    pub async fn audit_durable(&self, entry: AuditEntry) {
+        let (tx, rx) = smol::channel::bounded(1);
+        if self
+            .tx
+            .send(Msg::Audit(Box::new(entry), Some(tx)))
+            .await
+            .is_err()
+        {
+            self.lost_audit(1, "the database is closed");
+            return;
+        }
+        let _ = rx.recv().await;
+    }
+
+    fn lost_audit(&self, n: u64, why: &str) {
+        self.unwritten
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        log::error!("{n} audit entry(ies) not written: {why}");
+    }
+
+    /// Audit entries this process could not write (database closed or failing).
+    pub fn audit_unwritten(&self) -> u64 {
+        self.unwritten.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wait until every audit entry queued so far is written.
@@ -147,37 +204,83 @@ impl Store {
     }
 }
 
-/// The database thread's loop: run jobs in order; write audit entries in batches.
-fn serve(conn: &mut Connection, rx: &smol::channel::Receiver<Msg>) {
-    let mut pending: Vec<AuditEntry> = Vec::new();
-    while let Ok(msg) = rx.recv_blocking() {
-        match msg {
-            Msg::Run(job) => job(conn),
-            Msg::Audit(e) => pending.push(*e),
-            Msg::Flush(done) => {
-                write_audit(conn, &mut pending);
-                let _ = done.try_send(());
-            }
-        }
-        if !pending.is_empty() && (rx.is_empty() || pending.len() >= AUDIT_BATCH) {
-            write_audit(conn, &mut pending);
-        }
-    }
-    write_audit(conn, &mut pending);
+/// Audit entries queued on the database thread, and who waits for their commit.
+#[derive(Default)]
+struct PendingAudit {
+    entries: Vec<AuditEntry>,
+    waiting: Vec<smol::channel::Sender<()>>,
+    /// Messages handled since the first of `waiting` arrived.
+    since_waiter: usize,
 }
 
-fn write_audit(conn: &mut Connection, pending: &mut Vec<AuditEntry>) {
-    if pending.is_empty() {
+/// A change's entry waits for at most this many further messages before its commit.
+const CHANGE_GROUP: usize = 64;
+
+/// The database thread's loop: run jobs in order; write audit entries in batches.
+fn serve(
+    conn: &mut Connection,
+    rx: &smol::channel::Receiver<Msg>,
+    lost: &std::sync::atomic::AtomicU64,
+) {
+    let mut pending = PendingAudit::default();
+    while let Ok(msg) = rx.recv_blocking() {
+        match msg {
+            Msg::Run(job) => {
+                // A change waits for its entry: commit it before later work, not after.
+                if !pending.waiting.is_empty() {
+                    write_audit(conn, &mut pending, lost);
+                }
+                job(conn)
+            }
+            Msg::Audit(e, wait) => {
+                pending.entries.push(*e);
+                pending.waiting.extend(wait);
+            }
+            Msg::Flush(done) => {
+                write_audit(conn, &mut pending, lost);
+                let _ = done.try_send(());
+            }
+            Msg::Tick => write_audit(conn, &mut pending, lost),
+        }
+        // A change's entry is committed as soon as nothing else is queued (entries queued
+        // meanwhile share its commit), or after [`CHANGE_GROUP`] more messages (a flood of
+        // refusals does not hold it back); refusals wait for the tick or a full batch.
+        if !pending.waiting.is_empty() {
+            pending.since_waiter += 1;
+        }
+        let change_waits =
+            !pending.waiting.is_empty() && (rx.is_empty() || pending.since_waiter >= CHANGE_GROUP);
+        if change_waits || pending.entries.len() >= AUDIT_BATCH {
+            write_audit(conn, &mut pending, lost);
+        }
+    }
+    write_audit(conn, &mut pending, lost);
+}
+
+fn write_audit(
+    conn: &mut Connection,
+    pending: &mut PendingAudit,
+    lost: &std::sync::atomic::AtomicU64,
+) {
+    if pending.entries.is_empty() {
         return;
     }
     let written = conn.transaction().map_err(Error::from).and_then(|tx| {
-        insert_audit(&tx, pending)?;
+        insert_audit(&tx, &pending.entries, AuditKeep::default())?;
         tx.commit().map_err(Error::from)
     });
     if let Err(e) = written {
-        log::error!("writing {} audit entries failed: {e}", pending.len());
+        let n = pending.entries.len() as u64;
+        lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        log::error!("writing {n} audit entries failed: {e}");
     }
-    pending.clear();
+    pending.entries.clear();
+    pending.since_waiter = 0;
+    // Whoever waits is told either way: a failed write is counted and logged, and the
+    // change it records is already made.
+    for w in pending.waiting.drain(..) {
+        let _ = w.try_send(());
+    }
 }
 
 /// Open a connection with shelf's pragmas and run migrations.

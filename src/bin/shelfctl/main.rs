@@ -55,7 +55,8 @@ enum Command {
     /// Compare database, pools and exports and list every difference; repairs nothing.
     /// Exits 1 when there is a difference.
     Verify,
-    /// The audit log: state-changing and refused requests, newest first.
+    /// The audit log: state-changing and refused requests, newest first, and how many
+    /// were aggregated or dropped. Peer-chosen text is printed escaped (`--json`: exact).
     Audit {
         /// Only entries after this sequence number, oldest first.
         #[arg(long)]
@@ -433,6 +434,7 @@ fn request(cmd: Command) -> Result<(String, Value, output::Kind), String> {
             if let Some(u) = uid {
                 a.push(("uid", Value::Integer(u.into())));
             }
+            a.push(("totals", Value::Bool(true)));
             ("audit.list", Kind::Audit)
         }
         Command::Attachment(AttachmentCmd::List { share }) => {

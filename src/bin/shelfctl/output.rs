@@ -282,7 +282,7 @@ pub fn render(kind: &Kind, v: &Value) -> String {
         }
         Kind::Deleted => format!("deleted {}\n", t(v, "deleted")),
         Kind::Verify => verify_lines(v),
-        Kind::Audit => audit_rows(&items(v)),
+        Kind::Audit => audit_rows(v),
         Kind::Raw => String::new(),
     }
 }
@@ -301,31 +301,69 @@ fn verify_lines(v: &Value) -> String {
     )
 }
 
-fn audit_rows(v: &[Value]) -> String {
-    table(
+/// The audit log as a table. Every text a peer could choose (target, message, key, and
+/// all the others for good measure) is printed with control characters, bidirectional
+/// overrides and backslashes escaped, so each entry is exactly one line and cannot pass
+/// for another; `--json` prints the exact strings (JSON escapes them itself).
+fn audit_rows(reply: &Value) -> String {
+    let entries = items(get(reply, "entries").unwrap_or(reply));
+    let mut out = table(
         &[
-            "SEQ", "AT_MS", "UID", "PID", "ROLE", "OP", "TARGET", "OUTCOME", "MESSAGE",
+            "SEQ", "AT_MS", "UID", "PID", "ROLE", "OP", "TARGET", "OUTCOME", "COUNT", "MESSAGE",
         ],
-        v.iter()
+        entries
+            .iter()
             .map(|e| {
                 let n = |k: &str| {
                     get(e, k)
                         .and_then(Value::as_integer)
                         .map(|i| i128::from(i).to_string())
-                        .unwrap_or_default()
+                        .unwrap_or_else(|| "-".into())
                 };
+                let shown = |k: &str| shelf::model::escape_for_display(&t(e, k));
                 vec![
                     n("seq"),
                     n("at_ms"),
                     n("uid"),
                     n("pid"),
-                    t(e, "role"),
-                    t(e, "op"),
-                    t(e, "target"),
-                    t(e, "outcome"),
-                    t(e, "message"),
+                    shown("role"),
+                    shown("op"),
+                    shown("target"),
+                    shown("outcome"),
+                    n("count"),
+                    shown("message"),
                 ]
             })
             .collect(),
-    )
+    );
+    if let Some(totals) = get(reply, "totals") {
+        out.push_str(&audit_totals_line(totals));
+    }
+    out
+}
+
+/// The footer: what the log recorded, aggregated and dropped.
+fn audit_totals_line(totals: &Value) -> String {
+    let n = |kind: &str, k: &str| {
+        get(totals, kind)
+            .and_then(|t| get_u64(t, k))
+            .unwrap_or_default()
+    };
+    let mut line = format!(
+        "changes: {} entries kept, {} dropped by retention; refusals: {} requests in {} entries \
+         ({} aggregated), {} entries ({} requests) dropped by retention",
+        n("changes", "entries"),
+        n("changes", "dropped_entries"),
+        n("refusals", "requests"),
+        n("refusals", "entries"),
+        n("refusals", "aggregated"),
+        n("refusals", "dropped_entries"),
+        n("refusals", "dropped_requests"),
+    );
+    match get_u64(totals, "unwritten") {
+        Some(0) | None => {}
+        Some(u) => line.push_str(&format!("; {u} entries could not be written")),
+    }
+    line.push('\n');
+    line
 }
