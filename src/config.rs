@@ -64,6 +64,77 @@ pub struct Config {
     /// Formatted (`filesystem`) shares.
     #[serde(default)]
     pub filesystem: FilesystemConfig,
+    /// What connections may cost: memory, descriptors, time.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what peers may cost the daemon (see docs/security.md, section 3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Bytes of request frames all connections together may hold while they arrive,
+    /// beyond the first 4 KiB of each frame (1 MiB to 4 GiB). Read at start-up only.
+    pub request_buffer_bytes: u64,
+    /// Open connections in all (16 to 65536); admins may go past it by shedding idle
+    /// non-admin connections.
+    pub max_connections: usize,
+    /// Open connections per uid (1 to 65536); admins are exempt.
+    pub max_connections_per_uid: usize,
+    /// Seconds a frame may take to arrive once its first byte has (1 to 3600).
+    pub frame_timeout: u64,
+    /// Seconds a connection with nothing in flight and no subscription may stay silent
+    /// before it is closed (0: never).
+    pub idle_timeout: u64,
+    /// Event subscriptions open in all (1 to 65536).
+    pub max_subscriptions: usize,
+    /// Seconds between background probes of the export drivers that `hello` and
+    /// `pool.show` report (1 to 3600).
+    pub driver_probe_interval: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            request_buffer_bytes: 32 << 20,
+            max_connections: 1024,
+            max_connections_per_uid: 128,
+            frame_timeout: 30,
+            idle_timeout: 3600,
+            max_subscriptions: 1024,
+            driver_probe_interval: 30,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), String> {
+        let l = self;
+        let checks: [(&str, u64, u64, u64); 6] = [
+            (
+                "request_buffer_bytes",
+                l.request_buffer_bytes,
+                1 << 20,
+                4 << 30,
+            ),
+            ("max_connections", l.max_connections as u64, 16, 65536),
+            (
+                "max_connections_per_uid",
+                l.max_connections_per_uid as u64,
+                1,
+                65536,
+            ),
+            ("frame_timeout", l.frame_timeout, 1, 3600),
+            ("max_subscriptions", l.max_subscriptions as u64, 1, 65536),
+            ("driver_probe_interval", l.driver_probe_interval, 1, 3600),
+        ];
+        for (name, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("limits.{name} {v} must be between {lo} and {hi}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Settings of formatted shares.
@@ -420,6 +491,7 @@ impl Config {
                 self.max_in_flight
             ));
         }
+        self.limits.validate()?;
         if !(1..=3600).contains(&self.command_timeout) {
             return Err(format!(
                 "command_timeout {} must be between 1 and 3600 seconds",
