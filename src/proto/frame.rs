@@ -52,6 +52,13 @@ pub enum FrameError {
         /// The time allowed.
         secs: u64,
     },
+    /// The server's budget of buffered request bytes stayed spent while this frame
+    /// waited for room.
+    #[error("shelfd's buffer for incoming requests (limits.request_buffer_bytes) stayed full for {secs} s; send the request again later")]
+    BudgetSpent {
+        /// How long the frame waited.
+        secs: u64,
+    },
     /// A zero-length frame cannot hold a data item.
     #[error("empty frame")]
     Empty,
@@ -216,13 +223,13 @@ pub fn check_header(header: [u8; 4], max: u32) -> Result<u32, FrameError> {
 /// Read a frame body of `len` bytes (after [`read_header`]), the buffer growing as bytes
 /// arrive.
 pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: u32) -> Result<Vec<u8>, FrameError> {
-    read_body_growing(r, len, 4096, |_| async {}).await
+    read_body_growing(r, len, 4096, |_| async { Ok(()) }).await
 }
 
 /// Read a frame body of `len` bytes into a buffer that starts at `free` bytes (at most)
 /// and doubles as bytes arrive, up to `len`. Before the buffer grows past `free`,
 /// `grow(n)` is awaited for the `n` bytes it is about to take (the server charges them to
-/// its budget, and waits there while the budget is spent).
+/// its budget, and may refuse the frame there).
 pub async fn read_body_growing<R, F, Fut>(
     r: &mut R,
     len: u32,
@@ -232,7 +239,7 @@ pub async fn read_body_growing<R, F, Fut>(
 where
     R: AsyncRead + Unpin,
     F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = Result<(), FrameError>>,
 {
     let len = len as usize;
     let mut body: Vec<u8> = Vec::new();
@@ -246,9 +253,13 @@ where
             };
             let more = next.saturating_sub(free) - body.len().saturating_sub(free);
             if more > 0 {
-                grow(more).await;
+                grow(more).await?;
             }
-            body.resize(next, 0);
+            // A zeroed allocation (pages the kernel zeroes as they are touched) and one
+            // copy, rather than writing `next` zeros.
+            let mut bigger = vec![0u8; next];
+            bigger[..body.len()].copy_from_slice(&body);
+            body = bigger;
         }
         let n = r.read(&mut body[got..]).await?;
         if n == 0 {

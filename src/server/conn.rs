@@ -414,8 +414,12 @@ async fn run_connection(
             Next::Frame(Err(e)) => {
                 // The framing is lost (or the peer is gone): say why, then close.
                 log::debug!("conn {conn_id}: {e}; closing");
+                let code = match e {
+                    FrameError::BudgetSpent { .. } => ErrorCode::Busy,
+                    _ => ErrorCode::InvalidArgument,
+                };
                 if !matches!(e, FrameError::Io(_) | FrameError::Truncated { .. }) {
-                    answer(None, ErrorCode::InvalidArgument, e.to_string()).await;
+                    answer(None, code, e.to_string()).await;
                 }
                 break;
             }

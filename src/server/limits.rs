@@ -13,17 +13,24 @@ use std::time::{Duration, Instant};
 use async_lock::Semaphore;
 
 use super::auth::Role;
+use crate::proto::frame::FrameError;
 
 /// Bytes of each frame read without asking the budget: small requests never wait.
 pub const FREE_BYTES: usize = 4096;
 /// The budget is counted in units of this many bytes.
 const UNIT: usize = 4096;
+/// How long a growing frame waits for the budget before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(2);
+/// A charge of this many units or more marks the allocator as worth trimming.
+const LARGE_UNITS: usize = 16;
 
 /// The shared budget of request bytes held while frames arrive.
 #[derive(Debug)]
 pub struct Budget {
     units: Arc<Semaphore>,
     total_units: usize,
+    /// Set when a large charge is given back: the allocator holds pages to return.
+    dirty: Arc<AtomicBool>,
 }
 
 /// Units of the budget one frame holds; given back when dropped.
@@ -31,6 +38,7 @@ pub struct Budget {
 pub struct Charge {
     units: Arc<Semaphore>,
     held: Arc<AtomicUsize>,
+    dirty: Arc<AtomicBool>,
 }
 
 impl Budget {
@@ -40,6 +48,7 @@ impl Budget {
         Budget {
             units: Arc::new(Semaphore::new(total_units)),
             total_units,
+            dirty: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -48,7 +57,14 @@ impl Budget {
         Charge {
             units: self.units.clone(),
             held: Arc::new(AtomicUsize::new(0)),
+            dirty: self.dirty.clone(),
         }
+    }
+
+    /// Whether large frames were let go since the last call and none is held now: then
+    /// the allocator's free pages are worth giving back to the kernel.
+    pub fn take_trim(&self) -> bool {
+        self.used_bytes() == 0 && self.dirty.swap(false, Ordering::Relaxed)
     }
 
     /// Bytes of the budget in use now.
@@ -58,14 +74,37 @@ impl Budget {
 }
 
 impl Charge {
-    /// Take enough units for `bytes` more, waiting while the budget is spent. The future
-    /// owns what it needs, so a reader can hold it while it borrows the stream.
-    pub fn grow(&self, bytes: usize) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// Take enough units for `bytes` more, waiting up to [`BUDGET_WAIT`] while the budget
+    /// is spent; then the frame is refused (its connection closes and gives back what it
+    /// held). Waiting without end would let frames that each hold part of what they need
+    /// starve one another until their timeouts. The future owns what it needs, so a reader
+    /// can hold it while it borrows the stream.
+    pub fn grow(
+        &self,
+        bytes: usize,
+    ) -> impl std::future::Future<Output = Result<(), FrameError>> + Send + 'static {
         let (units, held) = (self.units.clone(), self.held.clone());
         async move {
-            for _ in 0..bytes.div_ceil(UNIT) {
-                units.acquire().await.forget();
-                held.fetch_add(1, Ordering::Relaxed);
+            let got = futures_lite::future::or(
+                async {
+                    for _ in 0..bytes.div_ceil(UNIT) {
+                        units.acquire().await.forget();
+                        held.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                },
+                async {
+                    smol::Timer::after(BUDGET_WAIT).await;
+                    false
+                },
+            )
+            .await;
+            if got {
+                Ok(())
+            } else {
+                Err(FrameError::BudgetSpent {
+                    secs: BUDGET_WAIT.as_secs(),
+                })
             }
         }
     }
@@ -76,6 +115,9 @@ impl Drop for Charge {
         let held = self.held.swap(0, Ordering::Relaxed);
         if held > 0 {
             self.units.add_permits(held);
+        }
+        if held >= LARGE_UNITS {
+            self.dirty.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -295,7 +337,12 @@ mod tests {
     fn charges_give_their_units_back() {
         let b = Budget::new(3 * UNIT as u64);
         let c = b.charge();
-        smol::block_on(c.grow(2 * UNIT + 1));
+        smol::block_on(c.grow(2 * UNIT + 1)).unwrap();
+        let other = b.charge();
+        assert!(
+            smol::block_on(other.grow(1)).is_err(),
+            "the budget is spent"
+        );
         assert_eq!(b.used_bytes(), 3 * UNIT);
         drop(c);
         assert_eq!(b.used_bytes(), 0);

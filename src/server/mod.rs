@@ -123,6 +123,30 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// Give the allocator's free pages back once the large frames that needed them are gone
+/// (glibc keeps them otherwise: 1,000 parked megabyte frames left shelfd 50 MiB larger).
+async fn trim_after_large_frames(server: Arc<Server>, stop: smol::channel::Receiver<()>) {
+    loop {
+        let go_on = future::or(
+            async {
+                smol::Timer::after(Duration::from_secs(2)).await;
+                true
+            },
+            async {
+                let _ = stop.recv().await;
+                false
+            },
+        )
+        .await;
+        if !go_on {
+            return;
+        }
+        if server.budget.take_trim() {
+            smol::unblock(crate::sys::process::release_free_memory).await;
+        }
+    }
+}
+
 /// The reserve descriptor (see [`Server::run`]).
 fn open_reserve() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
@@ -182,6 +206,7 @@ impl Server {
         // idlest non-admin connection is shed to make room).
         let mut reserve = open_reserve();
         let mut warned = false;
+        let trimmer = smol::spawn(trim_after_large_frames(self.clone(), stop.clone()));
         loop {
             if reserve.is_none() {
                 reserve = open_reserve();
@@ -242,6 +267,7 @@ impl Server {
         }
         drop(listener);
         drop(alive);
+        trimmer.cancel().await;
         log::info!("no longer accepting connections; waiting for requests in flight");
         let drained_in_time = future::or(
             async {
