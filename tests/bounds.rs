@@ -672,3 +672,49 @@ fn hello_reads_driver_status_from_a_cache_and_spawns_nothing() {
     assert!(traced_hellos > 100, "the flood ran: {traced_hellos}");
     assert!(execs.is_empty(), "hello started commands: {execs:?}");
 }
+
+#[test]
+fn header_and_idle_timeouts_close_connections() {
+    let xfs = Xfs::new("bounds-timeouts", 512 * MIB);
+    let d = Daemon::start(&Layout::on_xfs(
+        &xfs,
+        "reconcile_interval = 0\n[limits]\nidle_timeout = 2\nframe_timeout = 2\n",
+    ));
+    let open = |d: &Daemon| {
+        let s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let at_end = |s: &mut UnixStream| {
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(0))
+    };
+    // Half a header, then nothing: told why, then closed.
+    let mut half = open(&d);
+    half.write_all(&[0, 0]).unwrap();
+    // Silent from the start: closed without a word once idle.
+    let mut silent = open(&d);
+    // A subscriber is never idle, however quiet.
+    let mut subscriber = open(&d);
+    subscriber
+        .write_all(&request(1, "events.subscribe", vec![]))
+        .unwrap();
+    assert_eq!(reply(&mut subscriber).0, "ok");
+    let t0 = Instant::now();
+    let (code, m) = reply(&mut half);
+    assert_eq!(code, "invalid_argument", "{m}");
+    assert!(m.contains("frame header did not arrive within 2 s"), "{m}");
+    assert!(at_end(&mut half));
+    assert!(at_end(&mut silent), "the idle connection is closed");
+    println!(
+        "half a header answered and closed, a silent connection closed, within {:?}",
+        t0.elapsed()
+    );
+    thread::sleep(Duration::from_secs(3));
+    d.ok("share.create", vec![("name", t("t1")), ("size", n(MIB))]);
+    let body = frame::read_frame_blocking(&mut subscriber, 1 << 20)
+        .unwrap()
+        .expect("the subscriber is still open");
+    let event = frame::decode_body(&body).unwrap();
+    assert!(shelf::client::get(&event, "event").is_some(), "{event:?}");
+}

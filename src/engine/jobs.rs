@@ -435,4 +435,22 @@ mod tests {
         let fresh = bus.subscribe(None, None);
         assert!(fresh.backlog.is_empty() && !fresh.gap);
     }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_dropped() {
+        let bus = EventBus::default();
+        let s = bus.subscribe(None, None);
+        for i in 0..SUBSCRIBER_QUEUE + 1 {
+            bus.publish("object.created", "share.create", &i.to_string(), None);
+        }
+        assert_eq!(s.live.len(), SUBSCRIBER_QUEUE);
+        assert!(s.live.is_closed(), "dropped once its queue was full");
+        drop(s);
+        let _ = bus.subscribe(None, None);
+        assert_eq!(
+            bus.inner.lock().unwrap().subscribers.len(),
+            1,
+            "closed ones forgotten"
+        );
+    }
 }

@@ -407,6 +407,60 @@ mod tests {
         assert!(err.to_string().contains("nested"), "{err}");
     }
 
+    #[test]
+    fn items_are_counted_before_decoding() {
+        // [_ 0, 0, ... ] with MAX_ITEMS zeros: the array and its items are one too many.
+        let mut body = vec![0x9f];
+        body.extend(std::iter::repeat_n(0u8, MAX_ITEMS));
+        body.push(0xff);
+        let err = decode_body(&body).unwrap_err();
+        assert!(err.to_string().contains("data items"), "{err}");
+        body.truncate(MAX_ITEMS - 1);
+        body.push(0xff);
+        assert!(decode_body(&body).is_ok());
+        // Strings count once whatever their length; maps count keys and values.
+        let mut text = vec![0x7a, 0, 1, 0, 0];
+        text.extend(std::iter::repeat_n(b'a', 65536));
+        assert!(check_item_count(&text, 1).is_ok());
+        assert!(check_item_count(&[0xa1, 0x01, 0x02], 2).is_err());
+        assert!(check_item_count(&[0xa1, 0x01, 0x02], 3).is_ok());
+        // Malformed input is left to the decoder.
+        assert!(
+            check_item_count(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 4).is_ok()
+        );
+        assert!(decode_body(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn bodies_grow_as_they_arrive() {
+        let frame = encode(&Value::Bytes(vec![7; 100_000]));
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap());
+        let mut asked = Vec::new();
+        let body = smol::block_on(read_body_growing(&mut &frame[4..], len, 4096, |n| {
+            asked.push(n);
+            async { Ok(()) }
+        }))
+        .unwrap();
+        assert_eq!(body, frame[4..]);
+        assert_eq!(
+            asked.iter().sum::<usize>(),
+            len as usize - 4096,
+            "{asked:?}"
+        );
+        // A frame announced large but cut short cost what arrived, not what it announced.
+        let mut asked = 0;
+        let err = smol::block_on(read_body_growing(&mut &[1u8; 10][..], 1 << 20, 4096, |n| {
+            asked += n;
+            async { Ok(()) }
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(err, FrameError::Truncated { got: 10, .. }),
+            "{err}"
+        );
+        assert_eq!(asked, 0);
+    }
+
     proptest! {
         #[test]
         fn decoder_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
