@@ -9,13 +9,13 @@ use futures_lite::future;
 use smol::Async;
 
 use super::auth::Role;
+use super::events::{subscribe, Sub};
 use super::limits::{Charge, ConnState, Refusal, FREE_BYTES};
+use super::refuse::{refuse, refuse_roleless};
 use super::Server;
 use crate::error::Error;
 use crate::proto::frame::{self, FrameError};
-use crate::proto::{
-    encode_reply, parse_request, Envelope, ErrorCode, EventsSubscribeArgs, Reply, Request,
-};
+use crate::proto::{encode_reply, parse_request, Envelope, ErrorCode, Reply, Request};
 use crate::store::AuditEntry;
 use crate::sys::process::{peer_credentials, PeerCred};
 use crate::sys::users::groups_of;
@@ -24,155 +24,10 @@ use crate::sys::users::groups_of;
 /// (a list of thousands of objects would otherwise stay in the allocator's pools).
 const LARGE_REPLY: usize = 64 << 10;
 
-/// Peers refused at connect whose close waits for their first request, at most.
-const MAX_LINGERING: usize = 64;
-
 /// What the writer sends: a reply, or an event of a subscription.
-enum Out {
+pub(super) enum Out {
     Reply(Reply),
     Event(ciborium::Value),
-}
-
-/// The connection a subscription belongs to.
-struct Sub {
-    id: u64,
-    state: Arc<ConnState>,
-    subscribed: Arc<AtomicBool>,
-}
-
-/// Gives back a subscription's place in the global count and the connection's one slot.
-struct SubGuard {
-    server: Arc<Server>,
-    state: Arc<ConnState>,
-    subscribed: Arc<AtomicBool>,
-}
-
-impl Drop for SubGuard {
-    fn drop(&mut self) {
-        self.server.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        self.state.busy.fetch_sub(1, Ordering::Relaxed);
-        self.subscribed.store(false, Ordering::Relaxed);
-    }
-}
-
-/// `events.subscribe`: answer with the epoch, then forward the backlog and every new
-/// event on this connection until it closes (or falls too far behind, which it is told).
-/// One subscription per connection, and at most `limits.max_subscriptions` in all.
-async fn subscribe(
-    server: &Arc<Server>,
-    conn: Sub,
-    a: &EventsSubscribeArgs,
-    tx: smol::channel::Sender<Out>,
-    closing: smol::channel::Receiver<()>,
-) {
-    let id = conn.id;
-    let refuse = |code: ErrorCode, message: String| {
-        Out::Reply(Reply {
-            id: Some(id),
-            result: Err((code, message)),
-        })
-    };
-    if conn.subscribed.swap(true, Ordering::Relaxed) {
-        let _ = tx
-            .send(refuse(
-                ErrorCode::InvalidArgument,
-                "this connection already has an event subscription (one per connection)".into(),
-            ))
-            .await;
-        return;
-    }
-    let max = server.settings.max_subscriptions.load(Ordering::Relaxed);
-    if server.subscriptions.fetch_add(1, Ordering::Relaxed) >= max {
-        server.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        conn.subscribed.store(false, Ordering::Relaxed);
-        let _ = tx
-            .send(refuse(
-                ErrorCode::Busy,
-                format!(
-                    "shelfd has its maximum of {max} event subscriptions open \
-                     (limits.max_subscriptions); retry later"
-                ),
-            ))
-            .await;
-        return;
-    }
-    conn.state.busy.fetch_add(1, Ordering::Relaxed);
-    let guard = SubGuard {
-        server: server.clone(),
-        state: conn.state,
-        subscribed: conn.subscribed,
-    };
-    let sub = server
-        .engine
-        .events()
-        .subscribe(a.since, a.epoch.as_deref());
-    let reply = crate::engine::map_value(vec![
-        ("epoch", ciborium::Value::Text(sub.epoch.clone())),
-        ("gap", ciborium::Value::Bool(sub.gap)),
-        (
-            "backlog",
-            ciborium::Value::Integer(sub.backlog.len().into()),
-        ),
-    ]);
-    if tx
-        .send(Out::Reply(Reply {
-            id: Some(id),
-            result: Ok(reply),
-        }))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let frame = |e: &crate::engine::jobs::Event| {
-        let v = ciborium::Value::serialized(e).unwrap_or(ciborium::Value::Null);
-        Out::Event(ciborium::Value::Map(vec![(
-            ciborium::Value::Text("event".into()),
-            v,
-        )]))
-    };
-    let tx2 = tx.clone();
-    smol::spawn(async move {
-        let _guard = guard;
-        for e in &sub.backlog {
-            if tx2.send(frame(e)).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            let next = future::or(async { sub.live.recv().await.ok().map(Some) }, async {
-                let _ = closing.recv().await;
-                Some(None)
-            })
-            .await;
-            match next {
-                // The connection is closing: stop forwarding so it can.
-                Some(None) => return,
-                Some(Some(e)) => {
-                    if tx2.send(frame(&e)).await.is_err() {
-                        return;
-                    }
-                }
-                None => break,
-            }
-        }
-        // The bus dropped us (we fell behind): say so; the client resubscribes with since.
-        let overflow = ciborium::Value::Map(vec![(
-            ciborium::Value::Text("event".into()),
-            ciborium::Value::Map(vec![
-                (
-                    ciborium::Value::Text("kind".into()),
-                    ciborium::Value::Text("overflow".into()),
-                ),
-                (
-                    ciborium::Value::Text("epoch".into()),
-                    ciborium::Value::Text(sub.epoch.clone()),
-                ),
-            ]),
-        )]);
-        let _ = tx2.send(Out::Event(overflow)).await;
-    })
-    .detach();
 }
 
 enum Next {
@@ -210,75 +65,6 @@ impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.server.conns.remove(self.id);
     }
-}
-
-/// One frame written straight to the socket (before the writer task exists), with a
-/// bound on how long a peer that does not read can hold it up.
-async fn send_direct(stream: &Async<UnixStream>, code: ErrorCode, message: String) {
-    let bytes = frame::encode(&encode_reply(&Reply {
-        id: None,
-        result: Err((code, message)),
-    }));
-    let mut w = stream;
-    let _ = future::or(
-        async {
-            let _ = frame::write_frame(&mut w, &bytes).await;
-        },
-        async {
-            smol::Timer::after(Duration::from_secs(1)).await;
-        },
-    )
-    .await;
-}
-
-/// Refuse a peer at connect: one error frame, then close. The close waits (up to a
-/// second, and only for a bounded number of such peers at once) for the peer's first
-/// request or its end, so a client that writes before it reads still reads the refusal
-/// instead of a broken pipe.
-async fn refuse(server: &Server, stream: Async<UnixStream>, code: ErrorCode, message: String) {
-    send_direct(&stream, code, message).await;
-    if server.lingering.fetch_add(1, Ordering::Relaxed) < MAX_LINGERING {
-        let _ = future::or(
-            async {
-                let _ = stream.readable().await;
-            },
-            async {
-                smol::Timer::after(Duration::from_secs(1)).await;
-            },
-        )
-        .await;
-    }
-    server.lingering.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// A peer with no role: refused at connect, audited once per uid and minute.
-async fn refuse_roleless(server: &Server, conn_id: u64, peer: &Peer, stream: Async<UnixStream>) {
-    let uid = peer.cred.uid;
-    let message = format!(
-        "uid {uid} has no role on this socket; ask for one in the [access] section of shelf.toml"
-    );
-    if let Some(suppressed) = server.refusals.note(uid) {
-        let note = if suppressed > 0 {
-            format!(" ({suppressed} more refused connections of this uid since the last entry)")
-        } else {
-            String::new()
-        };
-        server.engine.audit(AuditEntry {
-            seq: 0,
-            at_ms: crate::store::now_ms(),
-            uid,
-            gid: peer.cred.gid,
-            pid: peer.cred.pid,
-            role: Role::None.as_str().to_string(),
-            op: "connect".to_string(),
-            target: String::new(),
-            outcome: ErrorCode::PermissionDenied.as_str().to_string(),
-            message: format!("{message}{note}"),
-            key: None,
-        });
-    }
-    log::debug!("conn {conn_id}: uid {uid} has no role; refused");
-    refuse(server, stream, ErrorCode::PermissionDenied, message).await;
 }
 
 pub(super) async fn serve(
@@ -362,28 +148,7 @@ async fn run_connection(
     let stream = Arc::new(stream);
     let in_flight = server.settings.max_in_flight.load(Ordering::Relaxed);
     let (reply_tx, reply_rx) = smol::channel::bounded::<Out>(in_flight);
-    let writer_stream = stream.clone();
-    let writer_state = state.clone();
-    let writer = smol::spawn(async move {
-        let mut w = &*writer_stream;
-        while let Ok(out) = reply_rx.recv().await {
-            let value = match out {
-                Out::Reply(reply) => encode_reply(&reply),
-                Out::Event(event) => event,
-            };
-            let bytes = frame::encode(&value);
-            drop(value);
-            if let Err(e) = frame::write_frame(&mut w, &bytes).await {
-                log::debug!("conn {conn_id}: write failed: {e}");
-                break;
-            }
-            writer_state.touch();
-            if bytes.len() >= LARGE_REPLY {
-                drop(bytes);
-                smol::unblock(crate::sys::process::release_free_memory).await;
-            }
-        }
-    });
+    let writer = spawn_writer(conn_id, stream.clone(), state.clone(), reply_rx);
     let slots = Arc::new(async_lock::Semaphore::new(in_flight));
     // Closed when the connection stops reading, so event forwarders let it close.
     let (closing_tx, closing_rx) = smol::channel::bounded::<()>(1);
@@ -425,13 +190,7 @@ async fn run_connection(
             }
         };
         state.touch();
-        // A large frame is decoded on the blocking pool, so its cost never holds up other
-        // connections; a small one costs less than the hand-over.
-        let decoded = if body.len() > FREE_BYTES {
-            smol::unblock(move || decode(&body)).await
-        } else {
-            decode(&body)
-        };
+        let decoded = decode_frame(server, body).await;
         drop(charge);
         let envelope = match decoded {
             Decoded::Request(env) => env,
@@ -452,30 +211,16 @@ async fn run_connection(
                 continue;
             }
         };
-        let (server, tx, peer) = (server.clone(), reply_tx.clone(), peer.clone());
-        let (closing, state, subscribed) = (closing_rx.clone(), state.clone(), subscribed.clone());
-        state.busy.fetch_add(1, Ordering::Relaxed);
-        smol::spawn(async move {
-            let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
-            match &envelope.request {
-                Request::EventsSubscribe(a) if role.permits(&envelope.request) => {
-                    let sub = Sub {
-                        id: envelope.id,
-                        state: state.clone(),
-                        subscribed,
-                    };
-                    subscribe(&server, sub, a, tx, closing).await;
-                }
-                // Everything else, and a refused subscribe (answered and audited there).
-                _ => {
-                    let reply = run_request(&server, conn_id, &peer, envelope).await;
-                    let _ = tx.send(Out::Reply(reply)).await;
-                }
-            }
-            state.busy.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        })
-        .detach();
+        let ctx = RequestCtx {
+            server: server.clone(),
+            conn_id,
+            peer: peer.clone(),
+            state: state.clone(),
+            subscribed: subscribed.clone(),
+            closing: closing_rx.clone(),
+            tx: reply_tx.clone(),
+        };
+        dispatch(ctx, envelope, permit);
     }
     closing_tx.close();
     // Let requests in flight finish and their replies go out before closing.
@@ -485,6 +230,89 @@ async fn run_connection(
     }
     drop(reply_tx);
     writer.await;
+}
+
+/// The connection's writer: replies and events, in the order they are ready.
+fn spawn_writer(
+    conn_id: u64,
+    stream: Arc<Async<UnixStream>>,
+    state: Arc<ConnState>,
+    rx: smol::channel::Receiver<Out>,
+) -> smol::Task<()> {
+    smol::spawn(async move {
+        let mut w = &*stream;
+        while let Ok(out) = rx.recv().await {
+            let value = match out {
+                Out::Reply(reply) => encode_reply(&reply),
+                Out::Event(event) => event,
+            };
+            let bytes = frame::encode(&value);
+            drop(value);
+            if let Err(e) = frame::write_frame(&mut w, &bytes).await {
+                log::debug!("conn {conn_id}: write failed: {e}");
+                break;
+            }
+            state.touch();
+            if bytes.len() >= LARGE_REPLY {
+                drop(bytes);
+                smol::unblock(crate::sys::process::release_free_memory).await;
+            }
+        }
+    })
+}
+
+/// A large frame is decoded on the blocking pool, so its cost never holds up other
+/// connections, and at most [`super::DECODE_SLOTS`] at once (the values a frame decodes
+/// into are bounded by its item count, their sum by the slots). A small one (at most
+/// 4 KiB, so a few thousand items) costs less than the hand-over.
+async fn decode_frame(server: &Server, body: Vec<u8>) -> Decoded {
+    if body.len() > FREE_BYTES {
+        let _slot = server.decode_slots.acquire().await;
+        smol::unblock(move || decode(&body)).await
+    } else {
+        decode(&body)
+    }
+}
+
+/// What a request's task needs of its connection.
+struct RequestCtx {
+    server: Arc<Server>,
+    conn_id: u64,
+    peer: Arc<Peer>,
+    state: Arc<ConnState>,
+    subscribed: Arc<AtomicBool>,
+    closing: smol::channel::Receiver<()>,
+    tx: smol::channel::Sender<Out>,
+}
+
+/// Run one request on its own task; its slot is given back when it is answered.
+fn dispatch(c: RequestCtx, envelope: Envelope, permit: async_lock::SemaphoreGuardArc) {
+    c.state.busy.fetch_add(1, Ordering::Relaxed);
+    smol::spawn(async move {
+        let role = c
+            .server
+            .settings
+            .roles()
+            .role_of(c.peer.cred.uid, &c.peer.groups);
+        match &envelope.request {
+            Request::EventsSubscribe(a) if role.permits(&envelope.request) => {
+                let sub = Sub {
+                    id: envelope.id,
+                    state: c.state.clone(),
+                    subscribed: c.subscribed,
+                };
+                subscribe(&c.server, sub, a, c.tx, c.closing).await;
+            }
+            // Everything else, and a refused subscribe (answered and audited there).
+            _ => {
+                let reply = run_request(&c.server, c.conn_id, &c.peer, envelope).await;
+                let _ = c.tx.send(Out::Reply(reply)).await;
+            }
+        }
+        c.state.busy.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+    })
+    .detach();
 }
 
 /// Wait for the next frame: its first byte may take as long as the connection may stay
@@ -577,9 +405,9 @@ async fn read_one(
 
 /// Who is at the other end: `SO_PEERCRED` and the groups of that user.
 #[derive(Debug)]
-struct Peer {
-    cred: PeerCred,
-    groups: Vec<u32>,
+pub(super) struct Peer {
+    pub(super) cred: PeerCred,
+    pub(super) groups: Vec<u32>,
 }
 
 async fn run_request(

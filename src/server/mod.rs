@@ -7,7 +7,9 @@
 
 mod auth;
 mod conn;
+mod events;
 mod limits;
+mod refuse;
 
 pub use auth::{Role, Roles};
 
@@ -88,6 +90,8 @@ impl Settings {
     }
 }
 
+/// Large frames decoded at the same time, on the blocking pool.
+pub const DECODE_SLOTS: usize = 4;
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -172,6 +176,8 @@ pub struct Server {
     subscriptions: AtomicUsize,
     /// Refused connections waiting for their peer's first request.
     lingering: AtomicUsize,
+    /// Large frames decoded at once (each may briefly take ~50 bytes per item).
+    decode_slots: async_lock::Semaphore,
 }
 
 impl Server {
@@ -186,6 +192,7 @@ impl Server {
             refusals: limits::RefusalLog::default(),
             subscriptions: AtomicUsize::new(0),
             lingering: AtomicUsize::new(0),
+            decode_slots: async_lock::Semaphore::new(DECODE_SLOTS),
         })
     }
 
@@ -233,9 +240,16 @@ impl Server {
                     match reserve.take() {
                         Some(fd) => {
                             drop(fd);
-                            match listener.accept().await {
-                                Ok((stream, _)) => stream,
-                                Err(e) => {
+                            let retried =
+                                future::or(async { Some(listener.accept().await) }, async {
+                                    let _ = stop.recv().await;
+                                    None
+                                })
+                                .await;
+                            match retried {
+                                None => break,
+                                Some(Ok((stream, _))) => stream,
+                                Some(Err(e)) => {
                                     log::debug!("accept with the reserve descriptor: {e}");
                                     continue;
                                 }
