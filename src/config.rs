@@ -627,6 +627,13 @@ mod tests {
         for text in [
             "state_dir='rel'\nsocket='/b'",
             "state_dir='/a'\nsocket='/b'\nmax_frame_size=1",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nrequest_buffer_bytes=1000",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_connections=1",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_connections_per_uid=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nframe_timeout=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_subscriptions=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\ndriver_probe_interval=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_conections=5",
             "state_dir='/a'\nsocket='/b'\n[pools.'../x']\n",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\npath='rel'",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='zfs'",
