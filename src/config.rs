@@ -67,6 +67,9 @@ pub struct Config {
     /// The image cache: where imports may read from, how many uploads may run.
     #[serde(default)]
     pub images: ImagesConfig,
+    /// What connections may cost: memory, descriptors, time.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// Settings of the image cache (`image.import`, `image.upload.*`).
@@ -107,6 +110,74 @@ impl ImagesConfig {
                 "images.max_uploads {} must be between 1 and 1024",
                 self.max_uploads
             ));
+        }
+        Ok(())
+    }
+}
+
+/// Bounds on what peers may cost the daemon (see docs/security.md, section 3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Bytes of request frames all connections together may hold while they arrive,
+    /// beyond the first 4 KiB of each frame (1 MiB to 4 GiB). Read at start-up only.
+    pub request_buffer_bytes: u64,
+    /// Open connections in all (16 to 65536); admins may go past it by shedding idle
+    /// non-admin connections.
+    pub max_connections: usize,
+    /// Open connections per uid (1 to 65536); admins are exempt.
+    pub max_connections_per_uid: usize,
+    /// Seconds a frame may take to arrive once its first byte has (1 to 3600).
+    pub frame_timeout: u64,
+    /// Seconds a connection with nothing in flight and no subscription may stay silent
+    /// before it is closed (0: never).
+    pub idle_timeout: u64,
+    /// Event subscriptions open in all (1 to 65536).
+    pub max_subscriptions: usize,
+    /// Seconds between background probes of the export drivers that `hello` and
+    /// `pool.show` report (1 to 3600).
+    pub driver_probe_interval: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            request_buffer_bytes: 32 << 20,
+            max_connections: 1024,
+            max_connections_per_uid: 128,
+            frame_timeout: 30,
+            idle_timeout: 3600,
+            max_subscriptions: 1024,
+            driver_probe_interval: 30,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), String> {
+        let l = self;
+        let checks: [(&str, u64, u64, u64); 6] = [
+            (
+                "request_buffer_bytes",
+                l.request_buffer_bytes,
+                1 << 20,
+                4 << 30,
+            ),
+            ("max_connections", l.max_connections as u64, 16, 65536),
+            (
+                "max_connections_per_uid",
+                l.max_connections_per_uid as u64,
+                1,
+                65536,
+            ),
+            ("frame_timeout", l.frame_timeout, 1, 3600),
+            ("max_subscriptions", l.max_subscriptions as u64, 1, 65536),
+            ("driver_probe_interval", l.driver_probe_interval, 1, 3600),
+        ];
+        for (name, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("limits.{name} {v} must be between {lo} and {hi}"));
+            }
         }
         Ok(())
     }
@@ -466,6 +537,7 @@ impl Config {
                 self.max_in_flight
             ));
         }
+        self.limits.validate()?;
         if !(1..=3600).contains(&self.command_timeout) {
             return Err(format!(
                 "command_timeout {} must be between 1 and 3600 seconds",
@@ -602,6 +674,13 @@ mod tests {
         for text in [
             "state_dir='rel'\nsocket='/b'",
             "state_dir='/a'\nsocket='/b'\nmax_frame_size=1",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nrequest_buffer_bytes=1000",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_connections=1",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_connections_per_uid=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nframe_timeout=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_subscriptions=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\ndriver_probe_interval=0",
+            "state_dir='/a'\nsocket='/b'\n[limits]\nmax_conections=5",
             "state_dir='/a'\nsocket='/b'\n[pools.'../x']\n",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\npath='rel'",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='zfs'",

@@ -127,9 +127,10 @@ fn roles_come_from_peer_credentials_and_every_change_is_audited() {
         "{entries:?}"
     );
     assert!(
+        // A peer with no role is refused at connect (docs/security.md section 3).
         entries.contains(&(
             4244,
-            "hello".into(),
+            "connect".into(),
             "permission_denied".into(),
             String::new()
         )),

@@ -211,6 +211,9 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         }
         None => server::bind(&config.socket, roles.socket_gid)?,
     };
+    check_descriptors(&config);
+    let probe_timeout = Duration::from_secs(config.command_timeout.min(10));
+    engine.refresh_driver_status(probe_timeout).await;
     let settings = Arc::new(Settings::from_config(&config, roles));
     let srv = Server::new(engine.clone(), settings.clone());
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
@@ -218,6 +221,12 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     let periodic = smol::spawn(reconcile_every(
         engine.clone(),
         Duration::from_secs(config.reconcile_interval),
+        stop_rx.clone(),
+    ));
+    let probing = smol::spawn(probe_drivers_every(
+        engine.clone(),
+        Duration::from_secs(config.limits.driver_probe_interval),
+        probe_timeout,
         stop_rx,
     ));
     let watchdog =
@@ -257,6 +266,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     }
     serving.await;
     periodic.await;
+    probing.await;
     if !activated {
         // A socket systemd made stays: it is systemd's, and it queues clients until the
         // next start.
@@ -266,6 +276,45 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     store.close().await;
     log::info!("shelfd stopped");
     Ok(())
+}
+
+/// Raise the descriptor limit and say whether it leaves room for the connection cap.
+fn check_descriptors(config: &Config) {
+    match shelf::sys::process::raise_descriptor_limit() {
+        Ok(n) if n < config.limits.max_connections as u64 + 128 => log::warn!(
+            "only {n} descriptors allowed (RLIMIT_NOFILE) for limits.max_connections = {}; \
+             when they run out, idle non-admin connections are shed for admins",
+            config.limits.max_connections
+        ),
+        Ok(n) => log::debug!("{n} descriptors allowed"),
+        Err(e) => log::warn!("cannot read the descriptor limit: {e}"),
+    }
+}
+
+/// Refresh the drivers' status that hello and pool.show report, every `every`.
+async fn probe_drivers_every(
+    engine: Arc<Engine>,
+    every: Duration,
+    timeout: Duration,
+    stop: smol::channel::Receiver<()>,
+) {
+    loop {
+        let tick = futures_lite::future::or(
+            async {
+                smol::Timer::after(every).await;
+                true
+            },
+            async {
+                let _ = stop.recv().await;
+                false
+            },
+        )
+        .await;
+        if !tick {
+            return;
+        }
+        engine.refresh_driver_status(timeout).await;
+    }
 }
 
 /// Reconcile exports every `every` until `stop` closes (never when `every` is zero).

@@ -198,7 +198,7 @@ impl Engine {
                 r
             }
             None => {
-                self.exporter(driver).probe().await?;
+                self.probe_driver(driver).await?;
                 self.ensure_export(&share, protocol, driver, ExportOptions::default())
                     .await?
                     .0
@@ -212,7 +212,7 @@ impl Engine {
                 ("changed", Value::Bool(false)),
             ]));
         }
-        self.exporter(row.export.driver).probe().await?;
+        self.probe_driver(row.export.driver).await?;
         let attachment = Attachment {
             id: uuid::Uuid::new_v4().to_string(),
             share: share.id.clone(),

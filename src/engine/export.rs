@@ -54,19 +54,6 @@ impl Engine {
             .clone()
     }
 
-    /// `{driver: "usable" | reason}` for hello and pool.show.
-    pub(super) async fn driver_status(&self) -> Value {
-        let mut pairs = Vec::new();
-        for (d, x) in &self.exporters {
-            let status = match x.probe().await {
-                Ok(()) => "usable".to_string(),
-                Err(e) => e.to_string(),
-            };
-            pairs.push((Value::Text(d.as_str().into()), Value::Text(status)));
-        }
-        Value::Map(pairs)
-    }
-
     /// The spec a driver needs for an export of `share`.
     pub(super) fn spec_for(&self, row: &ExportRow, share: &Share) -> Result<ExportSpec> {
         let pool = self.pool(&share.pool)?;
@@ -143,7 +130,7 @@ impl Engine {
         let _exports = self.export_guard(driver).await;
         let share = self.share_by_id(&id).await?;
         Self::check_protocol(&share, a.protocol)?;
-        self.exporter(driver).probe().await?;
+        self.probe_driver(driver).await?;
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;

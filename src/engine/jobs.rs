@@ -25,7 +25,9 @@ use crate::store::{self, JobRow, Store};
 /// Events kept for clients that resume.
 pub const EVENT_BACKLOG: usize = 10_000;
 /// Events queued for one subscriber before it is dropped (it then resumes with `since`).
-const SUBSCRIBER_QUEUE: usize = 4096;
+/// The queue grows as events wait and shrinks as they go: an idle subscriber costs a few
+/// hundred bytes, not room for this many events.
+pub const SUBSCRIBER_QUEUE: usize = 4096;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,13 +115,17 @@ impl EventBus {
             g.ring.pop_front();
         }
         g.ring.push_back(e.clone());
-        g.subscribers.retain(|s| s.try_send(e.clone()).is_ok());
+        g.subscribers
+            .retain(|s| s.len() < SUBSCRIBER_QUEUE && s.try_send(e.clone()).is_ok());
     }
 
     /// Subscribe, resuming after `since` (a sequence number of `epoch`) when given.
     pub fn subscribe(&self, since: Option<u64>, epoch: Option<&str>) -> Subscription {
         let mut g = self.inner.lock().expect("event bus");
-        let (tx, rx) = smol::channel::bounded(SUBSCRIBER_QUEUE);
+        // Unbounded only in type: publish drops a subscriber whose queue is full. A bounded
+        // channel would allocate all SUBSCRIBER_QUEUE slots up front.
+        let (tx, rx) = smol::channel::unbounded();
+        g.subscribers.retain(|s| !s.is_closed());
         let (backlog, gap) = match since {
             None => (Vec::new(), false),
             Some(_) if epoch.is_some_and(|e| e != self.epoch) => (Vec::new(), true),
@@ -428,5 +434,23 @@ mod tests {
         assert!(other.gap && other.backlog.is_empty());
         let fresh = bus.subscribe(None, None);
         assert!(fresh.backlog.is_empty() && !fresh.gap);
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_dropped() {
+        let bus = EventBus::default();
+        let s = bus.subscribe(None, None);
+        for i in 0..SUBSCRIBER_QUEUE + 1 {
+            bus.publish("object.created", "share.create", &i.to_string(), None);
+        }
+        assert_eq!(s.live.len(), SUBSCRIBER_QUEUE);
+        assert!(s.live.is_closed(), "dropped once its queue was full");
+        drop(s);
+        let _ = bus.subscribe(None, None);
+        assert_eq!(
+            bus.inner.lock().unwrap().subscribers.len(),
+            1,
+            "closed ones forgotten"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 mod attach;
 mod capacity;
+mod drivers;
 mod export;
 pub mod failpoint;
 mod formatted;
@@ -82,6 +83,8 @@ pub struct Engine {
     formatter: crate::pool::format::Formatter,
     /// The filesystem of a `filesystem` share whose create names none.
     default_fs: crate::model::FsKind,
+    /// The drivers' status as last probed (hello and pool.show read only this).
+    driver_cache: drivers::DriverCache,
 }
 
 /// The export settings the engine needs from the config.
@@ -203,6 +206,7 @@ impl Engine {
                 config.mount_base(),
             ),
             default_fs: config.filesystem.default,
+            driver_cache: drivers::DriverCache::default(),
         })
     }
 
@@ -309,11 +313,8 @@ impl Engine {
     pub async fn handle(&self, req: Request) -> Result<Value> {
         match req {
             Request::Hello => {
-                let drivers = self.driver_status().await;
                 let mut v = self.hello();
-                if let Value::Map(m) = &mut v {
-                    m.push((Value::Text("drivers".into()), drivers));
-                }
+                self.add_driver_status(&mut v);
                 Ok(v)
             }
             Request::PoolList => {
@@ -325,10 +326,7 @@ impl Engine {
             }
             Request::PoolShow(a) => {
                 let mut v = to_value(&self.pool_info(&a.name).await?)?;
-                let drivers = self.driver_status().await;
-                if let Value::Map(m) = &mut v {
-                    m.push((Value::Text("drivers".into()), drivers));
-                }
+                self.add_driver_status(&mut v);
                 Ok(v)
             }
             Request::ShareCreate(a) => self.create_share(a).await,
@@ -477,6 +475,19 @@ impl Engine {
                 ]),
             ),
         ]))
+    }
+
+    /// `drivers` (each driver's cached status) and `drivers_age_ms` (how old the oldest
+    /// probe is), added to a hello or pool.show result.
+    fn add_driver_status(&self, v: &mut Value) {
+        let (drivers, age) = self.driver_status();
+        if let Value::Map(m) = v {
+            m.push((Value::Text("drivers".into()), drivers));
+            m.push((
+                Value::Text("drivers_age_ms".into()),
+                Value::Integer(age.into()),
+            ));
+        }
     }
 
     fn hello(&self) -> Value {

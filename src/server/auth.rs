@@ -99,6 +99,11 @@ impl Roles {
         )
     }
 
+    /// Whether a role is given to any group (if not, a peer's groups need not be read).
+    pub fn names_groups(&self) -> bool {
+        !self.admin_gids.is_empty() || !self.reader_gids.is_empty()
+    }
+
     /// The role of a peer with user `uid` and groups `gids`. root and the daemon's own
     /// user are always admin.
     pub fn role_of(&self, uid: u32, gids: &[u32]) -> Role {

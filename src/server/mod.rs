@@ -7,6 +7,9 @@
 
 mod auth;
 mod conn;
+mod events;
+mod limits;
+mod refuse;
 
 pub use auth::{Role, Roles};
 
@@ -32,16 +35,35 @@ pub struct Settings {
     pub max_in_flight: AtomicUsize,
     /// The roles in force.
     pub roles: std::sync::RwLock<Arc<Roles>>,
+    /// Open connections in all.
+    pub max_connections: AtomicUsize,
+    /// Open connections per uid (admins exempt).
+    pub max_connections_per_uid: AtomicUsize,
+    /// Seconds a frame may take once its first byte has arrived.
+    pub frame_timeout: AtomicU64,
+    /// Seconds an unused connection may stay silent (0: forever).
+    pub idle_timeout: AtomicU64,
+    /// Event subscriptions in all.
+    pub max_subscriptions: AtomicUsize,
+    /// Bytes of requests buffered in all (read at start only).
+    pub request_buffer_bytes: u64,
 }
 
 impl Settings {
     /// Settings from a config.
     /// Settings from a config and its resolved roles.
     pub fn from_config(c: &Config, roles: Roles) -> Self {
+        let l = &c.limits;
         Settings {
             max_frame_size: AtomicU32::new(c.max_frame_size),
             max_in_flight: AtomicUsize::new(c.max_in_flight),
             roles: std::sync::RwLock::new(Arc::new(roles)),
+            max_connections: AtomicUsize::new(l.max_connections),
+            max_connections_per_uid: AtomicUsize::new(l.max_connections_per_uid),
+            frame_timeout: AtomicU64::new(l.frame_timeout),
+            idle_timeout: AtomicU64::new(l.idle_timeout),
+            max_subscriptions: AtomicUsize::new(l.max_subscriptions),
+            request_buffer_bytes: l.request_buffer_bytes,
         }
     }
 
@@ -50,6 +72,15 @@ impl Settings {
         self.max_frame_size
             .store(c.max_frame_size, Ordering::Relaxed);
         self.max_in_flight.store(c.max_in_flight, Ordering::Relaxed);
+        let l = &c.limits;
+        self.max_connections
+            .store(l.max_connections, Ordering::Relaxed);
+        self.max_connections_per_uid
+            .store(l.max_connections_per_uid, Ordering::Relaxed);
+        self.frame_timeout.store(l.frame_timeout, Ordering::Relaxed);
+        self.idle_timeout.store(l.idle_timeout, Ordering::Relaxed);
+        self.max_subscriptions
+            .store(l.max_subscriptions, Ordering::Relaxed);
         *self.roles.write().expect("roles lock") = Arc::new(roles);
     }
 
@@ -59,8 +90,8 @@ impl Settings {
     }
 }
 
-/// How long a frame body may take to arrive once its header has been read.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Large frames decoded at the same time, on the blocking pool.
+pub const DECODE_SLOTS: usize = 4;
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -96,21 +127,72 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// Give the allocator's free pages back once the large frames that needed them are gone
+/// (glibc keeps them otherwise: 1,000 parked megabyte frames left shelfd 50 MiB larger).
+async fn trim_after_large_frames(server: Arc<Server>, stop: smol::channel::Receiver<()>) {
+    loop {
+        let go_on = future::or(
+            async {
+                smol::Timer::after(Duration::from_secs(2)).await;
+                true
+            },
+            async {
+                let _ = stop.recv().await;
+                false
+            },
+        )
+        .await;
+        if !go_on {
+            return;
+        }
+        if server.budget.take_trim() {
+            smol::unblock(crate::sys::process::release_free_memory).await;
+        }
+    }
+}
+
+/// The reserve descriptor (see [`Server::run`]).
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// A running server: accept connections until `stop` closes, then drain.
 #[derive(Debug)]
 pub struct Server {
     engine: Arc<Engine>,
     settings: Arc<Settings>,
     next_conn: AtomicU64,
+    /// Request bytes buffered by all connections.
+    budget: limits::Budget,
+    /// The open connections.
+    conns: limits::ConnTable,
+    /// Refused connections, for the audit's rate limit.
+    refusals: limits::RefusalLog,
+    /// Event subscriptions open.
+    subscriptions: AtomicUsize,
+    /// Refused connections waiting for their peer's first request.
+    lingering: AtomicUsize,
+    /// Large frames decoded at once (each may briefly take ~50 bytes per item).
+    decode_slots: async_lock::Semaphore,
 }
 
 impl Server {
     /// A server over an engine.
     pub fn new(engine: Arc<Engine>, settings: Arc<Settings>) -> Arc<Self> {
         Arc::new(Server {
+            budget: limits::Budget::new(settings.request_buffer_bytes),
             engine,
             settings,
             next_conn: AtomicU64::new(1),
+            conns: limits::ConnTable::default(),
+            refusals: limits::RefusalLog::default(),
+            subscriptions: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
+            decode_slots: async_lock::Semaphore::new(DECODE_SLOTS),
         })
     }
 
@@ -126,32 +208,80 @@ impl Server {
         };
         // Every connection task holds a clone of `alive`; when all are dropped, draining ends.
         let (alive, drained) = smol::channel::bounded::<()>(1);
+        // A descriptor kept in reserve: when accept runs out of descriptors, it is given up
+        // so the waiting peer can be accepted and judged (an admin is served, and the
+        // idlest non-admin connection is shed to make room).
+        let mut reserve = open_reserve();
+        let mut warned = false;
+        let trimmer = smol::spawn(trim_after_large_frames(self.clone(), stop.clone()));
         loop {
+            if reserve.is_none() {
+                reserve = open_reserve();
+            }
             let accepted = future::or(async { Some(listener.accept().await) }, async {
                 let _ = stop.recv().await;
                 None
             })
             .await;
-            match accepted {
+            let stream = match accepted {
                 None => break,
-                Some(Ok((stream, _))) => {
-                    let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-                    let me = self.clone();
-                    let (alive, stop) = (alive.clone(), stop.clone());
-                    smol::spawn(async move {
-                        conn::serve(me, id, stream, stop).await;
-                        drop(alive);
-                    })
-                    .detach();
+                Some(Ok((stream, _))) => stream,
+                Some(Err(e)) if out_of_descriptors(&e) => {
+                    if !warned {
+                        log::warn!(
+                            "accept: {e} ({} connections open, {} bytes of requests \
+                             buffered); shedding idle non-admin connections",
+                            self.conns.len(),
+                            self.budget.used_bytes()
+                        );
+                        warned = true;
+                    }
+                    let shed = self.conns.shed_idlest();
+                    match reserve.take() {
+                        Some(fd) => {
+                            drop(fd);
+                            let retried =
+                                future::or(async { Some(listener.accept().await) }, async {
+                                    let _ = stop.recv().await;
+                                    None
+                                })
+                                .await;
+                            match retried {
+                                None => break,
+                                Some(Ok((stream, _))) => stream,
+                                Some(Err(e)) => {
+                                    log::debug!("accept with the reserve descriptor: {e}");
+                                    continue;
+                                }
+                            }
+                        }
+                        None => {
+                            if !shed {
+                                smol::Timer::after(Duration::from_millis(10)).await;
+                            }
+                            smol::future::yield_now().await;
+                            continue;
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     log::warn!("accept failed: {e}");
                     smol::Timer::after(Duration::from_millis(50)).await;
+                    continue;
                 }
-            }
+            };
+            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let me = self.clone();
+            let (alive, stop) = (alive.clone(), stop.clone());
+            smol::spawn(async move {
+                conn::serve(me, id, stream, stop).await;
+                drop(alive);
+            })
+            .detach();
         }
         drop(listener);
         drop(alive);
+        trimmer.cancel().await;
         log::info!("no longer accepting connections; waiting for requests in flight");
         let drained_in_time = future::or(
             async {
