@@ -47,7 +47,7 @@ impl ImageBytes for FileBytes<'_> {
 /// Open an import source (admin-given path) beneath one of `dirs`, following no symlink,
 /// and check it is a regular file.
 fn open_import_source(dirs: &[PathBuf], source: &Path) -> Result<File> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::fcntl::OFlag;
     let shown = source.display().to_string();
     let Some((dir, rel)) = dirs
         .iter()
@@ -68,14 +68,13 @@ fn open_import_source(dirs: &[PathBuf], source: &Path) -> Result<File> {
     };
     let dirfd = File::open(dir)
         .map_err(|e| Error::io(format!("opening import directory {}", dir.display()), e))?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    let fd = openat2(&dirfd, rel, how).map_err(|e| match e {
+    let fd = crate::sys::fs::open_beneath(
+        &dirfd,
+        rel,
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| match e {
         nix::errno::Errno::ELOOP => {
             Error::Invalid(format!("source {shown}: a symlink in its path is refused"))
         }

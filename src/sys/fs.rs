@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 use nix::sys::stat::{fstat, FileStat, SFlag};
 use xattr::FileExt;
 
@@ -185,23 +187,84 @@ pub fn open_dir(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// The resolution every path below a pool directory gets: beneath `dir`, never through a
-/// symbolic link (nor a `/proc` magic link).
-fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS
+/// Set once `openat2` has answered `ENOSYS`: a seccomp sandbox refuses it (systemd's
+/// `RestrictSUIDSGID=`, which cannot inspect `open_how`, and container runtimes' default
+/// profiles do this so that callers fall back to `openat`), or the kernel predates 5.6.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Open `rel` beneath `dir` with `flags` (and `mode` when creating), never through a
+/// symbolic link or a `/proc` magic link, and never out of `dir`: `openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, or, where `openat2` is
+/// not available, [`open_beneath_walk`], which gives the same guarantees one component at
+/// a time. `O_NOFOLLOW` and `O_CLOEXEC` are always added.
+pub fn open_beneath(dir: &File, rel: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let how = OpenHow::new().flags(flags).mode(mode).resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+        match nix::fcntl::openat2(dir, rel, how) {
+            Err(Errno::ENOSYS) => {
+                log::warn!("openat2 is not available here (ENOSYS); resolving paths one component at a time");
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+    open_beneath_walk(dir, rel, flags, mode)
+}
+
+/// [`open_beneath`] without `openat2`: every component but the last is opened with
+/// `O_PATH | O_DIRECTORY | O_NOFOLLOW` relative to the one before (a symbolic link there
+/// fails with `ENOTDIR` or `ELOOP`), the last with `flags | O_NOFOLLOW` (a link there is
+/// `ELOOP`, or, with `O_PATH`, a handle on the link itself, which callers refuse by type).
+/// An absolute path or `..` is `EXDEV`, as `RESOLVE_BENEATH` answers.
+pub fn open_beneath_walk(dir: &File, rel: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+    use std::path::Component;
+    let parts: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .map(|c| match c {
+            Component::Normal(p) => Ok(p),
+            _ => Err(Errno::EXDEV),
+        })
+        .collect::<nix::Result<_>>()?;
+    let Some((last, walk)) = parts.split_last() else {
+        return Err(Errno::ENOENT);
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for part in walk {
+        let at = cur.as_ref().map_or(dir.as_fd(), |f| f.as_fd());
+        let next = nix::fcntl::openat(
+            at,
+            *part,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        cur = Some(next);
+    }
+    let at = cur.as_ref().map_or(dir.as_fd(), |f| f.as_fd());
+    nix::fcntl::openat(
+        at,
+        *last,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        mode,
+    )
 }
 
 /// Create the new file `rel` beneath `dir` with `mode`, never through a symbolic link.
 pub fn create_new_at(dir: &File, rel: &Path, mode: u32) -> io::Result<File> {
-    let how = OpenHow::new()
-        .flags(
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+    let f = File::from(
+        open_beneath(
+            dir,
+            rel,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+            Mode::from_bits_truncate(mode as libc::mode_t),
         )
-        .mode(nix::sys::stat::Mode::from_bits_truncate(
-            mode as libc::mode_t,
-        ))
-        .resolve(beneath());
-    let f = File::from(nix::fcntl::openat2(dir, rel, how).map_err(io::Error::from)?);
+        .map_err(io::Error::from)?,
+    );
     nix::sys::stat::fchmod(
         &f,
         nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t),
@@ -237,10 +300,7 @@ pub fn open_checked(
     expect: Expect<'_>,
     write: bool,
 ) -> Result<File, OpenError> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(beneath());
-    let handle = match nix::fcntl::openat2(dir, rel, how) {
+    let handle = match open_beneath(dir, rel, OFlag::O_PATH, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(Errno::ENOENT) => return Err(OpenError::Missing(Errno::ENOENT.into())),
         Err(Errno::ELOOP) | Err(Errno::EXDEV) => {
@@ -409,6 +469,62 @@ mod tests {
 
     /// Every kind of object a tenant can plant is refused, by what it is, without being
     /// opened for I/O (a FIFO would block) and without following a link out.
+    #[test]
+    fn the_walk_without_openat2_refuses_what_openat2_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("secret"), b"secret").unwrap();
+        std::fs::create_dir_all(root.join("pool/a")).unwrap();
+        std::fs::write(root.join("pool/a/volume"), b"v").unwrap();
+        std::os::unix::fs::symlink("a", root.join("pool/l")).unwrap();
+        std::os::unix::fs::symlink("../../secret", root.join("pool/a/ln")).unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("pool/a/abs")).unwrap();
+        let d = open_dir(&root.join("pool")).unwrap();
+        let ro = OFlag::O_RDONLY;
+        let walk = |rel: &str, flags| open_beneath_walk(&d, Path::new(rel), flags, Mode::empty());
+        let both = |rel: &str, flags| {
+            let w = walk(rel, flags).map(|_| ());
+            let how = OpenHow::new()
+                .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+                .resolve(
+                    ResolveFlag::RESOLVE_BENEATH
+                        | ResolveFlag::RESOLVE_NO_SYMLINKS
+                        | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+                );
+            let o = nix::fcntl::openat2(&d, Path::new(rel), how).map(|_| ());
+            (w, o)
+        };
+        // What both accept and both refuse.
+        assert_eq!(both("a/volume", ro), (Ok(()), Ok(())));
+        assert_eq!(both("./a/./volume", ro), (Ok(()), Ok(())));
+        for (rel, flags) in [
+            ("a/ln", ro),
+            ("a/abs", ro),
+            ("../secret", ro),
+            ("a/../../secret", ro),
+            ("/etc/hostname", ro),
+            ("a/missing", ro),
+        ] {
+            let (w, o) = both(rel, flags);
+            assert!(w.is_err() && o.is_err(), "{rel}: walk {w:?}, openat2 {o:?}");
+        }
+        // A symbolic link on the way is refused (ENOTDIR or ELOOP), never followed.
+        let w = walk("l/volume", ro).unwrap_err();
+        assert!(matches!(w, Errno::ENOTDIR | Errno::ELOOP), "{w:?}");
+        // Leaving the directory is EXDEV, as RESOLVE_BENEATH answers.
+        assert_eq!(walk("../secret", ro).unwrap_err(), Errno::EXDEV);
+        assert_eq!(walk("/etc/hostname", ro).unwrap_err(), Errno::EXDEV);
+        // The last component as a link: ELOOP, or with O_PATH a handle on the link itself
+        // (which open_checked refuses by its type).
+        assert_eq!(walk("a/ln", ro).unwrap_err(), Errno::ELOOP);
+        let h = File::from(walk("a/ln", OFlag::O_PATH).unwrap());
+        let st = fstat(&h).unwrap();
+        assert_eq!(
+            SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()),
+            SFlag::S_IFLNK
+        );
+    }
+
     #[test]
     fn open_checked_refuses_every_planted_kind() {
         let dir = tempfile::tempdir().unwrap();
