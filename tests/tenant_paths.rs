@@ -511,7 +511,7 @@ fn an_export_whose_record_cannot_be_written_is_refused() {
     let file = std::fs::read_to_string(&ef.path).unwrap_or_default();
     assert!(!file.contains(id.as_str()), "{file}");
     assert!(
-        xattr::get(volume(&pool, &id), "user.shelf.exports")
+        xattr::get(volume(&pool, &id), "trusted.shelf.exports")
             .unwrap()
             .is_none(),
         "a record was left on the volume"
@@ -528,7 +528,7 @@ fn an_export_whose_record_cannot_be_written_is_refused() {
         ],
     );
     assert_eq!(get(&r, "changed"), Some(&Value::Bool(true)));
-    assert!(xattr::get(volume(&pool, &id), "user.shelf.exports")
+    assert!(xattr::get(volume(&pool, &id), "trusted.shelf.exports")
         .unwrap()
         .is_some());
 }
