@@ -20,8 +20,8 @@ use crate::store::{self, now};
 /// The exports and attachments a share's volume carries (`trusted.shelf.exports`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StampedExports {
-    /// The share's exports, each with its CHAP secret (the volume's own data is no less
-    /// secret than the secret that guards it, and has the same owner and mode).
+    /// The share's exports, each with its CHAP secret (in `trusted.shelf.exports`, which
+    /// only CAP_SYS_ADMIN reads: no NFS client of the share sees it).
     pub exports: Vec<StampedExport>,
     /// The share's attachments.
     pub attachments: Vec<Attachment>,

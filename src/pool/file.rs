@@ -199,6 +199,17 @@ impl Pool for FilePool {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating pool directory {}", dir.display()), e))?;
         }
+        fs::probe_stamp(&self.root).map_err(|e| {
+            Error::io(
+                format!(
+                    "pool {}: cannot write trusted.shelf.* extended attributes in {} (shelfd \
+                     needs CAP_SYS_ADMIN for them, and a filesystem that stores trusted.*)",
+                    self.name,
+                    self.root.display()
+                ),
+                e,
+            )
+        })?;
         self.reflink = fs::probe_reflink(&self.root);
         if !self.reflink {
             log::warn!(

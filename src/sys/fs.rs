@@ -385,6 +385,24 @@ pub fn remove_legacy_identity_fd(file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Can shelfd stamp files in this directory? Writes and reads back a `trusted.shelf.*`
+/// attribute on a scratch file: fails without CAP_SYS_ADMIN, or on a filesystem without
+/// trusted extended attributes.
+pub fn probe_stamp(dir: &Path) -> io::Result<()> {
+    let path = dir.join(format!(".stamp-probe-{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let f = create_new(&path, 0o600)?;
+        let attrs = [("probe".to_string(), "1".to_string())].into();
+        set_identity_fd(&f, &attrs)?;
+        match get_identity_fd(&f)?.get("probe").map(String::as_str) {
+            Some("1") => Ok(()),
+            _ => Err(io::Error::other("the attribute did not read back")),
+        }
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 /// Can this directory's filesystem reflink? Tries a `FICLONE` between two scratch files.
 pub fn probe_reflink(dir: &Path) -> bool {
     let a = dir.join(format!(".reflink-probe-{}-a", std::process::id()));
