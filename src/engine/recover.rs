@@ -191,28 +191,37 @@ impl Engine {
                 ))
             })
             .await?;
+        // Only a file pool's files carry extended attributes (an LVM pool's: tags).
+        let file_pool = |name: &str| self.pool(name).ok().filter(|p| p.kind() == PoolKind::File);
+        let shares: Vec<_> = shares
+            .into_iter()
+            .filter_map(|s| file_pool(&s.pool).map(|p| (p, s)))
+            .collect();
+        let snaps: Vec<_> = snaps
+            .into_iter()
+            .filter_map(|s| file_pool(&s.pool).map(|p| (p, s)))
+            .collect();
+        // First only look (one open and listxattr per file), so that the exports record
+        // is read from the database only for the shares that need it.
+        let (shares, snaps) = blocking(move || {
+            let shares: Vec<_> = shares
+                .into_iter()
+                .filter(|(p, s)| p.has_legacy_stamp("share", &s.id))
+                .collect();
+            let snaps: Vec<_> = snaps
+                .into_iter()
+                .filter(|(p, s)| p.has_legacy_stamp("snapshot", &s.id))
+                .collect();
+            (shares, snaps)
+        })
+        .await;
         let mut moves = Vec::new();
-        for share in shares {
-            // Only a file pool's volumes carry extended attributes (LVM: tags).
-            let Some(pool) = self
-                .pool(&share.pool)
-                .ok()
-                .filter(|p| p.kind() == PoolKind::File)
-            else {
-                continue;
-            };
+        for (pool, share) in shares {
             let mut attrs = crate::pool::share_identity(&share);
             attrs.insert("exports".into(), self.exports_record(&share, None).await?);
             moves.push((pool, "share", share.id, attrs));
         }
-        for snap in snaps {
-            let Some(pool) = self
-                .pool(&snap.pool)
-                .ok()
-                .filter(|p| p.kind() == PoolKind::File)
-            else {
-                continue;
-            };
+        for (pool, snap) in snaps {
             let attrs = crate::pool::snapshot_identity(&snap);
             moves.push((pool, "snapshot", snap.id, attrs));
         }

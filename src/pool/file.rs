@@ -378,6 +378,10 @@ impl Pool for FilePool {
         fs::usage(&self.root).map_err(|e| Error::io(format!("statvfs {}", self.root.display()), e))
     }
 
+    fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {
+        !self.legacy_identity(kind, id).is_empty()
+    }
+
     fn move_legacy_stamp(
         &self,
         kind: &str,

@@ -117,6 +117,12 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     }
     /// Every volume and snapshot on disk, with the identity each carries.
     fn scan(&self) -> Result<Vec<OnDisk>>;
+    /// Whether the file of share or snapshot `id` (`kind` "share" or "snapshot") carries
+    /// any `user.shelf.*` attribute, for [`Pool::move_legacy_stamp`] to move or remove.
+    fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {
+        let _ = (kind, id);
+        false
+    }
     /// Move the stamp of share or snapshot `id` (`kind` "share" or "snapshot") that a shelf
     /// before the `trusted.shelf.*` stamp wrote in `user.shelf.*`: write `attrs` (the
     /// database's view of it, never the `user.*` values, which a tenant may have forged),

@@ -470,6 +470,48 @@ mod tests {
     /// Every kind of object a tenant can plant is refused, by what it is, without being
     /// opened for I/O (a FIFO would block) and without following a link out.
     #[test]
+    fn a_user_shelf_stamp_is_no_identity_and_is_only_read_to_be_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("shares/a")).unwrap();
+        let vol = root.join("shares/a/volume");
+        let f = create_new(&vol, 0o660).unwrap();
+        // What a tenant's NFS client (or an earlier shelf) can write.
+        for (k, v) in [("kind", "share"), ("id", "a"), ("name", "forged")] {
+            xattr::set(&vol, format!("user.shelf.{k}"), v.as_bytes()).unwrap();
+        }
+        let d = open_dir(root).unwrap();
+        let rel = Path::new("shares/a/volume");
+        let expect = Expect {
+            kind: "share",
+            id: "a",
+        };
+        assert!(matches!(
+            open_checked(&d, rel, expect, false),
+            Err(OpenError::Unidentified)
+        ));
+        assert_eq!(get_identity_fd(&f).unwrap(), BTreeMap::new());
+        let legacy = get_legacy_identity_fd(&open_regular(&d, rel, false).unwrap()).unwrap();
+        assert_eq!(legacy.get("name").map(String::as_str), Some("forged"));
+        let ident: BTreeMap<String, String> = [("kind", "share"), ("id", "a")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        set_identity_fd(&f, &ident).unwrap();
+        assert!(open_checked(&d, rel, expect, false).is_ok());
+        assert_eq!(get_identity_fd(&f).unwrap(), ident);
+        remove_legacy_identity_fd(&f).unwrap();
+        assert_eq!(get_legacy_identity_fd(&f).unwrap(), BTreeMap::new());
+        assert!(xattr::get(&vol, "trusted.shelf.id").unwrap().is_some());
+        probe_stamp(root).unwrap();
+        assert_eq!(
+            std::fs::read_dir(root).unwrap().count(),
+            1,
+            "the probe left nothing"
+        );
+    }
+
+    #[test]
     fn open_checked_refuses_every_planted_kind() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
