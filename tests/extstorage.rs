@@ -168,7 +168,7 @@ fn meta<'a>(share: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn identity_metadata(file: &Path) -> serde_json::Value {
-    let raw = xattr::get(file, "user.shelf.metadata").unwrap().unwrap();
+    let raw = xattr::get(file, "trusted.shelf.metadata").unwrap().unwrap();
     serde_json::from_slice(&raw).unwrap()
 }
 

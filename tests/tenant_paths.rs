@@ -130,12 +130,12 @@ fn plant(kind: &str, dir: &Path, outside: &Path, inside: &Path, victim: &Path) {
         }
         "foreign" => std::fs::write(&vol, pattern(9, MIB as usize)).unwrap(),
         "stolen-identity" => {
-            // A file carrying another share's identity (user.* attributes are the owner's
-            // to write, over NFS too).
+            // A file carrying another share's identity, forged the only way an NFS client
+            // can: in user.* attributes (RFC 8276), here every value of the victim's stamp
+            // (trusted.* itself is out of an NFS client's reach).
             std::fs::write(&vol, pattern(9, MIB as usize)).unwrap();
-            for name in xattr::list(victim).unwrap() {
-                let v = xattr::get(victim, &name).unwrap().unwrap();
-                xattr::set(&vol, &name, &v).unwrap();
+            for (k, v) in shelf::sys::fs::get_identity(victim).unwrap() {
+                xattr::set(&vol, format!("user.shelf.{k}"), v.as_bytes()).unwrap();
             }
         }
         other => panic!("unknown kind {other}"),
@@ -511,7 +511,7 @@ fn an_export_whose_record_cannot_be_written_is_refused() {
     let file = std::fs::read_to_string(&ef.path).unwrap_or_default();
     assert!(!file.contains(id.as_str()), "{file}");
     assert!(
-        xattr::get(volume(&pool, &id), "user.shelf.exports")
+        xattr::get(volume(&pool, &id), "trusted.shelf.exports")
             .unwrap()
             .is_none(),
         "a record was left on the volume"
@@ -528,7 +528,7 @@ fn an_export_whose_record_cannot_be_written_is_refused() {
         ],
     );
     assert_eq!(get(&r, "changed"), Some(&Value::Bool(true)));
-    assert!(xattr::get(volume(&pool, &id), "user.shelf.exports")
+    assert!(xattr::get(volume(&pool, &id), "trusted.shelf.exports")
         .unwrap()
         .is_some());
 }

@@ -41,6 +41,11 @@ const CHECKS: &[&str] = &[
     "nfs-mount-v4.2",
     "nfs-volume-visible",
     "nfs-write-reaches-pool",
+    "nfs-client-sees-no-stamp",
+    "nfs-client-writes-user-xattr",
+    "nfs-client-cannot-write-trusted",
+    "nfs-forgery-reaches-server",
+    "nfs-stamp-intact",
     "nfs-mount-v3",
     "lvm-refuses-above-data-threshold",
     "lvm-refuses-snapshot-above-threshold",
@@ -52,6 +57,8 @@ const CHECKS: &[&str] = &[
     "rebuild-restores-lvm-snapshots",
     "rebuild-restores-tgt-export",
     "rebuild-verify-clean",
+    "rebuild-ignores-nfs-forged-name",
+    "start-up-removes-forged-user-xattr",
     "lvm-snapshot-delete",
 ];
 

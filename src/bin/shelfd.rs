@@ -49,6 +49,12 @@ enum Command {
         /// Rebuild even if the current database opens and holds shares (it is kept aside).
         #[arg(long)]
         force: bool,
+        /// Also adopt volumes and snapshots that carry only the user.shelf.* stamp of a
+        /// shelf before the trusted.shelf.* one. Any NFS client of a share can write those
+        /// attributes: pass this only for a pool never exported to tenants
+        /// (docs/recovery.md).
+        #[arg(long, requires = "rebuild_db")]
+        trust_user_xattrs: bool,
     },
 }
 
@@ -87,8 +93,13 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Recover { rebuild_db, force }) = args.command {
-        return recover(&config, rebuild_db, force);
+    if let Some(Command::Recover {
+        rebuild_db,
+        force,
+        trust_user_xattrs,
+    }) = args.command
+    {
+        return recover(&config, rebuild_db, force, trust_user_xattrs);
     }
     match smol::block_on(run(args, config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,8 +111,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `shelfd recover [--rebuild-db [--force]]`.
-fn recover(config: &Config, rebuild_db: bool, force: bool) -> ExitCode {
+/// `shelfd recover [--rebuild-db [--force] [--trust-user-xattrs]]`.
+fn recover(config: &Config, rebuild_db: bool, force: bool, trust_user_xattrs: bool) -> ExitCode {
     let result = (|| -> Result<(), String> {
         std::fs::create_dir_all(&config.state_dir).map_err(|e| {
             format!(
@@ -111,7 +122,7 @@ fn recover(config: &Config, rebuild_db: bool, force: bool) -> ExitCode {
         })?;
         let _lock = lock_state_dir(&config.state_dir)?;
         if rebuild_db {
-            let r = shelf::engine::rebuild_db(config, force)?;
+            let r = shelf::engine::rebuild_db(config, force, trust_user_xattrs)?;
             if let Some(p) = &r.moved_aside {
                 println!("previous database moved to {}", p.display());
             }

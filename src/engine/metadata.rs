@@ -1,6 +1,6 @@
 //! `share.set_metadata`: change a share's metadata after creation.
 //!
-//! The metadata is part of the identity stamped on the volume (`user.shelf.metadata`), so
+//! The metadata is part of the identity stamped on the volume (`trusted.shelf.metadata`), so
 //! that `shelfd recover --rebuild-db` brings it back; a change therefore rewrites both the
 //! row and the stamp. Order, for crash safety: journal an intent, stamp the new identity,
 //! then commit the row and drop the intent in one transaction. A crash before that commit

@@ -1,8 +1,8 @@
 //! `shelfd recover --rebuild-db`: rebuild the database from the pools alone.
 //!
-//! Every volume and snapshot carries its identity (`user.shelf.*`: id, name, pool, size,
-//! lineage, metadata, and the share's exports and attachments). When the database is lost
-//! or corrupt, this reads them back into a fresh database. It runs with the daemon
+//! Every volume and snapshot carries its identity (`trusted.shelf.*`, or LVM tags: id,
+//! name, pool, size, lineage, metadata, and the share's exports and attachments). When
+//! the database is lost or corrupt, this reads them back into a fresh database. It runs with the daemon
 //! stopped (it takes the state-directory lock), builds the new database beside the old
 //! one and renames it into place, and moves a damaged database aside rather than deleting
 //! it.
@@ -17,11 +17,11 @@ use crate::model::{Attachment, Export, Share, ShareState, Snapshot};
 use crate::pool::OnDisk;
 use crate::store::{self, now};
 
-/// The exports and attachments a share's volume carries (`user.shelf.exports`).
+/// The exports and attachments a share's volume carries (`trusted.shelf.exports`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StampedExports {
-    /// The share's exports, each with its CHAP secret (the volume's own data is no less
-    /// secret than the secret that guards it, and has the same owner and mode).
+    /// The share's exports, each with its CHAP secret (in `trusted.shelf.exports`, which
+    /// only CAP_SYS_ADMIN reads: no NFS client of the share sees it).
     pub exports: Vec<StampedExport>,
     /// The share's attachments.
     pub attachments: Vec<Attachment>,
@@ -137,9 +137,42 @@ fn move_aside(db: &Path) -> Result<PathBuf, String> {
     Ok(to)
 }
 
+/// What an unidentified file that carries only `user.shelf.*` is reported as, without
+/// `--trust-user-xattrs`.
+const UNTRUSTED_LEGACY: &str = "it carries only user.shelf.* attributes (the stamp of a \
+    shelf before the trusted.shelf.* one, which any NFS client of the share can also write, \
+    so a tenant may have forged its name, size or exports); not adopted. If this pool's \
+    shares were never exported to tenants, rebuild again with --force --trust-user-xattrs";
+
+/// Adopt, or mark as not adopted, the files that carry only `user.shelf.*` attributes:
+/// with `trust_user_xattrs`, those attributes are taken for their identity (the start-up
+/// recovery then moves them to `trusted.shelf.*`); without it, each is reported why.
+fn judge_legacy(found: &mut [OnDisk], trust_user_xattrs: bool) {
+    for d in found.iter_mut() {
+        let Some(t) = d
+            .tampered
+            .as_mut()
+            .filter(|t| t.unidentified && !t.legacy.is_empty())
+        else {
+            continue;
+        };
+        if trust_user_xattrs {
+            d.identity = std::mem::take(&mut t.legacy);
+            d.tampered = None;
+        } else {
+            t.why = UNTRUSTED_LEGACY.to_string();
+        }
+    }
+}
+
 /// Rebuild `<state_dir>/shelf.db` from the configured pools. A database that opens and
-/// holds shares is kept unless `force`.
-pub fn rebuild_db(config: &Config, force: bool) -> Result<RebuildReport, String> {
+/// holds shares is kept unless `force`. A volume or snapshot that carries only the
+/// `user.shelf.*` stamp of an earlier shelf is adopted only with `trust_user_xattrs`.
+pub fn rebuild_db(
+    config: &Config,
+    force: bool,
+    trust_user_xattrs: bool,
+) -> Result<RebuildReport, String> {
     let db = config.state_dir.join("shelf.db");
     let mut report = RebuildReport::default();
     if db.exists() {
@@ -166,7 +199,8 @@ pub fn rebuild_db(config: &Config, force: bool) -> Result<RebuildReport, String>
     for (name, (kind, path)) in config.resolved_pools() {
         let mut pool = super::make_pool(config, &name, kind, path).map_err(|e| e.to_string())?;
         pool.prepare().map_err(|e| format!("pool {name}: {e}"))?;
-        let found = pool.scan().map_err(|e| format!("pool {name}: {e}"))?;
+        let mut found = pool.scan().map_err(|e| format!("pool {name}: {e}"))?;
+        judge_legacy(&mut found, trust_user_xattrs);
         restore_pool(&tx, &name, &found, &mut report).map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())?;
@@ -293,6 +327,19 @@ impl super::Engine {
         share: &Share,
         except: Option<&str>,
     ) -> crate::error::Result<()> {
+        let json = self.exports_record(share, except).await?;
+        let pool = self.pool(&share.pool)?;
+        let id = share.id.clone();
+        super::blocking(move || pool.stamp_exports(&id, &json)).await
+    }
+
+    /// The record of a share's `available` exports (all but `except`) and their
+    /// attachments, as the database has them, in the form [`StampedExports`] stamps it.
+    pub(super) async fn exports_record(
+        &self,
+        share: &Share,
+        except: Option<&str>,
+    ) -> crate::error::Result<String> {
         let (sid, except) = (share.id.clone(), except.map(str::to_string));
         let stamped = self
             .store
@@ -316,9 +363,6 @@ impl super::Engine {
                 })
             })
             .await?;
-        let pool = self.pool(&share.pool)?;
-        let json = serde_json::to_string(&stamped).expect("exports serialise");
-        let id = share.id.clone();
-        super::blocking(move || pool.stamp_exports(&id, &json)).await
+        Ok(serde_json::to_string(&stamped).expect("exports serialise"))
     }
 }

@@ -15,7 +15,7 @@
 use super::attach::{ATTACH_INTENT, DETACH_INTENT};
 use super::{blocking, failpoint, Engine};
 use crate::error::{Error, Result};
-use crate::model::ShareState;
+use crate::model::{PoolKind, ShareState};
 use crate::store;
 
 /// What recovery did, for the log and the `reconcile` reply.
@@ -29,6 +29,8 @@ impl Engine {
     /// Finish or undo every interrupted operation.
     pub async fn recover(&self) -> Result<Recovery> {
         let mut out = Recovery::default();
+        // Before anything opens a volume (which reads only trusted.shelf.*).
+        self.move_legacy_stamps(&mut out).await?;
         // Access first, so that what the drivers are told below already leaves out an
         // undone attach and a finished detach.
         self.replay_intents(&mut out, |op| op == ATTACH_INTENT || op == DETACH_INTENT)
@@ -172,6 +174,67 @@ impl Engine {
         }
         failpoint::hit(failpoint::RECOVER_DONE);
         Ok(out)
+    }
+
+    /// Move every stamp an earlier shelf wrote in `user.shelf.*` (which a tenant's NFS
+    /// client can read and write) to `trusted.shelf.*`, writing the database's view of each
+    /// share and snapshot, its exports record included, never the `user.*` values. A
+    /// crash midway repeats it: a file that already has its trusted stamp only loses its
+    /// leftover `user.shelf.*`.
+    async fn move_legacy_stamps(&self, out: &mut Recovery) -> Result<()> {
+        let (shares, snaps) = self
+            .store
+            .call(|c| {
+                Ok((
+                    store::list_shares(c, None, None, None)?,
+                    store::list_snapshots(c, None, None)?,
+                ))
+            })
+            .await?;
+        // Only a file pool's files carry extended attributes (an LVM pool's: tags).
+        let file_pool = |name: &str| self.pool(name).ok().filter(|p| p.kind() == PoolKind::File);
+        let shares: Vec<_> = shares
+            .into_iter()
+            .filter_map(|s| file_pool(&s.pool).map(|p| (p, s)))
+            .collect();
+        let snaps: Vec<_> = snaps
+            .into_iter()
+            .filter_map(|s| file_pool(&s.pool).map(|p| (p, s)))
+            .collect();
+        // First only look (one open and listxattr per file), so that the exports record
+        // is read from the database only for the shares that need it.
+        let (shares, snaps) = blocking(move || {
+            let shares: Vec<_> = shares
+                .into_iter()
+                .filter(|(p, s)| p.has_legacy_stamp("share", &s.id))
+                .collect();
+            let snaps: Vec<_> = snaps
+                .into_iter()
+                .filter(|(p, s)| p.has_legacy_stamp("snapshot", &s.id))
+                .collect();
+            (shares, snaps)
+        })
+        .await;
+        let mut moves = Vec::new();
+        for (pool, share) in shares {
+            let mut attrs = crate::pool::share_identity(&share);
+            attrs.insert("exports".into(), self.exports_record(&share, None).await?);
+            moves.push((pool, "share", share.id, attrs));
+        }
+        for (pool, snap) in snaps {
+            let attrs = crate::pool::snapshot_identity(&snap);
+            moves.push((pool, "snapshot", snap.id, attrs));
+        }
+        let lines = blocking(move || -> Result<Vec<String>> {
+            let mut lines = Vec::new();
+            for (pool, kind, id, attrs) in moves {
+                lines.extend(pool.move_legacy_stamp(kind, &id, &attrs)?);
+            }
+            Ok(lines)
+        })
+        .await?;
+        out.actions.extend(lines);
+        Ok(())
     }
 
     /// Replay, then forget, every journaled intent whose op `pick` accepts (oldest first).

@@ -409,6 +409,7 @@ mod tests {
         crate::pool::Tamper {
             why: why.into(),
             unidentified,
+            legacy: Default::default(),
         }
     }
 

@@ -9,7 +9,7 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 const MAX_METADATA_KEY: usize = 255;
 const MAX_METADATA_VALUE: usize = 4096;
 /// The whole metadata map, encoded as JSON: it is stamped on the volume as one extended
-/// attribute (`user.shelf.metadata`), which Linux caps at 64 KiB; half of that leaves room.
+/// attribute (`trusted.shelf.metadata`), which Linux caps at 64 KiB; half of that leaves room.
 pub const MAX_METADATA_BYTES: usize = 32 * 1024;
 
 /// Check a share, snapshot or pool name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`.

@@ -3,8 +3,8 @@
 //! Layout: `<pool>/shares/<share-id>/volume` (mode 0660), one volume file per share
 //! directory, and `<pool>/snapshots/<snapshot-id>` (mode 0440). Sparse volumes are made with
 //! ftruncate, preallocated ones with fallocate. Snapshots and clones are `FICLONE` reflinks
-//! when the filesystem can, else sparse-aware copies. Every file carries `user.shelf.*`
-//! xattrs describing itself, and every change is fsynced with its directory before the
+//! when the filesystem can, else sparse-aware copies. Every file carries `trusted.shelf.*`
+//! xattrs describing itself (a namespace no NFS client can read or write), and every change is fsynced with its directory before the
 //! call returns.
 //!
 //! A share's directory is what a Cinder NFS client mounts, so anything in it may have been
@@ -84,12 +84,19 @@ impl FilePool {
         id: &str,
         write: bool,
     ) -> Result<(PathBuf, std::result::Result<File, fs::OpenError>)> {
-        let rel = match kind {
-            "share" => PathBuf::from("shares").join(id).join("volume"),
-            _ => PathBuf::from("snapshots").join(id),
-        };
+        let rel = object_rel(kind, id);
         let opened = fs::open_checked(&self.root_dir()?, &rel, fs::Expect { kind, id }, write);
         Ok((self.root.join(rel), opened))
+    }
+
+    /// The `user.shelf.*` attributes of the plain file at object `id`'s path (empty when
+    /// there are none or it cannot be opened as a regular file).
+    fn legacy_identity(&self, kind: &str, id: &str) -> std::collections::BTreeMap<String, String> {
+        self.root_dir()
+            .ok()
+            .and_then(|d| fs::open_regular(&d, &object_rel(kind, id), false).ok())
+            .and_then(|f| fs::get_legacy_identity_fd(&f).ok())
+            .unwrap_or_default()
     }
 
     /// Open share `id`'s volume, refusing anything but the file shelf made for it.
@@ -111,6 +118,14 @@ impl FilePool {
         } else {
             fs::copy_sparse(src, dst).map_err(|e| Error::io(format!("copying {what}"), e))
         }
+    }
+}
+
+/// Where share `id`'s volume (`kind` "share") or snapshot `id`'s file is, beneath the pool.
+fn object_rel(kind: &str, id: &str) -> PathBuf {
+    match kind {
+        "share" => PathBuf::from("shares").join(id).join("volume"),
+        _ => PathBuf::from("snapshots").join(id),
     }
 }
 
@@ -184,6 +199,17 @@ impl Pool for FilePool {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating pool directory {}", dir.display()), e))?;
         }
+        fs::probe_stamp(&self.root).map_err(|e| {
+            Error::io(
+                format!(
+                    "pool {}: cannot write trusted.shelf.* extended attributes in {} (shelfd \
+                     needs CAP_SYS_ADMIN for them, and a filesystem that stores trusted.*)",
+                    self.name,
+                    self.root.display()
+                ),
+                e,
+            )
+        })?;
         self.reflink = fs::probe_reflink(&self.root);
         if !self.reflink {
             log::warn!(
@@ -352,6 +378,57 @@ impl Pool for FilePool {
         fs::usage(&self.root).map_err(|e| Error::io(format!("statvfs {}", self.root.display()), e))
     }
 
+    fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {
+        !self.legacy_identity(kind, id).is_empty()
+    }
+
+    fn move_legacy_stamp(
+        &self,
+        kind: &str,
+        id: &str,
+        attrs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        let rel = object_rel(kind, id);
+        let path = self.root.join(&rel);
+        // A symbolic link, hard link, FIFO... is left as it is: it opens as tampered.
+        let f = match fs::open_regular(&self.root_dir()?, &rel, false) {
+            Ok(f) => f,
+            Err(fs::OpenError::Io(e)) => {
+                return Err(Error::io(format!("opening {}", path.display()), e))
+            }
+            Err(_) => return Ok(None),
+        };
+        let read = |e| Error::io(format!("reading the stamp of {}", path.display()), e);
+        let legacy = fs::get_legacy_identity_fd(&f).map_err(read)?;
+        if legacy.is_empty() {
+            return Ok(None);
+        }
+        let done = if fs::get_identity_fd(&f).map_err(read)?.is_empty() {
+            // What an earlier shelf's open would have accepted, and nothing else: a file
+            // whose user.shelf.* names another object is not given this one's identity.
+            let names = |k: &str, v: &str| legacy.get(k).map(String::as_str) == Some(v);
+            if !(names("kind", kind) && names("id", id)) {
+                return Ok(Some(format!(
+                    "{kind} {id}: {} carries user.shelf.* attributes that name {} {}, not \
+                     itself: its stamp was not moved, and it opens as tampered (see \
+                     `shelfd verify`)",
+                    path.display(),
+                    legacy.get("kind").map_or("(no kind)", String::as_str),
+                    legacy.get("id").map_or("(no id)", String::as_str),
+                )));
+            }
+            write_identity(&f, &path, attrs)?;
+            "moved to trusted.shelf.* (written from the database)"
+        } else {
+            "already in trusted.shelf.*; the leftover user.shelf.* attributes were removed"
+        };
+        fs::remove_legacy_identity_fd(&f)
+            .map_err(|e| Error::io(format!("removing user.shelf.* from {}", path.display()), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+        Ok(Some(format!("{kind} {id}: its stamp {done}")))
+    }
+
     fn scan(&self) -> Result<Vec<OnDisk>> {
         let mut out = Vec::new();
         for (kind, dir) in [("share", "shares"), ("snapshot", "snapshots")] {
@@ -372,8 +449,17 @@ impl Pool for FilePool {
                     ),
                     Err(e @ (fs::OpenError::Tampered(_) | fs::OpenError::Unidentified)) => {
                         let unidentified = matches!(e, fs::OpenError::Unidentified);
+                        let legacy = if unidentified {
+                            self.legacy_identity(kind, &id)
+                        } else {
+                            Default::default()
+                        };
                         let why = open_error(e, &path, kind, &id).to_string();
-                        let t = super::Tamper { why, unidentified };
+                        let t = super::Tamper {
+                            why,
+                            unidentified,
+                            legacy,
+                        };
                         (None, Default::default(), Some(t))
                     }
                     Err(fs::OpenError::Missing(_) | fs::OpenError::Io(_)) => {

@@ -31,7 +31,7 @@ pub struct OnDisk {
     /// Its size in bytes, when the pool knows it without opening `path` (an LVM pool's
     /// inactive snapshots have no device node).
     pub size: Option<u64>,
-    /// The `user.shelf.*` attributes it carries.
+    /// The `trusted.shelf.*` attributes (LVM: tags) it carries.
     pub identity: BTreeMap<String, String>,
     /// Why what is at `path` is not the file shelf made (a symbolic link, a hard link, a
     /// FIFO, a directory, a file without its identity: planted through the share's NFS
@@ -47,6 +47,10 @@ pub struct Tamper {
     /// Only that it is a plain file without any identity (with no row in the database,
     /// that is an orphan left by a crash, not a planted object).
     pub unidentified: bool,
+    /// For an unidentified file, the `user.shelf.*` attributes it carries: the stamp of a
+    /// shelf before the `trusted.shelf.*` one, or a tenant's forgery (the two look alike).
+    /// `shelfd recover --rebuild-db` adopts them only with `--trust-user-xattrs`.
+    pub legacy: BTreeMap<String, String>,
 }
 
 /// A pool of volumes.
@@ -71,7 +75,7 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn grow(&self, share: &Share, size: u64) -> Result<()>;
     /// Rewrite the identity a share's volume carries (after a metadata change).
     fn stamp(&self, share: &Share) -> Result<()>;
-    /// Record the share's exports and attachments on its volume (`user.shelf.exports`), so
+    /// Record the share's exports and attachments on its volume (`trusted.shelf.exports`), so
     /// `shelfd recover --rebuild-db` can bring them back.
     fn stamp_exports(&self, share_id: &str, json: &str) -> Result<()>;
     /// Remove a share's volume; succeeds when it is already gone.
@@ -113,6 +117,27 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     }
     /// Every volume and snapshot on disk, with the identity each carries.
     fn scan(&self) -> Result<Vec<OnDisk>>;
+    /// Whether the file of share or snapshot `id` (`kind` "share" or "snapshot") carries
+    /// any `user.shelf.*` attribute, for [`Pool::move_legacy_stamp`] to move or remove.
+    fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {
+        let _ = (kind, id);
+        false
+    }
+    /// Move the stamp of share or snapshot `id` (`kind` "share" or "snapshot") that a shelf
+    /// before the `trusted.shelf.*` stamp wrote in `user.shelf.*`: write `attrs` (the
+    /// database's view of it, never the `user.*` values, which a tenant may have forged),
+    /// then remove `user.shelf.*`. Returns a line for the recovery log when it did or
+    /// refused something; `None` when there was nothing to move. Only pools whose volumes
+    /// tenants can reach carry such a stamp.
+    fn move_legacy_stamp(
+        &self,
+        kind: &str,
+        id: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        let _ = (kind, id, attrs);
+        Ok(None)
+    }
 }
 
 /// The identity attributes of a share, as stamped on its volume.

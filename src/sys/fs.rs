@@ -127,21 +127,41 @@ pub fn allocated(path: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(path)?.blocks() * 512)
 }
 
-/// Set extended attributes `user.shelf.<key>` on a file.
+/// The namespace of the identity and exports record every volume, snapshot and image
+/// carries. `trusted.*` needs CAP_SYS_ADMIN to read or write, and no NFS server (kernel
+/// nfsd, nfs-ganesha) exposes any namespace but `user.*` to its clients (RFC 8276), so a
+/// tenant who can write its share's volume can neither read nor forge this record
+/// (docs/security.md §2, "The stamp").
+pub const STAMP_PREFIX: &str = "trusted.shelf.";
+
+/// Where shelf before the stamp moved to [`STAMP_PREFIX`] wrote it: readable and writable
+/// by any NFS client of the share. Read only to move it ([`get_legacy_identity_fd`]).
+pub const LEGACY_STAMP_PREFIX: &str = "user.shelf.";
+
+/// Set the stamp attributes `trusted.shelf.<key>` on a file.
 pub fn set_identity(path: &Path, attrs: &BTreeMap<String, String>) -> io::Result<()> {
     for (k, v) in attrs {
-        xattr::set(path, format!("user.shelf.{k}"), v.as_bytes())?;
+        xattr::set(path, format!("{STAMP_PREFIX}{k}"), v.as_bytes())?;
     }
     Ok(())
 }
 
-/// Read every `user.shelf.*` attribute of a file.
+/// Read every `trusted.shelf.*` attribute of a file.
 pub fn get_identity(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    read_prefixed(xattr::list(path)?, |n| xattr::get(path, n), STAMP_PREFIX)
+}
+
+/// The attributes among `names` that start with `prefix`, keyed without it.
+fn read_prefixed(
+    names: impl Iterator<Item = std::ffi::OsString>,
+    get: impl Fn(&str) -> io::Result<Option<Vec<u8>>>,
+    prefix: &str,
+) -> io::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    for name in xattr::list(path)? {
+    for name in names {
         let name = name.to_string_lossy().into_owned();
-        if let Some(key) = name.strip_prefix("user.shelf.") {
-            if let Some(v) = xattr::get(path, &name)? {
+        if let Some(key) = name.strip_prefix(prefix) {
+            if let Some(v) = get(&name)? {
                 out.insert(key.to_string(), String::from_utf8_lossy(&v).into_owned());
             }
         }
@@ -150,7 +170,7 @@ pub fn get_identity(path: &Path) -> io::Result<BTreeMap<String, String>> {
 }
 
 /// What [`open_checked`] expects to find: a regular file with one link whose
-/// `user.shelf.kind` and `user.shelf.id` attributes are these.
+/// `trusted.shelf.kind` and `trusted.shelf.id` attributes are these.
 #[derive(Debug, Clone, Copy)]
 pub struct Expect<'a> {
     /// `share` or `snapshot`.
@@ -166,8 +186,10 @@ pub enum OpenError {
     Missing(io::Error),
     /// Something is at the path that is not the file shelf made (the text says what).
     Tampered(String),
-    /// A regular file with one link, but without any shelf identity: planted in place of a
-    /// volume, or left by a crash before its identity was written.
+    /// A regular file with one link, but without any shelf identity in `trusted.shelf.*`:
+    /// planted in place of a volume (whatever `user.shelf.*` a tenant wrote on it), left by
+    /// a crash before its identity was written, or stamped by a shelf that predates
+    /// [`STAMP_PREFIX`] and not moved yet.
     Unidentified,
     /// Any other failure.
     Io(io::Error),
@@ -300,6 +322,26 @@ pub fn open_checked(
     expect: Expect<'_>,
     write: bool,
 ) -> Result<File, OpenError> {
+    let f = open_regular(dir, rel, write)?;
+    let attr = |k: &str| -> io::Result<Option<String>> {
+        Ok(f.get_xattr(format!("{STAMP_PREFIX}{k}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    };
+    match (attr("kind")?, attr("id")?) {
+        (Some(k), Some(i)) if k == expect.kind && i == expect.id => Ok(f),
+        (None, None) => Err(OpenError::Unidentified),
+        (k, i) => Err(OpenError::Tampered(format!(
+            "it carries the identity of {} {}",
+            k.as_deref().unwrap_or("(no kind)"),
+            i.as_deref().unwrap_or("(no id)")
+        ))),
+    }
+}
+
+/// [`open_checked`] without the identity check: `rel` beneath `dir`, no symbolic link
+/// followed, a regular file with a single link, re-opened through `/proc/self/fd`. For
+/// reading or moving a stamp that is not (yet) in `trusted.shelf.*`; nothing else.
+pub fn open_regular(dir: &File, rel: &Path, write: bool) -> Result<File, OpenError> {
     let handle = match open_beneath(dir, rel, OFlag::O_PATH, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(Errno::ENOENT) => return Err(OpenError::Missing(Errno::ENOENT.into())),
@@ -337,19 +379,7 @@ pub fn open_checked(
     if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
         return Err(OpenError::Tampered("it changed while being opened".into()));
     }
-    let attr = |k: &str| -> io::Result<Option<String>> {
-        Ok(f.get_xattr(format!("user.shelf.{k}"))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    };
-    match (attr("kind")?, attr("id")?) {
-        (Some(k), Some(i)) if k == expect.kind && i == expect.id => Ok(f),
-        (None, None) => Err(OpenError::Unidentified),
-        (k, i) => Err(OpenError::Tampered(format!(
-            "it carries the identity of {} {}",
-            k.as_deref().unwrap_or("(no kind)"),
-            i.as_deref().unwrap_or("(no id)")
-        ))),
-    }
+    Ok(f)
 }
 
 /// Check that an iSCSI backing store is what shelf made for share `share_id`: a block
@@ -381,26 +411,56 @@ pub fn check_backing_store(path: &Path, share_id: &str) -> Result<(), OpenError>
     open_checked(&dir, Path::new(name), expect, false).map(drop)
 }
 
-/// Set extended attributes `user.shelf.<key>` on an open file.
+/// Set the stamp attributes `trusted.shelf.<key>` on an open file.
 pub fn set_identity_fd(file: &File, attrs: &BTreeMap<String, String>) -> io::Result<()> {
     for (k, v) in attrs {
-        file.set_xattr(format!("user.shelf.{k}"), v.as_bytes())?;
+        file.set_xattr(format!("{STAMP_PREFIX}{k}"), v.as_bytes())?;
     }
     Ok(())
 }
 
-/// Read every `user.shelf.*` attribute of an open file.
+/// Read every `trusted.shelf.*` attribute of an open file.
 pub fn get_identity_fd(file: &File) -> io::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for name in file.list_xattr()? {
-        let name = name.to_string_lossy().into_owned();
-        if let Some(key) = name.strip_prefix("user.shelf.") {
-            if let Some(v) = file.get_xattr(&name)? {
-                out.insert(key.to_string(), String::from_utf8_lossy(&v).into_owned());
-            }
+    read_prefixed(file.list_xattr()?, |n| file.get_xattr(n), STAMP_PREFIX)
+}
+
+/// Read every `user.shelf.*` attribute of an open file: the stamp of a shelf before
+/// [`STAMP_PREFIX`], or a tenant's forgery; the two cannot be told apart.
+pub fn get_legacy_identity_fd(file: &File) -> io::Result<BTreeMap<String, String>> {
+    read_prefixed(
+        file.list_xattr()?,
+        |n| file.get_xattr(n),
+        LEGACY_STAMP_PREFIX,
+    )
+}
+
+/// Remove every `user.shelf.*` attribute of an open file.
+pub fn remove_legacy_identity_fd(file: &File) -> io::Result<()> {
+    for key in get_legacy_identity_fd(file)?.keys() {
+        match file.remove_xattr(format!("{LEGACY_STAMP_PREFIX}{key}")) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            r => r?,
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Can shelfd stamp files in this directory? Writes and reads back a `trusted.shelf.*`
+/// attribute on a scratch file: fails without CAP_SYS_ADMIN, or on a filesystem without
+/// trusted extended attributes.
+pub fn probe_stamp(dir: &Path) -> io::Result<()> {
+    let path = dir.join(format!(".stamp-probe-{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let f = create_new(&path, 0o600)?;
+        let attrs = [("probe".to_string(), "1".to_string())].into();
+        set_identity_fd(&f, &attrs)?;
+        match get_identity_fd(&f)?.get("probe").map(String::as_str) {
+            Some("1") => Ok(()),
+            _ => Err(io::Error::other("the attribute did not read back")),
+        }
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Can this directory's filesystem reflink? Tries a `FICLONE` between two scratch files.
@@ -522,6 +582,48 @@ mod tests {
         assert_eq!(
             SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()),
             SFlag::S_IFLNK
+        );
+    }
+
+    #[test]
+    fn a_user_shelf_stamp_is_no_identity_and_is_only_read_to_be_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("shares/a")).unwrap();
+        let vol = root.join("shares/a/volume");
+        let f = create_new(&vol, 0o660).unwrap();
+        // What a tenant's NFS client (or an earlier shelf) can write.
+        for (k, v) in [("kind", "share"), ("id", "a"), ("name", "forged")] {
+            xattr::set(&vol, format!("user.shelf.{k}"), v.as_bytes()).unwrap();
+        }
+        let d = open_dir(root).unwrap();
+        let rel = Path::new("shares/a/volume");
+        let expect = Expect {
+            kind: "share",
+            id: "a",
+        };
+        assert!(matches!(
+            open_checked(&d, rel, expect, false),
+            Err(OpenError::Unidentified)
+        ));
+        assert_eq!(get_identity_fd(&f).unwrap(), BTreeMap::new());
+        let legacy = get_legacy_identity_fd(&open_regular(&d, rel, false).unwrap()).unwrap();
+        assert_eq!(legacy.get("name").map(String::as_str), Some("forged"));
+        let ident: BTreeMap<String, String> = [("kind", "share"), ("id", "a")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        set_identity_fd(&f, &ident).unwrap();
+        assert!(open_checked(&d, rel, expect, false).is_ok());
+        assert_eq!(get_identity_fd(&f).unwrap(), ident);
+        remove_legacy_identity_fd(&f).unwrap();
+        assert_eq!(get_legacy_identity_fd(&f).unwrap(), BTreeMap::new());
+        assert!(xattr::get(&vol, "trusted.shelf.id").unwrap().is_some());
+        probe_stamp(root).unwrap();
+        assert_eq!(
+            std::fs::read_dir(root).unwrap().count(),
+            1,
+            "the probe left nothing"
         );
     }
 

@@ -119,7 +119,7 @@ pub fn check_disk(pool: &std::path::Path, shares: &[Value], snaps: &[Value]) {
     }
 }
 
-/// The `user.shelf.*` attributes a volume carries (to rebuild the database from) agree
+/// The `trusted.shelf.*` attributes a volume carries (to rebuild the database from) agree
 /// with its row.
 pub fn check_identity(path: &std::path::Path, row: &Value, keys: &[&str]) {
     let on_disk = shelf::sys::fs::get_identity(path).unwrap();

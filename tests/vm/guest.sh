@@ -145,6 +145,13 @@ if out=$(mount -t nfs -o vers=4.2 "127.0.0.1:$EXPORT_PATH" /mnt/nfs 2>&1); then
   pass nfs-mount-v4.2
   check nfs-volume-visible test "$(stat -c %s /mnt/nfs/volume)" = 67108864
   dd if=/tmp/b.bin of=/mnt/nfs/volume bs=1M count=1 conv=notrunc,fsync status=none
+  # The stamp over NFSv4.2 (RFC 8276 xattrs): the client sees none of it, and what it can
+  # write (user.*) is never read back; the rebuild below must keep the name f1.
+  check nfs-client-sees-no-stamp sh -c "! getfattr -d -m - /mnt/nfs/volume 2>&1 | grep -q shelf"
+  check nfs-client-writes-user-xattr setfattr -n user.shelf.name -v forged /mnt/nfs/volume
+  check nfs-client-cannot-write-trusted sh -c "! setfattr -n trusted.shelf.name -v forged /mnt/nfs/volume 2>/dev/null"
+  check nfs-forgery-reaches-server sh -c "getfattr --only-values -n user.shelf.name $EXPORT_PATH/volume | grep -qx forged"
+  check nfs-stamp-intact sh -c "getfattr --only-values -n trusted.shelf.name $EXPORT_PATH/volume | grep -qx f1"
   umount /mnt/nfs
   check nfs-write-reaches-pool cmp -n 1048576 /tmp/b.bin "$EXPORT_PATH/volume"
 else
@@ -195,6 +202,8 @@ check rebuild-restores-lvm-shares diff /tmp/before.json /tmp/after.json
 check rebuild-restores-lvm-snapshots diff /tmp/snaps-before.json /tmp/snaps-after.json
 check rebuild-restores-tgt-export sh -c "$B/shelfctl --json export list s1 | jq -e '.[0].target == \"$IQN1\"'"
 check rebuild-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
+check rebuild-ignores-nfs-forged-name sh -c "$B/shelfctl --json share list | jq -e 'any(.[]; .name == \"f1\")'"
+check start-up-removes-forged-user-xattr sh -c "! getfattr -n user.shelf.name $EXPORT_PATH/volume 2>/dev/null"
 
 echo "--- teardown ($(now))"
 ctl export delete s1 iscsi >/dev/null 2>&1

@@ -1,7 +1,7 @@
 //! The floor: the bare steps of each operation, done without shelfd, in the same run.
 //!
 //! Each floor operation does what shelfd must do at the least: the same file system
-//! calls as the file pool (mkdir, create with mode, ftruncate, the ten `user.shelf.*`
+//! calls as the file pool (mkdir, create with mode, ftruncate, the ten `trusted.shelf.*`
 //! xattrs, FICLONE, fsync of the file and its directories), the same two SQLite commits
 //! (WAL, `synchronous = FULL`, one serialised writer), the same tgtadm and exportfs
 //! commands, and one unix-socket round trip to an in-process server that answers the
@@ -363,7 +363,7 @@ impl Floor {
     }
 }
 
-/// The ten `user.shelf.*` attributes the file pool writes.
+/// The ten `trusted.shelf.*` attributes the file pool writes.
 fn identity(kind: &str, id: &str, name: &str, pool: &str, size: u64) -> BTreeMap<String, String> {
     let created = shelf::store::now().to_string();
     [
