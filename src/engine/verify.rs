@@ -181,12 +181,7 @@ impl Engine {
     pub async fn verify(&self) -> Result<VerifyReport> {
         let (shares, snapshots) = self
             .store
-            .call(|c| {
-                Ok((
-                    store::list_shares(c, None, None, None)?,
-                    store::list_snapshots(c, None, None)?,
-                ))
-            })
+            .call(|c| store::all_shares_and_snapshots(c))
             .await?;
         let mut report = VerifyReport::default();
         report.checked.insert("shares".into(), shares.len());
