@@ -336,6 +336,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Wait for a job to end; returns its final state.
+pub fn wait_job(d: &Daemon, job: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = d.ok("job.show", vec![("job", t(job))]);
+        if get_text(&v, "state") != Some("running") {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {job} hangs: {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Text value.
 pub fn t(s: &str) -> Value {
     Value::Text(s.to_string())
