@@ -5,12 +5,12 @@
 mod common;
 mod peer;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use ciborium::Value;
 use common::*;
-use peer::{shelfctl_as, NOGROUP};
+use peer::{open_to_all, shelfctl_as, NOGROUP};
 use shelf::client::{args, get, get_text, ClientError};
 
 const MIB: u64 = 1 << 20;
@@ -22,12 +22,6 @@ fn connector(initiator: &str) -> Value {
         (t("ip"), t("127.0.0.1")),
         (t("initiator"), t(initiator)),
     ])
-}
-
-fn open_to_all(dirs: &[&std::path::Path]) {
-    for d in dirs {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
 }
 
 #[test]
