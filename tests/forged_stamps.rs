@@ -59,6 +59,17 @@ impl Setup {
         field(sub(&s, "share"), "id")
     }
 
+    /// Snapshot `share` as `name`; returns the snapshot's file in the pool.
+    fn snapshot(&self, share: &str, name: &str) -> PathBuf {
+        let snap = self.d.ok(
+            "snapshot.create",
+            vec![("share", t(share)), ("name", t(name))],
+        );
+        self.pool()
+            .join("snapshots")
+            .join(field(sub(&snap, "snapshot"), "id"))
+    }
+
     /// Attach `share` over iSCSI; returns its CHAP secret.
     fn attach(&self, share: &str) -> String {
         let a = self.d.ok(
@@ -269,14 +280,7 @@ fn an_earlier_shelfs_user_stamps_move_to_trusted_at_start_up() {
     let mut s = Setup::new("upgrade");
     let a = s.create("a", 8 * MIB);
     let b = s.create("b", 4 * MIB);
-    let snap = s.d.ok(
-        "snapshot.create",
-        vec![("share", t("a")), ("name", t("s1"))],
-    );
-    let snap = s
-        .pool()
-        .join("snapshots")
-        .join(field(sub(&snap, "snapshot"), "id"));
+    let snap = s.snapshot("a", "s1");
     let secret = s.attach("a");
     let files = [volume(&s.pool(), &a), volume(&s.pool(), &b), snap];
     let genuine: Vec<_> = files.iter().map(|f| attrs(f, "trusted.shelf.")).collect();
@@ -337,14 +341,7 @@ fn an_earlier_shelfs_user_stamps_move_to_trusted_at_start_up() {
 fn a_pool_with_only_user_stamps_is_rebuilt_only_with_trust_user_xattrs() {
     let mut s = Setup::new("legacy");
     let a = s.create("a", 8 * MIB);
-    let snap = s.d.ok(
-        "snapshot.create",
-        vec![("share", t("a")), ("name", t("s1"))],
-    );
-    let snap = s
-        .pool()
-        .join("snapshots")
-        .join(field(sub(&snap, "snapshot"), "id"));
+    let snap = s.snapshot("a", "s1");
     let secret = s.attach("a");
     let before = names(&s.d);
     let files = [volume(&s.pool(), &a), snap];

@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use common::*;
@@ -60,18 +59,6 @@ fn marker_under(dir: &Path) -> Option<PathBuf> {
         let b = std::fs::read(f).unwrap_or_default();
         b.windows(MARKER.len()).any(|w| w == MARKER)
     })
-}
-
-fn wait_job(d: &Daemon, job: &str) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let v = d.ok("job.show", vec![("job", t(job))]);
-        if get_text(&v, "state") != Some("running") {
-            return v;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "job hangs: {v:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Upload `bytes` and finish; the finish's result.

@@ -16,22 +16,6 @@ use shelf::client::{args, get, get_text, get_u64, Client};
 
 const MIB: u64 = 1 << 20;
 
-/// Wait for a job to end; returns its final state.
-fn wait_job(d: &Daemon, job: &str) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let v = d.ok("job.show", vec![("job", t(job))]);
-        if get_text(&v, "state") != Some("running") {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "job {job} hangs: {v:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn md5_of(path: &Path) -> String {
     let out = sh(&["md5sum", path.to_str().unwrap()]);
     out.split_whitespace().next().unwrap().to_string()

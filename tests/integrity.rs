@@ -3,19 +3,18 @@
 //! back the whole tree, its exports and its attachments from the pools alone.
 
 mod common;
+mod peer;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use ciborium::Value;
 use common::*;
+use peer::{open_to_all, shelfctl_as, NOGROUP};
 use shelf::client::{args, get, get_text, ClientError};
 
 const MIB: u64 = 1 << 20;
 const INIT: &str = "iqn.2026-11.org.example:integrity";
-/// The `nogroup` gid on Debian; the test's unprivileged peers run with it.
-const NOGROUP: u32 = 65534;
 
 fn connector(initiator: &str) -> Value {
     Value::Map(vec![
@@ -23,34 +22,6 @@ fn connector(initiator: &str) -> Value {
         (t("ip"), t("127.0.0.1")),
         (t("initiator"), t(initiator)),
     ])
-}
-
-/// Run shelfctl as `uid`:`gid` (an unprivileged peer); returns (exit code, stdout, stderr).
-fn shelfctl_as(
-    uid: u32,
-    gid: u32,
-    socket: &std::path::Path,
-    argv: &[&str],
-) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shelfctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(argv)
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .expect("run shelfctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn open_to_all(dirs: &[&std::path::Path]) {
-    for d in dirs {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
 }
 
 #[test]

@@ -394,40 +394,14 @@ struct Ext4 {
 
 impl Ext4 {
     fn new(size: u64) -> Ext4 {
-        let dir = scratch("ext4");
-        let image = dir.path().join("ext4.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size)
-            .unwrap();
-        sh(&["mkfs.ext4", "-q", "-m", "0", image.to_str().unwrap()]);
-        sh(&[
-            "mount",
-            "-o",
-            "loop",
-            image.to_str().unwrap(),
-            mount.to_str().unwrap(),
-        ]);
+        let (dir, mount) = loop_mounted("ext4", "ext4.img", size, &["mkfs.ext4", "-q", "-m", "0"]);
         Ext4 { dir, mount }
     }
 }
 
 impl Drop for Ext4 {
     fn drop(&mut self) {
-        let m = self.mount.to_str().unwrap().to_string();
-        for _ in 0..50 {
-            if Command::new("umount")
-                .arg(&m)
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = Command::new("umount").args(["-l", &m]).output();
+        unmount_patiently(&self.mount);
     }
 }
 

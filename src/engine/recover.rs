@@ -184,12 +184,7 @@ impl Engine {
     async fn move_legacy_stamps(&self, out: &mut Recovery) -> Result<()> {
         let (shares, snaps) = self
             .store
-            .call(|c| {
-                Ok((
-                    store::list_shares(c, None, None, None)?,
-                    store::list_snapshots(c, None, None)?,
-                ))
-            })
+            .call(|c| store::all_shares_and_snapshots(c))
             .await?;
         // Only a file pool's files carry extended attributes (an LVM pool's: tags).
         let file_pool = |name: &str| self.pool(name).ok().filter(|p| p.kind() == PoolKind::File);

@@ -181,12 +181,7 @@ impl Engine {
     pub async fn verify(&self) -> Result<VerifyReport> {
         let (shares, snapshots) = self
             .store
-            .call(|c| {
-                Ok((
-                    store::list_shares(c, None, None, None)?,
-                    store::list_snapshots(c, None, None)?,
-                ))
-            })
+            .call(|c| store::all_shares_and_snapshots(c))
             .await?;
         let mut report = VerifyReport::default();
         report.checked.insert("shares".into(), shares.len());
@@ -369,6 +364,13 @@ mod tests {
         }
     }
 
+    /// Each difference's kind and object, in order.
+    fn kinds(d: &[Difference]) -> Vec<(&str, &str)> {
+        d.iter()
+            .map(|x| (x.kind.as_str(), x.object.as_str()))
+            .collect()
+    }
+
     #[test]
     fn finds_orphans_missing_and_drift() {
         let a = share("a", 4096);
@@ -381,10 +383,7 @@ mod tests {
             .insert("name".into(), "other".into());
         let disk = vec![found(&a, 4096), renamed, found(&share("z", 512), 512)];
         let d = compare_pool("p", &[a.clone(), b, c], &[], &disk);
-        let kinds: Vec<(&str, &str)> = d
-            .iter()
-            .map(|x| (x.kind.as_str(), x.object.as_str()))
-            .collect();
+        let kinds = kinds(&d);
         assert_eq!(
             kinds,
             vec![("missing", "b"), ("drifted", "c"), ("orphan", "z")],
@@ -433,10 +432,7 @@ mod tests {
         foreign.on_disk.identity.clear();
         let b = share("b", 512);
         let d = compare_pool("p", &[a, b], &[], &[planted, stray, plain, foreign]);
-        let kinds: Vec<(&str, &str)> = d
-            .iter()
-            .map(|x| (x.kind.as_str(), x.object.as_str()))
-            .collect();
+        let kinds = kinds(&d);
         assert_eq!(
             kinds,
             [

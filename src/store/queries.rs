@@ -391,6 +391,14 @@ pub fn provisioned(c: &Connection, pool: &str) -> Result<u64> {
     .max(0) as u64)
 }
 
+/// Every share and every snapshot, in the orders of [`list_shares`] and [`list_snapshots`].
+pub fn all_shares_and_snapshots(c: &Connection) -> Result<(Vec<Share>, Vec<Snapshot>)> {
+    Ok((
+        list_shares(c, None, None, None)?,
+        list_snapshots(c, None, None)?,
+    ))
+}
+
 /// Shares and snapshots not in a settled state (`creating`, `deleting`): the work a crash
 /// interrupted.
 pub fn unsettled(c: &Connection) -> Result<(Vec<Share>, Vec<Snapshot>)> {

@@ -48,23 +48,8 @@ impl Xfs {
 
     /// Make and mount an XFS of `size` bytes, with or without reflink support.
     pub fn with_reflink(tag: &str, size: u64, reflink: bool) -> Xfs {
-        let dir = scratch(tag);
-        let image = dir.path().join("xfs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size)
-            .unwrap();
         let reflink = if reflink { "reflink=1" } else { "reflink=0" };
-        sh(&["mkfs.xfs", "-q", "-m", reflink, image.to_str().unwrap()]);
-        sh(&[
-            "mount",
-            "-o",
-            "loop",
-            image.to_str().unwrap(),
-            mount.to_str().unwrap(),
-        ]);
+        let (dir, mount) = loop_mounted(tag, "xfs.img", size, &["mkfs.xfs", "-q", "-m", reflink]);
         Xfs { dir, mount }
     }
 
@@ -76,21 +61,55 @@ impl Xfs {
 
 impl Drop for Xfs {
     fn drop(&mut self) {
-        let m = self.mount.to_str().unwrap().to_string();
-        for _ in 0..50 {
-            if Command::new("umount")
-                .arg(&m)
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("{m} still busy after 5 s; unmounting lazily");
-        let _ = Command::new("umount").args(["-l", &m]).output();
+        unmount_patiently(&self.mount);
     }
+}
+
+/// A new scratch directory holding a sparse image `image` of `size` bytes, formatted by
+/// `mkfs` (the image's path is appended) and loop-mounted on its `mnt`; (scratch, mount).
+pub fn loop_mounted(
+    tag: &str,
+    image: &str,
+    size: u64,
+    mkfs: &[&str],
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = scratch(tag);
+    let image = dir.path().join(image);
+    let mount = dir.path().join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let mut argv = mkfs.to_vec();
+    argv.push(image.to_str().unwrap());
+    sh(&argv);
+    sh(&[
+        "mount",
+        "-o",
+        "loop",
+        image.to_str().unwrap(),
+        mount.to_str().unwrap(),
+    ]);
+    (dir, mount)
+}
+
+/// Unmount `mount`, retrying for 5 s while it is busy, then lazily.
+pub fn unmount_patiently(mount: &Path) {
+    let m = mount.to_str().unwrap().to_string();
+    for _ in 0..50 {
+        if Command::new("umount")
+            .arg(&m)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{m} still busy after 5 s; unmounting lazily");
+    let _ = Command::new("umount").args(["-l", &m]).output();
 }
 
 /// A running shelfd with its own state directory and socket.
@@ -333,6 +352,22 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("---- shelfd log ----\n{}", self.log_text());
         }
+    }
+}
+
+/// Wait for a job to end; returns its final state.
+pub fn wait_job(d: &Daemon, job: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = d.ok("job.show", vec![("job", t(job))]);
+        if get_text(&v, "state") != Some("running") {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {job} hangs: {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
