@@ -202,6 +202,43 @@ fn hostile_images(
         s(&p),
     ]);
     v.push(("vmdk-parent", p, Some("vmdk"), "vmdk with a parent"));
+    // A real sparse VMDK whose header hides the parent from a reader that trusts its
+    // descriptor fields; qemu reads the descriptor at 0x200 whatever they say.
+    let base = src.join("base.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", s(&base), "1M"]);
+    let clean = std::fs::read(&base).unwrap();
+    std::fs::remove_file(&base).unwrap();
+    let area = &clean[512..512 * 21];
+    let desc =
+        String::from_utf8(area[..area.iter().position(|&b| b == 0).unwrap()].to_vec()).unwrap();
+    // desc_offset points at a clean copy; the descriptor at 0x200 names the database.
+    let hostile = format!("{desc}parentFileNameHint=\"{}\"\n", s(&db));
+    let sector = 1 + hostile.len().div_ceil(512);
+    let p = src.join("moved.vmdk");
+    std::fs::write(&p, &clean).unwrap();
+    write_at(&p, 512, &vec![0u8; 512 * 20]);
+    write_at(&p, 512, hostile.as_bytes());
+    write_at(&p, sector as u64 * 512, desc.as_bytes());
+    write_at(&p, 28, &(sector as u64).to_le_bytes());
+    v.push((
+        "vmdk-moved-descriptor",
+        p,
+        Some("vmdk"),
+        "not 1 where qemu reads it",
+    ));
+    // desc_size=1; the hint starts in a comment of that sector and runs on past byte 512.
+    let pad = 512 - 8 - desc.len() - 1;
+    let text = format!(
+        "{desc}#{}parentFileNameHint=\"{}\"\n",
+        " ".repeat(pad),
+        s(&db)
+    );
+    let p = src.join("split-hint.vmdk");
+    std::fs::write(&p, &clean).unwrap();
+    write_at(&p, 512, &vec![0u8; 512 * 20]);
+    write_at(&p, 512, text.as_bytes());
+    write_at(&p, 36, &1u64.to_le_bytes());
+    v.push(("vmdk-hint-past-desc-size", p, None, "vmdk with a parent"));
     for (name, create_type, extent) in [
         ("vmdk-flat", "monolithicFlat", "FLAT"),
         ("vmdk-2gb", "twoGbMaxExtentFlat", "FLAT"),
@@ -385,7 +422,7 @@ fn the_confinement_alone_stops_a_backing_file_debug_build_without_inspection() {
         eprintln!("{name} ({format}), confined: {msg}");
         tried += 1;
     }
-    assert_eq!(tried, 11, "images tried against the confinement");
+    assert_eq!(tried, 13, "images tried against the confinement");
     assert!(d.log_text().contains("inspection bypassed"));
     assert!(d.log_text().contains("qemu-img runs confined"));
     assert_eq!(d.ok("image.list", vec![]), Value::Array(vec![]));

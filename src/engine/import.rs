@@ -248,7 +248,10 @@ impl Import {
             let (src, dst, h) = (self.source.clone(), tmp.to_path_buf(), ctx.counters());
             blocking(move || copy_raw(&src, &dst, &h)).await?;
         } else {
-            let cmd = self.convert_command(format, tmp)?;
+            // Building the ruleset opens and fstats system paths and the output file:
+            // off the event loop.
+            let (src, t) = (self.source.clone(), tmp.to_path_buf());
+            let cmd = blocking(move || convert_command(&src, format, &t)).await?;
             let c = ctx.clone();
             let convert = self.runner.run_streaming(&cmd, move |chunk| {
                 if let Some(pct) = parse_progress(&String::from_utf8_lossy(chunk)) {
@@ -293,30 +296,30 @@ impl Import {
         );
         to_value(&image)
     }
+}
 
-    /// `qemu-img convert` with the format fixed, reading the source through an inherited
-    /// descriptor, confined by Landlock to it, the output file and the system libraries.
-    fn convert_command(&self, format: ImageFormat, tmp: &Path) -> Result<Cmd> {
-        let confine_err = |e: std::io::Error| {
-            Error::Unsupported(format!("cannot confine qemu-img with Landlock: {e}"))
-        };
-        let mut c = Confinement::new().map_err(confine_err)?;
-        let fd = c.allow_read(&self.source).map_err(confine_err)?;
-        c.allow_write(tmp).map_err(confine_err)?;
-        Ok(Cmd::new("qemu-img")
-            .args([
-                "convert".to_string(),
-                "-p".into(),
-                "-f".into(),
-                format.to_string(),
-                "-O".into(),
-                "raw".into(),
-                format!("/dev/fd/{fd}"),
-                tmp.display().to_string(),
-            ])
-            .timeout(CONVERT_TIMEOUT)
-            .confined(c))
-    }
+/// `qemu-img convert` with the format fixed, reading the source through an inherited
+/// descriptor, confined by Landlock to it, the output file and the system libraries.
+fn convert_command(source: &File, format: ImageFormat, tmp: &Path) -> Result<Cmd> {
+    let confine_err = |e: std::io::Error| {
+        Error::Unsupported(format!("cannot confine qemu-img with Landlock: {e}"))
+    };
+    let mut c = Confinement::new().map_err(confine_err)?;
+    let fd = c.allow_read(source).map_err(confine_err)?;
+    c.allow_write(tmp).map_err(confine_err)?;
+    Ok(Cmd::new("qemu-img")
+        .args([
+            "convert".to_string(),
+            "-p".into(),
+            "-f".into(),
+            format.to_string(),
+            "-O".into(),
+            "raw".into(),
+            format!("/dev/fd/{fd}"),
+            tmp.display().to_string(),
+        ])
+        .timeout(CONVERT_TIMEOUT)
+        .confined(c))
 }
 
 /// Stamp, sync and move the converted file into place; returns its size, which must be

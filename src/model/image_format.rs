@@ -343,6 +343,11 @@ fn qcow2_extensions(src: &mut dyn ImageBytes, start: u64, cluster: u64) -> Resul
     }
 }
 
+/// The sector where qemu reads a sparse VMDK's embedded descriptor (0x200).
+const VMDK_DESC_SECTOR: u64 = 1;
+/// How many descriptor bytes qemu searches (block/vmdk.c DESC_SIZE, 20 sectors).
+const VMDK_DESC_SIZE: usize = 20 * 512;
+
 const VMDK_CREATE_TYPES: &[&str] = &["monolithicSparse", "streamOptimized"];
 
 fn inspect_vmdk(src: &mut dyn ImageBytes) -> Result<u64, Refused> {
@@ -355,21 +360,31 @@ fn inspect_vmdk(src: &mut dyn ImageBytes) -> Result<u64, Refused> {
         return refuse(format!("its vmdk version {version} is not 1 to 3"));
     }
     let capacity = le64(&h, 12);
-    let (desc_offset, desc_size) = (le64(&h, 28), le64(&h, 36));
-    if desc_offset == 0 || desc_size == 0 {
-        return refuse("it is a vmdk without an embedded descriptor");
+    // qemu ignores both descriptor fields of a sparse header (block/vmdk.c: `vmdk_open`
+    // sets `desc_offset = 0x200`, `vmdk_parent_open` and `vmdk_read_cid` read DESC_SIZE
+    // bytes there), except that a zero capacity makes it open the descriptor at
+    // desc_offset as a descriptor file (refused below: virtual size 0). So the
+    // descriptor shelf checks is the one qemu reads, and the header may not point
+    // elsewhere.
+    let desc_offset = le64(&h, 28);
+    if desc_offset != VMDK_DESC_SECTOR {
+        return refuse(format!(
+            "its vmdk descriptor is at sector {desc_offset}, not 1 where qemu reads it"
+        ));
     }
-    if desc_size > (MAX_READ as u64) / 512 {
-        return refuse("its vmdk descriptor is too large");
+    let bytes = read(src, VMDK_DESC_SECTOR * 512, VMDK_DESC_SIZE)?;
+    // qemu's `strstr` stops at the first NUL, and so does this check.
+    let bytes = bytes.split(|&b| b == 0).next().unwrap_or_default();
+    // qemu finds the parent by a substring search, not a key: a comment or a value that
+    // holds the word names a backing file just as well.
+    if bytes
+        .windows(b"parentFileNameHint".len())
+        .any(|w| w == b"parentFileNameHint")
+    {
+        return refuse("it is a vmdk with a parent (parentFileNameHint)");
     }
-    let bytes = read(
-        src,
-        desc_offset.saturating_mul(512),
-        (desc_size * 512) as usize,
-    )?;
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.split('\0').next().unwrap_or_default();
-    check_vmdk_descriptor(text)?;
+    let text = String::from_utf8_lossy(bytes);
+    check_vmdk_descriptor(&text)?;
     capacity
         .checked_mul(512)
         .ok_or_else(|| Refused("its vmdk capacity overflows".into()))

@@ -85,7 +85,9 @@ pub struct Confinement {
 
 impl Confinement {
     /// A ruleset that handles every right this kernel knows and allows only reading and
-    /// executing [`SYSTEM_READ_EXEC`]. Fails when Landlock is not available.
+    /// executing [`SYSTEM_READ_EXEC`]. Fails when Landlock is not available. Blocking (it
+    /// opens and fstats those paths, as [`Confinement::allow_write`] opens its file): call
+    /// it off the event loop (STYLE rule 7).
     pub fn new() -> io::Result<Confinement> {
         let abi = abi_version().ok_or_else(|| {
             io::Error::new(

@@ -302,3 +302,88 @@ proptest::proptest! {
         }
     }
 }
+
+/// A real sparse VMDK from `qemu-img` and its embedded descriptor text (at 0x200, up to
+/// the first NUL).
+fn clean_vmdk(dir: &Path) -> (Vec<u8>, String) {
+    let p = create(dir, "clean.vmdk", "vmdk", &[], "1M");
+    let bytes = std::fs::read(p).unwrap();
+    let area = &bytes[512..512 * 21];
+    let end = area.iter().position(|&b| b == 0).unwrap();
+    (
+        bytes.clone(),
+        String::from_utf8(area[..end].to_vec()).unwrap(),
+    )
+}
+
+/// The header points at a clean copy of the descriptor further on; the one at 0x200,
+/// which qemu reads, names a parent.
+fn vmdk_with_moved_descriptor(dir: &Path, parent: &str) -> Vec<u8> {
+    let (mut bytes, desc) = clean_vmdk(dir);
+    let hostile = format!("{desc}parentFileNameHint=\"{parent}\"\n");
+    let sector = 1 + hostile.len().div_ceil(512);
+    assert!(
+        sector * 512 + desc.len() < 21 * 512,
+        "fits before the grain directory"
+    );
+    bytes[512..512 * 21].fill(0);
+    bytes[512..512 + hostile.len()].copy_from_slice(hostile.as_bytes());
+    bytes[sector * 512..sector * 512 + desc.len()].copy_from_slice(desc.as_bytes());
+    bytes[28..36].copy_from_slice(&(sector as u64).to_le_bytes());
+    bytes
+}
+
+/// The header says the descriptor is one sector; the hint starts in a comment in that
+/// sector and goes on past byte 512 with no NUL in between.
+fn vmdk_with_hint_past_desc_size(dir: &Path, parent: &str) -> Vec<u8> {
+    let (mut bytes, desc) = clean_vmdk(dir);
+    let word = "parentFileNameHint";
+    let split = 8; // "parentFi" in the first sector, "leNameHint..." in the next
+    let pad = 512 - split - desc.len() - 1;
+    let text = format!("{desc}#{}{word}=\"{parent}\"\n", " ".repeat(pad));
+    assert_eq!(&text[512 - split..512], &word[..split]);
+    bytes[512..512 * 21].fill(0);
+    bytes[512..512 + text.len()].copy_from_slice(text.as_bytes());
+    bytes[36..44].copy_from_slice(&1u64.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_vmdk_parent_hidden_from_the_header_descriptor_fields_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (clean, _) = clean_vmdk(d.path());
+    inspect(&mut clean.as_slice(), Some(ImageFormat::Vmdk), LIMIT).unwrap();
+    let db = "/var/lib/shelf/shelf.db";
+    let moved = vmdk_with_moved_descriptor(d.path(), db);
+    refused(inspect(&mut moved.as_slice(), None, LIMIT), "sector 2");
+    // With the header put back, the descriptor qemu reads is the one refused.
+    let mut back = moved.clone();
+    back[28..36].copy_from_slice(&1u64.to_le_bytes());
+    refused(inspect(&mut back.as_slice(), None, LIMIT), "with a parent");
+    let split = vmdk_with_hint_past_desc_size(d.path(), db);
+    refused(
+        inspect(&mut split.as_slice(), Some(ImageFormat::Vmdk), LIMIT),
+        "with a parent",
+    );
+    // The word anywhere in the text qemu searches counts, not only as a key.
+    let mut in_value = clean.clone();
+    let at = 512 + in_value[512..].iter().position(|&b| b == 0).unwrap();
+    let line = format!("ddb.comment = \"parentFileNameHint=\"{db}\"\"\n");
+    in_value[at..at + line.len()].copy_from_slice(line.as_bytes());
+    refused(
+        inspect(&mut in_value.as_slice(), None, LIMIT),
+        "with a parent",
+    );
+    // After the first NUL qemu stops searching, and so does the inspector.
+    let mut after_nul = clean.clone();
+    let line = format!("parentFileNameHint=\"{db}\"\n");
+    after_nul[at + 1..at + 1 + line.len()].copy_from_slice(line.as_bytes());
+    inspect(&mut after_nul.as_slice(), None, LIMIT).unwrap();
+    // A zero capacity makes qemu open the descriptor as a descriptor file: refused.
+    let mut zero = clean;
+    zero[12..20].fill(0);
+    refused(
+        inspect(&mut zero.as_slice(), None, LIMIT),
+        "virtual size is 0",
+    );
+}
