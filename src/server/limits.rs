@@ -61,6 +61,17 @@ impl Budget {
         }
     }
 
+    /// A charge that takes nothing from the shared budget: for an admin's frames. An admin
+    /// is trusted; its frames are still bounded by `max_frame_size` and `max_in_flight`,
+    /// and no reader can make them wait for the budget.
+    pub fn uncharged(&self) -> Charge {
+        Charge {
+            units: Arc::new(Semaphore::new(usize::MAX >> 8)),
+            held: Arc::new(AtomicUsize::new(0)),
+            dirty: self.dirty.clone(),
+        }
+    }
+
     /// Whether large frames were let go since the last call and none is held now: then
     /// the allocator's free pages are worth giving back to the kernel.
     pub fn take_trim(&self) -> bool {
