@@ -470,10 +470,10 @@ async fn read_one(
     let Some(len) = header else {
         return Ok(None);
     };
-    // A peer's frames beyond their first bytes are charged to the shared budget; an
-    // admin's are not, so no reader can make an admin's upload wait for it.
+    // A frame beyond its first bytes is charged to the budget of non-admins, or to the
+    // admins' own: no reader can make an admin's upload wait for room.
     let charge = if admin {
-        server.budget.uncharged()
+        server.budget.admin_charge()
     } else {
         server.budget.charge()
     };
