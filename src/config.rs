@@ -132,6 +132,10 @@ pub struct LimitsConfig {
     /// Seconds a connection with nothing in flight and no subscription may stay silent
     /// before it is closed (0: never).
     pub idle_timeout: u64,
+    /// Seconds one reply or event frame may take to be written before the connection is
+    /// closed (1 to 3600): a peer that stops reading cannot hold its requests' slots, its
+    /// queued replies or its descriptor.
+    pub write_timeout: u64,
     /// Event subscriptions open in all (1 to 65536).
     pub max_subscriptions: usize,
     /// Seconds between background probes of the export drivers that `hello` and
@@ -147,6 +151,7 @@ impl Default for LimitsConfig {
             max_connections_per_uid: 128,
             frame_timeout: 30,
             idle_timeout: 3600,
+            write_timeout: 30,
             max_subscriptions: 1024,
             driver_probe_interval: 30,
         }
@@ -156,7 +161,7 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     fn validate(&self) -> Result<(), String> {
         let l = self;
-        let checks: [(&str, u64, u64, u64); 6] = [
+        let checks: [(&str, u64, u64, u64); 7] = [
             (
                 "request_buffer_bytes",
                 l.request_buffer_bytes,
@@ -171,6 +176,7 @@ impl LimitsConfig {
                 65536,
             ),
             ("frame_timeout", l.frame_timeout, 1, 3600),
+            ("write_timeout", l.write_timeout, 1, 3600),
             ("max_subscriptions", l.max_subscriptions as u64, 1, 65536),
             ("driver_probe_interval", l.driver_probe_interval, 1, 3600),
         ];

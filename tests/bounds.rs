@@ -718,3 +718,210 @@ fn header_and_idle_timeouts_close_connections() {
     let event = frame::decode_body(&body).unwrap();
     assert!(shelf::client::get(&event, "event").is_some(), "{event:?}");
 }
+
+/// A reader of another uid that opens `count` connections and either pipelines `n` `hello`
+/// requests on each without ever reading (`pipeline`), or announces a frame of `n` bytes
+/// on each and sends all of it but one byte (`park`); then holds them until stdin closes.
+const HOSTILE_PY: &str = r#"
+import socket, sys, time
+path, count, mode, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+HELLO = bytes.fromhex("0000000ea262696401626f706568656c6c6f")
+socks = []
+for i in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.setblocking(False)
+    data = HELLO * n if mode == "pipeline" else n.to_bytes(4, "big") + b"a" * (n - 1)
+    socks.append([s, data, 0, False])
+quiet = time.time()
+while time.time() - quiet < 1.5:
+    progress = False
+    for c in socks:
+        while c[2] < len(c[1]) and not c[3]:
+            try:
+                k = c[0].send(c[1][c[2]:c[2] + 65536])
+                c[2] += k
+                progress = True
+            except BlockingIOError:
+                break
+            except OSError:
+                c[3] = True
+    if progress:
+        quiet = time.time()
+    else:
+        time.sleep(0.05)
+sent = sum(c[2] for c in socks)
+print(f"opened {len(socks)} sent {sent} closed {sum(1 for c in socks if c[3])}", flush=True)
+sys.stdin.read()
+"#;
+
+fn hostile_reader(socket: &Path, count: usize, mode: &str, n: u32) -> Peer {
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={READER}"),
+            &format!("--regid={NOGROUP}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            HOSTILE_PY,
+        ])
+        .arg(socket)
+        .arg(count.to_string())
+        .arg(mode)
+        .arg(n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv python3");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    Peer { child, out }
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Wait (up to `limit`) until the daemon holds at most `want` descriptors; the count then.
+fn fds_fall_to(pid: i32, want: usize, limit: Duration) -> (usize, Duration) {
+    let t0 = Instant::now();
+    loop {
+        let now = fd_count(pid);
+        if now <= want || t0.elapsed() > limit {
+            return (now, t0.elapsed());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_reader_that_never_reads_its_replies_is_closed_by_the_write_timeout() {
+    let xfs = Xfs::new("bounds-wtimeout", 512 * MIB);
+    let d = daemon_for_peers(&xfs, "[limits]\nwrite_timeout = 2\n");
+    d.ok("share.create", vec![("name", t("s1")), ("size", n(MIB))]);
+    let pid = d.pid();
+    let before = fd_count(pid);
+    let mut peer = hostile_reader(&d.socket, 40, "pipeline", 20000);
+    let line = peer.opened();
+    let held = fd_count(pid);
+    // The admin is answered meanwhile.
+    let t0 = Instant::now();
+    d.ok("share.list", vec![]);
+    let admin_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let (after, took) = fds_fall_to(pid, before + 2, Duration::from_secs(60));
+    println!(
+        "reader pipelining 20000 hellos on 40 connections and never reading: {line}; shelfd \
+         descriptors {before} before, {held} held, {after} after {took:?} (write_timeout 2 s); \
+         admin share.list meanwhile {admin_ms:.1} ms"
+    );
+    assert!(
+        held >= before + 30,
+        "the reader's connections were open: {held}"
+    );
+    assert!(
+        after <= before + 2,
+        "the reader's connections never closed: {after} descriptors (from {before})"
+    );
+    drop(peer);
+}
+
+#[test]
+fn a_reader_that_never_reads_is_shed_for_admins_and_really_goes() {
+    let xfs = Xfs::new("bounds-wshed", 512 * MIB);
+    // The write timeout is long: here it is shedding that must close them.
+    let d = daemon_for_peers(
+        &xfs,
+        "[limits]\nwrite_timeout = 3600\nmax_connections_per_uid = 4096\n",
+    );
+    d.ok("share.create", vec![("name", t("s1")), ("size", n(MIB))]);
+    let pid = d.pid();
+    let before = fd_count(pid);
+    let readers = 40;
+    let mut peer = hostile_reader(&d.socket, readers, "pipeline", 20000);
+    let line = peer.opened();
+    let held = fd_count(pid);
+    assert!(
+        held >= before + 30,
+        "the reader's connections were open: {held}"
+    );
+    // Leave room for two more connections only: each admin after those needs a shed.
+    limit_descriptors(pid, (held + 2) as u32);
+    let mut admins = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let t0 = Instant::now();
+        let mut c = d.client();
+        c.set_timeout(Some(ADMIN_ANSWER)).unwrap();
+        c.call("share.list", args(vec![]))
+            .unwrap_or_else(|e| panic!("admin {i} locked out after {:?}: {e}", t0.elapsed()));
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        admins.push(c);
+    }
+    let with_admins = fd_count(pid);
+    drop(admins);
+    let (after, _) = fds_fall_to(pid, held - 8, Duration::from_secs(10));
+    println!(
+        "reader pipelining on {readers} connections and never reading: {line}; descriptors \
+         {before} before, {held} held, limit {}; 10 held admin connections answered in \
+         {times:.0?} ms; descriptors {with_admins} with the admins, {after} once they left",
+        held + 2
+    );
+    assert!(d.log_text().contains("shedding idle non-admin connections"));
+    assert!(
+        after <= held - 8,
+        "shed reader connections did not go: {after} descriptors (from {held})"
+    );
+    drop(peer);
+}
+
+#[test]
+fn readers_parking_the_whole_budget_do_not_stop_an_admin_upload() {
+    let xfs = Xfs::new("bounds-adminbudget", 1 << 30);
+    let d = daemon_for_peers(
+        &xfs,
+        "max_frame_size = 2097152\n[limits]\nrequest_buffer_bytes = 4194304\n",
+    );
+    // 12 connections parking 1 MiB - 1 bytes each against a 4 MiB budget.
+    let mut peer = hostile_reader(&d.socket, 12, "park", 1 << 20);
+    let line = peer.opened();
+    assert!(
+        field_of(&line, "sent") >= 4 << 20,
+        "the budget was spent: {line}"
+    );
+    let mut c = d.client();
+    c.set_timeout(Some(ADMIN_ANSWER)).unwrap();
+    let data = vec![0u8; MIB as usize];
+    let begin = c
+        .call(
+            "image.upload.begin",
+            args(vec![("name", t("adm")), ("size", n(MIB))]),
+        )
+        .unwrap();
+    let upload = get_text(&begin, "upload").unwrap().to_string();
+    let t0 = Instant::now();
+    let chunk = c.call(
+        "image.upload.chunk",
+        args(vec![
+            ("upload", t(&upload)),
+            ("offset", n(0)),
+            ("data", Value::Bytes(data)),
+        ]),
+    );
+    let chunk_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "readers parking frames on a 4 MiB budget: {line}; admin 1 MiB upload chunk: \
+         {chunk_ms:.1} ms, {}",
+        if chunk.is_ok() {
+            "ok".to_string()
+        } else {
+            format!("{chunk:?}")
+        }
+    );
+    chunk.expect("an admin's 1 MiB chunk is read while readers hold the budget");
+    let fin = c
+        .call("image.upload.finish", args(vec![("upload", t(&upload))]))
+        .expect("the upload finishes");
+    println!("finish: {fin:?}");
+    drop(peer);
+}

@@ -148,7 +148,22 @@ async fn run_connection(
     let stream = Arc::new(stream);
     let in_flight = server.settings.max_in_flight.load(Ordering::Relaxed);
     let (reply_tx, reply_rx) = smol::channel::bounded::<Out>(in_flight);
-    let writer = spawn_writer(conn_id, stream.clone(), state.clone(), reply_rx);
+    // Closed when the writer ends (the peer stopped reading or went away): then the
+    // connection closes at once, whatever the reader was waiting for.
+    let (gone_tx, gone) = smol::channel::bounded::<()>(1);
+    let writer = spawn_writer(
+        server,
+        conn_id,
+        stream.clone(),
+        state.clone(),
+        reply_rx,
+        gone_tx,
+    );
+    let ends = Ends {
+        stop: &stop,
+        shed: &shed,
+        gone: &gone,
+    };
     let slots = Arc::new(async_lock::Semaphore::new(in_flight));
     // Closed when the connection stops reading, so event forwarders let it close.
     let (closing_tx, closing_rx) = smol::channel::bounded::<()>(1);
@@ -166,9 +181,19 @@ async fn run_connection(
     };
     loop {
         // Wait for a free request slot before reading more: a client that pipelines faster
-        // than we answer is slowed down, not buffered without bound.
-        let permit = slots.acquire_arc().await;
-        let (body, charge) = match next_frame(server, &state, &stream, &stop, &shed).await {
+        // than we answer is slowed down, not buffered without bound. A peer that never
+        // reads its replies keeps every slot taken, so the wait also ends on stop, shed or
+        // the writer's end (its write timeout).
+        let permit = match future::or(async { Some(slots.acquire_arc().await) }, async {
+            ends.any().await;
+            None
+        })
+        .await
+        {
+            Some(p) => p,
+            None => break,
+        };
+        let (body, charge) = match next_frame(server, &state, &stream, &ends).await {
             Next::Stop => break,
             Next::Idle => {
                 log::debug!("conn {conn_id}: idle; closing");
@@ -223,6 +248,13 @@ async fn run_connection(
         dispatch(ctx, envelope, permit);
     }
     closing_tx.close();
+    if state.shed.load(Ordering::Relaxed) || gone.is_closed() {
+        // Shed, or the peer does not take its replies: close now. Requests in flight finish
+        // on their own tasks; their replies have nowhere to go (the writer is gone).
+        writer.cancel().await;
+        log::debug!("conn {conn_id}: closed without waiting for requests in flight");
+        return;
+    }
     // Let requests in flight finish and their replies go out before closing.
     let mut all = Vec::with_capacity(in_flight);
     for _ in 0..in_flight {
@@ -233,13 +265,19 @@ async fn run_connection(
 }
 
 /// The connection's writer: replies and events, in the order they are ready.
+/// Each frame must be written within `limits.write_timeout`, or the writer ends and with
+/// it the connection: a peer that stops reading holds no slot, reply or descriptor longer.
 fn spawn_writer(
+    server: &Arc<Server>,
     conn_id: u64,
     stream: Arc<Async<UnixStream>>,
     state: Arc<ConnState>,
     rx: smol::channel::Receiver<Out>,
+    gone: smol::channel::Sender<()>,
 ) -> smol::Task<()> {
+    let server = server.clone();
     smol::spawn(async move {
+        let _gone = gone;
         let mut w = &*stream;
         while let Ok(out) = rx.recv().await {
             let value = match out {
@@ -248,9 +286,28 @@ fn spawn_writer(
             };
             let bytes = frame::encode(&value);
             drop(value);
-            if let Err(e) = frame::write_frame(&mut w, &bytes).await {
-                log::debug!("conn {conn_id}: write failed: {e}");
-                break;
+            let secs = server.settings.write_timeout.load(Ordering::Relaxed);
+            let wrote = future::or(
+                async { Some(frame::write_frame(&mut w, &bytes).await) },
+                async {
+                    smol::Timer::after(Duration::from_secs(secs)).await;
+                    None
+                },
+            )
+            .await;
+            match wrote {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    log::debug!("conn {conn_id}: write failed: {e}");
+                    break;
+                }
+                None => {
+                    log::debug!(
+                        "conn {conn_id}: the peer took no reply within {secs} s \
+                         (limits.write_timeout); closing"
+                    );
+                    break;
+                }
             }
             state.touch();
             if bytes.len() >= LARGE_REPLY {
@@ -315,25 +372,43 @@ fn dispatch(c: RequestCtx, envelope: Envelope, permit: async_lock::SemaphoreGuar
     .detach();
 }
 
+/// What ends a connection from outside its reader: shutdown, a shed, the writer's end.
+struct Ends<'a> {
+    stop: &'a smol::channel::Receiver<()>,
+    shed: &'a smol::channel::Receiver<()>,
+    gone: &'a smol::channel::Receiver<()>,
+}
+
+impl Ends<'_> {
+    /// Wait until one of them happens.
+    async fn any(&self) {
+        future::or(
+            async {
+                let _ = self.stop.recv().await;
+            },
+            future::or(
+                async {
+                    let _ = self.shed.recv().await;
+                },
+                async {
+                    let _ = self.gone.recv().await;
+                },
+            ),
+        )
+        .await;
+    }
+}
+
 /// Wait for the next frame: its first byte may take as long as the connection may stay
 /// idle; from then on, the whole frame must arrive within the frame timeout.
 async fn next_frame(
     server: &Server,
     state: &ConnState,
     stream: &Async<UnixStream>,
-    stop: &smol::channel::Receiver<()>,
-    shed: &smol::channel::Receiver<()>,
+    ends: &Ends<'_>,
 ) -> Next {
     let ended = || async {
-        future::or(
-            async {
-                let _ = stop.recv().await;
-            },
-            async {
-                let _ = shed.recv().await;
-            },
-        )
-        .await;
+        ends.any().await;
         Next::Stop
     };
     loop {
@@ -369,7 +444,10 @@ async fn next_frame(
     let max = server.settings.max_frame_size.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(secs);
     future::or(
-        async { Next::Frame(read_one(server, stream, max, deadline, secs).await) },
+        async {
+            let admin = state.role == Role::Admin;
+            Next::Frame(read_one(server, stream, max, deadline, secs, admin).await)
+        },
         ended(),
     )
     .await
@@ -381,6 +459,7 @@ async fn read_one(
     max: u32,
     deadline: Instant,
     secs: u64,
+    admin: bool,
 ) -> Result<Option<(Vec<u8>, Charge)>, FrameError> {
     let mut r = stream;
     let header = future::or(frame::read_header(&mut r, max), async {
@@ -391,7 +470,13 @@ async fn read_one(
     let Some(len) = header else {
         return Ok(None);
     };
-    let charge = server.budget.charge();
+    // A frame beyond its first bytes is charged to the budget of non-admins, or to the
+    // admins' own: no reader can make an admin's upload wait for room.
+    let charge = if admin {
+        server.budget.admin_charge()
+    } else {
+        server.budget.charge()
+    };
     let body = future::or(
         frame::read_body_growing(&mut r, len, FREE_BYTES, |n| charge.grow(n)),
         async {

@@ -24,10 +24,13 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// A charge of this many units or more marks the allocator as worth trimming.
 const LARGE_UNITS: usize = 16;
 
-/// The shared budget of request bytes held while frames arrive.
+/// The budget of request bytes held while frames arrive: one shared by every non-admin
+/// connection, and one of the same size that only admins' connections draw on, so no
+/// reader can make an admin's frames (an upload chunk) wait for room.
 #[derive(Debug)]
 pub struct Budget {
     units: Arc<Semaphore>,
+    admin_units: Arc<Semaphore>,
     total_units: usize,
     /// Set when a large charge is given back: the allocator holds pages to return.
     dirty: Arc<AtomicBool>,
@@ -47,6 +50,7 @@ impl Budget {
         let total_units = (bytes as usize).div_ceil(UNIT).max(1);
         Budget {
             units: Arc::new(Semaphore::new(total_units)),
+            admin_units: Arc::new(Semaphore::new(total_units)),
             total_units,
             dirty: Arc::new(AtomicBool::new(false)),
         }
@@ -61,15 +65,27 @@ impl Budget {
         }
     }
 
+    /// An empty charge on the admins' budget, for a frame of an admin's connection.
+    pub fn admin_charge(&self) -> Charge {
+        Charge {
+            units: self.admin_units.clone(),
+            held: Arc::new(AtomicUsize::new(0)),
+            dirty: self.dirty.clone(),
+        }
+    }
+
     /// Whether large frames were let go since the last call and none is held now: then
     /// the allocator's free pages are worth giving back to the kernel.
     pub fn take_trim(&self) -> bool {
         self.used_bytes() == 0 && self.dirty.swap(false, Ordering::Relaxed)
     }
 
-    /// Bytes of the budget in use now.
+    /// Bytes of both budgets in use now.
     pub fn used_bytes(&self) -> usize {
-        (self.total_units - self.units.available_permits()) * UNIT
+        (2 * self.total_units
+            - self.units.available_permits()
+            - self.admin_units.available_permits())
+            * UNIT
     }
 }
 
@@ -344,7 +360,12 @@ mod tests {
             "the budget is spent"
         );
         assert_eq!(b.used_bytes(), 3 * UNIT);
+        // The admins' budget is apart: spent others' do not hold an admin's frame up.
+        let admin = b.admin_charge();
+        smol::block_on(admin.grow(3 * UNIT)).unwrap();
+        assert!(smol::block_on(b.admin_charge().grow(1)).is_err());
         drop(c);
+        drop(admin);
         assert_eq!(b.used_bytes(), 0);
     }
 }

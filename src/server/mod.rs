@@ -43,6 +43,8 @@ pub struct Settings {
     pub frame_timeout: AtomicU64,
     /// Seconds an unused connection may stay silent (0: forever).
     pub idle_timeout: AtomicU64,
+    /// Seconds one outgoing frame may take to be written.
+    pub write_timeout: AtomicU64,
     /// Event subscriptions in all.
     pub max_subscriptions: AtomicUsize,
     /// Bytes of requests buffered in all (read at start only).
@@ -62,6 +64,7 @@ impl Settings {
             max_connections_per_uid: AtomicUsize::new(l.max_connections_per_uid),
             frame_timeout: AtomicU64::new(l.frame_timeout),
             idle_timeout: AtomicU64::new(l.idle_timeout),
+            write_timeout: AtomicU64::new(l.write_timeout),
             max_subscriptions: AtomicUsize::new(l.max_subscriptions),
             request_buffer_bytes: l.request_buffer_bytes,
         }
@@ -79,6 +82,7 @@ impl Settings {
             .store(l.max_connections_per_uid, Ordering::Relaxed);
         self.frame_timeout.store(l.frame_timeout, Ordering::Relaxed);
         self.idle_timeout.store(l.idle_timeout, Ordering::Relaxed);
+        self.write_timeout.store(l.write_timeout, Ordering::Relaxed);
         self.max_subscriptions
             .store(l.max_subscriptions, Ordering::Relaxed);
         *self.roles.write().expect("roles lock") = Arc::new(roles);
