@@ -534,6 +534,16 @@ mod tests {
         // Objects made under /dev/shm (tmpfs), at the depth of an LVM volume's /dev/VG/LV.
         let tag = format!("shelf-bs-{}", std::process::id());
         let at = |n: &str| std::path::PathBuf::from(format!("/dev/shm/{tag}-{n}"));
+        /// Removes what the test made in /dev/shm, even when an assertion fails.
+        struct Made(Vec<std::path::PathBuf>);
+        impl Drop for Made {
+            fn drop(&mut self) {
+                for p in &self.0 {
+                    let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+                }
+            }
+        }
+        let _made = Made(["abs", "chr", "udev", "file", "dir"].map(at).to_vec());
         let tampered = |p: &Path| match check_backing_store(p, "x") {
             Err(OpenError::Tampered(why)) => why,
             other => panic!("{}: {other:?}", p.display()),
@@ -552,10 +562,6 @@ mod tests {
             tampered(&at("dir").join("volume")),
             tampered(Path::new("/dev/shm/../loop0")),
         );
-        for n in ["abs", "chr", "udev", "file"] {
-            std::fs::remove_file(at(n)).unwrap();
-        }
-        std::fs::remove_dir_all(at("dir")).unwrap();
         eprintln!("{r:?}");
         assert!(r.0.contains("symbolic link to /dev/loop0"), "{}", r.0);
         assert!(r.1.contains("not a block device"), "{}", r.1);
