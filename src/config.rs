@@ -635,8 +635,40 @@ impl Config {
                 .map_err(|e| format!("pools.{name}: {e}"))?;
             p.validate_kind(name)?;
         }
+        for (name, (kind, path)) in self.resolved_pools() {
+            if kind == PoolKind::File {
+                validate_file_pool_path(&name, &path)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// A file pool's directory must not be under `/dev`: there, a block device or a link to
+/// one that a tenant plants in place of its volume would pass for an LVM pool's volume
+/// (and LIO would pick its `block` backstore for it). Checked on the path as written
+/// (`..` taken lexically) and, when it exists, as it resolves (symbolic links followed).
+fn validate_file_pool_path(name: &str, path: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let under_dev = |p: &Path| p.starts_with("/dev");
+    let mut lexical = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            c => lexical.push(c),
+        }
+    }
+    let resolved = std::fs::canonicalize(path).ok();
+    if under_dev(&lexical) || resolved.as_deref().is_some_and(under_dev) {
+        return Err(format!(
+            "pools.{name}: a file pool cannot live under /dev ({path:?}): shelf takes \
+             what is under /dev for block devices; put it on a filesystem elsewhere"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -667,6 +699,33 @@ mod tests {
             c.resolved_pools()["default"].1,
             PathBuf::from("/tmp/s/pools/default")
         );
+    }
+
+    #[test]
+    fn file_pools_under_dev_are_refused() {
+        let base = "state_dir='/var/lib/s'\nsocket='/run/s.sock'\n";
+        for path in ["/dev/shm/pool", "/dev", "/srv/../dev/shm/p", "/dev/./shm"] {
+            let e = Config::parse(&format!("{base}[pools.p]\npath = '{path}'\n"), "t").unwrap_err();
+            assert!(e.message.contains("under /dev"), "{path}: {e}");
+        }
+        // The default pool follows state_dir there too.
+        let e =
+            Config::parse("state_dir='/dev/shm/shelf'\nsocket='/run/s.sock'\n", "t").unwrap_err();
+        assert!(e.message.contains("pools.default"), "{e}");
+        // A path that resolves under /dev through a symbolic link.
+        let dir = std::env::temp_dir().join(format!("shelf-cfg-dev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/dev/shm", dir.join("link")).unwrap();
+        let path = dir.join("link");
+        let r = Config::parse(
+            &format!("{base}[pools.p]\npath = '{}'\n", path.display()),
+            "t",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(r.unwrap_err().message.contains("under /dev"));
+        // Not a prefix match: /devices is not /dev; LVM pools live there by design.
+        assert!(Config::parse(&format!("{base}[pools.p]\npath = '/devices/p'\n"), "t").is_ok());
     }
 
     #[test]

@@ -100,6 +100,16 @@ impl Setup {
         std::fs::write(&db, b"this is not a database").unwrap();
     }
 
+    /// Stop the daemon and take its database back to the schema an earlier shelf left
+    /// (version 8, before the `settings` table and its `legacy_stamps_moved` flag).
+    fn make_db_old(&mut self) {
+        self.d.stop();
+        let c = rusqlite::Connection::open(self.d.state.join("shelf.db")).unwrap();
+        c.execute_batch("DROP TABLE settings; PRAGMA user_version = 8;")
+            .unwrap();
+        c.close().unwrap();
+    }
+
     /// `shelfd recover --rebuild-db` with `extra` flags; its output, asserted successful.
     fn rebuild(&self, extra: &[&str]) -> String {
         let out: Output = Command::new(env!("CARGO_BIN_EXE_shelfd"))
@@ -285,7 +295,7 @@ fn an_earlier_shelfs_user_stamps_move_to_trusted_at_start_up() {
     let files = [volume(&s.pool(), &a), volume(&s.pool(), &b), snap];
     let genuine: Vec<_> = files.iter().map(|f| attrs(f, "trusted.shelf.")).collect();
     let before = names(&s.d);
-    s.d.stop();
+    s.make_db_old();
 
     // The pool as an earlier shelf left it, and what a tenant may have forged since.
     for f in &files {
@@ -317,16 +327,20 @@ fn an_earlier_shelfs_user_stamps_move_to_trusted_at_start_up() {
     let v = s.d.ok("verify", vec![]);
     assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
 
-    // From now on user.shelf.* is never read: a forgery after the move changes nothing.
+    assert!(log.contains("the move of user.shelf.* stamps"), "{log}");
+
+    // From now on user.shelf.* is never read: a forgery after the move changes nothing,
+    // and is left where the tenant wrote it (ignored, not moved nor removed).
     forge(&files[1], "name", "forged-later");
     s.d.stop();
     let seen = s.d.log_text().len();
     s.d.restart();
-    // (The leftover user.shelf.* goes, as after a crash between the move's two steps.)
     let log = s.d.log_text()[seen..].to_string();
-    assert!(!log.contains("moved to trusted"), "{log}");
-    assert_eq!(log.matches("leftover user.shelf.*").count(), 1, "{log}");
-    assert_eq!(attrs(&files[1], "user.shelf."), vec![]);
+    assert!(!log.contains("user.shelf"), "{log}");
+    assert_eq!(
+        attrs(&files[1], "user.shelf."),
+        vec![("name".to_string(), "forged-later".to_string())]
+    );
     let name = attrs(&files[1], "trusted.shelf.")
         .into_iter()
         .find(|(k, _)| k == "name");
@@ -369,6 +383,45 @@ fn a_pool_with_only_user_stamps_is_rebuilt_only_with_trust_user_xattrs() {
     }
     assert_eq!(names(&s.d), before);
     assert_eq!(s.attach("a"), secret);
+    let v = s.d.ok("verify", vec![]);
+    assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
+}
+
+#[test]
+fn a_volume_replaced_after_the_upgrade_stays_tampered_across_restarts() {
+    let mut s = Setup::new("replaced-later");
+    let mine = s.create("mine", 8 * MIB);
+    let vol = volume(&s.pool(), &mine);
+    let genuine = attrs(&vol, "trusted.shelf.");
+    // What a root NFS client of the share can do: move the volume aside, create its own
+    // file in its place, and stamp it in user.shelf.* with the id it reads in the path.
+    std::fs::rename(&vol, vol.with_file_name("v.old")).unwrap();
+    std::fs::write(&vol, pattern(3, MIB as usize)).unwrap();
+    forge(&vol, "kind", "share");
+    forge(&vol, "id", &mine);
+    let tampered = |s: &Setup| {
+        let why = s.d.err(
+            "share.resize",
+            vec![("share", t("mine")), ("size", n(16 * MIB))],
+            "tampered",
+        );
+        eprintln!("share.resize: {why}");
+        let v = s.d.ok("verify", vec![]);
+        assert_eq!(get(&v, "clean"), Some(&Value::Bool(false)), "{v:?}");
+    };
+    tampered(&s);
+    for round in 0..2 {
+        s.d.stop();
+        s.d.restart();
+        eprintln!("after restart {round}:");
+        tampered(&s);
+        // The database's identity was not written onto the tenant's file.
+        assert_eq!(attrs(&vol, "trusted.shelf."), vec![], "round {round}");
+        assert_eq!(std::fs::metadata(&vol).unwrap().len(), MIB);
+    }
+    // The genuine volume, put back, is the share again.
+    std::fs::rename(vol.with_file_name("v.old"), &vol).unwrap();
+    assert_eq!(attrs(&vol, "trusted.shelf."), genuine);
     let v = s.d.ok("verify", vec![]);
     assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
 }

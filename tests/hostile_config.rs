@@ -21,6 +21,16 @@ fn hostile_config_files_are_refused_naming_the_key() {
             "allow_all",
         ),
         (
+            "file pool under /dev (a tenant's link to a disk would pass for an LVM volume)",
+            format!("{base}[pools.p]\npath = \"/dev/shm/shelf-pool\"\n"),
+            "pools.p",
+        ),
+        (
+            "file pool reaching /dev through ..",
+            format!("{base}[pools.p]\npath = \"/var/../dev/shm/p\"\n"),
+            "under /dev",
+        ),
+        (
             "unknown pool key",
             format!("{base}[pools.p]\nrm = \"-rf\"\n"),
             "rm",

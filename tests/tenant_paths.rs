@@ -506,3 +506,56 @@ fn an_export_whose_record_cannot_be_written_is_refused() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn a_detach_while_the_volume_is_away_is_not_undone_by_a_rebuild() {
+    let mut s = setup();
+    let id = create(&s.d, "moved");
+    s.d.ok("share.attach", attach_args("moved"));
+    let dir = s.pool().join("shares").join(&id);
+    let (vol, aside) = (dir.join("volume"), dir.join("volume.mine"));
+    let record = |p: &Path| {
+        String::from_utf8(xattr::get(p, "trusted.shelf.exports").unwrap().unwrap()).unwrap()
+    };
+    assert!(record(&vol).contains(INIT));
+    // The tenant moves its volume away, and back once the detach is answered.
+    plant("foreign", &dir, Path::new("/nonexistent"), &vol, &vol);
+    s.d.ok("share.detach", attach_args("moved"));
+    let iqn = "iqn.2026-11.org.example.shelf:moved".to_string();
+    assert!(!acl_of(&s.tgtd, &iqn).contains(&INIT.to_string()));
+    assert_eq!(array(&s.d.ok("attachment.list", vec![])).len(), 0);
+    std::fs::remove_file(&vol).unwrap();
+    std::fs::rename(&aside, &vol).unwrap();
+    // The genuine volume still lists the revoked attachment: the detach could not reach it.
+    assert!(record(&vol).contains(INIT), "{}", record(&vol));
+
+    // Start-up writes the record again, from the database.
+    s.d.stop();
+    let seen = s.d.log_text().len();
+    s.d.restart();
+    let log = s.d.log_text()[seen..].to_string();
+    eprintln!("{log}");
+    assert!(log.contains("is written from the database"), "{log}");
+    assert!(!record(&vol).contains(INIT), "{}", record(&vol));
+
+    // A rebuilt database does not give the access back.
+    s.d.stop();
+    let db = s.d.state.join("shelf.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_shelfd"))
+        .arg("--config")
+        .arg(&s.d.config)
+        .args(["recover", "--rebuild-db"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("rebuild: {text}");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("0 attachment(s)"), "{text}");
+    s.d.restart();
+    assert_eq!(array(&s.d.ok("attachment.list", vec![])).len(), 0);
+    assert!(!acl_of(&s.tgtd, &iqn).contains(&INIT.to_string()));
+}

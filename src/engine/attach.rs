@@ -17,6 +17,11 @@ pub(super) const ATTACH_INTENT: &str = "share.attach";
 /// The journal's name for a detach under way (its object is the attachment id): recovery
 /// finishes it.
 pub(super) const DETACH_INTENT: &str = "share.detach";
+/// Journaled by a detach that revoked access while the share's volume was tampered (its
+/// exports record could not be written): start-up writes the record from the database
+/// again, until it succeeds, so that the genuine volume, once put back, does not carry
+/// the revoked attachment into a `recover --rebuild-db` (docs/security.md §5).
+pub(super) const RESTAMP_INTENT: &str = "share.restamp_exports";
 
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
@@ -329,6 +334,24 @@ impl Engine {
         let mut after = row.clone();
         after.export.attached.retain(|x| x.client != att.client);
         let spec = self.spec_for(&after, &share)?;
+        // The record without this attachment goes on the volume before access is revoked,
+        // or a rebuild could bring the access back. A tampered volume (moved away, a
+        // file planted in its place) does not hold the detach up: a rebuild adopts no
+        // tampered object, and a restamp is journaled for when the volume is back. Any
+        // other failure refuses the detach, with nothing revoked (like export.delete).
+        let restamp = match self.stamp_exports_without(&share, &att.id).await {
+            Ok(()) => false,
+            Err(Error::Tampered(why)) => {
+                log::warn!(
+                    "share {}: detaching {} although its exports record cannot be written \
+                     ({why}); start-up writes it again once the volume is repaired",
+                    share.name,
+                    att.client
+                );
+                true
+            }
+            Err(e) => return Err(e),
+        };
         // Journal the detach before access is revoked: once the driver has dropped the
         // client, a crash must not let recovery and reconcile grant it again.
         let aid = att.id.clone();
@@ -343,6 +366,8 @@ impl Engine {
             // write of the driver's state does not drop its access.
             let before = self.spec_for(&row, &share)?;
             let undone = self.exporter(row.export.driver).apply(&before).await;
+            // The attachment stands: so does its record.
+            self.stamp_exports(&share).await;
             let cleared = self
                 .store
                 .write(move |c| store::delete_intent(c, intent))
@@ -353,15 +378,28 @@ impl Engine {
             });
         }
         failpoint::hit(failpoint::SHARE_DETACH.after);
-        let aid = att.id.clone();
-        self.store
+        let (aid, sid) = (att.id.clone(), share.id.clone());
+        let restamp_intent = self
+            .store
             .write(move |c| {
                 store::delete_attachment_row(c, &aid)?;
-                store::delete_intent(c, intent)
+                store::delete_intent(c, intent)?;
+                if restamp {
+                    return store::insert_intent(c, RESTAMP_INTENT, &sid, &serde_json::Value::Null)
+                        .map(Some);
+                }
+                Ok(None)
             })
             .await?;
         failpoint::hit(failpoint::SHARE_DETACH.committed);
-        self.stamp_exports(&share).await;
+        if let Some(ri) = restamp_intent {
+            // The volume may be back already.
+            if self.try_stamp_exports(&share, None).await.is_ok() {
+                self.store
+                    .write(move |c| store::delete_intent(c, ri))
+                    .await?;
+            }
+        }
         log::info!(
             "share detached: {} from host {} over {} ({})",
             share.name,
@@ -373,6 +411,50 @@ impl Engine {
             ("detached", to_value(&att)?),
             ("changed", Value::Bool(true)),
         ]))
+    }
+
+    /// Write the share's exports record without attachment `attachment` on its volume.
+    async fn stamp_exports_without(&self, share: &Share, attachment: &str) -> Result<()> {
+        let json = self.exports_record(share, None).await?;
+        let mut record: super::rebuild::StampedExports = serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("exports record: {e}")))?;
+        record.attachments.retain(|a| a.id != attachment);
+        let json = serde_json::to_string(&record).expect("exports serialise");
+        let pool = self.pool(&share.pool)?;
+        let id = share.id.clone();
+        super::blocking(move || pool.stamp_exports(&id, &json)).await
+    }
+
+    /// Start-up's replay of [`RESTAMP_INTENT`]: write the record from the database; if the
+    /// volume still cannot take it, journal the intent again for the next start-up.
+    pub(super) async fn replay_restamp(&self, intent: &store::Intent) -> Result<String> {
+        let id = intent.object.clone();
+        let Some(share) = self.store.call(move |c| store::get_share(c, &id)).await? else {
+            return Ok(format!(
+                "exports record of vanished share {}: dropped",
+                intent.object
+            ));
+        };
+        match self.try_stamp_exports(&share, None).await {
+            Ok(()) => Ok(format!(
+                "share {} ({}): the exports record a detach could not write (the volume was \
+                 tampered) is written from the database",
+                share.name, share.id
+            )),
+            Err(e) => {
+                let sid = share.id.clone();
+                self.store
+                    .write(move |c| {
+                        store::insert_intent(c, RESTAMP_INTENT, &sid, &serde_json::Value::Null)
+                    })
+                    .await?;
+                Ok(format!(
+                    "share {} ({}): its exports record still cannot be written ({e}); \
+                     tried again at the next start-up",
+                    share.name, share.id
+                ))
+            }
+        }
     }
 
     pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Value> {

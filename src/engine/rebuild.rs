@@ -203,6 +203,11 @@ pub fn rebuild_db(
         judge_legacy(&mut found, trust_user_xattrs);
         restore_pool(&tx, &name, &found, &mut report).map_err(|e| e.to_string())?;
     }
+    if trust_user_xattrs {
+        // What was adopted from user.shelf.* is moved to trusted.shelf.* by the next
+        // start-up, once (see `move_legacy_stamps`).
+        store::clear_setting(&tx, store::LEGACY_STAMPS_MOVED).map_err(|e| e.to_string())?;
+    }
     tx.commit().map_err(|e| e.to_string())?;
     conn.close().map_err(|(_, e)| e.to_string())?;
     std::fs::rename(&tmp, &db)

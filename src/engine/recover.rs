@@ -176,16 +176,35 @@ impl Engine {
         Ok(out)
     }
 
-    /// Move every stamp an earlier shelf wrote in `user.shelf.*` (which a tenant's NFS
-    /// client can read and write) to `trusted.shelf.*`, writing the database's view of each
-    /// share and snapshot, its exports record included, never the `user.*` values. A
-    /// crash midway repeats it: a file that already has its trusted stamp only loses its
-    /// leftover `user.shelf.*`.
+    /// Once, at the first start-up after the upgrade: move every stamp an earlier shelf
+    /// wrote in `user.shelf.*` (which a tenant's NFS client can read and write) to
+    /// `trusted.shelf.*`, writing the database's view of each share and snapshot, its
+    /// exports record included, never the `user.*` values. A crash midway repeats it: a
+    /// file that already has its trusted stamp only loses its leftover `user.shelf.*`.
+    /// After one complete pass the database's `legacy_stamps_moved` flag is set (a
+    /// database created by this version has it from the start) and `user.shelf.*` is
+    /// never read again: a file a tenant puts in a volume's place later, stamped in
+    /// `user.shelf.*`, stays tampered.
     async fn move_legacy_stamps(&self, out: &mut Recovery) -> Result<()> {
+        let moved = self
+            .store
+            .call(|c| store::get_setting(c, store::LEGACY_STAMPS_MOVED))
+            .await?;
+        if moved.is_some() {
+            return Ok(());
+        }
         let (shares, snaps) = self
             .store
             .call(|c| store::all_shares_and_snapshots(c))
             .await?;
+        // A pool the config does not name cannot be looked at now: the pass is not
+        // complete, and the flag waits for a start-up that sees every pool.
+        let unconfigured: std::collections::BTreeSet<String> = shares
+            .iter()
+            .map(|s| s.pool.clone())
+            .chain(snaps.iter().map(|s| s.pool.clone()))
+            .filter(|p| self.pool(p).is_err())
+            .collect();
         // Only a file pool's files carry extended attributes (an LVM pool's: tags).
         let file_pool = |name: &str| self.pool(name).ok().filter(|p| p.kind() == PoolKind::File);
         let shares: Vec<_> = shares
@@ -229,6 +248,22 @@ impl Engine {
         })
         .await?;
         out.actions.extend(lines);
+        if unconfigured.is_empty() {
+            self.store
+                .write(|c| store::set_setting(c, store::LEGACY_STAMPS_MOVED, "moved"))
+                .await?;
+            out.actions.push(
+                "the move of user.shelf.* stamps to trusted.shelf.* is complete: from now \
+                 on user.shelf.* attributes are ignored"
+                    .into(),
+            );
+        } else {
+            log::warn!(
+                "the move of user.shelf.* stamps to trusted.shelf.* waits for pool(s) {}, \
+                 which the config does not name; it runs again at the next start-up",
+                unconfigured.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(())
     }
 
@@ -275,6 +310,7 @@ impl Engine {
                 ))
             }
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
+            super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
             ATTACH_INTENT | DETACH_INTENT => {
                 // Rows are the truth for access lists: the start-up reconcile that follows
                 // recovery brings tgtd and the exports files in line with them.

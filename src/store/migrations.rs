@@ -165,6 +165,12 @@ pub const MIGRATIONS: &[&str] = &[
      -- Kept attach answers held CHAP secrets; they are now kept without them. Forget the
      -- old ones: a retry attaches again, which answers the same (changed: false).
      DELETE FROM idempotency WHERE op = 'share.attach';",
+    // 9: durable flags of the database. The start-up move of an earlier shelf's
+    // `user.shelf.*` stamps runs until it has made one complete pass; a database that
+    // holds no share yet (created by this version, or rebuilt) has nothing to move.
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     INSERT INTO settings (key, value)
+        SELECT 'legacy_stamps_moved', 'at creation' WHERE NOT EXISTS (SELECT 1 FROM shares);",
 ];
 
 /// The schema version this build writes.
@@ -221,6 +227,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state, "available", "old rows get the default state");
+        let moved = |c: &Connection| crate::store::get_setting(c, "legacy_stamps_moved").unwrap();
+        assert_eq!(
+            moved(&old),
+            None,
+            "an old database with shares has stamps to move"
+        );
+        assert_eq!(moved(&fresh).as_deref(), Some("at creation"));
         assert_eq!(migrate(&mut old).unwrap(), CURRENT_VERSION, "idempotent");
     }
 

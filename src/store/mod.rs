@@ -9,6 +9,7 @@ mod idempotency;
 mod images;
 mod migrations;
 mod queries;
+mod settings;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub use idempotency::*;
 pub use images::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
 pub use queries::*;
+pub use settings::*;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
