@@ -58,7 +58,7 @@ const CHECKS: &[&str] = &[
     "rebuild-restores-tgt-export",
     "rebuild-verify-clean",
     "rebuild-ignores-nfs-forged-name",
-    "start-up-removes-forged-user-xattr",
+    "start-up-keeps-the-trusted-stamp",
     "lvm-snapshot-delete",
 ];
 

@@ -431,20 +431,15 @@ fn check_dev_backing_store(path: &Path) -> Result<(), OpenError> {
     };
     let mut m = lstat(path)?;
     if m.file_type().is_symlink() {
+        // LVM's /dev/VG/LV is a link to the device-mapper node: udev makes it relative
+        // (`../dm-3`), LVM without udev absolute (`/dev/mapper/VG-LV`). Follow that one
+        // hop, lexically, and it must land on a block device node directly in /dev or
+        // /dev/mapper (nothing under /dev is a tenant's: file pools there are refused).
         let target = std::fs::read_link(path).map_err(OpenError::Io)?;
-        let name = match target.strip_prefix("..") {
-            Ok(n) if n.components().count() == 1 => n.to_path_buf(),
-            _ => {
-                return Err(OpenError::Tampered(format!(
-                    "it is a symbolic link to {}, not udev's link to a device node in /dev",
-                    target.display()
-                )))
-            }
-        };
-        let node = Path::new("/dev").join(name);
-        if !plain(&node, 2) {
+        let node = normalize(&path.parent().unwrap_or(Path::new("/dev")).join(&target));
+        if !(plain(&node, 2) || (plain(&node, 3) && node.starts_with("/dev/mapper"))) {
             return Err(OpenError::Tampered(format!(
-                "it links to {}, not a device node in /dev",
+                "it is a symbolic link to {}, not LVM's link to a device node in /dev or /dev/mapper",
                 target.display()
             )));
         }
@@ -455,6 +450,22 @@ fn check_dev_backing_store(path: &Path) -> Result<(), OpenError> {
     } else {
         Err(OpenError::Tampered("it is not a block device".into()))
     }
+}
+
+/// `p` with `.` and `..` taken out lexically (a `..` at the root stays at the root).
+fn normalize(p: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 /// Set the stamp attributes `trusted.shelf.<key>` on an open file.
@@ -543,12 +554,18 @@ mod tests {
                 }
             }
         }
-        let _made = Made(["abs", "chr", "udev", "file", "dir"].map(at).to_vec());
+        let _made = Made(
+            ["abs", "chr", "udev", "lvm", "up", "file", "dir"]
+                .map(at)
+                .to_vec(),
+        );
         let tampered = |p: &Path| match check_backing_store(p, "x") {
             Err(OpenError::Tampered(why)) => why,
             other => panic!("{}: {other:?}", p.display()),
         };
-        std::os::unix::fs::symlink("/dev/loop0", at("abs")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", at("abs")).unwrap();
+        std::os::unix::fs::symlink("/dev/loop0", at("lvm")).unwrap();
+        std::os::unix::fs::symlink("../../etc/hostname", at("up")).unwrap();
         std::os::unix::fs::symlink("../null", at("chr")).unwrap();
         std::os::unix::fs::symlink("../loop0", at("udev")).unwrap();
         std::fs::write(at("file"), b"x").unwrap();
@@ -561,12 +578,24 @@ mod tests {
             tampered(&at("file")),
             tampered(&at("dir").join("volume")),
             tampered(Path::new("/dev/shm/../loop0")),
+            check_backing_store(&at("lvm"), "x"),
+            tampered(&at("up")),
         );
         eprintln!("{r:?}");
-        assert!(r.0.contains("symbolic link to /dev/loop0"), "{}", r.0);
+        assert!(r.0.contains("symbolic link to /etc/hostname"), "{}", r.0);
+        assert!(
+            r.7.contains("symbolic link to ../../etc/hostname"),
+            "{}",
+            r.7
+        );
         assert!(r.1.contains("not a block device"), "{}", r.1);
         if Path::new("/dev/loop0").exists() {
             assert!(r.2.is_ok(), "udev's link to a block device: {:?}", r.2);
+            assert!(
+                r.6.is_ok(),
+                "LVM's absolute link to a block device: {:?}",
+                r.6
+            );
         }
         assert!(r.3.contains("not a block device"), "{}", r.3);
         assert!(r.4.contains("not an LVM volume"), "{}", r.4);

@@ -203,7 +203,7 @@ check rebuild-restores-lvm-snapshots diff /tmp/snaps-before.json /tmp/snaps-afte
 check rebuild-restores-tgt-export sh -c "$B/shelfctl --json export list s1 | jq -e '.[0].target == \"$IQN1\"'"
 check rebuild-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
 check rebuild-ignores-nfs-forged-name sh -c "$B/shelfctl --json share list | jq -e 'any(.[]; .name == \"f1\")'"
-check start-up-removes-forged-user-xattr sh -c "! getfattr -n user.shelf.name $EXPORT_PATH/volume 2>/dev/null"
+check start-up-keeps-the-trusted-stamp sh -c "getfattr --only-values -n trusted.shelf.name $EXPORT_PATH/volume | grep -qx f1"
 
 echo "--- teardown ($(now))"
 ctl export delete s1 iscsi >/dev/null 2>&1
