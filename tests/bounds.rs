@@ -5,9 +5,9 @@
 //! memory and "an admin gets an answer at all" are asserted, never a timing.
 
 mod common;
+mod peer;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use common::*;
+use peer::{open_to_all, request, NOGROUP};
 use shelf::client::{args, get_text, Client};
 use shelf::proto::frame;
 
 const MIB: u64 = 1 << 20;
-const NOGROUP: u32 = 65534;
 const READER: u32 = 4242;
 const NOBODY_ROLE: u32 = 4244;
 /// How long an admin call may take before the test calls it locked out (a bound of the
@@ -41,21 +41,6 @@ fn proc_kib(pid: i32, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("a /proc status line")
-}
-
-fn open_to_all(dirs: &[&Path]) {
-    for d in dirs {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
-/// A frame holding `{id, op}` (and `args` when given).
-fn request(id: u64, op: &str, a: Vec<(&str, Value)>) -> Vec<u8> {
-    let mut m = vec![(t("id"), n(id)), (t("op"), t(op))];
-    if !a.is_empty() {
-        m.push((t("args"), args(a)));
-    }
-    frame::encode(&Value::Map(m))
 }
 
 /// Read one reply frame: `(code or "ok", message)`.
