@@ -8,6 +8,7 @@ use std::path::Path;
 use ciborium::Value;
 
 use crate::proto::frame::{self, FrameError};
+use crate::proto::{envelope_value, Request};
 
 /// Largest reply frame the client accepts.
 pub const MAX_REPLY: u32 = 64 << 20;
@@ -129,16 +130,15 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut req = vec![
-            (Value::Text("id".into()), Value::Integer(id.into())),
-            (Value::Text("op".into()), Value::Text(op.into())),
-            (Value::Text("args".into()), args),
-        ];
-        if let Some(k) = key {
-            req.push((Value::Text("key".into()), Value::Text(k.into())));
-        }
-        self.send_raw(&frame::encode(&Value::Map(req)))?;
+        self.send_raw(&frame::encode(&envelope_value(id, op, args, key)))?;
         Ok(id)
+    }
+
+    /// Send a typed request without waiting for its reply, with an optional idempotency
+    /// key; returns its id (pipelining).
+    pub fn send_request(&mut self, req: &Request, key: Option<&str>) -> Result<u64, ClientError> {
+        let (op, args) = req.to_wire();
+        self.send_keyed(op, args, key)
     }
 
     /// Write raw bytes to the socket (for tests of hostile input).
@@ -207,7 +207,9 @@ impl Client {
         }
     }
 
-    /// Send one request and wait for its reply.
+    /// Send one request given as an op name and an argument map, and wait for its reply
+    /// (`shelfctl call`, and tests that send what no typed request can); prefer
+    /// [`Client::request`].
     pub fn call(&mut self, op: &str, args: Value) -> Result<Value, ClientError> {
         self.call_keyed(op, args, None)
     }
@@ -228,6 +230,22 @@ impl Client {
                 Some(_) => continue,
             }
         }
+    }
+
+    /// Send one typed request and wait for its reply: the way to call shelfd, since the
+    /// arguments are the structs the server parses ([`Request::to_wire`]).
+    pub fn request(&mut self, req: &Request) -> Result<Value, ClientError> {
+        self.request_keyed(req, None)
+    }
+
+    /// [`Client::request`] with an optional idempotency key.
+    pub fn request_keyed(
+        &mut self,
+        req: &Request,
+        key: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let (op, args) = req.to_wire();
+        self.call_keyed(op, args, key)
     }
 
     /// Set a read timeout on the socket (None: wait forever).

@@ -209,14 +209,14 @@ impl Export {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Connector {
+    /// The host's name (first on the wire, as clients send it).
+    pub host: String,
     /// The host's IP address (used as the NFS client).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     /// The host's iSCSI initiator IQN.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator: Option<String>,
-    /// The host's name.
-    pub host: String,
 }
 
 /// A recorded attachment.

@@ -10,11 +10,12 @@ mod strict;
 
 pub use reply::{encode_reply, Reply};
 pub use request::{
-    parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope, EventsSubscribeArgs,
-    ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs, OpClass, PoolFilter,
-    PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
-    ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
-    TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
+    envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
+    EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
+    OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
+    ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
+    SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
+    MAX_KEY_LEN,
 };
 
 /// Protocol versions this build speaks.

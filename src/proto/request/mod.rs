@@ -1,12 +1,15 @@
 //! Requests: every operation of protocol v1 as a typed [`Request`], and who may run it.
 //!
 //! The argument structs are in `args`, the envelope `{id, op, args}` and its parsing in
-//! `parse`. Parsing touches no state.
+//! `parse`, the way back (a typed request to its op and arguments, for clients) in
+//! `encode`. Parsing touches no state.
 
 mod args;
+mod encode;
 mod parse;
 
 pub use args::*;
+pub use encode::envelope_value;
 pub use parse::{parse_request, ArgsError, Envelope, MAX_KEY_LEN};
 
 /// Who may run an operation (see [`Request::class`]).
