@@ -5,23 +5,67 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use ciborium::Value;
-use shelf::client::{args, get_text, Client};
+use shelf::client::{get_text, Client};
+use shelf::model::Protocol;
+use shelf::proto::{
+    ExportCreateArgs, Request, ShareCreateArgs, ShareListArgs, ShareRef, SnapshotCreateArgs,
+};
 
 use crate::env::Res;
 
-/// Text value.
-pub fn t(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-/// Integer value.
-pub fn n(x: u64) -> Value {
-    Value::Integer(x.into())
-}
-
 /// One call that must succeed.
-pub fn call(c: &mut Client, op: &str, a: Vec<(&str, Value)>) -> Res<Value> {
-    c.call(op, args(a)).map_err(|e| format!("{op}: {e}"))
+pub fn call(c: &mut Client, r: Request) -> Res<Value> {
+    c.request(&r).map_err(|e| format!("{}: {e}", r.op()))
+}
+
+/// `share.create` of `name` (sparse), in `pool` or the default one.
+pub fn share_create(name: &str, size: u64, pool: Option<&str>) -> Request {
+    Request::ShareCreate(ShareCreateArgs {
+        name: name.into(),
+        size,
+        pool: pool.map(str::to_string),
+        ..Default::default()
+    })
+}
+
+/// `share.show` of `share`.
+pub fn share_show(share: &str) -> Request {
+    Request::ShareShow(ShareRef {
+        share: share.into(),
+        pool: None,
+    })
+}
+
+/// `share.list`, of one pool or of all.
+pub fn share_list(pool: Option<&str>) -> Request {
+    Request::ShareList(ShareListArgs {
+        pool: pool.map(str::to_string),
+        ..Default::default()
+    })
+}
+
+/// `snapshot.create` of `share`'s snapshot `name`.
+pub fn snapshot_create(share: &str, name: &str) -> Request {
+    Request::SnapshotCreate(SnapshotCreateArgs {
+        share: share.into(),
+        name: name.into(),
+        pool: None,
+    })
+}
+
+/// `export.create` of `share` with the default driver, allowing `clients`.
+pub fn export_create(share: &str, protocol: Protocol, clients: &[&str]) -> Request {
+    Request::ExportCreate(ExportCreateArgs {
+        share: share.into(),
+        protocol,
+        driver: None,
+        pool: None,
+        clients: Some(clients.iter().map(|c| c.to_string()).collect()),
+        access: None,
+        sync: None,
+        root_squash: None,
+        chap: None,
+    })
 }
 
 /// Requests retried because `exportfs -r` failed on another program's exports file
@@ -52,12 +96,7 @@ pub fn retry_foreign_exportfs<T>(mut f: impl FnMut() -> Res<T>) -> Res<T> {
 /// export.create over NFS for 127.0.0.1.
 pub fn export_nfs(c: &mut Client, share: &str) -> Res<()> {
     retry_foreign_exportfs(|| {
-        let a = vec![
-            ("share", t(share)),
-            ("protocol", t("nfs")),
-            ("clients", Value::Array(vec![t("127.0.0.1")])),
-        ];
-        call(c, "export.create", a).map(|_| ())
+        call(c, export_create(share, Protocol::Nfs, &["127.0.0.1"])).map(|_| ())
     })
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
 
-use shelf::client::{args, Client};
+use shelf::client::Client;
 
 /// A result whose error is a message for the operator.
 pub type Res<T> = Result<T, String>;
@@ -341,7 +341,7 @@ impl Shelfd {
         *self.child.lock().expect("child lock") = Some(child);
         while t0.elapsed() < Duration::from_secs(120) {
             if let Ok(mut c) = Client::connect(&self.socket) {
-                if c.call("hello", args(vec![])).is_ok() {
+                if c.request(&shelf::proto::Request::Hello).is_ok() {
                     return Ok(t0.elapsed());
                 }
             }

@@ -4,10 +4,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ciborium::Value;
 use shelf::client::{get, Client};
 
-use crate::calls::{call, export_nfs, fill, n, t, volume};
+use shelf::model::{Connector, Protocol};
+use shelf::proto::{AttachArgs, CloneArgs, Request, ShareDeleteArgs, ShareResizeArgs};
+
+use crate::calls::{
+    call, export_create, export_nfs, fill, share_create, share_list, share_show, snapshot_create,
+    volume,
+};
 use crate::env::{Res, Shelfd};
 use crate::floor::{Floor, FloorConn};
 use crate::run::measure;
@@ -117,20 +122,12 @@ impl<'a> Micro<'a> {
         max_threads: usize,
     ) -> Res<Micro<'a>> {
         let mut c = d.client()?;
-        let src = call(
-            &mut c,
-            "share.create",
-            vec![("name", t("snapsrc")), ("size", n(source_size))],
-        )?;
+        let src = call(&mut c, share_create("snapsrc", source_size, None))?;
         fill(
             &volume(&pool_dir, get(&src, "share").ok_or("no share")?)?,
             source_size,
         )?;
-        call(
-            &mut c,
-            "snapshot.create",
-            vec![("share", t("snapsrc")), ("name", t("seed"))],
-        )?;
+        call(&mut c, snapshot_create("snapsrc", "seed"))?;
         floor.create_share("default", "snapsrc", source_size)?;
         fill(&floor.volume("snapsrc")?, source_size)?;
         floor.snapshot(&floor.volume("snapsrc")?, "seed")?;
@@ -138,40 +135,16 @@ impl<'a> Micro<'a> {
         let mut sizes = Vec::new();
         for th in 0..max_threads {
             let (rs, att) = (format!("rs-{th}"), format!("att-{th}"));
-            call(
-                &mut c,
-                "share.create",
-                vec![("name", t(&rs)), ("size", n(SIZE))],
-            )?;
+            call(&mut c, share_create(&rs, SIZE, None))?;
             floor.create_share("default", &rs, SIZE)?;
-            call(
-                &mut c,
-                "share.create",
-                vec![("name", t(&att)), ("size", n(SIZE))],
-            )?;
-            call(
-                &mut c,
-                "export.create",
-                vec![
-                    ("share", t(&att)),
-                    ("protocol", t("iscsi")),
-                    ("clients", Value::Array(vec![])),
-                ],
-            )?;
+            call(&mut c, share_create(&att, SIZE, None))?;
+            call(&mut c, export_create(&att, Protocol::Iscsi, &[]))?;
             attach_tids.push(floor.create_iscsi(&att, SIZE)?);
             sizes.push((AtomicU64::new(SIZE), AtomicU64::new(SIZE)));
         }
         for i in 0..list_size {
             let name = format!("l-{i}");
-            call(
-                &mut c,
-                "share.create",
-                vec![
-                    ("name", t(&name)),
-                    ("size", n(SIZE)),
-                    ("pool", t("list100")),
-                ],
-            )?;
+            call(&mut c, share_create(&name, SIZE, Some("list100")))?;
             floor.create_share("list100", &name, SIZE)?;
         }
         Ok(Micro {
@@ -184,66 +157,53 @@ impl<'a> Micro<'a> {
     }
 
     fn shelfd_op(&self, op: Op, c: &mut Client, name: &str, th: usize) -> Res<()> {
-        let create = |c: &mut Client| {
-            call(
-                c,
-                "share.create",
-                vec![("name", t(name)), ("size", n(SIZE))],
-            )
-            .map(|_| ())
-        };
+        let create = |c: &mut Client| call(c, share_create(name, SIZE, None)).map(|_| ());
         match op {
             Op::Create => create(c),
             Op::CreateIscsi => {
                 create(c)?;
-                let a = vec![
-                    ("share", t(name)),
-                    ("protocol", t("iscsi")),
-                    ("clients", Value::Array(vec![])),
-                ];
-                call(c, "export.create", a).map(|_| ())
+                call(c, export_create(name, Protocol::Iscsi, &[])).map(|_| ())
             }
             Op::CreateNfs => {
                 create(c)?;
                 export_nfs(c, name)
             }
-            Op::Snapshot => call(
-                c,
-                "snapshot.create",
-                vec![("share", t("snapsrc")), ("name", t(name))],
-            )
-            .map(|_| ()),
-            Op::Clone => call(
-                c,
-                "share.clone",
-                vec![
-                    ("share", t("snapsrc")),
-                    ("snapshot", t("seed")),
-                    ("name", t(name)),
-                ],
-            )
-            .map(|_| ()),
+            Op::Snapshot => call(c, snapshot_create("snapsrc", name)).map(|_| ()),
+            Op::Clone => {
+                let a = CloneArgs {
+                    snapshot: "seed".into(),
+                    name: name.into(),
+                    share: Some("snapsrc".into()),
+                    ..Default::default()
+                };
+                call(c, Request::ShareClone(a)).map(|_| ())
+            }
             Op::AttachDetach => {
                 let share = format!("att-{th}");
-                let connector = Value::Map(vec![
-                    (t("host"), t(&format!("host-{th}"))),
-                    (
-                        t("initiator"),
-                        t(&format!("iqn.2026-11.org.example:bench-{th}")),
-                    ),
-                ]);
-                let a = || vec![("share", t(&share)), ("connector", connector.clone())];
-                call(c, "share.attach", a())?;
-                call(c, "share.detach", a()).map(|_| ())
+                let a = AttachArgs {
+                    share,
+                    connector: Connector {
+                        host: format!("host-{th}"),
+                        ip: None,
+                        initiator: Some(format!("iqn.2026-11.org.example:bench-{th}")),
+                    },
+                    ..Default::default()
+                };
+                call(c, Request::ShareAttach(a.clone()))?;
+                call(c, Request::ShareDetach(a)).map(|_| ())
             }
             Op::Resize => {
                 let size = self.sizes[th].0.fetch_add(1 << 20, Ordering::SeqCst) + (1 << 20);
-                let a = vec![("share", t(&format!("rs-{th}"))), ("size", n(size))];
-                call(c, "share.resize", a).map(|_| ())
+                let a = ShareResizeArgs {
+                    share: format!("rs-{th}"),
+                    size,
+                    pool: None,
+                };
+                call(c, Request::ShareResize(a)).map(|_| ())
             }
-            Op::Show => call(c, "share.show", vec![("share", t(&format!("rs-{th}")))]).map(|_| ()),
+            Op::Show => call(c, share_show(&format!("rs-{th}"))).map(|_| ()),
             Op::List => {
-                let v = call(c, "share.list", vec![("pool", t("list100"))])?;
+                let v = call(c, share_list(Some("list100")))?;
                 match v.as_array().map(Vec::len) {
                     Some(k) if k == self.list_size => Ok(()),
                     other => Err(format!(
@@ -252,7 +212,13 @@ impl<'a> Micro<'a> {
                     )),
                 }
             }
-            Op::Delete => call(c, "share.delete", vec![("share", t(name))]).map(|_| ()),
+            Op::Delete => {
+                let a = ShareDeleteArgs {
+                    share: name.into(),
+                    ..Default::default()
+                };
+                call(c, Request::ShareDelete(a)).map(|_| ())
+            }
         }
     }
 

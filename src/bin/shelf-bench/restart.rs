@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use ciborium::Value;
 
+use shelf::proto::Request;
+
 use crate::calls::call;
 use crate::env::{memory, Res, Shelfd, Tgtd};
 use crate::floor::{Floor, FLOOR_IQN};
@@ -28,7 +30,7 @@ pub fn restarts(d: &Shelfd, tgtd: &Tgtd, floor: &Floor) -> Res<String> {
     tgtd.restart()?;
     let t0 = Instant::now();
     let mut c = d.client()?;
-    let r = call(&mut c, "reconcile", vec![])?;
+    let r = call(&mut c, Request::Reconcile)?;
     let took = t0.elapsed();
     let back = tgtd.count_targets(SHELF_IQN)?;
     if back != want {
@@ -68,7 +70,7 @@ pub fn restarts(d: &Shelfd, tgtd: &Tgtd, floor: &Floor) -> Res<String> {
 
 fn count_iscsi(d: &Shelfd) -> Res<usize> {
     let mut c = d.client()?;
-    let v = call(&mut c, "export.list", vec![])?;
+    let v = call(&mut c, Request::ExportList(Default::default()))?;
     Ok(v.as_array()
         .map(|a| {
             a.iter()

@@ -6,7 +6,13 @@ use std::time::{Duration, Instant};
 use ciborium::Value;
 use shelf::client::Client;
 
-use crate::calls::{call, export_nfs, n, retry_foreign_exportfs, t};
+use shelf::model::Protocol;
+use shelf::proto::{Request, SnapshotListArgs, TreeArgs};
+
+use crate::calls::{
+    call, export_create, export_nfs, retry_foreign_exportfs, share_create, share_list, share_show,
+    snapshot_create,
+};
 use crate::env::{memory, sh, Res, Shelfd};
 use crate::floor::Floor;
 use crate::run::measure;
@@ -43,12 +49,7 @@ fn make_shares(d: &Shelfd, prefix: &str, count: usize, pool: &str) -> Res<Durati
             }
             call(
                 c,
-                "share.create",
-                vec![
-                    ("name", t(&format!("{prefix}{k}"))),
-                    ("size", n(1 << 20)),
-                    ("pool", t(pool)),
-                ],
+                share_create(&format!("{prefix}{k}"), 1 << 20, Some(pool)),
             )
             .map(|_| ())
         },
@@ -72,51 +73,47 @@ fn probes(d: &Shelfd, round: &str, k: usize) -> Res<Vec<(String, Samples)>> {
     Ok(vec![
         (
             "share.show".into(),
-            sample(d, k, |c, _| {
-                call(c, "share.show", vec![("share", t("rs-0"))]).map(|_| ())
-            })?,
+            sample(d, k, |c, _| call(c, share_show("rs-0")).map(|_| ()))?,
         ),
         (
             "share.list (pool of 100)".into(),
             sample(d, k, |c, _| {
-                call(c, "share.list", vec![("pool", t("list100"))]).map(|_| ())
+                call(c, share_list(Some("list100"))).map(|_| ())
             })?,
         ),
         (
             "share.list (every share)".into(),
-            sample(d, few, |c, _| call(c, "share.list", vec![]).map(|_| ()))?,
+            sample(d, few, |c, _| call(c, share_list(None)).map(|_| ()))?,
         ),
         (
             "snapshot.list (every snapshot)".into(),
-            sample(d, few, |c, _| call(c, "snapshot.list", vec![]).map(|_| ()))?,
+            sample(d, few, |c, _| call(c, snapshot_list()).map(|_| ()))?,
         ),
         (
             "tree".into(),
-            sample(d, few, |c, _| call(c, "tree", vec![]).map(|_| ()))?,
+            sample(d, few, |c, _| {
+                call(c, Request::Tree(TreeArgs::default())).map(|_| ())
+            })?,
         ),
         (
             "share.create".into(),
             sample(d, k / 2, |c, i| {
                 let name = format!("probe-{round}-{i}");
-                call(
-                    c,
-                    "share.create",
-                    vec![("name", t(&name)), ("size", n(1 << 20))],
-                )
-                .map(|_| ())
+                call(c, share_create(&name, 1 << 20, None)).map(|_| ())
             })?,
         ),
         (
             "snapshot.create (empty volume)".into(),
             sample(d, k / 2, |c, i| {
-                let a = vec![
-                    ("share", t(&format!("probe-{round}-{i}"))),
-                    ("name", t("p")),
-                ];
-                call(c, "snapshot.create", a).map(|_| ())
+                call(c, snapshot_create(&format!("probe-{round}-{i}"), "p")).map(|_| ())
             })?,
         ),
     ])
+}
+
+/// `snapshot.list` of every snapshot.
+fn snapshot_list() -> Request {
+    Request::SnapshotList(SnapshotListArgs::default())
 }
 
 /// How many shares and snapshots shelfd lists.
@@ -124,8 +121,8 @@ pub fn count_objects(d: &Shelfd) -> Res<(usize, usize)> {
     let mut c = d.client()?;
     let len = |v: Value| v.as_array().map(Vec::len).unwrap_or(0);
     Ok((
-        len(call(&mut c, "share.list", vec![])?),
-        len(call(&mut c, "snapshot.list", vec![])?),
+        len(call(&mut c, share_list(None))?),
+        len(call(&mut c, snapshot_list())?),
     ))
 }
 
@@ -151,12 +148,7 @@ pub fn objects(d: &Shelfd, k: Counts) -> Res<String> {
             if j >= k.objects {
                 return Ok(());
             }
-            call(
-                c,
-                "snapshot.create",
-                vec![("share", t(&format!("o-{j}"))), ("name", t("s"))],
-            )
-            .map(|_| ())
+            call(c, snapshot_create(&format!("o-{j}"), "s")).map(|_| ())
         },
     )?
     .wall;
@@ -208,12 +200,7 @@ pub fn targets(d: &Shelfd, floor: &Floor, k: Counts) -> Res<String> {
     eprintln!("  {} iSCSI targets", k.targets);
     make_shares(d, "t-", k.targets, "default")?;
     let sd = sample(d, k.targets, |c, i| {
-        let a = vec![
-            ("share", t(&format!("t-{i}"))),
-            ("protocol", t("iscsi")),
-            ("clients", Value::Array(vec![])),
-        ];
-        call(c, "export.create", a).map(|_| ())
+        call(c, export_create(&format!("t-{i}"), Protocol::Iscsi, &[])).map(|_| ())
     })?;
     for i in 0..k.targets {
         floor.create_share("default", &format!("t-{i}"), 1 << 20)?;
@@ -354,12 +341,8 @@ fn pipelined_burst(d: &Shelfd, threads: usize, per: usize, count: usize) -> Res<
 fn pipeline_exports(c: &mut Client, names: &[String]) -> Res<Vec<Duration>> {
     let mut sent = std::collections::HashMap::new();
     for name in names {
-        let a = shelf::client::args(vec![
-            ("share", t(name)),
-            ("protocol", t("nfs")),
-            ("clients", Value::Array(vec![t("127.0.0.1")])),
-        ]);
-        let id = c.send("export.create", a).map_err(|e| e.to_string())?;
+        let r = export_create(name, Protocol::Nfs, &["127.0.0.1"]);
+        let id = c.send_request(&r, None).map_err(|e| e.to_string())?;
         sent.insert(id, (name.clone(), Instant::now()));
     }
     let mut lat = Vec::new();

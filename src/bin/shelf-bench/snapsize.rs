@@ -4,7 +4,7 @@ use std::path::Path;
 
 use shelf::client::get;
 
-use crate::calls::{call, n, t, volume};
+use crate::calls::{call, share_create, share_show, snapshot_create, volume};
 use crate::env::{Res, Shelfd};
 use crate::run::measure;
 use crate::stats::{ms, Table};
@@ -34,16 +34,9 @@ pub fn snapshot_sizes(
     ];
     for (name, size, scatter) in cases {
         let vol = if name == "snapsrc" {
-            volume(
-                pool_dir,
-                &call(&mut c, "share.show", vec![("share", t(&name))])?,
-            )?
+            volume(pool_dir, &call(&mut c, share_show(&name))?)?
         } else {
-            let s = call(
-                &mut c,
-                "share.create",
-                vec![("name", t(&name)), ("size", n(size))],
-            )?;
+            let s = call(&mut c, share_create(&name, size, None))?;
             volume(pool_dir, get(&s, "share").ok_or("no share")?)?
         };
         if scatter {
@@ -65,14 +58,7 @@ pub fn snapshot_sizes(
             1,
             per,
             |_| d.client(),
-            |c, _, i| {
-                call(
-                    c,
-                    "snapshot.create",
-                    vec![("share", t(&name)), ("name", t(&format!("z-{i}")))],
-                )
-                .map(|_| ())
-            },
+            |c, _, i| call(c, snapshot_create(&name, &format!("z-{i}"))).map(|_| ()),
         )?;
         table.row(vec![
             name.clone(),

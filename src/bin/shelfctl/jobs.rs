@@ -9,7 +9,8 @@ use std::time::Duration;
 use ciborium::Value;
 use clap::Subcommand;
 
-use shelf::client::{args, get, get_text, get_u64, to_json, Client, ClientError};
+use shelf::client::{get, get_text, get_u64, to_json, Client, ClientError};
+use shelf::proto::{EventsSubscribeArgs, ImageImportArgs, ImageRef, JobRef, PoolFilter, Request};
 
 /// Cached images (Nova's `_base`).
 #[derive(Debug, Subcommand)]
@@ -98,7 +99,7 @@ fn wait(c: &mut Client, job: &str) -> ExitCode {
     let tty = std::io::stderr().is_terminal();
     let mut last_line = String::new();
     loop {
-        let v = match c.call("job.show", args(vec![("job", Value::Text(job.into()))])) {
+        let v = match c.request(&Request::JobShow(JobRef { job: job.into() })) {
             Ok(v) => v,
             Err(e) => return fail("job.show", e),
         };
@@ -150,8 +151,8 @@ pub fn image(socket: &Path, key: Option<&str>, cmd: ImageCmd) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("connect", e),
     };
-    let t = |s: String| Value::Text(s);
-    let (op, mut a, wait_for) = match cmd {
+    let image_ref = |image| ImageRef { image, pool: None };
+    let (r, wait_for) = match cmd {
         ImageCmd::Import {
             name,
             source,
@@ -160,25 +161,22 @@ pub fn image(socket: &Path, key: Option<&str>, cmd: ImageCmd) -> ExitCode {
             pool,
             wait,
         } => {
-            let mut a = vec![("name", t(name)), ("source", t(source))];
-            for (k, v) in [("format", format), ("checksum", checksum), ("pool", pool)] {
-                if let Some(v) = v {
-                    a.push((k, t(v)));
-                }
-            }
-            ("image.import", a, wait)
+            let a = ImageImportArgs {
+                name,
+                source,
+                format,
+                checksum,
+                pool,
+            };
+            (Request::ImageImport(a), wait)
         }
-        ImageCmd::List { pool } => (
-            "image.list",
-            pool.map(|p| vec![("pool", t(p))]).unwrap_or_default(),
-            false,
-        ),
-        ImageCmd::Show { image } => ("image.show", vec![("image", t(image))], false),
-        ImageCmd::Delete { image } => ("image.delete", vec![("image", t(image))], false),
+        ImageCmd::List { pool } => (Request::ImageList(PoolFilter { pool }), false),
+        ImageCmd::Show { image } => (Request::ImageShow(image_ref(image)), false),
+        ImageCmd::Delete { image } => (Request::ImageDelete(image_ref(image)), false),
     };
-    let v = match c.call_keyed(op, args(std::mem::take(&mut a)), key) {
+    let v = match c.request_keyed(&r, key) {
         Ok(v) => v,
-        Err(e) => return fail(op, e),
+        Err(e) => return fail(r.op(), e),
     };
     match (wait_for, get(&v, "job").and_then(Value::as_text)) {
         (true, Some(job)) => {
@@ -198,18 +196,18 @@ pub fn job(socket: &Path, cmd: JobCmd) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("connect", e),
     };
-    let (op, a) = match cmd {
+    let r = match cmd {
         JobCmd::Wait { job } => return wait(&mut c, &job),
-        JobCmd::List => ("job.list", vec![]),
-        JobCmd::Show { job } => ("job.show", vec![("job", Value::Text(job))]),
-        JobCmd::Cancel { job } => ("job.cancel", vec![("job", Value::Text(job))]),
+        JobCmd::List => Request::JobList,
+        JobCmd::Show { job } => Request::JobShow(JobRef { job }),
+        JobCmd::Cancel { job } => Request::JobCancel(JobRef { job }),
     };
-    match c.call(op, args(a)) {
+    match c.request(&r) {
         Ok(v) => {
             print_json(&v);
             ExitCode::SUCCESS
         }
-        Err(e) => fail(op, e),
+        Err(e) => fail(r.op(), e),
     }
 }
 
@@ -219,14 +217,10 @@ pub fn events(socket: &Path, since: Option<u64>, epoch: Option<String>) -> ExitC
         Ok(c) => c,
         Err(e) => return fail("connect", e),
     };
-    let mut a = vec![];
-    if let Some(s) = since {
-        a.push(("since", Value::Integer(s.into())));
-    }
-    if let Some(e) = epoch {
-        a.push(("epoch", Value::Text(e)));
-    }
-    match c.call("events.subscribe", args(a)) {
+    match c.request(&Request::EventsSubscribe(EventsSubscribeArgs {
+        since,
+        epoch,
+    })) {
         Ok(v) => eprintln!(
             "{}",
             serde_json::to_string(&to_json(&v)).unwrap_or_default()

@@ -13,8 +13,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use ciborium::Value;
-use shelf::client::{args, get, get_text, get_u64, Client, ClientError};
+use shelf::client::{get, get_text, get_u64, Client, ClientError};
+use shelf::model::{Connector, Protocol};
+use shelf::proto::{
+    AttachArgs, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareRef,
+    ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
+};
 
 use env::{share_name, Action, GanetiEnv};
 
@@ -43,10 +50,6 @@ struct Run {
 }
 
 const USAGE: &str = "usage: shelfctl extstorage {create|attach|detach|remove|grow|setinfo|verify|snapshot|open|close}\n       shelfctl extstorage install DIR [--shelfctl PATH] [--socket PATH]\nInput comes from the environment (VOL_NAME, VOL_SIZE, ..., EXTP_*); see docs/ganeti.md.";
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
 
 fn remote(e: ClientError) -> String {
     e.to_string()
@@ -161,12 +164,9 @@ impl Run {
         }
     }
 
-    /// `pool` argument pairs, when `EXTP_POOL` is set.
-    fn pool_arg(&self) -> Vec<(&'static str, Value)> {
-        self.env
-            .param("pool")
-            .map(|p| vec![("pool", text(p))])
-            .unwrap_or_default()
+    /// The `pool` argument, when `EXTP_POOL` is set.
+    fn pool_arg(&self) -> Option<String> {
+        self.env.param("pool").map(str::to_string)
     }
 
     /// The share name for this volume.
@@ -175,38 +175,41 @@ impl Run {
     }
 
     /// The metadata that ties the share to Ganeti's configuration.
-    fn ganeti_metadata(&self) -> Vec<(Value, Value)> {
-        let mut m = Vec::new();
+    fn ganeti_metadata(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
         if let Some(v) = &self.env.vol_name {
-            m.push((text("ganeti.name"), text(v)));
+            m.insert("ganeti.name".into(), v.clone());
         }
         if let Some(v) = &self.env.cname {
-            m.push((text("ganeti.cname"), text(v)));
+            m.insert("ganeti.cname".into(), v.clone());
         }
         if let Some(v) = &self.env.uuid {
-            m.push((text("ganeti.uuid"), text(v)));
+            m.insert("ganeti.uuid".into(), v.clone());
         }
         m
     }
 
     fn create(&self, c: &mut Client) -> Result<Vec<String>, String> {
         let size = self.env.size.ok_or("VOL_SIZE is not set")?;
-        let mut a = vec![
-            ("name", text(&self.name()?)),
-            ("size", Value::Integer(size.into())),
-            ("metadata", Value::Map(self.ganeti_metadata())),
-        ];
-        a.extend(self.pool_arg());
-        c.call("share.create", args(a)).map_err(remote)?;
+        let a = ShareCreateArgs {
+            name: self.name()?,
+            size,
+            pool: self.pool_arg(),
+            metadata: self.ganeti_metadata(),
+            ..Default::default()
+        };
+        c.request(&Request::ShareCreate(a)).map_err(remote)?;
         Ok(vec![])
     }
 
     /// The share or snapshot this volume is; `None` when there is neither.
     fn resolve(&self, c: &mut Client) -> Result<Option<Target>, String> {
         let name = self.name()?;
-        let mut a = vec![("share", text(&name))];
-        a.extend(self.pool_arg());
-        match c.call("share.show", args(a)) {
+        let a = ShareRef {
+            share: name.clone(),
+            pool: self.pool_arg(),
+        };
+        match c.request(&Request::ShareShow(a)) {
             Ok(share) => {
                 if get_text(&share, "layout") == Some("filesystem") {
                     return Err(format!(
@@ -229,7 +232,10 @@ impl Run {
 
     fn resolve_snapshot(&self, c: &mut Client, name: &str) -> Result<Option<Target>, String> {
         let list = c
-            .call("snapshot.list", args(self.pool_arg()))
+            .request(&Request::SnapshotList(SnapshotListArgs {
+                share: None,
+                pool: self.pool_arg(),
+            }))
             .map_err(remote)?;
         let found: Vec<&Value> = list
             .as_array()
@@ -261,7 +267,7 @@ impl Run {
     /// snapshots as inactive LVs, which this provider does not attach.
     fn pool_path(&self, c: &mut Client, pool: &str) -> Result<PathBuf, String> {
         let p = c
-            .call("pool.show", args(vec![("name", text(pool))]))
+            .request(&Request::PoolShow(PoolRef { name: pool.into() }))
             .map_err(remote)?;
         if get_text(&p, "kind") != Some("file") {
             return Err(format!(
@@ -309,12 +315,8 @@ impl Run {
         if let (Target::Share { id, .. }, Some(initiator)) = (&target, self.env.param("initiator"))
         {
             if self.iscsi_export(c, id)? {
-                let a = vec![
-                    ("share", text(id)),
-                    ("connector", connector(initiator)),
-                    ("protocol", text("iscsi")),
-                ];
-                c.call("share.detach", args(a)).map_err(remote)?;
+                let a = iscsi_attach_args(id, initiator);
+                c.request(&Request::ShareDetach(a)).map_err(remote)?;
             }
         }
         Ok(vec![])
@@ -325,18 +327,19 @@ impl Run {
             return Ok(vec![]);
         };
         loopdev::detach(target.file())?;
-        let (op, a) = match &target {
-            Target::Share { id, .. } => (
-                "share.delete",
-                vec![
-                    ("share", text(id)),
-                    ("recursive", Value::Bool(true)),
-                    ("force", Value::Bool(true)),
-                ],
-            ),
-            Target::Snapshot { id, .. } => ("snapshot.delete", vec![("snapshot", text(id))]),
+        let r = match &target {
+            Target::Share { id, .. } => Request::ShareDelete(ShareDeleteArgs {
+                share: id.clone(),
+                pool: None,
+                recursive: true,
+                force: true,
+            }),
+            Target::Snapshot { id, .. } => Request::SnapshotDelete(SnapshotRef {
+                snapshot: id.clone(),
+                ..Default::default()
+            }),
         };
-        match c.call(op, args(a)) {
+        match c.request(&r) {
             Err(e) if e.code() != Some("not_found") => Err(remote(e)),
             _ => Ok(vec![]),
         }
@@ -363,11 +366,12 @@ impl Run {
             }
         }
         let (id, file) = self.share_id(c)?;
-        let a = vec![
-            ("share", text(&id)),
-            ("size", Value::Integer(new_size.into())),
-        ];
-        c.call("share.resize", args(a)).map_err(remote)?;
+        let a = ShareResizeArgs {
+            share: id,
+            size: new_size,
+            pool: None,
+        };
+        c.request(&Request::ShareResize(a)).map_err(remote)?;
         loopdev::refresh(&file)?;
         Ok(vec![])
     }
@@ -379,10 +383,14 @@ impl Run {
             .as_deref()
             .ok_or("VOL_METADATA is not set")?;
         let (id, _) = self.share_id(c)?;
-        let mut m = self.ganeti_metadata();
-        m.push((text("ganeti.metadata"), text(meta)));
-        let a = vec![("share", text(&id)), ("metadata", Value::Map(m))];
-        c.call("share.set_metadata", args(a)).map_err(remote)?;
+        let mut metadata = self.ganeti_metadata();
+        metadata.insert("ganeti.metadata".into(), meta.into());
+        let a = ShareSetMetadataArgs {
+            share: id,
+            metadata,
+            ..Default::default()
+        };
+        c.request(&Request::ShareSetMetadata(a)).map_err(remote)?;
         Ok(vec![])
     }
 
@@ -409,8 +417,12 @@ impl Run {
             Some(n) => share_name(n),
             None => share_name(&format!("{}.snap", self.env.vol_name()?)),
         };
-        let a = vec![("share", text(&id)), ("name", text(&name))];
-        c.call("snapshot.create", args(a)).map_err(remote)?;
+        let a = SnapshotCreateArgs {
+            share: id,
+            name,
+            pool: None,
+        };
+        c.request(&Request::SnapshotCreate(a)).map_err(remote)?;
         Ok(vec![])
     }
 
@@ -423,7 +435,10 @@ impl Run {
 
     fn iscsi_export(&self, c: &mut Client, share_id: &str) -> Result<bool, String> {
         let list = c
-            .call("export.list", args(vec![("share", text(share_id))]))
+            .request(&Request::ExportList(ShareFilter {
+                share: Some(share_id.into()),
+                pool: None,
+            }))
             .map_err(remote)?;
         Ok(list
             .as_array()
@@ -447,12 +462,8 @@ impl Run {
                 Ok(None)
             };
         }
-        let a = vec![
-            ("share", text(share_id)),
-            ("connector", connector(initiator)),
-            ("protocol", text("iscsi")),
-        ];
-        let r = c.call("share.attach", args(a)).map_err(remote)?;
+        let a = iscsi_attach_args(share_id, initiator);
+        let r = c.request(&Request::ShareAttach(a)).map_err(remote)?;
         let data = get(&r, "connection_info")
             .and_then(|ci| get(ci, "data"))
             .ok_or("share.attach gave no connection_info")?;
@@ -460,13 +471,23 @@ impl Run {
     }
 }
 
-/// The connector for this node and the initiator KVM presents.
-fn connector(initiator: &str) -> Value {
+/// Attach or detach `share` over iSCSI for this node and the initiator KVM presents.
+fn iscsi_attach_args(share: &str, initiator: &str) -> AttachArgs {
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    args(vec![("host", text(&host)), ("initiator", text(initiator))])
+    AttachArgs {
+        share: share.into(),
+        pool: None,
+        connector: Connector {
+            host,
+            ip: None,
+            initiator: Some(initiator.into()),
+        },
+        protocol: Some(Protocol::Iscsi),
+        mode: None,
+    }
 }
 
 /// Percent-encode all but RFC 3986's unreserved characters.
@@ -499,6 +520,11 @@ fn uri_of(data: &Value) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shelf::client::args;
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_string())
+    }
 
     #[test]
     fn builds_qemu_iscsi_uris() {
