@@ -7,6 +7,8 @@
 mod args;
 mod encode;
 mod parse;
+#[cfg(test)]
+mod round_trip;
 
 pub use args::*;
 pub use encode::envelope_value;
