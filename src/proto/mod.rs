@@ -4,7 +4,6 @@
 //! error becomes a reply frame. The full specification is `docs/protocol.md`.
 
 pub mod frame;
-mod op;
 mod reply;
 mod request;
 mod result;
