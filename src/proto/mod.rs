@@ -6,6 +6,7 @@
 pub mod frame;
 mod reply;
 mod request;
+mod result;
 mod strict;
 
 pub use reply::{encode_reply, Reply};
@@ -17,6 +18,7 @@ pub use request::{
     SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
     MAX_KEY_LEN,
 };
+pub use result::{Answer, Change, EncodeError, Hello};
 
 /// Protocol versions this build speaks.
 pub const PROTOCOL_VERSIONS: &[u32] = &[1];
