@@ -7,6 +7,7 @@
 //! difference, falling back to a full re-create when tgtd says a target is gone. Calls to
 //! tgtd are serialised, as its management side is single-threaded.
 
+mod desired;
 mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,55 +19,12 @@ use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
 
+use desired::acl_flag;
+pub use desired::{desired, grants};
 pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
 
 /// The prefix of the CHAP user names shelfd creates (accounts without it are never touched).
 pub const CHAP_USER_PREFIX: &str = "shelf-";
-
-/// The desired tgt state of one export.
-pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
-    let e = &spec.export;
-    let tid = e
-        .tid
-        .ok_or_else(|| Error::Internal(format!("iSCSI export {} has no target id", e.id)))?;
-    let mut t = TgtTarget {
-        tid,
-        iqn: e.target.clone(),
-        ..Default::default()
-    };
-    t.luns.insert(1, spec.path.display().to_string());
-    if e.options.chap {
-        if let Some(u) = &e.chap_user {
-            t.accounts.insert(u.clone());
-        }
-    }
-    t.acl = e.allowed().into_iter().collect();
-    Ok(t)
-}
-
-/// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
-/// or adds an ACL entry or account, rather than only removing some.
-pub fn grants(have: Option<&TgtTarget>, want: &TgtTarget) -> bool {
-    match have {
-        None => true,
-        Some(h) => {
-            h.iqn != want.iqn
-                || h.luns != want.luns
-                || !want.acl.is_subset(&h.acl)
-                || !want.accounts.is_subset(&h.accounts)
-        }
-    }
-}
-
-/// The tgtadm flag that binds an ACL entry: initiator names for iSCSI names, addresses
-/// otherwise.
-fn acl_flag(who: &str) -> &'static str {
-    if ["iqn.", "eui.", "naa."].iter().any(|p| who.starts_with(p)) {
-        "--initiator-name"
-    } else {
-        "--initiator-address"
-    }
-}
 
 /// The tgt driver.
 #[derive(Debug)]
@@ -485,36 +443,5 @@ mod tests {
         assert!(x.owns("iqn.2026-11.org.example.shelf:vol1"));
         assert!(!x.owns("iqn.2026-11.org.example.shelfish:vol1"));
         assert!(!x.owns("iqn.2020-01.com.other:foreign"));
-    }
-
-    #[test]
-    fn only_removals_grant_nothing() {
-        let mut have = TgtTarget {
-            tid: 1,
-            iqn: "iqn.x:a".into(),
-            ..Default::default()
-        };
-        have.luns.insert(1, "/p/shares/a/volume".into());
-        have.acl.insert("iqn.c:1".into());
-        have.accounts.insert("shelf-u".into());
-        assert!(grants(None, &have));
-        assert!(!grants(Some(&have), &have));
-        let mut fewer = have.clone();
-        fewer.acl.clear();
-        fewer.accounts.clear();
-        assert!(!grants(Some(&have), &fewer));
-        assert!(grants(Some(&fewer), &have));
-        let mut moved = have.clone();
-        moved.luns.insert(1, "/elsewhere".into());
-        assert!(grants(Some(&have), &moved));
-    }
-
-    #[test]
-    fn acl_flags() {
-        assert_eq!(
-            acl_flag("iqn.1993-08.org.debian:01:abc"),
-            "--initiator-name"
-        );
-        assert_eq!(acl_flag("192.0.2.1"), "--initiator-address");
     }
 }
