@@ -19,6 +19,7 @@
 mod attach;
 mod capacity;
 mod drivers;
+pub mod events;
 mod export;
 pub mod failpoint;
 mod formatted;

@@ -7,6 +7,9 @@
 //! difference, falling back to a full re-create when tgtd says a target is gone. Calls to
 //! tgtd are serialised, as its management side is single-threaded.
 
+mod desired;
+mod parse;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_lock::Mutex;
@@ -16,140 +19,12 @@ use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
 
+use desired::acl_flag;
+pub use desired::{desired, grants};
+pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
+
 /// The prefix of the CHAP user names shelfd creates (accounts without it are never touched).
 pub const CHAP_USER_PREFIX: &str = "shelf-";
-
-/// What one target looks like, as configured or as `tgtadm --op show` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TgtTarget {
-    /// Target id.
-    pub tid: u32,
-    /// Target name.
-    pub iqn: String,
-    /// LUN number → backing store path (LUN 0, the controller, is left out).
-    pub luns: BTreeMap<u32, String>,
-    /// Bound CHAP accounts.
-    pub accounts: BTreeSet<String>,
-    /// ACL entries (initiator names or addresses).
-    pub acl: BTreeSet<String>,
-}
-
-/// Parse the output of `tgtadm --op show --mode target`.
-pub fn parse_show_target(text: &str) -> Vec<TgtTarget> {
-    #[derive(PartialEq)]
-    enum Section {
-        Other,
-        Lun(u32),
-        Accounts,
-        Acl,
-    }
-    let mut out: Vec<TgtTarget> = Vec::new();
-    let mut section = Section::Other;
-    for line in text.lines() {
-        if let Some((tid, iqn)) = line
-            .strip_prefix("Target ")
-            .and_then(|r| r.split_once(": "))
-        {
-            if let Ok(tid) = tid.trim().parse() {
-                out.push(TgtTarget {
-                    tid,
-                    iqn: iqn.trim().to_string(),
-                    ..Default::default()
-                });
-                section = Section::Other;
-                continue;
-            }
-        }
-        let Some(cur) = out.last_mut() else { continue };
-        let trimmed = line.trim();
-        let indent = line.len() - line.trim_start().len();
-        if indent == 4 {
-            section = match trimmed {
-                "Account information:" => Section::Accounts,
-                "ACL information:" => Section::Acl,
-                _ => Section::Other,
-            };
-            continue;
-        }
-        match section {
-            Section::Accounts if indent >= 8 && !trimmed.is_empty() => {
-                cur.accounts
-                    .insert(trimmed.trim_end_matches(" (outgoing)").to_string());
-            }
-            Section::Acl if indent >= 8 && !trimmed.is_empty() => {
-                cur.acl.insert(trimmed.to_string());
-            }
-            Section::Other | Section::Lun(_) => {
-                if let Some(n) = trimmed.strip_prefix("LUN: ") {
-                    section = n.parse().map(Section::Lun).unwrap_or(Section::Other);
-                } else if let (Section::Lun(n), Some(p)) =
-                    (&section, trimmed.strip_prefix("Backing store path: "))
-                {
-                    if *n != 0 {
-                        cur.luns.insert(*n, p.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Parse the output of `tgtadm --op show --mode account`.
-pub fn parse_show_accounts(text: &str) -> Vec<String> {
-    text.lines()
-        .skip_while(|l| !l.starts_with("Account list:"))
-        .skip(1)
-        .map(|l| l.trim().trim_end_matches(" (outgoing)").to_string())
-        .filter(|l| !l.is_empty())
-        .collect()
-}
-
-/// The desired tgt state of one export.
-pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
-    let e = &spec.export;
-    let tid = e
-        .tid
-        .ok_or_else(|| Error::Internal(format!("iSCSI export {} has no target id", e.id)))?;
-    let mut t = TgtTarget {
-        tid,
-        iqn: e.target.clone(),
-        ..Default::default()
-    };
-    t.luns.insert(1, spec.path.display().to_string());
-    if e.options.chap {
-        if let Some(u) = &e.chap_user {
-            t.accounts.insert(u.clone());
-        }
-    }
-    t.acl = e.allowed().into_iter().collect();
-    Ok(t)
-}
-
-/// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
-/// or adds an ACL entry or account, rather than only removing some.
-pub fn grants(have: Option<&TgtTarget>, want: &TgtTarget) -> bool {
-    match have {
-        None => true,
-        Some(h) => {
-            h.iqn != want.iqn
-                || h.luns != want.luns
-                || !want.acl.is_subset(&h.acl)
-                || !want.accounts.is_subset(&h.accounts)
-        }
-    }
-}
-
-/// The tgtadm flag that binds an ACL entry: initiator names for iSCSI names, addresses
-/// otherwise.
-fn acl_flag(who: &str) -> &'static str {
-    if ["iqn.", "eui.", "naa."].iter().any(|p| who.starts_with(p)) {
-        "--initiator-name"
-    } else {
-        "--initiator-address"
-    }
-}
 
 /// The tgt driver.
 #[derive(Debug)]
@@ -558,38 +433,6 @@ impl Exporter for TgtExporter {
 mod tests {
     use super::*;
 
-    const SHOW: &str = include_str!("../../tests/fixtures/tgtadm-show-target.txt");
-
-    #[test]
-    fn parses_recorded_show_output() {
-        let t = parse_show_target(SHOW);
-        assert_eq!(t.len(), 3);
-        assert_eq!(t[0].tid, 1);
-        assert_eq!(t[0].iqn, "iqn.2026-11.org.example.shelf:vol1");
-        assert_eq!(t[0].luns.get(&1).map(String::as_str), Some("/tmp/tgtx/vol"));
-        assert!(!t[0].luns.contains_key(&0), "the controller LUN is skipped");
-        assert_eq!(t[0].accounts.iter().collect::<Vec<_>>(), ["shelf-u1"]);
-        assert_eq!(t[0].acl.len(), 2);
-        assert!(t[0].acl.contains("iqn.1993-08.org.debian:01:abc"));
-        assert_eq!(t[1].tid, 3);
-        assert_eq!(
-            t[1].luns.get(&1).map(String::as_str),
-            Some("/tmp/tgtx/vol2")
-        );
-        assert!(t[1].acl.is_empty() && t[1].accounts.is_empty());
-        assert_eq!(t[2].iqn, "iqn.2020-01.com.other:foreign");
-        assert!(t[2].luns.is_empty());
-    }
-
-    #[test]
-    fn parses_accounts() {
-        assert_eq!(
-            parse_show_accounts("Account list:\n    shelf-u1\n    other (outgoing)\n"),
-            ["shelf-u1", "other"]
-        );
-        assert!(parse_show_accounts("Account list:\n").is_empty());
-    }
-
     #[test]
     fn ownership_is_by_prefix_and_colon() {
         let x = TgtExporter::new(
@@ -600,36 +443,5 @@ mod tests {
         assert!(x.owns("iqn.2026-11.org.example.shelf:vol1"));
         assert!(!x.owns("iqn.2026-11.org.example.shelfish:vol1"));
         assert!(!x.owns("iqn.2020-01.com.other:foreign"));
-    }
-
-    #[test]
-    fn only_removals_grant_nothing() {
-        let mut have = TgtTarget {
-            tid: 1,
-            iqn: "iqn.x:a".into(),
-            ..Default::default()
-        };
-        have.luns.insert(1, "/p/shares/a/volume".into());
-        have.acl.insert("iqn.c:1".into());
-        have.accounts.insert("shelf-u".into());
-        assert!(grants(None, &have));
-        assert!(!grants(Some(&have), &have));
-        let mut fewer = have.clone();
-        fewer.acl.clear();
-        fewer.accounts.clear();
-        assert!(!grants(Some(&have), &fewer));
-        assert!(grants(Some(&fewer), &have));
-        let mut moved = have.clone();
-        moved.luns.insert(1, "/elsewhere".into());
-        assert!(grants(Some(&have), &moved));
-    }
-
-    #[test]
-    fn acl_flags() {
-        assert_eq!(
-            acl_flag("iqn.1993-08.org.debian:01:abc"),
-            "--initiator-name"
-        );
-        assert_eq!(acl_flag("192.0.2.1"), "--initiator-address");
     }
 }

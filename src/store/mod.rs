@@ -4,12 +4,18 @@
 //! without locks while the event loop only awaits replies. The database runs in WAL mode
 //! with `synchronous = FULL`: when a call that commits returns, the change is on disk.
 
+mod attachments;
 mod audit;
+mod exports;
 mod idempotency;
 mod images;
+mod intents;
 mod migrations;
 mod queries;
 mod settings;
+mod shares;
+mod snapshots;
+mod totals;
 
 use std::path::{Path, PathBuf};
 
@@ -17,12 +23,17 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 
+pub use attachments::*;
 pub use audit::*;
+pub use exports::*;
 pub use idempotency::*;
 pub use images::*;
+pub use intents::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
-pub use queries::*;
 pub use settings::*;
+pub use shares::*;
+pub use snapshots::*;
+pub use totals::*;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 

@@ -1,0 +1,145 @@
+//! Queries on the `snapshots` table.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::queries::{given_only, is_unique_violation};
+use super::shares::find_share;
+use crate::error::{Error, Result};
+use crate::model::{ShareState, Snapshot};
+
+const SNAP_COLS: &str = "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at";
+
+fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
+    let state: String = r.get(6)?;
+    Ok(Snapshot {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        share: r.get(2)?,
+        share_name: r.get(3)?,
+        pool: r.get(4)?,
+        size: r.get::<_, i64>(5)? as u64,
+        state: ShareState::parse(&state).unwrap_or(ShareState::Error),
+        created_at: r.get(7)?,
+    })
+}
+
+/// Insert a snapshot row. A name taken on the share is `already_exists`.
+pub fn insert_snapshot(c: &Connection, s: &Snapshot) -> Result<()> {
+    c.execute(
+        "INSERT INTO snapshots (id, name, share_id, size, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            s.id,
+            s.name,
+            s.share,
+            s.size as i64,
+            s.state.as_str(),
+            s.created_at
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            Error::AlreadyExists(format!(
+                "snapshot {} already exists on share {}",
+                s.name, s.share_name
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+/// A snapshot by id.
+pub fn get_snapshot(c: &Connection, id: &str) -> Result<Option<Snapshot>> {
+    Ok(c.query_row(
+        &format!("SELECT {SNAP_COLS} FROM snapshots n JOIN shares s ON s.id = n.share_id WHERE n.id = ?1"),
+        [id],
+        snapshot_from_row,
+    )
+    .optional()?)
+}
+
+/// Snapshots, optionally of one share and/or one pool, oldest first. As in
+/// [`list_shares`], only the filters given are in the query, so the `share_id` index serves
+/// the per-share case instead of a scan of every snapshot.
+pub fn list_snapshots(
+    c: &Connection,
+    share_id: Option<&str>,
+    pool: Option<&str>,
+) -> Result<Vec<Snapshot>> {
+    let sql = snapshots_sql(share_id.is_some(), pool.is_some());
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![share_id, pool], snapshot_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The query of [`list_snapshots`] (parameters `?1` share id, `?2` pool, both always
+/// bound; a filter not given is `?N IS NULL`, outside any column's condition).
+pub(super) fn snapshots_sql(share: bool, pool: bool) -> String {
+    format!(
+        "SELECT {SNAP_COLS} FROM snapshots n JOIN shares s ON s.id = n.share_id
+         WHERE {} ORDER BY n.created_at, n.rowid",
+        given_only(&[(share, "n.share_id = ?1"), (pool, "s.pool = ?2")])
+    )
+}
+
+/// Resolve a snapshot reference: an id, or a name together with its share.
+pub fn find_snapshot(
+    c: &Connection,
+    reference: &str,
+    share: Option<&str>,
+    pool: Option<&str>,
+) -> Result<Snapshot> {
+    match share {
+        None => get_snapshot(c, reference)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no snapshot with id {reference:?} (to name a snapshot, give its share too)"
+            ))
+        }),
+        Some(sref) => {
+            let sh = find_share(c, sref, pool)?;
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM snapshots WHERE share_id = ?1 AND (name = ?2 OR id = ?2)",
+                    [&sh.id, reference],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match id {
+                Some(id) => {
+                    get_snapshot(c, &id)?.ok_or_else(|| Error::Internal("snapshot vanished".into()))
+                }
+                None => Err(Error::NotFound(format!(
+                    "share {} has no snapshot {reference:?}",
+                    sh.name
+                ))),
+            }
+        }
+    }
+}
+
+/// Set a snapshot's state.
+pub fn set_snapshot_state(c: &Connection, id: &str, state: ShareState) -> Result<()> {
+    c.execute(
+        "UPDATE snapshots SET state = ?2 WHERE id = ?1",
+        params![id, state.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Remove a snapshot's row.
+pub fn delete_snapshot_row(c: &Connection, id: &str) -> Result<()> {
+    c.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Number of snapshots of a share.
+pub fn count_snapshots(c: &Connection, share_id: &str) -> Result<usize> {
+    let n: i64 = c.query_row(
+        "SELECT count(*) FROM snapshots WHERE share_id = ?1",
+        [share_id],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
