@@ -6,6 +6,15 @@
 //! (`creating`, `deleting`) or an intent, then acts, then commits the settled state. At
 //! start-up, [`Engine::recover`] finishes or undoes whatever a crash interrupted, before
 //! the socket opens. A reply of `ok` is sent only after the final commit.
+//!
+//! Results are typed: a read returns its object, list or report; a change returns a
+//! [`crate::model::Outcome`] (created / already there / changed / unchanged / deleted /
+//! already gone) around the object it is about. [`Engine::dispatch`] turns each into an
+//! [`Answer`] with the constructor of `proto::result` for its family (the one place a
+//! reply's shape and its `changed` field are written), and the answer carries the event
+//! the outcome stands for. To convert an operation: return `Result<Answer>` built as
+//! `answer(Answer::object(&Outcome::created_if(created, share)))` (or `deleted`,
+//! `attached`, `detached`, ...) and drop its `untyped(..)` wrapper in the dispatch.
 
 mod attach;
 mod capacity;
@@ -44,7 +53,7 @@ use crate::export::Exporter;
 use crate::model::Pool as PoolInfo;
 use crate::model::{CapacityPolicy, Driver};
 use crate::pool::{FilePool, Pool};
-use crate::proto::{Request, FEATURES, PROTOCOL_VERSIONS};
+use crate::proto::{Answer, Request, FEATURES, PROTOCOL_VERSIONS};
 use crate::store::Store;
 use crate::sys::cmd::Runner;
 
@@ -88,6 +97,18 @@ pub struct Engine {
 /// Convert a result struct to a CBOR value.
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
+}
+
+/// An operation's reply not yet typed, as an [`Answer`] without an event (the
+/// transition while operations move to typed outcomes; events still come from
+/// [`Engine::publish_change`] until then).
+fn untyped(v: Result<Value>) -> Result<Answer> {
+    v.and_then(|v| answer(Answer::read(&v)))
+}
+
+/// An encoding fault as the engine's error.
+fn answer(a: std::result::Result<Answer, crate::proto::EncodeError>) -> Result<Answer> {
+    a.map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Build a CBOR map from pairs (for the server's own replies).
@@ -246,71 +267,80 @@ impl Engine {
         ))
     }
 
-    /// Run one request.
+    /// Run one request: its typed result, encoded for the wire.
     pub async fn handle(&self, req: Request) -> Result<Value> {
+        Ok(self.dispatch(req).await?.into_value())
+    }
+
+    /// The one dispatch: every operation, each returning its typed [`Answer`] (an
+    /// [`crate::model::Outcome`] around its object for a change, built by
+    /// `proto::result`). Every request is listed; there is no wildcard.
+    async fn dispatch(&self, req: Request) -> Result<Answer> {
         match req {
             Request::Hello => {
                 let mut v = self.hello();
                 self.add_driver_status(&mut v);
-                Ok(v)
+                untyped(Ok(v))
             }
             Request::PoolList => {
                 let mut out = Vec::new();
                 for n in self.pool_names() {
                     out.push(self.pool_info(&n).await?);
                 }
-                to_value(&out)
+                untyped(to_value(&out))
             }
             Request::PoolShow(a) => {
                 let mut v = to_value(&self.pool_info(&a.name).await?)?;
                 self.add_driver_status(&mut v);
-                Ok(v)
+                untyped(Ok(v))
             }
-            Request::ShareCreate(a) => self.create_share(a).await,
-            Request::ShareList(a) => self.list_shares(a).await,
-            Request::ShareShow(a) => self.show_share(a).await,
-            Request::ShareResize(a) => self.resize_share(a).await,
-            Request::ShareDelete(a) => self.delete_share(a).await,
-            Request::ShareSetMetadata(a) => self.set_share_metadata(a).await,
-            Request::ShareClone(a) => self.clone_share(a).await,
-            Request::SnapshotCreate(a) => self.create_snapshot(a).await,
-            Request::SnapshotList(a) => self.list_snapshots(a).await,
-            Request::SnapshotShow(a) => self.show_snapshot(a).await,
-            Request::SnapshotDelete(a) => self.delete_snapshot(a).await,
-            Request::Tree(a) => self.tree(a).await,
-            Request::ExportCreate(a) => self.create_export(a).await,
-            Request::ExportList(a) => self.list_exports(a).await,
-            Request::ExportShow(a) => self.show_export(a).await,
-            Request::ExportDelete(a) => self.delete_export(a).await,
-            Request::ShareAttach(a) => self.attach_share(a).await,
-            Request::ShareDetach(a) => self.detach_share(a).await,
-            Request::AttachmentList(a) => self.list_attachments(a).await,
-            Request::Reconcile => self.reconcile().await.and_then(|r| to_value(&r)),
-            Request::Verify => self.verify().await.and_then(|r| to_value(&r)),
-            Request::ImageImport(a) => self.import_image(a).await,
-            Request::ImageList(a) => self.list_images(a).await,
-            Request::UploadBegin(a) => self.begin_upload(a).await,
-            Request::UploadChunk(a) => self.upload_chunk(a).await,
-            Request::UploadFinish(a) => self.finish_upload(a).await,
-            Request::UploadAbort(a) => self.abort_upload(a).await,
-            Request::ImageShow(a) => self.show_image(a).await,
-            Request::ImageDelete(a) => self.delete_image(a).await,
+            Request::ShareCreate(a) => untyped(self.create_share(a).await),
+            Request::ShareList(a) => untyped(self.list_shares(a).await),
+            Request::ShareShow(a) => untyped(self.show_share(a).await),
+            Request::ShareResize(a) => untyped(self.resize_share(a).await),
+            Request::ShareDelete(a) => untyped(self.delete_share(a).await),
+            Request::ShareSetMetadata(a) => untyped(self.set_share_metadata(a).await),
+            Request::ShareClone(a) => untyped(self.clone_share(a).await),
+            Request::SnapshotCreate(a) => untyped(self.create_snapshot(a).await),
+            Request::SnapshotList(a) => untyped(self.list_snapshots(a).await),
+            Request::SnapshotShow(a) => untyped(self.show_snapshot(a).await),
+            Request::SnapshotDelete(a) => untyped(self.delete_snapshot(a).await),
+            Request::Tree(a) => untyped(self.tree(a).await),
+            Request::ExportCreate(a) => untyped(self.create_export(a).await),
+            Request::ExportList(a) => untyped(self.list_exports(a).await),
+            Request::ExportShow(a) => untyped(self.show_export(a).await),
+            Request::ExportDelete(a) => untyped(self.delete_export(a).await),
+            Request::ShareAttach(a) => untyped(self.attach_share(a).await),
+            Request::ShareDetach(a) => untyped(self.detach_share(a).await),
+            Request::AttachmentList(a) => untyped(self.list_attachments(a).await),
+            Request::Reconcile => untyped(self.reconcile().await.and_then(|r| to_value(&r))),
+            Request::Verify => untyped(self.verify().await.and_then(|r| to_value(&r))),
+            Request::ImageImport(a) => untyped(self.import_image(a).await),
+            Request::ImageList(a) => untyped(self.list_images(a).await),
+            Request::UploadBegin(a) => untyped(self.begin_upload(a).await),
+            Request::UploadChunk(a) => untyped(self.upload_chunk(a).await),
+            Request::UploadFinish(a) => untyped(self.finish_upload(a).await),
+            Request::UploadAbort(a) => untyped(self.abort_upload(a).await),
+            Request::ImageShow(a) => untyped(self.show_image(a).await),
+            Request::ImageDelete(a) => untyped(self.delete_image(a).await),
             Request::JobList => {
                 let rows = self.jobs.list(&self.store).await?;
-                Ok(Value::Array(rows.iter().map(jobs::job_value).collect()))
+                untyped(Ok(Value::Array(rows.iter().map(jobs::job_value).collect())))
             }
-            Request::JobShow(a) => Ok(jobs::job_value(&self.jobs.show(&self.store, &a.job).await?)),
+            Request::JobShow(a) => untyped(Ok(jobs::job_value(
+                &self.jobs.show(&self.store, &a.job).await?,
+            ))),
             Request::JobCancel(a) => {
                 let changed = self.jobs.cancel(&a.job)?;
-                Ok(map(vec![
+                untyped(Ok(map(vec![
                     ("job", Value::Text(a.job)),
                     ("changed", Value::Bool(changed)),
-                ]))
+                ])))
             }
             Request::EventsSubscribe(_) => Err(Error::Invalid(
                 "events.subscribe is answered by the connection, not the engine".into(),
             )),
-            Request::AuditList(a) => self.list_audit(a).await,
+            Request::AuditList(a) => untyped(self.list_audit(a).await),
         }
     }
 

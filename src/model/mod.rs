@@ -7,6 +7,7 @@ mod capacity;
 mod export;
 pub mod image_format;
 mod names;
+mod outcome;
 mod size;
 mod tree;
 
@@ -19,6 +20,7 @@ pub use export::{
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
 };
+pub use outcome::{EventKind, Object, Outcome};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{
     build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolKind, Share, ShareState,
