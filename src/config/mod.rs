@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{validate_iqn, validate_name, PoolKind, Protocol};
+use crate::model::{validate_iqn, validate_name, validate_nqn, PoolKind, Protocol};
 
 mod pools;
 mod sections;
@@ -16,7 +16,7 @@ mod sections;
 use pools::validate_file_pool_path;
 pub use pools::{PoolConfig, DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD};
 pub use sections::{
-    AccessConfig, FilesystemConfig, ImagesConfig, IscsiConfig, LimitsConfig, NfsConfig,
+    AccessConfig, FilesystemConfig, ImagesConfig, IscsiConfig, LimitsConfig, NfsConfig, NvmeConfig,
     DEFAULT_MAX_UPLOADS,
 };
 
@@ -66,6 +66,9 @@ pub struct Config {
     /// NFS export settings.
     #[serde(default)]
     pub nfs: NfsConfig,
+    /// NVMe over TCP export settings.
+    #[serde(default)]
+    pub nvme: NvmeConfig,
     /// Who may use the socket, and for what.
     #[serde(default)]
     pub access: AccessConfig,
@@ -199,6 +202,29 @@ impl Config {
             return Err(format!(
                 "nfs.driver {:?} is not an NFS driver",
                 self.nfs.driver.as_str()
+            ));
+        }
+        if self.nvme.driver.protocol() != Protocol::Nvme {
+            return Err(format!(
+                "nvme.driver {:?} is not an NVMe driver",
+                self.nvme.driver.as_str()
+            ));
+        }
+        validate_nqn(&format!("{}:x", self.nvme.nqn_prefix))
+            .map_err(|e| format!("nvme.nqn_prefix: {e}"))?;
+        if self.nvme.nqn_prefix.len() > 150 {
+            return Err("nvme.nqn_prefix must be at most 150 bytes".into());
+        }
+        if self.nvme.portal.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "nvme.portal {:?} must be ADDRESS:PORT",
+                self.nvme.portal
+            ));
+        }
+        if !self.nvme.configfs.is_absolute() {
+            return Err(format!(
+                "nvme.configfs {:?} must be an absolute path",
+                self.nvme.configfs
             ));
         }
         validate_iqn(&format!("{}:x", self.iscsi.iqn_prefix))
@@ -369,6 +395,12 @@ mod tests {
             "state_dir='/a'\nsocket='/b'\n[iscsi]\niqn_prefix='bad prefix'",
             "state_dir='/a'\nsocket='/b'\n[iscsi]\nportal='nohost'",
             "state_dir='/a'\nsocket='/b'\n[nfs]\nexports_file='rel'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\ndriver='tgt'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nnqn_prefix='iqn.2026-12.io.shelf'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nportal='nohost'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nconfigfs='rel'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nport_id=70000",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nportl='127.0.0.1:4420'",
             "state_dir='/a'\nsocket='/b'\n[access]\nadmin_users=['a b']",
             "state_dir='/a'\nsocket='/b'\n[access]\nadmins=['root']",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'",

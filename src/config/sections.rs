@@ -213,3 +213,33 @@ impl Default for NfsConfig {
         }
     }
 }
+
+/// NVMe over TCP settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvmeConfig {
+    /// Default driver for NVMe exports: `nvmet` (the kernel target, through configfs).
+    pub driver: Driver,
+    /// Subsystems are named `<nqn_prefix>:<share-name>`; shelf owns every subsystem
+    /// under this prefix (reconcile removes the ones the tree does not hold).
+    pub nqn_prefix: String,
+    /// The TCP portal (`ADDRESS:PORT`) the nvmet port listens on and hosts are told to
+    /// connect to (`connection_info.data.portals`).
+    pub portal: String,
+    /// The nvmet port id (`<configfs>/ports/<port_id>`) shelf links its subsystems to.
+    pub port_id: u16,
+    /// nvmet's configfs directory (the kernel's is `/sys/kernel/config/nvmet`).
+    pub configfs: PathBuf,
+}
+
+impl Default for NvmeConfig {
+    fn default() -> Self {
+        NvmeConfig {
+            driver: Driver::Nvmet,
+            nqn_prefix: "nqn.2026-12.io.shelf".into(),
+            portal: "127.0.0.1:4420".into(),
+            port_id: 1,
+            configfs: PathBuf::from("/sys/kernel/config/nvmet"),
+        }
+    }
+}

@@ -23,8 +23,7 @@ use desired::acl_flag;
 pub use desired::{desired, grants};
 pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
 
-/// The prefix of the CHAP user names shelfd creates (accounts without it are never touched).
-pub const CHAP_USER_PREFIX: &str = "shelf-";
+pub use super::iscsi::CHAP_USER_PREFIX;
 
 /// The tgt driver.
 #[derive(Debug)]
@@ -249,6 +248,10 @@ impl TgtExporter {
 impl Exporter for TgtExporter {
     fn driver(&self) -> Driver {
         Driver::Tgt
+    }
+
+    fn wants_tid(&self) -> bool {
+        true
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {

@@ -186,6 +186,7 @@ impl<'a> Micro<'a> {
                         host: format!("host-{th}"),
                         ip: None,
                         initiator: Some(format!("iqn.2026-11.org.example:bench-{th}")),
+                        nqn: None,
                     },
                     ..Default::default()
                 };

@@ -230,16 +230,17 @@ pub enum ShareCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ExportCmd {
-    /// Export a share over NFS or iSCSI.
+    /// Export a share over NFS, iSCSI or NVMe/TCP.
     Create {
         /// The share: id or name.
         share: String,
-        /// nfs or iscsi.
+        /// nfs, iscsi or nvme.
         protocol: String,
-        /// Driver: kernel or ganesha (NFS), tgt or lio (iSCSI).
+        /// Driver: kernel or ganesha (NFS), tgt or lio (iSCSI), nvmet (NVMe/TCP).
         #[arg(long)]
         driver: Option<String>,
-        /// NFS client (host, IP, network) or iSCSI initiator IQN allowed (repeatable).
+        /// NFS client (host, IP, network), iSCSI initiator IQN or NVMe host NQN allowed
+        /// (repeatable).
         #[arg(long = "client")]
         clients: Vec<String>,
         /// NFS: read-only.
@@ -303,7 +304,10 @@ pub struct ConnectorArgs {
     /// Its iSCSI initiator IQN.
     #[arg(long)]
     pub initiator: Option<String>,
-    /// nfs or iscsi (default: the share's export, iSCSI first).
+    /// Its NVMe host NQN.
+    #[arg(long)]
+    pub nqn: Option<String>,
+    /// nfs, iscsi or nvme (default: the share's export, iSCSI first).
     #[arg(long)]
     pub protocol: Option<String>,
 }

@@ -57,7 +57,7 @@ fn meta_arg(entries: &[String]) -> Result<BTreeMap<String, String>, String> {
 }
 
 fn protocol_arg(s: &str) -> Result<Protocol, String> {
-    Protocol::parse(s).ok_or_else(|| format!("unknown protocol {s:?} (nfs or iscsi)"))
+    Protocol::parse(s).ok_or_else(|| format!("unknown protocol {s:?} (nfs, iscsi or nvme)"))
 }
 
 fn attach_args(
@@ -72,6 +72,7 @@ fn attach_args(
             host: c.host,
             ip: c.ip,
             initiator: c.initiator,
+            nqn: c.nqn,
         },
         protocol: c.protocol.as_deref().map(protocol_arg).transpose()?,
         mode,

@@ -67,6 +67,7 @@ fn connector() -> Connector {
         host: s("h1"),
         ip: Some(s("10.0.0.1")),
         initiator: Some(s("iqn.2020-01.org.example:h1")),
+        nqn: Some(s("nqn.2014-08.org.nvmexpress:uuid:h1")),
     }
 }
 
@@ -320,13 +321,14 @@ proptest! {
     #[test]
     fn attach_and_export_round_trip(
         share in ".{0,16}", host in ".{0,16}", ip in opt_text(), initiator in opt_text(),
+        nqn in opt_text(),
         clients in proptest::option::of(proptest::collection::vec(".{0,8}", 0..3)),
         ro: bool, flags: [Option<bool>; 3],
     ) {
         let mode = ro.then_some(Access::Ro);
         let attach = Request::ShareAttach(AttachArgs {
             share: share.clone(), pool: None, protocol: Some(Protocol::Nfs), mode,
-            connector: Connector { host, ip, initiator },
+            connector: Connector { host, ip, initiator, nqn },
         });
         prop_assert_eq!(round_trip(&attach, None).request, attach);
         let export = Request::ExportCreate(ExportCreateArgs {

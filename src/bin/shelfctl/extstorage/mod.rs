@@ -484,6 +484,7 @@ fn iscsi_attach_args(share: &str, initiator: &str) -> AttachArgs {
             host,
             ip: None,
             initiator: Some(initiator.into()),
+            nqn: None,
         },
         protocol: Some(Protocol::Iscsi),
         mode: None,
