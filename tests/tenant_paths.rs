@@ -387,30 +387,16 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
 
 /// A scratch ext4 without reserved blocks on a loop device (ext4's `fallocate` grows the
 /// file as it goes, so one that runs out of space part-way leaves the file longer).
-struct Ext4 {
-    dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl Ext4 {
-    fn new(size: u64) -> Ext4 {
-        let (dir, mount) = loop_mounted("ext4", "ext4.img", size, &["mkfs.ext4", "-q", "-m", "0"]);
-        Ext4 { dir, mount }
-    }
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        unmount_patiently(&self.mount);
-    }
+fn ext4(size: u64) -> Xfs {
+    loop_mounted("ext4", "ext4.img", size, &["mkfs.ext4", "-q", "-m", "0"])
 }
 
 #[test]
 fn a_grow_that_runs_out_of_space_leaves_no_drift() {
-    let fs = Ext4::new(300 * MIB);
+    let fs = ext4(300 * MIB);
     let pool = fs.mount.join("pool");
     let layout = Layout::new(
-        fs.dir.path(),
+        fs.base(),
         &format!("[pools.default]\npath = {:?}\n", pool.display().to_string()),
     );
     let d = Daemon::start(&layout);
@@ -454,11 +440,11 @@ fn a_grow_that_runs_out_of_space_leaves_no_drift() {
 fn an_export_whose_record_cannot_be_written_is_refused() {
     // ext4 keeps a file's extended attributes in one block: the record of an NFS export
     // with 256 clients does not fit next to the share's identity.
-    let fs = Ext4::new(64 * MIB);
+    let fs = ext4(64 * MIB);
     let pool = fs.mount.join("pool");
     let ef = ExportsFile::new("stamp");
     let layout = Layout::new(
-        fs.dir.path(),
+        fs.base(),
         &format!(
             "reconcile_interval = 0\n{}[pools.default]\npath = {:?}\n",
             ef.config(),
