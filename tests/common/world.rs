@@ -47,7 +47,7 @@ impl Xfs {
 
     /// Make and mount an XFS of `size` bytes, with or without reflink support.
     pub fn with_reflink(tag: &str, size: u64, reflink: bool) -> Xfs {
-        Xfs::xfs(scratch(tag).keep(), size, reflink).unwrap_or_else(|e| panic!("{e}"))
+        Xfs::format(scratch(tag).keep(), size, reflink).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

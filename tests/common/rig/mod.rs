@@ -93,7 +93,10 @@ pub fn stop_child(c: &SharedChild, within: Duration) -> Option<std::process::Exi
 /// An undo that runs once, from whichever comes first: its owner's `Drop` or a handle
 /// run elsewhere.
 #[derive(Clone)]
-pub struct Once(Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>);
+pub struct Once(Arc<Mutex<Option<Undo>>>);
+
+/// What a [`Once`] runs.
+type Undo = Box<dyn FnOnce() + Send>;
 
 impl Once {
     /// Wrap `f`.

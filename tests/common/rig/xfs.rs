@@ -54,7 +54,7 @@ impl Xfs {
     }
 
     /// An XFS of `size` bytes, with or without reflink, in `dir`.
-    pub fn xfs(dir: PathBuf, size: u64, reflink: bool) -> Res<Xfs> {
+    pub fn format(dir: PathBuf, size: u64, reflink: bool) -> Res<Xfs> {
         let reflink = if reflink { "reflink=1" } else { "reflink=0" };
         Xfs::make(dir, "xfs.img", size, &["mkfs.xfs", "-q", "-m", reflink])
     }
