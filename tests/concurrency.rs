@@ -29,28 +29,11 @@ mod mix;
 use invariants::*;
 use mix::*;
 
-/// Fields drop in order: the daemon first, then tgtd, the exports file, the filesystem.
-struct Setup {
-    d: Daemon,
-    tgtd: Tgtd,
-    ef: ExportsFile,
-    xfs: Xfs,
-}
+/// The rig: shelfd on a 2 GiB XFS with a private tgtd and exports file.
+type Setup = Rig;
 
 fn setup(tag: &str, extra: &str) -> Setup {
-    let xfs = Xfs::new(tag, 2 << 30);
-    let tgtd = Tgtd::start();
-    let ef = ExportsFile::new(tag);
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!(
-            "reconcile_interval = 0\n{extra}\n{}{}",
-            tgtd.config(),
-            ef.config()
-        ),
-    );
-    let d = Daemon::start(&layout);
-    Setup { d, tgtd, ef, xfs }
+    Rig::start(tag, 2 << 30, extra, true)
 }
 
 #[test]

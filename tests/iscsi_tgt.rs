@@ -11,19 +11,11 @@ const MIB: u64 = 1 << 20;
 const INIT1: &str = "iqn.2026-11.org.example:client1";
 const INIT2: &str = "iqn.2026-11.org.example:client2";
 
-/// Fields drop in order: the daemon first, then tgtd, then the filesystem they use.
-struct Setup {
-    d: Daemon,
-    tgtd: Tgtd,
-    xfs: Xfs,
-}
+/// The rig without NFS: shelfd, a private tgtd, a 1 GiB scratch XFS.
+type Setup = Rig;
 
 fn setup(tag: &str) -> Setup {
-    let xfs = Xfs::new(tag, 1 << 30);
-    let tgtd = Tgtd::start();
-    let layout = Layout::on_xfs(&xfs, &format!("reconcile_interval = 0\n{}", tgtd.config()));
-    let d = Daemon::start(&layout);
-    Setup { d, tgtd, xfs }
+    Rig::start(tag, 1 << 30, "", false)
 }
 
 fn connector(initiator: &str, host: &str) -> Value {
@@ -32,95 +24,6 @@ fn connector(initiator: &str, host: &str) -> Value {
         (t("ip"), t("127.0.0.1")),
         (t("initiator"), t(initiator)),
     ])
-}
-
-/// What an initiator needs, from connection_info.
-#[derive(Debug, Clone)]
-struct Login {
-    portal: String,
-    iqn: String,
-    user: String,
-    password: String,
-    initiator: String,
-}
-
-impl Login {
-    fn from(info: &Value, initiator: &str) -> Login {
-        let data = sub(info, "data");
-        Login {
-            portal: field(data, "target_portal"),
-            iqn: field(data, "target_iqn"),
-            user: field(data, "auth_username"),
-            password: field(data, "auth_password"),
-            initiator: initiator.to_string(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "iscsi://{}%{}@{}/{}/1",
-            self.user, self.password, self.portal, self.iqn
-        )
-    }
-
-    fn capacity(&self) -> Result<u64, String> {
-        let (ok, out, err) = try_run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
-        if !ok {
-            return Err(format!("{out}{err}"));
-        }
-        out.lines()
-            .find_map(|l| l.strip_prefix("Total size:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("no size in {out}"))
-    }
-
-    fn image_opts(&self) -> String {
-        let (host, port) = self.portal.split_once(':').unwrap();
-        format!(
-            "driver=iscsi,transport=tcp,portal={host}:{port},target={},lun=1,user={},password-secret=sec0,initiator-name={}",
-            self.iqn, self.user, self.initiator
-        )
-    }
-
-    /// Write `len` bytes of `byte` at `offset` through the target.
-    fn write(&self, offset: u64, len: u64, byte: u8) -> Result<(), String> {
-        let secret = format!("secret,id=sec0,data={}", self.password);
-        let cmd = format!("write -P {byte} {offset} {len}");
-        let (ok, out, err) = try_run(&[
-            "qemu-io",
-            "--object",
-            &secret,
-            "--image-opts",
-            &self.image_opts(),
-            "-c",
-            &cmd,
-        ]);
-        if ok && out.contains("wrote") {
-            Ok(())
-        } else {
-            Err(format!("{out}{err}"))
-        }
-    }
-
-    /// Read the whole LUN through the target into a file and return its bytes.
-    fn read_all(&self, scratch: &std::path::Path) -> Vec<u8> {
-        let out = scratch.join(format!("read-{}.raw", free_port()));
-        let secret = format!("secret,id=sec0,data={}", self.password);
-        sh(&[
-            "qemu-img",
-            "convert",
-            "--object",
-            &secret,
-            "--image-opts",
-            &self.image_opts(),
-            "-O",
-            "raw",
-            out.to_str().unwrap(),
-        ]);
-        let data = std::fs::read(&out).unwrap();
-        std::fs::remove_file(&out).unwrap();
-        data
-    }
 }
 
 #[test]

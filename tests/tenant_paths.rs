@@ -11,8 +11,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ciborium::Value;
 use common::*;
@@ -31,20 +30,6 @@ const KINDS: &[&str] = &[
     "foreign",
     "stolen-identity",
 ];
-
-/// Fields drop in order: daemon, tgtd, exports file, filesystem.
-struct Setup {
-    d: Daemon,
-    tgtd: Tgtd,
-    ef: ExportsFile,
-    xfs: Xfs,
-}
-
-impl Setup {
-    fn pool(&self) -> PathBuf {
-        self.xfs.mount.join("pool")
-    }
-}
 
 /// What must not change: size, modification time and content of a file.
 #[derive(Debug, PartialEq)]
@@ -142,16 +127,8 @@ fn plant(kind: &str, dir: &Path, outside: &Path, inside: &Path, victim: &Path) {
     }
 }
 
-fn setup() -> Setup {
-    let xfs = Xfs::new("tenant", 1 << 30);
-    let tgtd = Tgtd::start();
-    let ef = ExportsFile::new("tenant");
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}{}", tgtd.config(), ef.config()),
-    );
-    let d = Daemon::start(&layout);
-    Setup { d, tgtd, ef, xfs }
+fn setup() -> Rig {
+    Rig::start("tenant", 1 << 30, "", true)
 }
 
 fn create(d: &Daemon, name: &str) -> String {
@@ -347,24 +324,8 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
 
     // A rebuilt database adopts no planted object.
     let mut d = s.d;
-    d.stop();
-    let db = d.state.join("shelf.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_shelfd"))
-        .arg("--config")
-        .arg(&d.config)
-        .args(["recover", "--rebuild-db"])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    eprintln!("rebuild: {text}");
+    d.lose_db(None);
+    let text = d.rebuild(&[]);
     d.restart();
     let names: Vec<String> = array(&d.ok("share.list", vec![]))
         .iter()
@@ -525,21 +486,8 @@ fn a_detach_while_the_volume_is_away_is_not_undone_by_a_rebuild() {
     assert!(!record(&vol).contains(INIT), "{}", record(&vol));
 
     // A rebuilt database does not give the access back.
-    s.d.stop();
-    let db = s.d.state.join("shelf.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_shelfd"))
-        .arg("--config")
-        .arg(&s.d.config)
-        .args(["recover", "--rebuild-db"])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("rebuild: {text}");
-    assert!(out.status.success(), "{text}");
+    s.d.lose_db(None);
+    let text = s.d.rebuild(&[]);
     assert!(text.contains("0 attachment(s)"), "{text}");
     s.d.restart();
     assert_eq!(array(&s.d.ok("attachment.list", vec![])).len(), 0);

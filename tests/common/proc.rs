@@ -26,7 +26,6 @@ pub fn try_run(argv: &[&str]) -> (bool, String, String) {
     )
 }
 
-
 /// Poll `f` until it returns true or `secs` pass.
 pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();

@@ -136,7 +136,8 @@ impl Shelfd {
         d.own_group = true;
         on_cleanup("stopping shelfd", d.teardown());
         d.spawn(&[])?;
-        d.await_ready().map_err(|e| format!("{e}:\n{}", d.log_tail(30)))?;
+        d.await_ready()
+            .map_err(|e| format!("{e}:\n{}", d.log_tail(30)))?;
         Ok(d)
     }
 

@@ -146,7 +146,11 @@ impl Shelfd {
 
     /// The process id, while running.
     pub fn child_pid(&self) -> Option<u32> {
-        self.child.lock().expect("child lock").as_ref().map(|c| c.id())
+        self.child
+            .lock()
+            .expect("child lock")
+            .as_ref()
+            .map(|c| c.id())
     }
 
     /// The log so far.

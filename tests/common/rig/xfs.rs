@@ -92,6 +92,9 @@ pub fn unmount_patiently(mount: &Path) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("{} still busy after 5 s; unmounting lazily", mount.display());
+    eprintln!(
+        "{} still busy after 5 s; unmounting lazily",
+        mount.display()
+    );
     let _ = Command::new("umount").arg("-l").arg(mount).output();
 }
