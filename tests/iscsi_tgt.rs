@@ -74,19 +74,14 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
     assert_eq!(sub(&again, "changed"), &Value::Bool(false));
 
     // A real initiator sees the LUN and its size.
-    let (ok, out, err) = try_run(&[
-        "iscsi-ls",
-        "-i",
-        INIT1,
-        "-s",
-        &format!("iscsi://{}%{}@{}", login.user, login.password, login.portal),
-    ]);
+    let listed = login.list().unwrap();
     assert!(
-        ok && out.contains("iqn.2026-11.org.example.shelf:vol1"),
-        "{out}{err}"
+        listed.contains("iqn.2026-11.org.example.shelf:vol1"),
+        "{listed}"
     );
-    let (ok, out, _) = try_run(&["iscsi-inq", "-i", INIT1, &login.url()]);
-    assert!(ok, "iscsi-inq: {out}");
+    if let Err(e) = login.inquiry() {
+        panic!("iscsi-inq: {e}");
+    }
     assert_eq!(login.capacity().unwrap(), 64 * MIB);
 
     // Bytes written through iSCSI land in the volume file.

@@ -49,6 +49,16 @@ impl Login {
         )
     }
 
+    /// Discover the portal's targets and their LUNs with sizes (`iscsi-ls -s`), as this
+    /// initiator with the CHAP account; the tool's output.
+    pub fn list(&self) -> Result<String, String> {
+        let portal = format!("iscsi://{}%{}@{}", self.user, self.password, self.portal);
+        match try_run(&["iscsi-ls", "-i", &self.initiator, "-s", &portal]) {
+            (true, out, _) => Ok(out),
+            (false, out, err) => Err(format!("{out}{err}")),
+        }
+    }
+
     /// Log in and run INQUIRY on LUN 1.
     pub fn inquiry(&self) -> Result<(), String> {
         inquiry(&self.initiator, &self.url())
