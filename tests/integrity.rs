@@ -16,14 +16,6 @@ use shelf::client::{args, get, get_text, ClientError};
 const MIB: u64 = 1 << 20;
 const INIT: &str = "iqn.2026-11.org.example:integrity";
 
-fn connector(initiator: &str) -> Value {
-    Value::Map(vec![
-        (t("host"), t("client-a")),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(initiator)),
-    ])
-}
-
 #[test]
 fn roles_come_from_peer_credentials_and_every_change_is_audited() {
     let xfs = Xfs::new("roles", 512 * MIB);
@@ -136,7 +128,7 @@ fn chap_secrets_stay_out_of_the_audit_log_and_the_log() {
         "share.attach",
         vec![
             ("share", t("s1")),
-            ("connector", connector(INIT)),
+            ("connector", connector(INIT, "127.0.0.1", "client-a")),
             ("protocol", t("iscsi")),
         ],
     );
@@ -447,7 +439,7 @@ fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
         "share.attach",
         vec![
             ("share", t("vm1")),
-            ("connector", connector(INIT)),
+            ("connector", connector(INIT, "127.0.0.1", "client-a")),
             ("protocol", t("iscsi")),
         ],
     );
@@ -496,7 +488,7 @@ fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
         "share.attach",
         vec![
             ("share", t("vm1")),
-            ("connector", connector(INIT)),
+            ("connector", connector(INIT, "127.0.0.1", "client-a")),
             ("protocol", t("iscsi")),
         ],
     );

@@ -18,14 +18,6 @@ fn setup(tag: &str) -> Setup {
     Rig::start(tag, 1 << 30, "", false)
 }
 
-fn connector(initiator: &str, host: &str) -> Value {
-    Value::Map(vec![
-        (t("host"), t(host)),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(initiator)),
-    ])
-}
-
 #[test]
 fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
     let s = setup("iscsi");
@@ -41,7 +33,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     let info = sub(&r, "connection_info");
@@ -67,7 +59,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     assert_eq!(sub(&again, "connection_info"), info);
@@ -122,7 +114,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT2, "compute-2")),
+            ("connector", connector(INIT2, "127.0.0.1", "compute-2")),
         ],
         "busy",
     );
@@ -154,7 +146,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.detach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     assert_eq!(sub(&r, "changed"), &Value::Bool(true));
@@ -168,7 +160,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.detach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     assert_eq!(
@@ -182,7 +174,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT2, "compute-2")),
+            ("connector", connector(INIT2, "127.0.0.1", "compute-2")),
         ],
     );
     let login2 = Login::from(sub(&r, "connection_info"), INIT2);
@@ -232,7 +224,7 @@ fn a_restarted_tgtd_gets_every_target_back_through_reconcile() {
             "share.attach",
             vec![
                 ("share", t(&name)),
-                ("connector", connector(init, &format!("h{i}"))),
+                ("connector", connector(init, "127.0.0.1", &format!("h{i}"))),
             ],
         );
         let login = Login::from(sub(&r, "connection_info"), init);
@@ -350,7 +342,10 @@ fn shelfd_restart_brings_targets_back_after_tgtd_restart() {
     );
     let r = s.d.ok(
         "share.attach",
-        vec![("share", t("boot")), ("connector", connector(INIT1, "h"))],
+        vec![
+            ("share", t("boot")),
+            ("connector", connector(INIT1, "127.0.0.1", "h")),
+        ],
     );
     let login = Login::from(sub(&r, "connection_info"), INIT1);
     s.d.stop();
@@ -379,7 +374,10 @@ fn a_missing_tgtd_is_a_clean_error_and_shelfd_keeps_running() {
     assert!(m.contains("tgtd is not running"), "{m}");
     let m = d.err(
         "share.attach",
-        vec![("share", t("v")), ("connector", connector(INIT1, "h"))],
+        vec![
+            ("share", t("v")),
+            ("connector", connector(INIT1, "127.0.0.1", "h")),
+        ],
         "busy",
     );
     assert!(m.contains("tgtd"), "{m}");
@@ -411,7 +409,10 @@ fn bad_connectors_and_options_are_refused() {
     ] {
         d.err(
             "share.attach",
-            vec![("share", t("v")), ("connector", connector(bad, "h"))],
+            vec![
+                ("share", t("v")),
+                ("connector", connector(bad, "127.0.0.1", "h")),
+            ],
             "invalid_argument",
         );
     }

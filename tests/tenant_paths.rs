@@ -48,19 +48,11 @@ fn fingerprint(p: &Path) -> Fingerprint {
     }
 }
 
-fn connector() -> Value {
-    Value::Map(vec![
-        (t("host"), t("tenant-host")),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(INIT)),
-    ])
-}
-
 fn attach_args(share: &str) -> Vec<(&str, Value)> {
     vec![
         ("share", t(share)),
         ("protocol", t("iscsi")),
-        ("connector", connector()),
+        ("connector", connector(INIT, "127.0.0.1", "tenant-host")),
     ]
 }
 

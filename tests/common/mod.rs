@@ -29,6 +29,7 @@ pub mod rig;
 pub mod values;
 pub mod world;
 
+pub use agree::connector;
 pub use daemon::{Daemon, Layout};
 pub use ganesha::Ganesha;
 pub use iscsi::Login;
