@@ -38,8 +38,7 @@ impl ExportsFile {
     /// The undo (remove the file, `exportfs -r`), for a caller that must be able to run
     /// it from elsewhere; it runs once.
     pub fn teardown(&self) -> impl FnOnce() + Send + 'static {
-        let u = self.undo.clone();
-        move || u.run()
+        self.undo.handle()
     }
 }
 

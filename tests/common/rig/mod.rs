@@ -111,6 +111,12 @@ impl Once {
             f();
         }
     }
+
+    /// A handle that runs it (unless it ran already), for a cleanup list.
+    pub fn handle(&self) -> impl FnOnce() + Send + 'static {
+        let u = self.clone();
+        move || u.run()
+    }
 }
 
 impl std::fmt::Debug for Once {

@@ -68,8 +68,7 @@ impl Xfs {
     /// The undo (unmount, remove the directory), for a caller that must be able to run
     /// it from elsewhere; it runs once.
     pub fn teardown(&self) -> impl FnOnce() + Send + 'static {
-        let u = self.undo.clone();
-        move || u.run()
+        self.undo.handle()
     }
 }
 
