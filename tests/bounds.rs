@@ -515,14 +515,6 @@ fn one_subscription_per_connection_a_global_cap_and_queues_on_demand() {
     assert!(shelf::client::get(&event, "event").is_some(), "{event:?}");
 }
 
-fn connector(initiator: &str) -> Value {
-    Value::Map(vec![
-        (t("host"), t("compute-1")),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(initiator)),
-    ])
-}
-
 /// Median milliseconds of `rounds` attach+detach pairs.
 fn attach_ms(d: &Daemon, rounds: usize) -> f64 {
     let mut c = d.client();
@@ -530,7 +522,10 @@ fn attach_ms(d: &Daemon, rounds: usize) -> f64 {
         .map(|_| {
             let a = vec![
                 ("share", t("vol")),
-                ("connector", connector("iqn.2026-12.org.example:c1")),
+                (
+                    "connector",
+                    connector("iqn.2026-12.org.example:c1", "127.0.0.1", "compute-1"),
+                ),
             ];
             let t0 = Instant::now();
             c.call("share.attach", args(a.clone())).expect("attach");

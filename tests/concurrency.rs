@@ -29,28 +29,11 @@ mod mix;
 use invariants::*;
 use mix::*;
 
-/// Fields drop in order: the daemon first, then tgtd, the exports file, the filesystem.
-struct Setup {
-    d: Daemon,
-    tgtd: Tgtd,
-    ef: ExportsFile,
-    xfs: Xfs,
-}
+/// The rig: shelfd on a 2 GiB XFS with a private tgtd and exports file.
+type Setup = Rig;
 
 fn setup(tag: &str, extra: &str) -> Setup {
-    let xfs = Xfs::new(tag, 2 << 30);
-    let tgtd = Tgtd::start();
-    let ef = ExportsFile::new(tag);
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!(
-            "reconcile_interval = 0\n{extra}\n{}{}",
-            tgtd.config(),
-            ef.config()
-        ),
-    );
-    let d = Daemon::start(&layout);
-    Setup { d, tgtd, ef, xfs }
+    Rig::start(tag, 2 << 30, extra, true)
 }
 
 #[test]
@@ -417,13 +400,13 @@ fn a_hung_tgtadm_blocks_nobody_working_on_other_objects() {
     // A half-removed export is not handed out as if it were there.
     let iscsi = |share: &str| vec![("share", t(share)), ("protocol", t("iscsi"))];
     d.err("export.create", iscsi("hung3"), "busy");
-    let connector = Value::Map(vec![
+    let conn = Value::Map(vec![
         (t("host"), t("h3")),
         (t("initiator"), t("iqn.2026-11.org.example:h3")),
     ]);
     d.err(
         "share.attach",
-        vec![("share", t("hung3")), ("connector", connector)],
+        vec![("share", t("hung3")), ("connector", conn)],
         "busy",
     );
     // Retrying the delete finishes it.
@@ -682,14 +665,14 @@ fn an_iscsi_request_cut_short_by_a_stalled_tgtd_does_not_break_the_next_one() {
         ],
     );
     let attach = |op: &str, host: &str| {
-        let connector = Value::Map(vec![
+        let conn = Value::Map(vec![
             (t("host"), t(host)),
             (
                 t("initiator"),
                 t(&format!("iqn.2026-11.org.example:{host}")),
             ),
         ]);
-        d.call(op, vec![("share", t("m")), ("connector", connector)])
+        d.call(op, vec![("share", t("m")), ("connector", conn)])
     };
     attach("share.attach", "ha").unwrap();
 

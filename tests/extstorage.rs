@@ -471,23 +471,9 @@ fn the_instance_mapping_survives_a_lost_database() {
     )
     .ok();
     s.d.stop();
-    let db = s.d.state.join("shelf.db");
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    std::fs::write(&db, b"lost").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shelfd"))
-        .arg("--config")
-        .arg(&s.d.config)
-        .args(["recover", "--rebuild-db"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.d.lose_db(Some(b"lost"));
+    let (ok, text) = s.d.try_rebuild(&[]);
+    assert!(ok, "{text}");
     s.d.restart();
     let share = s.share(VOL);
     assert_eq!(meta(&share, "ganeti.cname"), Some("db-disk"));
@@ -576,8 +562,9 @@ fn attach_gives_kvm_an_iscsi_uri_when_the_share_is_exported_over_iscsi() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(uri.starts_with("iscsi://"), "{uri}");
     // The URI logs in as KVM would: portal, IQN, LUN and CHAP credentials are right.
-    let (ok, o, e) = try_run(&["iscsi-inq", "-i", INIT, uri]);
-    assert!(ok, "iscsi-inq {uri}: {o}{e}");
+    if let Err(e) = common::iscsi::inquiry(INIT, uri) {
+        panic!("iscsi-inq {uri}: {e}");
+    }
     // Idempotent: the same two lines again.
     assert_eq!(run(&dir, "attach", &vars).ok().stdout, out);
     let att = s.d.ok("attachment.list", vec![("share", t(VOL))]);

@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ciborium::Value;
 use common::*;
@@ -22,36 +21,14 @@ const INIT: &str = "iqn.2026-11.org.example:tenant-client";
 const ATTACKER: &str = "iqn.2026-11.org.example:attacker";
 const FORGED_SECRET: &str = "forged-chap-secret-0123";
 
-/// Fields drop in order: daemon, tgtd, exports file, filesystem.
-struct Setup {
-    d: Daemon,
-    _tgtd: Tgtd,
-    _ef: ExportsFile,
-    xfs: Xfs,
+/// The rig (shelfd, tgtd, exports file, a 1 GiB XFS) and what these tests do with it.
+type Setup = Rig;
+
+fn setup(tag: &str) -> Setup {
+    Rig::start(tag, 1 << 30, "", true)
 }
 
 impl Setup {
-    fn new(tag: &str) -> Setup {
-        let xfs = Xfs::new(tag, 1 << 30);
-        let tgtd = Tgtd::start();
-        let ef = ExportsFile::new(tag);
-        let layout = Layout::on_xfs(
-            &xfs,
-            &format!("reconcile_interval = 0\n{}{}", tgtd.config(), ef.config()),
-        );
-        let d = Daemon::start(&layout);
-        Setup {
-            d,
-            _tgtd: tgtd,
-            _ef: ef,
-            xfs,
-        }
-    }
-
-    fn pool(&self) -> PathBuf {
-        self.xfs.mount.join("pool")
-    }
-
     fn create(&self, name: &str, size: u64) -> String {
         let s = self
             .d
@@ -93,11 +70,7 @@ impl Setup {
     /// Stop the daemon and lose its database.
     fn lose_db(&mut self) {
         self.d.stop();
-        let db = self.d.state.join("shelf.db");
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
-        std::fs::write(&db, b"this is not a database").unwrap();
+        self.d.lose_db(Some(b"this is not a database"));
     }
 
     /// Stop the daemon and take its database back to the schema an earlier shelf left
@@ -112,18 +85,7 @@ impl Setup {
 
     /// `shelfd recover --rebuild-db` with `extra` flags; its output, asserted successful.
     fn rebuild(&self, extra: &[&str]) -> String {
-        let out: Output = Command::new(env!("CARGO_BIN_EXE_shelfd"))
-            .arg("--config")
-            .arg(&self.d.config)
-            .args(["recover", "--rebuild-db"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        eprintln!("rebuild {extra:?}:\n{text}");
-        assert!(out.status.success(), "{text}");
-        text
+        self.d.rebuild(extra)
     }
 }
 
@@ -181,7 +143,7 @@ fn names(d: &Daemon) -> Vec<(String, u64)> {
 
 #[test]
 fn forged_user_stamps_on_a_volume_are_never_adopted_by_a_rebuild() {
-    let mut s = Setup::new("forged");
+    let mut s = setup("forged");
     let mine = s.create("mine", 8 * MIB);
     s.create("theirs", 8 * MIB);
     let secret = s.attach("mine");
@@ -237,7 +199,7 @@ fn forged_user_stamps_on_a_volume_are_never_adopted_by_a_rebuild() {
 
 #[test]
 fn a_volume_replaced_by_a_file_with_a_forged_user_stamp_is_tampered() {
-    let mut s = Setup::new("replaced");
+    let mut s = setup("replaced");
     let mine = s.create("mine", 8 * MIB);
     let vol = volume(&s.pool(), &mine);
     // The tenant moves its volume aside and puts a file of its own in its place, stamped
@@ -287,7 +249,7 @@ fn a_volume_replaced_by_a_file_with_a_forged_user_stamp_is_tampered() {
 
 #[test]
 fn an_earlier_shelfs_user_stamps_move_to_trusted_at_start_up() {
-    let mut s = Setup::new("upgrade");
+    let mut s = setup("upgrade");
     let a = s.create("a", 8 * MIB);
     let b = s.create("b", 4 * MIB);
     let snap = s.snapshot("a", "s1");
@@ -353,7 +315,7 @@ fn an_earlier_shelfs_user_stamps_move_to_trusted_at_start_up() {
 
 #[test]
 fn a_pool_with_only_user_stamps_is_rebuilt_only_with_trust_user_xattrs() {
-    let mut s = Setup::new("legacy");
+    let mut s = setup("legacy");
     let a = s.create("a", 8 * MIB);
     let snap = s.snapshot("a", "s1");
     let secret = s.attach("a");
@@ -389,7 +351,7 @@ fn a_pool_with_only_user_stamps_is_rebuilt_only_with_trust_user_xattrs() {
 
 #[test]
 fn a_volume_replaced_after_the_upgrade_stays_tampered_across_restarts() {
-    let mut s = Setup::new("replaced-later");
+    let mut s = setup("replaced-later");
     let mine = s.create("mine", 8 * MIB);
     let vol = volume(&s.pool(), &mine);
     let genuine = attrs(&vol, "trusted.shelf.");

@@ -408,29 +408,8 @@ fn amplification(socket: &Path) {
     }
 }
 
-/// Fields drop in order: daemon first, then tgtd and the exports file, then the
-/// filesystem.
-struct Rig {
-    d: Daemon,
-    tgtd: Tgtd,
-    ef: ExportsFile,
-    _xfs: Xfs,
-}
-
 fn rig() -> Rig {
-    let xfs = Xfs::new("hostile", catalogue::POOL_FS_BYTES);
-    let tgtd = Tgtd::start();
-    let ef = ExportsFile::new("hostile");
-    let d = Daemon::start(&Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}{}", tgtd.config(), ef.config()),
-    ));
-    Rig {
-        d,
-        tgtd,
-        ef,
-        _xfs: xfs,
-    }
+    Rig::start("hostile", catalogue::POOL_FS_BYTES, "", true)
 }
 
 #[test]

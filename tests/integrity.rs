@@ -16,14 +16,6 @@ use shelf::client::{args, get, get_text, ClientError};
 const MIB: u64 = 1 << 20;
 const INIT: &str = "iqn.2026-11.org.example:integrity";
 
-fn connector(initiator: &str) -> Value {
-    Value::Map(vec![
-        (t("host"), t("client-a")),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(initiator)),
-    ])
-}
-
 #[test]
 fn roles_come_from_peer_credentials_and_every_change_is_audited() {
     let xfs = Xfs::new("roles", 512 * MIB);
@@ -126,10 +118,8 @@ fn roles_come_from_peer_credentials_and_every_change_is_audited() {
 
 #[test]
 fn chap_secrets_stay_out_of_the_audit_log_and_the_log() {
-    let xfs = Xfs::new("secret", 512 * MIB);
-    let tgtd = Tgtd::start();
-    let layout = Layout::on_xfs(&xfs, &format!("reconcile_interval = 0\n{}", tgtd.config()));
-    let mut d = Daemon::start(&layout);
+    let mut rig = Rig::start("secret", 512 * MIB, "", false);
+    let d = &mut rig.d;
     d.ok(
         "share.create",
         vec![("name", t("s1")), ("size", n(8 * MIB))],
@@ -138,7 +128,7 @@ fn chap_secrets_stay_out_of_the_audit_log_and_the_log() {
         "share.attach",
         vec![
             ("share", t("s1")),
-            ("connector", connector(INIT)),
+            ("connector", connector(INIT, "127.0.0.1", "client-a")),
             ("protocol", t("iscsi")),
         ],
     );
@@ -294,10 +284,8 @@ fn capacity_guards_refuse_with_figures() {
 
 #[test]
 fn verify_lists_every_difference_and_repairs_nothing() {
-    let xfs = Xfs::new("verify", 512 * MIB);
-    let tgtd = Tgtd::start();
-    let layout = Layout::on_xfs(&xfs, &format!("reconcile_interval = 0\n{}", tgtd.config()));
-    let d = Daemon::start(&layout);
+    let rig = Rig::start("verify", 512 * MIB, "", false);
+    let Rig { d, tgtd, xfs, .. } = &rig;
     let pool = xfs.mount.join("pool");
     let a = field(
         sub(
@@ -408,18 +396,8 @@ fn shares_of(d: &Daemon) -> Vec<Value> {
 
 #[test]
 fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
-    let xfs = Xfs::new("rebuild", 1 << 30);
-    let tgtd = Tgtd::start();
-    let exports = ExportsFile::new("rebuild");
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!(
-            "reconcile_interval = 0\n{}{}",
-            tgtd.config(),
-            exports.config()
-        ),
-    );
-    let mut d = Daemon::start(&layout);
+    let mut rig = Rig::start("rebuild", 1 << 30, "", true);
+    let d = &mut rig.d;
     let meta = Value::Map(vec![(t("ganeti.instance"), t("web1")), (t("disk"), t("0"))]);
     d.ok(
         "share.create",
@@ -461,7 +439,7 @@ fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
         "share.attach",
         vec![
             ("share", t("vm1")),
-            ("connector", connector(INIT)),
+            ("connector", connector(INIT, "127.0.0.1", "client-a")),
             ("protocol", t("iscsi")),
         ],
     );
@@ -473,7 +451,7 @@ fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
             ("clients", Value::Array(vec![t("127.0.0.1")])),
         ],
     );
-    let before_shares = shares_of(&d);
+    let before_shares = shares_of(d);
     let before_tree = d.ok("tree", vec![]);
     let before_exports = d.ok("export.list", vec![]);
     let before_attach = d.ok("attachment.list", vec![]);
@@ -481,36 +459,19 @@ fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
     d.stop();
 
     // Lose the database: garbage where it was.
-    let db = d.state.join("shelf.db");
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    std::fs::write(&db, b"this is not a database").unwrap();
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_shelfd"))
-            .arg("--config")
-            .arg(&d.config)
-            .arg("recover")
-            .arg("--rebuild-db")
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let out = run(&[]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    d.lose_db(Some(b"this is not a database"));
+    let (ok, text) = d.try_rebuild(&[]);
+    assert!(ok, "{text}");
     assert!(
         text.contains("rebuilt: 3 share(s), 2 snapshot(s), 2 export(s), 1 attachment(s)"),
         "{text}"
     );
     assert!(text.contains("moved to"), "{text}");
     // A healthy database is not replaced without --force.
-    let out = run(&[]);
-    assert!(!out.status.success());
+    assert!(!d.try_rebuild(&[]).0);
 
     d.restart();
-    assert_eq!(shares_of(&d), before_shares);
+    assert_eq!(shares_of(d), before_shares);
     assert_eq!(d.ok("tree", vec![]), before_tree);
     assert_eq!(d.ok("snapshot.list", vec![]), before_snaps);
     assert_eq!(d.ok("export.list", vec![]), before_exports);
@@ -519,21 +480,15 @@ fn rebuild_db_brings_back_the_tree_exports_and_attachments_from_the_pools() {
     assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
     // The initiator still logs in with the secret it was given before the loss.
     let data = sub(sub(&attach, "connection_info"), "data");
-    let url = format!(
-        "iscsi://{}%{}@{}/{}/1",
-        field(data, "auth_username"),
-        field(data, "auth_password"),
-        field(data, "target_portal"),
-        field(data, "target_iqn")
-    );
-    let (ok, out, err) = try_run(&["iscsi-inq", "-i", INIT, &url]);
-    assert!(ok, "iscsi-inq after rebuild: {out}{err}");
+    if let Err(e) = Login::from_reply(&attach, INIT).inquiry() {
+        panic!("iscsi-inq after rebuild: {e}");
+    }
     // Attach again is idempotent and gives the same secret.
     let again = d.ok(
         "share.attach",
         vec![
             ("share", t("vm1")),
-            ("connector", connector(INIT)),
+            ("connector", connector(INIT, "127.0.0.1", "client-a")),
             ("protocol", t("iscsi")),
         ],
     );

@@ -11,116 +11,11 @@ const MIB: u64 = 1 << 20;
 const INIT1: &str = "iqn.2026-11.org.example:client1";
 const INIT2: &str = "iqn.2026-11.org.example:client2";
 
-/// Fields drop in order: the daemon first, then tgtd, then the filesystem they use.
-struct Setup {
-    d: Daemon,
-    tgtd: Tgtd,
-    xfs: Xfs,
-}
+/// The rig without NFS: shelfd, a private tgtd, a 1 GiB scratch XFS.
+type Setup = Rig;
 
 fn setup(tag: &str) -> Setup {
-    let xfs = Xfs::new(tag, 1 << 30);
-    let tgtd = Tgtd::start();
-    let layout = Layout::on_xfs(&xfs, &format!("reconcile_interval = 0\n{}", tgtd.config()));
-    let d = Daemon::start(&layout);
-    Setup { d, tgtd, xfs }
-}
-
-fn connector(initiator: &str, host: &str) -> Value {
-    Value::Map(vec![
-        (t("host"), t(host)),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(initiator)),
-    ])
-}
-
-/// What an initiator needs, from connection_info.
-#[derive(Debug, Clone)]
-struct Login {
-    portal: String,
-    iqn: String,
-    user: String,
-    password: String,
-    initiator: String,
-}
-
-impl Login {
-    fn from(info: &Value, initiator: &str) -> Login {
-        let data = sub(info, "data");
-        Login {
-            portal: field(data, "target_portal"),
-            iqn: field(data, "target_iqn"),
-            user: field(data, "auth_username"),
-            password: field(data, "auth_password"),
-            initiator: initiator.to_string(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "iscsi://{}%{}@{}/{}/1",
-            self.user, self.password, self.portal, self.iqn
-        )
-    }
-
-    fn capacity(&self) -> Result<u64, String> {
-        let (ok, out, err) = try_run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
-        if !ok {
-            return Err(format!("{out}{err}"));
-        }
-        out.lines()
-            .find_map(|l| l.strip_prefix("Total size:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("no size in {out}"))
-    }
-
-    fn image_opts(&self) -> String {
-        let (host, port) = self.portal.split_once(':').unwrap();
-        format!(
-            "driver=iscsi,transport=tcp,portal={host}:{port},target={},lun=1,user={},password-secret=sec0,initiator-name={}",
-            self.iqn, self.user, self.initiator
-        )
-    }
-
-    /// Write `len` bytes of `byte` at `offset` through the target.
-    fn write(&self, offset: u64, len: u64, byte: u8) -> Result<(), String> {
-        let secret = format!("secret,id=sec0,data={}", self.password);
-        let cmd = format!("write -P {byte} {offset} {len}");
-        let (ok, out, err) = try_run(&[
-            "qemu-io",
-            "--object",
-            &secret,
-            "--image-opts",
-            &self.image_opts(),
-            "-c",
-            &cmd,
-        ]);
-        if ok && out.contains("wrote") {
-            Ok(())
-        } else {
-            Err(format!("{out}{err}"))
-        }
-    }
-
-    /// Read the whole LUN through the target into a file and return its bytes.
-    fn read_all(&self, scratch: &std::path::Path) -> Vec<u8> {
-        let out = scratch.join(format!("read-{}.raw", free_port()));
-        let secret = format!("secret,id=sec0,data={}", self.password);
-        sh(&[
-            "qemu-img",
-            "convert",
-            "--object",
-            &secret,
-            "--image-opts",
-            &self.image_opts(),
-            "-O",
-            "raw",
-            out.to_str().unwrap(),
-        ]);
-        let data = std::fs::read(&out).unwrap();
-        std::fs::remove_file(&out).unwrap();
-        data
-    }
+    Rig::start(tag, 1 << 30, "", false)
 }
 
 #[test]
@@ -138,7 +33,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     let info = sub(&r, "connection_info");
@@ -164,26 +59,21 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     assert_eq!(sub(&again, "connection_info"), info);
     assert_eq!(sub(&again, "changed"), &Value::Bool(false));
 
     // A real initiator sees the LUN and its size.
-    let (ok, out, err) = try_run(&[
-        "iscsi-ls",
-        "-i",
-        INIT1,
-        "-s",
-        &format!("iscsi://{}%{}@{}", login.user, login.password, login.portal),
-    ]);
+    let listed = login.list().unwrap();
     assert!(
-        ok && out.contains("iqn.2026-11.org.example.shelf:vol1"),
-        "{out}{err}"
+        listed.contains("iqn.2026-11.org.example.shelf:vol1"),
+        "{listed}"
     );
-    let (ok, out, _) = try_run(&["iscsi-inq", "-i", INIT1, &login.url()]);
-    assert!(ok, "iscsi-inq: {out}");
+    if let Err(e) = login.inquiry() {
+        panic!("iscsi-inq: {e}");
+    }
     assert_eq!(login.capacity().unwrap(), 64 * MIB);
 
     // Bytes written through iSCSI land in the volume file.
@@ -224,7 +114,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT2, "compute-2")),
+            ("connector", connector(INIT2, "127.0.0.1", "compute-2")),
         ],
         "busy",
     );
@@ -256,7 +146,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.detach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     assert_eq!(sub(&r, "changed"), &Value::Bool(true));
@@ -270,7 +160,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.detach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT1, "compute-1")),
+            ("connector", connector(INIT1, "127.0.0.1", "compute-1")),
         ],
     );
     assert_eq!(
@@ -284,7 +174,7 @@ fn attach_write_snapshot_resize_and_detach_through_a_real_target() {
         "share.attach",
         vec![
             ("share", t("vol1")),
-            ("connector", connector(INIT2, "compute-2")),
+            ("connector", connector(INIT2, "127.0.0.1", "compute-2")),
         ],
     );
     let login2 = Login::from(sub(&r, "connection_info"), INIT2);
@@ -334,7 +224,7 @@ fn a_restarted_tgtd_gets_every_target_back_through_reconcile() {
             "share.attach",
             vec![
                 ("share", t(&name)),
-                ("connector", connector(init, &format!("h{i}"))),
+                ("connector", connector(init, "127.0.0.1", &format!("h{i}"))),
             ],
         );
         let login = Login::from(sub(&r, "connection_info"), init);
@@ -452,7 +342,10 @@ fn shelfd_restart_brings_targets_back_after_tgtd_restart() {
     );
     let r = s.d.ok(
         "share.attach",
-        vec![("share", t("boot")), ("connector", connector(INIT1, "h"))],
+        vec![
+            ("share", t("boot")),
+            ("connector", connector(INIT1, "127.0.0.1", "h")),
+        ],
     );
     let login = Login::from(sub(&r, "connection_info"), INIT1);
     s.d.stop();
@@ -481,7 +374,10 @@ fn a_missing_tgtd_is_a_clean_error_and_shelfd_keeps_running() {
     assert!(m.contains("tgtd is not running"), "{m}");
     let m = d.err(
         "share.attach",
-        vec![("share", t("v")), ("connector", connector(INIT1, "h"))],
+        vec![
+            ("share", t("v")),
+            ("connector", connector(INIT1, "127.0.0.1", "h")),
+        ],
         "busy",
     );
     assert!(m.contains("tgtd"), "{m}");
@@ -513,7 +409,10 @@ fn bad_connectors_and_options_are_refused() {
     ] {
         d.err(
             "share.attach",
-            vec![("share", t("v")), ("connector", connector(bad, "h"))],
+            vec![
+                ("share", t("v")),
+                ("connector", connector(bad, "127.0.0.1", "h")),
+            ],
             "invalid_argument",
         );
     }

@@ -11,8 +11,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ciborium::Value;
 use common::*;
@@ -32,20 +31,6 @@ const KINDS: &[&str] = &[
     "stolen-identity",
 ];
 
-/// Fields drop in order: daemon, tgtd, exports file, filesystem.
-struct Setup {
-    d: Daemon,
-    tgtd: Tgtd,
-    ef: ExportsFile,
-    xfs: Xfs,
-}
-
-impl Setup {
-    fn pool(&self) -> PathBuf {
-        self.xfs.mount.join("pool")
-    }
-}
-
 /// What must not change: size, modification time and content of a file.
 #[derive(Debug, PartialEq)]
 struct Fingerprint {
@@ -63,19 +48,11 @@ fn fingerprint(p: &Path) -> Fingerprint {
     }
 }
 
-fn connector() -> Value {
-    Value::Map(vec![
-        (t("host"), t("tenant-host")),
-        (t("ip"), t("127.0.0.1")),
-        (t("initiator"), t(INIT)),
-    ])
-}
-
 fn attach_args(share: &str) -> Vec<(&str, Value)> {
     vec![
         ("share", t(share)),
         ("protocol", t("iscsi")),
-        ("connector", connector()),
+        ("connector", connector(INIT, "127.0.0.1", "tenant-host")),
     ]
 }
 
@@ -142,16 +119,8 @@ fn plant(kind: &str, dir: &Path, outside: &Path, inside: &Path, victim: &Path) {
     }
 }
 
-fn setup() -> Setup {
-    let xfs = Xfs::new("tenant", 1 << 30);
-    let tgtd = Tgtd::start();
-    let ef = ExportsFile::new("tenant");
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}{}", tgtd.config(), ef.config()),
-    );
-    let d = Daemon::start(&layout);
-    Setup { d, tgtd, ef, xfs }
+fn setup() -> Rig {
+    Rig::start("tenant", 1 << 30, "", true)
 }
 
 fn create(d: &Daemon, name: &str) -> String {
@@ -347,24 +316,8 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
 
     // A rebuilt database adopts no planted object.
     let mut d = s.d;
-    d.stop();
-    let db = d.state.join("shelf.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_shelfd"))
-        .arg("--config")
-        .arg(&d.config)
-        .args(["recover", "--rebuild-db"])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    eprintln!("rebuild: {text}");
+    d.lose_db(None);
+    let text = d.rebuild(&[]);
     d.restart();
     let names: Vec<String> = array(&d.ok("share.list", vec![]))
         .iter()
@@ -387,30 +340,16 @@ fn planted_objects_in_a_share_directory_are_refused_by_every_operation() {
 
 /// A scratch ext4 without reserved blocks on a loop device (ext4's `fallocate` grows the
 /// file as it goes, so one that runs out of space part-way leaves the file longer).
-struct Ext4 {
-    dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl Ext4 {
-    fn new(size: u64) -> Ext4 {
-        let (dir, mount) = loop_mounted("ext4", "ext4.img", size, &["mkfs.ext4", "-q", "-m", "0"]);
-        Ext4 { dir, mount }
-    }
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        unmount_patiently(&self.mount);
-    }
+fn ext4(size: u64) -> Xfs {
+    loop_mounted("ext4", "ext4.img", size, &["mkfs.ext4", "-q", "-m", "0"])
 }
 
 #[test]
 fn a_grow_that_runs_out_of_space_leaves_no_drift() {
-    let fs = Ext4::new(300 * MIB);
+    let fs = ext4(300 * MIB);
     let pool = fs.mount.join("pool");
     let layout = Layout::new(
-        fs.dir.path(),
+        fs.base(),
         &format!("[pools.default]\npath = {:?}\n", pool.display().to_string()),
     );
     let d = Daemon::start(&layout);
@@ -454,11 +393,11 @@ fn a_grow_that_runs_out_of_space_leaves_no_drift() {
 fn an_export_whose_record_cannot_be_written_is_refused() {
     // ext4 keeps a file's extended attributes in one block: the record of an NFS export
     // with 256 clients does not fit next to the share's identity.
-    let fs = Ext4::new(64 * MIB);
+    let fs = ext4(64 * MIB);
     let pool = fs.mount.join("pool");
     let ef = ExportsFile::new("stamp");
     let layout = Layout::new(
-        fs.dir.path(),
+        fs.base(),
         &format!(
             "reconcile_interval = 0\n{}[pools.default]\npath = {:?}\n",
             ef.config(),
@@ -539,21 +478,8 @@ fn a_detach_while_the_volume_is_away_is_not_undone_by_a_rebuild() {
     assert!(!record(&vol).contains(INIT), "{}", record(&vol));
 
     // A rebuilt database does not give the access back.
-    s.d.stop();
-    let db = s.d.state.join("shelf.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_shelfd"))
-        .arg("--config")
-        .arg(&s.d.config)
-        .args(["recover", "--rebuild-db"])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("rebuild: {text}");
-    assert!(out.status.success(), "{text}");
+    s.d.lose_db(None);
+    let text = s.d.rebuild(&[]);
     assert!(text.contains("0 attachment(s)"), "{text}");
     s.d.restart();
     assert_eq!(array(&s.d.ok("attachment.list", vec![])).len(), 0);

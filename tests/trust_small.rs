@@ -22,12 +22,8 @@ const INIT: &str = "iqn.2026-11.org.example:trust-small";
 
 #[test]
 fn a_kept_attach_answer_holds_no_chap_secret_and_its_replay_does() {
-    let xfs = Xfs::new("trust-chap", 512 * MIB);
-    let tgtd = Tgtd::start();
-    let d = Daemon::start(&Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}", tgtd.config()),
-    ));
+    let rig = Rig::start("trust-chap", 512 * MIB, "", false);
+    let d = &rig.d;
     d.ok(
         "share.create",
         vec![("name", t("c1")), ("size", n(8 * MIB))],

@@ -9,8 +9,6 @@ use shelf::client::{get, get_u64};
 use crate::common::*;
 use crate::Setup;
 
-pub const PREFIX: &str = "iqn.2026-11.org.example.shelf";
-
 pub fn list(d: &Daemon, op: &str) -> Vec<Value> {
     d.ok(op, vec![]).into_array().unwrap()
 }
@@ -152,74 +150,12 @@ pub fn allowed(e: &Value) -> BTreeSet<String> {
     out
 }
 
-/// tgtd holds exactly the iSCSI rows' targets, and the exports file exactly the NFS rows'.
-pub fn check_exports(s: &Setup, pool: &std::path::Path, exports: &[Value]) {
-    let live: BTreeMap<String, _> = shelf::export::tgt::parse_show_target(&s.tgtd.show())
-        .into_iter()
-        .filter(|t| t.iqn.starts_with(&format!("{PREFIX}:")))
-        .map(|t| (t.iqn.clone(), t))
-        .collect();
-    let accounts = s
-        .tgtd
-        .tgtadm(&["--mode", "account", "--op", "show"])
-        .unwrap();
-    let live_accounts: BTreeSet<String> = shelf::export::tgt::parse_show_accounts(&accounts)
-        .into_iter()
-        .filter(|a| a.starts_with("shelf-"))
-        .collect();
-    let (mut want_targets, mut want_accounts) = (BTreeSet::new(), BTreeSet::new());
-    let mut want_nfs = BTreeMap::new();
-    for e in exports {
-        let share = field(e, "share");
-        if field(e, "protocol") == "iscsi" {
-            let iqn = field(e, "target");
-            let t = live
-                .get(&iqn)
-                .unwrap_or_else(|| panic!("no tgt target for {e:?}"));
-            assert_eq!(Some(t.tid as u64), get_u64(e, "tid"), "{e:?}");
-            let lun = volume(pool, &share).display().to_string();
-            assert_eq!(t.luns, BTreeMap::from([(1, lun)]), "{e:?}");
-            assert_eq!(t.acl, allowed(e), "tgt ACL of {e:?}");
-            let user = field(e, "chap_user");
-            assert_eq!(t.accounts, BTreeSet::from([user.clone()]), "{e:?}");
-            want_targets.insert(iqn);
-            want_accounts.insert(user);
-        } else if !allowed(e).is_empty() {
-            want_nfs.insert(field(e, "target"), allowed(e));
-        }
-    }
-    assert_eq!(
-        live.keys().cloned().collect::<BTreeSet<_>>(),
-        want_targets,
-        "tgt targets vs rows"
-    );
-    assert_eq!(live_accounts, want_accounts, "CHAP accounts vs rows");
-    let text = std::fs::read_to_string(&s.ef.path).unwrap_or_default();
-    let mut in_file = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-    {
-        let mut words = line.split_whitespace();
-        let path = words.next().unwrap().to_string();
-        let clients = words
-            .map(|w| w.split('(').next().unwrap().to_string())
-            .collect();
-        assert!(
-            in_file.insert(path, clients).is_none(),
-            "path twice: {text}"
-        );
-    }
-    assert_eq!(in_file, want_nfs, "exports file vs rows:\n{text}");
-    let prefix = pool.display().to_string();
-    let mut in_kernel: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (p, c, _) in exportfs_v()
-        .into_iter()
-        .filter(|(p, _, _)| p.starts_with(&prefix))
-    {
-        in_kernel.entry(p).or_default().insert(c);
-    }
-    assert_eq!(in_kernel, want_nfs, "exportfs -v vs rows");
+/// tgtd holds exactly the iSCSI rows' targets (LUN, CHAP account, ACL), and the exports
+/// file and the kernel's table exactly the NFS rows' (the harness's agreement checker).
+pub fn check_exports(s: &Setup, exports: &[Value]) {
+    let rows: Vec<shelf::model::Export> = Value::Array(exports.to_vec()).deserialized().unwrap();
+    agree::check_tgt(s, &rows, "tgt vs rows");
+    agree::check_nfs(s, &rows, "exports vs rows");
 }
 
 /// Attachments and the exports' attached lists say the same.
@@ -240,7 +176,6 @@ pub fn check_attachments(d: &Daemon, exports: &[Value]) {
 /// Every invariant; returns the rows, to compare across a restart.
 pub fn check_invariants(s: &Setup) -> Vec<Vec<Value>> {
     let d = &s.d;
-    let pool = s.xfs.mount.join("pool");
     let shares = list(d, "share.list");
     let snaps = list(d, "snapshot.list");
     let exports = list(d, "export.list");
@@ -259,7 +194,7 @@ pub fn check_invariants(s: &Setup) -> Vec<Vec<Value>> {
             &pool_snaps,
         );
     }
-    check_exports(s, &pool, &exports);
+    check_exports(s, &exports);
     check_attachments(d, &exports);
     let report = d.ok("reconcile", vec![]);
     assert_eq!(

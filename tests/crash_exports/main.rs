@@ -136,7 +136,7 @@ fn prepare_subject(d: &Daemon, op: Op, p: Protocol) -> Option<Login> {
         return None;
     }
     let r = d.ok("share.attach", attach_args(p));
-    (p == Protocol::Iscsi).then(|| Login::from(&r, CLIENT))
+    (p == Protocol::Iscsi).then(|| Login::from_reply(&r, CLIENT))
 }
 
 /// The walked operation's request.

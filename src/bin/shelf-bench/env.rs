@@ -1,19 +1,15 @@
 //! The bench's private world: a scratch XFS on a loop device, private tgtd instances, a
-//! private exports file, and its own shelfd. Every piece registers its teardown in one
-//! cleanup list, run at the end, on a panic (the guard in `main`) and on SIGINT/SIGTERM
-//! (the signal thread), so an interrupted run leaves no mount, process or export behind.
+//! private exports file, and its own shelfd, all from the tests' rig
+//! (`tests/common/rig/`). Each piece undoes itself on drop, and also registers that undo
+//! in one cleanup list, run at the end, on a panic (the guard in `main`) and on
+//! SIGINT/SIGTERM (the signal thread, where nothing is dropped), so an interrupted run
+//! leaves no mount, process or export behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use std::os::unix::process::CommandExt;
-
 use shelf::client::Client;
-
-/// A result whose error is a message for the operator.
-pub type Res<T> = Result<T, String>;
 
 type Teardown = (&'static str, Box<dyn FnOnce() + Send>);
 
@@ -85,219 +81,39 @@ pub fn handle_signals() -> Res<()> {
     Ok(())
 }
 
-/// Run a command to completion; error with its output if it fails.
-pub fn sh(argv: &[&str]) -> Res<String> {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {argv:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{argv:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+pub use crate::rig::{path_str, sh, ExportsFile, Res, Shelfd, Tgtd, Xfs};
+
+/// The scratch XFS (reflink) of `size` bytes in /var/tmp/shelf-bench-<pid>, which also
+/// holds the configs, state and logs; unmounted and removed at the end.
+pub fn scratch_xfs(size: u64) -> Res<Xfs> {
+    let dir = PathBuf::from(format!("/var/tmp/shelf-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let x = Xfs::format(dir, size, true)?;
+    on_cleanup("unmounting and removing the scratch XFS", x.teardown());
+    Ok(x)
 }
 
-/// A scratch directory under /var/tmp with a loop-mounted XFS (reflink) inside.
-#[derive(Debug)]
-pub struct Scratch {
-    /// The scratch directory (image, configs, logs).
-    pub dir: PathBuf,
-    /// Where the XFS is mounted.
-    pub mount: PathBuf,
+/// A private tgtd with control port `control`, in a process group of its own (the
+/// bench tears down in order on ^C). Four I/O threads per LUN instead of 16: each thread
+/// costs tgtd two memory maps, and with 16 the default vm.max_map_count (65530) stops
+/// tgtd at ~2,000 LUNs ("tgtadm: out of memory"). See docs/performance.md.
+pub fn tgtd(control: u32) -> Res<Tgtd> {
+    let t = Tgtd::launch(crate::rig::free_port()?, control, Some(4), true)?;
+    on_cleanup("stopping tgtd", t.teardown());
+    Ok(t)
 }
 
-impl Scratch {
-    /// Make the directory, a sparse image of `size` bytes, mkfs.xfs and mount it.
-    pub fn new(size: u64) -> Res<Scratch> {
-        let dir = PathBuf::from(format!("/var/tmp/shelf-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let d = dir.clone();
-        on_cleanup("removing the scratch directory", move || {
-            let _ = std::fs::remove_dir_all(&d);
-        });
-        let image = dir.join("xfs.img");
-        let mount = dir.join("mnt");
-        std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(size))
-            .map_err(|e| format!("{}: {e}", image.display()))?;
-        sh(&["mkfs.xfs", "-q", "-m", "reflink=1", path_str(&image)])?;
-        sh(&["mount", "-o", "loop", path_str(&image), path_str(&mount)])?;
-        let m = mount.clone();
-        on_cleanup("unmounting the scratch XFS", move || unmount(&m));
-        Ok(Scratch { dir, mount })
-    }
-}
-
-fn unmount(m: &Path) {
-    for _ in 0..50 {
-        let ok = Command::new("umount")
-            .arg(m)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("{} still busy after 5 s; unmounting lazily", m.display());
-    let _ = Command::new("umount").arg("-l").arg(m).output();
-}
-
-/// A path as &str (the bench only makes UTF-8 paths).
-pub fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Res<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free port: {e}"))
-}
-
-/// A child process shared between its owner and the cleanup list.
-type SharedChild = Arc<Mutex<Option<Child>>>;
-
-fn kill_child(c: &SharedChild) {
-    if let Some(mut child) = c.lock().expect("child lock").take() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// A private tgtd on 127.0.0.1:<port> with control port `-C <control>`.
-#[derive(Debug)]
-pub struct Tgtd {
-    /// iSCSI portal port.
-    pub port: u16,
-    /// tgtadm control port.
-    pub control: u32,
-    child: SharedChild,
-}
-
-impl Tgtd {
-    /// Start tgtd and wait until tgtadm reaches it.
-    pub fn start(control: u32) -> Res<Tgtd> {
-        let t = Tgtd {
-            port: free_port()?,
-            control,
-            child: Arc::new(Mutex::new(None)),
-        };
-        let c = t.child.clone();
-        on_cleanup("stopping tgtd", move || kill_child(&c));
-        t.spawn()?;
-        Ok(t)
-    }
-
-    fn spawn(&self) -> Res<()> {
-        // Four I/O threads per LUN instead of 16: each thread costs tgtd two memory maps,
-        // and with 16 the default vm.max_map_count (65530) stops tgtd at ~2,000 LUNs
-        // ("tgtadm: out of memory"). See docs/performance.md.
-        let child = Command::new("tgtd")
-            .args(["-f", "-t", "4", "-C", &self.control.to_string(), "--iscsi"])
-            .arg(format!("portal=127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("starting tgtd (package tgt): {e}"))?;
-        *self.child.lock().expect("child lock") = Some(child);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if self.tgtadm(&["--op", "show", "--mode", "sys"]).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "tgtd on control port {} did not come up",
-            self.control
-        ))
-    }
-
-    /// Kill tgtd (it forgets every target) and start a fresh one on the same ports.
-    pub fn restart(&self) -> Res<()> {
-        kill_child(&self.child);
-        self.spawn()
-    }
-
-    /// The base argv of tgtadm for this tgtd.
-    pub fn argv(&self) -> Vec<String> {
-        ["tgtadm", "--lld", "iscsi", "-C"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([self.control.to_string()])
-            .collect()
-    }
-
-    /// Run tgtadm against this tgtd.
-    pub fn tgtadm(&self, a: &[&str]) -> Res<String> {
-        let mut argv = self.argv();
-        argv.extend(a.iter().map(|s| s.to_string()));
-        let v: Vec<&str> = argv.iter().map(String::as_str).collect();
-        sh(&v)
-    }
-
-    /// How many targets tgtd has whose name starts with `prefix`.
-    pub fn count_targets(&self, prefix: &str) -> Res<usize> {
-        let out = self.tgtadm(&["--op", "show", "--mode", "target"])?;
-        Ok(out
-            .lines()
-            .filter(|l| l.starts_with("Target ") && l.contains(prefix))
-            .count())
-    }
-}
-
-/// The bench's exports file under /etc/exports.d; removed (and exportfs re-synced) at the end.
-#[derive(Debug)]
-pub struct ExportsFile {
-    /// The file shelfd owns.
-    pub path: PathBuf,
-}
-
-impl ExportsFile {
-    /// A fresh name for this run.
-    pub fn new(tag: &str) -> Res<ExportsFile> {
-        std::fs::create_dir_all("/etc/exports.d").map_err(|e| e.to_string())?;
-        let path = PathBuf::from(format!(
-            "/etc/exports.d/shelf-bench-{tag}-{}.exports",
-            std::process::id()
-        ));
-        let p = path.clone();
-        on_cleanup("removing an exports file", move || {
-            if p.exists() {
-                let _ = std::fs::remove_file(&p);
-                let _ = Command::new("exportfs").arg("-r").output();
-            }
-        });
-        Ok(ExportsFile { path })
-    }
-}
-
-/// The bench's shelfd.
-#[derive(Debug)]
-pub struct Shelfd {
-    /// Its socket.
-    pub socket: PathBuf,
-    binary: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    child: SharedChild,
-    env: Vec<(String, String)>,
+/// The bench's exports file `tag` under /etc/exports.d; removed (and exportfs re-synced)
+/// at the end.
+pub fn exports_file(tag: &str) -> Res<ExportsFile> {
+    let e = ExportsFile::named(&format!("shelf-bench-{tag}-{}", std::process::id()))?;
+    on_cleanup("removing an exports file", e.teardown());
+    Ok(e)
 }
 
 impl Shelfd {
-    /// Write the config and start shelfd; returns once `hello` answers.
+    /// Write the config into `dir/shelf.toml` and start shelfd (warnings logged to
+    /// `dir/shelfd.log`, its own process group); returns once `hello` answers.
     pub fn start(
         binary: &Path,
         dir: &Path,
@@ -306,68 +122,38 @@ impl Shelfd {
     ) -> Res<Shelfd> {
         let config = dir.join("shelf.toml");
         std::fs::write(&config, config_text).map_err(|e| e.to_string())?;
-        let d = Shelfd {
-            socket: dir.join("run").join("shelf.sock"),
-            binary: binary.to_path_buf(),
+        let mut d = Shelfd::new(
+            binary.to_path_buf(),
             config,
-            log: dir.join("shelfd.log"),
-            child: Arc::new(Mutex::new(None)),
-            env,
-        };
-        let c = d.child.clone();
-        on_cleanup("stopping shelfd", move || stop_child(&c));
-        d.spawn()?;
+            dir.join("state"),
+            dir.join("run").join("shelf.sock"),
+            dir.join("shelfd.log"),
+        );
+        d.rust_log = "warn".into();
+        d.env = env;
+        d.ready_within = Duration::from_secs(120);
+        d.stop_within = Duration::from_secs(40);
+        d.own_group = true;
+        on_cleanup("stopping shelfd", d.teardown());
+        d.spawn(&[])?;
+        d.await_ready()
+            .map_err(|e| format!("{e}:\n{}", d.log_tail(30)))?;
         Ok(d)
-    }
-
-    fn spawn(&self) -> Res<Duration> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| e.to_string())?;
-        let t0 = Instant::now();
-        let child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
-        *self.child.lock().expect("child lock") = Some(child);
-        while t0.elapsed() < Duration::from_secs(120) {
-            if let Ok(mut c) = Client::connect(&self.socket) {
-                if c.request(&shelf::proto::Request::Hello).is_ok() {
-                    return Ok(t0.elapsed());
-                }
-            }
-            if let Some(ch) = self.child.lock().expect("child lock").as_mut() {
-                if let Ok(Some(st)) = ch.try_wait() {
-                    return Err(format!("shelfd exited early ({st}):\n{}", self.log_tail()));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Err(format!("shelfd did not become ready:\n{}", self.log_tail()))
     }
 
     /// Stop (SIGTERM) and start again; returns the time from spawn until `hello` answers.
     pub fn restart(&self) -> Res<Duration> {
-        stop_child(&self.child);
-        self.spawn()
+        self.terminate();
+        let t0 = Instant::now();
+        self.spawn(&[])?;
+        self.await_ready()
+            .map_err(|e| format!("{e}:\n{}", self.log_tail(30)))?;
+        Ok(t0.elapsed())
     }
 
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child
-            .lock()
-            .expect("child lock")
-            .as_ref()
-            .map(Child::id)
+        self.child_pid()
     }
 
     /// A new connection.
@@ -377,32 +163,6 @@ impl Shelfd {
             .map_err(|e| e.to_string())?;
         Ok(c)
     }
-
-    /// The end of the log, for error messages.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-fn stop_child(c: &SharedChild) {
-    let Some(mut child) = c.lock().expect("child lock").take() else {
-        return;
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(40) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Resident and peak resident size of a process, in bytes (VmRSS, VmHWM).

@@ -11,6 +11,10 @@ mod floor;
 mod floor_server;
 mod micro;
 mod restart;
+/// The tests' rig (scratch XFS, private tgtd, exports file, shelfd), shared with them.
+#[allow(dead_code)]
+#[path = "../../../tests/common/rig/mod.rs"]
+mod rig;
 mod run;
 mod scale;
 mod snapsize;
@@ -21,7 +25,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use env::{Res, Scratch, Shelfd, Tgtd};
+use env::{Res, Shelfd};
 
 /// Benchmark shelfd against the floor of its external steps.
 #[derive(Debug, Parser)]
@@ -154,11 +158,11 @@ fn run(a: &Args) -> Res<()> {
     let started = Instant::now();
     let before = machine();
     eprintln!("shelf-bench: setting up (scratch XFS, two tgtd, exports files, shelfd)");
-    let scratch = Scratch::new(if q { 4 << 30 } else { 48 << 30 })?;
-    let tgtd = Tgtd::start(control_port(0))?;
-    let floor_tgtd = Tgtd::start(control_port(1))?;
-    let exports = env::ExportsFile::new("shelfd")?;
-    let floor_exports = env::ExportsFile::new("floor")?;
+    let scratch = env::scratch_xfs(if q { 4 << 30 } else { 48 << 30 })?;
+    let tgtd = env::tgtd(control_port(0))?;
+    let floor_tgtd = env::tgtd(control_port(1))?;
+    let exports = env::exports_file("shelfd")?;
+    let floor_exports = env::exports_file("floor")?;
     let pool_dir = scratch.mount.join("shelf");
     let config = format!(
         "state_dir = {:?}\nsocket = {:?}\nreconcile_interval = 0\ncommand_timeout = 300\n\
@@ -166,22 +170,22 @@ fn run(a: &Args) -> Res<()> {
          [nfs]\nexports_file = {:?}\nhost = \"127.0.0.1\"\nganesha_exports = {:?}\nganesha_pidfile = {:?}\n\
          [pools.default]\npath = {:?}\nmax_over_subscription_ratio = 1000.0\n\
          [pools.list100]\npath = {:?}\n",
-        scratch.dir.join("state").display().to_string(),
-        scratch.dir.join("run/shelf.sock").display().to_string(),
+        scratch.base().join("state").display().to_string(),
+        scratch.base().join("run/shelf.sock").display().to_string(),
         tgtd.port,
         tgtd.control,
         scale::SHELF_IQN,
         exports.path.display().to_string(),
-        scratch.dir.join("unused-ganesha.conf").display().to_string(),
-        scratch.dir.join("unused-ganesha.pid").display().to_string(),
+        scratch.base().join("unused-ganesha.conf").display().to_string(),
+        scratch.base().join("unused-ganesha.pid").display().to_string(),
         pool_dir.display().to_string(),
         scratch.mount.join("list100").display().to_string(),
     );
-    let d = Shelfd::start(&shelfd, &scratch.dir, &config, a.shelfd_env.clone())?;
+    let d = Shelfd::start(&shelfd, scratch.base(), &config, a.shelfd_env.clone())?;
     let (idle, _) = env::memory(d.pid().ok_or("no shelfd")?)?;
     let floor = floor::Floor::new(
         &scratch.mount.join("floor"),
-        scratch.dir.join("floor.sock"),
+        scratch.base().join("floor.sock"),
         floor_tgtd,
         floor_exports.path.clone(),
     )?;

@@ -27,7 +27,7 @@ pub fn restarts(d: &Shelfd, tgtd: &Tgtd, floor: &Floor) -> Res<String> {
         "-".into(),
         format!("{shares} shares, {snaps} snapshots, {want} iSCSI targets"),
     ]);
-    tgtd.restart()?;
+    tgtd.respawn()?;
     let t0 = Instant::now();
     let mut c = d.client()?;
     let r = call(&mut c, Request::Reconcile)?;
@@ -43,7 +43,7 @@ pub fn restarts(d: &Shelfd, tgtd: &Tgtd, floor: &Floor) -> Res<String> {
         .map(Vec::len)
         .unwrap_or(0);
     let targets = floor.targets();
-    floor.tgtd.restart()?;
+    floor.tgtd.respawn()?;
     let t1 = Instant::now();
     for (tid, name, id) in &targets {
         floor.new_target(*tid, name, id)?;

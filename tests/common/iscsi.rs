@@ -1,0 +1,137 @@
+//! The one iSCSI login helper: what an initiator needs from `connection_info`, and real
+//! initiators using it (libiscsi's `iscsi-inq`/`iscsi-readcapacity16`, qemu's iscsi
+//! driver) with the CHAP account shelfd handed out.
+
+use std::path::Path;
+
+use ciborium::Value;
+
+use super::{field, free_port, sh, sub, try_run};
+
+/// What an initiator needs to log in, from connection_info.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// `host:port` of the target.
+    pub portal: String,
+    /// The target's IQN.
+    pub iqn: String,
+    /// CHAP user.
+    pub user: String,
+    /// CHAP secret.
+    pub password: String,
+    /// The initiator IQN to log in as.
+    pub initiator: String,
+}
+
+impl Login {
+    /// From a `connection_info` map.
+    pub fn from(info: &Value, initiator: &str) -> Login {
+        let data = sub(info, "data");
+        Login {
+            portal: field(data, "target_portal"),
+            iqn: field(data, "target_iqn"),
+            user: field(data, "auth_username"),
+            password: field(data, "auth_password"),
+            initiator: initiator.to_string(),
+        }
+    }
+
+    /// From a `share.attach` reply (its `connection_info`).
+    pub fn from_reply(reply: &Value, initiator: &str) -> Login {
+        Login::from(sub(reply, "connection_info"), initiator)
+    }
+
+    /// libiscsi's URL of LUN 1, with the CHAP account.
+    pub fn url(&self) -> String {
+        format!(
+            "iscsi://{}%{}@{}/{}/1",
+            self.user, self.password, self.portal, self.iqn
+        )
+    }
+
+    /// Discover the portal's targets and their LUNs with sizes (`iscsi-ls -s`), as this
+    /// initiator with the CHAP account; the tool's output.
+    pub fn list(&self) -> Result<String, String> {
+        let portal = format!("iscsi://{}%{}@{}", self.user, self.password, self.portal);
+        match try_run(&["iscsi-ls", "-i", &self.initiator, "-s", &portal]) {
+            (true, out, _) => Ok(out),
+            (false, out, err) => Err(format!("{out}{err}")),
+        }
+    }
+
+    /// Log in and run INQUIRY on LUN 1.
+    pub fn inquiry(&self) -> Result<(), String> {
+        inquiry(&self.initiator, &self.url())
+    }
+
+    /// The LUN's size in bytes (READ CAPACITY 16).
+    pub fn capacity(&self) -> Result<u64, String> {
+        let (ok, out, err) = try_run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
+        if !ok {
+            return Err(format!("{out}{err}"));
+        }
+        out.lines()
+            .find_map(|l| l.strip_prefix("Total size:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no size in {out}"))
+    }
+
+    /// qemu's `--image-opts` for LUN 1 (the secret is object `sec0`).
+    fn image_opts(&self) -> String {
+        let (host, port) = self.portal.split_once(':').unwrap();
+        format!(
+            "driver=iscsi,transport=tcp,portal={host}:{port},target={},lun=1,user={},password-secret=sec0,initiator-name={}",
+            self.iqn, self.user, self.initiator
+        )
+    }
+
+    /// Write `len` bytes of `byte` at `offset` through the target.
+    pub fn write(&self, offset: u64, len: u64, byte: u8) -> Result<(), String> {
+        let secret = format!("secret,id=sec0,data={}", self.password);
+        let cmd = format!("write -P {byte} {offset} {len}");
+        let (ok, out, err) = try_run(&[
+            "qemu-io",
+            "--object",
+            &secret,
+            "--image-opts",
+            &self.image_opts(),
+            "-c",
+            &cmd,
+        ]);
+        if ok && out.contains("wrote") {
+            Ok(())
+        } else {
+            Err(format!("{out}{err}"))
+        }
+    }
+
+    /// Read the whole LUN through the target into a file in `scratch` and return its
+    /// bytes.
+    pub fn read_all(&self, scratch: &Path) -> Vec<u8> {
+        let out = scratch.join(format!("read-{}.raw", free_port()));
+        let secret = format!("secret,id=sec0,data={}", self.password);
+        sh(&[
+            "qemu-img",
+            "convert",
+            "--object",
+            &secret,
+            "--image-opts",
+            &self.image_opts(),
+            "-O",
+            "raw",
+            out.to_str().unwrap(),
+        ]);
+        let data = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        data
+    }
+}
+
+/// Log in to `url` (libiscsi's form, CHAP in it) as `initiator` and run INQUIRY; the
+/// error is the tool's output.
+pub fn inquiry(initiator: &str, url: &str) -> Result<(), String> {
+    match try_run(&["iscsi-inq", "-i", initiator, url]) {
+        (true, _, _) => Ok(()),
+        (false, out, err) => Err(format!("{out}{err}")),
+    }
+}
