@@ -143,39 +143,9 @@ echo "--- os-brick's NVMeOFConnector, as Nova uses it ($(now))"
 # initialize_connection (here: share.attach with the connector's host, ip and nqn, the
 # fields Cinder's shelf driver passes); connect_volume(connection_info['data']) returns the
 # device; disconnect_volume at detach. os-brick's privileged calls go through its privsep
-# daemon (privsep-helper from the venv: the guest runs as root, no sudo/rootwrap).
-cat > /tmp/osbrick.py <<'PY'
-import json, subprocess, sys
-from oslo_config import cfg
-from os_brick import privileged  # noqa: F401  (registers [privsep_osbrick])
-from os_brick.initiator import connector
-
-cfg.CONF([], project="shelfvm", default_config_files=[])
-cfg.CONF.set_override("helper_command", "/opt/os-brick/bin/privsep-helper", "privsep_osbrick")
-shelfctl, share, pool, want = sys.argv[1:5]
-
-props = connector.get_connector_properties("", "127.0.0.1", False, False)
-print("connector", json.dumps({k: props.get(k) for k in ("host", "ip", "nqn")}), flush=True)
-assert props.get("nqn"), "os-brick reports no nqn"
-attach = {"share": share, "pool": pool, "protocol": "nvme",
-          "connector": {"host": props["host"], "ip": props["ip"], "nqn": props["nqn"]}}
-reply = json.loads(subprocess.run([shelfctl, "--json", "call", "share.attach", json.dumps(attach)],
-                                  check=True, capture_output=True, text=True).stdout)
-info = reply["connection_info"]
-assert info["driver_volume_type"] == "nvmeof", info
-brick = connector.InitiatorConnector.factory("NVMEOF", root_helper="", use_multipath=False,
-                                             device_scan_attempts=5)
-device = brick.connect_volume(info["data"])
-print("device", json.dumps(device), flush=True)
-with open(device["path"], "rb") as f:
-    got = f.read(1 << 20)
-with open(want, "rb") as f:
-    same = got == f.read(1 << 20)
-print("data", "same" if same else "differs", flush=True)
-brick.disconnect_volume(info["data"], device)
-print("disconnected", flush=True)
-PY
-if out=$(timeout 300 /opt/os-brick/bin/python /tmp/osbrick.py "$B/shelfctl" n1 thin /tmp/b.bin 2>&1); then
+# daemon (privsep-helper from the venv: the guest runs as root, no sudo/rootwrap). The
+# script is tests/vm/osbrick.py.
+if out=$(timeout 300 /opt/os-brick/bin/python "$S/osbrick.py" "$B/shelfctl" n1 thin /tmp/b.bin 2>&1); then
   echo "$out" | grep -E '^(connector|device|data|disconnected)'
   check osbrick-connector-reports-nqn grep -q "^connector .*\"nqn\": \"$HOSTNQN\"" <<< "$out"
   check osbrick-connect-volume-reads-share grep -qx 'data same' <<< "$out"
