@@ -6,6 +6,15 @@
 //! (`creating`, `deleting`) or an intent, then acts, then commits the settled state. At
 //! start-up, [`Engine::recover`] finishes or undoes whatever a crash interrupted, before
 //! the socket opens. A reply of `ok` is sent only after the final commit.
+//!
+//! Results are typed: a read returns its object, list or report; a change returns a
+//! [`crate::model::Outcome`] (created / already there / changed / unchanged / deleted /
+//! already gone) around the object it is about. [`Engine::dispatch`] turns each into an
+//! [`Answer`] with the constructor of `proto::result` for its family (the one place a
+//! reply's shape and its `changed` field are written), and the answer carries the event
+//! the outcome stands for. To convert an operation: return `Result<Answer>` built as
+//! `answer(Answer::object(&Outcome::created_if(created, share)))` (or `deleted`,
+//! `attached`, `detached`, ...) and drop its `untyped(..)` wrapper in the dispatch.
 
 mod attach;
 mod capacity;
@@ -39,15 +48,12 @@ pub use rebuild::{rebuild_db, RebuildReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export::ganesha::GaneshaExporter;
-use crate::export::lio::LioExporter;
-use crate::export::nfs_kernel::NfsKernelExporter;
-use crate::export::tgt::TgtExporter;
+use crate::export::protocol::ProtocolHandler;
 use crate::export::Exporter;
 use crate::model::Pool as PoolInfo;
 use crate::model::{CapacityPolicy, Driver};
 use crate::pool::{FilePool, Pool};
-use crate::proto::{Request, FEATURES, PROTOCOL_VERSIONS};
+use crate::proto::{Answer, Request, FEATURES, PROTOCOL_VERSIONS};
 use crate::store::Store;
 use crate::sys::cmd::Runner;
 
@@ -59,7 +65,8 @@ pub struct Engine {
     /// Each pool's capacity policy; replaced on reload.
     policies: RwLock<BTreeMap<String, CapacityPolicy>>,
     exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
-    settings: ExportSettings,
+    /// Each protocol's rules (naming, clients, connection_info).
+    protocols: BTreeMap<crate::model::Protocol, Arc<dyn ProtocolHandler>>,
     locks: LockTable,
     /// One per driver. A change to a driver's exports holds it shared from its first row
     /// change to its last daemon change; reconciling that driver holds it alone, so it never
@@ -87,59 +94,21 @@ pub struct Engine {
     driver_cache: drivers::DriverCache,
 }
 
-/// The export settings the engine needs from the config.
-#[derive(Debug, Clone)]
-struct ExportSettings {
-    iqn_prefix: String,
-    portal: String,
-    nfs_host: String,
-    nfs_driver: Driver,
-    iscsi_driver: Driver,
-}
-
-fn build_exporters(config: &Config) -> BTreeMap<Driver, Arc<dyn Exporter>> {
-    let runner = Runner::new(Duration::from_secs(config.command_timeout));
-    let mut roots: Vec<std::path::PathBuf> = config
-        .resolved_pools()
-        .into_values()
-        .map(|(_, path)| path)
-        .collect();
-    // Formatted shares are exported from their mounts.
-    roots.push(config.mount_base());
-    let mut m: BTreeMap<Driver, Arc<dyn Exporter>> = BTreeMap::new();
-    m.insert(
-        Driver::Tgt,
-        Arc::new(TgtExporter::new(
-            runner.clone(),
-            config.iscsi.tgt_control_port,
-            &config.iscsi.iqn_prefix,
-        )),
-    );
-    m.insert(
-        Driver::Lio,
-        Arc::new(LioExporter::new(runner.clone(), &config.iscsi.iqn_prefix)),
-    );
-    m.insert(
-        Driver::Kernel,
-        Arc::new(NfsKernelExporter::new(
-            runner,
-            config.nfs.exports_file.clone(),
-            roots,
-        )),
-    );
-    m.insert(
-        Driver::Ganesha,
-        Arc::new(GaneshaExporter::new(
-            config.nfs.ganesha_exports.clone(),
-            config.nfs.ganesha_pidfile.clone(),
-        )),
-    );
-    m
-}
-
 /// Convert a result struct to a CBOR value.
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
+}
+
+/// An operation's reply not yet typed, as an [`Answer`] without an event (the
+/// transition while operations move to typed outcomes; events still come from
+/// [`Engine::publish_change`] until then).
+fn untyped(v: Result<Value>) -> Result<Answer> {
+    v.and_then(|v| answer(Answer::read(&v)))
+}
+
+/// An encoding fault as the engine's error.
+fn answer(a: std::result::Result<Answer, crate::proto::EncodeError>) -> Result<Answer> {
+    a.map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Build a CBOR map from pairs (for the server's own replies).
@@ -170,15 +139,10 @@ impl Engine {
             let pool = open_pool(config, &name, kind, path).await?;
             pools.insert(name, pool);
         }
-        let nfs_host = if config.nfs.host.is_empty() {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into())
-        } else {
-            config.nfs.host.clone()
-        };
-        let exporters = build_exporters(config);
+        let crate::export::registry::Registry {
+            exporters,
+            protocols,
+        } = crate::export::registry::build(config);
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
@@ -188,13 +152,7 @@ impl Engine {
                 .map(|d| (*d, async_lock::RwLock::new(())))
                 .collect(),
             exporters,
-            settings: ExportSettings {
-                iqn_prefix: config.iscsi.iqn_prefix.clone(),
-                portal: config.iscsi.portal.clone(),
-                nfs_host,
-                nfs_driver: config.nfs.driver,
-                iscsi_driver: config.iscsi.driver,
-            },
+            protocols,
             locks: LockTable::default(),
             jobs: Arc::default(),
             events: Arc::default(),
@@ -309,71 +267,80 @@ impl Engine {
         ))
     }
 
-    /// Run one request.
+    /// Run one request: its typed result, encoded for the wire.
     pub async fn handle(&self, req: Request) -> Result<Value> {
+        Ok(self.dispatch(req).await?.into_value())
+    }
+
+    /// The one dispatch: every operation, each returning its typed [`Answer`] (an
+    /// [`crate::model::Outcome`] around its object for a change, built by
+    /// `proto::result`). Every request is listed; there is no wildcard.
+    async fn dispatch(&self, req: Request) -> Result<Answer> {
         match req {
             Request::Hello => {
                 let mut v = self.hello();
                 self.add_driver_status(&mut v);
-                Ok(v)
+                untyped(Ok(v))
             }
             Request::PoolList => {
                 let mut out = Vec::new();
                 for n in self.pool_names() {
                     out.push(self.pool_info(&n).await?);
                 }
-                to_value(&out)
+                untyped(to_value(&out))
             }
             Request::PoolShow(a) => {
                 let mut v = to_value(&self.pool_info(&a.name).await?)?;
                 self.add_driver_status(&mut v);
-                Ok(v)
+                untyped(Ok(v))
             }
-            Request::ShareCreate(a) => self.create_share(a).await,
-            Request::ShareList(a) => self.list_shares(a).await,
-            Request::ShareShow(a) => self.show_share(a).await,
-            Request::ShareResize(a) => self.resize_share(a).await,
-            Request::ShareDelete(a) => self.delete_share(a).await,
-            Request::ShareSetMetadata(a) => self.set_share_metadata(a).await,
-            Request::ShareClone(a) => self.clone_share(a).await,
-            Request::SnapshotCreate(a) => self.create_snapshot(a).await,
-            Request::SnapshotList(a) => self.list_snapshots(a).await,
-            Request::SnapshotShow(a) => self.show_snapshot(a).await,
-            Request::SnapshotDelete(a) => self.delete_snapshot(a).await,
-            Request::Tree(a) => self.tree(a).await,
-            Request::ExportCreate(a) => self.create_export(a).await,
-            Request::ExportList(a) => self.list_exports(a).await,
-            Request::ExportShow(a) => self.show_export(a).await,
-            Request::ExportDelete(a) => self.delete_export(a).await,
-            Request::ShareAttach(a) => self.attach_share(a).await,
-            Request::ShareDetach(a) => self.detach_share(a).await,
-            Request::AttachmentList(a) => self.list_attachments(a).await,
-            Request::Reconcile => self.reconcile().await.and_then(|r| to_value(&r)),
-            Request::Verify => self.verify().await.and_then(|r| to_value(&r)),
-            Request::ImageImport(a) => self.import_image(a).await,
-            Request::ImageList(a) => self.list_images(a).await,
-            Request::UploadBegin(a) => self.begin_upload(a).await,
-            Request::UploadChunk(a) => self.upload_chunk(a).await,
-            Request::UploadFinish(a) => self.finish_upload(a).await,
-            Request::UploadAbort(a) => self.abort_upload(a).await,
-            Request::ImageShow(a) => self.show_image(a).await,
-            Request::ImageDelete(a) => self.delete_image(a).await,
+            Request::ShareCreate(a) => untyped(self.create_share(a).await),
+            Request::ShareList(a) => untyped(self.list_shares(a).await),
+            Request::ShareShow(a) => untyped(self.show_share(a).await),
+            Request::ShareResize(a) => untyped(self.resize_share(a).await),
+            Request::ShareDelete(a) => untyped(self.delete_share(a).await),
+            Request::ShareSetMetadata(a) => untyped(self.set_share_metadata(a).await),
+            Request::ShareClone(a) => untyped(self.clone_share(a).await),
+            Request::SnapshotCreate(a) => untyped(self.create_snapshot(a).await),
+            Request::SnapshotList(a) => untyped(self.list_snapshots(a).await),
+            Request::SnapshotShow(a) => untyped(self.show_snapshot(a).await),
+            Request::SnapshotDelete(a) => untyped(self.delete_snapshot(a).await),
+            Request::Tree(a) => untyped(self.tree(a).await),
+            Request::ExportCreate(a) => untyped(self.create_export(a).await),
+            Request::ExportList(a) => untyped(self.list_exports(a).await),
+            Request::ExportShow(a) => untyped(self.show_export(a).await),
+            Request::ExportDelete(a) => untyped(self.delete_export(a).await),
+            Request::ShareAttach(a) => untyped(self.attach_share(a).await),
+            Request::ShareDetach(a) => untyped(self.detach_share(a).await),
+            Request::AttachmentList(a) => untyped(self.list_attachments(a).await),
+            Request::Reconcile => untyped(self.reconcile().await.and_then(|r| to_value(&r))),
+            Request::Verify => untyped(self.verify().await.and_then(|r| to_value(&r))),
+            Request::ImageImport(a) => untyped(self.import_image(a).await),
+            Request::ImageList(a) => untyped(self.list_images(a).await),
+            Request::UploadBegin(a) => untyped(self.begin_upload(a).await),
+            Request::UploadChunk(a) => untyped(self.upload_chunk(a).await),
+            Request::UploadFinish(a) => untyped(self.finish_upload(a).await),
+            Request::UploadAbort(a) => untyped(self.abort_upload(a).await),
+            Request::ImageShow(a) => untyped(self.show_image(a).await),
+            Request::ImageDelete(a) => untyped(self.delete_image(a).await),
             Request::JobList => {
                 let rows = self.jobs.list(&self.store).await?;
-                Ok(Value::Array(rows.iter().map(jobs::job_value).collect()))
+                untyped(Ok(Value::Array(rows.iter().map(jobs::job_value).collect())))
             }
-            Request::JobShow(a) => Ok(jobs::job_value(&self.jobs.show(&self.store, &a.job).await?)),
+            Request::JobShow(a) => untyped(Ok(jobs::job_value(
+                &self.jobs.show(&self.store, &a.job).await?,
+            ))),
             Request::JobCancel(a) => {
                 let changed = self.jobs.cancel(&a.job)?;
-                Ok(map(vec![
+                untyped(Ok(map(vec![
                     ("job", Value::Text(a.job)),
                     ("changed", Value::Bool(changed)),
-                ]))
+                ])))
             }
             Request::EventsSubscribe(_) => Err(Error::Invalid(
                 "events.subscribe is answered by the connection, not the engine".into(),
             )),
-            Request::AuditList(a) => self.list_audit(a).await,
+            Request::AuditList(a) => untyped(self.list_audit(a).await),
         }
     }
 

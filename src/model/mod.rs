@@ -7,17 +7,20 @@ mod capacity;
 mod export;
 pub mod image_format;
 mod names;
+mod outcome;
 mod size;
 mod tree;
 
 pub use capacity::{check_capacity, Capacity, CapacityPolicy, Demand};
 pub use export::{
-    connector_client, validate_iqn, validate_nfs_client, Access, Attached, Attachment, Connector,
-    Driver, Export, ExportOptions, Protocol,
+    nfs_connector_client, validate_connector, validate_iqn, validate_nfs_client, validate_nqn,
+    validate_single_host, Access, Attached, Attachment, Connector, Driver, Export, ExportOptions,
+    Medium, Protocol,
 };
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
 };
+pub use outcome::{EventKind, Object, Outcome};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{
     build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolKind, Share, ShareState,

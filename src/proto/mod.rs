@@ -4,8 +4,10 @@
 //! error becomes a reply frame. The full specification is `docs/protocol.md`.
 
 pub mod frame;
+mod op;
 mod reply;
 mod request;
+mod result;
 mod strict;
 
 pub use reply::{encode_reply, Reply};
@@ -16,6 +18,7 @@ pub use request::{
     ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
     TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
+pub use result::{Answer, Change, EncodeError};
 
 /// Protocol versions this build speaks.
 pub const PROTOCOL_VERSIONS: &[u32] = &[1];
@@ -42,6 +45,7 @@ pub const FEATURES: &[&str] = &[
     "events",
     "share.set_metadata",
     "audit.totals",
+    "export.nvme",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -27,6 +27,13 @@ pub struct Image {
     pub created_at: i64,
 }
 
+impl crate::model::Object for Image {
+    const KIND: &'static str = "image";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 const IMAGE_COLS: &str = "id, name, pool, size, source_format, checksum, state, created_at";
 
 fn image_from_row(r: &Row<'_>) -> rusqlite::Result<Image> {
