@@ -45,6 +45,7 @@ const CHECKS: &[&str] = &[
     "nvme-namespace-uuid-is-vol-uuid",
     "nvme-resize-reaches-namespace",
     "nvme-other-host-refused",
+    "nvme-detach-drops-live-connection",
     "nvme-detach-revokes",
     "nvmet-wiped",
     "nvme-verify-sees-wiped-subsystem",
@@ -131,6 +132,7 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
     );
     copy(&repo().join("tests/vm/guest.sh"), &share.join("guest.sh"));
     copy(&repo().join("tests/vm/nvme.sh"), &share.join("nvme.sh"));
+    copy(&repo().join("tests/vm/osbrick.py"), &share.join("osbrick.py"));
 
     let started = std::time::Instant::now();
     // image/vm/run bounds the guest with `timeout`; 900 s is a hang, not a slow run.

@@ -26,9 +26,11 @@ nvme_dev() {
   done
   return 1
 }
-# nvme_connect SUBNQN HOSTNQN: nvme-cli's connect over TCP to shelf's portal.
+# nvme_connect SUBNQN HOSTNQN: nvme-cli's connect over TCP to shelf's portal; a controller
+# whose reconnects fail is given up after 3 s (the default is 600 s).
 nvme_connect() {
-  timeout 60 nvme connect -t tcp -a 127.0.0.1 -s "$NVME_PORT" -n "$1" --hostnqn "$2" 2>&1
+  timeout 60 nvme connect -t tcp -a 127.0.0.1 -s "$NVME_PORT" -n "$1" --hostnqn "$2" \
+    --ctrl-loss-tmo 3 --reconnect-delay 1 2>&1
 }
 # nvme_gone SUBNQN: no controller of SUBNQN is left on the initiator.
 nvme_gone() { ! grep -qx "$1" /sys/class/nvme-subsystem/*/subsysnqn 2>/dev/null; }
@@ -118,11 +120,19 @@ if connect_and_compare nvme-connect-reads-lvm-share "$NQN1" /tmp/a.bin; then
   else
     fail nvme-resize-reaches-namespace "$NDEV is $(blockdev --getsize64 "$NDEV") bytes after resize to 128M"
   fi
-  nvme_disconnect "$NQN1"
 fi
 refused nvme-other-host-refused "$NQN1" "$OTHERNQN"
 
+# Detach while the host is connected: nvmet only checks allowed_hosts at connect, so
+# shelf drops the subsystem's controllers (port unlink and relink); this host's
+# reconnects are then refused and its controller goes away.
 ctl call share.detach "{\"share\": \"n1\", \"pool\": \"thin\", \"protocol\": \"nvme\", \"connector\": $CONNECTOR}" >/dev/null
+if [ -n "${NDEV:-}" ]; then
+  gone=1
+  for _ in $(seq 1 150); do nvme_gone "$NQN1" && { gone=0; break; }; sleep 0.2; done
+  if [ $gone = 0 ]; then pass nvme-detach-drops-live-connection
+  else fail nvme-detach-drops-live-connection "the controller of $NQN1 is still there 30 s after detach"; nvme_disconnect "$NQN1"; fi
+fi
 refused nvme-detach-revokes "$NQN1" "$HOSTNQN"
 
 # A wiped nvmet (what a reboot leaves: nothing) comes back through reconcile, with the
