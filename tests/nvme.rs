@@ -34,7 +34,9 @@ fn an_absent_nvmet_is_named_in_hello_and_refused_cleanly() {
     let configfs = xfs.base().join("no-nvmet");
     let d = daemon(&xfs, &configfs);
     let hello = d.ok("hello", vec![]);
-    let status = get_text(sub(&hello, "drivers"), "nvmet").unwrap().to_string();
+    let status = get_text(sub(&hello, "drivers"), "nvmet")
+        .unwrap()
+        .to_string();
     assert!(
         status.contains("absent: module nvmet not loaded") && status.contains("no-nvmet"),
         "{status}"
@@ -80,7 +82,11 @@ fn nvme_connectors_and_options_are_checked_before_anything_is_done() {
     assert!(m.contains("connector.nqn"), "{m}");
     let m = d.err(
         "share.attach",
-        vec![("share", t("v")), nvme(), ("connector", connector("nqn.x/../y"))],
+        vec![
+            ("share", t("v")),
+            nvme(),
+            ("connector", connector("nqn.x/../y")),
+        ],
         "invalid_argument",
     );
     assert!(m.contains("NVMe name"), "{m}");
@@ -107,7 +113,10 @@ fn nvme_connectors_and_options_are_checked_before_anything_is_done() {
         vec![
             ("share", t("v")),
             nvme(),
-            ("clients", Value::Array(vec![t("iqn.1993-08.org.debian:01:abc")])),
+            (
+                "clients",
+                Value::Array(vec![t("iqn.1993-08.org.debian:01:abc")]),
+            ),
         ],
         "invalid_argument",
     );
@@ -139,6 +148,11 @@ fn a_failed_create_is_undone_on_a_plain_directory_not_configfs() {
     );
     assert!(m.contains("addr_trtype"), "{m}");
     assert_eq!(d.ok("export.list", vec![]), Value::Array(vec![]));
-    let subsystems: Vec<_> = std::fs::read_dir(root.join("subsystems")).unwrap().collect();
-    assert!(subsystems.is_empty(), "nothing half made is left in the subsystems");
+    let subsystems: Vec<_> = std::fs::read_dir(root.join("subsystems"))
+        .unwrap()
+        .collect();
+    assert!(
+        subsystems.is_empty(),
+        "nothing half made is left in the subsystems"
+    );
 }

@@ -45,13 +45,23 @@ connect_and_compare() {
   if ! NDEV=$(nvme_dev "$nqn"); then fail "$n" "no namespace device after connect: $out"; return 1; fi
   if cmp -n 1048576 "$want" "$NDEV"; then pass "$n"; else fail "$n" "data on $NDEV differs"; fi
 }
-# refused NAME SUBNQN HOSTNQN: nvme connect as HOSTNQN must fail and leave no controller.
+# host_ctrl SUBNQN HOSTNQN: a controller of SUBNQN connected as HOSTNQN exists.
+host_ctrl() {
+  local c
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$1" ] && [ "$(cat "$c/hostnqn" 2>/dev/null)" = "$2" ] \
+      && return 0
+  done
+  return 1
+}
+# refused NAME SUBNQN HOSTNQN: nvme connect as HOSTNQN must fail and leave no controller
+# of that host (another host's may be connected meanwhile).
 refused() {
   local out
   if out=$(nvme_connect "$2" "$3"); then
     fail "$1" "connect as $3 was accepted: $out"; nvme_disconnect "$2"
-  elif ! nvme_gone "$2"; then
-    fail "$1" "a controller for $2 exists after a refused connect"
+  elif host_ctrl "$2" "$3"; then
+    fail "$1" "a controller of $2 as $3 exists after a refused connect"
   else
     pass "$1"
   fi
