@@ -4,8 +4,10 @@
 //! One boot runs `tests/vm/guest.sh` with the shelfd and shelfctl built here: an LVM thin
 //! pool (share create, snapshot, clone, resize, delete, capacity refusal at the data
 //! threshold, NFS refusal), an iSCSI export of an LVM share through tgtd and through LIO
-//! with a real `iscsiadm` login, kernel NFS of a file-pool share with real v4.2 and v3
-//! mounts, and `shelfd recover --rebuild-db` restoring the LVM pool from LV tags. See
+//! with a real `iscsiadm` login, NVMe/TCP of an LVM and a file share through nvmet with
+//! real `nvme connect` logins and os-brick's NVMeOFConnector (`tests/vm/nvme.sh`), kernel
+//! NFS of a file-pool share with real v4.2 and v3 mounts, and `shelfd recover
+//! --rebuild-db` restoring the LVM pool from LV tags. See
 //! docs/vm-tier.md. The image is built once into /var/cache/shelf-vm (about 1.5 to 3 min,
 //! needs the Debian mirror); when it cannot be built the test fails and says how to build it.
 
@@ -32,6 +34,33 @@ const CHECKS: &[&str] = &[
     "lio-iscsiadm-login-reads-lvm-clone",
     "lio-export-delete",
     "tgt-back-after-reconcile",
+    "nvmet-hello-usable",
+    "nvme-lvm-export-create",
+    "nvme-subsystem-in-configfs",
+    "nvme-unattached-export-refuses",
+    "nvme-attach-returns-nvmeof",
+    "nvme-host-in-allowed-hosts",
+    "nvme-connect-reads-lvm-share",
+    "nvme-write-reaches-lvm-share",
+    "nvme-namespace-uuid-is-vol-uuid",
+    "nvme-resize-reaches-namespace",
+    "nvme-other-host-refused",
+    "nvme-detach-drops-live-connection",
+    "nvme-detach-revokes",
+    "nvmet-wiped",
+    "nvme-verify-sees-wiped-subsystem",
+    "nvme-reconcile-restores-subsystem",
+    "nvme-reads-after-reconcile",
+    "nvme-verify-clean-after-reconcile",
+    "osbrick-connector-reports-nqn",
+    "osbrick-connect-volume-reads-share",
+    "osbrick-disconnect-volume",
+    "nvme-export-delete-removes-subsystem",
+    "nvme-file-namespace-is-volume-file",
+    "nvme-connect-reads-file-share",
+    "nvme-write-reaches-file-share",
+    "nvme-file-detach-revokes",
+    "nvme-share-delete-removes-subsystem",
     "lvm-fs-share-mounted",
     "lvm-fs-snapshot-frozen-and-thawed",
     "lvm-fs-export-is-the-mount",
@@ -102,12 +131,18 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
         &share.join("bin/shelfctl"),
     );
     copy(&repo().join("tests/vm/guest.sh"), &share.join("guest.sh"));
+    copy(&repo().join("tests/vm/nvme.sh"), &share.join("nvme.sh"));
+    copy(
+        &repo().join("tests/vm/osbrick.py"),
+        &share.join("osbrick.py"),
+    );
 
     let started = std::time::Instant::now();
-    // image/vm/run bounds the guest with `timeout`; 900 s is a hang, not a slow run.
+    // image/vm/run bounds the guest with `timeout`; 1800 s is a hang, not a slow run (the
+    // scenario takes 4 to 6 minutes on a quiet host, over 15 on a loaded 2-core one).
     let out = Command::new(repo().join("image/vm/run"))
         .arg(&share)
-        .arg("900")
+        .arg("1800")
         .stdin(Stdio::null())
         .output()
         .expect("run image/vm/run");

@@ -19,6 +19,8 @@ ctl() { "$B/shelfctl" --json "$@"; }
 wait_for() { local i; for i in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
 INITIATOR=iqn.2026-11.org.example.shelfvm:initiator
 PORTAL=127.0.0.1:3260
+NVME_PREFIX=nqn.2026-11.com.example.shelf
+NVME_PORT=4420
 mkdir -p $S/fixtures /etc/shelf /etc/exports.d /var/lib/shelf /run/shelf /mnt/nfs
 
 echo "--- setup ($(now))"
@@ -28,6 +30,8 @@ modprobe dm-thin-pool
 modprobe sd_mod; modprobe iscsi_tcp
 modprobe target_core_mod; modprobe iscsi_target_mod
 modprobe target_core_iblock; modprobe target_core_file
+# The NVMe/TCP target (nvmet, its TCP transport) and initiator (nvme-fabrics, nvme-tcp).
+modprobe nvmet; modprobe nvmet-tcp; modprobe nvme-fabrics; modprobe nvme-tcp
 # No systemd either: mount configfs, where LIO lives (its iscsi fabric directory appears
 # when targetcli first uses it).
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
@@ -67,6 +71,10 @@ portal = "$PORTAL"
 driver = "kernel"
 exports_file = "/etc/exports.d/shelf.exports"
 host = "127.0.0.1"
+[nvme]
+nqn_prefix = "$NVME_PREFIX"
+portal = "127.0.0.1:$NVME_PORT"
+configfs = "/sys/kernel/config/nvmet"
 TOML
 start_shelfd() {
   "$B/shelfd" --config /etc/shelf/shelf.toml >> /tmp/shelfd.log 2>&1 &
@@ -136,6 +144,8 @@ tgtd --iscsi portal=$PORTAL
 wait_for tgtadm --op show --mode sys || fail tgtd-restart "did not start again"
 ctl reconcile >/dev/null || true
 check tgt-back-after-reconcile sh -c "tgtadm --op show --mode target | grep -q 'Backing store path: /dev/shelfvg/shelf-$S1'"
+
+. "$S/nvme.sh"
 
 echo "--- kernel NFS of a file-pool share ($(now))"
 F1=$(ctl share create f1 64M --pool files | jq -r .share.id)

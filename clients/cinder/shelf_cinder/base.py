@@ -77,16 +77,18 @@ def _gib(size_bytes: int) -> float:
 
 
 class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
-    """What the iSCSI and NFS drivers share: everything but the export protocol.
+    """What the iSCSI, NFS and NVMe/TCP drivers share: everything but the export
+    protocol.
 
     Version history:
         1.0.0 - Initial driver: volumes, snapshots, clones, extend, iSCSI and NFS
                 attach, capacity from pool.show, manage/unmanage.
         1.1.0 - Volumes from Glance images through shelf's image cache
                 (clone_image, :mod:`shelf_cinder.images`).
+        1.2.0 - NVMe/TCP attach (ShelfNVMeTCPDriver, shelf's nvmet driver).
     """
 
-    VERSION = "1.1.0"
+    VERSION = "1.2.0"
     #: Third-party CI name (Cinder's driver-list convention).
     CI_WIKI_NAME = "shelf_CI"
     VENDOR = "shelf"
@@ -363,11 +365,21 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
 
     # ---------------------------------------------------------------- attach
 
-    @staticmethod
-    def _connector(connector: Dict[str, Any]) -> Dict[str, Any]:
-        """The part of an os-brick connector shelfd knows: host, ip, initiator."""
+    #: The fields of an os-brick connector (besides ``host``) this protocol's attach
+    #: sends shelfd. An os-brick connector carries the host's iSCSI initiator and its
+    #: NVMe host NQN alike; each protocol passes only what it grants access to.
+    CONNECTOR_FIELDS: tuple = ("ip", "initiator")
+    #: Every connector field shelfd records on an attachment (a force detach hands an
+    #: attachment back as it was recorded, whatever its protocol).
+    ALL_CONNECTOR_FIELDS = ("ip", "initiator", "nqn")
+
+    def _connector(
+        self, connector: Dict[str, Any], fields: Optional[tuple] = None
+    ) -> Dict[str, Any]:
+        """The part of an os-brick connector shelfd knows: host and ``fields`` (default
+        :attr:`CONNECTOR_FIELDS`)."""
         out = {"host": connector.get("host") or connector.get("ip") or "unknown"}
-        for field in ("ip", "initiator"):
+        for field in fields or self.CONNECTOR_FIELDS:
             if connector.get(field):
                 out[field] = connector[field]
         return out
@@ -402,7 +414,10 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
                 attachments = self._call("attachment_list", share=ref, pool=pool)
             except NotFound:
                 return
-            targets = [(self._connector(a), a["protocol"]) for a in attachments]
+            targets = [
+                (self._connector(a, self.ALL_CONNECTOR_FIELDS), a["protocol"])
+                for a in attachments
+            ]
         for target, protocol in targets:
             try:
                 self._call("share_detach", ref, target, pool=pool, protocol=protocol)

@@ -2,8 +2,9 @@
 
     volume_driver = shelf_cinder.driver.ShelfISCSIDriver
     volume_driver = shelf_cinder.driver.ShelfNFSDriver
+    volume_driver = shelf_cinder.driver.ShelfNVMeTCPDriver
 
-Both keep every Cinder volume as one shelf share (see :mod:`shelf_cinder.base`); they
+All keep every Cinder volume as one shelf share (see :mod:`shelf_cinder.base`); they
 differ only in how the share is exported and attached. docs/cinder.md has the options
 and the full mapping of Cinder calls to shelf operations.
 """
@@ -16,7 +17,14 @@ from cinder import exception, interface
 
 from shelf_cinder.base import GiB, ShelfBaseDriver, shelf_opts
 
-__all__ = ["GiB", "ShelfBaseDriver", "ShelfISCSIDriver", "ShelfNFSDriver", "shelf_opts"]
+__all__ = [
+    "GiB",
+    "ShelfBaseDriver",
+    "ShelfISCSIDriver",
+    "ShelfNFSDriver",
+    "ShelfNVMeTCPDriver",
+    "shelf_opts",
+]
 
 
 @interface.volumedriver
@@ -53,3 +61,23 @@ class ShelfNFSDriver(ShelfBaseDriver):
     def _check_connector(self, connector: Dict[str, Any]) -> None:
         if not connector.get("ip") and not connector.get("host"):
             raise exception.InvalidConnectorException(missing="ip")
+
+
+@interface.volumedriver
+class ShelfNVMeTCPDriver(ShelfBaseDriver):
+    """Cinder volumes as shelf shares, attached over NVMe/TCP (shelf's ``nvmet``
+    driver: one subsystem per share, namespace 1 the volume). ``initialize_connection``
+    passes the connector's host NQN (os-brick reports it as ``nqn``), which shelfd adds to
+    the subsystem's allowed hosts, and answers the connection_info os-brick's
+    NVMeOFConnector reads: ``driver_volume_type: "nvmeof"`` with ``target_nqn``,
+    ``portals`` as ``[[address, port, "tcp"]]``, ``vol_uuid`` and ``host_nqn``."""
+
+    #: cinder.common.constants.NVMEOF, as Cinder's own NVMe-oF targets report it.
+    PROTOCOL = "NVMe-oF"
+    SHELF_PROTOCOL = "nvme"
+    EXPORT_DRIVERS = ("nvmet",)
+    CONNECTOR_FIELDS = ("ip", "nqn")
+
+    def _check_connector(self, connector: Dict[str, Any]) -> None:
+        if not connector.get("nqn"):
+            raise exception.InvalidConnectorException(missing="nqn")

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[3]
 #: Seconds a reply or a start-up may take before the test calls it a hang.
 HANG = 60.0
 IQN_PREFIX = "iqn.2026-11.org.example.cinder"
+NQN_PREFIX = "nqn.2026-11.org.example.cinder"
 #: The pool's capacity policy, which get_volume_stats must report as the appliance's.
 RESERVED_PERCENTAGE = 5
 OVER_SUBSCRIPTION = 10.0
@@ -117,6 +118,11 @@ class Appliance:
             f'socket = "{self.socket}"\n'
             "reconcile_interval = 0\n"
             f"[nfs]\n{nfs}"
+            # This host's kernel has no nvmet; an absent configfs root in the scratch
+            # directory makes that so whatever the host (tests/test_nvme.py).
+            f'[nvme]\nconfigfs = "{self.base / "unused-nvmet"}"\n'
+            'portal = "127.0.0.1:4420"\n'
+            f'nqn_prefix = "{NQN_PREFIX}"\n'
             "[iscsi]\n"
             f'portal = "127.0.0.1:{self.portal_port}"\n'
             f"tgt_control_port = {self.control}\n"
