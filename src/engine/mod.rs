@@ -12,9 +12,7 @@
 //! already gone) around the object it is about. [`Engine::dispatch`] turns each into an
 //! [`Answer`] with the constructor of `proto::result` for its family (the one place a
 //! reply's shape and its `changed` field are written), and the answer carries the event
-//! the outcome stands for. To convert an operation: return `Result<Answer>` built as
-//! `answer(Answer::object(&Outcome::created_if(created, share)))` (or `deleted`,
-//! `attached`, `detached`, ...) and drop its `untyped(..)` wrapper in the dispatch.
+//! the outcome stands for.
 
 mod attach;
 mod capacity;
@@ -98,12 +96,6 @@ pub struct Engine {
 /// Convert a result struct to a CBOR value.
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
-}
-
-/// An operation's reply not yet typed, as an [`Answer`] without an event (the
-/// transition while `engine/attach.rs` and `engine/export.rs` move to typed outcomes).
-fn untyped(v: Result<Value>) -> Result<Answer> {
-    v.and_then(|v| answer(Answer::read(&v)))
 }
 
 /// A read's typed value as its answer.
