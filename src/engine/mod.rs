@@ -32,6 +32,7 @@ mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
+mod stamp;
 mod upload;
 mod verify;
 

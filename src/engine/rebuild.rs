@@ -10,31 +10,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::Config;
-use crate::model::{Attachment, Export, Share, ShareState, Snapshot};
+use crate::model::{Share, ShareState, Snapshot};
 use crate::pool::OnDisk;
 use crate::store::{self, now};
 
-/// The exports and attachments a share's volume carries (`trusted.shelf.exports`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StampedExports {
-    /// The share's exports, each with its CHAP secret (in `trusted.shelf.exports`, which
-    /// only CAP_SYS_ADMIN reads: no NFS client of the share sees it).
-    pub exports: Vec<StampedExport>,
-    /// The share's attachments.
-    pub attachments: Vec<Attachment>,
-}
-
-/// One stamped export.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StampedExport {
-    /// The export.
-    pub export: Export,
-    /// Its CHAP secret.
-    pub chap_secret: Option<String>,
-}
+pub use super::stamp::StampedExports;
 
 /// What a rebuild found and did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -308,66 +291,4 @@ fn restore_pool(
         }
     }
     Ok(())
-}
-
-impl super::Engine {
-    /// Record a share's exports and attachments on its volume, after a change that is
-    /// already committed (a detach, an export removed with its share, recovery). A failure
-    /// is logged: `verify` reports the drift.
-    pub(super) async fn stamp_exports(&self, share: &Share) {
-        if let Err(e) = self.try_stamp_exports(share, None).await {
-            log::warn!(
-                "share {}: could not record its exports on the volume: {e}",
-                share.name
-            );
-        }
-    }
-
-    /// Record a share's `available` exports (all but `except`, an export about to be
-    /// removed) and their attachments on its volume. A change that grants or revokes access
-    /// calls this and is refused when it fails: a record that disagrees with the database
-    /// would let `shelfd recover --rebuild-db` bring back access that was revoked.
-    pub(super) async fn try_stamp_exports(
-        &self,
-        share: &Share,
-        except: Option<&str>,
-    ) -> crate::error::Result<()> {
-        let json = self.exports_record(share, except).await?;
-        let pool = self.pool(&share.pool)?;
-        let id = share.id.clone();
-        super::blocking(move || pool.stamp_exports(&id, &json)).await
-    }
-
-    /// The record of a share's `available` exports (all but `except`) and their
-    /// attachments, as the database has them, in the form [`StampedExports`] stamps it.
-    pub(super) async fn exports_record(
-        &self,
-        share: &Share,
-        except: Option<&str>,
-    ) -> crate::error::Result<String> {
-        let (sid, except) = (share.id.clone(), except.map(str::to_string));
-        let stamped = self
-            .store
-            .call(move |c| {
-                let exports: Vec<StampedExport> = store::list_exports(c, Some(&sid), None)?
-                    .into_iter()
-                    .filter(|r| r.export.state == ShareState::Available)
-                    .filter(|r| Some(&r.export.id) != except.as_ref())
-                    .map(|r| StampedExport {
-                        export: r.export,
-                        chap_secret: r.chap_secret,
-                    })
-                    .collect();
-                let attachments = store::list_attachments(c, Some(&sid))?
-                    .into_iter()
-                    .filter(|a| exports.iter().any(|x| x.export.protocol == a.protocol))
-                    .collect();
-                Ok(StampedExports {
-                    exports,
-                    attachments,
-                })
-            })
-            .await?;
-        Ok(serde_json::to_string(&stamped).expect("exports serialise"))
-    }
 }
