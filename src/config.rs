@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model::{
-    validate_iqn, validate_name, CapacityPolicy, Driver, FsKind, PoolKind, Protocol,
+    validate_iqn, validate_name, validate_nqn, CapacityPolicy, Driver, FsKind, PoolKind, Protocol,
 };
 
 /// The default config, compiled in.
@@ -58,6 +58,9 @@ pub struct Config {
     /// NFS export settings.
     #[serde(default)]
     pub nfs: NfsConfig,
+    /// NVMe over TCP export settings.
+    #[serde(default)]
+    pub nvme: NvmeConfig,
     /// Who may use the socket, and for what.
     #[serde(default)]
     pub access: AccessConfig,
@@ -275,6 +278,36 @@ impl Default for NfsConfig {
             ganesha_exports: PathBuf::from("/etc/ganesha/shelf-exports.conf"),
             ganesha_pidfile: PathBuf::from("/run/ganesha/ganesha.pid"),
             host: String::new(),
+        }
+    }
+}
+
+/// NVMe over TCP settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvmeConfig {
+    /// Default driver for NVMe exports: `nvmet` (the kernel target, through configfs).
+    pub driver: Driver,
+    /// Subsystems are named `<nqn_prefix>:<share-name>`; shelf owns every subsystem
+    /// under this prefix (reconcile removes the ones the tree does not hold).
+    pub nqn_prefix: String,
+    /// The TCP portal (`ADDRESS:PORT`) the nvmet port listens on and hosts are told to
+    /// connect to (`connection_info.data.portals`).
+    pub portal: String,
+    /// The nvmet port id (`<configfs>/ports/<port_id>`) shelf links its subsystems to.
+    pub port_id: u16,
+    /// nvmet's configfs directory (the kernel's is `/sys/kernel/config/nvmet`).
+    pub configfs: PathBuf,
+}
+
+impl Default for NvmeConfig {
+    fn default() -> Self {
+        NvmeConfig {
+            driver: Driver::Nvmet,
+            nqn_prefix: "nqn.2026-12.io.shelf".into(),
+            portal: "127.0.0.1:4420".into(),
+            port_id: 1,
+            configfs: PathBuf::from("/sys/kernel/config/nvmet"),
         }
     }
 }
@@ -562,6 +595,29 @@ impl Config {
                 self.nfs.driver.as_str()
             ));
         }
+        if self.nvme.driver.protocol() != Protocol::Nvme {
+            return Err(format!(
+                "nvme.driver {:?} is not an NVMe driver",
+                self.nvme.driver.as_str()
+            ));
+        }
+        validate_nqn(&format!("{}:x", self.nvme.nqn_prefix))
+            .map_err(|e| format!("nvme.nqn_prefix: {e}"))?;
+        if self.nvme.nqn_prefix.len() > 150 {
+            return Err("nvme.nqn_prefix must be at most 150 bytes".into());
+        }
+        if self.nvme.portal.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "nvme.portal {:?} must be ADDRESS:PORT",
+                self.nvme.portal
+            ));
+        }
+        if !self.nvme.configfs.is_absolute() {
+            return Err(format!(
+                "nvme.configfs {:?} must be an absolute path",
+                self.nvme.configfs
+            ));
+        }
         validate_iqn(&format!("{}:x", self.iscsi.iqn_prefix))
             .map_err(|e| format!("iscsi.iqn_prefix: {e}"))?;
         if self.iscsi.portal.parse::<std::net::SocketAddr>().is_err() {
@@ -757,6 +813,12 @@ mod tests {
             "state_dir='/a'\nsocket='/b'\n[iscsi]\niqn_prefix='bad prefix'",
             "state_dir='/a'\nsocket='/b'\n[iscsi]\nportal='nohost'",
             "state_dir='/a'\nsocket='/b'\n[nfs]\nexports_file='rel'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\ndriver='tgt'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nnqn_prefix='iqn.2026-12.io.shelf'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nportal='nohost'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nconfigfs='rel'",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nport_id=70000",
+            "state_dir='/a'\nsocket='/b'\n[nvme]\nportl='127.0.0.1:4420'",
             "state_dir='/a'\nsocket='/b'\n[access]\nadmin_users=['a b']",
             "state_dir='/a'\nsocket='/b'\n[access]\nadmins=['root']",
             "state_dir='/a'\nsocket='/b'\n[pools.p]\nkind='lvm'\nvolume_group='vg'",

@@ -4,10 +4,10 @@
 
 use ciborium::Value;
 
-use super::{failpoint, map, to_value, Engine};
+use super::{answer, failpoint, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Access, Attachment, ExportOptions, Protocol, Share};
-use crate::proto::{AttachArgs, ShareFilter};
+use crate::model::{self, Access, Attachment, Outcome, Protocol, Share};
+use crate::proto::{Answer, AttachArgs, ShareFilter};
 use crate::store::{self, now, ExportRow};
 
 /// The journal's name for an unacknowledged attach (its object is the attachment id):
@@ -23,146 +23,62 @@ pub(super) const DETACH_INTENT: &str = "share.detach";
 /// the revoked attachment into a `recover --rebuild-db` (docs/security.md §5).
 pub(super) const RESTAMP_INTENT: &str = "share.restamp_exports";
 
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-/// The path an NFS client mounts: the exported directory for kernel nfsd, the pseudo
-/// path for ganesha (its NFSv4 clients answer NFS4ERR_NOENT for the real path).
-fn nfs_path(e: &model::Export) -> String {
-    match e.driver {
-        model::Driver::Ganesha => crate::export::ganesha::pseudo_path_of(&e.share),
-        _ => e.target.clone(),
-    }
-}
-
-/// How long an NFS client's host name may take to resolve.
-const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Check that an NFS client attached by host name resolves, as exportfs (and ganesha)
-/// will need it to: a name that does not resolve is silently left out of the kernel's
-/// export table (`exportfs -r` says "Failed to resolve" and exits 0), so the attach would
-/// grant nothing while answering ok. IP addresses need no lookup. The lookup runs off the
-/// event loop and is abandoned after [`RESOLVE_TIMEOUT`] (`busy`: retry, or give an IP).
-async fn check_nfs_client_resolves(client: &str) -> Result<()> {
-    let bare = client.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let name = client.to_string();
-    let lookup = smol::unblock(move || {
-        use std::net::ToSocketAddrs;
-        (name.as_str(), 2049u16)
-            .to_socket_addrs()
-            .map(|mut addrs| addrs.next().is_some())
-    });
-    let outcome = futures_lite::future::or(async { Some(lookup.await) }, async {
-        smol::Timer::after(RESOLVE_TIMEOUT).await;
-        None
-    })
-    .await;
-    let why = match outcome {
-        Some(Ok(true)) => return Ok(()),
-        Some(Ok(false)) => "it has no address".to_string(),
-        Some(Err(e)) => e.to_string(),
-        None => {
-            return Err(Error::Busy(format!(
-                "resolving NFS client {client:?} took more than {} s; retry, or give connector.ip",
-                RESOLVE_TIMEOUT.as_secs()
-            )))
-        }
-    };
-    Err(Error::Invalid(format!(
-        "NFS client {client:?} does not resolve ({why}), so the export could not admit it; \
-         give connector.ip (the client's IP address) or a host name this server resolves"
-    )))
-}
-
 impl Engine {
-    /// `connection_info` in Cinder's shape for an export.
-    fn connection_info(&self, share: &Share, row: &ExportRow, mode: Access) -> Value {
+    /// `connection_info` in Cinder's shape for an attach of `client` through `row`.
+    fn connection_info(
+        &self,
+        share: &Share,
+        row: &ExportRow,
+        client: &str,
+        mode: Access,
+    ) -> Result<Value> {
         let e = &row.export;
-        match e.protocol {
-            Protocol::Iscsi => {
-                let mut data = vec![
-                    ("target_iqn", text(&e.target)),
-                    ("target_portal", text(&self.settings.portal)),
-                    ("target_lun", Value::Integer(1.into())),
-                    ("target_discovered", Value::Bool(false)),
-                    ("volume_id", text(&share.id)),
-                    ("access_mode", text(mode.as_str())),
-                    ("discard", Value::Bool(false)),
-                    ("encrypted", Value::Bool(false)),
-                ];
-                if e.options.chap {
-                    data.push(("auth_method", text("CHAP")));
-                    data.push(("auth_username", text(e.chap_user.as_deref().unwrap_or(""))));
-                    data.push((
-                        "auth_password",
-                        text(row.chap_secret.as_deref().unwrap_or("")),
-                    ));
-                }
-                map(vec![
-                    ("driver_volume_type", text("iscsi")),
-                    ("data", map(data)),
-                ])
-            }
-            Protocol::Nfs => map(vec![
-                ("driver_volume_type", text("nfs")),
-                (
-                    "data",
-                    map(vec![
-                        (
-                            "export",
-                            text(&format!("{}:{}", self.settings.nfs_host, nfs_path(e))),
-                        ),
-                        ("name", text("volume")),
-                        ("options", Value::Null),
-                        ("volume_id", text(&share.id)),
-                        ("access_mode", text(mode.as_str())),
-                    ]),
-                ),
-            ]),
-        }
+        let client_path = self.exporter(e.driver).client_path(e);
+        self.protocol(e.protocol)
+            .connection_info(&crate::export::protocol::Attaching {
+                share_id: &share.id,
+                export: e,
+                chap_secret: row.chap_secret.as_deref(),
+                mode,
+                client,
+                client_path: &client_path,
+            })
     }
 
-    /// The protocol an attach or detach is about: the one asked for, else the share's
-    /// existing export (iSCSI first), else iSCSI; NFS for a filesystem share.
-    async fn pick_protocol(&self, share: &Share, asked: Option<Protocol>) -> Result<Protocol> {
+    /// The protocol an attach or detach is about: the one asked for, else the one
+    /// [`crate::export::protocol::choose`] picks from the share's exports and the connector.
+    async fn pick_protocol(
+        &self,
+        share: &Share,
+        asked: Option<Protocol>,
+        connector: &model::Connector,
+    ) -> Result<Protocol> {
         if let Some(p) = asked {
-            Self::check_protocol(share, p)?;
+            self.check_protocol(share, p)?;
             return Ok(p);
-        }
-        if share.layout == crate::model::Layout::Filesystem {
-            return Ok(Protocol::Nfs);
         }
         let sid = share.id.clone();
         let rows = self
             .store
             .call(move |c| store::list_exports(c, Some(&sid), None))
             .await?;
-        Ok(
-            if rows.iter().any(|r| r.export.protocol == Protocol::Iscsi) || rows.is_empty() {
-                Protocol::Iscsi
-            } else {
-                Protocol::Nfs
-            },
-        )
+        let existing: Vec<Protocol> = rows.iter().map(|r| r.export.protocol).collect();
+        Ok(crate::export::protocol::choose(
+            &existing,
+            connector,
+            share.layout == crate::model::Layout::Filesystem,
+        ))
     }
 
-    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Value> {
+    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
-        let protocol = self.pick_protocol(&share, a.protocol).await?;
-        let client = model::connector_client(&a.connector, protocol)?;
+        let protocol = self.pick_protocol(&share, a.protocol, &a.connector).await?;
+        let rules = self.protocol(protocol);
+        let client = rules.connector_client(&a.connector)?;
         let mode = a.mode.unwrap_or(Access::Rw);
-        if protocol == Protocol::Iscsi && mode == Access::Ro {
-            return Err(Error::Unsupported(
-                "read-only attach is not supported over iSCSI (tgt has no per-initiator read-only LUNs); use NFS"
-                    .into(),
-            ));
-        }
+        rules.check_mode(mode)?;
         let sid = share.id.clone();
         let attachments = self
             .store
@@ -182,13 +98,10 @@ impl Engine {
                 )));
             }
         }
-        if mine.is_none() && protocol == Protocol::Nfs {
-            check_nfs_client_resolves(&client).await?;
+        if mine.is_none() {
+            rules.admit(&client).await?;
         }
-        let driver = match protocol {
-            Protocol::Nfs => self.settings.nfs_driver,
-            Protocol::Iscsi => self.settings.iscsi_driver,
-        };
+        let driver = rules.default_driver();
         let sid = share.id.clone();
         let existing = self
             .store
@@ -204,18 +117,15 @@ impl Engine {
             }
             None => {
                 self.probe_driver(driver).await?;
-                self.ensure_export(&share, protocol, driver, ExportOptions::default())
+                self.ensure_export(&share, protocol, driver, rules.attach_options())
                     .await?
                     .0
             }
         };
         if let Some(m) = mine {
             // The same connector again: the same answer, nothing changed.
-            let info = self.connection_info(&share, &row, m.mode);
-            return Ok(map(vec![
-                ("connection_info", info),
-                ("changed", Value::Bool(false)),
-            ]));
+            let info = self.connection_info(&share, &row, &client, m.mode)?;
+            return answer(Answer::attached(&Outcome::AlreadyThere(m.clone()), info));
         }
         self.probe_driver(row.export.driver).await?;
         let attachment = Attachment {
@@ -278,15 +188,11 @@ impl Engine {
             protocol.as_str(),
             mode.as_str()
         );
-        let info = self.connection_info(&share, &row, mode);
-        Ok(map(vec![
-            ("connection_info", info),
-            ("attachment", to_value(&attachment)?),
-            ("changed", Value::Bool(true)),
-        ]))
+        let info = self.connection_info(&share, &row, &client, mode)?;
+        answer(Answer::attached(&Outcome::Created(attachment), info))
     }
 
-    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Value> {
+    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -297,11 +203,11 @@ impl Engine {
             .await?;
         let protocols: Vec<Protocol> = match a.protocol {
             Some(p) => vec![p],
-            None => vec![Protocol::Iscsi, Protocol::Nfs],
+            None => Protocol::ALL.to_vec(),
         };
         let mut found = None;
         for p in protocols {
-            let Ok(client) = model::connector_client(&a.connector, p) else {
+            let Ok(client) = self.protocol(p).connector_client(&a.connector) else {
                 continue;
             };
             if let Some(x) = attachments
@@ -314,14 +220,11 @@ impl Engine {
         }
         if found.is_none() {
             // Validate the connector anyway, so a malformed one is not answered "ok".
-            let p = self.pick_protocol(&share, a.protocol).await?;
-            model::connector_client(&a.connector, p)?;
+            let p = self.pick_protocol(&share, a.protocol, &a.connector).await?;
+            self.protocol(p).connector_client(&a.connector)?;
         }
         let Some(att) = found else {
-            return Ok(map(vec![
-                ("detached", Value::Null),
-                ("changed", Value::Bool(false)),
-            ]));
+            return answer(Answer::detached(&Outcome::AlreadyGone(None)));
         };
         let (sid, proto) = (share.id.clone(), att.protocol);
         let row = self
@@ -407,10 +310,7 @@ impl Engine {
             att.protocol.as_str(),
             att.client
         );
-        Ok(map(vec![
-            ("detached", to_value(&att)?),
-            ("changed", Value::Bool(true)),
-        ]))
+        answer(Answer::detached(&Outcome::Deleted(Some(att))))
     }
 
     /// Write the share's exports record without attachment `attachment` on its volume.
@@ -457,7 +357,7 @@ impl Engine {
         }
     }
 
-    pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Value> {
+    pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Answer> {
         let share = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
             None => None,
@@ -466,6 +366,6 @@ impl Engine {
             .store
             .call(move |c| store::list_attachments(c, share.as_deref()))
             .await?;
-        to_value(&rows)
+        answer(Answer::read(&rows))
     }
 }

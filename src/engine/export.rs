@@ -2,33 +2,14 @@
 
 use std::sync::Arc;
 
-use ciborium::Value;
-
-use super::{failpoint, map, to_value, Engine};
+use super::{answer, failpoint, Engine};
 use crate::error::{Error, Result};
+use crate::export::protocol::{OptionArgs, ProtocolHandler};
 use crate::export::{ExportSpec, Exporter};
-use crate::model::{self, Access, Driver, Export, ExportOptions, Protocol, Share, ShareState};
+use crate::model::{Driver, Export, ExportOptions, Medium, Outcome, Protocol, Share, ShareState};
+use crate::proto::Answer;
 use crate::proto::{ExportCreateArgs, ExportRef, ShareFilter};
 use crate::store::{self, now, ExportRow};
-
-/// A random string of `n` letters and digits (CHAP user suffixes and secrets).
-pub(super) fn random_token(n: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut out = String::with_capacity(n);
-    while out.len() < n {
-        for b in uuid::Uuid::new_v4().as_bytes() {
-            if out.len() < n {
-                out.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
-            }
-        }
-    }
-    out
-}
-
-/// An IQN-safe form of a share name: lower case, `_` as `-`.
-fn iqn_suffix(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
-}
 
 /// Refuse to build on an export that a failed create or delete left `creating` or
 /// `deleting`: recovery removes such an export with its attachments, so nothing done on it
@@ -54,15 +35,23 @@ impl Engine {
             .clone()
     }
 
+    /// The rules of protocol `p`.
+    pub(super) fn protocol(&self, p: Protocol) -> Arc<dyn ProtocolHandler> {
+        self.protocols
+            .get(&p)
+            .expect("every protocol has its rules")
+            .clone()
+    }
+
     /// The spec a driver needs for an export of `share`.
     pub(super) fn spec_for(&self, row: &ExportRow, share: &Share) -> Result<ExportSpec> {
         let pool = self.pool(&share.pool)?;
-        let path = match row.export.protocol {
-            Protocol::Nfs if share.layout == crate::model::Layout::Filesystem => {
+        let path = match row.export.protocol.medium() {
+            Medium::Directory if share.layout == crate::model::Layout::Filesystem => {
                 self.mountpoint(&share.id)
             }
-            Protocol::Nfs => pool.export_dir(&share.id),
-            Protocol::Iscsi => pool.volume_path(&share.id),
+            Medium::Directory => pool.export_dir(&share.id),
+            Medium::Block => pool.volume_path(&share.id),
         };
         Ok(ExportSpec {
             export: row.export.clone(),
@@ -72,10 +61,8 @@ impl Engine {
     }
 
     fn validate_export_args(&self, a: &ExportCreateArgs) -> Result<(Driver, ExportOptions)> {
-        let driver = a.driver.unwrap_or(match a.protocol {
-            Protocol::Nfs => self.settings.nfs_driver,
-            Protocol::Iscsi => self.settings.iscsi_driver,
-        });
+        let rules = self.protocol(a.protocol);
+        let driver = a.driver.unwrap_or(rules.default_driver());
         if driver.protocol() != a.protocol {
             return Err(Error::Invalid(format!(
                 "driver {} does not serve {}",
@@ -83,61 +70,28 @@ impl Engine {
                 a.protocol.as_str()
             )));
         }
-        let clients =
-            match (a.protocol, &a.clients) {
-                (Protocol::Nfs, None) => return Err(Error::Invalid(
-                    "an NFS export needs clients (hosts or networks allowed to mount it; [] for \
-                     attached hosts only): shelf never exports to the world by default"
-                        .into(),
-                )),
-                (_, c) => c.clone().unwrap_or_default(),
-            };
-        if clients.len() > 256 {
-            return Err(Error::Invalid("at most 256 clients per export".into()));
-        }
-        for c in &clients {
-            match a.protocol {
-                Protocol::Nfs => model::validate_nfs_client(c)?,
-                Protocol::Iscsi => model::validate_iqn(c)?,
-            }
-        }
-        if a.protocol == Protocol::Iscsi
-            && (a.access.is_some() || a.sync.is_some() || a.root_squash.is_some())
-        {
-            return Err(Error::Invalid(
-                "access, sync and root_squash are NFS options".into(),
-            ));
-        }
-        if a.protocol == Protocol::Nfs && a.chap.is_some() {
-            return Err(Error::Invalid("chap is an iSCSI option".into()));
-        }
-        Ok((
-            driver,
-            ExportOptions {
-                clients,
-                access: a.access.unwrap_or(Access::Rw),
-                sync: a.sync.unwrap_or(true),
-                root_squash: a.root_squash.unwrap_or(true),
-                chap: a.chap.unwrap_or(true),
-            },
-        ))
+        let options = rules.export_options(&OptionArgs {
+            clients: a.clients.clone(),
+            access: a.access,
+            sync: a.sync,
+            root_squash: a.root_squash,
+            chap: a.chap,
+        })?;
+        Ok((driver, options))
     }
 
-    pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Value> {
+    pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Answer> {
         let (driver, options) = self.validate_export_args(&a)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let _exports = self.export_guard(driver).await;
         let share = self.share_by_id(&id).await?;
-        Self::check_protocol(&share, a.protocol)?;
+        self.check_protocol(&share, a.protocol)?;
         self.probe_driver(driver).await?;
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;
-        Ok(map(vec![
-            ("export", to_value(&row.export)?),
-            ("changed", Value::Bool(created)),
-        ]))
+        answer(Answer::object(&Outcome::created_if(created, row.export)))
     }
 
     /// Make sure `share` has an export for `protocol` with these settings; the caller holds
@@ -149,7 +103,7 @@ impl Engine {
         driver: Driver,
         options: ExportOptions,
     ) -> Result<(ExportRow, bool)> {
-        Self::check_protocol(share, protocol)?;
+        self.check_protocol(share, protocol)?;
         if share.layout == crate::model::Layout::Block {
             self.pool(&share.pool)?.check_export(protocol)?;
         }
@@ -170,7 +124,7 @@ impl Engine {
             created_at: now(),
         };
         let pool = self.pool(&share.pool)?;
-        let (prefix, sid) = (self.settings.iqn_prefix.clone(), share.id.clone());
+        let sid = share.id.clone();
         let export_dir = if share.layout == crate::model::Layout::Filesystem {
             self.mountpoint(&share.id)
         } else {
@@ -178,7 +132,10 @@ impl Engine {
         }
         .display()
         .to_string();
-        let suffix = iqn_suffix(&share.name);
+        let naming = self
+            .protocol(protocol)
+            .naming(&share.id, &share.name, &export_dir);
+        let wants_tid = self.exporter(driver).wants_tid();
         let (row, existing) = self
             .store
             .write(move |c| {
@@ -187,32 +144,24 @@ impl Engine {
                 }
                 let (tid, fsid) = store::next_ids(c)?;
                 let mut export = export;
+                export.target = naming.targets.last().cloned().unwrap_or_default();
+                for candidate in &naming.targets {
+                    let taken: bool = c.query_row(
+                        "SELECT count(*) > 0 FROM exports WHERE target = ?1",
+                        [candidate],
+                        |r| r.get(0),
+                    )?;
+                    if !taken {
+                        export.target = candidate.clone();
+                        break;
+                    }
+                }
+                export.tid = wants_tid.then_some(tid);
+                export.fsid = naming.fsid.then_some(fsid);
                 let mut secret = None;
-                match protocol {
-                    Protocol::Iscsi => {
-                        let candidate = format!("{prefix}:{suffix}");
-                        let taken: bool = c.query_row(
-                            "SELECT count(*) > 0 FROM exports WHERE target = ?1",
-                            [&candidate],
-                            |r| r.get(0),
-                        )?;
-                        export.target = if taken {
-                            format!("{prefix}:{}", export.share)
-                        } else {
-                            candidate
-                        };
-                        export.tid = (driver == Driver::Tgt).then_some(tid);
-                        export.chap_user = Some(format!(
-                            "{}{}",
-                            crate::export::tgt::CHAP_USER_PREFIX,
-                            random_token(12)
-                        ));
-                        secret = Some(random_token(16));
-                    }
-                    Protocol::Nfs => {
-                        export.target = export_dir;
-                        export.fsid = Some(fsid);
-                    }
+                if let Some((user, pass)) = naming.credentials {
+                    export.chap_user = Some(user);
+                    secret = Some(pass);
                 }
                 store::insert_export(c, &export, secret.as_deref())?;
                 Ok((
@@ -303,11 +252,11 @@ impl Engine {
             .await
     }
 
-    pub(super) async fn show_export(&self, a: ExportRef) -> Result<Value> {
-        to_value(&self.find_export(&a).await?.export)
+    pub(super) async fn show_export(&self, a: ExportRef) -> Result<Answer> {
+        answer(Answer::read(&self.find_export(&a).await?.export))
     }
 
-    pub(super) async fn list_exports(&self, a: ShareFilter) -> Result<Value> {
+    pub(super) async fn list_exports(&self, a: ShareFilter) -> Result<Answer> {
         let share = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
             None => None,
@@ -316,10 +265,12 @@ impl Engine {
             .store
             .call(move |c| store::list_exports(c, share.as_deref(), None))
             .await?;
-        to_value(&rows.into_iter().map(|r| r.export).collect::<Vec<_>>())
+        answer(Answer::read(
+            &rows.into_iter().map(|r| r.export).collect::<Vec<_>>(),
+        ))
     }
 
-    pub(super) async fn delete_export(&self, a: ExportRef) -> Result<Value> {
+    pub(super) async fn delete_export(&self, a: ExportRef) -> Result<Answer> {
         let row = self.find_export(&a).await?;
         let _g = self.locks.lock(&row.export.share).await;
         let _exports = self.export_guard(row.export.driver).await;
@@ -348,10 +299,7 @@ impl Engine {
         }
         self.remove_export_locked(&share, &row, a.force, failpoint::EXPORT_DELETE)
             .await?;
-        Ok(map(vec![
-            ("deleted", Value::Text(row.export.id.clone())),
-            ("changed", Value::Bool(true)),
-        ]))
+        Ok(Answer::deleted(&Outcome::Deleted(row.export.id.clone())))
     }
 
     /// Remove one export (and, with `force`, its attachments); the caller holds the lock.

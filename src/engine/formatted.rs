@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::model::{FsKind, Layout, Protocol, Share, ShareState};
+use crate::model::{FsKind, Layout, Medium, Protocol, Share, ShareState};
 use crate::pool::Pool;
 use crate::store;
 
@@ -112,11 +112,12 @@ impl Engine {
 
     /// Refuse what a formatted share cannot do: it is mounted here, so it is never handed
     /// out as a block device.
-    pub(super) fn check_protocol(share: &Share, protocol: Protocol) -> Result<()> {
-        if share.layout == Layout::Filesystem && protocol == Protocol::Iscsi {
+    pub(super) fn check_protocol(&self, share: &Share, protocol: Protocol) -> Result<()> {
+        if share.layout == Layout::Filesystem && protocol.medium() == Medium::Block {
             return Err(Error::Invalid(format!(
-                "share {} is a filesystem share (mounted by shelfd); export it over NFS, not iSCSI",
-                share.name
+                "share {} is a filesystem share (mounted by shelfd); export it over NFS, not {}",
+                share.name,
+                self.protocol(protocol).title()
             )));
         }
         Ok(())

@@ -12,9 +12,9 @@
 //! already gone) around the object it is about. [`Engine::dispatch`] turns each into an
 //! [`Answer`] with the constructor of `proto::result` for its family (the one place a
 //! reply's shape and its `changed` field are written), and the answer carries the event
-//! the outcome stands for. To convert an operation: return `Result<Answer>` built as
-//! `answer(Answer::object(&Outcome::created_if(created, share)))` (or `deleted`,
-//! `attached`, `detached`, ...) and drop its `untyped(..)` wrapper in the dispatch.
+//! the outcome stands for, which [`Engine::handle`] publishes once the operation has
+//! returned (after its final commit, before the reply). A new operation returns its typed
+//! value, an `Outcome`, or a `Result<Answer>` built with one of those constructors.
 
 mod attach;
 mod capacity;
@@ -48,10 +48,7 @@ pub use rebuild::{rebuild_db, RebuildReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export::ganesha::GaneshaExporter;
-use crate::export::lio::LioExporter;
-use crate::export::nfs_kernel::NfsKernelExporter;
-use crate::export::tgt::TgtExporter;
+use crate::export::protocol::ProtocolHandler;
 use crate::export::Exporter;
 use crate::model::Pool as PoolInfo;
 use crate::model::{CapacityPolicy, Driver, Outcome};
@@ -68,7 +65,8 @@ pub struct Engine {
     /// Each pool's capacity policy; replaced on reload.
     policies: RwLock<BTreeMap<String, CapacityPolicy>>,
     exporters: BTreeMap<Driver, Arc<dyn Exporter>>,
-    settings: ExportSettings,
+    /// Each protocol's rules (naming, clients, connection_info).
+    protocols: BTreeMap<crate::model::Protocol, Arc<dyn ProtocolHandler>>,
     locks: LockTable,
     /// One per driver. A change to a driver's exports holds it shared from its first row
     /// change to its last daemon change; reconciling that driver holds it alone, so it never
@@ -96,65 +94,9 @@ pub struct Engine {
     driver_cache: drivers::DriverCache,
 }
 
-/// The export settings the engine needs from the config.
-#[derive(Debug, Clone)]
-struct ExportSettings {
-    iqn_prefix: String,
-    portal: String,
-    nfs_host: String,
-    nfs_driver: Driver,
-    iscsi_driver: Driver,
-}
-
-fn build_exporters(config: &Config) -> BTreeMap<Driver, Arc<dyn Exporter>> {
-    let runner = Runner::new(Duration::from_secs(config.command_timeout));
-    let mut roots: Vec<std::path::PathBuf> = config
-        .resolved_pools()
-        .into_values()
-        .map(|(_, path)| path)
-        .collect();
-    // Formatted shares are exported from their mounts.
-    roots.push(config.mount_base());
-    let mut m: BTreeMap<Driver, Arc<dyn Exporter>> = BTreeMap::new();
-    m.insert(
-        Driver::Tgt,
-        Arc::new(TgtExporter::new(
-            runner.clone(),
-            config.iscsi.tgt_control_port,
-            &config.iscsi.iqn_prefix,
-        )),
-    );
-    m.insert(
-        Driver::Lio,
-        Arc::new(LioExporter::new(runner.clone(), &config.iscsi.iqn_prefix)),
-    );
-    m.insert(
-        Driver::Kernel,
-        Arc::new(NfsKernelExporter::new(
-            runner,
-            config.nfs.exports_file.clone(),
-            roots,
-        )),
-    );
-    m.insert(
-        Driver::Ganesha,
-        Arc::new(GaneshaExporter::new(
-            config.nfs.ganesha_exports.clone(),
-            config.nfs.ganesha_pidfile.clone(),
-        )),
-    );
-    m
-}
-
 /// Convert a result struct to a CBOR value.
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
-}
-
-/// An operation's reply not yet typed, as an [`Answer`] without an event (the
-/// transition while `engine/attach.rs` and `engine/export.rs` move to typed outcomes).
-fn untyped(v: Result<Value>) -> Result<Answer> {
-    v.and_then(|v| answer(Answer::read(&v)))
 }
 
 /// A read's typed value as its answer.
@@ -220,15 +162,10 @@ impl Engine {
             let pool = open_pool(config, &name, kind, path).await?;
             pools.insert(name, pool);
         }
-        let nfs_host = if config.nfs.host.is_empty() {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into())
-        } else {
-            config.nfs.host.clone()
-        };
-        let exporters = build_exporters(config);
+        let crate::export::registry::Registry {
+            exporters,
+            protocols,
+        } = crate::export::registry::build(config);
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
@@ -238,13 +175,7 @@ impl Engine {
                 .map(|d| (*d, async_lock::RwLock::new(())))
                 .collect(),
             exporters,
-            settings: ExportSettings {
-                iqn_prefix: config.iscsi.iqn_prefix.clone(),
-                portal: config.iscsi.portal.clone(),
-                nfs_host,
-                nfs_driver: config.nfs.driver,
-                iscsi_driver: config.iscsi.driver,
-            },
+            protocols,
             locks: LockTable::default(),
             jobs: Arc::default(),
             events: Arc::default(),
@@ -403,13 +334,13 @@ impl Engine {
             Request::SnapshotShow(a) => read(self.show_snapshot(a).await),
             Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a).await),
             Request::Tree(a) => read(self.tree(a).await),
-            Request::ExportCreate(a) => untyped(self.create_export(a).await),
-            Request::ExportList(a) => untyped(self.list_exports(a).await),
-            Request::ExportShow(a) => untyped(self.show_export(a).await),
-            Request::ExportDelete(a) => untyped(self.delete_export(a).await),
-            Request::ShareAttach(a) => untyped(self.attach_share(a).await),
-            Request::ShareDetach(a) => untyped(self.detach_share(a).await),
-            Request::AttachmentList(a) => untyped(self.list_attachments(a).await),
+            Request::ExportCreate(a) => self.create_export(a).await,
+            Request::ExportList(a) => self.list_exports(a).await,
+            Request::ExportShow(a) => self.show_export(a).await,
+            Request::ExportDelete(a) => self.delete_export(a).await,
+            Request::ShareAttach(a) => self.attach_share(a).await,
+            Request::ShareDetach(a) => self.detach_share(a).await,
+            Request::AttachmentList(a) => self.list_attachments(a).await,
             Request::Reconcile => {
                 let report = self.reconcile().await?;
                 let repaired = !report.findings.is_empty();

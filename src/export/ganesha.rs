@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::coalesce::Coalescer;
 use super::{action, write_atomically, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
-use crate::model::{Access, Driver};
+use crate::model::{Access, Driver, Export};
 use crate::sys::cmd::find_program;
 use crate::sys::process::{hup_pidfile, pidfile_alive};
 
@@ -114,6 +114,11 @@ impl GaneshaExporter {
 impl Exporter for GaneshaExporter {
     fn driver(&self) -> Driver {
         Driver::Ganesha
+    }
+
+    fn client_path(&self, export: &Export) -> String {
+        // Its NFSv4 clients answer NFS4ERR_NOENT for the real path.
+        pseudo_path_of(&export.share)
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {

@@ -1,4 +1,8 @@
-//! Exporting shares: an [`Exporter`] per driver makes the target daemons match the tree.
+//! Exporting shares: an [`Exporter`] per driver makes the target daemons match the tree,
+//! and a [`protocol::ProtocolHandler`] per protocol knows what the engine must not: how an
+//! export is named, which clients and options it takes, what a connector must carry and the
+//! `connection_info` an attach answers with. [`registry`] is the one table of both; the
+//! engine journals, locks and calls through them (docs/exports.md, "Adding a driver").
 //!
 //! Exporters are idempotent: `apply` creates an export or brings an existing one in line
 //! with its spec (ACL, LUN, options), `remove` succeeds when the export is already gone, and
@@ -8,8 +12,14 @@
 
 mod coalesce;
 pub mod ganesha;
+pub mod iscsi;
 pub mod lio;
+pub mod nfs;
 pub mod nfs_kernel;
+pub mod nvme;
+pub mod nvmet;
+pub mod protocol;
+pub mod registry;
 pub mod tgt;
 
 use std::future::Future;
@@ -71,6 +81,15 @@ impl Finding {
 pub trait Exporter: Send + Sync + std::fmt::Debug {
     /// Which driver this is.
     fn driver(&self) -> Driver;
+    /// The path or name a client of `export` uses: the export's target, unless the driver
+    /// serves it elsewhere (ganesha's NFSv4 pseudo path).
+    fn client_path(&self, export: &Export) -> String {
+        export.target.clone()
+    }
+    /// Whether the driver numbers its targets itself with shelf's allocated `tid` (tgt).
+    fn wants_tid(&self) -> bool {
+        false
+    }
     /// `Ok` when the tool and its daemon are usable; else `unsupported` (tool missing) or
     /// `busy` (daemon not running) naming what is missing.
     fn probe(&self) -> BoxFut<'_, Result<()>>;

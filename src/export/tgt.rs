@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
 
-/// The prefix of the CHAP user names shelfd creates (accounts without it are never touched).
-pub const CHAP_USER_PREFIX: &str = "shelf-";
+pub use super::iscsi::CHAP_USER_PREFIX;
 
 /// What one target looks like, as configured or as `tgtadm --op show` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -374,6 +373,10 @@ impl TgtExporter {
 impl Exporter for TgtExporter {
     fn driver(&self) -> Driver {
         Driver::Tgt
+    }
+
+    fn wants_tid(&self) -> bool {
+        true
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {

@@ -1,4 +1,4 @@
-//! Exports (NFS, iSCSI), attachments and connectors, and the validation of everything a
+//! Exports (NFS, iSCSI, NVMe/TCP), attachments and connectors, and the validation of everything a
 //! client can put into an exports line or a target ACL.
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,17 @@ pub enum Protocol {
     Nfs,
     /// iSCSI (the volume as LUN 1 of a target).
     Iscsi,
+    /// NVMe over TCP (the volume as namespace 1 of a subsystem).
+    Nvme,
+}
+
+/// What an export hands a client: the share's volume as a block device, or a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// The volume itself (a LUN, a namespace).
+    Block,
+    /// A directory holding the volume file, or a formatted share's mount.
+    Directory,
 }
 
 impl Protocol {
@@ -21,6 +32,18 @@ impl Protocol {
         match self {
             Protocol::Nfs => "nfs",
             Protocol::Iscsi => "iscsi",
+            Protocol::Nvme => "nvme",
+        }
+    }
+
+    /// Every protocol, in the order an unspecified detach looks for the connector.
+    pub const ALL: [Protocol; 3] = [Protocol::Iscsi, Protocol::Nfs, Protocol::Nvme];
+
+    /// What an export over this protocol hands out.
+    pub fn medium(self) -> Medium {
+        match self {
+            Protocol::Nfs => Medium::Directory,
+            Protocol::Iscsi | Protocol::Nvme => Medium::Block,
         }
     }
 
@@ -29,6 +52,7 @@ impl Protocol {
         match s {
             "nfs" => Some(Protocol::Nfs),
             "iscsi" => Some(Protocol::Iscsi),
+            "nvme" => Some(Protocol::Nvme),
             _ => None,
         }
     }
@@ -46,6 +70,8 @@ pub enum Driver {
     Tgt,
     /// The kernel LIO target, driven with `targetcli`.
     Lio,
+    /// The kernel NVMe target, driven through configfs.
+    Nvmet,
 }
 
 impl Driver {
@@ -56,6 +82,7 @@ impl Driver {
             Driver::Ganesha => "ganesha",
             Driver::Tgt => "tgt",
             Driver::Lio => "lio",
+            Driver::Nvmet => "nvmet",
         }
     }
 
@@ -66,6 +93,7 @@ impl Driver {
             "ganesha" => Some(Driver::Ganesha),
             "tgt" => Some(Driver::Tgt),
             "lio" => Some(Driver::Lio),
+            "nvmet" => Some(Driver::Nvmet),
             _ => None,
         }
     }
@@ -75,6 +103,7 @@ impl Driver {
         match self {
             Driver::Kernel | Driver::Ganesha => Protocol::Nfs,
             Driver::Tgt | Driver::Lio => Protocol::Iscsi,
+            Driver::Nvmet => Protocol::Nvme,
         }
     }
 }
@@ -215,6 +244,9 @@ pub struct Connector {
     /// The host's iSCSI initiator IQN.
     #[serde(default)]
     pub initiator: Option<String>,
+    /// The host's NVMe qualified name (its host NQN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nqn: Option<String>,
     /// The host's name.
     pub host: String,
 }
@@ -276,7 +308,7 @@ pub fn validate_nfs_client(c: &str) -> Result<(), Invalid> {
 /// so it must be a host name, never a wildcard (`*`), a network (`10.0.0.0/8`) or a
 /// netgroup (`@all`), which `validate_nfs_client` allows in an export's static list but
 /// which would open the export to many hosts (`*` to the world) on one attach.
-fn validate_single_host(host: &str) -> Result<(), Invalid> {
+pub fn validate_single_host(host: &str) -> Result<(), Invalid> {
     let single = host
         .chars()
         .all(|ch| ch.is_ascii_alphanumeric() || ".-_".contains(ch))
@@ -337,9 +369,10 @@ pub fn validate_iqn(name: &str) -> Result<(), Invalid> {
     Err(err("must start with iqn., eui. or naa."))
 }
 
-/// Check a connector for a protocol; returns the ACL entry it adds (the initiator IQN for
-/// iSCSI, the IP or host for NFS).
-pub fn connector_client(c: &Connector, protocol: Protocol) -> Result<String, Invalid> {
+/// Check what every connector carries, whatever the protocol: `host` (1 to 255 printable
+/// bytes) and, when given, `ip` (an IP address). Each protocol then checks the field it
+/// uses (`crate::export::protocol`).
+pub fn validate_connector(c: &Connector) -> Result<(), Invalid> {
     if c.host.is_empty() || c.host.len() > 255 || c.host.chars().any(|ch| ch.is_control()) {
         return Err(Invalid::new(
             "connector.host must be 1 to 255 printable bytes",
@@ -349,24 +382,55 @@ pub fn connector_client(c: &Connector, protocol: Protocol) -> Result<String, Inv
         ip.parse::<std::net::IpAddr>()
             .map_err(|_| Invalid::new(format!("connector.ip {ip:?} is not an IP address")))?;
     }
-    match protocol {
-        Protocol::Iscsi => {
-            let i = c
-                .initiator
-                .as_deref()
-                .ok_or_else(|| Invalid::new("an iSCSI attach needs connector.initiator"))?;
-            validate_iqn(i)?;
-            Ok(i.to_string())
-        }
-        Protocol::Nfs => {
-            let client = c.ip.clone().unwrap_or_else(|| c.host.clone());
-            validate_nfs_client(&client)?;
-            if c.ip.is_none() {
-                validate_single_host(&c.host)?;
-            }
-            Ok(client)
-        }
+    Ok(())
+}
+
+/// The NFS client an attach adds: the connector's IP, else its host name (which must then
+/// be one host, [`validate_single_host`]).
+pub fn nfs_connector_client(c: &Connector) -> Result<String, Invalid> {
+    validate_connector(c)?;
+    let client = c.ip.clone().unwrap_or_else(|| c.host.clone());
+    validate_nfs_client(&client)?;
+    if c.ip.is_none() {
+        validate_single_host(&c.host)?;
     }
+    Ok(client)
+}
+
+/// Check an NVMe qualified name (NVMe Base Specification §4.5): `nqn.YYYY-MM.<reversed
+/// domain>:<name>` or `nqn.2014-08.org.nvmexpress:uuid:<uuid>`, at most 223 bytes. As it
+/// becomes a configfs directory name, only letters, digits and `. - : _` are accepted.
+pub fn validate_nqn(name: &str) -> Result<(), Invalid> {
+    let err = |why: &str| {
+        Invalid::new(format!(
+            "NVMe name {:?} is invalid: {why}",
+            name.chars().take(80).collect::<String>()
+        ))
+    };
+    if name.len() > 223 {
+        return Err(err("longer than 223 bytes"));
+    }
+    let rest = name
+        .strip_prefix("nqn.")
+        .ok_or_else(|| err("must start with nqn."))?;
+    let b = rest.as_bytes();
+    let date_ok = b.len() > 8
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'.';
+    if !date_ok {
+        return Err(err("expected nqn.YYYY-MM.<reversed domain>:<name>"));
+    }
+    if let Some(bad) = rest
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".-:_".contains(*c)))
+    {
+        return Err(err(&format!(
+            "contains {bad:?} (letters, digits, . - : _ only)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -435,23 +499,45 @@ mod tests {
         let c = Connector {
             ip: Some("192.0.2.10".into()),
             initiator: Some("iqn.1993-08.org.debian:01:abc".into()),
+            nqn: None,
             host: "compute-1".into(),
         };
-        assert_eq!(
-            connector_client(&c, Protocol::Iscsi).unwrap(),
-            "iqn.1993-08.org.debian:01:abc"
-        );
-        assert_eq!(connector_client(&c, Protocol::Nfs).unwrap(), "192.0.2.10");
+        assert_eq!(nfs_connector_client(&c).unwrap(), "192.0.2.10");
         let bad = Connector {
             ip: Some("not-an-ip".into()),
             ..c.clone()
         };
-        assert!(connector_client(&bad, Protocol::Nfs).is_err());
-        let no_iqn = Connector {
-            initiator: None,
+        assert!(nfs_connector_client(&bad).is_err());
+        assert!(validate_connector(&bad).is_err());
+        let no_host = Connector {
+            host: String::new(),
             ..c
         };
-        assert!(connector_client(&no_iqn, Protocol::Iscsi).is_err());
+        assert!(validate_connector(&no_host).is_err());
+    }
+
+    #[test]
+    fn nvme_names() {
+        for ok in [
+            "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3ccabcd",
+            "nqn.2026-12.io.shelf:vol-1",
+            "nqn.2026-12.io.shelf:Vol_1",
+        ] {
+            assert!(validate_nqn(ok).is_ok(), "{ok}");
+        }
+        let long = format!("nqn.2026-12.io.shelf:{}", "a".repeat(210));
+        for bad in [
+            "",
+            "nqn.",
+            "iqn.2026-12.io.shelf:x",
+            "nqn.2026-1.io",
+            "nqn.2026-12.io.shelf:a/b",
+            "nqn.2026-12.io.shelf:a b",
+            "nqn.2026-12.io.shelf:..\n",
+            long.as_str(),
+        ] {
+            assert!(validate_nqn(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -469,7 +555,7 @@ mod tests {
                 host: host.into(),
                 ..Connector::default()
             };
-            let e = connector_client(&c, Protocol::Nfs).unwrap_err();
+            let e = nfs_connector_client(&c).unwrap_err();
             assert!(
                 e.0.contains("connector.host") || e.0.contains("NFS client"),
                 "{host}: {e}"
@@ -480,7 +566,7 @@ mod tests {
             ..Connector::default()
         };
         assert_eq!(
-            connector_client(&named, Protocol::Nfs).unwrap(),
+            nfs_connector_client(&named).unwrap(),
             "compute-1.example.com"
         );
         // With an IP, the host is only a label.
@@ -488,11 +574,9 @@ mod tests {
             host: "*".into(),
             ip: Some("192.0.2.7".into()),
             initiator: None,
+            nqn: None,
         };
-        assert_eq!(
-            connector_client(&with_ip, Protocol::Nfs).unwrap(),
-            "192.0.2.7"
-        );
+        assert_eq!(nfs_connector_client(&with_ip).unwrap(), "192.0.2.7");
     }
 
     proptest! {

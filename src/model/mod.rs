@@ -13,8 +13,9 @@ mod tree;
 
 pub use capacity::{check_capacity, Capacity, CapacityPolicy, Demand};
 pub use export::{
-    connector_client, validate_iqn, validate_nfs_client, Access, Attached, Attachment, Connector,
-    Driver, Export, ExportOptions, Protocol,
+    nfs_connector_client, validate_connector, validate_iqn, validate_nfs_client, validate_nqn,
+    validate_single_host, Access, Attached, Attachment, Connector, Driver, Export, ExportOptions,
+    Medium, Protocol,
 };
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,

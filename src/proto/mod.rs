@@ -44,6 +44,7 @@ pub const FEATURES: &[&str] = &[
     "events",
     "share.set_metadata",
     "audit.totals",
+    "export.nvme",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

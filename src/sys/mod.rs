@@ -2,6 +2,7 @@
 //! (reflink, fallocate, xattrs, statvfs), the state-dir lock and peer credentials.
 
 pub mod cmd;
+pub mod configfs;
 pub mod fs;
 pub mod landlock;
 pub mod process;

@@ -157,6 +157,12 @@ impl Layout {
                 9000 + free_control_port()
             ));
         }
+        if !extra.contains("[nvme]") {
+            text.push_str(&format!(
+                "[nvme]\nconfigfs = {:?}\n",
+                base.join("unused-nvmet").display().to_string()
+            ));
+        }
         std::fs::write(&config, text).unwrap();
         Layout {
             state,

@@ -14,10 +14,7 @@ use crate::common::*;
 pub const PREFIX: &str = "iqn.2026-11.org.example.shelf";
 
 pub fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Iscsi => "iscsi",
-        Protocol::Nfs => "nfs",
-    }
+    p.as_str()
 }
 
 pub fn connector(initiator: &str, ip: &str, host: &str) -> Value {

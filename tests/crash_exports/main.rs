@@ -173,6 +173,7 @@ fn subject_state(d: &Daemon, p: Protocol) -> (bool, Option<Export>, bool) {
     let client = match p {
         Protocol::Iscsi => CLIENT,
         Protocol::Nfs => CLIENT_IP,
+        Protocol::Nvme => unreachable!("the crash matrix runs over iSCSI and NFS"),
     };
     let attached = attachments(d)
         .iter()

@@ -236,16 +236,17 @@ enum ShareCmd {
 
 #[derive(Debug, Subcommand)]
 enum ExportCmd {
-    /// Export a share over NFS or iSCSI.
+    /// Export a share over NFS, iSCSI or NVMe/TCP.
     Create {
         /// The share: id or name.
         share: String,
-        /// nfs or iscsi.
+        /// nfs, iscsi or nvme.
         protocol: String,
-        /// Driver: kernel or ganesha (NFS), tgt or lio (iSCSI).
+        /// Driver: kernel or ganesha (NFS), tgt or lio (iSCSI), nvmet (NVMe/TCP).
         #[arg(long)]
         driver: Option<String>,
-        /// NFS client (host, IP, network) or iSCSI initiator IQN allowed (repeatable).
+        /// NFS client (host, IP, network), iSCSI initiator IQN or NVMe host NQN allowed
+        /// (repeatable).
         #[arg(long = "client")]
         clients: Vec<String>,
         /// NFS: read-only.
@@ -309,7 +310,10 @@ struct ConnectorArgs {
     /// Its iSCSI initiator IQN.
     #[arg(long)]
     initiator: Option<String>,
-    /// nfs or iscsi (default: the share's export, iSCSI first).
+    /// Its NVMe host NQN.
+    #[arg(long)]
+    nqn: Option<String>,
+    /// nfs, iscsi or nvme (default: the share's export, iSCSI first).
     #[arg(long)]
     protocol: Option<String>,
 }
@@ -392,6 +396,9 @@ fn connector_args(a: &mut Vec<(&'static str, Value)>, c: ConnectorArgs) {
     }
     if let Some(i) = c.initiator {
         m.push((text("initiator"), text(i)));
+    }
+    if let Some(n) = c.nqn {
+        m.push((text("nqn"), text(n)));
     }
     a.push(("connector", Value::Map(m)));
     opt(a, "protocol", c.protocol);

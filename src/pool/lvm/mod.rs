@@ -22,7 +22,7 @@ use report::Lv;
 
 use super::{share_identity, snapshot_identity, OnDisk, Pool};
 use crate::error::{Error, Result};
-use crate::model::{PoolKind, Protocol, Share, Snapshot};
+use crate::model::{Medium, PoolKind, Protocol, Share, Snapshot};
 use crate::sys::cmd::{Cmd, CmdError, Output, Runner};
 use crate::sys::fs::FsUsage;
 
@@ -277,11 +277,11 @@ impl Pool for LvmPool {
     }
 
     fn check_export(&self, protocol: Protocol) -> Result<()> {
-        match protocol {
-            Protocol::Iscsi => Ok(()),
-            Protocol::Nfs => Err(Error::Unsupported(format!(
+        match protocol.medium() {
+            Medium::Block => Ok(()),
+            Medium::Directory => Err(Error::Unsupported(format!(
                 "pool {} is an LVM pool: its shares are raw block devices with no filesystem \
-                 to serve over NFS; export them over iSCSI",
+                 to serve over NFS; export them over iSCSI or NVMe/TCP",
                 self.name
             ))),
         }
