@@ -30,7 +30,7 @@ fn daemon(xfs: &Xfs, configfs: &std::path::Path) -> Daemon {
 
 #[test]
 fn an_absent_nvmet_is_named_in_hello_and_refused_cleanly() {
-    let xfs = Xfs::new("nvme-absent", 256 << 20);
+    let xfs = Xfs::new("nvme-absent", 512 << 20);
     let configfs = xfs.base().join("no-nvmet");
     let d = daemon(&xfs, &configfs);
     let hello = d.ok("hello", vec![]);
@@ -66,7 +66,7 @@ fn an_absent_nvmet_is_named_in_hello_and_refused_cleanly() {
 
 #[test]
 fn nvme_connectors_and_options_are_checked_before_anything_is_done() {
-    let xfs = Xfs::new("nvme-rules", 256 << 20);
+    let xfs = Xfs::new("nvme-rules", 512 << 20);
     let d = daemon(&xfs, &xfs.base().join("no-nvmet"));
     d.ok("share.create", vec![("name", t("v")), ("size", n(1 << 20))]);
     let nvme = || ("protocol", t("nvme"));
@@ -130,7 +130,7 @@ fn nvme_connectors_and_options_are_checked_before_anything_is_done() {
 
 #[test]
 fn a_failed_create_is_undone_on_a_plain_directory_not_configfs() {
-    let xfs = Xfs::new("nvme-plain", 256 << 20);
+    let xfs = Xfs::new("nvme-plain", 512 << 20);
     let root = xfs.base().join("fake-nvmet");
     for dir in ["subsystems", "ports", "hosts"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();

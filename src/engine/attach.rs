@@ -4,10 +4,10 @@
 
 use ciborium::Value;
 
-use super::{failpoint, map, to_value, Engine};
+use super::{answer, failpoint, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Access, Attachment, Protocol, Share};
-use crate::proto::{AttachArgs, ShareFilter};
+use crate::model::{self, Access, Attachment, Outcome, Protocol, Share};
+use crate::proto::{Answer, AttachArgs, ShareFilter};
 use crate::store::{self, now, ExportRow};
 
 /// The journal's name for an unacknowledged attach (its object is the attachment id):
@@ -70,7 +70,7 @@ impl Engine {
         ))
     }
 
-    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Value> {
+    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -125,10 +125,7 @@ impl Engine {
         if let Some(m) = mine {
             // The same connector again: the same answer, nothing changed.
             let info = self.connection_info(&share, &row, &client, m.mode)?;
-            return Ok(map(vec![
-                ("connection_info", info),
-                ("changed", Value::Bool(false)),
-            ]));
+            return answer(Answer::attached(&Outcome::AlreadyThere(m.clone()), info));
         }
         self.probe_driver(row.export.driver).await?;
         let attachment = Attachment {
@@ -192,14 +189,10 @@ impl Engine {
             mode.as_str()
         );
         let info = self.connection_info(&share, &row, &client, mode)?;
-        Ok(map(vec![
-            ("connection_info", info),
-            ("attachment", to_value(&attachment)?),
-            ("changed", Value::Bool(true)),
-        ]))
+        answer(Answer::attached(&Outcome::Created(attachment), info))
     }
 
-    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Value> {
+    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -231,10 +224,7 @@ impl Engine {
             self.protocol(p).connector_client(&a.connector)?;
         }
         let Some(att) = found else {
-            return Ok(map(vec![
-                ("detached", Value::Null),
-                ("changed", Value::Bool(false)),
-            ]));
+            return answer(Answer::detached(&Outcome::AlreadyGone(None)));
         };
         let (sid, proto) = (share.id.clone(), att.protocol);
         let row = self
@@ -320,10 +310,7 @@ impl Engine {
             att.protocol.as_str(),
             att.client
         );
-        Ok(map(vec![
-            ("detached", to_value(&att)?),
-            ("changed", Value::Bool(true)),
-        ]))
+        answer(Answer::detached(&Outcome::Deleted(Some(att))))
     }
 
     /// Write the share's exports record without attachment `attachment` on its volume.
@@ -370,7 +357,7 @@ impl Engine {
         }
     }
 
-    pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Value> {
+    pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Answer> {
         let share = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
             None => None,
@@ -379,6 +366,6 @@ impl Engine {
             .store
             .call(move |c| store::list_attachments(c, share.as_deref()))
             .await?;
-        to_value(&rows)
+        answer(Answer::read(&rows))
     }
 }

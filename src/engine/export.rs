@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use ciborium::Value;
-
-use super::{failpoint, map, to_value, Engine};
+use super::{answer, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::export::protocol::{OptionArgs, ProtocolHandler};
 use crate::export::{ExportSpec, Exporter};
-use crate::model::{Driver, Export, ExportOptions, Medium, Protocol, Share, ShareState};
+use crate::model::{Driver, Export, ExportOptions, Medium, Outcome, Protocol, Share, ShareState};
+use crate::proto::Answer;
 use crate::proto::{ExportCreateArgs, ExportRef, ShareFilter};
 use crate::store::{self, now, ExportRow};
 
@@ -81,7 +80,7 @@ impl Engine {
         Ok((driver, options))
     }
 
-    pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Value> {
+    pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Answer> {
         let (driver, options) = self.validate_export_args(&a)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -92,10 +91,7 @@ impl Engine {
         let (row, created) = self
             .ensure_export(&share, a.protocol, driver, options)
             .await?;
-        Ok(map(vec![
-            ("export", to_value(&row.export)?),
-            ("changed", Value::Bool(created)),
-        ]))
+        answer(Answer::object(&Outcome::created_if(created, row.export)))
     }
 
     /// Make sure `share` has an export for `protocol` with these settings; the caller holds
@@ -256,11 +252,11 @@ impl Engine {
             .await
     }
 
-    pub(super) async fn show_export(&self, a: ExportRef) -> Result<Value> {
-        to_value(&self.find_export(&a).await?.export)
+    pub(super) async fn show_export(&self, a: ExportRef) -> Result<Answer> {
+        answer(Answer::read(&self.find_export(&a).await?.export))
     }
 
-    pub(super) async fn list_exports(&self, a: ShareFilter) -> Result<Value> {
+    pub(super) async fn list_exports(&self, a: ShareFilter) -> Result<Answer> {
         let share = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
             None => None,
@@ -269,10 +265,12 @@ impl Engine {
             .store
             .call(move |c| store::list_exports(c, share.as_deref(), None))
             .await?;
-        to_value(&rows.into_iter().map(|r| r.export).collect::<Vec<_>>())
+        answer(Answer::read(
+            &rows.into_iter().map(|r| r.export).collect::<Vec<_>>(),
+        ))
     }
 
-    pub(super) async fn delete_export(&self, a: ExportRef) -> Result<Value> {
+    pub(super) async fn delete_export(&self, a: ExportRef) -> Result<Answer> {
         let row = self.find_export(&a).await?;
         let _g = self.locks.lock(&row.export.share).await;
         let _exports = self.export_guard(row.export.driver).await;
@@ -301,10 +299,7 @@ impl Engine {
         }
         self.remove_export_locked(&share, &row, a.force, failpoint::EXPORT_DELETE)
             .await?;
-        Ok(map(vec![
-            ("deleted", Value::Text(row.export.id.clone())),
-            ("changed", Value::Bool(true)),
-        ]))
+        Ok(Answer::deleted(&Outcome::Deleted(row.export.id.clone())))
     }
 
     /// Remove one export (and, with `force`, its attachments); the caller holds the lock.

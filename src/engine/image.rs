@@ -14,11 +14,11 @@ use std::path::PathBuf;
 
 use ciborium::Value;
 
-use super::{blocking, map, to_value, Engine};
+use super::{answer, blocking, Engine};
 use crate::error::{Error, Result};
 use crate::model::image_format;
-use crate::model::ShareState;
-use crate::proto::{ImageRef, PoolFilter};
+use crate::model::{Outcome, ShareState};
+use crate::proto::{Answer, ImageRef, PoolFilter};
 use crate::store::{self, Image};
 
 /// The formats' names, for messages.
@@ -66,15 +66,15 @@ pub fn parse_checksum(text: &str) -> Result<Checksum> {
 }
 
 impl Engine {
-    pub(super) async fn list_images(&self, a: PoolFilter) -> Result<Value> {
-        let images = self
-            .store
+    /// `image.list`: the cached images (of one pool, or all).
+    pub(super) async fn list_images(&self, a: PoolFilter) -> Result<Vec<Image>> {
+        self.store
             .call(move |c| store::list_images(c, a.pool.as_deref()))
-            .await?;
-        to_value(&images)
+            .await
     }
 
-    pub(super) async fn show_image(&self, a: ImageRef) -> Result<Value> {
+    /// `image.show`: one image, with `shares_made`, how many shares were made from it.
+    pub(super) async fn show_image(&self, a: ImageRef) -> Result<Answer> {
         let (image, shares) = self
             .store
             .call(move |c| {
@@ -83,17 +83,11 @@ impl Engine {
                 Ok((i, n))
             })
             .await?;
-        let mut v = to_value(&image)?;
-        if let Value::Map(m) = &mut v {
-            m.push((
-                Value::Text("shares_made".into()),
-                Value::Integer(shares.into()),
-            ));
-        }
-        Ok(v)
+        Ok(answer(Answer::read(&image))?.with("shares_made", Value::Integer(shares.into())))
     }
 
-    pub(super) async fn delete_image(&self, a: ImageRef) -> Result<Value> {
+    /// `image.delete`: remove a cached image (shares made from it are independent).
+    pub(super) async fn delete_image(&self, a: ImageRef) -> Result<Outcome<String>> {
         let image = self
             .store
             .call(move |c| store::find_image(c, &a.image, a.pool.as_deref()))
@@ -124,10 +118,7 @@ impl Engine {
             .write(move |c| store::delete_image_row(c, &id))
             .await?;
         log::info!("image deleted: {} ({})", image.name, image.id);
-        Ok(map(vec![
-            ("deleted", Value::Text(image.id)),
-            ("changed", Value::Bool(true)),
-        ]))
+        Ok(Outcome::Deleted(image.id))
     }
 
     /// The cached base a `share.create {from_image}` starts from: the image and its file.

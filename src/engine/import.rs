@@ -15,12 +15,12 @@ use ciborium::Value;
 
 use super::image::{format_names, parse_checksum, Checksum};
 use super::jobs::{JobCtx, JobHandle};
-use super::{blocking, map, to_value, Engine};
+use super::{answer, blocking, to_value, Engine};
 use crate::error::{Error, Result};
 use crate::model::image_format::{self, ImageBytes, ImageFormat, Inspected};
 use crate::model::{self, ShareState};
 use crate::pool::Pool;
-use crate::proto::ImageImportArgs;
+use crate::proto::{Answer, ImageImportArgs};
 use crate::store::{self, Image, Store};
 use crate::sys::cmd::{Cmd, Runner};
 use crate::sys::landlock::{self, Confinement};
@@ -357,7 +357,9 @@ fn finish_file(tmp: &Path, dir: &Path, image: &Image, most: Option<u64>) -> Resu
 }
 
 impl Engine {
-    pub(super) async fn import_image(&self, a: ImageImportArgs) -> Result<Value> {
+    /// `image.import`: cache an image from a file under an import directory; the job
+    /// inspects, converts and checks it (the image is `creating` until it ends).
+    pub(super) async fn import_image(&self, a: ImageImportArgs) -> Result<Answer> {
         let source = PathBuf::from(&a.source);
         if !source.is_absolute() || a.source.contains('\0') {
             return Err(Error::Invalid(
@@ -376,7 +378,7 @@ impl Engine {
         a: ImageImportArgs,
         file: File,
         staging: Option<PathBuf>,
-    ) -> Result<Value> {
+    ) -> Result<Answer> {
         model::validate_name("image", &a.name)?;
         let pool = self.pick_pool(a.pool.as_deref())?;
         if pool.images_dir().is_none() {
@@ -441,10 +443,7 @@ impl Engine {
                 move |ctx| import.run(ctx),
             )
             .await?;
-        Ok(map(vec![
-            ("job", Value::Text(job)),
-            ("image", to_value(&image)?),
-        ]))
+        answer(Answer::import_started(&job, &image))
     }
 
     /// Inspect a source against the pool's limits; refusals are `invalid_argument`.

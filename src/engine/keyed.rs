@@ -120,20 +120,20 @@ fn keepable(r: &Result<Value>) -> bool {
 }
 
 impl Engine {
-    /// Run a request that carries an idempotency key. The flag is `true` when the answer
-    /// is the kept one of an earlier request (nothing was done now).
+    /// Run a request that carries an idempotency key. A retry is answered with the kept
+    /// answer of the earlier request: nothing is done now, and no event is published (the
+    /// operation, which publishes its outcome's event, does not run).
     pub async fn handle_keyed(
         &self,
         key: &str,
         op: &str,
         digest: &str,
         req: Request,
-    ) -> (Result<Value>, bool) {
+    ) -> Result<Value> {
         let _g = self.locks.lock(&format!("key:{key}")).await;
-        match self.kept_answer(key, op, digest).await {
-            Ok(Some(answer)) => (answer, true),
-            Ok(None) => (self.handle_and_keep(key, op, digest, req).await, false),
-            Err(e) => (Err(e), false),
+        match self.kept_answer(key, op, digest).await? {
+            Some(answer) => answer,
+            None => self.handle_and_keep(key, op, digest, req).await,
         }
     }
 
@@ -198,7 +198,7 @@ impl Engine {
         digest: &str,
         req: Request,
     ) -> Result<Value> {
-        let result = self.handle(req).await;
+        let result = self.handle(op, req).await;
         if keepable(&result) {
             let (k, o, d, bytes) = (
                 key.to_string(),

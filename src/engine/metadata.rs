@@ -9,12 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use ciborium::Value;
-
-use super::share::{changed, ensure_available};
-use super::{blocking, failpoint, to_value, Engine};
+use super::share::ensure_available;
+use super::{blocking, failpoint, Engine};
 use crate::error::Result;
-use crate::model::{self, Share};
+use crate::model::{self, Outcome, Share};
 use crate::proto::ShareSetMetadataArgs;
 use crate::store;
 
@@ -36,7 +34,12 @@ fn merged(
 }
 
 impl Engine {
-    pub(super) async fn set_share_metadata(&self, a: ShareSetMetadataArgs) -> Result<Value> {
+    /// `share.set_metadata`: change metadata entries and restamp the volume's identity
+    /// (`Unchanged` when the entries already are as asked).
+    pub(super) async fn set_share_metadata(
+        &self,
+        a: ShareSetMetadataArgs,
+    ) -> Result<Outcome<Share>> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -44,7 +47,7 @@ impl Engine {
         let metadata = merged(&share.metadata, &a.remove, &a.metadata);
         model::validate_metadata(&metadata)?;
         if metadata == share.metadata {
-            return Ok(changed("share", to_value(&share)?, false));
+            return Ok(Outcome::Unchanged(share));
         }
         let updated = Share {
             metadata,
@@ -77,7 +80,7 @@ impl Engine {
             updated.id,
             updated.metadata.len()
         );
-        Ok(changed("share", to_value(&updated)?, true))
+        Ok(Outcome::Changed(updated))
     }
 
     /// Start-up recovery of an interrupted metadata change: the row was not committed, so

@@ -12,9 +12,7 @@
 //! already gone) around the object it is about. [`Engine::dispatch`] turns each into an
 //! [`Answer`] with the constructor of `proto::result` for its family (the one place a
 //! reply's shape and its `changed` field are written), and the answer carries the event
-//! the outcome stands for. To convert an operation: return `Result<Answer>` built as
-//! `answer(Answer::object(&Outcome::created_if(created, share)))` (or `deleted`,
-//! `attached`, `detached`, ...) and drop its `untyped(..)` wrapper in the dispatch.
+//! the outcome stands for.
 
 mod attach;
 mod capacity;
@@ -51,9 +49,9 @@ use crate::error::{Error, Result};
 use crate::export::protocol::ProtocolHandler;
 use crate::export::Exporter;
 use crate::model::Pool as PoolInfo;
-use crate::model::{CapacityPolicy, Driver};
+use crate::model::{CapacityPolicy, Driver, Outcome};
 use crate::pool::{FilePool, Pool};
-use crate::proto::{Answer, Request, FEATURES, PROTOCOL_VERSIONS};
+use crate::proto::{Answer, Hello, Request, FEATURES, PROTOCOL_VERSIONS};
 use crate::store::Store;
 use crate::sys::cmd::Runner;
 
@@ -99,11 +97,19 @@ fn to_value<T: Serialize>(v: &T) -> Result<Value> {
     Value::serialized(v).map_err(|e| Error::Internal(format!("encoding a reply: {e}")))
 }
 
-/// An operation's reply not yet typed, as an [`Answer`] without an event (the
-/// transition while operations move to typed outcomes; events still come from
-/// [`Engine::publish_change`] until then).
-fn untyped(v: Result<Value>) -> Result<Answer> {
+/// A read's typed value as its answer.
+fn read<T: Serialize>(v: Result<T>) -> Result<Answer> {
     v.and_then(|v| answer(Answer::read(&v)))
+}
+
+/// A change about one object as its answer (`{<kind>: object, changed}`).
+fn object<T: crate::model::Object + Serialize>(o: Result<Outcome<T>>) -> Result<Answer> {
+    o.and_then(|o| answer(Answer::object(&o)))
+}
+
+/// A removal as its answer (`{deleted: id, changed}`).
+fn deleted(o: Result<Outcome<String>>) -> Result<Answer> {
+    o.map(|o| Answer::deleted(&o))
 }
 
 /// An encoding fault as the engine's error.
@@ -124,6 +130,21 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
             .map(|(k, v)| (Value::Text(k.to_string()), v))
             .collect(),
     )
+}
+
+/// `audit.list {totals: true}`: the entries and the counts.
+#[derive(Serialize)]
+struct AuditPage<E, C, R> {
+    entries: E,
+    totals: AuditCounts<C, R>,
+}
+
+/// `audit.list`'s `totals`.
+#[derive(Serialize)]
+struct AuditCounts<C, R> {
+    changes: C,
+    refusals: R,
+    unwritten: u64,
 }
 
 /// Run a blocking closure off the event loop.
@@ -267,121 +288,94 @@ impl Engine {
         ))
     }
 
-    /// Run one request: its typed result, encoded for the wire.
-    pub async fn handle(&self, req: Request) -> Result<Value> {
-        Ok(self.dispatch(req).await?.into_value())
+    /// Run one request: its typed result, encoded for the wire. The event the outcome
+    /// stands for is published here, once the operation has made its final commit and
+    /// before the reply is sent; a retry answered from an idempotency key's kept answer
+    /// never comes here, so it publishes nothing. `op` is the request's wire name (the
+    /// event's `op`).
+    pub async fn handle(&self, op: &str, req: Request) -> Result<Value> {
+        let answer = self.dispatch(req).await?;
+        if let Some(change) = answer.event() {
+            self.events
+                .publish(change.kind.as_str(), op, &change.object, None);
+        }
+        Ok(answer.into_value())
     }
 
-    /// The one dispatch: every operation, each returning its typed [`Answer`] (an
-    /// [`crate::model::Outcome`] around its object for a change, built by
-    /// `proto::result`). Every request is listed; there is no wildcard.
+    /// The one dispatch: every operation, each returning its typed result (an
+    /// [`crate::model::Outcome`] around its object for a change), encoded by the
+    /// constructor of `proto::result` for its family. Every request is listed; there is
+    /// no wildcard.
     async fn dispatch(&self, req: Request) -> Result<Answer> {
         match req {
-            Request::Hello => {
-                let mut v = self.hello();
-                self.add_driver_status(&mut v);
-                untyped(Ok(v))
-            }
+            Request::Hello => Ok(self.with_driver_status(answer(Answer::read(&self.hello()))?)),
             Request::PoolList => {
                 let mut out = Vec::new();
                 for n in self.pool_names() {
                     out.push(self.pool_info(&n).await?);
                 }
-                untyped(to_value(&out))
+                answer(Answer::read(&out))
             }
             Request::PoolShow(a) => {
-                let mut v = to_value(&self.pool_info(&a.name).await?)?;
-                self.add_driver_status(&mut v);
-                untyped(Ok(v))
+                let pool = answer(Answer::read(&self.pool_info(&a.name).await?))?;
+                Ok(self.with_driver_status(pool))
             }
-            Request::ShareCreate(a) => untyped(self.create_share(a).await),
-            Request::ShareList(a) => untyped(self.list_shares(a).await),
-            Request::ShareShow(a) => untyped(self.show_share(a).await),
-            Request::ShareResize(a) => untyped(self.resize_share(a).await),
-            Request::ShareDelete(a) => untyped(self.delete_share(a).await),
-            Request::ShareSetMetadata(a) => untyped(self.set_share_metadata(a).await),
-            Request::ShareClone(a) => untyped(self.clone_share(a).await),
-            Request::SnapshotCreate(a) => untyped(self.create_snapshot(a).await),
-            Request::SnapshotList(a) => untyped(self.list_snapshots(a).await),
-            Request::SnapshotShow(a) => untyped(self.show_snapshot(a).await),
-            Request::SnapshotDelete(a) => untyped(self.delete_snapshot(a).await),
-            Request::Tree(a) => untyped(self.tree(a).await),
-            Request::ExportCreate(a) => untyped(self.create_export(a).await),
-            Request::ExportList(a) => untyped(self.list_exports(a).await),
-            Request::ExportShow(a) => untyped(self.show_export(a).await),
-            Request::ExportDelete(a) => untyped(self.delete_export(a).await),
-            Request::ShareAttach(a) => untyped(self.attach_share(a).await),
-            Request::ShareDetach(a) => untyped(self.detach_share(a).await),
-            Request::AttachmentList(a) => untyped(self.list_attachments(a).await),
-            Request::Reconcile => untyped(self.reconcile().await.and_then(|r| to_value(&r))),
-            Request::Verify => untyped(self.verify().await.and_then(|r| to_value(&r))),
-            Request::ImageImport(a) => untyped(self.import_image(a).await),
-            Request::ImageList(a) => untyped(self.list_images(a).await),
-            Request::UploadBegin(a) => untyped(self.begin_upload(a).await),
-            Request::UploadChunk(a) => untyped(self.upload_chunk(a).await),
-            Request::UploadFinish(a) => untyped(self.finish_upload(a).await),
-            Request::UploadAbort(a) => untyped(self.abort_upload(a).await),
-            Request::ImageShow(a) => untyped(self.show_image(a).await),
-            Request::ImageDelete(a) => untyped(self.delete_image(a).await),
+            Request::ShareCreate(a) => object(self.create_share(a).await),
+            Request::ShareList(a) => read(self.list_shares(a).await),
+            Request::ShareShow(a) => self.show_share(a).await,
+            Request::ShareResize(a) => self.resize_share(a).await,
+            Request::ShareDelete(a) => self.delete_share(a).await,
+            Request::ShareSetMetadata(a) => object(self.set_share_metadata(a).await),
+            Request::ShareClone(a) => self.clone_share(a).await,
+            Request::SnapshotCreate(a) => self.create_snapshot(a).await,
+            Request::SnapshotList(a) => read(self.list_snapshots(a).await),
+            Request::SnapshotShow(a) => read(self.show_snapshot(a).await),
+            Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a).await),
+            Request::Tree(a) => read(self.tree(a).await),
+            Request::ExportCreate(a) => self.create_export(a).await,
+            Request::ExportList(a) => self.list_exports(a).await,
+            Request::ExportShow(a) => self.show_export(a).await,
+            Request::ExportDelete(a) => self.delete_export(a).await,
+            Request::ShareAttach(a) => self.attach_share(a).await,
+            Request::ShareDetach(a) => self.detach_share(a).await,
+            Request::AttachmentList(a) => self.list_attachments(a).await,
+            Request::Reconcile => {
+                let report = self.reconcile().await?;
+                let repaired = !report.findings.is_empty();
+                answer(Answer::reconciled(&Outcome::changed_if(repaired, report)))
+            }
+            Request::Verify => read(self.verify().await),
+            Request::ImageImport(a) => self.import_image(a).await,
+            Request::ImageList(a) => read(self.list_images(a).await),
+            Request::UploadBegin(a) => self.begin_upload(a).await,
+            Request::UploadChunk(a) => self.upload_chunk(a).await,
+            Request::UploadFinish(a) => self.finish_upload(a).await,
+            Request::UploadAbort(a) => deleted(self.abort_upload(a).await),
+            Request::ImageShow(a) => self.show_image(a).await,
+            Request::ImageDelete(a) => deleted(self.delete_image(a).await),
             Request::JobList => {
                 let rows = self.jobs.list(&self.store).await?;
-                untyped(Ok(Value::Array(rows.iter().map(jobs::job_value).collect())))
+                read(Ok(rows.iter().map(jobs::job_value).collect::<Vec<_>>()))
             }
-            Request::JobShow(a) => untyped(Ok(jobs::job_value(
+            Request::JobShow(a) => read(Ok(jobs::job_value(
                 &self.jobs.show(&self.store, &a.job).await?,
             ))),
             Request::JobCancel(a) => {
-                let changed = self.jobs.cancel(&a.job)?;
-                untyped(Ok(map(vec![
-                    ("job", Value::Text(a.job)),
-                    ("changed", Value::Bool(changed)),
-                ])))
+                let cancelled = self.jobs.cancel(&a.job)?;
+                Ok(Answer::job_cancelled(&Outcome::changed_if(
+                    cancelled, a.job,
+                )))
             }
             Request::EventsSubscribe(_) => Err(Error::Invalid(
                 "events.subscribe is answered by the connection, not the engine".into(),
             )),
-            Request::AuditList(a) => untyped(self.list_audit(a).await),
+            Request::AuditList(a) => self.list_audit(a).await,
         }
     }
 
     /// The event bus (subscriptions are made by connections).
     pub fn events(&self) -> &jobs::EventBus {
         &self.events
-    }
-
-    /// Publish the event a successful state-changing request stands for.
-    pub fn publish_change(&self, op: &str, target: &str, result: &Value) {
-        let field = |k: &str| crate::client::get(result, k);
-        let id_of = |k: &str| {
-            field(k)
-                .and_then(|o| crate::client::get_text(o, "id"))
-                .map(str::to_string)
-        };
-        let object = ["share", "snapshot", "export", "attachment", "image"]
-            .iter()
-            .find_map(|k| id_of(k))
-            .or_else(|| {
-                field("deleted")
-                    .and_then(Value::as_text)
-                    .map(str::to_string)
-            })
-            .or_else(|| field("job").and_then(Value::as_text).map(str::to_string))
-            .unwrap_or_else(|| target.to_string());
-        if matches!(field("changed"), Some(Value::Bool(false))) {
-            return;
-        }
-        let kind = if op.ends_with(".delete") || op.ends_with(".detach") {
-            "object.deleted"
-        } else if op.ends_with(".create")
-            || op.ends_with(".clone")
-            || op.ends_with(".attach")
-            || op.ends_with(".import")
-        {
-            "object.created"
-        } else {
-            "object.changed"
-        };
-        self.events.publish(kind, op, &object, None);
     }
 
     /// Record an audit entry. A refusal is queued (refusals are aggregated and written
@@ -403,7 +397,9 @@ impl Engine {
         ));
     }
 
-    async fn list_audit(&self, a: crate::proto::AuditListArgs) -> Result<Value> {
+    /// `audit.list`: audit entries (oldest first, after `since`), with `totals` when
+    /// asked: `{entries, totals: {changes, refusals, unwritten}}`.
+    async fn list_audit(&self, a: crate::proto::AuditListArgs) -> Result<Answer> {
         let limit = a.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(Error::Invalid(format!(
@@ -424,57 +420,35 @@ impl Engine {
                 Ok((entries, totals))
             })
             .await?;
-        let entries = to_value(&entries)?;
         let Some((changes, refusals)) = totals else {
-            return Ok(entries);
+            return answer(Answer::read(&entries));
         };
-        Ok(map(vec![
-            ("entries", entries),
-            (
-                "totals",
-                map(vec![
-                    ("changes", to_value(&changes)?),
-                    ("refusals", to_value(&refusals)?),
-                    (
-                        "unwritten",
-                        Value::Integer(self.store.audit_unwritten().into()),
-                    ),
-                ]),
-            ),
-        ]))
+        answer(Answer::read(&AuditPage {
+            entries,
+            totals: AuditCounts {
+                changes,
+                refusals,
+                unwritten: self.store.audit_unwritten(),
+            },
+        }))
     }
 
     /// `drivers` (each driver's cached status) and `drivers_age_ms` (how old the oldest
-    /// probe is), added to a hello or pool.show result.
-    fn add_driver_status(&self, v: &mut Value) {
+    /// probe is), added to a hello or pool.show answer.
+    fn with_driver_status(&self, a: Answer) -> Answer {
         let (drivers, age) = self.driver_status();
-        if let Value::Map(m) = v {
-            m.push((Value::Text("drivers".into()), drivers));
-            m.push((
-                Value::Text("drivers_age_ms".into()),
-                Value::Integer(age.into()),
-            ));
-        }
+        a.with("drivers", drivers)
+            .with("drivers_age_ms", Value::Integer(age.into()))
     }
 
-    fn hello(&self) -> Value {
-        map(vec![
-            ("server", Value::Text(crate::SERVER_NAME.into())),
-            ("version", Value::Text(crate::VERSION.into())),
-            (
-                "protocols",
-                Value::Array(
-                    PROTOCOL_VERSIONS
-                        .iter()
-                        .map(|v| Value::Integer((*v).into()))
-                        .collect(),
-                ),
-            ),
-            (
-                "features",
-                Value::Array(FEATURES.iter().map(|f| Value::Text((*f).into())).collect()),
-            ),
-        ])
+    /// `hello`'s fixed part: who we are and what we speak.
+    fn hello(&self) -> Hello {
+        Hello {
+            server: crate::SERVER_NAME,
+            version: crate::VERSION,
+            protocols: PROTOCOL_VERSIONS,
+            features: FEATURES,
+        }
     }
 
     async fn pool_info(&self, name: &str) -> Result<PoolInfo> {
@@ -542,4 +516,42 @@ async fn open_pool(
         p.reflink()
     );
     Ok(Arc::from(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `audit.list {totals: true}` encodes as the hand-built map it replaced.
+    #[test]
+    fn the_audit_page_is_the_old_entries_and_totals_map() {
+        let entries = vec![BTreeMap::from([("op", "share.create")])];
+        let (changes, refusals) = (BTreeMap::from([("share.create", 1)]), 0u64);
+        let new = Answer::read(&AuditPage {
+            entries: entries.clone(),
+            totals: AuditCounts {
+                changes: changes.clone(),
+                refusals,
+                unwritten: 3,
+            },
+        })
+        .unwrap();
+        let old = map(vec![
+            ("entries", to_value(&entries).unwrap()),
+            (
+                "totals",
+                map(vec![
+                    ("changes", to_value(&changes).unwrap()),
+                    ("refusals", to_value(&refusals).unwrap()),
+                    ("unwritten", Value::Integer(3.into())),
+                ]),
+            ),
+        ]);
+        let bytes = |v: &Value| {
+            let mut out = Vec::new();
+            ciborium::into_writer(v, &mut out).unwrap();
+            out
+        };
+        assert_eq!(bytes(new.value()), bytes(&old));
+    }
 }

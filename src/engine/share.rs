@@ -2,11 +2,11 @@
 
 use ciborium::Value;
 
-use super::{blocking, failpoint, map, to_value, Engine};
+use super::{answer, blocking, failpoint, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Demand, Share, ShareState};
+use crate::model::{self, Demand, Outcome, Share, ShareState};
 use crate::proto::{
-    CloneArgs, ShareCreateArgs, ShareDeleteArgs, ShareListArgs, ShareRef, ShareResizeArgs,
+    Answer, CloneArgs, ShareCreateArgs, ShareDeleteArgs, ShareListArgs, ShareRef, ShareResizeArgs,
 };
 use crate::store::{self, now};
 
@@ -20,11 +20,6 @@ pub(super) fn ensure_available(share: &Share) -> Result<()> {
         share.name,
         share.state.as_str()
     )))
-}
-
-/// Reply of a mutation: the object and whether anything changed.
-pub(super) fn changed(key: &str, obj: Value, changed: bool) -> Value {
-    map(vec![(key, obj), ("changed", Value::Bool(changed))])
 }
 
 /// Is `existing` what this create asks for? Then a retry is answered with it.
@@ -43,7 +38,9 @@ fn same_share(
 }
 
 impl Engine {
-    pub(super) async fn create_share(&self, a: ShareCreateArgs) -> Result<Value> {
+    /// `share.create`: a new share, or the same one again for a retry with the same
+    /// parameters (`AlreadyThere`); other parameters under the name are `already_exists`.
+    pub(super) async fn create_share(&self, a: ShareCreateArgs) -> Result<Outcome<Share>> {
         model::validate_name("share", &a.name)?;
         model::validate_size(a.size)?;
         model::validate_metadata(&a.metadata)?;
@@ -110,7 +107,7 @@ impl Engine {
         if let Some(e) = existing {
             return match e.state {
                 ShareState::Available if same_share(&e, &a, sparse, (layout, filesystem)) => {
-                    Ok(changed("share", to_value(&e)?, false))
+                    Ok(Outcome::AlreadyThere(e))
                 }
                 ShareState::Creating => Err(Error::Busy(format!(
                     "share {} is being created by another request",
@@ -163,7 +160,7 @@ impl Engine {
                 ", preallocated"
             }
         );
-        Ok(changed("share", to_value(&share)?, true))
+        Ok(Outcome::Created(share))
     }
 
     /// Remove the volume of a share whose filesystem could not be made, then its row.
@@ -222,31 +219,31 @@ impl Engine {
         }
     }
 
-    pub(super) async fn list_shares(&self, a: ShareListArgs) -> Result<Value> {
-        let shares = self
-            .store
+    /// `share.list`: the shares matching the filter.
+    pub(super) async fn list_shares(&self, a: ShareListArgs) -> Result<Vec<Share>> {
+        self.store
             .call(move |c| {
                 store::list_shares(c, a.pool.as_deref(), a.name.as_deref(), a.id.as_deref())
             })
-            .await?;
-        to_value(&shares)
+            .await
     }
 
-    pub(super) async fn show_share(&self, a: ShareRef) -> Result<Value> {
+    /// `share.show`: the share, with `device`, where its volume is on the appliance (file
+    /// or block device), for local users such as the Ganeti provider; absent while the
+    /// share's pool is not configured.
+    pub(super) async fn show_share(&self, a: ShareRef) -> Result<Answer> {
         let share = self
             .store
             .call(move |c| store::find_share(c, &a.share, a.pool.as_deref()))
             .await?;
-        let mut v = to_value(&share)?;
-        // Where the volume is on the appliance (file or block device), for local users such
-        // as the Ganeti provider; absent while the share's pool is not configured.
-        if let (Ok(pool), Value::Map(m)) = (self.pool(&share.pool), &mut v) {
-            m.push((
-                Value::Text("device".into()),
+        let shown = answer(Answer::read(&share))?;
+        Ok(match self.pool(&share.pool) {
+            Ok(pool) => shown.with(
+                "device",
                 Value::Text(pool.volume_path(&share.id).display().to_string()),
-            ));
-        }
-        Ok(v)
+            ),
+            Err(_) => shown,
+        })
     }
 
     /// Resolve a share reference to its id (for locking).
@@ -270,7 +267,9 @@ impl Engine {
             .await
     }
 
-    pub(super) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Value> {
+    /// `share.resize`: grow a share (`Unchanged` at its size already; shrinking is
+    /// refused); `warnings` says what could not follow (an export, the filesystem).
+    pub(super) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Answer> {
         model::validate_size(a.size)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -283,7 +282,7 @@ impl Engine {
             )));
         }
         if a.size == share.size {
-            return Ok(changed("share", to_value(&share)?, false));
+            return answer(Answer::object(&Outcome::Unchanged(share)));
         }
         let pool = self.pool(&share.pool)?;
         let (sid, new_size) = (share.id.clone(), a.size);
@@ -329,19 +328,19 @@ impl Engine {
         let warnings = self.refresh_exports(&share).await;
         let mut warnings = warnings;
         warnings.extend(self.grow_filesystem(&share).await);
-        let mut reply = changed("share", to_value(&share)?, true);
-        if !warnings.is_empty() {
-            if let Value::Map(m) = &mut reply {
-                m.push((
-                    Value::Text("warnings".into()),
-                    Value::Array(warnings.into_iter().map(Value::Text).collect()),
-                ));
-            }
+        let reply = answer(Answer::object(&Outcome::Changed(share)))?;
+        if warnings.is_empty() {
+            return Ok(reply);
         }
-        Ok(reply)
+        Ok(reply.with(
+            "warnings",
+            Value::Array(warnings.into_iter().map(Value::Text).collect()),
+        ))
     }
 
-    pub(super) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Value> {
+    /// `share.delete`: remove a share (with `recursive`, its snapshots too); refused while
+    /// it has exports, attachments or (without `recursive`) snapshots.
+    pub(super) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -415,14 +414,15 @@ impl Engine {
                 format!(" with {} snapshot(s)", snapshots.len())
             }
         );
-        Ok(map(vec![
-            ("deleted", Value::Text(share.id.clone())),
-            ("snapshots_deleted", Value::Integer(snapshots.len().into())),
-            ("changed", Value::Bool(true)),
-        ]))
+        Ok(Answer::share_deleted(
+            &Outcome::Deleted(share.id.clone()),
+            snapshots.len(),
+        ))
     }
 
-    pub(super) async fn clone_share(&self, a: CloneArgs) -> Result<Value> {
+    /// `share.clone`: a new share from a snapshot (a job when the pool cannot reflink a
+    /// block volume: the reply names it, the share still `creating`).
+    pub(super) async fn clone_share(&self, a: CloneArgs) -> Result<Answer> {
         model::validate_name("share", &a.name)?;
         model::validate_metadata(&a.metadata)?;
         let (r, sh, p) = (a.snapshot.clone(), a.share.clone(), a.pool.clone());
@@ -490,7 +490,7 @@ impl Engine {
                 && e.origin_snapshot.as_deref() == Some(snap.id.as_str())
                 && e.metadata == a.metadata
             {
-                return Ok(changed("share", to_value(&e)?, false));
+                return answer(Answer::object(&Outcome::AlreadyThere(e)));
             }
             return Err(Error::AlreadyExists(format!(
                 "share {} already exists in pool {} (id {})",
@@ -530,11 +530,7 @@ impl Engine {
                     },
                 )
                 .await?;
-            return Ok(map(vec![
-                ("share", to_value(&share)?),
-                ("job", Value::Text(job)),
-                ("changed", Value::Bool(true)),
-            ]));
+            return answer(Answer::object_by_job(&Outcome::Created(share), &job));
         }
         let (p, sn, s) = (pool.clone(), snap.clone(), share.clone());
         if let Err(cause) = blocking(move || p.clone_volume(&sn, &s)).await {
@@ -559,6 +555,6 @@ impl Engine {
             snap.name,
             snap.share_name
         );
-        Ok(changed("share", to_value(&share)?, true))
+        answer(Answer::object(&Outcome::Created(share)))
     }
 }

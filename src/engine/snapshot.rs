@@ -4,15 +4,17 @@ use std::sync::Arc;
 
 use ciborium::Value;
 
-use super::{blocking, failpoint, map, to_value, Engine};
+use super::{answer, blocking, failpoint, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Demand, ShareState, Snapshot};
+use crate::model::{self, Demand, Outcome, ShareState, Snapshot, TreeNode};
 use crate::pool::Pool;
-use crate::proto::{SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
+use crate::proto::{Answer, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
 use crate::store::{self, now};
 
 impl Engine {
-    pub(super) async fn create_snapshot(&self, a: SnapshotCreateArgs) -> Result<Value> {
+    /// `snapshot.create`: a point-in-time copy of a share (a job on a pool that cannot
+    /// reflink); the same name again is answered with the snapshot that exists.
+    pub(super) async fn create_snapshot(&self, a: SnapshotCreateArgs) -> Result<Answer> {
         model::validate_name("snapshot", &a.name)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -52,10 +54,7 @@ impl Engine {
             // The same name on the same share: a retry. It is answered with the snapshot
             // that exists (its content is from its own time, which the first reply promised).
             return match e.state {
-                ShareState::Available => Ok(map(vec![
-                    ("snapshot", to_value(&e)?),
-                    ("changed", Value::Bool(false)),
-                ])),
+                ShareState::Available => answer(Answer::object(&Outcome::AlreadyThere(e))),
                 _ => Err(Error::Busy(format!(
                     "snapshot {} is {}",
                     e.name,
@@ -101,10 +100,7 @@ impl Engine {
             took.as_secs_f64() * 1000.0,
             if pool.reflink() { "reflink" } else { "copy" }
         );
-        Ok(map(vec![
-            ("snapshot", to_value(&snap)?),
-            ("changed", Value::Bool(true)),
-        ]))
+        answer(Answer::object(&Outcome::Created(snap)))
     }
 
     /// On a pool that cannot reflink, a snapshot is a full copy: it runs as a job, and the
@@ -114,7 +110,7 @@ impl Engine {
         pool: Arc<dyn Pool>,
         share: model::Share,
         snap: Snapshot,
-    ) -> Result<Value> {
+    ) -> Result<Answer> {
         let store = self.store.clone();
         let target = format!("{}@{}", share.name, snap.name);
         let (done_id, undo_id) = (snap.id.clone(), snap.id.clone());
@@ -145,36 +141,31 @@ impl Engine {
                 },
             )
             .await?;
-        Ok(map(vec![
-            ("snapshot", to_value(&snap)?),
-            ("job", Value::Text(job)),
-            ("changed", Value::Bool(true)),
-        ]))
+        answer(Answer::object_by_job(&Outcome::Created(snap), &job))
     }
 
-    pub(super) async fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Value> {
+    /// `snapshot.list`: the snapshots of a share, or of every share.
+    pub(super) async fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Vec<Snapshot>> {
         let share_id = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
             None => None,
         };
-        let snaps = self
-            .store
+        self.store
             .call(move |c| store::list_snapshots(c, share_id.as_deref(), a.pool.as_deref()))
-            .await?;
-        to_value(&snaps)
+            .await
     }
 
-    pub(super) async fn show_snapshot(&self, a: SnapshotRef) -> Result<Value> {
-        let snap = self
-            .store
+    /// `snapshot.show`: one snapshot.
+    pub(super) async fn show_snapshot(&self, a: SnapshotRef) -> Result<Snapshot> {
+        self.store
             .call(move |c| {
                 store::find_snapshot(c, &a.snapshot, a.share.as_deref(), a.pool.as_deref())
             })
-            .await?;
-        to_value(&snap)
+            .await
     }
 
-    pub(super) async fn delete_snapshot(&self, a: SnapshotRef) -> Result<Value> {
+    /// `snapshot.delete`: remove a snapshot (clones made from it are not touched).
+    pub(super) async fn delete_snapshot(&self, a: SnapshotRef) -> Result<Outcome<String>> {
         let snap = self
             .store
             .call(move |c| {
@@ -198,10 +189,7 @@ impl Engine {
         }
         let pool = self.pool(&snap.pool)?;
         self.remove_snapshot_locked(&pool, &snap).await?;
-        Ok(map(vec![
-            ("deleted", Value::Text(snap.id.clone())),
-            ("changed", Value::Bool(true)),
-        ]))
+        Ok(Outcome::Deleted(snap.id.clone()))
     }
 
     /// Remove one snapshot; the caller holds its share's lock. Clones made from it are
@@ -232,7 +220,8 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn tree(&self, a: TreeArgs) -> Result<Value> {
+    /// `tree`: the share → snapshot → clone lineage.
+    pub(super) async fn tree(&self, a: TreeArgs) -> Result<Vec<TreeNode>> {
         let (shares, snaps) = self
             .store
             .call(move |c| {
@@ -241,7 +230,7 @@ impl Engine {
                 Ok((shares, snaps))
             })
             .await?;
-        to_value(&model::build_tree(&shares, &snaps))
+        Ok(model::build_tree(&shares, &snaps))
     }
 }
 

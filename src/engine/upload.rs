@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use ciborium::Value;
 
-use super::{blocking, map, Engine};
+use super::{blocking, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Demand};
-use crate::proto::{ImageImportArgs, UploadBeginArgs, UploadChunkArgs, UploadRef};
+use crate::model::{self, Demand, Outcome};
+use crate::proto::{Answer, ImageImportArgs, UploadBeginArgs, UploadChunkArgs, UploadRef};
 
 /// Most disjoint ranges an upload may have received (chunks sent with gaps between them);
 /// past it a chunk that opens another gap is refused.
@@ -78,7 +78,9 @@ impl Ranges {
 }
 
 impl Engine {
-    pub(super) async fn begin_upload(&self, a: UploadBeginArgs) -> Result<Value> {
+    /// `image.upload.begin`: reserve room for an image sent in chunks; the reply names
+    /// the upload.
+    pub(super) async fn begin_upload(&self, a: UploadBeginArgs) -> Result<Answer> {
         model::validate_name("image", &a.name)?;
         let pool = self.pick_pool(a.pool.as_deref())?;
         let dir = pool.images_dir().ok_or_else(|| {
@@ -140,7 +142,7 @@ impl Engine {
                 "uploads began at the same time took the last place ([images] max_uploads)".into(),
             ));
         }
-        Ok(map(vec![("upload", Value::Text(id))]))
+        Ok(Answer::upload_begun(&id))
     }
 
     /// How many uploads are in progress, and the bytes those in `pool` announced.
@@ -153,7 +155,8 @@ impl Engine {
         (m.len(), bytes)
     }
 
-    pub(super) async fn upload_chunk(&self, a: UploadChunkArgs) -> Result<Value> {
+    /// `image.upload.chunk`: write bytes at an offset of an upload in progress.
+    pub(super) async fn upload_chunk(&self, a: UploadChunkArgs) -> Result<Answer> {
         let Value::Bytes(data) = a.data else {
             return Err(Error::Invalid("data must be a CBOR byte string".into()));
         };
@@ -184,13 +187,11 @@ impl Engine {
             .get_mut(&a.upload)
             .ok_or_else(|| Error::NotFound(format!("upload {} was aborted", short(&a.upload))))?;
         u.ranges.add(offset, end)?;
-        Ok(super::map(vec![(
-            "received",
-            Value::Integer(u.ranges.received.into()),
-        )]))
+        Ok(Answer::received(u.ranges.received))
     }
 
-    pub(super) async fn finish_upload(&self, a: UploadRef) -> Result<Value> {
+    /// `image.upload.finish`: every byte received; start the import job on it.
+    pub(super) async fn finish_upload(&self, a: UploadRef) -> Result<Answer> {
         let upload = {
             let mut map = self.uploads.map.lock().expect("uploads");
             let u = map
@@ -234,7 +235,8 @@ impl Engine {
         started
     }
 
-    pub(super) async fn abort_upload(&self, a: UploadRef) -> Result<Value> {
+    /// `image.upload.abort`: drop an upload in progress and its staged bytes.
+    pub(super) async fn abort_upload(&self, a: UploadRef) -> Result<Outcome<String>> {
         let upload = self
             .uploads
             .map
@@ -246,10 +248,7 @@ impl Engine {
         blocking(move || std::fs::remove_file(p))
             .await
             .map_err(|e| Error::io("removing the upload", e))?;
-        Ok(map(vec![
-            ("deleted", Value::Text(a.upload)),
-            ("changed", Value::Bool(true)),
-        ]))
+        Ok(Outcome::Deleted(a.upload))
     }
 }
 

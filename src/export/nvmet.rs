@@ -183,6 +183,22 @@ pub fn grants(have: Option<&Subsystem>, want: &Subsystem) -> bool {
         || (want.on_port && !have.on_port)
 }
 
+/// Whether configfs holds what the export wants (the serial aside: see [`plan_converge`]).
+pub fn in_line(have: Option<&Subsystem>, want: &Subsystem) -> bool {
+    have.is_some_and(|h| {
+        let mut h = h.clone();
+        h.serial.clone_from(&want.serial);
+        // The kernel prints ids in its own case.
+        if let (Some(n), Some(w)) = (h.namespace.as_mut(), want.namespace.as_ref()) {
+            if n.uuid.eq_ignore_ascii_case(&w.uuid) && n.nguid.eq_ignore_ascii_case(&w.nguid) {
+                n.uuid.clone_from(&w.uuid);
+                n.nguid.clone_from(&w.nguid);
+            }
+        }
+        h == *want
+    })
+}
+
 /// The steps from `have` (None: nothing there) to `want`, linked to port `port_id`.
 pub fn plan_converge(have: Option<&Subsystem>, want: &Subsystem, port_id: u16) -> Vec<Op> {
     let nqn = &want.nqn;
@@ -206,7 +222,9 @@ pub fn plan_converge(have: Option<&Subsystem>, want: &Subsystem, port_id: u16) -
         ops.push(Op::Unlink(port_link(port_id, nqn)));
     }
     ops.extend(removed.iter().map(|h| Op::Unlink(allowed_link(nqn, h))));
-    if have.is_none_or(|h| h.serial != want.serial) {
+    // nvmet refuses a new serial once a host has identified the subsystem: it is given
+    // once, at creation, and never counts as drift ([`in_line`]).
+    if have.is_none() {
         ops.push(Op::Write(s.join("attr_serial"), want.serial.clone()));
     }
     let have_ns = have.and_then(|h| h.namespace.as_ref());
@@ -581,7 +599,7 @@ impl Exporter for NvmetExporter {
                 }
                 let (have, port) = self.read(&want.nqn).await?;
                 let port_ok = port.as_ref().is_some_and(|(p, _)| *p == self.port);
-                if have.as_ref() == Some(&want) && port_ok {
+                if in_line(have.as_ref(), &want) && port_ok {
                     continue;
                 }
                 let (kind, done) = match have {
@@ -779,6 +797,13 @@ mod tests {
         let mut upper = want.clone();
         upper.namespace.as_mut().unwrap().uuid = SHARE.to_uppercase();
         assert!(plan_converge(Some(&upper), &want, 1).is_empty());
+        assert!(in_line(Some(&upper), &want));
+        // Nor is a serial the kernel made before shelf could give its own.
+        let mut serial = want.clone();
+        serial.serial = "1a2b3c4d5e6f7a8b".into();
+        assert!(plan_converge(Some(&serial), &want, 1).is_empty());
+        assert!(in_line(Some(&serial), &want));
+        assert!(!in_line(Some(&off), &want) && !in_line(None, &want));
     }
 
     #[test]

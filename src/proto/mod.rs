@@ -4,7 +4,6 @@
 //! error becomes a reply frame. The full specification is `docs/protocol.md`.
 
 pub mod frame;
-mod op;
 mod reply;
 mod request;
 mod result;
@@ -18,7 +17,7 @@ pub use request::{
     ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
     TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
-pub use result::{Answer, Change, EncodeError};
+pub use result::{Answer, Change, EncodeError, Hello};
 
 /// Protocol versions this build speaks.
 pub const PROTOCOL_VERSIONS: &[u32] = &[1];

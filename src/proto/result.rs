@@ -35,6 +35,20 @@ pub struct Answer {
     event: Option<Change>,
 }
 
+/// `hello`'s answer before the engine adds its drivers' status: `{server, version,
+/// protocols, features}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hello {
+    /// The server's name (`shelfd`).
+    pub server: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// The protocol versions it speaks.
+    pub protocols: &'static [u32],
+    /// The features it advertises.
+    pub features: &'static [&'static str],
+}
+
 /// Serialize a typed value into CBOR.
 fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Value, EncodeError> {
     Value::serialized(v).map_err(|e| EncodeError(e.to_string()))

@@ -109,3 +109,196 @@ fn an_attach_outcome_is_the_old_connection_info_map() {
     );
     assert!(again.event().is_none());
 }
+
+fn snapshot() -> crate::model::Snapshot {
+    crate::model::Snapshot {
+        id: "9e".into(),
+        name: "s1".into(),
+        share: "5b1c".into(),
+        share_name: "vol1".into(),
+        pool: "default".into(),
+        size: 1 << 20,
+        state: ShareState::Creating,
+        created_at: 1_700_000_002,
+    }
+}
+
+#[test]
+fn a_change_finished_by_a_job_is_the_old_object_job_changed_map() {
+    let snap = snapshot();
+    let new = Answer::object_by_job(&Outcome::Created(snap.clone()), "j1").unwrap();
+    same(
+        &new,
+        old_map(vec![
+            ("snapshot", Value::serialized(&snap).unwrap()),
+            ("job", Value::Text("j1".into())),
+            ("changed", Value::Bool(true)),
+        ]),
+    );
+    assert_eq!(new.event().unwrap().object, "9e");
+}
+
+#[test]
+fn a_resize_with_warnings_is_the_old_map_with_warnings_last() {
+    let s = share();
+    let warnings = Value::Array(vec![Value::Text("export e1 kept its size".into())]);
+    let new = Answer::object(&Outcome::Changed(s.clone()))
+        .unwrap()
+        .with("warnings", warnings.clone());
+    same(
+        &new,
+        old_map(vec![
+            ("share", Value::serialized(&s).unwrap()),
+            ("changed", Value::Bool(true)),
+            ("warnings", warnings),
+        ]),
+    );
+    assert_eq!(new.event().unwrap().kind, EventKind::Changed);
+    let unchanged = Answer::object(&Outcome::Unchanged(s)).unwrap();
+    assert!(unchanged.event().is_none());
+}
+
+#[test]
+fn removals_are_the_old_deleted_maps() {
+    let new = Answer::deleted(&Outcome::Deleted("9e".into()));
+    same(
+        &new,
+        old_map(vec![
+            ("deleted", Value::Text("9e".into())),
+            ("changed", Value::Bool(true)),
+        ]),
+    );
+    assert_eq!(
+        new.event(),
+        Some(&Change {
+            kind: EventKind::Deleted,
+            object: "9e".into()
+        })
+    );
+    let share = Answer::share_deleted(&Outcome::Deleted("5b1c".into()), 2);
+    same(
+        &share,
+        old_map(vec![
+            ("deleted", Value::Text("5b1c".into())),
+            ("snapshots_deleted", Value::Integer(2.into())),
+            ("changed", Value::Bool(true)),
+        ]),
+    );
+}
+
+#[test]
+fn a_detach_is_the_old_detached_map() {
+    let att = attachment();
+    let new = Answer::detached(&Outcome::Deleted(Some(att.clone()))).unwrap();
+    same(
+        &new,
+        old_map(vec![
+            ("detached", Value::serialized(&att).unwrap()),
+            ("changed", Value::Bool(true)),
+        ]),
+    );
+    assert_eq!(new.event().unwrap().object, "a77");
+    let none = Answer::detached(&Outcome::AlreadyGone(None)).unwrap();
+    same(
+        &none,
+        old_map(vec![
+            ("detached", Value::Null),
+            ("changed", Value::Bool(false)),
+        ]),
+    );
+    assert!(none.event().is_none());
+}
+
+/// An object outside the model (the image cache's row lives in the store).
+#[derive(serde::Serialize)]
+struct Image {
+    id: String,
+    name: String,
+}
+
+impl Object for Image {
+    const KIND: &'static str = "image";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[test]
+fn images_uploads_and_jobs_are_the_old_maps() {
+    let image = Image {
+        id: "i1".into(),
+        name: "debian".into(),
+    };
+    let started = Answer::import_started("j2", &image).unwrap();
+    same(
+        &started,
+        old_map(vec![
+            ("job", Value::Text("j2".into())),
+            ("image", Value::serialized(&image).unwrap()),
+        ]),
+    );
+    assert_eq!(started.event().unwrap().object, "i1");
+    same(
+        &Answer::upload_begun("u1"),
+        old_map(vec![("upload", Value::Text("u1".into()))]),
+    );
+    let chunk = Answer::received(4096);
+    same(
+        &chunk,
+        old_map(vec![("received", Value::Integer(4096.into()))]),
+    );
+    assert!(chunk.event().is_none());
+    for cancelled in [true, false] {
+        let new = Answer::job_cancelled(&Outcome::changed_if(cancelled, "j2".to_string()));
+        same(
+            &new,
+            old_map(vec![
+                ("job", Value::Text("j2".into())),
+                ("changed", Value::Bool(cancelled)),
+            ]),
+        );
+        assert_eq!(new.event().is_some(), cancelled);
+    }
+}
+
+#[test]
+fn hello_reconcile_and_reads_are_the_old_values() {
+    let hello = Answer::read(&Hello {
+        server: "shelfd",
+        version: "0.1.0",
+        protocols: &[1],
+        features: &["pipelining", "events"],
+    })
+    .unwrap()
+    .with("drivers", old_map(vec![]))
+    .with("drivers_age_ms", Value::Integer(12.into()));
+    same(
+        &hello,
+        old_map(vec![
+            ("server", Value::Text("shelfd".into())),
+            ("version", Value::Text("0.1.0".into())),
+            ("protocols", Value::Array(vec![Value::Integer(1.into())])),
+            (
+                "features",
+                Value::Array(vec![
+                    Value::Text("pipelining".into()),
+                    Value::Text("events".into()),
+                ]),
+            ),
+            ("drivers", old_map(vec![])),
+            ("drivers_age_ms", Value::Integer(12.into())),
+        ]),
+    );
+    assert!(hello.event().is_none());
+    let shares = vec![share()];
+    same(
+        &Answer::read(&shares).unwrap(),
+        Value::serialized(&shares).unwrap(),
+    );
+    let report = BTreeMap::from([("checked", 3)]);
+    let quiet = Answer::reconciled(&Outcome::Unchanged(report.clone())).unwrap();
+    same(&quiet, Value::serialized(&report).unwrap());
+    assert!(quiet.event().is_none());
+    let repaired = Answer::reconciled(&Outcome::Changed(report)).unwrap();
+    assert_eq!(repaired.event().unwrap().object, "");
+}

@@ -505,22 +505,21 @@ async fn run_request(
     let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
     let audited = env.request.is_mutation();
     let target = env.request.target();
-    let (result, replayed) = if !role.permits(&env.request) {
-        (
-            Err(Error::PermissionDenied(format!(
-                "uid {} (role {}) may not run {}{}",
-                peer.cred.uid,
-                role.as_str(),
-                env.op,
-                if role == Role::Reader {
-                    "; readers may only use hello, list, show and tree"
-                } else {
-                    "; ask for a role in the [access] section of shelf.toml"
-                }
-            ))),
-            false,
-        )
+    let result = if !role.permits(&env.request) {
+        Err(Error::PermissionDenied(format!(
+            "uid {} (role {}) may not run {}{}",
+            peer.cred.uid,
+            role.as_str(),
+            env.op,
+            if role == Role::Reader {
+                "; readers may only use hello, list, show and tree"
+            } else {
+                "; ask for a role in the [access] section of shelf.toml"
+            }
+        )))
     } else {
+        // The engine publishes the event an operation's outcome stands for; a kept answer
+        // replayed for an idempotency key publishes none.
         match (&env.key, &env.digest) {
             (Some(key), Some(digest)) if audited => {
                 server
@@ -528,14 +527,10 @@ async fn run_request(
                     .handle_keyed(key, &env.op, digest, env.request)
                     .await
             }
-            _ => (server.engine.handle(env.request).await, false),
+            _ => server.engine.handle(&env.op, env.request).await,
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    // A replayed answer changed nothing now: no event for it.
-    if let (true, false, Ok(v)) = (audited, replayed, &result) {
-        server.engine.publish_change(&env.op, &target, v);
-    }
     let denied = matches!(result, Err(Error::PermissionDenied(_)));
     if audited || denied {
         server
