@@ -12,7 +12,9 @@
 //! already gone) around the object it is about. [`Engine::dispatch`] turns each into an
 //! [`Answer`] with the constructor of `proto::result` for its family (the one place a
 //! reply's shape and its `changed` field are written), and the answer carries the event
-//! the outcome stands for.
+//! the outcome stands for, which [`Engine::handle`] publishes once the operation has
+//! returned (after its final commit, before the reply). A new operation returns its typed
+//! value, an `Outcome`, or a `Result<Answer>` built with one of those constructors.
 
 mod attach;
 mod capacity;
