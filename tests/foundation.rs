@@ -443,3 +443,36 @@ fn shelfctl_prints_tables_json_and_errors() {
     assert_eq!(j[0]["name"], "vol1");
     let _ = ClientError::Protocol(String::new());
 }
+
+#[test]
+fn the_start_up_log_names_every_program_found_or_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let xfs = Xfs::new("programs", 512 << 20);
+    let layout = Layout::on_xfs(&xfs, "");
+    let d = Daemon::start(&layout);
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("programs: found"))
+        .unwrap_or_else(|| panic!("no start-up programs line in:\n{log}"));
+    // Looked up here, independently of the daemon, in the documented order.
+    let dirs = [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ];
+    for (name, what) in shelf::sys::cmd::PROGRAMS {
+        let here = dirs.iter().map(|d| format!("{d}/{name}")).find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        let want = match here {
+            Some(p) => format!("{name} ({p})"),
+            None => format!("{name} (for {what})"),
+        };
+        assert!(line.contains(&want), "{want} not in: {line}");
+    }
+    d.ok("hello", vec![]);
+}

@@ -93,6 +93,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Every program resolved once, the missing ones named with what needs them (STYLE.md
+    // rule 13); a missing one does not stop the daemon, its driver or pool says unusable.
+    shelf::sys::cmd::Programs::at_start();
     if let Some(Command::Recover {
         rebuild_db,
         force,

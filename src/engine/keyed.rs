@@ -198,7 +198,7 @@ impl Engine {
         digest: &str,
         req: Request,
     ) -> Result<Value> {
-        let result = self.handle(op, req).await;
+        let result = self.handle(req).await;
         if keepable(&result) {
             let (k, o, d, bytes) = (
                 key.to_string(),

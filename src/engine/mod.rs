@@ -295,9 +295,10 @@ impl Engine {
     /// Run one request: its typed result, encoded for the wire. The event the outcome
     /// stands for is published here, once the operation has made its final commit and
     /// before the reply is sent; a retry answered from an idempotency key's kept answer
-    /// never comes here, so it publishes nothing. `op` is the request's wire name (the
-    /// event's `op`).
-    pub async fn handle(&self, op: &str, req: Request) -> Result<Value> {
+    /// never comes here, so it publishes nothing. The event's `op` is the request's wire
+    /// name ([`Request::op`]).
+    pub async fn handle(&self, req: Request) -> Result<Value> {
+        let op = req.op();
         let answer = self.dispatch(req).await?;
         if let Some(change) = answer.event() {
             self.events

@@ -527,7 +527,7 @@ async fn run_request(
                     .handle_keyed(key, &env.op, digest, env.request)
                     .await
             }
-            _ => server.engine.handle(&env.op, env.request).await,
+            _ => server.engine.handle(env.request).await,
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;

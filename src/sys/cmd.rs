@@ -4,9 +4,16 @@
 //! an argv vector (no shell), runs with a timeout, has its stdout and stderr captured, and
 //! a failure becomes a [`CmdError`] naming the escaped argv, the exit code or signal, and
 //! what the program printed. Arguments marked secret are shown as `<redacted>`.
+//!
+//! Every program the daemon may run is listed in [`PROGRAMS`] with what needs it; shelfd
+//! resolves them all once at start ([`Programs::at_start`]), logs which are missing, and
+//! every later lookup answers from that table (STYLE.md rule 13; see
+//! [`super::programs`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
+
+pub use super::programs::{find_program, Programs, PROGRAMS};
 use std::time::Duration;
 
 use futures_lite::{future, AsyncWriteExt};
@@ -23,14 +30,6 @@ pub const SEARCH_DIRS: &[&str] = &[
 
 /// Most bytes of stdout/stderr kept in an error message.
 const MAX_ERROR_OUTPUT: usize = 2000;
-
-/// Find a program by name in [`SEARCH_DIRS`].
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    SEARCH_DIRS
-        .iter()
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.is_file())
-}
 
 /// A failed command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,6 +251,14 @@ impl Runner {
         Runner { timeout }
     }
 
+    /// [`Runner::run`] for synchronous code: the one blocking entry point. It blocks the
+    /// calling thread until the command ends, so it must only be called off the event
+    /// loop: on a blocking-pool thread (the synchronous [`crate::pool::Pool`] methods run
+    /// under `smol::unblock`) or in a synchronous program (shelfctl).
+    pub fn run_blocking(&self, cmd: &Cmd) -> Result<Output, CmdError> {
+        smol::block_on(self.run(cmd))
+    }
+
     /// Run a command to completion. Exit status 0 is `Ok`; anything else is a [`CmdError`].
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CmdError> {
         self.run_streaming(cmd, |_| {}).await
@@ -447,6 +454,16 @@ mod tests {
         let e = smol::block_on(runner().run(&Cmd::new("no-such-program-xyz"))).unwrap_err();
         assert!(matches!(e, CmdError::NotFound { .. }));
         assert!(e.to_string().contains("no-such-program-xyz"));
+    }
+
+    #[test]
+    fn run_blocking_runs_off_the_event_loop() {
+        let out = runner()
+            .run_blocking(&Cmd::new("cat").stdin(b"sync".to_vec()))
+            .unwrap();
+        assert_eq!(out.stdout, b"sync");
+        let e = runner().run_blocking(&Cmd::new("false")).unwrap_err();
+        assert_eq!(e.exit_code(), Some(1));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! `lvs --reportformat json` of the VG answers a scan, a usage figure or an admission.
 //!
 //! The [`Pool`] trait is synchronous and its methods already run on the blocking pool, so
-//! each method drives the async command runner with `smol::block_on`.
+//! each method runs its commands through the runner's blocking entry
+//! ([`Runner::run_blocking`]).
 
 mod report;
 mod tags;
@@ -78,7 +79,7 @@ impl LvmPool {
     }
 
     fn run(&self, cmd: &Cmd) -> std::result::Result<Output, CmdError> {
-        smol::block_on(self.runner.run(cmd))
+        self.runner.run_blocking(cmd)
     }
 
     /// Every LV of the VG (one `lvs`).

@@ -211,7 +211,20 @@ impl Request {
             Request::ShareAttach(a) | Request::ShareDetach(a) => {
                 format!("{} for {}", with_pool(&a.share, &a.pool), a.connector.host)
             }
-            _ => String::new(),
+            Request::Hello
+            | Request::PoolList
+            | Request::ShareList(_)
+            | Request::SnapshotList(_)
+            | Request::Tree(_)
+            | Request::ExportList(_)
+            | Request::AttachmentList(_)
+            | Request::Reconcile
+            | Request::Verify
+            | Request::AuditList(_)
+            | Request::UploadChunk(_)
+            | Request::ImageList(_)
+            | Request::JobList
+            | Request::EventsSubscribe(_) => String::new(),
         };
         t.chars().take(200).collect()
     }

@@ -1,28 +1,22 @@
 //! Loop devices over volume files: how `attach` gives Ganeti a block device when Ganeti runs
 //! on the appliance itself.
 //!
-//! `losetup` is found in fixed directories (never `$PATH`: Ganeti runs scripts with a
-//! scrubbed environment). Attach and detach take an exclusive lock on a lock file, so two
+//! `losetup` runs through the library's command runner ([`shelf::sys::cmd`]): found in
+//! its fixed directories (never `$PATH`: Ganeti runs scripts with a scrubbed environment),
+//! no shell, a timeout, and a failure that names the argv, exit status and stderr. Attach and detach take an exclusive lock on a lock file, so two
 //! attaches of the same volume at once cannot set up two loop devices.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use std::time::Duration;
 
-/// Where `losetup` may live (util-linux installs it in /usr/sbin on Debian 12).
-const LOSETUP_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+use shelf::sys::cmd::{Cmd, Runner};
+
+/// How long one `losetup` may take before it is killed.
+const LOSETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The lock that serialises loop-device changes made by this provider on this node.
 const LOCK_FILE: &str = "/run/lock/shelf-extstorage.lock";
-
-/// The `losetup` binary.
-fn losetup() -> Result<PathBuf, String> {
-    LOSETUP_DIRS
-        .iter()
-        .map(|d| Path::new(d).join("losetup"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("losetup not found in {}", LOSETUP_DIRS.join(", ")))
-}
 
 /// argv (after the program) listing the loop devices backed by `file`, one name a line.
 pub fn list_args(file: &Path) -> Vec<String> {
@@ -64,25 +58,13 @@ pub fn parse_names(out: &str) -> Vec<String> {
         .collect()
 }
 
-/// Run losetup; its stdout, or an error naming the command, exit status and stderr.
+/// Run losetup (shelfctl is synchronous: the runner's blocking entry); its stdout, or the
+/// runner's error naming the command, exit status and stderr.
 fn run(args: &[String]) -> Result<String, String> {
-    let prog = losetup()?;
-    let out = Command::new(&prog)
-        .args(args)
-        .env_clear()
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", prog.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} {} failed ({}): {}",
-            prog.display(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Runner::new(LOSETUP_TIMEOUT)
+        .run_blocking(&Cmd::new("losetup").args(args.iter().cloned()))
+        .map(|out| out.stdout_text())
+        .map_err(|e| e.to_string())
 }
 
 /// Hold the provider's lock until the returned file is dropped.
