@@ -6,5 +6,6 @@ pub mod configfs;
 pub mod fs;
 pub mod landlock;
 pub mod process;
+pub mod qemu_img;
 pub mod systemd;
 pub mod users;
