@@ -1,5 +1,6 @@
 //! `image.import`'s job: open the source beneath an import directory, inspect it, then
-//! hash, convert (confined) or copy, stamp and move the result into the image cache.
+//! hash, convert (confined, through `sys/qemu_img.rs`) or copy, stamp and move the result
+//! into the image cache.
 //!
 //! Input trust: the source's bytes are the tenant's; see the top of `image.rs` and
 //! docs/security.md §1.
@@ -9,7 +10,6 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ciborium::Value;
 
@@ -22,8 +22,9 @@ use crate::model::{self, ShareState};
 use crate::pool::Pool;
 use crate::proto::{Answer, ImageImportArgs};
 use crate::store::{self, Image, Store};
-use crate::sys::cmd::{Cmd, Runner};
-use crate::sys::landlock::{self, Confinement};
+use crate::sys::cmd::Runner;
+use crate::sys::landlock;
+use crate::sys::qemu_img;
 
 /// Debug builds only: `SHELF_UNSAFE_SKIP_IMAGE_INSPECTION=1` lets a refused image go on
 /// to the confined converter, so a test can show the confinement alone stops it.
@@ -93,17 +94,6 @@ fn open_import_source(dirs: &[PathBuf], source: &Path) -> Result<File> {
         )));
     }
     Ok(file)
-}
-
-/// How long one conversion may take.
-const CONVERT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
-
-/// Parse `qemu-img convert -p` output: the last `(NN.NN/100%)` seen.
-pub fn parse_progress(text: &str) -> Option<f64> {
-    text.rsplit('(').find_map(|part| {
-        part.split_once("/100%)")
-            .and_then(|(p, _)| p.trim().parse().ok())
-    })
 }
 
 /// Read the source through, hashing it; counts progress and stops when cancelled.
@@ -251,12 +241,14 @@ impl Import {
             // Building the ruleset opens and fstats system paths and the output file:
             // off the event loop.
             let (src, t) = (self.source.clone(), tmp.to_path_buf());
-            let cmd = blocking(move || convert_command(&src, format, &t)).await?;
+            let cmd = blocking(move || qemu_img::convert_command(&src, &format.to_string(), &t))
+                .await
+                .map_err(|e| {
+                    Error::Unsupported(format!("cannot confine qemu-img with Landlock: {e}"))
+                })?;
             let c = ctx.clone();
-            let convert = self.runner.run_streaming(&cmd, move |chunk| {
-                if let Some(pct) = parse_progress(&String::from_utf8_lossy(chunk)) {
-                    c.progress(base + (pct / 100.0 * size as f64) as u64);
-                }
+            let convert = qemu_img::convert(&self.runner, &cmd, move |pct| {
+                c.progress(base + (pct / 100.0 * size as f64) as u64);
             });
             let finished = futures_lite::future::or(async { Some(convert.await) }, async {
                 ctx.cancellation().await;
@@ -296,30 +288,6 @@ impl Import {
         );
         to_value(&image)
     }
-}
-
-/// `qemu-img convert` with the format fixed, reading the source through an inherited
-/// descriptor, confined by Landlock to it, the output file and the system libraries.
-fn convert_command(source: &File, format: ImageFormat, tmp: &Path) -> Result<Cmd> {
-    let confine_err = |e: std::io::Error| {
-        Error::Unsupported(format!("cannot confine qemu-img with Landlock: {e}"))
-    };
-    let mut c = Confinement::new().map_err(confine_err)?;
-    let fd = c.allow_read(source).map_err(confine_err)?;
-    c.allow_write(tmp).map_err(confine_err)?;
-    Ok(Cmd::new("qemu-img")
-        .args([
-            "convert".to_string(),
-            "-p".into(),
-            "-f".into(),
-            format.to_string(),
-            "-O".into(),
-            "raw".into(),
-            format!("/dev/fd/{fd}"),
-            tmp.display().to_string(),
-        ])
-        .timeout(CONVERT_TIMEOUT)
-        .confined(c))
 }
 
 /// Stamp, sync and move the converted file into place; returns its size, which must be
@@ -483,19 +451,5 @@ impl Engine {
             }
             (Err(refused), _) => Err(Error::Invalid(refused.to_string())),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qemu_img_output_is_read() {
-        assert_eq!(
-            parse_progress("    (0.00/100%)\r    (42.50/100%)\r"),
-            Some(42.5)
-        );
-        assert_eq!(parse_progress("nothing"), None);
     }
 }

@@ -35,27 +35,27 @@ mod recover;
 mod share;
 mod snapshot;
 mod stamp;
+mod status;
 mod upload;
 mod verify;
+mod wiring;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use ciborium::Value;
 use serde::Serialize;
 
 pub use locks::LockTable;
 pub use rebuild::{rebuild_db, RebuildReport};
+pub use wiring::make_pool;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::export::protocol::ProtocolHandler;
 use crate::export::Exporter;
-use crate::model::Pool as PoolInfo;
 use crate::model::{CapacityPolicy, Driver, Outcome};
-use crate::pool::{FilePool, Pool};
-use crate::proto::{Answer, Hello, Request, FEATURES, PROTOCOL_VERSIONS};
+use crate::pool::Pool;
+use crate::proto::{Answer, Request};
 use crate::store::Store;
 use crate::sys::cmd::Runner;
 
@@ -136,162 +136,12 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
     )
 }
 
-/// `audit.list {totals: true}`: the entries and the counts.
-#[derive(Serialize)]
-struct AuditPage<E, C, R> {
-    entries: E,
-    totals: AuditCounts<C, R>,
-}
-
-/// `audit.list`'s `totals`.
-#[derive(Serialize)]
-struct AuditCounts<C, R> {
-    changes: C,
-    refusals: R,
-    unwritten: u64,
-}
-
 /// Run a blocking closure off the event loop.
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     smol::unblock(f).await
 }
 
 impl Engine {
-    /// Open the pools named in the config (creating their directories) and wrap the store.
-    pub async fn new(config: &Config, store: Store) -> Result<Engine> {
-        let mut pools: BTreeMap<String, Arc<dyn Pool>> = BTreeMap::new();
-        for (name, (kind, path)) in config.resolved_pools() {
-            let pool = open_pool(config, &name, kind, path).await?;
-            pools.insert(name, pool);
-        }
-        let crate::export::registry::Registry {
-            exporters,
-            protocols,
-        } = crate::export::registry::build(config);
-        Ok(Engine {
-            store,
-            pools: RwLock::new(pools),
-            policies: RwLock::new(config.capacity_policies()),
-            export_guards: exporters
-                .keys()
-                .map(|d| (*d, async_lock::RwLock::new(())))
-                .collect(),
-            exporters,
-            protocols,
-            locks: LockTable::default(),
-            jobs: Arc::default(),
-            events: Arc::default(),
-            uploads: upload::Uploads::default(),
-            images: config.images.clone(),
-            runner: Runner::new(Duration::from_secs(config.command_timeout)),
-            formatter: crate::pool::format::Formatter::new(
-                Runner::new(Duration::from_secs(config.command_timeout)),
-                config.mount_base(),
-            ),
-            default_fs: config.filesystem.default,
-            driver_cache: drivers::DriverCache::default(),
-        })
-    }
-
-    /// Add pools that a reloaded config names and we do not have yet; report what changed.
-    pub async fn reload_pools(&self, config: &Config) -> Vec<String> {
-        let mut notes = Vec::new();
-        let policies = config.capacity_policies();
-        {
-            let mut current = self.policies.write().expect("policies lock");
-            for (name, policy) in &policies {
-                if current.get(name) != Some(policy) {
-                    notes.push(format!("pool {name}: capacity policy {policy:?}"));
-                }
-            }
-            *current = policies;
-        }
-        for (name, (kind, path)) in config.resolved_pools() {
-            let existing = self.pools.read().expect("pools lock").get(&name).cloned();
-            match existing {
-                Some(p) if p.location() != path.display().to_string() || p.kind() != kind => {
-                    notes.push(format!(
-                        "pool {name}: changing its kind or path needs a restart; kept {}",
-                        p.location()
-                    ));
-                }
-                Some(_) => {}
-                None => match open_pool(config, &name, kind, path).await {
-                    Ok(p) => {
-                        self.pools
-                            .write()
-                            .expect("pools lock")
-                            .insert(name.clone(), p);
-                        notes.push(format!("pool {name} added"));
-                    }
-                    Err(e) => notes.push(format!("pool {name} not added: {e}")),
-                },
-            }
-        }
-        notes
-    }
-
-    /// Hold off reconciliation of driver `d` (see `export_guards`); the caller holds the
-    /// share's lock.
-    async fn export_guard(&self, d: Driver) -> async_lock::RwLockReadGuard<'_, ()> {
-        self.export_guards[&d].read().await
-    }
-
-    /// [`Engine::export_guard`] for every driver these exports use, in driver order.
-    async fn export_guards_for(
-        &self,
-        rows: &[crate::store::ExportRow],
-    ) -> Vec<async_lock::RwLockReadGuard<'_, ()>> {
-        let drivers: std::collections::BTreeSet<Driver> =
-            rows.iter().map(|r| r.export.driver).collect();
-        let mut guards = Vec::new();
-        for d in drivers {
-            guards.push(self.export_guard(d).await);
-        }
-        guards
-    }
-
-    /// The store (for shutdown).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The names of the configured pools.
-    fn pool_names(&self) -> Vec<String> {
-        self.pools
-            .read()
-            .expect("pools lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-
-    fn pool(&self, name: &str) -> Result<Arc<dyn Pool>> {
-        self.pools
-            .read()
-            .expect("pools lock")
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("no pool {name:?}")))
-    }
-
-    /// The pool a create goes to: the one named, or `default`, or the only one.
-    fn pick_pool(&self, name: Option<&str>) -> Result<Arc<dyn Pool>> {
-        if let Some(n) = name {
-            return self.pool(n);
-        }
-        let pools = self.pools.read().expect("pools lock");
-        if let Some(p) = pools.get("default") {
-            return Ok(p.clone());
-        }
-        if pools.len() == 1 {
-            return Ok(pools.values().next().expect("one pool").clone());
-        }
-        Err(Error::Invalid(
-            "several pools are configured; say which with pool".into(),
-        ))
-    }
-
     /// Run one request: its typed result, encoded for the wire. The event the outcome
     /// stands for is published here, once the operation has made its final commit and
     /// before the reply is sent; a retry answered from an idempotency key's kept answer
@@ -376,187 +226,5 @@ impl Engine {
             )),
             Request::AuditList(a) => self.list_audit(a).await,
         }
-    }
-
-    /// The event bus (subscriptions are made by connections).
-    pub fn events(&self) -> &jobs::EventBus {
-        &self.events
-    }
-
-    /// Record an audit entry. A refusal is queued (refusals are aggregated and written
-    /// in batches); any other entry records a state change and is committed before this
-    /// returns, so the reply that follows never says `ok` for an unrecorded change.
-    pub async fn audit(&self, entry: crate::store::AuditEntry) {
-        match entry.kind() {
-            crate::store::AuditKind::Refusal => self.store.audit(entry),
-            crate::store::AuditKind::Change => self.store.audit_durable(entry).await,
-        }
-    }
-
-    /// Record a refusal that is not a parsed request's (e.g. a connection refused because
-    /// its peer has no role: `op` is `"connect"`). Refusals of one uid, role and op in one
-    /// minute become one entry with a count, so a flood costs one row a minute.
-    pub fn record_refusal(&self, uid: u32, gid: u32, pid: i32, role: &str, op: &str, why: &str) {
-        self.store.audit(crate::store::AuditEntry::refusal(
-            uid, gid, pid, role, op, why,
-        ));
-    }
-
-    /// `audit.list`: audit entries (oldest first, after `since`), with `totals` when
-    /// asked: `{entries, totals: {changes, refusals, unwritten}}`.
-    async fn list_audit(&self, a: crate::proto::AuditListArgs) -> Result<Answer> {
-        let limit = a.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(Error::Invalid(format!(
-                "limit {limit} must be between 1 and 1000"
-            )));
-        }
-        self.store.flush_audit().await;
-        let with_totals = a.totals.unwrap_or(false);
-        let (entries, totals) = self
-            .store
-            .call(move |c| {
-                let entries = crate::store::list_audit(c, a.since, limit, a.op.as_deref(), a.uid)?;
-                let totals = if with_totals {
-                    Some(crate::store::audit_totals(c)?)
-                } else {
-                    None
-                };
-                Ok((entries, totals))
-            })
-            .await?;
-        let Some((changes, refusals)) = totals else {
-            return answer(Answer::read(&entries));
-        };
-        answer(Answer::read(&AuditPage {
-            entries,
-            totals: AuditCounts {
-                changes,
-                refusals,
-                unwritten: self.store.audit_unwritten(),
-            },
-        }))
-    }
-
-    /// `drivers` (each driver's cached status) and `drivers_age_ms` (how old the oldest
-    /// probe is), added to a hello or pool.show answer.
-    fn with_driver_status(&self, a: Answer) -> Answer {
-        let (drivers, age) = self.driver_status();
-        a.with("drivers", drivers)
-            .with("drivers_age_ms", Value::Integer(age.into()))
-    }
-
-    /// `hello`'s fixed part: who we are and what we speak.
-    fn hello(&self) -> Hello {
-        Hello {
-            server: crate::SERVER_NAME,
-            version: crate::VERSION,
-            protocols: PROTOCOL_VERSIONS,
-            features: FEATURES,
-        }
-    }
-
-    async fn pool_info(&self, name: &str) -> Result<PoolInfo> {
-        let pool = self.pool(name)?;
-        let policy = self.policy(name);
-        let p = pool.clone();
-        let usage = blocking(move || p.usage()).await?;
-        let pname = name.to_string();
-        let (provisioned, shares, snapshots) = self
-            .store
-            .call(move |c| crate::store::pool_totals(c, &pname))
-            .await?;
-        Ok(PoolInfo {
-            name: name.to_string(),
-            kind: pool.kind(),
-            path: pool.location(),
-            size: usage.size,
-            used: usage.used,
-            free: usage.free,
-            provisioned,
-            shares,
-            snapshots,
-            reflink: pool.reflink(),
-            reserved: policy.reserved(usage.size),
-            reserved_percentage: policy.reserved_percentage,
-            max_over_subscription_ratio: policy.max_over_subscription_ratio,
-            provisioning_limit: policy.provisioning_limit(usage.size),
-            available_to_provision: policy
-                .provisioning_limit(usage.size)
-                .saturating_sub(provisioned),
-        })
-    }
-}
-
-/// A pool of `kind` as the config describes it, not yet prepared.
-pub fn make_pool(
-    config: &Config,
-    name: &str,
-    kind: crate::model::PoolKind,
-    path: std::path::PathBuf,
-) -> Result<Box<dyn Pool>> {
-    match kind {
-        crate::model::PoolKind::File => Ok(Box::new(FilePool::new(name, path))),
-        crate::model::PoolKind::Lvm => {
-            let settings = config.lvm_settings(name).ok_or_else(|| {
-                Error::Invalid(format!("pool {name}: no volume_group or thin_pool"))
-            })?;
-            Ok(Box::new(crate::pool::LvmPool::new(name, settings)))
-        }
-    }
-}
-
-async fn open_pool(
-    config: &Config,
-    name: &str,
-    kind: crate::model::PoolKind,
-    path: std::path::PathBuf,
-) -> Result<Arc<dyn Pool>> {
-    let mut p = make_pool(config, name, kind, path)?;
-    let p = blocking(move || p.prepare().map(|_| p)).await?;
-    log::info!(
-        "pool {name}: {} pool at {} (instant snapshots: {})",
-        p.kind().as_str(),
-        p.location(),
-        p.reflink()
-    );
-    Ok(Arc::from(p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `audit.list {totals: true}` encodes as the hand-built map it replaced.
-    #[test]
-    fn the_audit_page_is_the_old_entries_and_totals_map() {
-        let entries = vec![BTreeMap::from([("op", "share.create")])];
-        let (changes, refusals) = (BTreeMap::from([("share.create", 1)]), 0u64);
-        let new = Answer::read(&AuditPage {
-            entries: entries.clone(),
-            totals: AuditCounts {
-                changes: changes.clone(),
-                refusals,
-                unwritten: 3,
-            },
-        })
-        .unwrap();
-        let old = map(vec![
-            ("entries", to_value(&entries).unwrap()),
-            (
-                "totals",
-                map(vec![
-                    ("changes", to_value(&changes).unwrap()),
-                    ("refusals", to_value(&refusals).unwrap()),
-                    ("unwritten", Value::Integer(3.into())),
-                ]),
-            ),
-        ]);
-        let bytes = |v: &Value| {
-            let mut out = Vec::new();
-            ciborium::into_writer(v, &mut out).unwrap();
-            out
-        };
-        assert_eq!(bytes(new.value()), bytes(&old));
     }
 }

@@ -7,5 +7,6 @@ pub mod fs;
 pub mod landlock;
 pub mod process;
 pub mod programs;
+pub mod qemu_img;
 pub mod systemd;
 pub mod users;

@@ -1,0 +1,165 @@
+//! `share.resize` and `share.delete`.
+
+use ciborium::Value;
+
+use super::ensure_available;
+use crate::engine::{answer, blocking, failpoint, Engine};
+use crate::error::{Error, Result};
+use crate::model::{self, Demand, Outcome, ShareState};
+use crate::proto::{Answer, ShareDeleteArgs, ShareResizeArgs};
+use crate::store;
+
+impl Engine {
+    /// `share.resize`: grow a share (`Unchanged` at its size already; shrinking is
+    /// refused); `warnings` says what could not follow (an export, the filesystem).
+    pub(in crate::engine) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Answer> {
+        model::validate_size(a.size)?;
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        ensure_available(&share)?;
+        if a.size < share.size {
+            return Err(Error::Invalid(format!(
+                "share {} is {} bytes; shrinking to {} is not supported (grow only)",
+                share.name, share.size, a.size
+            )));
+        }
+        if a.size == share.size {
+            return answer(Answer::object(&Outcome::Unchanged(share)));
+        }
+        let pool = self.pool(&share.pool)?;
+        let (sid, new_size) = (share.id.clone(), a.size);
+        let room = self.room(&pool).await?;
+        let share_name = share.name.clone();
+        let demand = Demand::Grow {
+            by: a.size - share.size,
+            preallocated: !share.sparse,
+        };
+        let intent = self
+            .store
+            .write(move |c| {
+                room.check(c, &format!("growing share {}", share_name), demand)?;
+                let data = serde_json::json!({ "size": new_size });
+                store::insert_intent(c, "share.resize", &sid, &data)
+            })
+            .await?;
+        failpoint::hit("share.resize.after_intent");
+        let (p, s) = (pool.clone(), share.clone());
+        let grown = blocking(move || p.grow(&s, new_size)).await;
+        if let Err(cause) = grown {
+            // Growing never loses data; the file may be partly grown, which is harmless:
+            // the volume keeps its recorded size's worth of addressable data.
+            return Err(self.restore_identity(&pool, &share, intent, cause).await);
+        }
+        failpoint::hit("share.resize.after_grow");
+        let sid = share.id.clone();
+        self.store
+            .write(move |c| {
+                store::set_share_size(c, &sid, new_size)?;
+                store::delete_intent(c, intent)
+            })
+            .await?;
+        log::info!(
+            "share resized: {} ({}) {} -> {} bytes",
+            share.name,
+            share.id,
+            share.size,
+            a.size
+        );
+        let mut share = share;
+        share.size = a.size;
+        let warnings = self.refresh_exports(&share).await;
+        let mut warnings = warnings;
+        warnings.extend(self.grow_filesystem(&share).await);
+        let reply = answer(Answer::object(&Outcome::Changed(share)))?;
+        if warnings.is_empty() {
+            return Ok(reply);
+        }
+        Ok(reply.with(
+            "warnings",
+            Value::Array(warnings.into_iter().map(Value::Text).collect()),
+        ))
+    }
+
+    /// `share.delete`: remove a share (with `recursive`, its snapshots too); refused while
+    /// it has exports, attachments or (without `recursive`) snapshots.
+    pub(in crate::engine) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Answer> {
+        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let _g = self.locks.lock(&id).await;
+        let share = self.share_by_id(&id).await?;
+        let sid = share.id.clone();
+        let snapshots = self
+            .store
+            .call(move |c| store::list_snapshots(c, Some(&sid), None))
+            .await?;
+        let names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
+        model::can_delete_share(&share, &names, a.recursive).map_err(|b| match b {
+            model::DeleteBlocked::Busy(m) => Error::Busy(m),
+            model::DeleteBlocked::HasDependents(m) => Error::HasDependents(m),
+        })?;
+        let sid = share.id.clone();
+        let exports = self
+            .store
+            .call(move |c| store::list_exports(c, Some(&sid), None))
+            .await?;
+        if !exports.is_empty() && !a.force {
+            let attached: Vec<String> = exports
+                .iter()
+                .flat_map(|e| e.export.attached.iter().map(|x| x.client.clone()))
+                .collect();
+            return Err(Error::HasDependents(format!(
+                "share {} has {} export(s) ({}){}; delete them first or pass force: true",
+                share.name,
+                exports.len(),
+                exports
+                    .iter()
+                    .map(|e| e.export.protocol.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if attached.is_empty() {
+                    String::new()
+                } else {
+                    format!(" attached by {}", attached.join(", "))
+                }
+            )));
+        }
+        let guards = self.export_guards_for(&exports).await;
+        for row in &exports {
+            self.remove_export_locked(&share, row, true, failpoint::SHARE_DELETE_EXPORT)
+                .await?;
+        }
+        drop(guards);
+        let pool = self.pool(&share.pool)?;
+        for snap in &snapshots {
+            self.remove_snapshot_locked(&pool, snap).await?;
+        }
+        self.unmount_share(&share).await?;
+        let sid = share.id.clone();
+        self.store
+            .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
+            .await?;
+        failpoint::hit("share.delete.after_mark");
+        let (p, sid) = (pool.clone(), share.id.clone());
+        blocking(move || p.remove_volume(&sid)).await?;
+        failpoint::hit("share.delete.after_volume");
+        let sid = share.id.clone();
+        self.store
+            .write(move |c| store::delete_share_row(c, &sid))
+            .await?;
+        log::info!(
+            "share deleted: {} ({}) from pool {}{}",
+            share.name,
+            share.id,
+            share.pool,
+            if snapshots.is_empty() {
+                String::new()
+            } else {
+                format!(" with {} snapshot(s)", snapshots.len())
+            }
+        );
+        Ok(Answer::share_deleted(
+            &Outcome::Deleted(share.id.clone()),
+            snapshots.len(),
+        ))
+    }
+}
