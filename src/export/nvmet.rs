@@ -28,7 +28,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};

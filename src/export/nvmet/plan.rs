@@ -1,4 +1,4 @@
-//! The pure half of the nvmet driver: what configfs holds ([`Subsystem`], [`Port`], read
+//! The nvmet driver's model of configfs: what configfs holds ([`Subsystem`], [`Port`], read
 //! back each time), what an export wants ([`desired`]), and the plans ([`plan_converge`],
 //! [`plan_remove`], [`plan_port`]) that take one to the other as lists of configfs [`Op`]s.
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::export::ExportSpec;
-use crate::sys::configfs::Op;
+use crate::sys::configfs::{self, Op};
 
 /// The namespace id every export's volume gets.
 pub const NSID: u32 = 1;
@@ -297,7 +297,11 @@ pub fn unused_hosts(candidates: &BTreeSet<String>, in_use: &BTreeSet<String>) ->
 }
 
 /// Read subsystem `nqn` from configfs (blocking); `None` when it does not exist.
-pub(super) fn read_subsystem(root: &Path, nqn: &str, port_id: u16) -> std::io::Result<Option<Subsystem>> {
+pub(super) fn read_subsystem(
+    root: &Path,
+    nqn: &str,
+    port_id: u16,
+) -> std::io::Result<Option<Subsystem>> {
     let s = root.join(subsystem_dir(nqn));
     if !configfs::is_dir(&s) {
         return Ok(None);
