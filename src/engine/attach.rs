@@ -70,6 +70,10 @@ impl Engine {
         ))
     }
 
+    /// `share.attach` (Cinder's initialize_connection): admit exactly one connector's client
+    /// to the share's export over the chosen protocol, journaled as an intent that start-up
+    /// undoes if unacknowledged, and answer the protocol's `connection_info`. Attaching the
+    /// same connector again is `changed: false` with the same answer.
     pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -192,6 +196,9 @@ impl Engine {
         answer(Answer::attached(&Outcome::Created(attachment), info))
     }
 
+    /// `share.detach` (terminate_connection): remove exactly that connector's client; the
+    /// exports record is written before access is revoked, and a detach already done is
+    /// `changed: false`.
     pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -357,6 +364,7 @@ impl Engine {
         }
     }
 
+    /// `attachment.list`: who has what, for one share or all.
     pub(super) async fn list_attachments(&self, a: ShareFilter) -> Result<Answer> {
         let share = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),

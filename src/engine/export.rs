@@ -80,6 +80,10 @@ impl Engine {
         Ok((driver, options))
     }
 
+    /// `export.create`: publish a share over one protocol through one driver. The row is
+    /// journaled `creating` before the daemon is touched and settled after; an export the
+    /// share already has with the same driver and options is answered `changed: false`,
+    /// with other ones `already_exists`.
     pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Answer> {
         let (driver, options) = self.validate_export_args(&a)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
@@ -229,6 +233,7 @@ impl Engine {
         }
     }
 
+    /// The export a reference names (its id, or share + protocol).
     async fn find_export(&self, a: &ExportRef) -> Result<ExportRow> {
         let a = a.clone();
         self.store
@@ -252,10 +257,12 @@ impl Engine {
             .await
     }
 
+    /// `export.show`: one export as stored.
     pub(super) async fn show_export(&self, a: ExportRef) -> Result<Answer> {
         answer(Answer::read(&self.find_export(&a).await?.export))
     }
 
+    /// `export.list`: the exports of one share, or all.
     pub(super) async fn list_exports(&self, a: ShareFilter) -> Result<Answer> {
         let share = match &a.share {
             Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
@@ -270,6 +277,9 @@ impl Engine {
         ))
     }
 
+    /// `export.delete`: write the volume's exports record without it, take it out of its
+    /// daemon, then delete the row (the `deleting` mark is the journaled intent). Refused
+    /// with `has_dependents` while it has attachments, unless `force`.
     pub(super) async fn delete_export(&self, a: ExportRef) -> Result<Answer> {
         let row = self.find_export(&a).await?;
         let _g = self.locks.lock(&row.export.share).await;
