@@ -196,7 +196,7 @@ impl Engine {
             Request::AttachmentList(a) => self.list_attachments(a).await,
             Request::Reconcile => {
                 let report = self.reconcile().await?;
-                let repaired = !report.findings.is_empty();
+                let repaired = report.repaired();
                 answer(Answer::reconciled(&Outcome::changed_if(repaired, report)))
             }
             Request::Verify => read(self.verify().await),

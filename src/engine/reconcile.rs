@@ -21,6 +21,18 @@ pub struct Report {
     pub checked: BTreeMap<String, usize>,
 }
 
+impl Report {
+    /// Whether a daemon was changed: a missing, drifted or orphan object was repaired. A
+    /// driver that could not be checked (`unavailable`, `error`) or a backing store that
+    /// was not handed over (`tampered`) is reported but changed nothing, so it publishes
+    /// no event.
+    pub fn repaired(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| matches!(f.kind.as_str(), "missing" | "drifted" | "orphan"))
+    }
+}
+
 impl Engine {
     /// The settled exports of every driver, as specs.
     pub(super) async fn all_specs(&self) -> Result<BTreeMap<Driver, Vec<ExportSpec>>> {
