@@ -80,16 +80,23 @@ fn nvme_connectors_and_options_are_checked_before_anything_is_done() {
         "invalid_argument",
     );
     assert!(m.contains("connector.nqn"), "{m}");
-    let m = d.err(
-        "share.attach",
-        vec![
-            ("share", t("v")),
-            nvme(),
-            ("connector", connector("nqn.x/../y")),
-        ],
-        "invalid_argument",
-    );
-    assert!(m.contains("NVMe name"), "{m}");
+    // A host NQN names a directory in nvmet's configfs: anything that could leave its
+    // directory, or cost more than nvmet's 223 bytes, is refused before configfs is touched.
+    let long = format!("nqn.2014-08.org.example:{}", "a".repeat(300));
+    for bad in [
+        "nqn.x/../y",
+        "nqn.2014-08.org.example:../../../../etc",
+        "nqn.2014-08.org.example:a/b",
+        "nqn.2014-08.org.example:a\nb",
+        long.as_str(),
+    ] {
+        let m = d.err(
+            "share.attach",
+            vec![("share", t("v")), nvme(), ("connector", connector(bad))],
+            "invalid_argument",
+        );
+        assert!(m.contains("NVMe name"), "{bad}: {m}");
+    }
     let m = d.err(
         "share.attach",
         vec![

@@ -2,7 +2,7 @@
 
 use crate::engine::{answer, blocking, failpoint, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Demand, Outcome, Share, ShareState};
+use crate::model::{self, Outcome, Share, ShareState};
 use crate::proto::{Answer, CloneArgs};
 use crate::store::{self, now};
 
@@ -51,19 +51,7 @@ impl Engine {
                         current.state.as_str()
                     )));
                 }
-                if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
-                    return Ok(Some(e));
-                }
-                room.check(
-                    c,
-                    &format!("share {}", row.name),
-                    Demand::Share {
-                        size: row.size,
-                        preallocated: !row.sparse,
-                    },
-                )?;
-                store::insert_share(c, &row)?;
-                Ok(None)
+                super::create::reserve_share(c, &room, &row)
             })
             .await?;
         if let Some(e) = existing {

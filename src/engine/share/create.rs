@@ -7,6 +7,29 @@ use crate::model::{self, Demand, Outcome, Share, ShareState};
 use crate::proto::ShareCreateArgs;
 use crate::store::{self, now};
 
+/// Reserve a new share's name with its `creating` row, within the pool's room, in the
+/// caller's transaction; or return the share that already has the name (a retry, a race,
+/// or a conflict: the caller decides). Shared by `share.create` and `share.clone`.
+pub(super) fn reserve_share(
+    c: &rusqlite::Connection,
+    room: &crate::engine::capacity::Room,
+    row: &Share,
+) -> Result<Option<Share>> {
+    if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
+        return Ok(Some(e));
+    }
+    room.check(
+        c,
+        &format!("share {}", row.name),
+        Demand::Share {
+            size: row.size,
+            preallocated: !row.sparse,
+        },
+    )?;
+    store::insert_share(c, row)?;
+    Ok(None)
+}
+
 /// Is `existing` what this create asks for? Then a retry is answered with it.
 fn same_share(
     existing: &Share,
@@ -80,21 +103,7 @@ impl Engine {
         let room = self.room(&pool).await?;
         let existing = self
             .store
-            .write(move |c| {
-                if let Some(e) = store::get_share_by_name(c, &row.pool, &row.name)? {
-                    return Ok(Some(e));
-                }
-                room.check(
-                    c,
-                    &format!("share {}", row.name),
-                    Demand::Share {
-                        size: row.size,
-                        preallocated: !row.sparse,
-                    },
-                )?;
-                store::insert_share(c, &row)?;
-                Ok(None)
-            })
+            .write(move |c| reserve_share(c, &room, &row))
             .await?;
         if let Some(e) = existing {
             return match e.state {
