@@ -11,6 +11,7 @@ mod config;
 mod context;
 mod controller;
 mod identity;
+mod ids;
 mod node;
 mod status;
 

@@ -1,4 +1,5 @@
-//! The Controller service (to be written).
+//! The Controller service: volumes (`volumes.rs`), snapshots (`snapshots.rs`) and
+//! publishing (`publish.rs`) on the configured appliances. This file only routes each RPC.
 
 use std::sync::Arc;
 
@@ -19,11 +20,15 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 
+mod publish;
+mod snapshots;
+mod volumes;
+
 /// The Controller service (to be written).
 #[derive(Debug)]
 pub struct ControllerService {
-    #[allow(dead_code)]
-    cfg: Arc<Config>,
+    /// The plugin config (the appliances).
+    pub cfg: Arc<Config>,
 }
 
 impl ControllerService {
@@ -37,86 +42,114 @@ impl ControllerService {
 impl Controller for ControllerService {
     async fn create_volume(
         &self,
-        _req: Request<CreateVolumeRequest>,
+        req: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
-        Err(Status::unimplemented("create_volume"))
+        volumes::create_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn delete_volume(
         &self,
-        _req: Request<DeleteVolumeRequest>,
+        req: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
-        Err(Status::unimplemented("delete_volume"))
+        volumes::delete_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn controller_publish_volume(
         &self,
-        _req: Request<ControllerPublishVolumeRequest>,
+        req: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("controller_publish_volume"))
+        publish::controller_publish_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn controller_unpublish_volume(
         &self,
-        _req: Request<ControllerUnpublishVolumeRequest>,
+        req: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("controller_unpublish_volume"))
+        publish::controller_unpublish_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn validate_volume_capabilities(
         &self,
-        _req: Request<ValidateVolumeCapabilitiesRequest>,
+        req: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        Err(Status::unimplemented("validate_volume_capabilities"))
+        volumes::validate_volume_capabilities(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_volumes(
         &self,
-        _req: Request<ListVolumesRequest>,
+        req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        Err(Status::unimplemented("list_volumes"))
+        volumes::list_volumes(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn get_capacity(
         &self,
-        _req: Request<GetCapacityRequest>,
+        req: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        Err(Status::unimplemented("get_capacity"))
+        volumes::get_capacity(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn controller_get_capabilities(
         &self,
-        _req: Request<ControllerGetCapabilitiesRequest>,
+        req: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        Err(Status::unimplemented("controller_get_capabilities"))
+        volumes::controller_get_capabilities(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn create_snapshot(
         &self,
-        _req: Request<CreateSnapshotRequest>,
+        req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("create_snapshot"))
+        snapshots::create_snapshot(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn delete_snapshot(
         &self,
-        _req: Request<DeleteSnapshotRequest>,
+        req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("delete_snapshot"))
+        snapshots::delete_snapshot(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_snapshots(
         &self,
-        _req: Request<ListSnapshotsRequest>,
+        req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("list_snapshots"))
+        snapshots::list_snapshots(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn controller_expand_volume(
         &self,
-        _req: Request<ControllerExpandVolumeRequest>,
+        req: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented("controller_expand_volume"))
+        volumes::controller_expand_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn controller_get_volume(
         &self,
-        _req: Request<ControllerGetVolumeRequest>,
+        req: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Err(Status::unimplemented("controller_get_volume"))
+        volumes::controller_get_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn controller_modify_volume(
         &self,
-        _req: Request<ControllerModifyVolumeRequest>,
+        req: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented("controller_modify_volume"))
+        volumes::controller_modify_volume(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
