@@ -14,6 +14,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+// The CSI orchestrator: an ignored test of this binary, run inside the guest by guest.sh.
+#[path = "vm/csi/mod.rs"]
+mod csi;
+
 /// Every check the guest script must report as passed; a check that did not run fails too.
 const CHECKS: &[&str] = &[
     "shelfd-start-with-lvm-pool",
@@ -136,6 +140,16 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
         &repo().join("tests/vm/osbrick.py"),
         &share.join("osbrick.py"),
     );
+    // shelf-csi, and this test binary itself: in the guest it is the CSI orchestrator
+    // (guest.sh runs its ignored test csi::csi_co_in_guest; tests/vm/csi/).
+    copy(
+        Path::new(env!("CARGO_BIN_EXE_shelf-csi")),
+        &share.join("bin/shelf-csi"),
+    );
+    copy(
+        &std::env::current_exe().expect("the test binary's path"),
+        &share.join("bin/vm-tier"),
+    );
 
     let started = std::time::Instant::now();
     // image/vm/run bounds the guest with `timeout`; 1800 s is a hang, not a slow run (the
@@ -156,6 +170,7 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
     );
     let missing: Vec<&str> = CHECKS
         .iter()
+        .chain(csi::CHECKS)
         .filter(|c| !stdout.lines().any(|l| l.starts_with(&format!("PASS {c} "))))
         .copied()
         .collect();
