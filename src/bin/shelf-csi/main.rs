@@ -13,6 +13,8 @@ mod controller;
 mod identity;
 mod ids;
 mod node;
+mod nodeid;
+mod seal;
 mod status;
 
 use std::path::PathBuf;
