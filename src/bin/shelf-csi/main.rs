@@ -14,6 +14,7 @@ mod identity;
 mod ids;
 mod node;
 mod nodeid;
+mod objects;
 mod seal;
 mod status;
 
