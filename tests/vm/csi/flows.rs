@@ -114,9 +114,12 @@ async fn identity_and_info(r: &mut Report, co: &mut Co) -> Result<String, String
         "csi-node-get-info",
         info.map_err(status).and_then(|i| {
             let id = i.into_inner().node_id;
-            ensure(!id.is_empty() && id.len() <= 256, || {
-                format!("node id of {} bytes: {id:?}", id.len())
-            })?;
+            // Opaque to a CO; here it must carry the guest's initiator names (nodeid.rs), the
+            // ones image/vm/build wrote, since ControllerPublish attaches them.
+            ensure(
+                id.len() <= 256 && id.contains(GUEST_IQN) && id.contains(GUEST_NQN),
+                || format!("node id of {} bytes: {id:?}", id.len()),
+            )?;
             Ok(id)
         }),
     )
