@@ -184,7 +184,7 @@ pub async fn list_snapshots(
         })?),
     };
     let mut all = matching(svc, &req).await?;
-    all.sort_by(|a, b| paging::key(a).cmp(&paging::key(b)));
+    all.sort_by_key(paging::key);
     let mut page: Vec<CsiSnapshot> = all
         .into_iter()
         .filter(|s| after.as_ref().is_none_or(|k| paging::key(s) > *k))
