@@ -206,7 +206,7 @@ fn delete_snapshot_is_idempotent_and_leaves_clones_and_foreign_snapshots_alone()
 
 #[test]
 fn list_snapshots_filters_and_pages_across_appliances() {
-    let csi = Csi::controller("snap-list", &[GIB, GIB]);
+    let mut csi = Csi::controller("snap-list", &[GIB, GIB]);
     let v1 = csi_volume(&csi, "a1", "pvc-1", MIB);
     let v2 = csi_volume(&csi, "a2", "pvc-2", MIB);
     let mut made = Vec::new();
@@ -322,4 +322,13 @@ fn list_snapshots_filters_and_pages_across_appliances() {
         ..Default::default()
     };
     assert_eq!(code(list(&csi, negative)), Code::InvalidArgument);
+
+    // An appliance down: the list is UNAVAILABLE naming it (not a silently short list),
+    // while snapshots of volumes elsewhere are still taken.
+    csi.appliances[1].rig.d.stop();
+    let e = list(&csi, ListSnapshotsRequest::default()).unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("a2"), "{}", e.message());
+    create(&csi, &v1, "snap-while-a2-is-down").unwrap();
+    assert_eq!(code(create(&csi, &v2, "snap-x")), Code::Unavailable);
 }

@@ -109,15 +109,35 @@ pub async fn create_snapshot(
     })
 }
 
-/// The id of a snapshot named `name` on a CSI share other than `source`, if any.
+/// The id of a snapshot named `name` on a CSI share other than `source`, if any. An
+/// appliance that cannot be reached is skipped (with a warning): one appliance down must
+/// not stop snapshots everywhere, and Kubernetes' snapshot names (`snapshot-<uid>`) never
+/// repeat for another source, so what is missed is a CO's mistake, not a lost snapshot.
 async fn named_elsewhere(
     svc: &ControllerService,
     name: &str,
     source: &Id,
 ) -> Result<Option<Id>, Status> {
     for a in objects::appliances(&svc.cfg) {
-        let shares = objects::csi_shares(&a).await?;
-        for s in objects::snapshots(&a, None).await? {
+        let listed = async {
+            Ok::<_, Status>((
+                objects::csi_shares(&a).await?,
+                objects::snapshots(&a, None).await?,
+            ))
+        };
+        let (shares, snapshots) = match listed.await {
+            Ok(both) => both,
+            Err(e) if e.code() == tonic::Code::Unavailable && a.name != source.appliance => {
+                log::warn!(
+                    "CreateSnapshot: not checking {} for the name: {}",
+                    a.name,
+                    e.message()
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for s in snapshots {
             let same_source = a.name == source.appliance && s.share == source.object;
             if s.name == name && !same_source && shares.contains_key(&s.share) {
                 return Ok(Some(Id::new(&a.name, &s.id)));
