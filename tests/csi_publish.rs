@@ -280,6 +280,27 @@ fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(attachments(d).is_empty());
 
+    // NVMe/TCP: a node without a host NQN is FAILED_PRECONDITION; with one, shelf's
+    // answer (this host's kernel has no nvmet: its reason, passed through).
+    let nvme = csi_volume(d, "pvc-nvme", "nvme", vec![]);
+    let e = code(publish(&csi, publish_req(&nvme, &node, None)));
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("NQN"), "{}", e.message());
+    let with_nqn =
+        format!("{node};nqn=nqn.2014-08.org.nvmexpress:uuid:0b0e6f1c-9d2e-4c1a-8f00-123456789abc")
+            .replace(";ip=127.0.0.1", "")
+            + ";ip=127.0.0.1";
+    match publish(&csi, publish_req(&nvme, &with_nqn, None)) {
+        Ok(ctx) => {
+            assert_eq!(ctx["protocol"], "nvme");
+            assert!(ctx.contains_key("target_nqn") && ctx.contains_key("nvme_port"));
+        }
+        Err(e) => {
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains("nvmet"), "{}", e.message());
+        }
+    }
+
     // Unpublish of what is not published: OK, whatever the ids.
     unpublish(&csi, &vol, &node).unwrap();
     unpublish(&csi, "nonsense", &node).unwrap();
