@@ -205,6 +205,10 @@ fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
     let e = code(publish(&csi, publish_req(&vol, &node_id("n2"), Some(KEY))));
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("n1"), "{}", e.message());
+    // Even to a node id this plugin did not make (csi-sanity's "foo"): published
+    // elsewhere comes first.
+    let e = code(publish(&csi, publish_req(&vol, "foo", Some(KEY))));
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
     // Unpublish: the attachment goes, the initiator is refused; again: OK.
     unpublish(&csi, &vol, &node).unwrap();
