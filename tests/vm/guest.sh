@@ -84,6 +84,13 @@ start_shelfd() {
 stop_shelfd() { kill -TERM "$SHELFD"; wait "$SHELFD"; }
 start_shelfd
 pass shelfd-start-with-lvm-pool
+# SHELF_VM_CSI_ONLY=1 on the host (tests/vm.rs): only the CSI part, for working on it.
+if [ -f "$S/csi-only" ]; then
+  . "$S/csi.sh"
+  stop_shelfd
+  echo "RESULT $fails failed ($(now))"
+  [ "$fails" -eq 0 ]; exit
+fi
 
 echo "--- LVM shares ($(now))"
 S1=$(ctl share create s1 2G --pool thin --meta owner=vm-test | jq -r .share.id)
@@ -215,35 +222,7 @@ check rebuild-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
 check rebuild-ignores-nfs-forged-name sh -c "$B/shelfctl --json share list | jq -e 'any(.[]; .name == \"f1\")'"
 check start-up-keeps-the-trusted-stamp sh -c "getfattr --only-values -n trusted.shelf.name $EXPORT_PATH/volume | grep -qx f1"
 
-echo "--- CSI: shelf-csi driven by the orchestrator in tests/vm/csi/ ($(now))"
-# The plugin serves both services, as on a one-machine cluster: its controller talks to
-# this shelfd as appliance vm1, its node service logs this guest in. The orchestrator is
-# the VM test binary itself (bin/vm-tier), running its ignored test csi::csi_co_in_guest;
-# it prints its own PASS/FAIL lines.
-CSI_SOCKET=/run/shelf-csi/csi.sock
-mkdir -p /etc/shelf-csi /var/lib/shelf-csi
-cat > /etc/shelf-csi/config.toml <<TOML
-[[appliance]]
-name = "vm1"
-socket = "$SHELF_SOCKET"
-pool = "thin"
-[node]
-name = "shelfvm"
-ip = "127.0.0.1"
-state_dir = "/var/lib/shelf-csi"
-TOML
-"$B/shelf-csi" --mode all --config /etc/shelf-csi/config.toml --endpoint "unix://$CSI_SOCKET" \
-  > /tmp/shelf-csi.log 2>&1 &
-CSI_PID=$!
-if wait_for test -S "$CSI_SOCKET"; then
-  SHELF_VM_CSI_SOCKET=$CSI_SOCKET SHELF_VM_T0=$T0 timeout 900 "$B/vm-tier" --exact csi::csi_co_in_guest \
-    --ignored --nocapture --test-threads=1 || fail csi-orchestrator "exit status $?"
-else
-  fail csi-start "$(tail -20 /tmp/shelf-csi.log)"
-fi
-kill -TERM "$CSI_PID" 2>/dev/null; wait "$CSI_PID"
-iscsiadm -m session 2>/dev/null | sed 's/^/left after CSI: /'
-echo "--- shelf-csi log"; tail -40 /tmp/shelf-csi.log
+. "$S/csi.sh"
 
 echo "--- teardown ($(now))"
 ctl export delete s1 iscsi >/dev/null 2>&1

@@ -97,6 +97,9 @@ fn csi_co_in_guest() {
         );
     };
     let t0 = std::env::var(T0_ENV).ok().and_then(|s| s.parse().ok());
+    // libtest has printed `test csi::csi_co_in_guest ... ` without a newline: the check
+    // lines must start lines of their own.
+    println!();
     let mut report = Report::new(t0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
