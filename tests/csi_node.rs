@@ -708,7 +708,7 @@ fn block_publish_of_a_hand_staged_loop_device() {
 /// Stage's bookkeeping for real, up to the NFS mount, which this kernel refuses (no NFS
 /// client): the failure names the mount argv and its stderr; the record it wrote first
 /// makes a repeat elsewhere FAILED_PRECONDITION, another volume on the path or other
-/// flags ALREADY_EXISTS; unstage forgets it.
+/// flags ALREADY_EXISTS, also after a restart of the plugin; unstage forgets it.
 #[test]
 fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() {
     let s = Scratch::new("csi-node-nfs");
@@ -748,6 +748,15 @@ fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() 
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
 
+    // The record outlives the plugin: a restarted one still knows what is staged there.
+    drop(node);
+    drop(csi);
+    let csi = plain_node("node-nfs-restarted", &s);
+    let mut node = csi.node.clone();
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     for _ in 0..2 {
         csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
             volume_id: "a1:n1".into(),
