@@ -94,7 +94,11 @@ pub async fn create_volume(
         needs,
     };
     if let Some((a, share)) = existing(svc, &wanted).await? {
-        return repeat(&a, &share, &wanted).map(response);
+        let v = repeat(&a, &share, &wanted)?;
+        if let Some((false, source)) = source(wanted.req.volume_content_source.as_ref())? {
+            clone::forget_transient(svc, &wanted.req.name, &source).await;
+        }
+        return Ok(response(v));
     }
     let (a, share) = match source(wanted.req.volume_content_source.as_ref())? {
         None => create_new(svc, &wanted).await?,
