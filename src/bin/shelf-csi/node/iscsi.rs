@@ -25,6 +25,8 @@ use super::tools::{cmd_status, Tools};
 const ISCSI_ERR_SESS_EXISTS: i32 = 15;
 /// `iscsiadm`'s exit status for "no records/sessions found".
 const ISCSI_ERR_NO_OBJS_FOUND: i32 = 21;
+/// `iscsiadm`'s exit status for a login the target refused for its credentials.
+const ISCSI_ERR_LOGIN_AUTH_FAILED: i32 = 24;
 /// How long to wait for the LUN's disk after login.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(30);
 
