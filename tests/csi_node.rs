@@ -775,3 +775,58 @@ fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() 
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal, "{e:?}");
 }
+
+/// On a machine without iscsiadm (this one; the VM tier has it), an iSCSI stage is
+/// FAILED_PRECONDITION naming the program, and its unstage still succeeds and forgets it.
+#[test]
+fn iscsi_stage_without_iscsiadm_is_failed_precondition_and_unstage_still_works() {
+    let installed = [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join("iscsiadm").exists());
+    if installed {
+        eprintln!("iscsiadm is installed here: the VM tier covers iSCSI staging");
+        return;
+    }
+    let s = Scratch::new("csi-node-noiscsi");
+    let csi = plain_node("node-noiscsi", &s);
+    let mut node = csi.node.clone();
+    let req = NodeStageVolumeRequest {
+        volume_id: "a1:i1".into(),
+        staging_target_path: s.s("staging"),
+        volume_capability: mount_cap(Mode::SingleNodeWriter, "", &[]),
+        publish_context: map(&[
+            ("protocol", "iscsi"),
+            ("target_portal", "127.0.0.1:3260"),
+            ("target_iqn", "iqn.2026-01.io.shelf:i1"),
+            ("target_lun", "1"),
+        ]),
+        ..Default::default()
+    };
+    let e = csi.block_on(node.node_stage_volume(req)).unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("iscsiadm is not installed"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        csi.log_text().contains("missing: "),
+        "the start-up line names what is missing"
+    );
+    csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: "a1:i1".into(),
+        staging_target_path: s.s("staging"),
+    }))
+    .unwrap();
+    assert_eq!(
+        std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
+        0
+    );
+}
