@@ -23,6 +23,7 @@ use bpfman_csi::v1::volume_usage::Unit;
 use bpfman_csi::v1::*;
 use common::csi::{Csi, Spec, TOPOLOGY_KEY};
 use common::proc::{sh, try_run};
+use common::{field, n, sub, t};
 use tonic::Code;
 
 const IQN: &str = "iqn.2026-01.io.shelf.test:w1";
@@ -829,4 +830,115 @@ fn iscsi_stage_without_iscsiadm_is_failed_precondition_and_unstage_still_works()
         std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
         0
     );
+}
+
+/// The CHAP path across both services: the real controller publishes a real iSCSI share
+/// (shelfd, tgtd) to this node's id and seals the secret; NodeStageVolume opens it with
+/// the same `chapKey` (it gets as far as the missing iscsiadm), refuses another key with
+/// PERMISSION_DENIED and no key with INVALID_ARGUMENT, and never logs the secret.
+#[test]
+fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
+    if [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join("iscsiadm").exists())
+    {
+        eprintln!("iscsiadm is installed here: the VM tier covers iSCSI staging");
+        return;
+    }
+    let s = Scratch::new("csi-node-chap");
+    std::fs::write(
+        s.path("initiatorname.iscsi"),
+        format!("InitiatorName={IQN}\n"),
+    )
+    .unwrap();
+    let extra = format!(
+        "\n[node]\nname = \"w1\"\nip = \"127.0.0.1\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        s.s("state"),
+        s.s("initiatorname.iscsi"),
+        s.s("no-hostnqn")
+    );
+    let csi = Csi::start(
+        "node-chap",
+        Spec {
+            sizes: &[1 << 30],
+            mode: "all",
+            shelfd_extra: "",
+            plugin_extra: &extra,
+        },
+    );
+    let mut node = csi.node.clone();
+    let mut ctl = csi.controller.clone();
+    let node_id = csi
+        .block_on(node.node_get_info(NodeGetInfoRequest {}))
+        .unwrap()
+        .into_inner()
+        .node_id;
+    let d = &csi.appliance("a1").rig.d;
+    let meta = ciborium::Value::Map(vec![
+        (t("csi.name"), t("pvc-chap")),
+        (t("csi.protocol"), t("iscsi")),
+    ]);
+    let share = d.ok(
+        "share.create",
+        vec![
+            ("name", t("pvc-chap")),
+            ("size", n(1 << 20)),
+            ("metadata", meta),
+        ],
+    );
+    let vol = format!("a1:{}", field(sub(&share, "share"), "id"));
+    let key = "the-publish-and-stage-key";
+    let secrets = |k: &str| HashMap::from([("chapKey".to_string(), k.to_string())]);
+    let ctx = csi
+        .block_on(
+            ctl.controller_publish_volume(ControllerPublishVolumeRequest {
+                volume_id: vol.clone(),
+                node_id: node_id.clone(),
+                volume_capability: block_cap(Mode::SingleNodeWriter),
+                secrets: secrets(key),
+                ..Default::default()
+            }),
+        )
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert!(ctx.contains_key("chap_secret_sealed"), "{ctx:?}");
+    let stage = |sec: HashMap<String, String>| NodeStageVolumeRequest {
+        volume_id: vol.clone(),
+        staging_target_path: s.s("staging"),
+        volume_capability: mount_cap(Mode::SingleNodeWriter, "", &[]),
+        publish_context: ctx.clone(),
+        secrets: sec,
+        ..Default::default()
+    };
+    let e = csi
+        .block_on(node.node_stage_volume(stage(secrets(key))))
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "opened, then no iscsiadm: {e:?}"
+    );
+    assert!(e.message().contains("iscsiadm"), "{}", e.message());
+    let e = csi
+        .block_on(node.node_stage_volume(stage(secrets("another-key-of-some-length"))))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = csi
+        .block_on(node.node_stage_volume(stage(HashMap::new())))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(!csi.log_text().contains(key), "the key is never logged");
+    csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: vol.clone(),
+        staging_target_path: s.s("staging"),
+    }))
+    .unwrap();
 }
