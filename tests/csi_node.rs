@@ -99,6 +99,24 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // Loops the plugin made over something in here (a read-only block publish a
+        // failing test never unpublished) hold their mounts busy: detach them first.
+        let root = self.dir.path().to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/sys/block")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let backing =
+                std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.starts_with(&root) {
+                let _ = try_run(&[
+                    "losetup",
+                    "-d",
+                    &format!("/dev/{}", e.file_name().to_string_lossy()),
+                ]);
+            }
+        }
         for m in self.mounts.iter().rev() {
             while mount_entry(m).is_some() {
                 if !try_run(&["umount", &m.to_string_lossy()]).0 {
