@@ -23,6 +23,7 @@ pub const NODE_PROGRAMS: &[(&str, &str)] = &[
     ("nvme", "NVMe/TCP volumes"),
     ("mount.nfs", "NFS volumes (run by mount)"),
     ("blkid", "formatting block volumes"),
+    ("losetup", "read-only publishes of block volumes"),
     ("mkfs.ext4", "ext4 volumes"),
     ("mkfs.xfs", "xfs volumes"),
     ("resize2fs", "expanding ext4 volumes"),
@@ -104,6 +105,11 @@ impl Tools {
             list(found),
             list(missing)
         )
+    }
+
+    /// Whether `program` was found at start.
+    pub fn has(&self, program: &str) -> bool {
+        matches!(self.paths.get(program), Some(Some(_)))
     }
 
     /// A command for `program` (one of [`NODE_PROGRAMS`]) by the path resolved at start;
