@@ -14,7 +14,7 @@ use bpfman_csi::v1::volume_capability::{access_mode, AccessMode, AccessType, Blo
 use bpfman_csi::v1::{
     CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
     CreateVolumeRequest, DeleteVolumeRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
-    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability,
+    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, VolumeContentSource,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -141,6 +141,19 @@ impl Co {
         fs_type: Option<&str>,
         parameters: &[(&str, &str)],
     ) -> Result<Volume, String> {
+        self.create_from(name, bytes, fs_type, parameters, None)
+            .await
+    }
+
+    /// CreateVolume with a content source (a snapshot or a volume), else as [`Co::create`].
+    pub async fn create_from(
+        &mut self,
+        name: &str,
+        bytes: i64,
+        fs_type: Option<&str>,
+        parameters: &[(&str, &str)],
+        source: Option<VolumeContentSource>,
+    ) -> Result<Volume, String> {
         let capability = capability(fs_type);
         let resp = self
             .controller
@@ -155,6 +168,7 @@ impl Co {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                volume_content_source: source,
                 ..Default::default()
             })
             .await

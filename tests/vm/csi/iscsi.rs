@@ -103,6 +103,7 @@ async fn steps(r: &mut Report, co: &mut Co, v: &mut Volume, node_id: &str) -> Fl
         file_back.and_then(|t| ensure(t == FILE_TEXT, || format!("hello.txt holds {t:?}"))),
     )?;
 
+    super::snapshot::restore(r, co, v, node_id, "hello.txt", FILE_TEXT).await?;
     expand(r, co, v).await?;
     stats(r, co, v).await?;
 

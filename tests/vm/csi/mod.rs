@@ -12,6 +12,7 @@ mod flows;
 mod iscsi;
 mod others;
 mod report;
+mod snapshot;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,14 @@ pub const CHECKS: &[&str] = &[
     "csi-iscsi-restage",
     "csi-iscsi-republish",
     "csi-iscsi-restage-keeps-data",
+    "csi-snapshot-create-ready",
+    "csi-snapshot-restore-create-volume",
+    "csi-snapshot-restored-publish-attaches",
+    "csi-snapshot-restored-holds-data",
+    "csi-snapshot-restored-unstaged",
+    "csi-snapshot-restored-controller-unpublish-detaches",
+    "csi-snapshot-restored-delete-volume",
+    "csi-snapshot-delete",
     "csi-iscsi-controller-expand",
     "csi-iscsi-node-expand-grows-fs",
     "csi-iscsi-volume-stats",
