@@ -1,0 +1,147 @@
+//! NodePublishVolume and NodeUnpublishVolume: a bind mount of what stage put on the
+//! staging path (the filesystem, or the file `<staging>/block` holding the device) onto
+//! target_path, read-only when the request or the volume is; and its removal.
+//!
+//! A read-only bind mount does not stop writes through a device node (the kernel applies
+//! a mount's `ro` to files' data, not to the device a node opens), so a read-only block
+//! publish binds a read-only loop device made over the staged device (`losetup
+//! --read-only`), recorded in the state dir so unpublish detaches that loop and only it.
+
+use std::path::{Path, PathBuf};
+
+use bpfman_csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
+use tonic::Status;
+
+use super::request::{self, Access};
+use super::state::{Presented, ReadOnlyLoop};
+use super::{mounts, stage, NodeCtx};
+
+fn io_status(path: &Path, e: std::io::Error) -> Status {
+    Status::internal(format!("{}: {e}", path.display()))
+}
+
+/// NodePublishVolume. A repeat with the same source and read-only flag is OK; a target
+/// holding something else, or the same volume with the other flag, is ALREADY_EXISTS; a
+/// staging path with nothing staged is FAILED_PRECONDITION.
+pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<(), Status> {
+    let volume_id = request::volume_id(&req.volume_id)?;
+    let staging = request::path("staging_target_path", &req.staging_target_path)?;
+    let target = request::path("target_path", &req.target_path)?;
+    let cap = request::capability(req.volume_capability.as_ref())?;
+    let _busy = node.begin(volume_id)?;
+    let staged = node.state.load(volume_id)?;
+    let block = cap.access == Access::Block;
+    if let Some(s) = &staged {
+        if (s.presented == Presented::Block) != block {
+            return Err(Status::already_exists(format!(
+                "volume {volume_id} is staged with {} access",
+                if block { "mount" } else { "block" }
+            )));
+        }
+    }
+    let read_only =
+        req.readonly || cap.read_only_mode || staged.as_ref().is_some_and(|s| s.read_only);
+    let source = if block {
+        stage::block_file(&staging)
+    } else {
+        staging.clone()
+    };
+    let Some(source_mount) = mounts::mount_at(&source)? else {
+        return Err(Status::failed_precondition(format!(
+            "volume {volume_id} is not staged at {}",
+            staging.display()
+        )));
+    };
+    let ro_loop = node.state.load_loop(&target)?;
+    if let Some(m) = mounts::mount_at(&target)? {
+        let same = match (block && read_only, &ro_loop) {
+            (true, Some(_)) => true,
+            (true, None) => false,
+            (false, _) => m.same_source(&source_mount),
+        };
+        if same && m.read_only() == read_only {
+            return Ok(());
+        }
+        return Err(Status::already_exists(format!(
+            "{} already holds another mount, or this volume with the other read-only flag",
+            target.display(),
+        )));
+    }
+    if let Some(stale) = ro_loop {
+        detach_loop(node, &stale).await?;
+    }
+    if block {
+        if !target.exists() {
+            std::fs::File::create(&target).map_err(|e| io_status(&target, e))?;
+        }
+    } else {
+        std::fs::create_dir_all(&target).map_err(|e| io_status(&target, e))?;
+    }
+    if block && read_only {
+        bind_read_only_loop(node, &source, &target).await?;
+    } else {
+        mounts::bind(&node.tools, &source, &target, read_only).await?;
+    }
+    log::info!(
+        "published volume {volume_id} at {}{}",
+        target.display(),
+        if read_only { " (read-only)" } else { "" }
+    );
+    Ok(())
+}
+
+/// Make a read-only loop device over `source`, record it, and bind it on `target`; the
+/// loop is detached again when the bind fails.
+async fn bind_read_only_loop(node: &NodeCtx, source: &Path, target: &Path) -> Result<(), Status> {
+    let cmd = node
+        .tools
+        .cmd("losetup")?
+        .args(["--read-only", "--find", "--show"])
+        .arg(source.to_string_lossy());
+    let device = PathBuf::from(node.tools.run(cmd).await?.stdout_text().trim());
+    let l = ReadOnlyLoop {
+        target: target.to_path_buf(),
+        device,
+    };
+    let bound = match node.state.save_loop(&l) {
+        Ok(()) => mounts::bind(&node.tools, &l.device, target, true).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = bound {
+        let _ = detach_loop(node, &l).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Detach a recorded read-only loop (one already gone is fine) and forget it.
+async fn detach_loop(node: &NodeCtx, l: &ReadOnlyLoop) -> Result<(), Status> {
+    if l.device.exists() {
+        let cmd = node
+            .tools
+            .cmd("losetup")?
+            .arg("--detach")
+            .arg(l.device.to_string_lossy());
+        node.tools.run(cmd).await?;
+    }
+    node.state.remove_loop(&l.target)
+}
+
+/// NodeUnpublishVolume: unmount target_path if mounted, then remove it (an empty
+/// directory or the block file); a target that is not there is OK.
+pub async fn unpublish(node: &NodeCtx, req: NodeUnpublishVolumeRequest) -> Result<(), Status> {
+    let volume_id = request::volume_id(&req.volume_id)?;
+    let target = request::path("target_path", &req.target_path)?;
+    let _busy = node.begin(volume_id)?;
+    mounts::unmount(&node.tools, &target).await?;
+    if let Some(l) = node.state.load_loop(&target)? {
+        detach_loop(node, &l).await?;
+    }
+    let removed = match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
+        Ok(_) => std::fs::remove_file(&target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(|e| io_status(&target, e))
+}
