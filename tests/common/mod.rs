@@ -18,9 +18,11 @@
 //!   connection_info).
 //! * [`values`] and [`proc`] — CBOR values and files; running programs.
 //! * [`ganesha`] — a private nfs-ganesha.
+//! * [`csi`] — the CSI plugin tests' harness: appliances, the real shelf-csi, gRPC clients.
 #![allow(dead_code, unused_imports)]
 
 pub mod agree;
+pub mod csi;
 pub mod daemon;
 pub mod ganesha;
 pub mod iscsi;
