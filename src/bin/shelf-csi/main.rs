@@ -16,6 +16,9 @@ mod controller;
 mod identity;
 mod ids;
 mod node;
+mod nodeid;
+mod objects;
+mod seal;
 mod status;
 
 use std::path::PathBuf;

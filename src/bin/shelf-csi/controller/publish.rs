@@ -1,25 +1,255 @@
-//! Publish (to be written).
+//! ControllerPublishVolume and ControllerUnpublishVolume: `share.attach` and `share.detach`
+//! of the volume's share for the node the node id describes (nodeid.rs), over the volume's
+//! protocol. The publish context is `connection_info` in context.rs's keys, with the CHAP
+//! secret sealed for the volume and node (seal.rs) under the publish secrets' `chapKey`.
+//! No secret is logged or put into an error.
+
+use std::collections::HashMap;
 
 use bpfman_csi::v1::{
     ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
     ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse,
 };
+use shelf::client::get;
+use shelf::model::{Access, Attachment, Connector, Layout, Protocol, Share};
+use shelf::proto::{AttachArgs, Request, ShareFilter};
 use tonic::Status;
 
 use super::ControllerService;
+use crate::appliance::Appliance;
+use crate::ids::Id;
+use crate::nodeid::NodeId;
+use crate::objects::{self, found};
+use crate::seal::{self, CHAP_KEY};
 
-/// `controller_publish_volume`.
+mod connection;
+
+use connection::{For, Refusal};
+
+/// The volume_context key CreateVolume sets with the protocol (a fallback for a share
+/// whose metadata lacks [`objects::META_PROTOCOL`]).
+const CONTEXT_PROTOCOL: &str = "protocol";
+
+/// `ControllerPublishVolume`: see the module comment. A volume attached to another node
+/// and not multi-attach is FAILED_PRECONDITION; attached to this node with the other
+/// read-only flag, ALREADY_EXISTS (CSI spec); attached the same way again, the same
+/// context.
 pub async fn controller_publish_volume(
-    _svc: &ControllerService,
-    _req: ControllerPublishVolumeRequest,
+    svc: &ControllerService,
+    req: ControllerPublishVolumeRequest,
 ) -> Result<ControllerPublishVolumeResponse, Status> {
-    Err(Status::unimplemented("controller_publish_volume"))
+    for (what, v) in [("volume_id", &req.volume_id), ("node_id", &req.node_id)] {
+        if v.is_empty() {
+            return Err(Status::invalid_argument(format!("{what} is required")));
+        }
+    }
+    if req.volume_capability.is_none() {
+        return Err(Status::invalid_argument("volume_capability is required"));
+    }
+    let volume = Id::parse("volume_id", &req.volume_id)?;
+    let node = NodeId::decode(&req.node_id).map_err(Status::not_found)?;
+    let Some((appliance, share)) = objects::csi_share(&svc.cfg, &volume).await? else {
+        return Err(Status::not_found(format!(
+            "volume {volume}: no such volume"
+        )));
+    };
+    let protocol = protocol_of(&share, &req.volume_context)?;
+    let mode = if req.readonly { Access::Ro } else { Access::Rw };
+    if req.readonly && protocol != Protocol::Nfs {
+        return Err(Status::invalid_argument(format!(
+            "volume {volume} is {} and shelf attaches iSCSI and NVMe/TCP volumes read-write \
+             only: publish it read-write and mount it read-only on the node",
+            protocol_name(protocol)
+        )));
+    }
+    check_node_can(protocol, &node)?;
+    let key = req.secrets.get(CHAP_KEY).map(String::as_str);
+    if key.is_some_and(|k| k.len() < seal::MIN_KEY_BYTES) {
+        return Err(Status::failed_precondition(
+            seal::SealError::KeyTooShort.to_string(),
+        ));
+    }
+    check_attachments(&appliance, &share, &node, mode).await?;
+    let attach = Request::ShareAttach(AttachArgs {
+        share: share.id.clone(),
+        pool: None,
+        connector: node.connector(),
+        protocol: Some(protocol),
+        mode: Some(mode),
+    });
+    let answer = appliance.call(attach).await?;
+    let changed = matches!(get(&answer, "changed"), Some(ciborium::Value::Bool(true)));
+    let info = get(&answer, "connection_info")
+        .ok_or_else(|| Status::internal("share.attach answered no connection_info"))?;
+    let ids = For {
+        volume_id: &req.volume_id,
+        node_id: &req.node_id,
+        key,
+    };
+    match connection::publish_context(info, &ids) {
+        Ok(publish_context) => {
+            log::info!(
+                "ControllerPublishVolume {volume} to {} ({mode:?})",
+                node.host
+            );
+            Ok(ControllerPublishVolumeResponse { publish_context })
+        }
+        Err(refusal) => {
+            if changed {
+                // Do not leave the node granted a volume it was not told how to reach.
+                detach(&appliance, &share.id, protocol, node.connector()).await?;
+            }
+            Err(match refusal {
+                Refusal::NoKey => Status::failed_precondition(format!(
+                    "volume {volume}'s iSCSI export has CHAP, and the publish secrets have no \
+                     {CHAP_KEY:?}: set the StorageClass parameters \
+                     csi.storage.k8s.io/controller-publish-secret-name/-namespace and \
+                     node-stage-secret-name/-namespace to one Secret holding {CHAP_KEY:?} \
+                     (docs/csi.md, CHAP)"
+                )),
+                Refusal::Status(s) => s,
+            })
+        }
+    }
 }
 
-/// `controller_unpublish_volume`.
+/// The volume's protocol: the share's metadata, else the volume context, else what its
+/// layout allows (a filesystem share is served over NFS, a block share over iSCSI).
+fn protocol_of(share: &Share, context: &HashMap<String, String>) -> Result<Protocol, Status> {
+    let named = share
+        .metadata
+        .get(objects::META_PROTOCOL)
+        .or_else(|| context.get(CONTEXT_PROTOCOL));
+    match named.map(String::as_str) {
+        Some("iscsi") => Ok(Protocol::Iscsi),
+        Some("nfs") => Ok(Protocol::Nfs),
+        Some("nvme") => Ok(Protocol::Nvme),
+        Some(other) => Err(Status::internal(format!(
+            "volume's protocol {other:?} is none of iscsi, nfs, nvme"
+        ))),
+        None if share.layout == Layout::Filesystem => Ok(Protocol::Nfs),
+        None => Ok(Protocol::Iscsi),
+    }
+}
+
+/// `iscsi`, `nfs` or `nvme`.
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Iscsi => "iscsi",
+        Protocol::Nfs => "nfs",
+        Protocol::Nvme => "nvme",
+    }
+}
+
+/// A node must have the client name the protocol grants access to.
+fn check_node_can(protocol: Protocol, node: &NodeId) -> Result<(), Status> {
+    let missing = match protocol {
+        Protocol::Iscsi if node.initiator.is_none() => "an iSCSI initiator name (open-iscsi)",
+        Protocol::Nvme if node.nqn.is_none() => "an NVMe host NQN (nvme-cli)",
+        _ => return Ok(()),
+    };
+    Err(Status::failed_precondition(format!(
+        "node {} has no {missing}, which its {} volumes need",
+        node.host,
+        protocol_name(protocol)
+    )))
+}
+
+/// The share's attachments.
+async fn attachments(appliance: &Appliance, share: &str) -> Result<Vec<Attachment>, Status> {
+    let list = Request::AttachmentList(ShareFilter {
+        share: Some(share.to_string()),
+        pool: None,
+    });
+    objects::decode(appliance, appliance.call(list).await?)
+}
+
+/// FAILED_PRECONDITION when a single-attach share is attached to another node,
+/// ALREADY_EXISTS when it is attached to this one with the other mode.
+async fn check_attachments(
+    appliance: &Appliance,
+    share: &Share,
+    node: &NodeId,
+    mode: Access,
+) -> Result<(), Status> {
+    for a in attachments(appliance, &share.id).await? {
+        if a.host == node.host {
+            if a.mode != mode {
+                return Err(Status::already_exists(format!(
+                    "volume is already published to node {} {:?}, not {mode:?}",
+                    node.host, a.mode
+                )));
+            }
+        } else if !share.multiattach {
+            return Err(Status::failed_precondition(format!(
+                "volume is published to node {} and is single-attach; unpublish it there first",
+                a.host
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `share.detach` of one connector; a share gone meanwhile is done.
+async fn detach(
+    appliance: &Appliance,
+    share: &str,
+    protocol: Protocol,
+    connector: Connector,
+) -> Result<(), Status> {
+    let req = Request::ShareDetach(AttachArgs {
+        share: share.to_string(),
+        pool: None,
+        connector,
+        protocol: Some(protocol),
+        mode: None,
+    });
+    found(appliance.call(req).await).map(|_| ())
+}
+
+/// The connector that made `a` (for NVMe/TCP its client is the host NQN).
+fn connector_of(a: &Attachment) -> Connector {
+    Connector {
+        host: a.host.clone(),
+        ip: a.ip.clone(),
+        initiator: a.initiator.clone(),
+        nqn: (a.protocol == Protocol::Nvme).then(|| a.client.clone()),
+    }
+}
+
+/// `ControllerUnpublishVolume`: `share.detach` of every attachment of the node (of every
+/// node when `node_id` is empty, as the spec asks). OK when the volume is gone or the node
+/// or volume id is none this plugin made (it cannot be published then).
 pub async fn controller_unpublish_volume(
-    _svc: &ControllerService,
-    _req: ControllerUnpublishVolumeRequest,
+    svc: &ControllerService,
+    req: ControllerUnpublishVolumeRequest,
 ) -> Result<ControllerUnpublishVolumeResponse, Status> {
-    Err(Status::unimplemented("controller_unpublish_volume"))
+    if req.volume_id.is_empty() {
+        return Err(Status::invalid_argument("volume_id is required"));
+    }
+    let done = Ok(ControllerUnpublishVolumeResponse {});
+    let Ok(volume) = Id::parse("volume_id", &req.volume_id) else {
+        return done;
+    };
+    let host = match req.node_id.as_str() {
+        "" => None,
+        text => match NodeId::decode(text) {
+            Ok(node) => Some(node.host),
+            Err(_) => return done,
+        },
+    };
+    let Some((appliance, share)) = objects::csi_share(&svc.cfg, &volume).await? else {
+        return done;
+    };
+    let Some(list) = found(attachments(&appliance, &share.id).await)? else {
+        return done;
+    };
+    for a in list
+        .iter()
+        .filter(|a| host.as_ref().is_none_or(|h| *h == a.host))
+    {
+        detach(&appliance, &share.id, a.protocol, connector_of(a)).await?;
+        log::info!("ControllerUnpublishVolume {volume} from {}", a.host);
+    }
+    done
 }
