@@ -66,6 +66,45 @@ pub struct NodeConfig {
     /// Where the node keeps what it staged (default /var/lib/shelf-csi).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// open-iscsi's initiator name file, read for the node id's IQN (default
+    /// /etc/iscsi/initiatorname.iscsi; absent file: the node has no IQN).
+    #[serde(default)]
+    pub initiator_file: Option<PathBuf>,
+    /// nvme-cli's host NQN file, read for the node id's NQN (default /etc/nvme/hostnqn;
+    /// absent file: the node has no NQN).
+    #[serde(default)]
+    pub hostnqn_file: Option<PathBuf>,
+    /// open-iscsi's node record directory, where the node writes a target's CHAP
+    /// credentials (default /etc/iscsi/nodes; /var/lib/iscsi/nodes on Red Hat systems).
+    #[serde(default)]
+    pub iscsi_nodes_dir: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// [`NodeConfig::state_dir`] or its default.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/shelf-csi"))
+    }
+    /// [`NodeConfig::initiator_file`] or its default.
+    pub fn initiator_file(&self) -> PathBuf {
+        self.initiator_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/iscsi/initiatorname.iscsi"))
+    }
+    /// [`NodeConfig::hostnqn_file`] or its default.
+    pub fn hostnqn_file(&self) -> PathBuf {
+        self.hostnqn_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/nvme/hostnqn"))
+    }
+    /// [`NodeConfig::iscsi_nodes_dir`] or its default.
+    pub fn iscsi_nodes_dir(&self) -> PathBuf {
+        self.iscsi_nodes_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/iscsi/nodes"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +163,17 @@ impl Config {
         }
         if let Some(s) = &file.node.segment {
             check_segment(s).map_err(|e| format!("node.segment: {e}"))?;
+        }
+        let n = &file.node;
+        for (key, path) in [
+            ("node.state_dir", &n.state_dir),
+            ("node.initiator_file", &n.initiator_file),
+            ("node.hostnqn_file", &n.hostnqn_file),
+            ("node.iscsi_nodes_dir", &n.iscsi_nodes_dir),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(format!("{key} must be an absolute path"));
+            }
         }
         Ok(Config {
             driver_name,
@@ -220,6 +270,8 @@ socket = "/run/shelf/a2.sock"
             ("driver_name = \"-x\"", Mode::Node, "driver_name"),
             ("colour = 1", Mode::Node, "unknown field"),
             ("[node]\nsegment = \"\"", Mode::Node, "node.segment"),
+            ("[node]\nstate_dir = \"rel\"", Mode::Node, "node.state_dir"),
+            ("[node]\nhostnqn_file = \"x\"", Mode::Node, "node.hostnqn_file"),
         ];
         for (text, mode, want) in cases {
             let err = Config::parse(text, mode).unwrap_err();
@@ -231,5 +283,14 @@ socket = "/run/shelf/a2.sock"
     fn a_node_needs_no_appliance() {
         let c = Config::parse("[node]\nname = \"w1\"", Mode::Node).unwrap();
         assert_eq!(c.node.name.as_deref(), Some("w1"));
+        assert_eq!(c.node.state_dir(), Path::new("/var/lib/shelf-csi"));
+        assert_eq!(c.node.iscsi_nodes_dir(), Path::new("/etc/iscsi/nodes"));
+        let c = Config::parse(
+            "[node]\ninitiator_file = \"/t/i\"\nhostnqn_file = \"/t/n\"",
+            Mode::Node,
+        )
+        .unwrap();
+        assert_eq!(c.node.initiator_file(), Path::new("/t/i"));
+        assert_eq!(c.node.hostnqn_file(), Path::new("/t/n"));
     }
 }

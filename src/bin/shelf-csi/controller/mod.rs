@@ -1,9 +1,13 @@
-//! The Controller service: volumes (`volumes.rs`), snapshots (`snapshots.rs`) and
-//! publishing (`publish.rs`) on the configured appliances. This file only routes each RPC.
+//! The Controller service: volumes (`create.rs` with `clone.rs`, `placement.rs` and
+//! `params.rs`; `volumes.rs`; `listing.rs`), snapshots (`snapshots.rs`) and publishing
+//! (`publish.rs`) on the configured appliances. This file routes each RPC and says which
+//! capabilities the service has.
 
 use std::sync::Arc;
 
 use bpfman_csi::v1::controller_server::Controller;
+use bpfman_csi::v1::controller_service_capability::{self, rpc::Type as Rpc};
+use bpfman_csi::v1::ControllerServiceCapability;
 use bpfman_csi::v1::{
     ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
     ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
@@ -20,22 +24,61 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 
+mod clone;
+mod create;
+mod listing;
+mod params;
+mod placement;
 mod publish;
 mod snapshots;
 mod volumes;
 
-/// The Controller service (to be written).
+/// The Controller service.
 #[derive(Debug)]
 pub struct ControllerService {
     /// The plugin config (the appliances).
     pub cfg: Arc<Config>,
+    /// The CSI names whose CreateVolume is running (a second one is ABORTED).
+    pending: create::Pending,
 }
 
 impl ControllerService {
     /// The service for `cfg`.
     pub fn new(cfg: Arc<Config>) -> ControllerService {
-        ControllerService { cfg }
+        ControllerService {
+            cfg,
+            pending: create::Pending::default(),
+        }
     }
+}
+
+/// The controller's capabilities: exactly what works. Not advertised:
+/// LIST_VOLUMES_PUBLISHED_NODES and GET_VOLUME's published nodes (node ids are not kept),
+/// VOLUME_CONDITION, MODIFY_VOLUME (no mutable parameters).
+const CAPABILITIES: [Rpc; 10] = [
+    Rpc::CreateDeleteVolume,
+    Rpc::PublishUnpublishVolume,
+    Rpc::ListVolumes,
+    Rpc::GetCapacity,
+    Rpc::CreateDeleteSnapshot,
+    Rpc::ListSnapshots,
+    Rpc::CloneVolume,
+    Rpc::ExpandVolume,
+    Rpc::GetVolume,
+    Rpc::SingleNodeMultiWriter,
+];
+
+/// `ControllerGetCapabilities`.
+fn capabilities() -> ControllerGetCapabilitiesResponse {
+    let capabilities = CAPABILITIES
+        .iter()
+        .map(|r| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: *r as i32 },
+            )),
+        })
+        .collect();
+    ControllerGetCapabilitiesResponse { capabilities }
 }
 
 #[tonic::async_trait]
@@ -44,7 +87,7 @@ impl Controller for ControllerService {
         &self,
         req: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
-        volumes::create_volume(self, req.into_inner())
+        create::create_volume(self, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -84,7 +127,7 @@ impl Controller for ControllerService {
         &self,
         req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        volumes::list_volumes(self, req.into_inner())
+        listing::list_volumes(self, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -92,17 +135,15 @@ impl Controller for ControllerService {
         &self,
         req: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        volumes::get_capacity(self, req.into_inner())
+        listing::get_capacity(self, req.into_inner())
             .await
             .map(Response::new)
     }
     async fn controller_get_capabilities(
         &self,
-        req: Request<ControllerGetCapabilitiesRequest>,
+        _req: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        volumes::controller_get_capabilities(self, req.into_inner())
-            .await
-            .map(Response::new)
+        Ok(Response::new(capabilities()))
     }
     async fn create_snapshot(
         &self,

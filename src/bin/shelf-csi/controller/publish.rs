@@ -47,11 +47,14 @@ pub async fn controller_publish_volume(
         return Err(Status::invalid_argument("volume_capability is required"));
     }
     let volume = Id::parse("volume_id", &req.volume_id)?;
-    let node = NodeId::decode(&req.node_id).map_err(Status::not_found)?;
     let Some((appliance, share)) = objects::csi_share(&svc.cfg, &volume).await? else {
         return Err(Status::not_found(format!(
             "volume {volume}: no such volume"
         )));
+    };
+    let node = match NodeId::decode(&req.node_id) {
+        Ok(node) => node,
+        Err(why) => return Err(unknown_node(&appliance, &share, why).await),
     };
     let protocol = protocol_of(&share, &req.volume_context)?;
     let mode = if req.readonly { Access::Ro } else { Access::Rw };
@@ -111,6 +114,25 @@ pub async fn controller_publish_volume(
             })
         }
     }
+}
+
+/// The answer for a node id this plugin did not make: NOT_FOUND, unless the volume is
+/// single-attach and published to a node already, which the spec puts first
+/// (FAILED_PRECONDITION, as csi-sanity checks with a made-up second node).
+async fn unknown_node(appliance: &Appliance, share: &Share, why: String) -> Status {
+    if !share.multiattach {
+        match attachments(appliance, &share.id).await {
+            Ok(list) if !list.is_empty() => {
+                return Status::failed_precondition(format!(
+                    "volume is published to node {} and is single-attach",
+                    list[0].host
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+    Status::not_found(why)
 }
 
 /// The volume's protocol: the share's metadata, else the volume context, else what its

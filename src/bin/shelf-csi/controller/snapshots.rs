@@ -109,15 +109,35 @@ pub async fn create_snapshot(
     })
 }
 
-/// The id of a snapshot named `name` on a CSI share other than `source`, if any.
+/// The id of a snapshot named `name` on a CSI share other than `source`, if any. An
+/// appliance that cannot be reached is skipped (with a warning): one appliance down must
+/// not stop snapshots everywhere, and Kubernetes' snapshot names (`snapshot-<uid>`) never
+/// repeat for another source, so what is missed is a CO's mistake, not a lost snapshot.
 async fn named_elsewhere(
     svc: &ControllerService,
     name: &str,
     source: &Id,
 ) -> Result<Option<Id>, Status> {
     for a in objects::appliances(&svc.cfg) {
-        let shares = objects::csi_shares(&a).await?;
-        for s in objects::snapshots(&a, None).await? {
+        let listed = async {
+            Ok::<_, Status>((
+                objects::csi_shares(&a).await?,
+                objects::snapshots(&a, None).await?,
+            ))
+        };
+        let (shares, snapshots) = match listed.await {
+            Ok(both) => both,
+            Err(e) if e.code() == tonic::Code::Unavailable && a.name != source.appliance => {
+                log::warn!(
+                    "CreateSnapshot: not checking {} for the name: {}",
+                    a.name,
+                    e.message()
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for s in snapshots {
             let same_source = a.name == source.appliance && s.share == source.object;
             if s.name == name && !same_source && shares.contains_key(&s.share) {
                 return Ok(Some(Id::new(&a.name, &s.id)));
@@ -251,69 +271,7 @@ fn parse_filter(what: &str, s: &str) -> Option<Option<Id>> {
     Id::parse(what, s).ok().map(Some)
 }
 
-/// ListSnapshots' paging tokens: `<created_at>/<snapshot id>`, the sort key of the last
-/// entry of a page.
-mod paging {
-    use bpfman_csi::v1::Snapshot as CsiSnapshot;
-
-    use crate::ids::Id;
-
-    /// The sort key: creation time, then the plugin's snapshot id (appliance, shelf id).
-    pub type Key = (i64, String);
-
-    /// The key of `s`.
-    pub fn key(s: &CsiSnapshot) -> Key {
-        let seconds = s.creation_time.as_ref().map_or(0, |t| t.seconds);
-        (seconds, s.snapshot_id.clone())
-    }
-
-    /// The token that resumes after `s`.
-    pub fn token(s: &CsiSnapshot) -> String {
-        let (seconds, id) = key(s);
-        format!("{seconds}/{id}")
-    }
-
-    /// The key a token names, `None` when it is not a token [`token`] made.
-    pub fn parse(t: &str) -> Option<Key> {
-        let (seconds, id) = t.split_once('/')?;
-        if seconds.is_empty() || !seconds.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-            return None;
-        }
-        let seconds = seconds.parse().ok()?;
-        Id::parse("starting_token", id).ok()?;
-        Some((seconds, id.to_string()))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn tokens_round_trip_and_garbage_is_refused() {
-            let s = CsiSnapshot {
-                snapshot_id: "a1:s1".into(),
-                creation_time: Some(prost_types::Timestamp {
-                    seconds: 7,
-                    nanos: 0,
-                }),
-                ..Default::default()
-            };
-            assert_eq!(parse(&token(&s)), Some(key(&s)));
-            for bad in [
-                "",
-                "x",
-                "7",
-                "7/",
-                "/a1:s1",
-                "x/a1:s1",
-                "7/a1",
-                "7/a1:s1/../x",
-            ] {
-                assert_eq!(parse(bad), None, "{bad}");
-            }
-        }
-    }
-}
+mod paging;
 
 #[cfg(test)]
 mod tests {

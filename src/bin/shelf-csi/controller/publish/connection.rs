@@ -14,8 +14,8 @@ use crate::context;
 use crate::seal;
 
 /// What the publish context is built for: the ids the seal binds, and the key (the
-/// [`seal::CHAP_KEY`] value of the publish secrets) when the CO gave one.
-#[derive(Debug)]
+/// [`seal::CHAP_KEY`] value of the publish secrets) when the CO gave one. Its `Debug`
+/// leaves the key out.
 pub struct For<'a> {
     /// The CSI volume id, as the CO sent it.
     pub volume_id: &'a str,
@@ -23,6 +23,16 @@ pub struct For<'a> {
     pub node_id: &'a str,
     /// The sealing key, if the publish secrets have one.
     pub key: Option<&'a str>,
+}
+
+impl std::fmt::Debug for For<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("For")
+            .field("volume_id", &self.volume_id)
+            .field("node_id", &self.node_id)
+            .field("key", &self.key.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Why a connection_info could not become a publish context.
@@ -149,6 +159,15 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "the-chap-secret"
+        );
+    }
+
+    #[test]
+    fn the_key_is_not_in_debug_output() {
+        let shown = format!("{:?}", ids(Some(KEY)));
+        assert!(
+            !shown.contains(KEY) && shown.contains("redacted"),
+            "{shown}"
         );
     }
 

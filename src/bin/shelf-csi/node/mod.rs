@@ -1,0 +1,207 @@
+//! The Node service: stages and publishes volumes on the machine it runs on. This file
+//! routes each RPC to the module of its concern and holds what they share ([`NodeCtx`]):
+//!
+//! - info.rs: NodeGetInfo (the node id of nodeid.rs), NodeGetCapabilities;
+//! - stage.rs: NodeStage/UnstageVolume, over attach.rs (iscsi.rs, nvme.rs; NFS needs no
+//!   attach), format.rs (blkid, mkfs only on a blank device) and state.rs (what was
+//!   staged, on disk);
+//! - publish.rs: NodePublish/UnpublishVolume (bind mounts);
+//! - expand.rs, stats.rs: NodeExpandVolume, NodeGetVolumeStats;
+//! - request.rs: the checks on every request; mounts.rs: mountinfo and mount/umount;
+//!   tools.rs: the programs, resolved at start, and the one runner.
+
+// tonic::Status (176 bytes) is what every RPC returns; boxing it in each helper only to
+// unbox it at the trait boundary would buy nothing on a path that runs mount and iscsiadm.
+#![allow(clippy::result_large_err)]
+
+mod attach;
+mod expand;
+mod format;
+mod info;
+mod iscsi;
+mod mounts;
+mod nvme;
+mod publish;
+mod request;
+mod stage;
+mod state;
+mod stats;
+mod tools;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bpfman_csi::v1::node_server::Node;
+use bpfman_csi::v1::{
+    NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+    NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+    NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+    NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+    NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+    NodeUnstageVolumeResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::nodeid::NodeId;
+
+/// What every Node RPC shares.
+#[derive(Debug)]
+pub struct NodeCtx {
+    /// The plugin's config.
+    cfg: Arc<Config>,
+    /// The programs and the runner.
+    tools: tools::Tools,
+    /// The staged-volume records.
+    state: state::StateDir,
+    /// This node's id, as built at start.
+    node_id: NodeId,
+    /// Its text form (NodeGetInfo's answer; the associated data of sealed CHAP secrets).
+    encoded_id: String,
+    /// Volumes with an RPC in progress.
+    busy: Mutex<HashSet<String>>,
+}
+
+/// A volume's claim on [`NodeCtx::busy`], released on drop.
+#[derive(Debug)]
+struct Busy<'a> {
+    ctx: &'a NodeCtx,
+    volume_id: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.ctx.busy.lock() {
+            set.remove(&self.volume_id);
+        }
+    }
+}
+
+impl NodeCtx {
+    /// Claim `volume_id` for one RPC; ABORTED while another RPC on it runs (CSI: "an
+    /// operation is pending for the volume"; the CO retries).
+    fn begin(&self, volume_id: &str) -> Result<Busy<'_>, Status> {
+        let mut set = self
+            .busy
+            .lock()
+            .map_err(|_| Status::internal("the node's volume table is poisoned"))?;
+        if !set.insert(volume_id.to_string()) {
+            return Err(Status::aborted(format!(
+                "an operation on volume {volume_id} is in progress"
+            )));
+        }
+        Ok(Busy {
+            ctx: self,
+            volume_id: volume_id.to_string(),
+        })
+    }
+}
+
+/// The Node service.
+#[derive(Debug)]
+pub struct NodeService {
+    ctx: Arc<NodeCtx>,
+}
+
+impl NodeService {
+    /// The service for `cfg`: builds the node id (reading the initiator files), resolves
+    /// the programs and logs both. An unusable node id is an error: the plugin stops.
+    pub fn new(cfg: Arc<Config>) -> Result<NodeService, String> {
+        let node_id = info::node_id(&cfg.node)?;
+        let encoded_id = node_id.encode()?;
+        log::info!("node id {encoded_id}");
+        let state = state::StateDir::new(&cfg.node.state_dir());
+        Ok(NodeService {
+            ctx: Arc::new(NodeCtx {
+                tools: tools::Tools::at_start(),
+                state,
+                node_id,
+                encoded_id,
+                busy: Mutex::new(HashSet::new()),
+                cfg,
+            }),
+        })
+    }
+}
+
+/// Log a failed RPC (the CO sees the status; the node's log keeps the story).
+fn logged<T>(rpc: &str, r: Result<T, Status>) -> Result<Response<T>, Status> {
+    if let Err(e) = &r {
+        log::warn!("{rpc}: {:?}: {}", e.code(), e.message());
+    }
+    r.map(Response::new)
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        req: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let r = stage::stage(&self.ctx, req.into_inner()).await;
+        logged("NodeStageVolume", r.map(|()| NodeStageVolumeResponse {}))
+    }
+    async fn node_unstage_volume(
+        &self,
+        req: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let r = stage::unstage(&self.ctx, req.into_inner()).await;
+        logged(
+            "NodeUnstageVolume",
+            r.map(|()| NodeUnstageVolumeResponse {}),
+        )
+    }
+    async fn node_publish_volume(
+        &self,
+        req: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let r = publish::publish(&self.ctx, req.into_inner()).await;
+        logged(
+            "NodePublishVolume",
+            r.map(|()| NodePublishVolumeResponse {}),
+        )
+    }
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = publish::unpublish(&self.ctx, req.into_inner()).await;
+        logged(
+            "NodeUnpublishVolume",
+            r.map(|()| NodeUnpublishVolumeResponse {}),
+        )
+    }
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        logged(
+            "NodeGetVolumeStats",
+            stats::stats(&self.ctx, req.into_inner()).await,
+        )
+    }
+    async fn node_expand_volume(
+        &self,
+        req: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        logged(
+            "NodeExpandVolume",
+            expand::expand(&self.ctx, req.into_inner()).await,
+        )
+    }
+    async fn node_get_capabilities(
+        &self,
+        _req: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(info::capabilities()))
+    }
+    async fn node_get_info(
+        &self,
+        _req: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(info::info(
+            &self.ctx.cfg.node,
+            &self.ctx.encoded_id,
+        )))
+    }
+}

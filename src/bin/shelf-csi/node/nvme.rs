@@ -1,0 +1,169 @@
+//! NVMe/TCP with nvme-cli: connect to the subsystem (unless a controller to it is already
+//! there), find the volume's namespace by its NGUID (or UUID) in sysfs, rescan, and
+//! disconnect when no staged volume uses the subsystem any more.
+//!
+//! Trust: sysfs is the kernel's; its attribute values are compared, never interpreted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+
+use super::tools::Tools;
+
+/// Where the kernel lists NVMe controllers.
+pub const SYS_CLASS_NVME: &str = "/sys/class/nvme";
+/// Where the kernel lists block devices.
+pub const SYS_BLOCK: &str = "/sys/block";
+
+/// An NGUID or UUID as compared: lower-case hex without dashes.
+fn normal_id(id: &str) -> String {
+    id.trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+fn read_attr(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The controllers (`nvme0`, ...) under `class_dir` connected to subsystem `nqn`.
+pub fn controllers_of(class_dir: &Path, nqn: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(class_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| read_attr(&e.path().join("subsysnqn")).as_deref() == Some(nqn))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The namespace block device (`nvme0n1`) under `block_dir` whose `nguid` or `uuid`
+/// attribute is `id`; a visible head is preferred to a multipath path (`nvme0c0n1`).
+pub fn namespace_with(block_dir: &Path, id: &str) -> Option<String> {
+    let want = normal_id(id);
+    let entries = std::fs::read_dir(block_dir).ok()?;
+    let mut found: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("nvme"))
+        .filter(|e| {
+            ["nguid", "uuid"]
+                .iter()
+                .any(|a| read_attr(&e.path().join(a)).is_some_and(|v| normal_id(&v) == want))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort_by_key(|n| (n.trim_start_matches("nvme").contains('c'), n.clone()));
+    found.into_iter().next()
+}
+
+/// Connect to `nqn` at `address:port` as `host_nqn` (unless already connected) and wait
+/// for the namespace `nguid`; returns its `/dev` path.
+pub async fn connect(
+    tools: &Tools,
+    nqn: &str,
+    address: &str,
+    port: &str,
+    host_nqn: &str,
+    nguid: &str,
+    limit: Duration,
+) -> Result<PathBuf, Status> {
+    if controllers_of(Path::new(SYS_CLASS_NVME), nqn).is_empty() {
+        let cmd = tools.cmd("nvme")?.args([
+            "connect",
+            "-t",
+            "tcp",
+            "-a",
+            address,
+            "-s",
+            port,
+            "-n",
+            nqn,
+            "--hostnqn",
+            host_nqn,
+        ]);
+        tools.run(cmd).await?;
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(name) = namespace_with(Path::new(SYS_BLOCK), nguid) {
+            return Ok(Path::new("/dev").join(name));
+        }
+        if start.elapsed() > limit {
+            return Err(Status::deadline_exceeded(format!(
+                "no namespace with NGUID {nguid} of {nqn} appeared within {} s",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Disconnect every controller of `nqn` (nothing connected is fine).
+pub async fn disconnect(tools: &Tools, nqn: &str) -> Result<(), Status> {
+    if controllers_of(Path::new(SYS_CLASS_NVME), nqn).is_empty() {
+        return Ok(());
+    }
+    tools
+        .run(tools.cmd("nvme")?.args(["disconnect", "-n", nqn]))
+        .await
+        .map(|_| ())
+}
+
+/// Rescan the namespaces of every controller of `nqn`, so a grown one shows its size.
+pub async fn rescan(tools: &Tools, nqn: &str) -> Result<(), Status> {
+    for ctrl in controllers_of(Path::new(SYS_CLASS_NVME), nqn) {
+        let dev = format!("/dev/{ctrl}");
+        tools
+            .run(tools.cmd("nvme")?.args(["ns-rescan", dev.as_str()]))
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs-shaped tree in a temp dir (the attribute names and value formats the
+    /// kernel uses: `%pU` for nguid and uuid); NVMe itself cannot run on this machine.
+    #[test]
+    fn finds_controllers_and_namespaces_in_a_sysfs_shaped_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let class = root.path().join("class");
+        let block = root.path().join("block");
+        for (ctrl, nqn) in [("nvme0", "nqn.a:v1"), ("nvme1", "nqn.a:v2")] {
+            std::fs::create_dir_all(class.join(ctrl)).unwrap();
+            std::fs::write(class.join(ctrl).join("subsysnqn"), format!("{nqn}\n")).unwrap();
+        }
+        let id = "6f1c2b9a-0d4e-4c1e-9a53-3d1a2b3c4d5e";
+        for name in ["nvme0c0n1", "nvme0n1"] {
+            std::fs::create_dir_all(block.join(name)).unwrap();
+            std::fs::write(block.join(name).join("nguid"), format!("{id}\n")).unwrap();
+        }
+        std::fs::create_dir_all(block.join("nvme1n1")).unwrap();
+        std::fs::write(
+            block.join("nvme1n1/uuid"),
+            "00000000-0000-0000-0000-000000000001\n",
+        )
+        .unwrap();
+        assert_eq!(controllers_of(&class, "nqn.a:v1"), ["nvme0"]);
+        assert!(controllers_of(&class, "nqn.a:v9").is_empty());
+        assert_eq!(
+            namespace_with(&block, &id.to_uppercase().replace('-', "")).as_deref(),
+            Some("nvme0n1")
+        );
+        assert_eq!(
+            namespace_with(&block, "00000000000000000000000000000001").as_deref(),
+            Some("nvme1n1")
+        );
+        assert_eq!(namespace_with(&block, "ffff"), None);
+    }
+}

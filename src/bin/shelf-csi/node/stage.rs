@@ -1,0 +1,216 @@
+//! NodeStageVolume and NodeUnstageVolume.
+//!
+//! Stage: check the request, answer a repeat from the record in the state dir, write the
+//! record first (so an unstage after a crash half-way knows what to undo), attach
+//! (attach.rs), then present: NFS mounted (vers 4.2) on the staging path; a block volume
+//! with mount access formatted only when blank (format.rs) and mounted there; one with
+//! block access bind-mounted onto the file `<staging path>/block` (the device is recorded
+//! and held there, so publish needs nothing but the staging path).
+//!
+//! Unstage undoes it: unmount, detach unless another staged volume shares the session,
+//! forget the record. A volume never staged is fine (CSI: idempotent).
+
+use std::path::{Path, PathBuf};
+
+use bpfman_csi::v1::{NodeStageVolumeRequest, NodeUnstageVolumeRequest};
+use tonic::Status;
+
+use super::request::{self, Access, DEFAULT_FS, FILESYSTEMS};
+use super::state::{Presented, Staged, Transport};
+use super::{attach, format, mounts, NodeCtx};
+use crate::context;
+
+/// The file on the staging path a block volume's device is bind-mounted on.
+pub fn block_file(staging: &Path) -> PathBuf {
+    staging.join("block")
+}
+
+/// What the request asks to stage, checked (no I/O).
+fn wanted(req: &NodeStageVolumeRequest) -> Result<Staged, Status> {
+    let volume_id = request::volume_id(&req.volume_id)?;
+    let staging = request::path("staging_target_path", &req.staging_target_path)?;
+    let cap = request::capability(req.volume_capability.as_ref())?;
+    let transport = attach::transport_of(&req.publish_context, &req.volume_context)?;
+    let nfs = matches!(transport, Transport::Nfs { .. });
+    let presented = match cap.access {
+        Access::Block if nfs => {
+            return Err(Status::invalid_argument(
+                "an NFS volume has no block access; ask for mount access",
+            ))
+        }
+        Access::Block => Presented::Block,
+        Access::Mount { flags, .. } if nfs => Presented::Mount {
+            fs_type: "nfs4".into(),
+            flags,
+        },
+        Access::Mount { fs_type, flags } => {
+            let fs_type = [
+                fs_type.as_str(),
+                req.volume_context.get("fsType").map_or("", String::as_str),
+            ]
+            .into_iter()
+            .find(|f| !f.is_empty())
+            .unwrap_or(DEFAULT_FS)
+            .to_string();
+            if !FILESYSTEMS.contains(&fs_type.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "fsType {fs_type:?}: this node makes {}",
+                    FILESYSTEMS.join(", ")
+                )));
+            }
+            Presented::Mount { fs_type, flags }
+        }
+    };
+    let attached_ro = req
+        .publish_context
+        .get(context::ACCESS_MODE)
+        .is_some_and(|m| m == "ro");
+    Ok(Staged {
+        volume_id: volume_id.to_string(),
+        staging_path: staging,
+        transport,
+        presented,
+        read_only: cap.read_only_mode || attached_ro,
+        device: None,
+    })
+}
+
+/// Whether what `staged` put on its staging path is still there.
+fn is_live(staged: &Staged) -> Result<bool, Status> {
+    match staged.presented {
+        Presented::Block => mounts::is_mounted(&block_file(&staged.staging_path)),
+        Presented::Mount { .. } => mounts::is_mounted(&staged.staging_path),
+    }
+}
+
+/// NodeStageVolume.
+pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), Status> {
+    let mut want = wanted(&req)?;
+    let _busy = node.begin(&want.volume_id)?;
+    match node.state.load(&want.volume_id)? {
+        Some(have) if have.staging_path != want.staging_path => {
+            return Err(Status::failed_precondition(format!(
+                "volume {} is already staged at {}",
+                want.volume_id,
+                have.staging_path.display()
+            )))
+        }
+        Some(have)
+            if (&have.transport, &have.presented, have.read_only)
+                != (&want.transport, &want.presented, want.read_only) =>
+        {
+            return Err(Status::already_exists(format!(
+                "volume {} is staged at {} with another capability or publish context",
+                want.volume_id,
+                want.staging_path.display()
+            )))
+        }
+        Some(have) if is_live(&have)? => return Ok(()),
+        Some(_) => {} // recorded but not mounted (after a reboot): stage it again
+        None => {
+            let taken = node
+                .state
+                .all()?
+                .into_iter()
+                .any(|s| s.staging_path == want.staging_path)
+                || mounts::is_mounted(&want.staging_path)?;
+            if taken {
+                return Err(Status::already_exists(format!(
+                    "{} already holds another volume",
+                    want.staging_path.display()
+                )));
+            }
+        }
+    }
+    let chap = attach::chap_of(node, &want.volume_id, &req.publish_context, &req.secrets)?;
+    node.state.save(&want)?;
+    want.device = attach::attach(node, &want, chap.as_ref()).await?;
+    drop(chap);
+    node.state.save(&want)?;
+    present(node, &want).await?;
+    log::info!(
+        "staged volume {} at {}",
+        want.volume_id,
+        want.staging_path.display()
+    );
+    Ok(())
+}
+
+fn io_status(path: &Path, e: std::io::Error) -> Status {
+    Status::internal(format!("{}: {e}", path.display()))
+}
+
+/// Put the attached volume on its staging path.
+async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
+    let staging = &staged.staging_path;
+    std::fs::create_dir_all(staging).map_err(|e| io_status(staging, e))?;
+    let ro = staged.read_only.then(|| "ro".to_string());
+    match (&staged.transport, &staged.presented, &staged.device) {
+        (Transport::Nfs { export }, Presented::Mount { flags, .. }, _) => {
+            let opts: Vec<String> = std::iter::once("vers=4.2".to_string())
+                .chain(ro)
+                .chain(flags.iter().cloned())
+                .collect();
+            mounts::mount(&node.tools, export, staging, Some("nfs4"), &opts).await
+        }
+        (_, Presented::Mount { fs_type, flags }, Some(device)) => {
+            let fs =
+                format::ensure_filesystem(&node.tools, device, fs_type, !staged.read_only).await?;
+            let opts: Vec<String> = ro.into_iter().chain(flags.iter().cloned()).collect();
+            mounts::mount(
+                &node.tools,
+                &device.to_string_lossy(),
+                staging,
+                Some(&fs),
+                &opts,
+            )
+            .await
+        }
+        (_, Presented::Block, Some(device)) => {
+            let file = block_file(staging);
+            if !file.exists() {
+                std::fs::File::create(&file).map_err(|e| io_status(&file, e))?;
+            }
+            mounts::bind(&node.tools, device, &file, staged.read_only).await
+        }
+        _ => Err(Status::internal(format!(
+            "volume {}: attached without a device",
+            staged.volume_id
+        ))),
+    }
+}
+
+/// NodeUnstageVolume.
+pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<(), Status> {
+    let volume_id = request::volume_id(&req.volume_id)?;
+    let staging = request::path("staging_target_path", &req.staging_target_path)?;
+    let _busy = node.begin(volume_id)?;
+    let Some(staged) = node.state.load(volume_id)? else {
+        return Ok(());
+    };
+    if staged.staging_path != staging {
+        log::warn!(
+            "unstage of volume {volume_id} at {}: it is staged at {}; nothing done",
+            staging.display(),
+            staged.staging_path.display()
+        );
+        return Ok(());
+    }
+    match staged.presented {
+        Presented::Block => {
+            let file = block_file(&staging);
+            mounts::unmount(&node.tools, &file).await?;
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_status(&file, e))
+                }
+                _ => {}
+            }
+        }
+        Presented::Mount { .. } => mounts::unmount(&node.tools, &staging).await?,
+    }
+    attach::detach(node, &staged, &node.state.all()?).await?;
+    node.state.remove(volume_id)?;
+    log::info!("unstaged volume {volume_id} from {}", staging.display());
+    Ok(())
+}
