@@ -418,3 +418,16 @@ def test_the_node_plugin_can_reach_the_host():
         assert volumes[mounts[path]["name"]]["hostPath"]["path"] == path, path
     state = re.search(r'state_dir = "([^"]+)"', config_text()).group(1)
     assert volumes[mounts[state]["name"]]["hostPath"]["path"] == state
+
+
+def test_nodes_report_a_segment_the_volumes_can_be_bound_to(tmp_path):
+    """Every volume's accessible_topology is its appliance's segment, which becomes the
+    PV's node affinity: the nodes must report one of the configured appliances, or no pod
+    could ever use a volume (and WaitForFirstConsumer classes could not provision)."""
+    out = check_config(tmp_path, "node")
+    segment = re.search(r'segment: Some\(\s*"([^"]+)"', out)
+    assert segment, "the ConfigMap's [node] has no segment"
+    appliances = re.findall(r'name: "([^"]+)",\s*socket', check_config(tmp_path, "controller"))
+    assert segment.group(1) in appliances, (segment.group(1), appliances)
+    for sc in objects("StorageClass"):
+        assert sc["volumeBindingMode"] == "WaitForFirstConsumer", sc["metadata"]["name"]
