@@ -6,8 +6,10 @@
 //! threshold, NFS refusal), an iSCSI export of an LVM share through tgtd and through LIO
 //! with a real `iscsiadm` login, NVMe/TCP of an LVM and a file share through nvmet with
 //! real `nvme connect` logins and os-brick's NVMeOFConnector (`tests/vm/nvme.sh`), kernel
-//! NFS of a file-pool share with real v4.2 and v3 mounts, and `shelfd recover
-//! --rebuild-db` restoring the LVM pool from LV tags. See
+//! NFS of a file-pool share with real v4.2 and v3 mounts, `shelfd recover
+//! --rebuild-db` restoring the LVM pool from LV tags, and the `shelf-csi` plugin driven
+//! through iSCSI (CHAP), raw block, NVMe/TCP and NFS volumes by this binary's own ignored
+//! test acting as the CSI orchestrator inside the guest (tests/vm/csi/). See
 //! docs/vm-tier.md. The image is built once into /var/cache/shelf-vm (about 1.5 to 3 min,
 //! needs the Debian mirror); when it cannot be built the test fails and says how to build it.
 

@@ -6,6 +6,13 @@
 # docs/vm-tier.md.
 
 echo "--- CSI: shelf-csi driven by the orchestrator in tests/vm/csi/ ($(now))"
+# A Kubernetes node runs udev, and the node service finds an iSCSI LUN by its
+# /dev/disk/by-path link (udev's 60-persistent-storage.rules): udevd runs for this part
+# only (LVM in this guest makes its own device nodes, lvmlocal.conf, so nothing before
+# needed it).
+/lib/systemd/systemd-udevd --daemon --resolve-names=never \
+  && udevadm trigger --action=add --subsystem-match=block && udevadm settle --timeout=30 \
+  || fail csi-udevd "systemd-udevd did not start"
 CSI_SOCKET=/run/shelf-csi/csi.sock
 mkdir -p /etc/shelf-csi /var/lib/shelf-csi
 cat > /etc/shelf-csi/config.toml <<TOML
@@ -29,5 +36,6 @@ else
 fi
 kill -TERM "$CSI_PID" 2>/dev/null; wait "$CSI_PID"
 iscsiadm -m session 2>/dev/null | sed 's/^/left after CSI: /'
+udevadm control --exit 2>/dev/null
 echo "--- shelf-csi log"; tail -40 /tmp/shelf-csi.log
 

@@ -12,7 +12,7 @@ use bpfman_csi::v1::{
 };
 use shelf::client::get;
 use shelf::model::{Access, Attachment, Connector, Layout, Protocol, Share};
-use shelf::proto::{AttachArgs, Request, ShareFilter};
+use shelf::proto::{AttachArgs, ExportCreateArgs, Request, ShareFilter};
 use tonic::Status;
 
 use super::ControllerService;
@@ -73,6 +73,9 @@ pub async fn controller_publish_volume(
         ));
     }
     check_attachments(&appliance, &share, &node, mode).await?;
+    if protocol == Protocol::Nfs {
+        ensure_nfs_export(&appliance, &share).await?;
+    }
     let attach = Request::ShareAttach(AttachArgs {
         share: share.id.clone(),
         pool: None,
@@ -175,6 +178,30 @@ fn check_node_can(protocol: Protocol, node: &NodeId) -> Result<(), Status> {
         node.host,
         protocol_name(protocol)
     )))
+}
+
+/// An NFS volume's export, made before its first attach with `no_root_squash` (clients
+/// `[]`: attached nodes only). The filesystem shelfd made is root's with mode 0755, so
+/// under the `root_squash` an attach would export with, no pod could write to the volume,
+/// whatever its uid, and kubelet could not apply a pod's fsGroup (found by the VM tier's
+/// `csi-nfs-pod-writes`). An export already there with other settings (ALREADY_EXISTS) is
+/// left as it is.
+async fn ensure_nfs_export(appliance: &Appliance, share: &Share) -> Result<(), Status> {
+    let create = Request::ExportCreate(ExportCreateArgs {
+        share: share.id.clone(),
+        protocol: Protocol::Nfs,
+        driver: None,
+        pool: None,
+        clients: Some(vec![]),
+        access: None,
+        sync: None,
+        root_squash: Some(false),
+        chap: None,
+    });
+    match appliance.call(create).await {
+        Err(s) if s.code() != tonic::Code::AlreadyExists => Err(s),
+        _ => Ok(()),
+    }
 }
 
 /// The share's attachments.
