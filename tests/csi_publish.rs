@@ -9,9 +9,12 @@ mod common;
 
 use std::collections::HashMap;
 
-use bpfman_csi::v1::volume_capability::{access_mode, AccessMode, AccessType, BlockVolume};
+use bpfman_csi::v1::volume_capability::{
+    access_mode, AccessMode, AccessType, BlockVolume, MountVolume,
+};
 use bpfman_csi::v1::{
-    ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, VolumeCapability,
+    CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
+    CreateVolumeRequest, VolumeCapability,
 };
 use ciborium::Value;
 use common::csi::Csi;
@@ -34,25 +37,34 @@ fn initiator(host: &str) -> String {
     format!("iqn.2026-12.io.shelf.test:{host}")
 }
 
-/// A share as CreateVolume makes it; its volume id.
-fn csi_volume(d: &Daemon, name: &str, protocol: &str, extra: Vec<(&str, Value)>) -> String {
-    let meta = Value::Map(vec![
-        (t("csi.name"), t(name)),
-        (t("csi.protocol"), t(protocol)),
-    ]);
-    let mut args = vec![("name", t(name)), ("size", n(MIB)), ("metadata", meta)];
-    args.extend(extra);
-    let share = d.ok("share.create", args);
-    format!("a1:{}", field(sub(&share, "share"), "id"))
+/// A volume made by CreateVolume: `protocol`, `size` bytes, of capability `cap`; its id.
+fn csi_volume(csi: &Csi, name: &str, protocol: &str, size: u64, cap: VolumeCapability) -> String {
+    let mut c = csi.controller.clone();
+    let req = CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: size as i64,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap],
+        parameters: HashMap::from([("protocol".to_string(), protocol.to_string())]),
+        ..Default::default()
+    };
+    let v = csi.block_on(c.create_volume(req)).unwrap().into_inner();
+    v.volume.unwrap().volume_id
 }
 
-fn block_rw() -> VolumeCapability {
+/// A capability of `mode` with block access.
+fn block(mode: access_mode::Mode) -> VolumeCapability {
     VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: access_mode::Mode::SingleNodeWriter as i32,
-        }),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
         access_type: Some(AccessType::Block(BlockVolume {})),
     }
+}
+
+/// The usual single-node block capability.
+fn block_rw() -> VolumeCapability {
+    block(access_mode::Mode::SingleNodeWriter)
 }
 
 fn publish_req(volume: &str, node: &str, key: Option<&str>) -> ControllerPublishVolumeRequest {
@@ -138,7 +150,7 @@ mod seal;
 fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
     let csi = Csi::controller("publish-iscsi", &[GIB]);
     let d = &csi.appliance("a1").rig.d;
-    let vol = csi_volume(d, "pvc-1", "iscsi", vec![]);
+    let vol = csi_volume(&csi, "pvc-1", "iscsi", MIB, block_rw());
     let node = node_id("n1");
     let ctx = publish(&csi, publish_req(&vol, &node, Some(KEY))).unwrap();
     assert_eq!(ctx["protocol"], "iscsi");
@@ -224,7 +236,7 @@ fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
 fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
     let csi = Csi::controller("publish-codes", &[GIB]);
     let d = &csi.appliance("a1").rig.d;
-    let vol = csi_volume(d, "pvc-1", "iscsi", vec![]);
+    let vol = csi_volume(&csi, "pvc-1", "iscsi", MIB, block_rw());
     let node = node_id("n1");
 
     // No chapKey while the export has CHAP: FAILED_PRECONDITION naming the secret, and
@@ -286,7 +298,7 @@ fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
 
     // NVMe/TCP: a node without a host NQN is FAILED_PRECONDITION; with one, shelf's
     // answer (this host's kernel has no nvmet: its reason, passed through).
-    let nvme = csi_volume(d, "pvc-nvme", "nvme", vec![]);
+    let nvme = csi_volume(&csi, "pvc-nvme", "nvme", MIB, block_rw());
     let e = code(publish(&csi, publish_req(&nvme, &node, None)));
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("NQN"), "{}", e.message());
@@ -320,12 +332,8 @@ fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
 fn multiattach_volumes_publish_to_many_and_unpublish_without_node_detaches_all() {
     let csi = Csi::controller("publish-multi", &[GIB]);
     let d = &csi.appliance("a1").rig.d;
-    let vol = csi_volume(
-        d,
-        "pvc-m",
-        "iscsi",
-        vec![("multiattach", Value::Bool(true))],
-    );
+    let multi = block(access_mode::Mode::MultiNodeMultiWriter);
+    let vol = csi_volume(&csi, "pvc-m", "iscsi", MIB, multi);
     for host in ["n1", "n2", "n3"] {
         publish(&csi, publish_req(&vol, &node_id(host), Some(KEY))).unwrap();
     }
@@ -349,21 +357,17 @@ fn multiattach_volumes_publish_to_many_and_unpublish_without_node_detaches_all()
 fn nfs_volumes_publish_read_only_and_refuse_the_other_mode_on_the_same_node() {
     let csi = Csi::controller("publish-nfs", &[4 * GIB]);
     let d = &csi.appliance("a1").rig.d;
-    let meta = Value::Map(vec![
-        (t("csi.name"), t("pvc-nfs")),
-        (t("csi.protocol"), t("nfs")),
-    ]);
-    let share = d.ok(
-        "share.create",
-        vec![
-            ("name", t("pvc-nfs")),
-            ("size", n(320 * MIB)),
-            ("filesystem", t("xfs")),
-            ("metadata", meta),
-        ],
-    );
-    let share_id = field(sub(&share, "share"), "id");
-    let vol = format!("a1:{share_id}");
+    let mount = VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "xfs".into(),
+            ..Default::default()
+        })),
+    };
+    let vol = csi_volume(&csi, "pvc-nfs", "nfs", 320 * MIB, mount);
+    let share_id = vol.split_once(':').unwrap().1.to_string();
     let node = "host=n1;ip=127.0.0.1";
     let mut ro = publish_req(&vol, node, None);
     ro.readonly = true;

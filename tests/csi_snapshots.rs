@@ -7,11 +7,13 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
+use bpfman_csi::v1::volume_capability::{access_mode, AccessMode, AccessType, BlockVolume};
+use bpfman_csi::v1::volume_content_source;
 use bpfman_csi::v1::{
-    CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest, ListSnapshotsResponse,
-    Snapshot,
+    CapacityRange, CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest,
+    ListSnapshotsRequest, ListSnapshotsResponse, Snapshot, Topology, TopologyRequirement,
+    VolumeCapability, VolumeContentSource,
 };
-use ciborium::Value;
 use common::csi::Csi;
 use common::{field, n, sub, t, Daemon};
 use tonic::Code;
@@ -19,18 +21,39 @@ use tonic::Code;
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
-/// A share as CreateVolume makes it (metadata `csi.name`, `csi.protocol`); its volume id.
+/// A block volume made by CreateVolume on `appliance`; its volume id.
 fn csi_volume(csi: &Csi, appliance: &str, name: &str, size: u64) -> String {
-    let d = &csi.appliance(appliance).rig.d;
-    let meta = Value::Map(vec![
-        (t("csi.name"), t(name)),
-        (t("csi.protocol"), t("iscsi")),
-    ]);
-    let share = d.ok(
-        "share.create",
-        vec![("name", t(name)), ("size", n(size)), ("metadata", meta)],
-    );
-    format!("{appliance}:{}", field(sub(&share, "share"), "id"))
+    let mut c = csi.controller.clone();
+    let req = CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: size as i64,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![block()],
+        parameters: HashMap::from([("protocol".to_string(), "iscsi".to_string())]),
+        accessibility_requirements: Some(TopologyRequirement {
+            requisite: vec![Topology {
+                segments: Csi::segment(appliance),
+            }],
+            preferred: vec![],
+        }),
+        ..Default::default()
+    };
+    let v = csi.block_on(c.create_volume(req)).unwrap().into_inner();
+    let id = v.volume.unwrap().volume_id;
+    assert!(id.starts_with(&format!("{appliance}:")), "{id}");
+    id
+}
+
+/// A single-node block capability.
+fn block() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Block(BlockVolume {})),
+    }
 }
 
 /// A share this plugin did not make (no `csi.name`), with one snapshot; (share id,
@@ -172,12 +195,33 @@ fn delete_snapshot_is_idempotent_and_leaves_clones_and_foreign_snapshots_alone()
     let v1 = csi_volume(&csi, "a1", "pvc-1", MIB);
     let s = create(&csi, &v1, "snapshot-1").unwrap();
     let shelf_id = s.snapshot_id.split_once(':').unwrap().1.to_string();
-    // A clone made from it (as CreateVolume from a snapshot does) is independent.
-    let clone = d.ok(
-        "share.clone",
-        vec![("snapshot", t(&shelf_id)), ("name", t("pvc-clone"))],
-    );
-    let clone_id = field(sub(&clone, "share"), "id");
+    // A volume made from it by CreateVolume is independent of it.
+    let mut c = csi.controller.clone();
+    let from_snapshot = CreateVolumeRequest {
+        name: "pvc-clone".into(),
+        volume_capabilities: vec![block()],
+        parameters: HashMap::from([("protocol".to_string(), "iscsi".to_string())]),
+        volume_content_source: Some(VolumeContentSource {
+            r#type: Some(volume_content_source::Type::Snapshot(
+                volume_content_source::SnapshotSource {
+                    snapshot_id: s.snapshot_id.clone(),
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    let clone = csi
+        .block_on(c.create_volume(from_snapshot))
+        .unwrap()
+        .into_inner();
+    let clone_id = clone
+        .volume
+        .unwrap()
+        .volume_id
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
 
     delete(&csi, &s.snapshot_id).unwrap();
     d.err(

@@ -149,6 +149,79 @@ mod tests {
         assert!(matches!(parse_blkid(""), Content::Other(_)));
     }
 
+    /// The real blkid and mkfs on image files: a blank one is formatted, a formatted one is
+    /// kept (and never reformatted to another type), one with another signature (swap) is
+    /// refused, and a blank read-only one is not formatted.
+    #[tokio::test]
+    async fn mkfs_only_on_a_blank_device() {
+        let dirs = [
+            Path::new("/usr/sbin"),
+            Path::new("/usr/bin"),
+            Path::new("/sbin"),
+            Path::new("/bin"),
+        ];
+        let tools = Tools::resolve_in(&dirs, super::super::tools::DEFAULT_TIMEOUT);
+        let dir = tempfile::tempdir().unwrap();
+        let img = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(64 << 20)
+                .unwrap();
+            p
+        };
+        let blank = img("blank.img");
+        assert_eq!(probe(&tools, &blank).await.unwrap(), Content::Blank);
+        let e = ensure_filesystem(&tools, &blank, "ext4", false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            probe(&tools, &blank).await.unwrap(),
+            Content::Blank,
+            "read-only: untouched"
+        );
+        assert_eq!(
+            ensure_filesystem(&tools, &blank, "ext4", true)
+                .await
+                .unwrap(),
+            "ext4"
+        );
+        let uuid = |p: &Path| {
+            std::process::Command::new("blkid")
+                .args(["-p", "-s", "UUID", "-o", "value"])
+                .arg(p)
+                .output()
+                .unwrap()
+                .stdout
+        };
+        let first = uuid(&blank);
+        assert_eq!(
+            ensure_filesystem(&tools, &blank, "ext4", true)
+                .await
+                .unwrap(),
+            "ext4"
+        );
+        assert_eq!(uuid(&blank), first, "an existing filesystem is not remade");
+        let e = ensure_filesystem(&tools, &blank, "xfs", true)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert_eq!(uuid(&blank), first);
+        let swap = img("swap.img");
+        assert!(std::process::Command::new("mkswap")
+            .arg(&swap)
+            .output()
+            .unwrap()
+            .status
+            .success());
+        let e = ensure_filesystem(&tools, &swap, "ext4", true)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("swap"), "{}", e.message());
+    }
+
     #[test]
     fn device_size_of_a_file() {
         let dir = tempfile::tempdir().unwrap();

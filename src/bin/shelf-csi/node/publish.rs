@@ -1,14 +1,19 @@
 //! NodePublishVolume and NodeUnpublishVolume: a bind mount of what stage put on the
 //! staging path (the filesystem, or the file `<staging>/block` holding the device) onto
 //! target_path, read-only when the request or the volume is; and its removal.
+//!
+//! A read-only bind mount does not stop writes through a device node (the kernel applies
+//! a mount's `ro` to files' data, not to the device a node opens), so a read-only block
+//! publish binds a read-only loop device made over the staged device (`losetup
+//! --read-only`), recorded in the state dir so unpublish detaches that loop and only it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bpfman_csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 use tonic::Status;
 
 use super::request::{self, Access};
-use super::state::Presented;
+use super::state::{Presented, ReadOnlyLoop};
 use super::{mounts, stage, NodeCtx};
 
 fn io_status(path: &Path, e: std::io::Error) -> Status {
@@ -47,19 +52,23 @@ pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<()
             staging.display()
         )));
     };
+    let ro_loop = node.state.load_loop(&target)?;
     if let Some(m) = mounts::mount_at(&target)? {
-        if m.same_source(&source_mount) && m.read_only() == read_only {
+        let same = match (block && read_only, &ro_loop) {
+            (true, Some(_)) => true,
+            (true, None) => false,
+            (false, _) => m.same_source(&source_mount),
+        };
+        if same && m.read_only() == read_only {
             return Ok(());
         }
         return Err(Status::already_exists(format!(
-            "{} already holds {}",
+            "{} already holds another mount, or this volume with the other read-only flag",
             target.display(),
-            if m.same_source(&source_mount) {
-                "this volume with the other read-only flag"
-            } else {
-                "another mount"
-            }
         )));
+    }
+    if let Some(stale) = ro_loop {
+        detach_loop(node, &stale).await?;
     }
     if block {
         if !target.exists() {
@@ -68,13 +77,54 @@ pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<()
     } else {
         std::fs::create_dir_all(&target).map_err(|e| io_status(&target, e))?;
     }
-    mounts::bind(&node.tools, &source, &target, read_only).await?;
+    if block && read_only {
+        bind_read_only_loop(node, &source, &target).await?;
+    } else {
+        mounts::bind(&node.tools, &source, &target, read_only).await?;
+    }
     log::info!(
         "published volume {volume_id} at {}{}",
         target.display(),
         if read_only { " (read-only)" } else { "" }
     );
     Ok(())
+}
+
+/// Make a read-only loop device over `source`, record it, and bind it on `target`; the
+/// loop is detached again when the bind fails.
+async fn bind_read_only_loop(node: &NodeCtx, source: &Path, target: &Path) -> Result<(), Status> {
+    let cmd = node
+        .tools
+        .cmd("losetup")?
+        .args(["--read-only", "--find", "--show"])
+        .arg(source.to_string_lossy());
+    let device = PathBuf::from(node.tools.run(cmd).await?.stdout_text().trim());
+    let l = ReadOnlyLoop {
+        target: target.to_path_buf(),
+        device,
+    };
+    let bound = match node.state.save_loop(&l) {
+        Ok(()) => mounts::bind(&node.tools, &l.device, target, true).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = bound {
+        let _ = detach_loop(node, &l).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Detach a recorded read-only loop (one already gone is fine) and forget it.
+async fn detach_loop(node: &NodeCtx, l: &ReadOnlyLoop) -> Result<(), Status> {
+    if l.device.exists() {
+        let cmd = node
+            .tools
+            .cmd("losetup")?
+            .arg("--detach")
+            .arg(l.device.to_string_lossy());
+        node.tools.run(cmd).await?;
+    }
+    node.state.remove_loop(&l.target)
 }
 
 /// NodeUnpublishVolume: unmount target_path if mounted, then remove it (an empty
@@ -84,6 +134,9 @@ pub async fn unpublish(node: &NodeCtx, req: NodeUnpublishVolumeRequest) -> Resul
     let target = request::path("target_path", &req.target_path)?;
     let _busy = node.begin(volume_id)?;
     mounts::unmount(&node.tools, &target).await?;
+    if let Some(l) = node.state.load_loop(&target)? {
+        detach_loop(node, &l).await?;
+    }
     let removed = match std::fs::symlink_metadata(&target) {
         Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
         Ok(_) => std::fs::remove_file(&target),

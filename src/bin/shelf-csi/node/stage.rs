@@ -214,3 +214,82 @@ pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<()
     log::info!("unstaged volume {volume_id} from {}", staging.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfman_csi::v1::volume_capability::access_mode::Mode;
+    use bpfman_csi::v1::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+    use bpfman_csi::v1::VolumeCapability;
+    use std::collections::HashMap;
+
+    fn req(
+        fs: Option<&str>,
+        mode: Mode,
+        pc: &[(&str, &str)],
+        vc: &[(&str, &str)],
+    ) -> NodeStageVolumeRequest {
+        let access_type = match fs {
+            Some(fs) => AccessType::Mount(MountVolume {
+                fs_type: fs.into(),
+                mount_flags: vec![],
+                volume_mount_group: String::new(),
+            }),
+            None => AccessType::Block(BlockVolume {}),
+        };
+        let map = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        NodeStageVolumeRequest {
+            volume_id: "a1:v1".into(),
+            staging_target_path: "/s".into(),
+            volume_capability: Some(VolumeCapability {
+                access_mode: Some(AccessMode { mode: mode as i32 }),
+                access_type: Some(access_type),
+            }),
+            publish_context: map(pc),
+            volume_context: map(vc),
+            ..Default::default()
+        }
+    }
+
+    const ISCSI: &[(&str, &str)] = &[
+        ("protocol", "iscsi"),
+        ("target_portal", "192.0.2.1:3260"),
+        ("target_iqn", "iqn.x:v1"),
+        ("target_lun", "1"),
+    ];
+
+    #[test]
+    fn the_filesystem_comes_from_the_capability_then_the_volume_context_then_ext4() {
+        let fs = |r: NodeStageVolumeRequest| match wanted(&r).unwrap().presented {
+            Presented::Mount { fs_type, .. } => fs_type,
+            Presented::Block => "block".into(),
+        };
+        let w = Mode::SingleNodeWriter;
+        assert_eq!(fs(req(Some(""), w, ISCSI, &[])), "ext4");
+        assert_eq!(fs(req(Some(""), w, ISCSI, &[("fsType", "xfs")])), "xfs");
+        assert_eq!(
+            fs(req(Some("ext4"), w, ISCSI, &[("fsType", "xfs")])),
+            "ext4"
+        );
+        assert_eq!(fs(req(None, w, ISCSI, &[])), "block");
+        let nfs = &[("protocol", "nfs"), ("nfs_export", "h:/e")];
+        assert_eq!(fs(req(Some(""), w, nfs, &[])), "nfs4");
+        let e = wanted(&req(Some(""), w, ISCSI, &[("fsType", "btrfs")])).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn read_only_from_the_access_mode_or_the_attachment() {
+        let ro =
+            |mode, pc: &[(&str, &str)]| wanted(&req(Some(""), mode, pc, &[])).unwrap().read_only;
+        assert!(!ro(Mode::SingleNodeWriter, ISCSI));
+        assert!(ro(Mode::SingleNodeReaderOnly, ISCSI));
+        let mut attached_ro = ISCSI.to_vec();
+        attached_ro.push(("access_mode", "ro"));
+        assert!(ro(Mode::SingleNodeWriter, &attached_ro));
+    }
+}

@@ -92,10 +92,22 @@ pub struct Staged {
     pub device: Option<PathBuf>,
 }
 
+/// A read-only block publish: the read-only loop device made over the staged device for
+/// one target (so NodeUnpublishVolume detaches it, and only it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyLoop {
+    /// The target_path it is bind-mounted on.
+    pub target: PathBuf,
+    /// The loop device (`/dev/loopN`).
+    pub device: PathBuf,
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    loops: PathBuf,
 }
 
 impl StateDir {
@@ -103,13 +115,46 @@ impl StateDir {
     pub fn new(root: &Path) -> StateDir {
         StateDir {
             dir: root.join("volumes"),
+            loops: root.join("readonly-loops"),
         }
     }
 
     fn path_of(&self, volume_id: &str) -> PathBuf {
-        let digest = Sha256::digest(volume_id.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}.json"))
+        self.dir.join(format!("{}.json", hex_digest(volume_id)))
+    }
+
+    fn loop_path(&self, target: &Path) -> PathBuf {
+        self.loops
+            .join(format!("{}.json", hex_digest(&target.to_string_lossy())))
+    }
+
+    /// Record the read-only loop device made for `l.target`.
+    pub fn save_loop(&self, l: &ReadOnlyLoop) -> Result<(), Status> {
+        let bytes = serde_json::to_vec(l)
+            .map_err(|e| Status::internal(format!("encoding the loop record: {e}")))?;
+        write_atomic(&self.loops, &self.loop_path(&l.target), &bytes)
+    }
+
+    /// The read-only loop device recorded for `target`, if any.
+    pub fn load_loop(&self, target: &Path) -> Result<Option<ReadOnlyLoop>, Status> {
+        let path = self.loop_path(target);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Status::internal(format!("{}: not a loop record ({e})", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Status::internal(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Forget the loop record of `target`.
+    pub fn remove_loop(&self, target: &Path) -> Result<(), Status> {
+        match std::fs::remove_file(self.loop_path(target)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Status::internal(format!("{}: {e}", self.loops.display())))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The record of `volume_id`, if it was staged.
@@ -143,19 +188,9 @@ impl StateDir {
 
     /// Write `staged` atomically (temporary file 0600, fsync, rename, fsync the dir).
     pub fn save(&self, staged: &Staged) -> Result<(), Status> {
-        let err = |p: &Path, e: std::io::Error| Status::internal(format!("{}: {e}", p.display()));
-        std::fs::create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
-        let path = self.path_of(&staged.volume_id);
-        let tmp = path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
         let bytes = serde_json::to_vec_pretty(staged)
             .map_err(|e| Status::internal(format!("encoding the staged record: {e}")))?;
-        let mut f = shelf::sys::fs::create_new(&tmp, 0o600).map_err(|e| err(&tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
-        shelf::sys::fs::fsync_dir(&self.dir).map_err(|e| err(&self.dir, e))
+        write_atomic(&self.dir, &self.path_of(&staged.volume_id), &bytes)
     }
 
     /// Forget `volume_id` (nothing when there is no record).
@@ -168,6 +203,29 @@ impl StateDir {
             Err(e) => Err(Status::internal(format!("{}: {e}", path.display()))),
         }
     }
+}
+
+/// Lower-case hex SHA-256 of `text` (a file name for any id or path).
+fn hex_digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Write `bytes` to `path` in `dir` atomically: a temporary file 0600, fsync, rename,
+/// fsync the directory.
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Status> {
+    let err = |p: &Path, e: std::io::Error| Status::internal(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = shelf::sys::fs::create_new(&tmp, 0o600).map_err(|e| err(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))?;
+    shelf::sys::fs::fsync_dir(dir).map_err(|e| err(dir, e))
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Staged, Status> {

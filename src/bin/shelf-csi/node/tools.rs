@@ -23,6 +23,7 @@ pub const NODE_PROGRAMS: &[(&str, &str)] = &[
     ("nvme", "NVMe/TCP volumes"),
     ("mount.nfs", "NFS volumes (run by mount)"),
     ("blkid", "formatting block volumes"),
+    ("losetup", "read-only publishes of block volumes"),
     ("mkfs.ext4", "ext4 volumes"),
     ("mkfs.xfs", "xfs volumes"),
     ("resize2fs", "expanding ext4 volumes"),
