@@ -47,6 +47,7 @@ pub async fn controller_publish_volume(
         return Err(Status::invalid_argument("volume_capability is required"));
     }
     let volume = Id::parse("volume_id", &req.volume_id)?;
+    let _claim = svc.claim_volume(&volume)?;
     let Some((appliance, share)) = objects::csi_share(&svc.cfg, &volume).await? else {
         return Err(Status::not_found(format!(
             "volume {volume}: no such volume"
@@ -280,6 +281,7 @@ pub async fn controller_unpublish_volume(
     let Ok(volume) = Id::parse("volume_id", &req.volume_id) else {
         return done;
     };
+    let _claim = svc.claim_volume(&volume)?;
     let host = match req.node_id.as_str() {
         "" => None,
         text => match NodeId::decode(text) {
