@@ -67,9 +67,10 @@ impl ControllerService {
 /// The controller's capabilities: exactly what works. Not advertised:
 /// LIST_VOLUMES_PUBLISHED_NODES and GET_VOLUME's published nodes (node ids are not kept),
 /// VOLUME_CONDITION, MODIFY_VOLUME (no mutable parameters).
-const CAPABILITIES: [Rpc; 10] = [
+const CAPABILITIES: [Rpc; 11] = [
     Rpc::CreateDeleteVolume,
     Rpc::PublishUnpublishVolume,
+    Rpc::PublishReadonly,
     Rpc::ListVolumes,
     Rpc::GetCapacity,
     Rpc::CreateDeleteSnapshot,

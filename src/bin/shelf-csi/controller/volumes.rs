@@ -5,7 +5,6 @@
 
 use bpfman_csi::v1::controller_get_volume_response::VolumeStatus;
 use bpfman_csi::v1::validate_volume_capabilities_response::Confirmed;
-use bpfman_csi::v1::volume_capability::AccessType;
 use bpfman_csi::v1::{
     ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
     ControllerGetVolumeResponse, ControllerModifyVolumeRequest, ControllerModifyVolumeResponse,
@@ -146,9 +145,9 @@ async fn delete_exports(a: &Appliance, id: &Id, share: &Share) -> Result<(), Sta
 }
 
 /// `ControllerExpandVolume`: `share.resize` to `required_bytes` (rounded up to 512 bytes)
-/// unless the volume is already that big. The node grows the filesystem of an iSCSI/NVMe
-/// mount volume; a raw block volume needs nothing more, and shelfd grows an NFS volume's
-/// filesystem itself.
+/// unless the volume is already that big. Node expansion is required for every iSCSI/NVMe
+/// volume, raw block too: the node rescans the session so the disk shows its new size, and
+/// grows a mount volume's filesystem; shelfd grows an NFS volume's filesystem itself.
 pub async fn controller_expand_volume(
     svc: &ControllerService,
     req: ControllerExpandVolumeRequest,
@@ -164,13 +163,9 @@ pub async fn controller_expand_volume(
     let _claim = svc.claim_volume(&Id::parse("volume_id", &req.volume_id)?)?;
     let (a, share) = existing(svc, "volume_id", &req.volume_id).await?;
     let protocol = protocol_of(&share);
-    let node_expansion_required = protocol != Protocol::Nfs
-        && !matches!(
-            req.volume_capability
-                .as_ref()
-                .and_then(|c| c.access_type.as_ref()),
-            Some(AccessType::Block(_))
-        );
+    // The node rescans an iSCSI/NVMe session so the disk sees its new size (and grows the
+    // filesystem of a mount volume); shelfd grows an NFS volume's filesystem itself.
+    let node_expansion_required = protocol != Protocol::Nfs;
     let size = params::size_for(Some(range), share.size, SECTOR)?;
     let share = if share.size >= size {
         share
