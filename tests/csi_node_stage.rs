@@ -42,7 +42,7 @@ fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() 
     assert_eq!(e.code(), Code::Internal, "{e:?}");
     let m = e.message();
     assert!(
-        m.contains("mount -t nfs4 -o vers=4.2,retry=0 127.0.0.1:/shelf/v1"),
+        m.contains("mount -t nfs4 -o vers=4.2,retry=0 -- 127.0.0.1:/shelf/v1"),
         "{m}"
     );
     assert!(m.contains("exit status") && m.contains("stderr"), "{m}");
@@ -153,7 +153,8 @@ fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
     )
     .unwrap();
     let extra = format!(
-        "\n[node]\nname = \"w1\"\nip = \"127.0.0.1\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        "\n[node]\nname = \"w1\"\nip = \"127.0.0.1\"\nkubelet_dir = {:?}\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        s.dir.path(),
         s.s("state"),
         s.s("initiatorname.iscsi"),
         s.s("no-hostnqn")

@@ -202,7 +202,8 @@ pub fn plain_node(tag: &str, s: &Scratch) -> Csi {
     node_plugin(
         tag,
         &format!(
-            "\n[node]\nname = \"w1\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+            "\n[node]\nname = \"w1\"\nkubelet_dir = {:?}\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+            s.dir.path(),
             s.s("state"),
             s.s("no-initiatorname"),
             s.s("no-hostnqn")

@@ -86,6 +86,7 @@ fn is_live(staged: &Staged) -> Result<bool, Status> {
 /// NodeStageVolume.
 pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), Status> {
     let mut want = wanted(&req)?;
+    node.beneath("staging_target_path", &want.staging_path)?;
     let _busy = node.begin(&want.volume_id)?;
     match node.state.load(&want.volume_id)? {
         Some(have) if have.staging_path != want.staging_path => {
@@ -168,9 +169,7 @@ async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
         }
         (_, Presented::Block, Some(device)) => {
             let file = block_file(staging);
-            if !file.exists() {
-                std::fs::File::create(&file).map_err(|e| io_status(&file, e))?;
-            }
+            request::create_file(&file)?;
             mounts::bind(&node.tools, device, &file, staged.read_only).await
         }
         _ => Err(Status::internal(format!(
@@ -183,7 +182,7 @@ async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
 /// NodeUnstageVolume.
 pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<(), Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let staging = request::path("staging_target_path", &req.staging_target_path)?;
+    let staging = node.co_path("staging_target_path", &req.staging_target_path)?;
     let _busy = node.begin(volume_id)?;
     let Some(staged) = node.state.load(volume_id)? else {
         return Ok(());
@@ -200,12 +199,7 @@ pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<()
         Presented::Block => {
             let file = block_file(&staging);
             mounts::unmount(&node.tools, &file).await?;
-            match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_status(&file, e))
-                }
-                _ => {}
-            }
+            request::remove_created(&file)?;
         }
         Presented::Mount { .. } => mounts::unmount(&node.tools, &staging).await?,
     }
@@ -258,7 +252,7 @@ mod tests {
     const ISCSI: &[(&str, &str)] = &[
         ("protocol", "iscsi"),
         ("target_portal", "192.0.2.1:3260"),
-        ("target_iqn", "iqn.x:v1"),
+        ("target_iqn", "iqn.2026-01.io.shelf:v1"),
         ("target_lun", "1"),
     ];
 
