@@ -24,7 +24,7 @@ use bpfman_csi::v1::{
 };
 use ciborium::Value;
 use common::csi::{Csi, DRIVER};
-use common::{field, n, sub, t};
+use common::{field, sub, t};
 use helpers::*;
 use tonic::Code;
 
@@ -247,7 +247,6 @@ fn sizes_parameters_and_capabilities_are_checked() {
     let mut r = request("no-pool", MIB);
     r.parameters = params(&[("pool", "nope")]);
     refused(&csi, r, Code::InvalidArgument);
-    let _ = n(0);
 }
 
 #[test]

@@ -19,10 +19,12 @@
 //! * [`values`] and [`proc`] — CBOR values and files; running programs.
 //! * [`ganesha`] — a private nfs-ganesha.
 //! * [`csi`] — the CSI plugin tests' harness: appliances, the real shelf-csi, gRPC clients.
+//! * [`csi_node`] — the CSI Node tests' scratch paths, mountinfo lookups and requests.
 #![allow(dead_code, unused_imports)]
 
 pub mod agree;
 pub mod csi;
+pub mod csi_node;
 pub mod daemon;
 pub mod ganesha;
 pub mod iscsi;

@@ -8,8 +8,8 @@
 //!   finds the same one) is taken, cloned and deleted at once: a shelf clone is independent
 //!   of its snapshot and origin. Nothing is left behind, and either volume can be deleted
 //!   afterwards. Should the plugin die between the clone and the delete, the transient
-//!   snapshot stays until a DeleteVolume of the source removes it (volumes.rs deletes
-//!   such snapshots before it checks for snapshots).
+//!   snapshot stays until the CO's retry of the CreateVolume ([`forget_transient`]) or a
+//!   DeleteVolume of the source (volumes.rs) removes it.
 
 use sha2::{Digest, Sha256};
 use shelf::model::{Share, Snapshot};
@@ -91,6 +91,26 @@ pub async fn delete_transient(a: &Appliance, snapshot: &str) {
     if let Err(e) = objects::found(a.call(delete).await) {
         log::warn!(
             "appliance {}: transient clone snapshot {snapshot} stays: {}",
+            a.name,
+            e.message()
+        );
+    }
+}
+
+/// After a repeat of a CreateVolume from a volume: delete the transient snapshot a first
+/// call that died before its delete may have left on the source (nothing when absent).
+pub async fn forget_transient(svc: &ControllerService, csi_name: &str, source: &Id) {
+    let Some(a) = objects::appliance(&svc.cfg, &source.appliance) else {
+        return;
+    };
+    let delete = Request::SnapshotDelete(SnapshotRef {
+        snapshot: clone_snapshot_name(csi_name),
+        share: Some(source.object.clone()),
+        pool: None,
+    });
+    if let Err(e) = objects::found(a.call(delete).await) {
+        log::warn!(
+            "appliance {}: transient clone snapshot stays: {}",
             a.name,
             e.message()
         );

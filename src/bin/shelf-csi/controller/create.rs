@@ -4,8 +4,7 @@
 //! parameters answers the existing volume; with others ALREADY_EXISTS. A second call for a
 //! name whose first call is still running is ABORTED (CSI: "operation pending").
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use bpfman_csi::v1::volume_content_source::Type as SourceType;
 use bpfman_csi::v1::{CreateVolumeRequest, CreateVolumeResponse, Volume, VolumeContentSource};
@@ -16,6 +15,7 @@ use tonic::{Code, Status};
 use super::clone;
 use super::params::{self, Needs, Params, Protocol};
 use super::placement;
+pub use super::view::{decode_share, volume, volume_of};
 use super::ControllerService;
 use crate::appliance::Appliance;
 use crate::ids::Id;
@@ -29,34 +29,6 @@ pub const META_SOURCE: &str = "csi.source";
 /// The shelf share name of a CSI volume name (the snapshots' rule: the name itself when
 /// shelf accepts it, else `csi.` and a hash).
 pub use super::snapshots::shelf_name;
-
-/// The CSI names whose CreateVolume is running.
-#[derive(Debug, Default)]
-pub struct Pending(Mutex<HashSet<String>>);
-
-/// Holds a name in [`Pending`] until dropped.
-#[derive(Debug)]
-pub struct Claim<'a>(&'a Pending, String);
-
-impl Pending {
-    /// Claim `name`, or ABORTED when a call for it is running.
-    pub fn claim(&self, name: &str) -> Result<Claim<'_>, Status> {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(name.to_string()) {
-            return Err(Status::aborted(format!(
-                "a CreateVolume for {name:?} is already in progress"
-            )));
-        }
-        Ok(Claim(self, name.to_string()))
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let mut set = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
-        set.remove(&self.1);
-    }
-}
 
 /// What the request asks for, checked.
 #[derive(Debug, Clone)]
@@ -122,7 +94,11 @@ pub async fn create_volume(
         needs,
     };
     if let Some((a, share)) = existing(svc, &wanted).await? {
-        return repeat(&a, &share, &wanted).map(response);
+        let v = repeat(&a, &share, &wanted)?;
+        if let Some((false, source)) = source(wanted.req.volume_content_source.as_ref())? {
+            clone::forget_transient(svc, &wanted.req.name, &source).await;
+        }
+        return Ok(response(v));
     }
     let (a, share) = match source(wanted.req.volume_content_source.as_ref())? {
         None => create_new(svc, &wanted).await?,
@@ -301,43 +277,6 @@ async fn create_new(svc: &ControllerService, w: &Wanted) -> Result<(Appliance, S
         }
     }
     Err(last.unwrap_or_else(|| Status::resource_exhausted("no appliance can take the volume")))
-}
-
-/// The `share` of a `{share, changed}` answer.
-pub fn decode_share(a: &Appliance, v: &ciborium::Value) -> Result<Share, Status> {
-    match shelf::client::get(v, "share") {
-        Some(s) => objects::decode(a, s.clone()),
-        None => Err(Status::internal(format!(
-            "appliance {}: answer without share",
-            a.name
-        ))),
-    }
-}
-
-/// The CSI volume of `share` on `a`: id, size, context, source and segment.
-pub fn volume(a: &Appliance, share: &Share, req: &CreateVolumeRequest) -> Volume {
-    Volume {
-        content_source: req.volume_content_source.clone(),
-        ..volume_of(a, share)
-    }
-}
-
-/// The CSI volume of `share` on `a` as listings show it (no content source).
-pub fn volume_of(a: &Appliance, share: &Share) -> Volume {
-    let mut context = HashMap::new();
-    if let Some(p) = share.metadata.get(META_PROTOCOL) {
-        context.insert(crate::context::PROTOCOL.to_string(), p.clone());
-    }
-    if let Some(fs) = share.metadata.get(META_FSTYPE) {
-        context.insert("fsType".to_string(), fs.clone());
-    }
-    Volume {
-        capacity_bytes: i64::try_from(share.size).unwrap_or(i64::MAX),
-        volume_id: Id::new(&a.name, &share.id).to_string(),
-        volume_context: context,
-        content_source: None,
-        accessible_topology: vec![placement::segment(&a.name)],
-    }
 }
 
 fn response(v: Volume) -> CreateVolumeResponse {

@@ -1,7 +1,7 @@
-//! The Controller service: volumes (`create.rs` with `clone.rs`, `placement.rs` and
-//! `params.rs`; `volumes.rs`; `listing.rs`), snapshots (`snapshots.rs`) and publishing
-//! (`publish.rs`) on the configured appliances. This file routes each RPC and says which
-//! capabilities the service has.
+//! The Controller service: volumes (`create.rs` with `clone.rs`, `placement.rs`,
+//! `pending.rs` and `params.rs`; `volumes.rs`; `listing.rs`; `view.rs`), snapshots
+//! (`snapshots.rs`) and publishing (`publish.rs`) on the configured appliances. This file
+//! routes each RPC and says which capabilities the service has.
 
 use std::sync::Arc;
 
@@ -28,9 +28,11 @@ mod clone;
 mod create;
 mod listing;
 mod params;
+mod pending;
 mod placement;
 mod publish;
 mod snapshots;
+mod view;
 mod volumes;
 
 /// The Controller service.
@@ -39,7 +41,7 @@ pub struct ControllerService {
     /// The plugin config (the appliances).
     pub cfg: Arc<Config>,
     /// The CSI names whose CreateVolume is running (a second one is ABORTED).
-    pending: create::Pending,
+    pending: pending::Pending,
 }
 
 impl ControllerService {
@@ -47,7 +49,7 @@ impl ControllerService {
     pub fn new(cfg: Arc<Config>) -> ControllerService {
         ControllerService {
             cfg,
-            pending: create::Pending::default(),
+            pending: pending::Pending::default(),
         }
     }
 }

@@ -158,6 +158,20 @@ pub async fn detach(node: &NodeCtx, staged: &Staged, others: &[Staged]) -> Resul
         );
         return Ok(());
     }
+    // Without the program there is no session it could have made (a stage that failed
+    // for want of it): nothing to undo, and the unstage must not fail forever.
+    let program = match staged.transport {
+        Transport::Iscsi { .. } => "iscsiadm",
+        Transport::Nvme { .. } => "nvme",
+        Transport::Nfs { .. } => return Ok(()),
+    };
+    if !node.tools.has(program) {
+        log::warn!(
+            "volume {}: {program} is not installed; no session to end",
+            staged.volume_id
+        );
+        return Ok(());
+    }
     match &staged.transport {
         Transport::Iscsi { portal, iqn, .. } => iscsi::logout(&node.tools, portal, iqn).await,
         Transport::Nvme { nqn, .. } => nvme::disconnect(&node.tools, nqn).await,

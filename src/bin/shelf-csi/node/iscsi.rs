@@ -25,16 +25,27 @@ use super::tools::{cmd_status, Tools};
 const ISCSI_ERR_SESS_EXISTS: i32 = 15;
 /// `iscsiadm`'s exit status for "no records/sessions found".
 const ISCSI_ERR_NO_OBJS_FOUND: i32 = 21;
+/// `iscsiadm`'s exit status for a login the target refused for its credentials.
+const ISCSI_ERR_LOGIN_AUTH_FAILED: i32 = 24;
 /// How long to wait for the LUN's disk after login.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(30);
 
-/// The CHAP credentials of a login; the secret is wiped from memory when dropped.
-#[derive(Debug)]
+/// The CHAP credentials of a login; the secret is wiped from memory when dropped and
+/// never shown by `Debug`.
 pub struct Chap {
     /// The CHAP user name.
     pub user: String,
     /// The CHAP secret (opened from publish_context's sealed one).
     pub secret: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Chap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chap")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `address` and `port` of a portal `address:port` or `[v6]:port` (port 3260 when absent).
@@ -238,6 +249,10 @@ node.session.auth.authmethod = None\nnode.session.auth.username = old\nnode.conn
             user: "shelf-u".into(),
             secret: Zeroizing::new("s3cret-value".into()),
         };
+        assert!(
+            !format!("{chap:?}").contains("s3cret"),
+            "Debug hides the secret"
+        );
         let text = with_chap(RECORD, &chap);
         assert!(
             !text.contains("= old") && !text.contains("= None"),

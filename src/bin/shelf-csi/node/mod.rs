@@ -10,10 +10,6 @@
 //! - request.rs: the checks on every request; mounts.rs: mountinfo and mount/umount;
 //!   tools.rs: the programs, resolved at start, and the one runner.
 
-// tonic::Status (176 bytes) is what every RPC returns; boxing it in each helper only to
-// unbox it at the trait boundary would buy nothing on a path that runs mount and iscsiadm.
-#![allow(clippy::result_large_err)]
-
 mod attach;
 mod expand;
 mod format;

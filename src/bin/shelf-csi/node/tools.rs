@@ -107,6 +107,11 @@ impl Tools {
         )
     }
 
+    /// Whether `program` was found at start.
+    pub fn has(&self, program: &str) -> bool {
+        matches!(self.paths.get(program), Some(Some(_)))
+    }
+
     /// A command for `program` (one of [`NODE_PROGRAMS`]) by the path resolved at start;
     /// FAILED_PRECONDITION when it is not installed.
     pub fn cmd(&self, program: &str) -> Result<Cmd, Status> {

@@ -1,0 +1,238 @@
+//! The CSI Node service over its real gRPC socket: the real `shelf-csi --mode node`
+//! (tests/common/csi.rs, tests/common/csi_node.rs) doing real mounts in scratch directories.
+//!
+//! This machine's kernel has no iSCSI or NVMe/TCP initiator and no NFS client (no
+//! CONFIG_NFS_FS, no modules), so no volume can be attached here: the real iSCSI, NVMe and
+//! NFS stages run in the VM tier (tests/vm.rs).
+//! Here: the stage bookkeeping up to what this machine cannot do (the NFS mount, iscsiadm),
+//! and the CHAP secret across the controller's publish and the node's stage.
+
+mod common;
+
+use std::collections::HashMap;
+
+use bpfman_csi::v1::volume_capability::access_mode::Mode;
+use bpfman_csi::v1::*;
+use common::csi::{Csi, Spec};
+use common::csi_node::*;
+use common::{field, n, sub, t};
+use tonic::Code;
+
+/// Stage's bookkeeping for real, up to the NFS mount, which this kernel refuses (no NFS
+/// client): the failure names the mount argv and its stderr; the record it wrote first
+/// makes a repeat elsewhere FAILED_PRECONDITION, another volume on the path or other
+/// flags ALREADY_EXISTS, also after a restart of the plugin; unstage forgets it.
+#[test]
+fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() {
+    let s = Scratch::new("csi-node-nfs");
+    let csi = plain_node("node-nfs", &s);
+    let mut node = csi.node.clone();
+    let st = s.s("staging");
+    let pc = map(&[("protocol", "nfs"), ("nfs_export", "127.0.0.1:/shelf/v1")]);
+    let stage = |id: &str, path: &str, flags: &[&str]| NodeStageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: path.into(),
+        volume_capability: mount_cap(Mode::MultiNodeMultiWriter, "", flags),
+        publish_context: pc.clone(),
+        ..Default::default()
+    };
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n1", &st, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    let m = e.message();
+    assert!(
+        m.contains("mount -t nfs4 -o vers=4.2,retry=0 127.0.0.1:/shelf/v1"),
+        "{m}"
+    );
+    assert!(m.contains("exit status") && m.contains("stderr"), "{m}");
+    assert!(mount_entry(&s.path("staging")).is_none());
+
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n1", &s.s("elsewhere"), &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n1", &st, &["noatime"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    // The record outlives the plugin: a restarted one still knows what is staged there.
+    drop(node);
+    drop(csi);
+    let csi = plain_node("node-nfs-restarted", &s);
+    let mut node = csi.node.clone();
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    for _ in 0..2 {
+        csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: "a1:n1".into(),
+            staging_target_path: st.clone(),
+        }))
+        .unwrap();
+    }
+    assert_eq!(
+        std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
+        0,
+        "the record is gone"
+    );
+    // The path is free again: another volume gets as far as the mount.
+    let e = csi
+        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+}
+
+/// On a machine without iscsiadm (this one; the VM tier has it), an iSCSI stage is
+/// FAILED_PRECONDITION naming the program, and its unstage still succeeds and forgets it.
+
+#[test]
+fn iscsi_stage_without_iscsiadm_is_failed_precondition_and_unstage_still_works() {
+    if installed("iscsiadm") {
+        eprintln!("iscsiadm is installed here: the VM tier covers iSCSI staging");
+        return;
+    }
+    let s = Scratch::new("csi-node-noiscsi");
+    let csi = plain_node("node-noiscsi", &s);
+    let mut node = csi.node.clone();
+    let req = NodeStageVolumeRequest {
+        volume_id: "a1:i1".into(),
+        staging_target_path: s.s("staging"),
+        volume_capability: mount_cap(Mode::SingleNodeWriter, "", &[]),
+        publish_context: map(&[
+            ("protocol", "iscsi"),
+            ("target_portal", "127.0.0.1:3260"),
+            ("target_iqn", "iqn.2026-01.io.shelf:i1"),
+            ("target_lun", "1"),
+        ]),
+        ..Default::default()
+    };
+    let e = csi.block_on(node.node_stage_volume(req)).unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("iscsiadm is not installed"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        csi.log_text().contains("missing: "),
+        "the start-up line names what is missing"
+    );
+    csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: "a1:i1".into(),
+        staging_target_path: s.s("staging"),
+    }))
+    .unwrap();
+    assert_eq!(
+        std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
+        0
+    );
+}
+
+/// The CHAP path across both services: the real controller publishes a real iSCSI share
+/// (shelfd, tgtd) to this node's id and seals the secret; NodeStageVolume opens it with
+/// the same `chapKey` (it gets as far as the missing iscsiadm), refuses another key with
+/// PERMISSION_DENIED and no key with INVALID_ARGUMENT, and never logs the secret.
+
+#[test]
+fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
+    if installed("iscsiadm") {
+        eprintln!("iscsiadm is installed here: the VM tier covers iSCSI staging");
+        return;
+    }
+    let s = Scratch::new("csi-node-chap");
+    std::fs::write(
+        s.path("initiatorname.iscsi"),
+        format!("InitiatorName={IQN}\n"),
+    )
+    .unwrap();
+    let extra = format!(
+        "\n[node]\nname = \"w1\"\nip = \"127.0.0.1\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        s.s("state"),
+        s.s("initiatorname.iscsi"),
+        s.s("no-hostnqn")
+    );
+    let csi = Csi::start(
+        "node-chap",
+        Spec {
+            sizes: &[1 << 30],
+            mode: "all",
+            shelfd_extra: "",
+            plugin_extra: &extra,
+        },
+    );
+    let mut node = csi.node.clone();
+    let mut ctl = csi.controller.clone();
+    let node_id = csi
+        .block_on(node.node_get_info(NodeGetInfoRequest {}))
+        .unwrap()
+        .into_inner()
+        .node_id;
+    let d = &csi.appliance("a1").rig.d;
+    let meta = ciborium::Value::Map(vec![
+        (t("csi.name"), t("pvc-chap")),
+        (t("csi.protocol"), t("iscsi")),
+    ]);
+    let share = d.ok(
+        "share.create",
+        vec![
+            ("name", t("pvc-chap")),
+            ("size", n(1 << 20)),
+            ("metadata", meta),
+        ],
+    );
+    let vol = format!("a1:{}", field(sub(&share, "share"), "id"));
+    let key = "the-publish-and-stage-key";
+    let secrets = |k: &str| HashMap::from([("chapKey".to_string(), k.to_string())]);
+    let ctx = csi
+        .block_on(
+            ctl.controller_publish_volume(ControllerPublishVolumeRequest {
+                volume_id: vol.clone(),
+                node_id: node_id.clone(),
+                volume_capability: block_cap(Mode::SingleNodeWriter),
+                secrets: secrets(key),
+                ..Default::default()
+            }),
+        )
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert!(ctx.contains_key("chap_secret_sealed"), "{ctx:?}");
+    let stage = |sec: HashMap<String, String>| NodeStageVolumeRequest {
+        volume_id: vol.clone(),
+        staging_target_path: s.s("staging"),
+        volume_capability: mount_cap(Mode::SingleNodeWriter, "", &[]),
+        publish_context: ctx.clone(),
+        secrets: sec,
+        ..Default::default()
+    };
+    let e = csi
+        .block_on(node.node_stage_volume(stage(secrets(key))))
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "opened, then no iscsiadm: {e:?}"
+    );
+    assert!(e.message().contains("iscsiadm"), "{}", e.message());
+    let e = csi
+        .block_on(node.node_stage_volume(stage(secrets("another-key-of-some-length"))))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = csi
+        .block_on(node.node_stage_volume(stage(HashMap::new())))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(!csi.log_text().contains(key), "the key is never logged");
+    csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: vol.clone(),
+        staging_target_path: s.s("staging"),
+    }))
+    .unwrap();
+}
