@@ -77,6 +77,7 @@ fn identity_names_the_driver_and_probes_every_appliance() {
     let mut want: Vec<i32> = [
         Rpc::CreateDeleteVolume,
         Rpc::PublishUnpublishVolume,
+        Rpc::PublishReadonly,
         Rpc::ListVolumes,
         Rpc::GetCapacity,
         Rpc::CreateDeleteSnapshot,

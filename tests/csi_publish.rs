@@ -250,12 +250,17 @@ fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
     assert!(!e.message().contains("k3y-xyz"), "{}", e.message());
     assert!(attachments(d).is_empty());
 
-    // Read-only over iSCSI: INVALID_ARGUMENT saying why.
+    // Read-only over iSCSI (Kubernetes sets it from the PV): attached read-write on shelf
+    // (its only iSCSI mode), the node told `access_mode=ro` to enforce it.
     let mut ro = publish_req(&vol, &node, Some(KEY));
     ro.readonly = true;
-    let e = code(publish(&csi, ro));
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("read-write"), "{}", e.message());
+    let ctx = publish(&csi, ro).unwrap();
+    assert_eq!(ctx["access_mode"], "ro", "{ctx:?}");
+    let held = attachments(d);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].mode, shelf::model::Access::Rw);
+    unpublish(&csi, &vol, &node).unwrap();
+    assert!(attachments(d).is_empty());
 
     // Node ids this plugin did not make, unknown volumes: NOT_FOUND.
     for bad in ["n1", "host=*", "host=n1;iqn=IQN", "host=n1;rm=-rf"] {

@@ -6,13 +6,19 @@
 //! threshold, NFS refusal), an iSCSI export of an LVM share through tgtd and through LIO
 //! with a real `iscsiadm` login, NVMe/TCP of an LVM and a file share through nvmet with
 //! real `nvme connect` logins and os-brick's NVMeOFConnector (`tests/vm/nvme.sh`), kernel
-//! NFS of a file-pool share with real v4.2 and v3 mounts, and `shelfd recover
-//! --rebuild-db` restoring the LVM pool from LV tags. See
+//! NFS of a file-pool share with real v4.2 and v3 mounts, `shelfd recover
+//! --rebuild-db` restoring the LVM pool from LV tags, and the `shelf-csi` plugin driven
+//! through iSCSI (CHAP), raw block, NVMe/TCP and NFS volumes by this binary's own ignored
+//! test acting as the CSI orchestrator inside the guest (tests/vm/csi/). See
 //! docs/vm-tier.md. The image is built once into /var/cache/shelf-vm (about 1.5 to 3 min,
 //! needs the Debian mirror); when it cannot be built the test fails and says how to build it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+// The CSI orchestrator: an ignored test of this binary, run inside the guest by guest.sh.
+#[path = "vm/csi/mod.rs"]
+mod csi;
 
 /// Every check the guest script must report as passed; a check that did not run fails too.
 const CHECKS: &[&str] = &[
@@ -132,10 +138,28 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
     );
     copy(&repo().join("tests/vm/guest.sh"), &share.join("guest.sh"));
     copy(&repo().join("tests/vm/nvme.sh"), &share.join("nvme.sh"));
+    copy(&repo().join("tests/vm/csi.sh"), &share.join("csi.sh"));
     copy(
         &repo().join("tests/vm/osbrick.py"),
         &share.join("osbrick.py"),
     );
+    // shelf-csi, and this test binary itself: in the guest it is the CSI orchestrator
+    // (guest.sh runs its ignored test csi::csi_co_in_guest; tests/vm/csi/).
+    copy(
+        Path::new(env!("CARGO_BIN_EXE_shelf-csi")),
+        &share.join("bin/shelf-csi"),
+    );
+    copy(
+        &std::env::current_exe().expect("the test binary's path"),
+        &share.join("bin/vm-tier"),
+    );
+
+    // SHELF_VM_CSI_ONLY=1: a shorter boot with the set-up and the CSI part alone (for work
+    // on the plugin); only then are the other checks not required.
+    let csi_only = std::env::var_os("SHELF_VM_CSI_ONLY").is_some_and(|v| v == "1");
+    if csi_only {
+        std::fs::write(share.join("csi-only"), "").unwrap();
+    }
 
     let started = std::time::Instant::now();
     // image/vm/run bounds the guest with `timeout`; 1800 s is a hang, not a slow run (the
@@ -154,8 +178,10 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
         started.elapsed(),
         share.display()
     );
-    let missing: Vec<&str> = CHECKS
+    let required = if csi_only { &CHECKS[..1] } else { CHECKS };
+    let missing: Vec<&str> = required
         .iter()
+        .chain(csi::CHECKS)
         .filter(|c| !stdout.lines().any(|l| l.starts_with(&format!("PASS {c} "))))
         .copied()
         .collect();

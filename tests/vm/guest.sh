@@ -84,6 +84,13 @@ start_shelfd() {
 stop_shelfd() { kill -TERM "$SHELFD"; wait "$SHELFD"; }
 start_shelfd
 pass shelfd-start-with-lvm-pool
+# SHELF_VM_CSI_ONLY=1 on the host (tests/vm.rs): only the CSI part, for working on it.
+if [ -f "$S/csi-only" ]; then
+  . "$S/csi.sh"
+  stop_shelfd
+  echo "RESULT $fails failed ($(now))"
+  [ "$fails" -eq 0 ]; exit
+fi
 
 echo "--- LVM shares ($(now))"
 S1=$(ctl share create s1 2G --pool thin --meta owner=vm-test | jq -r .share.id)
@@ -214,6 +221,8 @@ check rebuild-restores-tgt-export sh -c "$B/shelfctl --json export list s1 | jq 
 check rebuild-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
 check rebuild-ignores-nfs-forged-name sh -c "$B/shelfctl --json share list | jq -e 'any(.[]; .name == \"f1\")'"
 check start-up-keeps-the-trusted-stamp sh -c "getfattr --only-values -n trusted.shelf.name $EXPORT_PATH/volume | grep -qx f1"
+
+. "$S/csi.sh"
 
 echo "--- teardown ($(now))"
 ctl export delete s1 iscsi >/dev/null 2>&1

@@ -1,5 +1,4 @@
 //! shelf-csi: a Container Storage Interface (spec v1.9) plugin backed by shelf appliances.
-#![allow(dead_code)] // scaffold: goes once the controller and node services use every item
 //!
 //! One binary serves the Identity service and, by `--mode`, the Controller service (talks
 //! to one or more shelfd nodes, each one topology segment) and/or the Node service (stages

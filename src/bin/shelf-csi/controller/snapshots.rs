@@ -77,6 +77,7 @@ pub async fn create_snapshot(
         )));
     }
     let source = Id::parse("source_volume_id", &req.source_volume_id)?;
+    let _claim = svc.claim_volume(&source)?;
     let Some((appliance, share)) = objects::csi_share(&svc.cfg, &source).await? else {
         return Err(Status::not_found(format!(
             "source volume {source}: no such volume"

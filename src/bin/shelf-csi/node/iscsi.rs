@@ -163,13 +163,27 @@ pub async fn login(
             .map_err(|e| Status::internal(format!("{}: {e}", record.display())))?;
         write_private(&record, &with_chap(&text, chap))?;
     }
-    match tools
+    let refused = match tools
         .try_run(node_cmd(tools, iqn, portal)?.arg("--login"))
         .await
     {
-        Ok(_) => {}
-        Err(e) if e.exit_code() == Some(ISCSI_ERR_SESS_EXISTS) => {}
-        Err(e) => return Err(cmd_status(e)),
+        Ok(_) => None,
+        Err(e) if e.exit_code() == Some(ISCSI_ERR_SESS_EXISTS) => None,
+        Err(e) if e.exit_code() == Some(ISCSI_ERR_LOGIN_AUTH_FAILED) => {
+            Some(Status::permission_denied(format!(
+                "the target {iqn} at {portal} refused the CHAP credentials: {}",
+                cmd_status(e).message()
+            )))
+        }
+        Err(e) => Some(cmd_status(e)),
+    };
+    if let Some(status) = refused {
+        // No session came of it: the record (holding the CHAP secret) goes now rather
+        // than waiting for an unstage the CO may never send.
+        if let Err(e) = logout(tools, portal, iqn).await {
+            log::warn!("after a failed login to {iqn}: {}", e.message());
+        }
+        return Err(status);
     }
     wait_for(&device, DEVICE_WAIT).await?;
     Ok(device)

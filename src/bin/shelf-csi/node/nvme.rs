@@ -46,13 +46,18 @@ pub fn controllers_of(class_dir: &Path, nqn: &str) -> Vec<String> {
 }
 
 /// The namespace block device (`nvme0n1`) under `block_dir` whose `nguid` or `uuid`
-/// attribute is `id`; a visible head is preferred to a multipath path (`nvme0c0n1`).
+/// attribute is `id`. A multipath path (`nvme0c0n1`) is never the answer: it is hidden and
+/// has no /dev node, and it appears before its head (`nvme0n1`), so taking it made mkfs
+/// fail on a missing device (found by the VM tier's `csi-nvme-stage-connects-mkfs`).
 pub fn namespace_with(block_dir: &Path, id: &str) -> Option<String> {
     let want = normal_id(id);
     let entries = std::fs::read_dir(block_dir).ok()?;
     let mut found: Vec<String> = entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("nvme"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("nvme").is_some_and(|n| !n.contains('c'))
+        })
         .filter(|e| {
             ["nguid", "uuid"]
                 .iter()
@@ -60,7 +65,7 @@ pub fn namespace_with(block_dir: &Path, id: &str) -> Option<String> {
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    found.sort_by_key(|n| (n.trim_start_matches("nvme").contains('c'), n.clone()));
+    found.sort();
     found.into_iter().next()
 }
 
@@ -165,5 +170,8 @@ mod tests {
             Some("nvme1n1")
         );
         assert_eq!(namespace_with(&block, "ffff"), None);
+        // Before its head appears, a path alone is not a namespace device.
+        std::fs::remove_dir_all(block.join("nvme0n1")).unwrap();
+        assert_eq!(namespace_with(&block, id), None);
     }
 }
