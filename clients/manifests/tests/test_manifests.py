@@ -10,7 +10,8 @@ step with the shelf-csi binary, offline (no cluster on these machines):
   ConfigMaps and Secrets that pods and StorageClasses refer to, the driver name;
 * the ConfigMap's config.toml passes ``shelf-csi --check-config`` in the controller and
   the node modes, every flag the manifests give shelf-csi is one its ``--help`` lists,
-  and the sidecars talk to the socket shelf-csi serves.
+  and the sidecars talk to the socket shelf-csi serves;
+* docs/csi.md names the pinned sidecar versions and the example StorageClasses.
 
 What CreateVolume makes of each StorageClass's parameters is tested against a real
 shelfd in tests/csi_manifests.rs.
@@ -431,3 +432,18 @@ def test_nodes_report_a_segment_the_volumes_can_be_bound_to(tmp_path):
     assert segment.group(1) in appliances, (segment.group(1), appliances)
     for sc in objects("StorageClass"):
         assert sc["volumeBindingMode"] == "WaitForFirstConsumer", sc["metadata"]["name"]
+
+
+def test_docs_name_the_pinned_sidecars_and_the_example_classes():
+    """docs/csi.md, "Deployment", says which sidecar versions and StorageClasses ship;
+    a bump or a rename here must be said there too."""
+    doc = (REPO / "docs" / "csi.md").read_text()
+    for name, spec in pod_specs():
+        for c in spec["containers"]:
+            image, _, tag = c["image"].rpartition(":")
+            if image == PLUGIN_IMAGE:
+                continue
+            short = image.rsplit("/", 1)[1]
+            assert f"{short} {tag}" in doc, f"docs/csi.md does not say {short} {tag}"
+    for sc in objects("StorageClass"):
+        assert f"`{sc['metadata']['name']}`" in doc, sc["metadata"]["name"]
