@@ -29,7 +29,7 @@ pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<()
     let target = node.co_path("target_path", &req.target_path)?;
     let cap = request::capability(req.volume_capability.as_ref())?;
     let _busy = node.begin(volume_id)?;
-    let staged = node.state.load(volume_id)?;
+    let staged = node.load_staged(volume_id).await?;
     let block = cap.access == Access::Block;
     if let Some(s) = &staged {
         if (s.presented == Presented::Block) != block {
@@ -46,14 +46,14 @@ pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<()
     } else {
         staging.clone()
     };
-    let Some(source_mount) = mounts::mount_at(&source)? else {
+    let Some(source_mount) = mounts::mount_at(&source).await? else {
         return Err(Status::failed_precondition(format!(
             "volume {volume_id} is not staged at {}",
             staging.display()
         )));
     };
-    let ro_loop = node.state.load_loop(&target)?;
-    if let Some(m) = mounts::mount_at(&target)? {
+    let ro_loop = node.load_loop(&target).await?;
+    if let Some(m) = mounts::mount_at(&target).await? {
         let same = match (block && read_only, &ro_loop) {
             (true, Some(_)) => true,
             (true, None) => false,
@@ -101,7 +101,7 @@ async fn bind_read_only_loop(node: &NodeCtx, source: &Path, target: &Path) -> Re
         target: target.to_path_buf(),
         device,
     };
-    let bound = match node.state.save_loop(&l) {
+    let bound = match node.save_loop(&l).await {
         Ok(()) => mounts::bind(&node.tools, &l.device, target, true).await,
         Err(e) => Err(e),
     };
@@ -122,7 +122,7 @@ async fn detach_loop(node: &NodeCtx, l: &ReadOnlyLoop) -> Result<(), Status> {
             .arg(l.device.to_string_lossy());
         node.tools.run(cmd).await?;
     }
-    node.state.remove_loop(&l.target)
+    node.remove_loop(&l.target).await
 }
 
 /// NodeUnpublishVolume: unmount target_path if mounted, then remove it (an empty
@@ -132,7 +132,7 @@ pub async fn unpublish(node: &NodeCtx, req: NodeUnpublishVolumeRequest) -> Resul
     let target = node.co_path("target_path", &req.target_path)?;
     let _busy = node.begin(volume_id)?;
     mounts::unmount(&node.tools, &target).await?;
-    if let Some(l) = node.state.load_loop(&target)? {
+    if let Some(l) = node.load_loop(&target).await? {
         detach_loop(node, &l).await?;
     }
     request::remove_created(&target)

@@ -87,7 +87,8 @@ pub struct Staged {
     /// Whether it was staged read-only.
     pub read_only: bool,
     /// The block device (a stable `/dev/disk/by-path` name for iSCSI, `/dev/nvmeXnY` for
-    /// NVMe), once the attach found it; none for NFS.
+    /// NVMe, looked up again by NGUID whenever it is used since a reconnect renames it),
+    /// once the attach found it; none for NFS.
     #[serde(default)]
     pub device: Option<PathBuf>,
 }
