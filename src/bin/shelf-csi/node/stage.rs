@@ -199,6 +199,18 @@ fn io_status(path: &Path, e: std::io::Error) -> Status {
     Status::internal(format!("{}: {e}", path.display()))
 }
 
+/// The `mount -o` options of a block volume's filesystem: `ro` when read-only, `nouuid`
+/// for XFS (a clone carries its origin's UUID, and XFS refuses a second mount of one
+/// UUID, so a clone could not be staged beside its origin), then the CO's flags.
+fn filesystem_options(fs: &str, read_only: bool, flags: &[String]) -> Vec<String> {
+    let ro = read_only.then(|| "ro".to_string());
+    let nouuid = (fs == "xfs").then(|| "nouuid".to_string());
+    ro.into_iter()
+        .chain(nouuid)
+        .chain(flags.iter().cloned())
+        .collect()
+}
+
 /// Put the attached volume on its staging path.
 async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
     let staging = &staged.staging_path;
@@ -215,7 +227,7 @@ async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
         (_, Presented::Mount { fs_type, flags }, Some(device)) => {
             let fs =
                 format::ensure_filesystem(&node.tools, device, fs_type, !staged.read_only).await?;
-            let opts: Vec<String> = ro.into_iter().chain(flags.iter().cloned()).collect();
+            let opts = filesystem_options(&fs, staged.read_only, flags);
             mounts::mount(
                 &node.tools,
                 &device.to_string_lossy(),
@@ -325,6 +337,16 @@ mod tests {
         assert_eq!(fs(req(Some(""), w, nfs, &[])), "nfs4");
         let e = wanted(&req(Some(""), w, ISCSI, &[("fsType", "btrfs")])).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn xfs_is_mounted_nouuid_so_a_clone_stages_beside_its_origin() {
+        let flags = vec!["noatime".to_string()];
+        assert_eq!(
+            filesystem_options("xfs", true, &flags),
+            ["ro", "nouuid", "noatime"]
+        );
+        assert_eq!(filesystem_options("ext4", false, &flags), ["noatime"]);
     }
 
     #[test]
