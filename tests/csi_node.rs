@@ -30,7 +30,8 @@ fn node_info_comes_from_the_config_and_the_initiator_files() {
     .unwrap();
     std::fs::write(s.path("hostnqn"), format!("{NQN}\n")).unwrap();
     let extra = format!(
-        "\n[node]\nname = \"w1\"\nsegment = \"a1\"\nip = \"192.0.2.7\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        "\n[node]\nname = \"w1\"\nsegment = \"a1\"\nip = \"192.0.2.7\"\nkubelet_dir = {:?}\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        s.dir.path(),
         s.s("state"),
         s.s("initiatorname.iscsi"),
         s.s("hostnqn")
@@ -51,7 +52,8 @@ fn node_info_comes_from_the_config_and_the_initiator_files() {
 
     // No files, no segment: only the host, no topology.
     let bare = format!(
-        "\n[node]\nname = \"w2\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        "\n[node]\nname = \"w2\"\nkubelet_dir = {:?}\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        s.dir.path(),
         s.s("state2"),
         s.s("absent-1"),
         s.s("absent-2")
@@ -347,4 +349,54 @@ fn unpublish_and_unstage_of_what_was_never_there_succeed() {
     }))
     .unwrap();
     assert!(!s.path("empty-target").exists());
+}
+
+/// The CO's paths are trusted only beneath `node.kubelet_dir` and without links: an
+/// unpublish of a file outside it (`/etc/shadow` in the review) or of a link under it that
+/// points outside is INVALID_ARGUMENT and removes nothing; a file with data under it is
+/// left alone; a publish through a link or outside is refused before any mount.
+#[test]
+fn co_paths_outside_the_kubelet_dir_or_through_links_are_refused() {
+    let outside = Scratch::new("csi-node-paths-outside");
+    let victim = outside.path("shadow");
+    std::fs::write(&victim, b"root:secret\n").unwrap();
+    let mut s = Scratch::new("csi-node-paths");
+    let csi = plain_node("node-paths", &s);
+    let mut node = csi.node.clone();
+    std::os::unix::fs::symlink(&victim, s.path("link")).unwrap();
+    std::os::unix::fs::symlink(outside.dir.path(), s.path("dirlink")).unwrap();
+    std::fs::write(s.path("data"), b"kept").unwrap();
+    let unpublish = |t: String| NodeUnpublishVolumeRequest {
+        volume_id: "a1:p1".into(),
+        target_path: t,
+    };
+    for t in [
+        victim.to_string_lossy().into_owned(),
+        s.s("link"),
+        s.s("dirlink/shadow"),
+    ] {
+        let e = csi
+            .block_on(node.node_unpublish_volume(unpublish(t.clone())))
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{t}: {e:?}");
+        assert!(e.message().contains("target_path"), "{}", e.message());
+    }
+    let e = csi
+        .block_on(node.node_unpublish_volume(unpublish(s.s("data"))))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(std::fs::read(s.path("data")).unwrap(), b"kept");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root:secret\n");
+    // A publish onto the link, or from a staging path outside, mounts nothing.
+    let staging = s.tmpfs("staging", "1m");
+    for (st, t) in [
+        (staging.to_string_lossy().into_owned(), s.s("dirlink/t")),
+        (outside.s("st"), s.s("t")),
+    ] {
+        let cap = mount_cap(Mode::SingleNodeWriter, "", &[]);
+        let req = publish_req("a1:p1", &st, &t, cap, false);
+        let e = csi.block_on(node.node_publish_volume(req)).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    assert!(!outside.path("t").exists());
 }

@@ -18,56 +18,95 @@ use common::csi_node::*;
 use common::{field, n, sub, t};
 use tonic::Code;
 
-/// Stage's bookkeeping for real, up to the NFS mount, which this kernel refuses (no NFS
-/// client): the failure names the mount argv and its stderr; the record it wrote first
-/// makes a repeat elsewhere FAILED_PRECONDITION, another volume on the path or other
-/// flags ALREADY_EXISTS, also after a restart of the plugin; unstage forgets it.
+/// A failed stage is undone: the NFS mount this kernel refuses (no NFS client) fails
+/// naming the mount argv and its stderr, and leaves no record behind (the path is free for
+/// another volume at once, and an unstage has nothing to do).
 #[test]
-fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() {
+fn a_failed_nfs_stage_names_the_mount_and_leaves_no_record() {
     let s = Scratch::new("csi-node-nfs");
     let csi = plain_node("node-nfs", &s);
     let mut node = csi.node.clone();
     let st = s.s("staging");
     let pc = map(&[("protocol", "nfs"), ("nfs_export", "127.0.0.1:/shelf/v1")]);
-    let stage = |id: &str, path: &str, flags: &[&str]| NodeStageVolumeRequest {
+    let e = csi
+        .block_on(node.node_stage_volume(nfs_stage("a1:n1", &st, &pc, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    let m = e.message();
+    assert!(
+        m.contains("mount -t nfs4 -o vers=4.2,retry=0 -- 127.0.0.1:/shelf/v1"),
+        "{m}"
+    );
+    assert!(m.contains("exit status") && m.contains("stderr"), "{m}");
+    assert!(!m.contains("undoing"), "the undo itself worked: {m}");
+    assert!(mount_entry(&s.path("staging")).is_none());
+    assert_eq!(
+        std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
+        0,
+        "the failed stage forgot its record"
+    );
+    // The path is free again: another volume gets as far as the mount.
+    let e = csi
+        .block_on(node.node_stage_volume(nfs_stage("a1:n2", &st, &pc, &["retry=0"])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+}
+
+fn nfs_stage(
+    id: &str,
+    path: &str,
+    pc: &HashMap<String, String>,
+    flags: &[&str],
+) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
         volume_id: id.into(),
         staging_target_path: path.into(),
         volume_capability: mount_cap(Mode::MultiNodeMultiWriter, "", flags),
         publish_context: pc.clone(),
         ..Default::default()
-    };
-    let e = csi
-        .block_on(node.node_stage_volume(stage("a1:n1", &st, &["retry=0"])))
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Internal, "{e:?}");
-    let m = e.message();
-    assert!(
-        m.contains("mount -t nfs4 -o vers=4.2,retry=0 127.0.0.1:/shelf/v1"),
-        "{m}"
-    );
-    assert!(m.contains("exit status") && m.contains("stderr"), "{m}");
-    assert!(mount_entry(&s.path("staging")).is_none());
+    }
+}
 
+/// Stage's bookkeeping on a live stage (an NFS one, as its record and mount would be: the
+/// record written as the node writes it, a tmpfs standing for the NFS mount this kernel
+/// cannot make): a repeat is OK; the volume elsewhere is FAILED_PRECONDITION; another
+/// volume on the path or other flags ALREADY_EXISTS, also after a restart of the plugin;
+/// unstage unmounts and forgets it, twice.
+#[test]
+fn a_live_stage_answers_repeats_and_conflicts_from_its_record() {
+    let mut s = Scratch::new("csi-node-live");
+    let st = s.tmpfs("staging", "1m");
+    let st = st.to_string_lossy().into_owned();
+    let pc = map(&[("protocol", "nfs"), ("nfs_export", "127.0.0.1:/shelf/v1")]);
+    write_stage_record(
+        &s,
+        &serde_json::json!({
+            "volume_id": "a1:n1",
+            "staging_path": st,
+            "transport": {"protocol": "nfs", "export": "127.0.0.1:/shelf/v1"},
+            "presented": {"type": "mount", "fs_type": "nfs4", "flags": ["retry=0"]},
+            "read_only": false,
+        }),
+    );
+    let csi = plain_node("node-live", &s);
+    let mut node = csi.node.clone();
+    csi.block_on(node.node_stage_volume(nfs_stage("a1:n1", &st, &pc, &["retry=0"])))
+        .expect("a repeat of a live stage is OK");
     let e = csi
-        .block_on(node.node_stage_volume(stage("a1:n1", &s.s("elsewhere"), &["retry=0"])))
+        .block_on(node.node_stage_volume(nfs_stage("a1:n1", &s.s("elsewhere"), &pc, &["retry=0"])))
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     let e = csi
-        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
+        .block_on(node.node_stage_volume(nfs_stage("a1:n1", &st, &pc, &["noatime"])))
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
-    let e = csi
-        .block_on(node.node_stage_volume(stage("a1:n1", &st, &["noatime"])))
-        .unwrap_err();
-    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
-
     // The record outlives the plugin: a restarted one still knows what is staged there.
     drop(node);
     drop(csi);
-    let csi = plain_node("node-nfs-restarted", &s);
+    let csi = plain_node("node-live-restarted", &s);
     let mut node = csi.node.clone();
     let e = csi
-        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
+        .block_on(node.node_stage_volume(nfs_stage("a1:n2", &st, &pc, &["retry=0"])))
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     for _ in 0..2 {
@@ -77,16 +116,15 @@ fn nfs_stage_on_a_kernel_without_nfs_fails_naming_mount_and_unstage_cleans_up() 
         }))
         .unwrap();
     }
+    assert!(
+        mount_entry(std::path::Path::new(&st)).is_none(),
+        "unmounted"
+    );
     assert_eq!(
         std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
         0,
         "the record is gone"
     );
-    // The path is free again: another volume gets as far as the mount.
-    let e = csi
-        .block_on(node.node_stage_volume(stage("a1:n2", &st, &["retry=0"])))
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Internal, "{e:?}");
 }
 
 /// On a machine without iscsiadm (this one; the VM tier has it), an iSCSI stage is
@@ -153,7 +191,8 @@ fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
     )
     .unwrap();
     let extra = format!(
-        "\n[node]\nname = \"w1\"\nip = \"127.0.0.1\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        "\n[node]\nname = \"w1\"\nip = \"127.0.0.1\"\nkubelet_dir = {:?}\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+        s.dir.path(),
         s.s("state"),
         s.s("initiatorname.iscsi"),
         s.s("no-hostnqn")

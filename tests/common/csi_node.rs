@@ -202,10 +202,30 @@ pub fn plain_node(tag: &str, s: &Scratch) -> Csi {
     node_plugin(
         tag,
         &format!(
-            "\n[node]\nname = \"w1\"\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+            "\n[node]\nname = \"w1\"\nkubelet_dir = {:?}\nstate_dir = {:?}\ninitiator_file = {:?}\nhostnqn_file = {:?}\n",
+            s.dir.path(),
             s.s("state"),
             s.s("no-initiatorname"),
             s.s("no-hostnqn")
         ),
     )
+}
+
+/// Write a staged-volume record into `s`'s state dir as the node writes one
+/// (`state/volumes/<sha256 of the volume id>.json`), for tests that stage by hand what
+/// this machine cannot attach.
+pub fn write_stage_record(s: &Scratch, record: &serde_json::Value) {
+    use sha2::Digest;
+    let id = record["volume_id"].as_str().unwrap();
+    let name: String = sha2::Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = s.path("state/volumes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_vec(record).unwrap(),
+    )
+    .unwrap();
 }

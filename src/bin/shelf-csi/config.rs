@@ -78,6 +78,11 @@ pub struct NodeConfig {
     /// credentials (default /etc/iscsi/nodes; /var/lib/iscsi/nodes on Red Hat systems).
     #[serde(default)]
     pub iscsi_nodes_dir: Option<PathBuf>,
+    /// kubelet's root directory (default /var/lib/kubelet, kubelet's `--root-dir`
+    /// default): every staging and target path the CO sends must lie beneath it, with no
+    /// symbolic link in any component below it.
+    #[serde(default)]
+    pub kubelet_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -99,6 +104,13 @@ impl NodeConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/etc/nvme/hostnqn"))
     }
+    /// [`NodeConfig::kubelet_dir`] or its default.
+    pub fn kubelet_dir(&self) -> PathBuf {
+        self.kubelet_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/kubelet"))
+    }
+
     /// [`NodeConfig::iscsi_nodes_dir`] or its default.
     pub fn iscsi_nodes_dir(&self) -> PathBuf {
         self.iscsi_nodes_dir
@@ -170,6 +182,7 @@ impl Config {
             ("node.initiator_file", &n.initiator_file),
             ("node.hostnqn_file", &n.hostnqn_file),
             ("node.iscsi_nodes_dir", &n.iscsi_nodes_dir),
+            ("node.kubelet_dir", &n.kubelet_dir),
         ] {
             if path.as_ref().is_some_and(|p| !p.is_absolute()) {
                 return Err(format!("{key} must be an absolute path"));
@@ -285,6 +298,7 @@ socket = "/run/shelf/a2.sock"
         assert_eq!(c.node.name.as_deref(), Some("w1"));
         assert_eq!(c.node.state_dir(), Path::new("/var/lib/shelf-csi"));
         assert_eq!(c.node.iscsi_nodes_dir(), Path::new("/etc/iscsi/nodes"));
+        assert_eq!(c.node.kubelet_dir(), Path::new("/var/lib/kubelet"));
         let c = Config::parse(
             "[node]\ninitiator_file = \"/t/i\"\nhostnqn_file = \"/t/n\"",
             Mode::Node,

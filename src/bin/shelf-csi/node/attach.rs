@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::iscsi::{self, Chap};
 use super::state::{Staged, Transport};
-use super::{nvme, request, NodeCtx};
+use super::{checked, nvme, request, NodeCtx};
 use crate::{context, seal};
 
 /// How long to wait for an NVMe namespace to appear after connecting.
@@ -32,9 +32,13 @@ pub fn transport_of(
     match protocol {
         "iscsi" => {
             let lun = request::required(publish, what, context::TARGET_LUN)?;
+            let portal = request::required(publish, what, context::TARGET_PORTAL)?;
+            iscsi::split_portal(portal)?;
+            let iqn = request::required(publish, what, context::TARGET_IQN)?;
+            checked::iqn(context::TARGET_IQN, iqn)?;
             Ok(Transport::Iscsi {
-                portal: request::required(publish, what, context::TARGET_PORTAL)?.to_string(),
-                iqn: request::required(publish, what, context::TARGET_IQN)?.to_string(),
+                portal: portal.to_string(),
+                iqn: iqn.to_string(),
                 lun: lun.parse().map_err(|_| {
                     Status::invalid_argument(format!(
                         "publish_context: target_lun {lun:?} is not a number"
@@ -42,15 +46,28 @@ pub fn transport_of(
                 })?,
             })
         }
-        "nvme" => Ok(Transport::Nvme {
-            nqn: request::required(publish, what, context::TARGET_NQN)?.to_string(),
-            address: request::required(publish, what, context::NVME_ADDRESS)?.to_string(),
-            port: request::required(publish, what, context::NVME_PORT)?.to_string(),
-            nguid: request::required(publish, what, context::NVME_NGUID)?.to_string(),
-        }),
-        "nfs" => Ok(Transport::Nfs {
-            export: request::required(publish, what, context::NFS_EXPORT)?.to_string(),
-        }),
+        "nvme" => {
+            let nqn = request::required(publish, what, context::TARGET_NQN)?;
+            checked::nqn(context::TARGET_NQN, nqn)?;
+            let address = request::required(publish, what, context::NVME_ADDRESS)?;
+            let port = request::required(publish, what, context::NVME_PORT)?;
+            checked::nvme_portal(context::NVME_ADDRESS, address, context::NVME_PORT, port)?;
+            let nguid = request::required(publish, what, context::NVME_NGUID)?;
+            checked::nguid(context::NVME_NGUID, nguid)?;
+            Ok(Transport::Nvme {
+                nqn: nqn.to_string(),
+                address: address.to_string(),
+                port: port.to_string(),
+                nguid: nguid.to_string(),
+            })
+        }
+        "nfs" => {
+            let export = request::required(publish, what, context::NFS_EXPORT)?;
+            checked::nfs_export(context::NFS_EXPORT, export)?;
+            Ok(Transport::Nfs {
+                export: export.to_string(),
+            })
+        }
         "" => Err(Status::invalid_argument(
             "publish_context has no protocol (was the volume published by this driver?)",
         )),
@@ -72,6 +89,7 @@ pub fn chap_of(
     let Some(user) = publish.get(context::CHAP_USER).filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
+    checked::chap_word(context::CHAP_USER, user, true)?;
     let sealed = request::required(publish, "publish_context", context::CHAP_SECRET_SEALED)?;
     let key = secrets.get(seal::CHAP_KEY).ok_or_else(|| {
         Status::invalid_argument(format!(
@@ -86,6 +104,7 @@ pub fn chap_of(
         seal::SealError::Refused => Status::permission_denied(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     })?;
+    checked::chap_word(context::CHAP_SECRET_SEALED, &secret, false)?;
     Ok(Some(Chap {
         user: user.clone(),
         secret,
@@ -206,14 +225,14 @@ mod tests {
         let iscsi = map(&[
             ("protocol", "iscsi"),
             ("target_portal", "192.0.2.1:3260"),
-            ("target_iqn", "iqn.x:v1"),
+            ("target_iqn", "iqn.2026-01.io.shelf:v1"),
             ("target_lun", "1"),
         ]);
         assert_eq!(
             transport_of(&iscsi, &HashMap::new()).unwrap(),
             Transport::Iscsi {
                 portal: "192.0.2.1:3260".into(),
-                iqn: "iqn.x:v1".into(),
+                iqn: "iqn.2026-01.io.shelf:v1".into(),
                 lun: 1
             }
         );
@@ -234,6 +253,24 @@ mod tests {
                 ("target_lun", "x"),
             ]),
             map(&[("protocol", "nvme"), ("target_nqn", "n")]),
+            // Each value checked, not only present (a newline would be a record line).
+            map(&[
+                ("protocol", "iscsi"),
+                ("target_portal", "192.0.2.1:3260"),
+                (
+                    "target_iqn",
+                    "iqn.2026-01.io.shelf:v1\nnode.startup = automatic",
+                ),
+                ("target_lun", "1"),
+            ]),
+            map(&[
+                ("protocol", "nvme"),
+                ("target_nqn", "nqn.2014-08.io.shelf:v1"),
+                ("nvme_address", "192.0.2.1"),
+                ("nvme_port", "70000"),
+                ("nvme_nguid", "6f1c2b9a0d4e4c1e9a533d1a2b3c4d5e"),
+            ]),
+            map(&[("protocol", "nfs"), ("nfs_export", "-oremount:/x")]),
         ];
         for m in bad {
             let e = transport_of(&m, &HashMap::new()).unwrap_err();

@@ -16,9 +16,9 @@ pub async fn expand(
     req: NodeExpandVolumeRequest,
 ) -> Result<NodeExpandVolumeResponse, Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let path = request::path("volume_path", &req.volume_path)?;
+    let path = node.co_path("volume_path", &req.volume_path)?;
     if !req.staging_target_path.is_empty() {
-        request::path("staging_target_path", &req.staging_target_path)?;
+        node.co_path("staging_target_path", &req.staging_target_path)?;
     }
     if req.volume_capability.is_some() {
         request::capability(req.volume_capability.as_ref())?;

@@ -17,8 +17,13 @@ use super::tools::{cmd_status, Tools};
 /// How long making a filesystem may take (a large volume with ext4's tables).
 const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// `blkid -p -o export`'s exit status when it found no signature.
+/// `blkid -p -o export`'s exit status when it found no signature, and also when it could
+/// not open the device at all (`blkid -p /nonexistent` exits 2 with nothing on stderr):
+/// never proof of a blank device on its own ([`read_ends`]).
 const BLKID_NOTHING: i32 = 2;
+
+/// How much of each end of a device the node reads before believing blkid's "nothing".
+const END_PROBE: u64 = 1 << 20;
 
 /// What a device holds, as far as blkid sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +67,40 @@ pub async fn probe(tools: &Tools, device: &Path) -> Result<Content, Status> {
         .arg(device.to_string_lossy());
     match tools.try_run(cmd).await {
         Ok(out) => Ok(parse_blkid(&out.stdout_text())),
-        Err(e) if e.exit_code() == Some(BLKID_NOTHING) => Ok(Content::Blank),
+        Err(e) if e.exit_code() == Some(BLKID_NOTHING) && e.stderr().trim().is_empty() => {
+            let dev = device.to_path_buf();
+            let read = tokio::task::spawn_blocking(move || read_ends(&dev))
+                .await
+                .map_err(|e| Status::internal(format!("reading the device: {e}")))?;
+            read.map_err(|e| {
+                Status::internal(format!(
+                    "blkid found no signature on {}, but the node cannot read it ({e}); not formatting",
+                    device.display()
+                ))
+            })?;
+            Ok(Content::Blank)
+        }
         Err(e) => Err(cmd_status(e)),
     }
+}
+
+/// Open `device` and read its first and last MiB (blocking): what blkid's "nothing"
+/// needs before the node believes the device is blank and readable. An empty device is
+/// an error too.
+pub fn read_ends(device: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(device)?;
+    let size = f.seek(SeekFrom::End(0))?;
+    if size == 0 {
+        return Err(std::io::Error::other("the device is empty"));
+    }
+    let len = size.min(END_PROBE);
+    let mut buf = vec![0u8; len as usize];
+    for at in [0, size - len] {
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut buf)?;
+    }
+    Ok(())
 }
 
 /// Make sure `device` holds a filesystem to mount, and say which: an existing ext4/xfs is
@@ -220,6 +256,27 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("swap"), "{}", e.message());
+    }
+
+    /// blkid exits 2 with nothing on stderr for a device it cannot open; the node's own
+    /// read of the ends must then refuse, so nothing is formatted.
+    #[tokio::test]
+    async fn blkid_nothing_is_not_blank_when_the_device_cannot_be_read() {
+        let dirs = [Path::new("/usr/sbin"), Path::new("/sbin")];
+        let tools = Tools::resolve_in(&dirs, super::super::tools::DEFAULT_TIMEOUT);
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.img");
+        std::fs::File::create(&empty).unwrap();
+        for p in [dir.path().join("absent"), dir.path().to_path_buf(), empty] {
+            let e = probe(&tools, &p).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Internal, "{p:?}: {e:?}");
+            assert!(e.message().contains("not formatting"), "{}", e.message());
+            let e = ensure_filesystem(&tools, &p, "ext4", true)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Internal, "{p:?}: never mkfs");
+        }
+        assert!(!dir.path().join("absent").exists());
     }
 
     #[test]

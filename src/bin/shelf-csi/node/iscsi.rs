@@ -9,8 +9,10 @@
 //! `<nodes>/<iqn>/<address>,<port>,<tpgt>/<iface>` in the newer layout), and the node
 //! rewrites that file, mode 0600 through a temporary file and a rename, with the
 //! `node.session.auth.*` lines set. `iscsiadm --login` then reads the record and hands the
-//! credentials to iscsid over its unix socket. The record (and so the secret at rest,
-//! readable by root only) lives until NodeUnstage deletes it with `-o delete`.
+//! credentials to iscsid over its unix socket. Once the login succeeded the node rewrites
+//! the record once more without the `node.session.auth.*` lines, so the secret is on disk
+//! only for the moment of the login (see [`strip_chap_after_login`] for why recovery
+//! does not need it); NodeUnstage deletes the record with `-o delete`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -105,13 +107,7 @@ pub fn record_path(nodes: &Path, iqn: &str, portal: &str) -> Result<Option<PathB
 /// The record text with its CHAP lines replaced by `chap`'s (pure; the secret is only in
 /// the returned text, which is wiped when dropped).
 pub fn with_chap(record: &str, chap: &Chap) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(record.len() + 128));
-    for line in record.lines() {
-        if !line.trim_start().starts_with("node.session.auth.") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
+    let mut out = without_chap(record);
     out.push_str("node.session.auth.authmethod = CHAP\n");
     out.push_str(&format!("node.session.auth.username = {}\n", chap.user));
     out.push_str("node.session.auth.password = ");
@@ -120,16 +116,63 @@ pub fn with_chap(record: &str, chap: &Chap) -> Zeroizing<String> {
     out
 }
 
-/// Replace `path` with `text`, mode 0600, atomically.
+/// The record text without its CHAP lines (pure).
+pub fn without_chap(record: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(record.len()));
+    for line in record.lines() {
+        if !line.trim_start().starts_with("node.session.auth.") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The temporary file `write_private` writes `path` through: `.<file name>.shelf-csi.tmp`
+/// in the same directory (not `with_extension`, which turns `192.0.2.1,3260` into
+/// `192.0.2.shelf-csi.tmp`).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.shelf-csi.tmp"))
+}
+
+/// Replace `path` with `text`, mode 0600, atomically; the temporary file is removed when
+/// anything fails (it may hold the secret).
 fn write_private(path: &Path, text: &str) -> Result<(), Status> {
     let err = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("shelf-csi.tmp");
+    let tmp = temp_path(path);
     let _ = std::fs::remove_file(&tmp);
-    let mut f = shelf::sys::fs::create_new(&tmp, 0o600).map_err(err)?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let written = shelf::sys::fs::create_new(&tmp, 0o600).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Read a record file into memory that is wiped when dropped (it may hold the secret).
+fn read_record(record: &Path) -> Result<Zeroizing<String>, Status> {
+    std::fs::read_to_string(record)
+        .map(Zeroizing::new)
+        .map_err(|e| Status::internal(format!("{}: {e}", record.display())))
+}
+
+/// After a successful login, rewrite `record` without its CHAP lines. iscsid does not
+/// need them again for this session: it copies the record, credentials included, into
+/// the session when it creates it (open-iscsi usr/initiator.c, `session_create`:
+/// `memcpy(&session->nrec, rec, ...)`, `iscsi_setup_authentication`), and connection
+/// recovery (`session_conn_reopen`) logs in again from that copy; a restarted iscsid
+/// takes the CHAP values of a running session from the kernel's sysfs, not from the
+/// record (usr/iscsid.c `sync_session`: "we will use the CHAP, target, portal and iface
+/// values from sysfs"). A new login (after a reboot) goes through NodeStageVolume again,
+/// with the secret.
+fn strip_chap_after_login(record: &Path) -> Result<(), Status> {
+    let text = read_record(record)?;
+    write_private(record, &without_chap(&text))
 }
 
 fn node_cmd(tools: &Tools, iqn: &str, portal: &str) -> Result<shelf::sys::cmd::Cmd, Status> {
@@ -159,8 +202,7 @@ pub async fn login(
                 nodes.display()
             ))
         })?;
-        let text = std::fs::read_to_string(&record)
-            .map_err(|e| Status::internal(format!("{}: {e}", record.display())))?;
+        let text = read_record(&record)?;
         write_private(&record, &with_chap(&text, chap))?;
     }
     let refused = match tools
@@ -176,6 +218,13 @@ pub async fn login(
             )))
         }
         Err(e) => Some(cmd_status(e)),
+    };
+    let refused = match (refused, chap) {
+        (None, Some(_)) => match record_path(nodes, iqn, portal)? {
+            Some(record) => strip_chap_after_login(&record).err(),
+            None => None,
+        },
+        (refused, _) => refused,
     };
     if let Some(status) = refused {
         // No session came of it: the record (holding the CHAP secret) goes now rather
@@ -280,6 +329,40 @@ node.session.auth.authmethod = None\nnode.session.auth.username = old\nnode.conn
     }
 
     #[test]
+    fn after_login_the_record_keeps_no_chap_line() {
+        let chap = Chap {
+            user: "shelf-u".into(),
+            secret: Zeroizing::new("s3cret-value".into()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("192.0.2.1,3260");
+        std::fs::write(&record, with_chap(RECORD, &chap).as_bytes()).unwrap();
+        strip_chap_after_login(&record).unwrap();
+        let text = std::fs::read_to_string(&record).unwrap();
+        assert!(
+            !text.contains("s3cret") && !text.contains("node.session.auth."),
+            "{text}"
+        );
+        assert!(text.contains("node.conn[0].address = 192.0.2.1\n"));
+    }
+
+    #[test]
+    fn the_temporary_file_sits_beside_the_record_and_goes_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("192.0.2.1,3260");
+        assert_eq!(
+            temp_path(&record),
+            dir.path().join(".192.0.2.1,3260.shelf-csi.tmp")
+        );
+        // A rename that fails (the record is a non-empty directory) leaves no temp file
+        // holding the text.
+        std::fs::create_dir(&record).unwrap();
+        std::fs::write(record.join("x"), b"").unwrap();
+        assert!(write_private(&record, "node.session.auth.password = s\n").is_err());
+        assert!(!temp_path(&record).exists());
+    }
+
+    #[test]
     fn finds_old_and_new_record_layouts_and_writes_them_private() {
         use std::os::unix::fs::PermissionsExt;
         let nodes = tempfile::tempdir().unwrap();
@@ -302,6 +385,14 @@ node.session.auth.authmethod = None\nnode.session.auth.username = old\nnode.conn
             Some(old.clone())
         );
         write_private(&old, "x = y\n").unwrap();
+        assert!(
+            !nodes
+                .path()
+                .join(iqn)
+                .join(".192.0.2.1,3260.shelf-csi.tmp")
+                .exists(),
+            "no temporary file left"
+        );
         assert_eq!(std::fs::read_to_string(&old).unwrap(), "x = y\n");
         assert_eq!(
             std::fs::metadata(&old).unwrap().permissions().mode() & 0o777,

@@ -11,6 +11,7 @@
 //!   tools.rs: the programs, resolved at start, and the one runner.
 
 mod attach;
+mod checked;
 mod expand;
 mod format;
 mod info;
@@ -74,6 +75,19 @@ impl Drop for Busy<'_> {
 }
 
 impl NodeCtx {
+    /// A CO path field: [`request::path`], then beneath `node.kubelet_dir` without links
+    /// ([`request::beneath`]).
+    fn co_path(&self, field: &str, value: &str) -> Result<std::path::PathBuf, Status> {
+        let p = request::path(field, value)?;
+        self.beneath(field, &p)?;
+        Ok(p)
+    }
+
+    /// [`request::beneath`] the configured kubelet directory.
+    fn beneath(&self, field: &str, path: &std::path::Path) -> Result<(), Status> {
+        request::beneath(&self.cfg.node.kubelet_dir(), field, path)
+    }
+
     /// Claim `volume_id` for one RPC; ABORTED while another RPC on it runs (CSI: "an
     /// operation is pending for the volume"; the CO retries).
     fn begin(&self, volume_id: &str) -> Result<Busy<'_>, Status> {

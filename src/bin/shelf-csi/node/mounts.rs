@@ -116,7 +116,11 @@ pub fn mount_argv(
     if !options.is_empty() {
         argv.extend(["-o".to_string(), options.join(",")]);
     }
-    argv.extend([source.to_string(), target.to_string_lossy().into_owned()]);
+    argv.extend([
+        "--".to_string(),
+        source.to_string(),
+        target.to_string_lossy().into_owned(),
+    ]);
     argv
 }
 
@@ -204,7 +208,14 @@ bad line
             Some("nfs4"),
             &["vers=4.2".into(), "ro".into()],
         );
-        assert_eq!(argv, ["-t", "nfs4", "-o", "vers=4.2,ro", "h:/e", "/s"]);
-        assert_eq!(mount_argv("/d", Path::new("/t"), None, &[]), ["/d", "/t"]);
+        assert_eq!(
+            argv,
+            ["-t", "nfs4", "-o", "vers=4.2,ro", "--", "h:/e", "/s"]
+        );
+        assert_eq!(
+            mount_argv("-d", Path::new("/t"), None, &[]),
+            ["--", "-d", "/t"],
+            "a source is never an option"
+        );
     }
 }

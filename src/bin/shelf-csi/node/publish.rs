@@ -25,8 +25,8 @@ fn io_status(path: &Path, e: std::io::Error) -> Status {
 /// staging path with nothing staged is FAILED_PRECONDITION.
 pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<(), Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let staging = request::path("staging_target_path", &req.staging_target_path)?;
-    let target = request::path("target_path", &req.target_path)?;
+    let staging = node.co_path("staging_target_path", &req.staging_target_path)?;
+    let target = node.co_path("target_path", &req.target_path)?;
     let cap = request::capability(req.volume_capability.as_ref())?;
     let _busy = node.begin(volume_id)?;
     let staged = node.state.load(volume_id)?;
@@ -71,9 +71,7 @@ pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<()
         detach_loop(node, &stale).await?;
     }
     if block {
-        if !target.exists() {
-            std::fs::File::create(&target).map_err(|e| io_status(&target, e))?;
-        }
+        request::create_file(&target)?;
     } else {
         std::fs::create_dir_all(&target).map_err(|e| io_status(&target, e))?;
     }
@@ -131,17 +129,11 @@ async fn detach_loop(node: &NodeCtx, l: &ReadOnlyLoop) -> Result<(), Status> {
 /// directory or the block file); a target that is not there is OK.
 pub async fn unpublish(node: &NodeCtx, req: NodeUnpublishVolumeRequest) -> Result<(), Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let target = request::path("target_path", &req.target_path)?;
+    let target = node.co_path("target_path", &req.target_path)?;
     let _busy = node.begin(volume_id)?;
     mounts::unmount(&node.tools, &target).await?;
     if let Some(l) = node.state.load_loop(&target)? {
         detach_loop(node, &l).await?;
     }
-    let removed = match std::fs::symlink_metadata(&target) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
-        Ok(_) => std::fs::remove_file(&target),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    removed.map_err(|e| io_status(&target, e))
+    request::remove_created(&target)
 }

@@ -44,6 +44,92 @@ pub fn path(field: &str, value: &str) -> Result<PathBuf, Status> {
     Ok(p.components().collect())
 }
 
+/// Check that `path` (already [`path`]-checked) lies beneath `root` (the configured
+/// kubelet directory) and that no component of it below `root` is a symbolic link: the
+/// CO's paths come from users' objects, and the node acts on them as root (a target of
+/// `/etc/shadow`, or a link under kubelet's tree pointing there, must not be removed or
+/// mounted over). Components that do not exist yet end the walk (the node creates them,
+/// without following links: [`create_file`]). INVALID_ARGUMENT naming the field.
+pub fn beneath(root: &Path, field: &str, path: &Path) -> Result<(), Status> {
+    let rest = path
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{field} {} is not beneath the kubelet directory {} (node.kubelet_dir)",
+                path.display(),
+                root.display()
+            ))
+        })?;
+    let mut at = root.to_path_buf();
+    for c in rest.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Status::invalid_argument(format!(
+                    "{field} {}: {} is a symbolic link; the node follows none",
+                    path.display(),
+                    at.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Status::internal(format!("{field} {}: {e}", at.display()))),
+        }
+    }
+    Ok(())
+}
+
+/// Create the empty regular file `path` (mode 0600) unless a regular file is there:
+/// never through a symbolic link (O_NOFOLLOW) and never over something else (O_EXCL).
+pub fn create_file(path: &Path) -> Result<(), Status> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => return Ok(()),
+        Ok(_) => {
+            return Err(Status::failed_precondition(format!(
+                "{} exists and is not a regular file",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map(drop)
+        .map_err(err)
+}
+
+/// Remove what the node would have created at `path`: an empty directory or a
+/// zero-length regular file; nothing there is fine. Anything else (a file with data, a
+/// link, a device) stays, FAILED_PRECONDITION.
+pub fn remove_created(path: &Path) -> Result<(), Status> {
+    let err = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir(path),
+        Ok(m) if m.file_type().is_file() && m.len() == 0 => std::fs::remove_file(path),
+        Ok(_) => {
+            return Err(Status::failed_precondition(format!(
+                "{} is not an empty directory or an empty file the node made; left alone",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(err),
+    }
+}
+
 /// What a VolumeCapability asks for, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -159,6 +245,55 @@ mod tests {
             assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
             assert!(e.message().contains("target_path"), "{}", e.message());
         }
+    }
+
+    #[test]
+    fn paths_must_lie_beneath_the_kubelet_dir_without_links() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(r.join("pods")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("pods/link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), r.join("flink")).unwrap();
+        beneath(r, "target_path", &r.join("pods/new/deeper")).unwrap();
+        beneath(r, "target_path", &r.join("pods")).unwrap();
+        for bad in [
+            Path::new("/etc/shadow").to_path_buf(),
+            r.to_path_buf(),
+            r.join("pods/link/x"),
+            r.join("pods/link"),
+            r.join("flink"),
+        ] {
+            let e = beneath(r, "target_path", &bad).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+            assert!(e.message().contains("target_path"), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn files_are_created_without_following_and_only_empty_ones_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let victim = r.join("victim");
+        std::fs::write(&victim, b"data").unwrap();
+        std::os::unix::fs::symlink(&victim, r.join("link")).unwrap();
+        assert!(create_file(&r.join("link")).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"data");
+        create_file(&r.join("new")).unwrap();
+        create_file(&r.join("new")).unwrap();
+        remove_created(&r.join("new")).unwrap();
+        assert!(!r.join("new").exists());
+        remove_created(&r.join("new")).unwrap();
+        let e = remove_created(&victim).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(victim.exists(), "a file with data is never removed");
+        assert!(remove_created(&r.join("link")).is_err());
+        assert!(victim.exists());
+        std::fs::create_dir(r.join("d")).unwrap();
+        std::fs::write(r.join("d/f"), b"x").unwrap();
+        assert!(remove_created(&r.join("d")).is_err(), "not empty");
+        std::fs::remove_file(r.join("d/f")).unwrap();
+        remove_created(&r.join("d")).unwrap();
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! block access bind-mounted onto the file `<staging path>/block` (the device is recorded
 //! and held there, so publish needs nothing but the staging path).
 //!
+//! A stage that fails after its record was written (the device never appears, mkfs or
+//! the mount fails) is undone at once: unmount, detach (unless shared), forget the record;
+//! when the undo fails too, the error says so and carries both causes.
+//!
 //! Unstage undoes it: unmount, detach unless another staged volume shares the session,
 //! forget the record. A volume never staged is fine (CSI: idempotent).
 
@@ -86,6 +90,7 @@ fn is_live(staged: &Staged) -> Result<bool, Status> {
 /// NodeStageVolume.
 pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), Status> {
     let mut want = wanted(&req)?;
+    node.beneath("staging_target_path", &want.staging_path)?;
     let _busy = node.begin(&want.volume_id)?;
     match node.state.load(&want.volume_id)? {
         Some(have) if have.staging_path != want.staging_path => {
@@ -124,16 +129,70 @@ pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), St
     }
     let chap = attach::chap_of(node, &want.volume_id, &req.publish_context, &req.secrets)?;
     node.state.save(&want)?;
-    want.device = attach::attach(node, &want, chap.as_ref()).await?;
+    let attached = attach::attach(node, &want, chap.as_ref()).await;
     drop(chap);
-    node.state.save(&want)?;
-    present(node, &want).await?;
+    let done = match attached {
+        Ok(device) => {
+            want.device = device;
+            match node.state.save(&want) {
+                Ok(()) => present(node, &want).await,
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(cause) = done {
+        return Err(undo(node, &want, cause).await);
+    }
     log::info!(
         "staged volume {} at {}",
         want.volume_id,
         want.staging_path.display()
     );
     Ok(())
+}
+
+/// Undo a stage that failed with `cause` after its record was written: unmount what
+/// present() may have mounted, detach (unless another staged volume shares the session;
+/// the iSCSI record and its CHAP secret go with the logout), forget the record. When the
+/// undo fails too, the status carries both causes (STYLE rule 15), with `cause`'s code.
+async fn undo(node: &NodeCtx, staged: &Staged, cause: Status) -> Status {
+    let mut failed: Vec<String> = Vec::new();
+    let mut note = |r: Result<(), Status>| {
+        if let Err(e) = r {
+            failed.push(e.message().to_string());
+        }
+    };
+    note(take_down(node, staged).await);
+    let others = node.state.all();
+    note(match others {
+        Ok(others) => attach::detach(node, staged, &others).await,
+        Err(e) => Err(e),
+    });
+    note(node.state.remove(&staged.volume_id));
+    if failed.is_empty() {
+        return cause;
+    }
+    Status::new(
+        cause.code(),
+        format!(
+            "{}; and undoing the stage failed too (unstage it to retry): {}",
+            cause.message(),
+            failed.join("; ")
+        ),
+    )
+}
+
+/// Unmount what stage put on the staging path (and remove the block file it made).
+async fn take_down(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
+    match staged.presented {
+        Presented::Block => {
+            let file = block_file(&staged.staging_path);
+            mounts::unmount(&node.tools, &file).await?;
+            request::remove_created(&file)
+        }
+        Presented::Mount { .. } => mounts::unmount(&node.tools, &staged.staging_path).await,
+    }
 }
 
 fn io_status(path: &Path, e: std::io::Error) -> Status {
@@ -168,9 +227,7 @@ async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
         }
         (_, Presented::Block, Some(device)) => {
             let file = block_file(staging);
-            if !file.exists() {
-                std::fs::File::create(&file).map_err(|e| io_status(&file, e))?;
-            }
+            request::create_file(&file)?;
             mounts::bind(&node.tools, device, &file, staged.read_only).await
         }
         _ => Err(Status::internal(format!(
@@ -183,7 +240,7 @@ async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
 /// NodeUnstageVolume.
 pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<(), Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let staging = request::path("staging_target_path", &req.staging_target_path)?;
+    let staging = node.co_path("staging_target_path", &req.staging_target_path)?;
     let _busy = node.begin(volume_id)?;
     let Some(staged) = node.state.load(volume_id)? else {
         return Ok(());
@@ -196,19 +253,7 @@ pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<()
         );
         return Ok(());
     }
-    match staged.presented {
-        Presented::Block => {
-            let file = block_file(&staging);
-            mounts::unmount(&node.tools, &file).await?;
-            match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_status(&file, e))
-                }
-                _ => {}
-            }
-        }
-        Presented::Mount { .. } => mounts::unmount(&node.tools, &staging).await?,
-    }
+    take_down(node, &staged).await?;
     attach::detach(node, &staged, &node.state.all()?).await?;
     node.state.remove(volume_id)?;
     log::info!("unstaged volume {volume_id} from {}", staging.display());
@@ -258,7 +303,7 @@ mod tests {
     const ISCSI: &[(&str, &str)] = &[
         ("protocol", "iscsi"),
         ("target_portal", "192.0.2.1:3260"),
-        ("target_iqn", "iqn.x:v1"),
+        ("target_iqn", "iqn.2026-01.io.shelf:v1"),
         ("target_lun", "1"),
     ];
 

@@ -32,9 +32,9 @@ pub async fn stats(
     req: NodeGetVolumeStatsRequest,
 ) -> Result<NodeGetVolumeStatsResponse, Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let path = request::path("volume_path", &req.volume_path)?;
+    let path = node.co_path("volume_path", &req.volume_path)?;
     if !req.staging_target_path.is_empty() {
-        request::path("staging_target_path", &req.staging_target_path)?;
+        node.co_path("staging_target_path", &req.staging_target_path)?;
     }
     let not_found = || Status::not_found(format!("{} is not a mounted volume", path.display()));
     let meta = std::fs::metadata(&path).map_err(|_| not_found())?;
