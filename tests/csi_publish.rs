@@ -159,7 +159,15 @@ fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
     let port = csi.appliance("a1").rig.tgtd.port;
     assert_eq!(ctx["target_portal"], format!("127.0.0.1:{port}"));
     let sealed = &ctx["chap_secret_sealed"];
-    let secret = seal::open(KEY, &vol, &node, sealed).expect("the sealed secret opens");
+    // Bound to the volume, the node, and the context's portal, target and user.
+    let b = |volume_id, node_id| seal::Bound {
+        volume_id,
+        node_id,
+        target_portal: &ctx["target_portal"],
+        target_iqn: &ctx["target_iqn"],
+        chap_user: &ctx["chap_user"],
+    };
+    let secret = seal::open(KEY, &b(&vol, &node), sealed).expect("the sealed secret opens");
     // The same secret shelfd hands out for this share's export.
     let share_id = vol.split_once(':').unwrap().1;
     let again = d.ok(
@@ -191,10 +199,22 @@ fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
     );
     assert_eq!(argv_holding(secret.as_str()), Vec::<String>::new());
     assert_eq!(children(&plugin_pid(&csi)), "");
-    // It does not open for another node or volume, or with another key.
-    assert!(seal::open(KEY, &vol, &node_id("n2"), sealed).is_err());
-    assert!(seal::open(KEY, "a1:other", &node, sealed).is_err());
-    assert!(seal::open("another-key-of-some-length", &vol, &node, sealed).is_err());
+    // It does not open for another node or volume, or with another key, nor when the
+    // context is edited to send the node to another portal or target.
+    let n2 = node_id("n2");
+    assert!(seal::open(KEY, &b(&vol, &n2), sealed).is_err());
+    assert!(seal::open(KEY, &b("a1:other", &node), sealed).is_err());
+    assert!(seal::open("another-key-of-some-length", &b(&vol, &node), sealed).is_err());
+    let elsewhere = seal::Bound {
+        target_portal: "10.6.6.6:3260",
+        ..b(&vol, &node)
+    };
+    assert!(seal::open(KEY, &elsewhere, sealed).is_err());
+    let other_target = seal::Bound {
+        target_iqn: "iqn.2026-12.org.example:evil",
+        ..b(&vol, &node)
+    };
+    assert!(seal::open(KEY, &other_target, sealed).is_err());
 
     // A real initiator logs in with it; with a wrong secret it is refused.
     let url = |secret: &str| {
@@ -210,7 +230,14 @@ fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
     // Publishing again to the same node: a context whose secret opens to the same one.
     let ctx2 = publish(&csi, publish_req(&vol, &node, Some(KEY))).unwrap();
     let sealed2 = &ctx2["chap_secret_sealed"];
-    assert_eq!(seal::open(KEY, &vol, &node, sealed2).unwrap(), secret);
+    let b2 = seal::Bound {
+        volume_id: &vol,
+        node_id: &node,
+        target_portal: &ctx2["target_portal"],
+        target_iqn: &ctx2["target_iqn"],
+        chap_user: &ctx2["chap_user"],
+    };
+    assert_eq!(seal::open(KEY, &b2, sealed2).unwrap(), secret);
     assert_eq!(attachments(d).len(), 1);
 
     // Single-attach: another node is FAILED_PRECONDITION.
@@ -250,12 +277,32 @@ fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
     assert!(!e.message().contains("k3y-xyz"), "{}", e.message());
     assert!(attachments(d).is_empty());
 
-    // Read-only over iSCSI: INVALID_ARGUMENT saying why.
+    // Read-only over iSCSI (Kubernetes sets it from the PV): attached read-write on shelf
+    // (its only iSCSI mode), the node told `access_mode=ro` to enforce it.
     let mut ro = publish_req(&vol, &node, Some(KEY));
     ro.readonly = true;
-    let e = code(publish(&csi, ro));
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("read-write"), "{}", e.message());
+    let ctx = publish(&csi, ro).unwrap();
+    assert_eq!(ctx["access_mode"], "ro", "{ctx:?}");
+    let held = attachments(d);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].mode, shelf::model::Access::Rw);
+    // Again read-only: the same; read-write to the same node meanwhile: ALREADY_EXISTS
+    // (published but incompatible), though shelf's attachment is read-write either way.
+    let mut ro = publish_req(&vol, &node, Some(KEY));
+    ro.readonly = true;
+    assert_eq!(publish(&csi, ro).unwrap()["access_mode"], "ro");
+    let e = code(publish(&csi, publish_req(&vol, &node, Some(KEY))));
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    unpublish(&csi, &vol, &node).unwrap();
+    assert!(attachments(d).is_empty());
+    // Unpublished, the read-only mark is gone: a read-write publish is fine.
+    let ctx = publish(&csi, publish_req(&vol, &node, Some(KEY))).unwrap();
+    assert_eq!(ctx["access_mode"], "rw");
+    let mut ro = publish_req(&vol, &node, Some(KEY));
+    ro.readonly = true;
+    assert_eq!(code(publish(&csi, ro)).code(), Code::AlreadyExists);
+    unpublish(&csi, &vol, &node).unwrap();
+    assert!(attachments(d).is_empty());
 
     // Node ids this plugin did not make, unknown volumes: NOT_FOUND.
     for bad in ["n1", "host=*", "host=n1;iqn=IQN", "host=n1;rm=-rf"] {

@@ -170,3 +170,34 @@ fn attached_volumes_are_not_deleted_and_non_csi_shares_are_not_volumes() {
         .into_inner();
     assert!(list.entries.is_empty(), "{list:?}");
 }
+
+#[test]
+fn a_clone_whose_grow_failed_is_finished_by_the_retry() {
+    let csi = Csi::controller("clone-grow", &[GIB]);
+    let thick = || params(&[("sparse", "false")]);
+    let mut r = request("thick-src", 16 * MIB);
+    r.parameters = thick();
+    let src = created(&csi, r);
+    let mut r = request("filler", 700 * MIB);
+    r.parameters = thick();
+    let filler = created(&csi, r);
+    // The clone is made at the source's size; growing it (preallocated) finds no room.
+    let mut r = request("thick-copy", 400 * MIB);
+    r.parameters = thick();
+    r.volume_content_source = from_volume(&src.volume_id);
+    refused(&csi, r.clone(), Code::ResourceExhausted);
+    let d = &csi.appliance("a1").rig.d;
+    let left = d.ok("share.show", vec![("share", t("thick-copy"))]);
+    assert_eq!(shelf::client::get_u64(&left, "size"), Some(16 << 20));
+    // With room again, the CO's retry of the same request finishes the clone.
+    delete(&csi, &filler.volume_id).unwrap();
+    let copy = created(&csi, r.clone());
+    assert_eq!(copy.capacity_bytes, 400 * MIB);
+    assert_eq!(created(&csi, r).volume_id, copy.volume_id, "a repeat");
+    // Still larger than a request allows: another size.
+    let mut small = request("thick-copy", 16 * MIB);
+    small.capacity_range = range(16 * MIB, 16 * MIB);
+    small.parameters = thick();
+    small.volume_content_source = from_volume(&src.volume_id);
+    refused(&csi, small, Code::AlreadyExists);
+}

@@ -53,7 +53,8 @@ fn expand_grows_the_share_and_says_who_grows_the_filesystem() {
             Some(block(Mode::SingleNodeWriter))
         )
         .unwrap(),
-        (128 * MIB, false)
+        (128 * MIB, true),
+        "a raw block volume's node rescans its session"
     );
     // Already as big: nothing to do, the current size.
     assert_eq!(

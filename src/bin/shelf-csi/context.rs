@@ -31,3 +31,21 @@ pub const NVME_PORT: &str = "nvme_port";
 pub const NVME_NGUID: &str = "nvme_nguid";
 /// `rw` or `ro`, as attached.
 pub const ACCESS_MODE: &str = "access_mode";
+
+/// What the sealed CHAP secret of `ctx` is bound to (seal.rs): the volume and node ids
+/// and the context's own [`TARGET_PORTAL`], [`TARGET_IQN`] and [`CHAP_USER`]. The
+/// controller seals and the node opens with this one function, so the two read the same
+/// fields. `None` when one of those keys is absent.
+pub fn seal_binding<'a>(
+    volume_id: &'a str,
+    node_id: &'a str,
+    ctx: &'a std::collections::HashMap<String, String>,
+) -> Option<crate::seal::Bound<'a>> {
+    Some(crate::seal::Bound {
+        volume_id,
+        node_id,
+        target_portal: ctx.get(TARGET_PORTAL)?,
+        target_iqn: ctx.get(TARGET_IQN)?,
+        chap_user: ctx.get(CHAP_USER)?,
+    })
+}

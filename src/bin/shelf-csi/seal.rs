@@ -5,8 +5,12 @@
 //! The seal is XChaCha20-Poly1305 (an AEAD) under a 32-byte key derived with HKDF-SHA256
 //! from the value of [`CHAP_KEY`] in the Kubernetes Secret that both the controller's
 //! publish secrets and the node's stage secrets name. Each seal has a fresh random 24-byte
-//! nonce (OS randomness), and binds the volume id and the node id as associated data, so a
-//! sealed secret copied into another volume's or another node's attachment does not open.
+//! nonce (OS randomness), and binds what it is for as associated data ([`Bound`]): the
+//! volume id, the node id, the target portal, the target IQN and the CHAP user. A sealed
+//! secret copied into another volume's or another node's attachment does not open, nor
+//! does one whose publish_context was edited (by whoever can write VolumeAttachments) to
+//! send the node to another portal or target, which would otherwise receive the secret in
+//! the node's CHAP login.
 //!
 //! Text form: `v1.` followed by lower-case hex of `nonce ‖ ciphertext ‖ tag`. Nothing of
 //! the secret's value or length beyond the ciphertext's size is visible in it; the errors
@@ -31,7 +35,7 @@ const PREFIX: &str = "v1.";
 /// HKDF `info`: ties the derived key to this one use.
 const KEY_LABEL: &[u8] = b"shelf-csi chap-secret seal v1";
 /// Domain label that starts the associated data.
-const AD_LABEL: &[u8] = b"shelf-csi chap-secret v1";
+const AD_LABEL: &[u8] = b"shelf-csi chap-secret v2";
 /// XChaCha20 nonce length.
 const NONCE_BYTES: usize = 24;
 /// Poly1305 tag length.
@@ -49,17 +53,34 @@ pub enum SealError {
     /// The key, the volume, the node or the text does not match what was sealed.
     #[error(
         "the sealed CHAP secret does not open: the {CHAP_KEY:?} value differs from the \
-         controller's, or it was sealed for another volume or node, or it was altered"
+         controller's, or it was sealed for another volume, node, target or user, or it was \
+         altered"
     )]
     Refused,
 }
 
-/// Seal `secret` for `volume_id` attached to `node_id` under the key derived from `key`
-/// (the [`CHAP_KEY`] value). Returns the text to put in `publish_context`.
-pub fn seal(key: &str, volume_id: &str, node_id: &str, secret: &str) -> Result<String, SealError> {
+/// What a sealed secret is for: all of it is associated data, so the secret opens only
+/// for the same volume, node, target and user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound<'a> {
+    /// The CSI volume id.
+    pub volume_id: &'a str,
+    /// The CSI node id.
+    pub node_id: &'a str,
+    /// The iSCSI portal `address:port` the node logs in to.
+    pub target_portal: &'a str,
+    /// The target IQN.
+    pub target_iqn: &'a str,
+    /// The CHAP user name.
+    pub chap_user: &'a str,
+}
+
+/// Seal `secret` for `bound` under the key derived from `key` (the [`CHAP_KEY`] value).
+/// Returns the text to put in `publish_context`.
+pub fn seal(key: &str, bound: &Bound<'_>, secret: &str) -> Result<String, SealError> {
     let cipher = cipher_for(key)?;
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let aad = associated_data(volume_id, node_id);
+    let aad = associated_data(bound);
     let sealed = cipher
         .encrypt(
             &nonce,
@@ -76,14 +97,9 @@ pub fn seal(key: &str, volume_id: &str, node_id: &str, secret: &str) -> Result<S
     Ok(out)
 }
 
-/// Open a text made by [`seal`] with the same key, volume id and node id. The secret is
-/// returned in memory that is wiped when dropped.
-pub fn open(
-    key: &str,
-    volume_id: &str,
-    node_id: &str,
-    sealed: &str,
-) -> Result<Zeroizing<String>, SealError> {
+/// Open a text made by [`seal`] with the same key and [`Bound`]. The secret is returned in
+/// memory that is wiped when dropped.
+pub fn open(key: &str, bound: &Bound<'_>, sealed: &str) -> Result<Zeroizing<String>, SealError> {
     let cipher = cipher_for(key)?;
     let hex = sealed.strip_prefix(PREFIX).ok_or(SealError::Malformed)?;
     let bytes = parse_hex(hex).ok_or(SealError::Malformed)?;
@@ -91,7 +107,7 @@ pub fn open(
         return Err(SealError::Malformed);
     }
     let (nonce, body) = bytes.split_at(NONCE_BYTES);
-    let aad = associated_data(volume_id, node_id);
+    let aad = associated_data(bound);
     let plain = cipher
         .decrypt(
             XNonce::from_slice(nonce),
@@ -118,11 +134,17 @@ fn cipher_for(key: &str) -> Result<XChaCha20Poly1305, SealError> {
     Ok(XChaCha20Poly1305::new(okm.as_ref().into()))
 }
 
-/// Associated data: the label, then each id with its length in front, so no two
-/// (volume, node) pairs give the same bytes.
-fn associated_data(volume_id: &str, node_id: &str) -> Vec<u8> {
+/// Associated data: the label, then each part of `b` with its length in front, so no two
+/// bindings give the same bytes.
+fn associated_data(b: &Bound<'_>) -> Vec<u8> {
     let mut ad = AD_LABEL.to_vec();
-    for part in [volume_id, node_id] {
+    for part in [
+        b.volume_id,
+        b.node_id,
+        b.target_portal,
+        b.target_iqn,
+        b.chap_user,
+    ] {
         ad.extend_from_slice(&(part.len() as u64).to_be_bytes());
         ad.extend_from_slice(part.as_bytes());
     }
@@ -162,46 +184,87 @@ mod tests {
     const VOL: &str = "a1:0b0e6f1c-9d2e-4c1a-8f00-123456789abc";
     const NODE: &str = "host=n1;iqn=iqn.1993-08.org.debian:01:n1";
     const SECRET: &str = "s3cr3t-Chap-Value";
+    const B: Bound<'static> = Bound {
+        volume_id: VOL,
+        node_id: NODE,
+        target_portal: "10.0.0.1:3260",
+        target_iqn: "iqn.2024-01.io.shelf:vol1",
+        chap_user: "shelf-u",
+    };
 
     #[test]
     fn a_sealed_secret_opens_with_the_same_key_volume_and_node() {
-        let sealed = seal(KEY, VOL, NODE, SECRET).unwrap();
-        assert_eq!(open(KEY, VOL, NODE, &sealed).unwrap().as_str(), SECRET);
+        let sealed = seal(KEY, &B, SECRET).unwrap();
+        assert_eq!(open(KEY, &B, &sealed).unwrap().as_str(), SECRET);
         // A fresh nonce each time: two seals of one secret differ.
-        assert_ne!(sealed, seal(KEY, VOL, NODE, SECRET).unwrap());
+        assert_ne!(sealed, seal(KEY, &B, SECRET).unwrap());
     }
 
     #[test]
     fn another_key_volume_or_node_is_refused() {
-        let sealed = seal(KEY, VOL, NODE, SECRET).unwrap();
+        let sealed = seal(KEY, &B, SECRET).unwrap();
         let other = "another-key-of-enough-length";
-        assert_eq!(open(other, VOL, NODE, &sealed), Err(SealError::Refused));
-        assert_eq!(
-            open(KEY, "a1:other", NODE, &sealed),
-            Err(SealError::Refused)
-        );
-        assert_eq!(open(KEY, VOL, "host=n2", &sealed), Err(SealError::Refused));
-        // The length prefixes keep the boundary between the two ids.
-        let (v, n) = ("a1:x", "yz");
-        let s2 = seal(KEY, v, n, SECRET).unwrap();
-        assert_eq!(open(KEY, "a1:xy", "z", &s2), Err(SealError::Refused));
+        assert_eq!(open(other, &B, &sealed), Err(SealError::Refused));
+        // Any other part of the binding: another volume, node, portal, target or user.
+        let others = [
+            Bound {
+                volume_id: "a1:other",
+                ..B
+            },
+            Bound {
+                node_id: "host=n2",
+                ..B
+            },
+            Bound {
+                target_portal: "10.6.6.6:3260",
+                ..B
+            },
+            Bound {
+                target_iqn: "iqn.2024-01.io.evil:vol1",
+                ..B
+            },
+            Bound {
+                chap_user: "other-u",
+                ..B
+            },
+        ];
+        for other in others {
+            assert_eq!(
+                open(KEY, &other, &sealed),
+                Err(SealError::Refused),
+                "{other:?}"
+            );
+        }
+        // The length prefixes keep the boundary between the parts.
+        let s2 = seal(
+            KEY,
+            &Bound {
+                volume_id: "a1:x",
+                node_id: "yz",
+                ..B
+            },
+            SECRET,
+        )
+        .unwrap();
+        let shifted = Bound {
+            volume_id: "a1:xy",
+            node_id: "z",
+            ..B
+        };
+        assert_eq!(open(KEY, &shifted, &s2), Err(SealError::Refused));
     }
 
     #[test]
     fn tampered_or_malformed_text_is_refused() {
-        let sealed = seal(KEY, VOL, NODE, SECRET).unwrap();
+        let sealed = seal(KEY, &B, SECRET).unwrap();
         for i in PREFIX.len()..sealed.len() {
             let mut b = sealed.clone().into_bytes();
             b[i] = if b[i] == b'0' { b'1' } else { b'0' };
             let t = String::from_utf8(b).unwrap();
-            assert_eq!(
-                open(KEY, VOL, NODE, &t),
-                Err(SealError::Refused),
-                "byte {i}"
-            );
+            assert_eq!(open(KEY, &B, &t), Err(SealError::Refused), "byte {i}");
         }
         let truncated = &sealed[..sealed.len() - 2];
-        assert_eq!(open(KEY, VOL, NODE, truncated), Err(SealError::Refused));
+        assert_eq!(open(KEY, &B, truncated), Err(SealError::Refused));
         for bad in [
             "",
             "v1.",
@@ -210,34 +273,24 @@ mod tests {
             "v1.ZZ",
             &sealed[PREFIX.len()..],
         ] {
-            assert_eq!(
-                open(KEY, VOL, NODE, bad),
-                Err(SealError::Malformed),
-                "{bad:?}"
-            );
+            assert_eq!(open(KEY, &B, bad), Err(SealError::Malformed), "{bad:?}");
         }
         assert_eq!(
-            open(KEY, VOL, NODE, &format!("v1.{}", "00".repeat(39))),
+            open(KEY, &B, &format!("v1.{}", "00".repeat(39))),
             Err(SealError::Malformed)
         );
     }
 
     #[test]
     fn a_short_key_is_refused_both_ways() {
-        assert_eq!(
-            seal("short", VOL, NODE, SECRET),
-            Err(SealError::KeyTooShort)
-        );
-        let sealed = seal(KEY, VOL, NODE, SECRET).unwrap();
-        assert_eq!(
-            open("short", VOL, NODE, &sealed),
-            Err(SealError::KeyTooShort)
-        );
+        assert_eq!(seal("short", &B, SECRET), Err(SealError::KeyTooShort));
+        let sealed = seal(KEY, &B, SECRET).unwrap();
+        assert_eq!(open("short", &B, &sealed), Err(SealError::KeyTooShort));
     }
 
     #[test]
     fn nothing_of_the_secret_or_key_is_in_the_text_or_the_errors() {
-        let sealed = seal(KEY, VOL, NODE, SECRET).unwrap();
+        let sealed = seal(KEY, &B, SECRET).unwrap();
         let mut hex_secret = String::new();
         push_hex(&mut hex_secret, SECRET.as_bytes());
         for needle in [SECRET, KEY, &hex_secret, &SECRET[..6]] {

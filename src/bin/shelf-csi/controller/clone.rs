@@ -182,8 +182,15 @@ async fn clone_and_grow(a: &Appliance, w: &Wanted, snapshot: &Snapshot) -> Resul
         ..CloneArgs::default()
     });
     let share = decode_share(a, &a.call(clone).await?)?;
+    grow(a, &share, size).await
+}
+
+/// `share` grown to `size` (`share.resize`), as it is when it is that big already. A
+/// clone whose grow fails stays at its snapshot's size; the CO's retry of the CreateVolume
+/// finishes it here (create.rs, `Repeat::Grow`).
+pub async fn grow(a: &Appliance, share: &Share, size: u64) -> Result<Share, Status> {
     if share.size >= size {
-        return Ok(share);
+        return Ok(share.clone());
     }
     let grow = Request::ShareResize(ShareResizeArgs {
         share: share.id.clone(),

@@ -30,8 +30,8 @@ pub const META_SOURCE: &str = "csi.source";
 /// shelf accepts it, else `csi.` and a hash).
 pub use super::snapshots::shelf_name;
 
-/// What the request asks for, checked.
-#[derive(Debug, Clone)]
+/// What the request asks for, checked. Its `Debug` leaves the request's secrets out.
+#[derive(Clone)]
 pub struct Wanted {
     /// The request.
     pub req: CreateVolumeRequest,
@@ -43,6 +43,24 @@ pub struct Wanted {
     pub share_name: String,
     /// The share's metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut req = self.req.clone();
+        let secrets: Vec<String> = req.secrets.drain().map(|(k, _)| k).collect();
+        f.debug_struct("Wanted")
+            .field("req", &req)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", secrets.join(", ")),
+            )
+            .field("params", &self.params)
+            .field("needs", &self.needs)
+            .field("share_name", &self.share_name)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 impl Wanted {
@@ -94,7 +112,18 @@ pub async fn create_volume(
         needs,
     };
     if let Some((a, share)) = existing(svc, &wanted).await? {
-        let v = repeat(&a, &share, &wanted)?;
+        let v = match repeat(&a, &share, &wanted)? {
+            Repeat::Same(v) => v,
+            Repeat::Grow(size) => {
+                let share = clone::grow(&a, &share, size).await?;
+                log::info!(
+                    "CreateVolume {:?}: clone {} grown to {size} bytes on a retry",
+                    wanted.req.name,
+                    share.id
+                );
+                volume(&a, &share, &wanted.req)
+            }
+        };
         if let Some((false, source)) = source(wanted.req.volume_content_source.as_ref())? {
             clone::forget_transient(svc, &wanted.req.name, &source).await;
         }
@@ -176,9 +205,20 @@ async fn existing(
     Ok(None)
 }
 
+/// What a repeat of a CreateVolume does with the share an earlier call made.
+#[derive(Debug)]
+enum Repeat {
+    /// It is what the request asks for: answer it.
+    Same(Volume),
+    /// A clone made at its source's size whose `share.resize` failed: grow it to this size.
+    Grow(u64),
+}
+
 /// The answer to a repeat: the existing volume when it is what `w` asks for, else
-/// ALREADY_EXISTS naming the difference (ABORTED while it is being made or deleted).
-fn repeat(a: &Appliance, share: &Share, w: &Wanted) -> Result<Volume, Status> {
+/// ALREADY_EXISTS naming the difference (ABORTED while it is being made or deleted). A
+/// clone smaller than required, from the same source and within the limit, is one whose
+/// grow failed: [`Repeat::Grow`] finishes it.
+fn repeat(a: &Appliance, share: &Share, w: &Wanted) -> Result<Repeat, Status> {
     match share.state {
         ShareState::Available => {}
         ShareState::Creating | ShareState::Deleting => {
@@ -229,10 +269,15 @@ fn repeat(a: &Appliance, share: &Share, w: &Wanted) -> Result<Volume, Status> {
     let (required, limit) = w.req.capacity_range.as_ref().map_or((0, 0), |r| {
         (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)
     });
-    if share.size < required || (limit > 0 && share.size > limit) {
+    let within = |size: u64| limit == 0 || size <= limit;
+    if share.size < required && within(required) && meta(META_SOURCE).is_some() {
+        let size = params::size_for(w.req.capacity_range.as_ref(), required, SECTOR)?;
+        return Ok(Repeat::Grow(size));
+    }
+    if share.size < required || !within(share.size) {
         return Err(differs(&format!("size ({} bytes)", share.size)));
     }
-    Ok(volume(a, share, &w.req))
+    Ok(Repeat::Same(volume(a, share, &w.req)))
 }
 
 /// A new empty share on the best appliance that takes it; the next one is tried when one
@@ -281,4 +326,31 @@ async fn create_new(svc: &ControllerService, w: &Wanted) -> Result<(Appliance, S
 
 fn response(v: Volume) -> CreateVolumeResponse {
     CreateVolumeResponse { volume: Some(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_debug_leaves_the_secrets_out() {
+        let req = CreateVolumeRequest {
+            name: "pvc-1".into(),
+            secrets: [("chapKey".to_string(), "hunter2-the-secret".to_string())].into(),
+            ..Default::default()
+        };
+        let w = Wanted {
+            share_name: shelf_name(&req.name),
+            metadata: BTreeMap::new(),
+            params: Params::parse(&Default::default()).unwrap(),
+            needs: Needs::default(),
+            req,
+        };
+        let shown = format!("{w:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("pvc-1") && shown.contains("chapKey"),
+            "{shown}"
+        );
+    }
 }

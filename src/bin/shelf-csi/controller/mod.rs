@@ -42,6 +42,9 @@ pub struct ControllerService {
     pub cfg: Arc<Config>,
     /// The CSI names whose CreateVolume is running (a second one is ABORTED).
     pending: pending::Pending,
+    /// The volume ids a DeleteVolume, ControllerPublish/Unpublish, ControllerExpandVolume or
+    /// CreateSnapshot works on: one at a time per volume, the others ABORTED.
+    volumes: pending::Pending,
 }
 
 impl ControllerService {
@@ -49,17 +52,25 @@ impl ControllerService {
     pub fn new(cfg: Arc<Config>) -> ControllerService {
         ControllerService {
             cfg,
-            pending: pending::Pending::default(),
+            pending: pending::Pending::new("a CreateVolume for"),
+            volumes: pending::Pending::new("an operation on volume"),
         }
+    }
+
+    /// Claim volume `id` for one operation (see [`ControllerService::volumes`]): ABORTED
+    /// while another operation on it runs.
+    fn claim_volume(&self, id: &crate::ids::Id) -> Result<pending::Claim<'_>, Status> {
+        self.volumes.claim(&id.to_string())
     }
 }
 
 /// The controller's capabilities: exactly what works. Not advertised:
 /// LIST_VOLUMES_PUBLISHED_NODES and GET_VOLUME's published nodes (node ids are not kept),
 /// VOLUME_CONDITION, MODIFY_VOLUME (no mutable parameters).
-const CAPABILITIES: [Rpc; 10] = [
+const CAPABILITIES: [Rpc; 11] = [
     Rpc::CreateDeleteVolume,
     Rpc::PublishUnpublishVolume,
+    Rpc::PublishReadonly,
     Rpc::ListVolumes,
     Rpc::GetCapacity,
     Rpc::CreateDeleteSnapshot,
@@ -196,3 +207,7 @@ impl Controller for ControllerService {
             .map(Response::new)
     }
 }
+
+#[cfg(test)]
+#[path = "claims_tests.rs"]
+mod claims_tests;

@@ -23,15 +23,19 @@ use crate::objects::{self, found};
 use crate::seal::{self, CHAP_KEY};
 
 mod connection;
+mod read_only;
 
 use connection::{For, Refusal};
+use read_only::{check_read_only, mark_read_only};
 
 /// The volume_context key CreateVolume sets with the protocol (a fallback for a share
 /// whose metadata lacks [`objects::META_PROTOCOL`]).
 const CONTEXT_PROTOCOL: &str = "protocol";
 
-/// `ControllerPublishVolume`: see the module comment. A volume attached to another node
-/// and not multi-attach is FAILED_PRECONDITION; attached to this node with the other
+/// `ControllerPublishVolume`: see the module comment. `readonly` puts `access_mode=ro` in
+/// the context whatever the protocol (an iSCSI/NVMe volume is attached read-write on
+/// shelf, the node enforces read-only). A volume attached to another node and not
+/// multi-attach is FAILED_PRECONDITION; attached to this node with the other
 /// read-only flag, ALREADY_EXISTS (CSI spec); attached the same way again, the same
 /// context.
 pub async fn controller_publish_volume(
@@ -47,6 +51,7 @@ pub async fn controller_publish_volume(
         return Err(Status::invalid_argument("volume_capability is required"));
     }
     let volume = Id::parse("volume_id", &req.volume_id)?;
+    let _claim = svc.claim_volume(&volume)?;
     let Some((appliance, share)) = objects::csi_share(&svc.cfg, &volume).await? else {
         return Err(Status::not_found(format!(
             "volume {volume}: no such volume"
@@ -57,14 +62,14 @@ pub async fn controller_publish_volume(
         Err(why) => return Err(unknown_node(&appliance, &share, why).await),
     };
     let protocol = protocol_of(&share, &req.volume_context)?;
-    let mode = if req.readonly { Access::Ro } else { Access::Rw };
-    if req.readonly && protocol != Protocol::Nfs {
-        return Err(Status::invalid_argument(format!(
-            "volume {volume} is {} and shelf attaches iSCSI and NVMe/TCP volumes read-write \
-             only: publish it read-write and mount it read-only on the node",
-            protocol_name(protocol)
-        )));
-    }
+    // shelf attaches iSCSI and NVMe/TCP volumes read-write only: a read-only publish of
+    // one is attached read-write and the node is told `access_mode=ro` (it mounts `ro`,
+    // binds a block volume through a read-only loop device). NFS exports it read-only.
+    let mode = if req.readonly && protocol == Protocol::Nfs {
+        Access::Ro
+    } else {
+        Access::Rw
+    };
     check_node_can(protocol, &node)?;
     let key = req.secrets.get(CHAP_KEY).map(String::as_str);
     if key.is_some_and(|k| k.len() < seal::MIN_KEY_BYTES) {
@@ -72,7 +77,10 @@ pub async fn controller_publish_volume(
             seal::SealError::KeyTooShort.to_string(),
         ));
     }
-    check_attachments(&appliance, &share, &node, mode).await?;
+    let attached_here = check_attachments(&appliance, &share, &node, mode).await?;
+    if protocol != Protocol::Nfs && attached_here {
+        check_read_only(&share, &node.host, req.readonly)?;
+    }
     if protocol == Protocol::Nfs {
         ensure_nfs_export(&appliance, &share).await?;
     }
@@ -83,7 +91,14 @@ pub async fn controller_publish_volume(
         protocol: Some(protocol),
         mode: Some(mode),
     });
-    let answer = appliance.call(attach).await?;
+    let answer = match appliance.call(attach).await {
+        Ok(answer) => answer,
+        Err(e) if e.code() == tonic::Code::Aborted && !share.multiattach => {
+            let others = attachments(&appliance, &share.id).await.unwrap_or_default();
+            return Err(attach_refusal(e, &others, &node.host));
+        }
+        Err(e) => return Err(e),
+    };
     let changed = matches!(get(&answer, "changed"), Some(ciborium::Value::Bool(true)));
     let info = get(&answer, "connection_info")
         .ok_or_else(|| Status::internal("share.attach answered no connection_info"))?;
@@ -93,7 +108,13 @@ pub async fn controller_publish_volume(
         key,
     };
     match connection::publish_context(info, &ids) {
-        Ok(publish_context) => {
+        Ok(mut publish_context) => {
+            if req.readonly {
+                publish_context.insert(crate::context::ACCESS_MODE.into(), "ro".into());
+            }
+            if protocol != Protocol::Nfs {
+                mark_read_only(&appliance, &share, &node.host, req.readonly).await?;
+            }
             log::info!(
                 "ControllerPublishVolume {volume} to {} ({mode:?})",
                 node.host
@@ -214,15 +235,18 @@ async fn attachments(appliance: &Appliance, share: &str) -> Result<Vec<Attachmen
 }
 
 /// FAILED_PRECONDITION when a single-attach share is attached to another node,
-/// ALREADY_EXISTS when it is attached to this one with the other mode.
+/// ALREADY_EXISTS when it is attached to this one with the other mode; whether it is
+/// attached to this one.
 async fn check_attachments(
     appliance: &Appliance,
     share: &Share,
     node: &NodeId,
     mode: Access,
-) -> Result<(), Status> {
+) -> Result<bool, Status> {
+    let mut here = false;
     for a in attachments(appliance, &share.id).await? {
         if a.host == node.host {
+            here = true;
             if a.mode != mode {
                 return Err(Status::already_exists(format!(
                     "volume is already published to node {} {:?}, not {mode:?}",
@@ -236,7 +260,22 @@ async fn check_attachments(
             )));
         }
     }
-    Ok(())
+    Ok(here)
+}
+
+/// A `busy` (ABORTED) refusal of `share.attach` of a single-attach share: when another
+/// node holds it (attached past [`check_attachments`], by a call racing this one),
+/// FAILED_PRECONDITION as the spec asks for a volume published elsewhere; else the same.
+fn attach_refusal(e: Status, attachments: &[Attachment], host: &str) -> Status {
+    match attachments.iter().find(|a| a.host != host) {
+        Some(other) => Status::failed_precondition(format!(
+            "volume is published to node {} and is single-attach; unpublish it there first \
+             ({})",
+            other.host,
+            e.message()
+        )),
+        None => e,
+    }
 }
 
 /// `share.detach` of one connector; a share gone meanwhile is done.
@@ -280,6 +319,7 @@ pub async fn controller_unpublish_volume(
     let Ok(volume) = Id::parse("volume_id", &req.volume_id) else {
         return done;
     };
+    let _claim = svc.claim_volume(&volume)?;
     let host = match req.node_id.as_str() {
         "" => None,
         text => match NodeId::decode(text) {
@@ -298,7 +338,43 @@ pub async fn controller_unpublish_volume(
         .filter(|a| host.as_ref().is_none_or(|h| *h == a.host))
     {
         detach(&appliance, &share.id, a.protocol, connector_of(a)).await?;
+        mark_read_only(&appliance, &share, &a.host, false).await?;
         log::info!("ControllerUnpublishVolume {volume} from {}", a.host);
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached_to(host: &str) -> Attachment {
+        Attachment {
+            id: "at1".into(),
+            share: "s1".into(),
+            share_name: "pvc-1".into(),
+            protocol: Protocol::Iscsi,
+            client: format!("iqn.2026-12.org.example:{host}"),
+            host: host.into(),
+            ip: None,
+            initiator: None,
+            mode: Access::Rw,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_busy_attach_of_a_volume_held_by_another_node_is_failed_precondition() {
+        let busy = || Status::aborted("appliance a1: busy: share pvc-1 is single-attach");
+        let e = attach_refusal(busy(), &[attached_to("n2")], "n1");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("n2"), "{}", e.message());
+        // Busy for another reason (nothing attached elsewhere): still ABORTED, retried.
+        for list in [vec![], vec![attached_to("n1")]] {
+            assert_eq!(
+                attach_refusal(busy(), &list, "n1").code(),
+                tonic::Code::Aborted
+            );
+        }
+    }
 }

@@ -5,15 +5,14 @@
 
 use bpfman_csi::v1::controller_get_volume_response::VolumeStatus;
 use bpfman_csi::v1::validate_volume_capabilities_response::Confirmed;
-use bpfman_csi::v1::volume_capability::AccessType;
 use bpfman_csi::v1::{
     ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
     ControllerGetVolumeResponse, ControllerModifyVolumeRequest, ControllerModifyVolumeResponse,
     DeleteVolumeRequest, DeleteVolumeResponse, ValidateVolumeCapabilitiesRequest,
     ValidateVolumeCapabilitiesResponse,
 };
-use shelf::model::{Share, SECTOR};
-use shelf::proto::{Request, ShareDeleteArgs, ShareFilter, ShareResizeArgs};
+use shelf::model::{Export, Share, SECTOR};
+use shelf::proto::{ExportRef, Request, ShareDeleteArgs, ShareFilter, ShareResizeArgs};
 use tonic::Status;
 
 use super::clone::{self, CLONE_SNAPSHOT_PREFIX};
@@ -47,8 +46,11 @@ fn protocol_of(share: &Share) -> Protocol {
 
 /// `DeleteVolume`: OK when the volume is gone (or the id is none this plugin made);
 /// FAILED_PRECONDITION while it is published to a node (shelf attachments) or has
-/// snapshots. Exports left from earlier publishes go with it (`force`); transient clone
-/// snapshots (clone.rs) are deleted first.
+/// snapshots; ABORTED while another operation on the volume runs (the claim keeps a
+/// publish from attaching it meanwhile). Exports left from earlier publishes are deleted
+/// first without `force`, so shelfd itself refuses (`has_dependents`) an export a node
+/// is attached to; transient clone snapshots (clone.rs) are deleted too. The share goes
+/// without `force`.
 pub async fn delete_volume(
     svc: &ControllerService,
     req: DeleteVolumeRequest,
@@ -59,6 +61,7 @@ pub async fn delete_volume(
     let Ok(id) = Id::parse("volume_id", &req.volume_id) else {
         return Ok(DeleteVolumeResponse {});
     };
+    let _claim = svc.claim_volume(&id)?;
     let Some((a, share)) = objects::csi_share(&svc.cfg, &id).await? else {
         log::info!("DeleteVolume {id}: already gone");
         return Ok(DeleteVolumeResponse {});
@@ -69,12 +72,9 @@ pub async fn delete_volume(
     });
     let attached: Vec<shelf::model::Attachment> = objects::decode(&a, a.call(list).await?)?;
     if let Some(at) = attached.first() {
-        return Err(Status::failed_precondition(format!(
-            "volume {id} is published to {} ({} attachment(s)); unpublish it first",
-            at.host,
-            attached.len()
-        )));
+        return Err(published(&id, &at.host, attached.len()));
     }
+    delete_exports(&a, &id, &share).await?;
     for s in objects::snapshots(&a, Some(&share.id)).await? {
         if s.name.starts_with(CLONE_SNAPSHOT_PREFIX) {
             clone::delete_transient(&a, &s.id).await;
@@ -84,13 +84,13 @@ pub async fn delete_volume(
         share: share.id.clone(),
         pool: None,
         recursive: false,
-        force: true,
+        force: false,
     });
     match objects::found(a.call(delete).await) {
         Ok(_) => {}
         Err(e) if e.code() == tonic::Code::FailedPrecondition => {
             return Err(Status::failed_precondition(format!(
-                "volume {id} has snapshots; delete them first ({})",
+                "volume {id} has snapshots or exports; delete them first ({})",
                 e.message()
             )))
         }
@@ -100,10 +100,54 @@ pub async fn delete_volume(
     Ok(DeleteVolumeResponse {})
 }
 
+/// FAILED_PRECONDITION: the volume is published.
+fn published(id: &Id, host: &str, count: usize) -> Status {
+    Status::failed_precondition(format!(
+        "volume {id} is published to {host} ({count} attachment(s)); unpublish it first"
+    ))
+}
+
+/// Delete the share's exports without `force`: shelfd refuses (`has_dependents`,
+/// FAILED_PRECONDITION) one that is attached, so no attached node loses its volume.
+async fn delete_exports(a: &Appliance, id: &Id, share: &Share) -> Result<(), Status> {
+    let list = Request::ExportList(ShareFilter {
+        share: Some(share.id.clone()),
+        pool: None,
+    });
+    let Some(v) = objects::found(a.call(list).await)? else {
+        return Ok(());
+    };
+    let exports: Vec<Export> = objects::decode(a, v)?;
+    for e in exports {
+        if let Some(at) = e.attached.first() {
+            return Err(published(id, &at.client, e.attached.len()));
+        }
+        let delete = Request::ExportDelete(ExportRef {
+            export: Some(e.id.clone()),
+            share: None,
+            pool: None,
+            protocol: None,
+            force: false,
+        });
+        match objects::found(a.call(delete).await) {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is published (its {} export is attached): {}",
+                    e.protocol.as_str(),
+                    s.message()
+                )))
+            }
+            Err(s) => return Err(s),
+        }
+    }
+    Ok(())
+}
+
 /// `ControllerExpandVolume`: `share.resize` to `required_bytes` (rounded up to 512 bytes)
-/// unless the volume is already that big. The node grows the filesystem of an iSCSI/NVMe
-/// mount volume; a raw block volume needs nothing more, and shelfd grows an NFS volume's
-/// filesystem itself.
+/// unless the volume is already that big. Node expansion is required for every iSCSI/NVMe
+/// volume, raw block too: the node rescans the session so the disk shows its new size, and
+/// grows a mount volume's filesystem; shelfd grows an NFS volume's filesystem itself.
 pub async fn controller_expand_volume(
     svc: &ControllerService,
     req: ControllerExpandVolumeRequest,
@@ -116,15 +160,12 @@ pub async fn controller_expand_volume(
         .as_ref()
         .filter(|r| r.required_bytes > 0 || r.limit_bytes > 0)
         .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+    let _claim = svc.claim_volume(&Id::parse("volume_id", &req.volume_id)?)?;
     let (a, share) = existing(svc, "volume_id", &req.volume_id).await?;
     let protocol = protocol_of(&share);
-    let node_expansion_required = protocol != Protocol::Nfs
-        && !matches!(
-            req.volume_capability
-                .as_ref()
-                .and_then(|c| c.access_type.as_ref()),
-            Some(AccessType::Block(_))
-        );
+    // The node rescans an iSCSI/NVMe session so the disk sees its new size (and grows the
+    // filesystem of a mount volume); shelfd grows an NFS volume's filesystem itself.
+    let node_expansion_required = protocol != Protocol::Nfs;
     let size = params::size_for(Some(range), share.size, SECTOR)?;
     let share = if share.size >= size {
         share

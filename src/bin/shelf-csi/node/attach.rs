@@ -97,11 +97,13 @@ pub fn chap_of(
             seal::CHAP_KEY
         ))
     })?;
-    let secret: Zeroizing<String> =
-        seal::open(key, volume_id, &node.encoded_id, sealed).map_err(|e| match e {
-            seal::SealError::Refused => Status::permission_denied(e.to_string()),
-            _ => Status::invalid_argument(e.to_string()),
-        })?;
+    let bound = context::seal_binding(volume_id, &node.encoded_id, publish).ok_or_else(|| {
+        Status::invalid_argument("publish_context has CHAP but no target_portal or target_iqn")
+    })?;
+    let secret: Zeroizing<String> = seal::open(key, &bound, sealed).map_err(|e| match e {
+        seal::SealError::Refused => Status::permission_denied(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    })?;
     checked::chap_word(context::CHAP_SECRET_SEALED, &secret, false)?;
     Ok(Some(Chap {
         user: user.clone(),

@@ -75,9 +75,11 @@ pub fn publish_context(info: &Value, f: &For<'_>) -> Result<HashMap<String, Stri
                 let secret = get_text(data, "auth_password").ok_or_else(|| bad("auth_password"))?;
                 let secret = Zeroizing::new(secret.to_string());
                 let key = f.key.ok_or(Refusal::NoKey)?;
-                let sealed = seal::seal(key, f.volume_id, f.node_id, &secret)
-                    .map_err(|e| Refusal::Status(Status::failed_precondition(e.to_string())))?;
                 ctx.insert(context::CHAP_USER.into(), user.to_string());
+                let bound = context::seal_binding(f.volume_id, f.node_id, &ctx)
+                    .ok_or_else(|| bad("target_portal, target_iqn or auth_username"))?;
+                let sealed = seal::seal(key, &bound, &secret)
+                    .map_err(|e| Refusal::Status(Status::failed_precondition(e.to_string())))?;
                 ctx.insert(context::CHAP_SECRET_SEALED.into(), sealed);
             }
         }
@@ -154,11 +156,19 @@ mod tests {
             "{ctx:?}"
         );
         let sealed = &ctx[context::CHAP_SECRET_SEALED];
+        let bound = context::seal_binding("a1:v1", "host=n1", &ctx).unwrap();
+        assert_eq!(bound.target_portal, "127.0.0.1:3260");
         assert_eq!(
-            seal::open(KEY, "a1:v1", "host=n1", sealed)
-                .unwrap()
-                .as_str(),
+            seal::open(KEY, &bound, sealed).unwrap().as_str(),
             "the-chap-secret"
+        );
+        // An edited context that sends the node to another portal does not open.
+        let mut edited = ctx.clone();
+        edited.insert(context::TARGET_PORTAL.into(), "10.6.6.6:3260".into());
+        let bound = context::seal_binding("a1:v1", "host=n1", &edited).unwrap();
+        assert_eq!(
+            seal::open(KEY, &bound, sealed),
+            Err(seal::SealError::Refused)
         );
     }
 
