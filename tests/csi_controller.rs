@@ -22,6 +22,9 @@ use bpfman_csi::v1::{
     ControllerGetCapabilitiesRequest, GetPluginCapabilitiesRequest, GetPluginInfoRequest,
     ProbeRequest,
 };
+use std::time::{Duration, Instant};
+
+use bpfman_csi::v1::identity_client::IdentityClient;
 use ciborium::Value;
 use common::csi::{Csi, DRIVER};
 use common::{field, sub, t};
@@ -92,11 +95,33 @@ fn identity_names_the_driver_and_probes_every_appliance() {
     .collect();
     want.sort();
     assert_eq!(rpcs, want);
-    // An appliance that is down makes the probe fail (UNAVAILABLE), not lie.
+    // One appliance down, or taking a connection and never answering: still ready, and
+    // quickly (the livenessprobe sidecar gives up after 1 s by default and restarts the
+    // controller).
     csi.appliances[1].rig.d.stop();
-    let err = csi.block_on(id.probe(ProbeRequest {})).unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("a2"), "{}", err.message());
+    let probe = |csi: &Csi, id: &mut IdentityClient<_>| {
+        let started = Instant::now();
+        let r = csi
+            .block_on(id.probe(ProbeRequest {}))
+            .unwrap()
+            .into_inner();
+        (r.ready, started.elapsed())
+    };
+    let (ready, took) = probe(&csi, &mut id);
+    assert_eq!(ready, Some(true));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let socket = csi.appliances[1].rig.d.socket.clone();
+    let _ = std::fs::remove_file(&socket);
+    let silent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (ready, took) = probe(&csi, &mut id);
+    assert_eq!(ready, Some(true));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Every appliance down: not ready (no error: a restart would not help), in time.
+    csi.appliances[0].rig.d.stop();
+    let (ready, took) = probe(&csi, &mut id);
+    assert_eq!(ready, Some(false));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(silent);
     assert!(csi.is_running());
 }
 

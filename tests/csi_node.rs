@@ -101,7 +101,7 @@ fn a_bad_initiator_file_stops_the_plugin_at_start() {
 }
 
 #[test]
-fn capabilities_are_stage_expand_stats_and_condition() {
+fn capabilities_are_stage_expand_stats_condition_and_single_node_multi_writer() {
     let s = Scratch::new("csi-node-caps");
     let csi = plain_node("node-caps", &s);
     let mut node = csi.node.clone();
@@ -124,6 +124,8 @@ fn capabilities_are_stage_expand_stats_and_condition() {
         Rpc::ExpandVolume as i32,
         Rpc::GetVolumeStats as i32,
         Rpc::VolumeCondition as i32,
+        // The controller advertises it too (tests/csi_controller.rs): both must agree.
+        Rpc::SingleNodeMultiWriter as i32,
     ];
     want.sort();
     assert_eq!(got, want);

@@ -29,6 +29,35 @@ fn publish_of_a_hand_staged_filesystem_binds_it_rw_and_ro_and_reports_stats() {
     let st = staging.to_string_lossy().into_owned();
     let (rw_t, ro_t) = (s.path("pod-rw"), s.path("pod-ro"));
     let cap = || mount_cap(Mode::SingleNodeWriter, "", &[]);
+    // A mount without this node's stage record is not a volume to publish.
+    let e = csi
+        .block_on(node.node_publish_volume(publish_req("a1:v1", &st, &s.s("pod-rw"), cap(), false)))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(!rw_t.exists());
+    write_stage_record(
+        &s,
+        &serde_json::json!({
+            "volume_id": "a1:v1",
+            "staging_path": st,
+            "transport": {"protocol": "nfs", "export": "192.0.2.1:/shelf/v1"},
+            "presented": {"type": "mount", "fs_type": "nfs4", "flags": []},
+            "read_only": false,
+        }),
+    );
+    // Staged, but the CO names another staging path (a tmpfs there too).
+    let other = s.tmpfs("other-staging", "1m");
+    let e = csi
+        .block_on(node.node_publish_volume(publish_req(
+            "a1:v1",
+            &other.to_string_lossy(),
+            &s.s("pod-rw"),
+            cap(),
+            false,
+        )))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("is staged at"), "{}", e.message());
     for _ in 0..2 {
         csi.block_on(node.node_publish_volume(publish_req(
             "a1:v1",
@@ -135,6 +164,18 @@ fn block_publish_of_a_hand_staged_loop_device() {
     sh(&["mount", "--bind", &dev, &held.to_string_lossy()]);
     s.track(&held);
     let st = staging.to_string_lossy().into_owned();
+    write_stage_record(
+        &s,
+        &serde_json::json!({
+            "volume_id": "a1:b1",
+            "staging_path": st,
+            "transport": {"protocol": "iscsi", "portal": "127.0.0.1:3260",
+                          "iqn": "iqn.2026-01.io.shelf:b1", "lun": 1},
+            "presented": {"type": "block"},
+            "read_only": false,
+            "device": dev,
+        }),
+    );
     let rdev = std::fs::metadata(&dev).unwrap().rdev();
     let cap = || block_cap(Mode::SingleNodeWriter);
     for _ in 0..2 {
@@ -178,7 +219,8 @@ fn block_publish_of_a_hand_staged_loop_device() {
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
     drop(f);
 
-    // Mount access on a block-staged path is not staged: nothing is mounted there.
+    // Mount access to a volume staged for block access: ALREADY_EXISTS (its record says
+    // block), nothing mounted.
     let e = csi
         .block_on(node.node_publish_volume(publish_req(
             "a1:b1",
@@ -188,7 +230,8 @@ fn block_publish_of_a_hand_staged_loop_device() {
             false,
         )))
         .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(!s.path("dir").exists());
 
     let stats = csi
         .block_on(node.node_get_volume_stats(NodeGetVolumeStatsRequest {

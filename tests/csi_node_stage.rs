@@ -127,15 +127,13 @@ fn a_live_stage_answers_repeats_and_conflicts_from_its_record() {
     );
 }
 
-/// On a machine without iscsiadm (this one; the VM tier has it), an iSCSI stage is
-/// FAILED_PRECONDITION naming the program, and its unstage still succeeds and forgets it.
-
+/// A failed iSCSI stage leaves nothing behind and its unstage still works. On a machine
+/// without iscsiadm (this one; the VM tier has it) the failure is FAILED_PRECONDITION
+/// naming the program; with iscsiadm the login to a portal where nothing listens fails
+/// instead (and its node record is deleted again): either way the test asserts the
+/// bookkeeping, never passes silently.
 #[test]
-fn iscsi_stage_without_iscsiadm_is_failed_precondition_and_unstage_still_works() {
-    if installed("iscsiadm") {
-        eprintln!("iscsiadm is installed here: the VM tier covers iSCSI staging");
-        return;
-    }
+fn a_failed_iscsi_stage_leaves_no_record_and_unstage_still_works() {
     let s = Scratch::new("csi-node-noiscsi");
     let csi = plain_node("node-noiscsi", &s);
     let mut node = csi.node.clone();
@@ -145,32 +143,39 @@ fn iscsi_stage_without_iscsiadm_is_failed_precondition_and_unstage_still_works()
         volume_capability: mount_cap(Mode::SingleNodeWriter, "", &[]),
         publish_context: map(&[
             ("protocol", "iscsi"),
-            ("target_portal", "127.0.0.1:3260"),
-            ("target_iqn", "iqn.2026-01.io.shelf:i1"),
+            // Port 1 (tcpmux): nothing listens there on a test machine.
+            ("target_portal", "127.0.0.1:1"),
+            ("target_iqn", "iqn.2026-01.io.shelf.test:i1"),
             ("target_lun", "1"),
         ]),
         ..Default::default()
     };
     let e = csi.block_on(node.node_stage_volume(req)).unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(
-        e.message().contains("iscsiadm is not installed"),
-        "{}",
-        e.message()
-    );
-    assert!(
-        csi.log_text().contains("missing: "),
-        "the start-up line names what is missing"
+    if installed("iscsiadm") {
+        assert_ne!(e.code(), Code::Ok, "{e:?}");
+        assert!(e.message().contains("iscsiadm"), "{}", e.message());
+    } else {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message().contains("iscsiadm is not installed"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            csi.log_text().contains("missing: "),
+            "the start-up line names what is missing"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
+        0,
+        "the failed stage forgot its record"
     );
     csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
         volume_id: "a1:i1".into(),
         staging_target_path: s.s("staging"),
     }))
     .unwrap();
-    assert_eq!(
-        std::fs::read_dir(s.path("state/volumes")).unwrap().count(),
-        0
-    );
 }
 
 /// The CHAP path across both services: the real controller publishes a real iSCSI share
@@ -180,10 +185,6 @@ fn iscsi_stage_without_iscsiadm_is_failed_precondition_and_unstage_still_works()
 
 #[test]
 fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
-    if installed("iscsiadm") {
-        eprintln!("iscsiadm is installed here: the VM tier covers iSCSI staging");
-        return;
-    }
     let s = Scratch::new("csi-node-chap");
     std::fs::write(
         s.path("initiatorname.iscsi"),
@@ -251,15 +252,8 @@ fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
         secrets: sec,
         ..Default::default()
     };
-    let e = csi
-        .block_on(node.node_stage_volume(stage(secrets(key))))
-        .unwrap_err();
-    assert_eq!(
-        e.code(),
-        Code::FailedPrecondition,
-        "opened, then no iscsiadm: {e:?}"
-    );
-    assert!(e.message().contains("iscsiadm"), "{}", e.message());
+    // The seal is opened before anything is attached: these hold with or without
+    // iscsiadm.
     let e = csi
         .block_on(node.node_stage_volume(stage(secrets("another-key-of-some-length"))))
         .unwrap_err();
@@ -268,6 +262,28 @@ fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
         .block_on(node.node_stage_volume(stage(HashMap::new())))
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    if installed("iscsiadm") {
+        // With the right key a machine with iscsiadm would really log in: that is the
+        // VM tier's test (tests/vm/csi). Say so where the output shows it: straight to
+        // stderr, which the test harness does not capture (it captures only the print
+        // macros), so the skip is visible in every run.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED part of stage_opens_the_controllers_sealed_chap_secret_only_with_its_key: \
+             iscsiadm is installed, the right-key login is the VM tier's"
+        );
+    } else {
+        let e = csi
+            .block_on(node.node_stage_volume(stage(secrets(key))))
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            Code::FailedPrecondition,
+            "opened, then no iscsiadm: {e:?}"
+        );
+        assert!(e.message().contains("iscsiadm"), "{}", e.message());
+    }
     assert!(!csi.log_text().contains(key), "the key is never logged");
     csi.block_on(node.node_unstage_volume(NodeUnstageVolumeRequest {
         volume_id: vol.clone(),

@@ -286,6 +286,21 @@ fn publish_refuses_with_the_right_codes_and_leaves_nothing_attached() {
     let held = attachments(d);
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0].mode, shelf::model::Access::Rw);
+    // Again read-only: the same; read-write to the same node meanwhile: ALREADY_EXISTS
+    // (published but incompatible), though shelf's attachment is read-write either way.
+    let mut ro = publish_req(&vol, &node, Some(KEY));
+    ro.readonly = true;
+    assert_eq!(publish(&csi, ro).unwrap()["access_mode"], "ro");
+    let e = code(publish(&csi, publish_req(&vol, &node, Some(KEY))));
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    unpublish(&csi, &vol, &node).unwrap();
+    assert!(attachments(d).is_empty());
+    // Unpublished, the read-only mark is gone: a read-write publish is fine.
+    let ctx = publish(&csi, publish_req(&vol, &node, Some(KEY))).unwrap();
+    assert_eq!(ctx["access_mode"], "rw");
+    let mut ro = publish_req(&vol, &node, Some(KEY));
+    ro.readonly = true;
+    assert_eq!(code(publish(&csi, ro)).code(), Code::AlreadyExists);
     unpublish(&csi, &vol, &node).unwrap();
     assert!(attachments(d).is_empty());
 

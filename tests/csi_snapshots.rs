@@ -135,14 +135,14 @@ fn create_snapshot_is_idempotent_by_name_and_refuses_with_the_right_codes() {
         .as_secs() as i64;
     let taken = s.creation_time.clone().unwrap().seconds;
     assert!((now - 60..=now + 5).contains(&taken), "{taken} vs {now}");
-    // The shelf snapshot is there, named as the CSI snapshot.
+    // The shelf snapshot is there, named as the CSI snapshot with the plugin's mark.
     let shelf_id = s.snapshot_id.split_once(':').unwrap().1;
     let shown = csi
         .appliance("a1")
         .rig
         .d
         .ok("snapshot.show", vec![("snapshot", t(shelf_id))]);
-    assert_eq!(field(&shown, "name"), "snapshot-1");
+    assert_eq!(field(&shown, "name"), "csi.s.snapshot-1");
 
     // The same name on the same source: the same snapshot.
     assert_eq!(create(&csi, &v1, "snapshot-1").unwrap(), s);
@@ -235,12 +235,31 @@ fn delete_snapshot_is_idempotent_and_leaves_clones_and_foreign_snapshots_alone()
     delete(&csi, "nonsense").unwrap();
     delete(&csi, "a9:0b0e6f1c-9d2e-4c1a-8f00-123456789abc").unwrap();
     assert_eq!(code(delete(&csi, "")), Code::InvalidArgument);
-    // A snapshot of a share this plugin did not make is not deleted.
+    // A snapshot the plugin did not make is no CSI snapshot: NOT_FOUND, never deleted,
+    // never listed. Of a share it did not make; an admin's of a CSI volume; a transient
+    // clone snapshot (clone.rs).
     let (_, foreign_snap) = foreign_share_with_snapshot(d);
-    let err = delete(&csi, &format!("a1:{foreign_snap}")).unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("foreign"), "{}", err.message());
-    d.ok("snapshot.show", vec![("snapshot", t(&foreign_snap))]);
+    let v1_share = v1.split_once(':').unwrap().1.to_string();
+    let mut others = vec![foreign_snap];
+    for name in ["daily", "csi.clone.0123456789abcdef0123456789abcdef"] {
+        let r = d.ok(
+            "snapshot.create",
+            vec![("share", t(&v1_share)), ("name", t(name))],
+        );
+        others.push(field(sub(&r, "snapshot"), "id"));
+    }
+    let listed = list(&csi, ListSnapshotsRequest::default()).unwrap();
+    for other in &others {
+        let err = delete(&csi, &format!("a1:{other}")).unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        d.ok("snapshot.show", vec![("snapshot", t(other))]);
+        assert!(!ids(&listed).contains(&format!("a1:{other}")), "{listed:?}");
+        let by_id = ListSnapshotsRequest {
+            snapshot_id: format!("a1:{other}"),
+            ..Default::default()
+        };
+        assert!(list(&csi, by_id).unwrap().entries.is_empty());
+    }
     // Once deleted, its name is free for another volume.
     let v2 = csi_volume(&csi, "a1", "pvc-2", MIB);
     let again = create(&csi, &v2, "snapshot-1").unwrap();

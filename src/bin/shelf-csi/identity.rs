@@ -1,6 +1,7 @@
 //! The Identity service: who the plugin is, what it offers, and whether it is ready.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bpfman_csi::v1::identity_server::Identity;
 use bpfman_csi::v1::plugin_capability::{self, service, volume_expansion};
@@ -8,6 +9,7 @@ use bpfman_csi::v1::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
 };
+use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::appliance::Appliance;
@@ -70,14 +72,48 @@ impl Identity for IdentityService {
         }))
     }
 
-    /// Ready when every appliance answers `hello` (controller), and always for a node
-    /// service (its programs were checked at start).
+    /// Controller: ready when at least one appliance answers `hello` within
+    /// [`PROBE_TIMEOUT`] (all are asked at once); `ready: false` when none does. Never an
+    /// error for unreachable appliances: the CSI spec keeps an error for a plugin that is
+    /// unhealthy and may need a restart (the livenessprobe sidecar restarts it), and a
+    /// restart brings no appliance back. A node service is always ready (its programs
+    /// were checked at start).
     async fn probe(&self, _req: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        if self.cfg.mode.serves_controller() {
-            for a in &self.cfg.appliances {
-                Appliance::new(a).call(shelf::proto::Request::Hello).await?;
-            }
-        }
-        Ok(Response::new(ProbeResponse { ready: Some(true) }))
+        let ready = !self.cfg.mode.serves_controller() || any_answers(&self.cfg).await;
+        Ok(Response::new(ProbeResponse { ready: Some(ready) }))
     }
+}
+
+/// How long Probe waits for the appliances' `hello`: under the livenessprobe sidecar's
+/// default `--probe-timeout` (1 s), so slow appliances cannot make it restart the
+/// controller.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Whether any configured appliance answers `hello` within [`PROBE_TIMEOUT`], asking all
+/// at once and answering at the first that does (the others' calls are dropped); those
+/// that fail before it are logged.
+async fn any_answers(cfg: &Config) -> bool {
+    let mut asked = JoinSet::new();
+    for a in &cfg.appliances {
+        let a = Appliance::new(a);
+        asked.spawn(async move {
+            let hello = a.call(shelf::proto::Request::Hello);
+            let r = match tokio::time::timeout(PROBE_TIMEOUT, hello).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "appliance {}: no answer in {PROBE_TIMEOUT:?}",
+                    a.name
+                ))),
+            };
+            (a.name, r)
+        });
+    }
+    while let Some(done) = asked.join_next().await {
+        match done {
+            Ok((_, Ok(()))) => return true,
+            Ok((name, Err(e))) => log::warn!("Probe: appliance {name}: {}", e.message()),
+            Err(e) => log::warn!("Probe: {e}"),
+        }
+    }
+    false
 }

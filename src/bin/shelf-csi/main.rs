@@ -106,6 +106,19 @@ fn endpoint_path(endpoint: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// Bind the unix socket with umask 077, so it is never, even for a moment, reachable by
+/// another user (the chmod to 0600 after it only confirms). The old umask is restored
+/// at once: the programs the node runs (mkfs makes a filesystem's root directory) and the
+/// directories it makes inherit it. Nothing else runs yet, so no other file is created
+/// in the window.
+fn bind_private(socket: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(0o077));
+    let bound = tokio::net::UnixListener::bind(socket);
+    umask(old);
+    bound.map_err(|e| format!("cannot listen on {}: {e}", socket.display()))
+}
+
 /// Bind the socket and serve until SIGTERM or SIGINT.
 async fn serve(cfg: Config, socket: PathBuf) -> Result<(), String> {
     let cfg = Arc::new(cfg);
@@ -123,8 +136,7 @@ async fn serve(cfg: Config, socket: PathBuf) -> Result<(), String> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let listener = bind_private(&socket)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
@@ -171,4 +183,24 @@ async fn serve(cfg: Config, socket: PathBuf) -> Result<(), String> {
         .map_err(|e| format!("serving: {e}"));
     let _ = std::fs::remove_file(&socket);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket has no group or other bits as bind makes it, before any chmod (the
+    /// default umask 022 gives 0755, a window in which another user could connect).
+    #[tokio::test]
+    async fn the_socket_is_private_from_its_bind() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("csi.sock");
+        let _listener = bind_private(&socket).unwrap();
+        let mode = std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "no group or other bits: {mode:o}");
+    }
 }

@@ -30,8 +30,8 @@ pub const META_SOURCE: &str = "csi.source";
 /// shelf accepts it, else `csi.` and a hash).
 pub use super::snapshots::shelf_name;
 
-/// What the request asks for, checked.
-#[derive(Debug, Clone)]
+/// What the request asks for, checked. Its `Debug` leaves the request's secrets out.
+#[derive(Clone)]
 pub struct Wanted {
     /// The request.
     pub req: CreateVolumeRequest,
@@ -43,6 +43,24 @@ pub struct Wanted {
     pub share_name: String,
     /// The share's metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut req = self.req.clone();
+        let secrets: Vec<String> = req.secrets.drain().map(|(k, _)| k).collect();
+        f.debug_struct("Wanted")
+            .field("req", &req)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", secrets.join(", ")),
+            )
+            .field("params", &self.params)
+            .field("needs", &self.needs)
+            .field("share_name", &self.share_name)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 impl Wanted {
@@ -308,4 +326,31 @@ async fn create_new(svc: &ControllerService, w: &Wanted) -> Result<(Appliance, S
 
 fn response(v: Volume) -> CreateVolumeResponse {
     CreateVolumeResponse { volume: Some(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_debug_leaves_the_secrets_out() {
+        let req = CreateVolumeRequest {
+            name: "pvc-1".into(),
+            secrets: [("chapKey".to_string(), "hunter2-the-secret".to_string())].into(),
+            ..Default::default()
+        };
+        let w = Wanted {
+            share_name: shelf_name(&req.name),
+            metadata: BTreeMap::new(),
+            params: Params::parse(&Default::default()).unwrap(),
+            needs: Needs::default(),
+            req,
+        };
+        let shown = format!("{w:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("pvc-1") && shown.contains("chapKey"),
+            "{shown}"
+        );
+    }
 }

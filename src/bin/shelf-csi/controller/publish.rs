@@ -23,8 +23,10 @@ use crate::objects::{self, found};
 use crate::seal::{self, CHAP_KEY};
 
 mod connection;
+mod read_only;
 
 use connection::{For, Refusal};
+use read_only::{check_read_only, mark_read_only};
 
 /// The volume_context key CreateVolume sets with the protocol (a fallback for a share
 /// whose metadata lacks [`objects::META_PROTOCOL`]).
@@ -75,7 +77,10 @@ pub async fn controller_publish_volume(
             seal::SealError::KeyTooShort.to_string(),
         ));
     }
-    check_attachments(&appliance, &share, &node, mode).await?;
+    let attached_here = check_attachments(&appliance, &share, &node, mode).await?;
+    if protocol != Protocol::Nfs && attached_here {
+        check_read_only(&share, &node.host, req.readonly)?;
+    }
     if protocol == Protocol::Nfs {
         ensure_nfs_export(&appliance, &share).await?;
     }
@@ -106,6 +111,9 @@ pub async fn controller_publish_volume(
         Ok(mut publish_context) => {
             if req.readonly {
                 publish_context.insert(crate::context::ACCESS_MODE.into(), "ro".into());
+            }
+            if protocol != Protocol::Nfs {
+                mark_read_only(&appliance, &share, &node.host, req.readonly).await?;
             }
             log::info!(
                 "ControllerPublishVolume {volume} to {} ({mode:?})",
@@ -227,15 +235,18 @@ async fn attachments(appliance: &Appliance, share: &str) -> Result<Vec<Attachmen
 }
 
 /// FAILED_PRECONDITION when a single-attach share is attached to another node,
-/// ALREADY_EXISTS when it is attached to this one with the other mode.
+/// ALREADY_EXISTS when it is attached to this one with the other mode; whether it is
+/// attached to this one.
 async fn check_attachments(
     appliance: &Appliance,
     share: &Share,
     node: &NodeId,
     mode: Access,
-) -> Result<(), Status> {
+) -> Result<bool, Status> {
+    let mut here = false;
     for a in attachments(appliance, &share.id).await? {
         if a.host == node.host {
+            here = true;
             if a.mode != mode {
                 return Err(Status::already_exists(format!(
                     "volume is already published to node {} {:?}, not {mode:?}",
@@ -249,7 +260,7 @@ async fn check_attachments(
             )));
         }
     }
-    Ok(())
+    Ok(here)
 }
 
 /// A `busy` (ABORTED) refusal of `share.attach` of a single-attach share: when another
@@ -327,6 +338,7 @@ pub async fn controller_unpublish_volume(
         .filter(|a| host.as_ref().is_none_or(|h| *h == a.host))
     {
         detach(&appliance, &share.id, a.protocol, connector_of(a)).await?;
+        mark_read_only(&appliance, &share, &a.host, false).await?;
         log::info!("ControllerUnpublishVolume {volume} from {}", a.host);
     }
     done

@@ -5,8 +5,13 @@
 //! names are unique per share, so the CSI name becomes the shelf snapshot's name
 //! ([`shelf_name`]) and CreateSnapshot looks for that name on every CSI share before it
 //! creates: the same name on the same source answers the existing snapshot (shelf's own
-//! `snapshot.create` is idempotent by name), on another source ALREADY_EXISTS. Only
-//! snapshots of shares this plugin made (share metadata `csi.name`) are listed or deleted.
+//! `snapshot.create` is idempotent by name), on another source ALREADY_EXISTS.
+//!
+//! Only the plugin's own snapshots are listed or deleted: those of shares this plugin
+//! made (share metadata `csi.name`) whose name carries the plugin's mark
+//! ([`is_plugin_snapshot`]: `csi.s.<name>` or `csi.<hex>`). A snapshot an admin took of a
+//! CSI share, and the transient `csi.clone.*` snapshots of clones (clone.rs), are not CSI
+//! snapshots: not listed, and NOT_FOUND to DeleteSnapshot (never deleted).
 
 use bpfman_csi::v1::list_snapshots_response::Entry;
 use bpfman_csi::v1::{
@@ -18,12 +23,38 @@ use shelf::model::{validate_name, ShareState, Snapshot};
 use shelf::proto::{Request, SnapshotCreateArgs, SnapshotRef};
 use tonic::Status;
 
+use super::clone::CLONE_SNAPSHOT_PREFIX;
 use super::ControllerService;
 use crate::ids::Id;
 use crate::objects::{self, found};
 
 /// Prefix of a shelf snapshot name derived from a hash (see [`shelf_name`]).
 const HASHED_PREFIX: &str = "csi.";
+
+/// Prefix of a CSI snapshot's shelf name that is the CSI name itself ([`snapshot_name`]).
+const SNAPSHOT_PREFIX: &str = "csi.s.";
+
+/// The shelf snapshot name for a CSI snapshot name: `csi.s.` and the name when shelf
+/// accepts that (Kubernetes' `snapshot-<uuid>` names do), else [`shelf_name`]'s `csi.`
+/// and a hash. Either way it starts with `csi.`, the plugin's mark.
+pub fn snapshot_name(csi_name: &str) -> String {
+    let marked = format!("{SNAPSHOT_PREFIX}{csi_name}");
+    if validate_name("snapshot", &marked).is_ok() {
+        return marked;
+    }
+    let hashed = shelf_name(csi_name);
+    if hashed.starts_with(HASHED_PREFIX) {
+        hashed
+    } else {
+        shelf_name(&format!("{HASHED_PREFIX}{csi_name}"))
+    }
+}
+
+/// Whether a shelf snapshot (of a CSI share) is a CSI snapshot: its name has the mark
+/// [`snapshot_name`] gives, and it is no transient clone snapshot.
+pub fn is_plugin_snapshot(s: &Snapshot) -> bool {
+    s.name.starts_with(HASHED_PREFIX) && !s.name.starts_with(CLONE_SNAPSHOT_PREFIX)
+}
 
 /// Parameter prefix the Kubernetes sidecars add (`--extra-create-metadata`); ignored.
 const K8S_PARAMETER_PREFIX: &str = "csi.storage.k8s.io/";
@@ -83,7 +114,7 @@ pub async fn create_snapshot(
             "source volume {source}: no such volume"
         )));
     };
-    let name = shelf_name(&req.name);
+    let name = snapshot_name(&req.name);
     if let Some(other) = named_elsewhere(svc, &name, &source).await? {
         return Err(Status::already_exists(format!(
             "snapshot name {:?} is already taken by snapshot {other} of another volume",
@@ -141,6 +172,7 @@ async fn named_elsewhere(
         for s in snapshots {
             let same_source = a.name == source.appliance && s.share == source.object;
             if s.name == name && !same_source && shares.contains_key(&s.share) {
+                // `name` is marked, so `s` is a CSI snapshot.
                 return Ok(Some(Id::new(&a.name, &s.id)));
             }
         }
@@ -149,8 +181,9 @@ async fn named_elsewhere(
 }
 
 /// `DeleteSnapshot`: OK when the snapshot is gone or the id is none this plugin made;
-/// FAILED_PRECONDITION when shelf refuses for dependents, or the snapshot is of a share
-/// this plugin did not make.
+/// FAILED_PRECONDITION when shelf refuses for dependents; NOT_FOUND, and never deleted,
+/// for a snapshot that is not the plugin's (of a share it did not make, or without its
+/// mark: an admin's, a transient clone snapshot).
 pub async fn delete_snapshot(
     svc: &ControllerService,
     req: DeleteSnapshotRequest,
@@ -168,12 +201,12 @@ pub async fn delete_snapshot(
         return Ok(DeleteSnapshotResponse {});
     };
     match objects::share(&appliance, &snapshot.share).await? {
-        Some(share) if objects::is_csi(&share) => {}
+        Some(share) if objects::is_csi(&share) && is_plugin_snapshot(&snapshot) => {}
         _ => {
-            return Err(Status::failed_precondition(format!(
-                "snapshot {id} is of share {} which this plugin did not create; \
-                 delete it with shelfctl",
-                snapshot.share_name
+            return Err(Status::not_found(format!(
+                "snapshot {id} ({} of share {}) is no CSI snapshot: this plugin did not \
+                 make it; delete it with shelfctl",
+                snapshot.name, snapshot.share_name
             )))
         }
     }
@@ -255,7 +288,7 @@ async fn matching(
         out.extend(
             snapshots
                 .iter()
-                .filter(|s| shares.contains_key(&s.share))
+                .filter(|s| shares.contains_key(&s.share) && is_plugin_snapshot(s))
                 .filter(|s| by_source.as_ref().is_none_or(|i| i.object == s.share))
                 .map(|s| to_csi(&a.name, s)),
         );
@@ -277,6 +310,36 @@ mod paging;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(name: &str) -> Snapshot {
+        Snapshot {
+            id: "s1".into(),
+            name: name.into(),
+            share: "v1".into(),
+            share_name: "vol".into(),
+            pool: "default".into(),
+            size: 1 << 20,
+            state: ShareState::Available,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn csi_snapshot_names_carry_the_mark_and_others_do_not() {
+        let k8s = "snapshot-0b0e6f1c-9d2e-4c1a-8f00-123456789abc";
+        assert_eq!(snapshot_name(k8s), format!("csi.s.{k8s}"));
+        let long = "x".repeat(200);
+        for csi in [k8s, long.as_str(), "a b", "csi.abc", "clone.x", "-x"] {
+            let n = snapshot_name(csi);
+            assert!(validate_name("snapshot", &n).is_ok(), "{n}");
+            assert!(is_plugin_snapshot(&named(&n)), "{csi}: {n}");
+        }
+        assert_ne!(snapshot_name("a b"), snapshot_name("a  b"));
+        // An admin's snapshot, a transient clone snapshot: not the plugin's.
+        for other in ["daily", "snapshot-1", "csi.clone.0123abcd", "csi"] {
+            assert!(!is_plugin_snapshot(&named(other)), "{other}");
+        }
+    }
 
     #[test]
     fn kubernetes_names_are_kept_and_others_hashed_apart() {

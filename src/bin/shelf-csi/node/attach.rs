@@ -200,6 +200,15 @@ pub async fn detach(node: &NodeCtx, staged: &Staged, others: &[Staged]) -> Resul
     }
 }
 
+/// `staged`'s block device now: for NVMe looked up again by NGUID among its subsystem's
+/// namespaces (a reconnect renames `/dev/nvmeXnY`), otherwise the recorded one.
+pub async fn current_device(staged: &Staged) -> Result<Option<PathBuf>, Status> {
+    match &staged.transport {
+        Transport::Nvme { nqn, nguid, .. } => nvme::find(nqn, nguid).await,
+        _ => Ok(staged.device.clone()),
+    }
+}
+
 /// Rescan `staged`'s transport so a grown volume shows its new size.
 pub async fn rescan(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
     match &staged.transport {

@@ -7,6 +7,7 @@ use bpfman_csi::v1::{NodeExpandVolumeRequest, NodeExpandVolumeResponse};
 use tonic::Status;
 
 use super::state::{Presented, Transport};
+use super::tools::offload;
 use super::{attach, format, request, NodeCtx};
 
 /// NodeExpandVolume. NOT_FOUND when the volume is not staged here or volume_path is
@@ -24,7 +25,7 @@ pub async fn expand(
         request::capability(req.volume_capability.as_ref())?;
     }
     let _busy = node.begin(volume_id)?;
-    let staged = node.state.load(volume_id)?.ok_or_else(|| {
+    let staged = node.load_staged(volume_id).await?.ok_or_else(|| {
         Status::not_found(format!("volume {volume_id} is not staged on this node"))
     })?;
     if !path.exists() {
@@ -34,18 +35,21 @@ pub async fn expand(
         )));
     }
     if let Transport::Nfs { .. } = staged.transport {
-        let v = nix::sys::statvfs::statvfs(&staged.staging_path).map_err(|e| {
-            Status::internal(format!("statvfs {}: {e}", staged.staging_path.display()))
-        })?;
-        let bytes = v.blocks() * v.fragment_size();
+        let at = staged.staging_path.clone();
+        let bytes = offload("statvfs of the staging path", move || {
+            nix::sys::statvfs::statvfs(&at)
+                .map(|v| v.blocks() * v.fragment_size())
+                .map_err(|e| Status::internal(format!("statvfs {}: {e}", at.display())))
+        })
+        .await?;
         return Ok(NodeExpandVolumeResponse {
             capacity_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
         });
     }
-    let device = staged.device.clone().ok_or_else(|| {
-        Status::failed_precondition(format!("volume {volume_id} has no device recorded"))
-    })?;
     attach::rescan(node, &staged).await?;
+    let device = attach::current_device(&staged).await?.ok_or_else(|| {
+        Status::failed_precondition(format!("volume {volume_id} has no device on this node"))
+    })?;
     if let Presented::Mount { fs_type, .. } = &staged.presented {
         if staged.read_only {
             return Err(Status::failed_precondition(format!(
@@ -54,8 +58,11 @@ pub async fn expand(
         }
         format::grow(&node.tools, fs_type, &device, &staged.staging_path).await?;
     }
-    let size = format::device_size(&device)
-        .map_err(|e| Status::internal(format!("{}: {e}", device.display())))?;
+    let size = offload("reading the device's size", move || {
+        format::device_size(&device)
+            .map_err(|e| Status::internal(format!("{}: {e}", device.display())))
+    })
+    .await?;
     Ok(NodeExpandVolumeResponse {
         capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
     })

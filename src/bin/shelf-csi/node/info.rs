@@ -15,13 +15,16 @@ use crate::nodeid::NodeId;
 
 /// The RPC capabilities advertised: staging (iSCSI/NVMe log in once per node), expansion
 /// (rescan and grow the filesystem), stats, and the volume's condition (abnormal when its
-/// device is gone). SINGLE_NODE_MULTI_WRITER is not: nothing here tells two writers on
-/// one node apart from one.
+/// device is gone), and SINGLE_NODE_MULTI_WRITER, which the controller advertises too
+/// (controller/mod.rs; CSI wants both services to agree): the node serves the
+/// SINGLE_NODE_SINGLE_WRITER and SINGLE_NODE_MULTI_WRITER modes as SINGLE_NODE_WRITER,
+/// one stage per volume and node, any number of publishes of it.
 pub const CAPABILITIES: &[Rpc] = &[
     Rpc::StageUnstageVolume,
     Rpc::ExpandVolume,
     Rpc::GetVolumeStats,
     Rpc::VolumeCondition,
+    Rpc::SingleNodeMultiWriter,
 ];
 
 /// The value of `key=value` in a file of such lines (open-iscsi's initiatorname.iscsi:

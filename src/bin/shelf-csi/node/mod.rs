@@ -75,6 +75,51 @@ impl Drop for Busy<'_> {
 }
 
 impl NodeCtx {
+    /// [`state::StateDir::load`], off the runtime.
+    async fn load_staged(&self, volume_id: &str) -> Result<Option<state::Staged>, Status> {
+        let (st, id) = (self.state.clone(), volume_id.to_string());
+        tools::offload("reading the stage record", move || st.load(&id)).await
+    }
+
+    /// [`state::StateDir::all`], off the runtime.
+    async fn all_staged(&self) -> Result<Vec<state::Staged>, Status> {
+        let st = self.state.clone();
+        tools::offload("reading the stage records", move || st.all()).await
+    }
+
+    /// [`state::StateDir::save`] (it fsyncs), off the runtime.
+    async fn save_staged(&self, staged: &state::Staged) -> Result<(), Status> {
+        let (st, s) = (self.state.clone(), staged.clone());
+        tools::offload("writing the stage record", move || st.save(&s)).await
+    }
+
+    /// [`state::StateDir::remove`], off the runtime.
+    async fn remove_staged(&self, volume_id: &str) -> Result<(), Status> {
+        let (st, id) = (self.state.clone(), volume_id.to_string());
+        tools::offload("removing the stage record", move || st.remove(&id)).await
+    }
+
+    /// [`state::StateDir::load_loop`], off the runtime.
+    async fn load_loop(
+        &self,
+        target: &std::path::Path,
+    ) -> Result<Option<state::ReadOnlyLoop>, Status> {
+        let (st, t) = (self.state.clone(), target.to_path_buf());
+        tools::offload("reading the loop record", move || st.load_loop(&t)).await
+    }
+
+    /// [`state::StateDir::save_loop`], off the runtime.
+    async fn save_loop(&self, l: &state::ReadOnlyLoop) -> Result<(), Status> {
+        let (st, l) = (self.state.clone(), l.clone());
+        tools::offload("writing the loop record", move || st.save_loop(&l)).await
+    }
+
+    /// [`state::StateDir::remove_loop`], off the runtime.
+    async fn remove_loop(&self, target: &std::path::Path) -> Result<(), Status> {
+        let (st, t) = (self.state.clone(), target.to_path_buf());
+        tools::offload("removing the loop record", move || st.remove_loop(&t)).await
+    }
+
     /// A CO path field: [`request::path`], then beneath `node.kubelet_dir` without links
     /// ([`request::beneath`]).
     fn co_path(&self, field: &str, value: &str) -> Result<std::path::PathBuf, Status> {

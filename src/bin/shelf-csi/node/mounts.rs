@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tonic::Status;
 
-use super::tools::Tools;
+use super::tools::{offload, Tools};
 
 /// One line of mountinfo, the fields the node needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,21 +85,25 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
-/// The mounts of this process's mount namespace.
-pub fn mounts() -> Result<Vec<MountEntry>, Status> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Status::internal(format!("/proc/self/mountinfo: {e}")))?;
-    Ok(parse_mountinfo(&text))
+/// The mounts of this process's mount namespace (read off the runtime: the kernel
+/// takes locks to produce mountinfo).
+pub async fn mounts() -> Result<Vec<MountEntry>, Status> {
+    offload("reading /proc/self/mountinfo", || {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Status::internal(format!("/proc/self/mountinfo: {e}")))?;
+        Ok(parse_mountinfo(&text))
+    })
+    .await
 }
 
 /// The topmost mount at exactly `path` (after the last one mounted over it), if any.
-pub fn mount_at(path: &Path) -> Result<Option<MountEntry>, Status> {
-    Ok(mounts()?.into_iter().rfind(|m| m.mount_point == path))
+pub async fn mount_at(path: &Path) -> Result<Option<MountEntry>, Status> {
+    Ok(mounts().await?.into_iter().rfind(|m| m.mount_point == path))
 }
 
 /// Whether something is mounted at exactly `path`.
-pub fn is_mounted(path: &Path) -> Result<bool, Status> {
-    Ok(mount_at(path)?.is_some())
+pub async fn is_mounted(path: &Path) -> Result<bool, Status> {
+    Ok(mount_at(path).await?.is_some())
 }
 
 /// `mount [-t fs_type] [-o options] source target`.
@@ -159,7 +163,7 @@ pub async fn bind(
 
 /// Unmount `target` when something is mounted there; nothing when not.
 pub async fn unmount(tools: &Tools, target: &Path) -> Result<(), Status> {
-    if !is_mounted(target)? {
+    if !is_mounted(target).await? {
         return Ok(());
     }
     let cmd = tools.cmd("umount")?.arg(target.to_string_lossy());

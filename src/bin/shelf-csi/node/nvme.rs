@@ -9,7 +9,16 @@ use std::time::{Duration, Instant};
 
 use tonic::Status;
 
-use super::tools::Tools;
+use super::tools::{offload, Tools};
+
+/// [`controllers_of`] in the real sysfs, off the runtime.
+async fn controllers(nqn: &str) -> Result<Vec<String>, Status> {
+    let nqn = nqn.to_string();
+    offload("scanning /sys/class/nvme", move || {
+        Ok(controllers_of(Path::new(SYS_CLASS_NVME), &nqn))
+    })
+    .await
+}
 
 /// Where the kernel lists NVMe controllers.
 pub const SYS_CLASS_NVME: &str = "/sys/class/nvme";
@@ -45,11 +54,14 @@ pub fn controllers_of(class_dir: &Path, nqn: &str) -> Vec<String> {
     out
 }
 
-/// The namespace block device (`nvme0n1`) under `block_dir` whose `nguid` or `uuid`
-/// attribute is `id`. A multipath path (`nvme0c0n1`) is never the answer: it is hidden and
+/// The namespace block device (`nvme0n1`) under `block_dir` of subsystem `nqn` whose
+/// `nguid` or `uuid` attribute is `id`. Only namespaces of that subsystem count: its
+/// `device` (the controller, or the subsystem for a multipath head) must have `nqn` as
+/// its `subsysnqn`, so another subsystem's namespace with the same id (a clone made
+/// elsewhere, a forged id) is never taken. A multipath path (`nvme0c0n1`) is never the answer: it is hidden and
 /// has no /dev node, and it appears before its head (`nvme0n1`), so taking it made mkfs
 /// fail on a missing device (found by the VM tier's `csi-nvme-stage-connects-mkfs`).
-pub fn namespace_with(block_dir: &Path, id: &str) -> Option<String> {
+pub fn namespace_with(block_dir: &Path, nqn: &str, id: &str) -> Option<String> {
     let want = normal_id(id);
     let entries = std::fs::read_dir(block_dir).ok()?;
     let mut found: Vec<String> = entries
@@ -58,6 +70,7 @@ pub fn namespace_with(block_dir: &Path, id: &str) -> Option<String> {
             let name = e.file_name().to_string_lossy().into_owned();
             name.strip_prefix("nvme").is_some_and(|n| !n.contains('c'))
         })
+        .filter(|e| read_attr(&e.path().join("device/subsysnqn")).as_deref() == Some(nqn))
         .filter(|e| {
             ["nguid", "uuid"]
                 .iter()
@@ -80,7 +93,7 @@ pub async fn connect(
     nguid: &str,
     limit: Duration,
 ) -> Result<PathBuf, Status> {
-    if controllers_of(Path::new(SYS_CLASS_NVME), nqn).is_empty() {
+    if controllers(nqn).await?.is_empty() {
         let cmd = tools.cmd("nvme")?.args([
             "connect",
             "-t",
@@ -98,8 +111,8 @@ pub async fn connect(
     }
     let start = Instant::now();
     loop {
-        if let Some(name) = namespace_with(Path::new(SYS_BLOCK), nguid) {
-            return Ok(Path::new("/dev").join(name));
+        if let Some(device) = find(nqn, nguid).await? {
+            return Ok(device);
         }
         if start.elapsed() > limit {
             return Err(Status::deadline_exceeded(format!(
@@ -111,9 +124,20 @@ pub async fn connect(
     }
 }
 
+/// The `/dev` node of namespace `nguid` of subsystem `nqn` now ([`namespace_with`] in
+/// the real sysfs, off the runtime). Looked up each time it is needed: `/dev/nvmeXnY`
+/// names change when a controller reconnects.
+pub async fn find(nqn: &str, nguid: &str) -> Result<Option<PathBuf>, Status> {
+    let (nqn, nguid) = (nqn.to_string(), nguid.to_string());
+    offload("scanning /sys/block", move || {
+        Ok(namespace_with(Path::new(SYS_BLOCK), &nqn, &nguid).map(|n| Path::new("/dev").join(n)))
+    })
+    .await
+}
+
 /// Disconnect every controller of `nqn` (nothing connected is fine).
 pub async fn disconnect(tools: &Tools, nqn: &str) -> Result<(), Status> {
-    if controllers_of(Path::new(SYS_CLASS_NVME), nqn).is_empty() {
+    if controllers(nqn).await?.is_empty() {
         return Ok(());
     }
     tools
@@ -124,7 +148,7 @@ pub async fn disconnect(tools: &Tools, nqn: &str) -> Result<(), Status> {
 
 /// Rescan the namespaces of every controller of `nqn`, so a grown one shows its size.
 pub async fn rescan(tools: &Tools, nqn: &str) -> Result<(), Status> {
-    for ctrl in controllers_of(Path::new(SYS_CLASS_NVME), nqn) {
+    for ctrl in controllers(nqn).await? {
         let dev = format!("/dev/{ctrl}");
         tools
             .run(tools.cmd("nvme")?.args(["ns-rescan", dev.as_str()]))
@@ -149,11 +173,22 @@ mod tests {
             std::fs::write(class.join(ctrl).join("subsysnqn"), format!("{nqn}\n")).unwrap();
         }
         let id = "6f1c2b9a-0d4e-4c1e-9a53-3d1a2b3c4d5e";
+        let ns = |name: &str, nqn: &str| {
+            std::fs::create_dir_all(block.join(name).join("device")).unwrap();
+            std::fs::write(
+                block.join(name).join("device/subsysnqn"),
+                format!("{nqn}\n"),
+            )
+            .unwrap();
+        };
+        // Another subsystem's namespace with the same NGUID, listed first: never taken.
+        ns("nvme2n1", "nqn.other:v1");
+        std::fs::write(block.join("nvme2n1/nguid"), format!("{id}\n")).unwrap();
         for name in ["nvme0c0n1", "nvme0n1"] {
-            std::fs::create_dir_all(block.join(name)).unwrap();
+            ns(name, "nqn.a:v1");
             std::fs::write(block.join(name).join("nguid"), format!("{id}\n")).unwrap();
         }
-        std::fs::create_dir_all(block.join("nvme1n1")).unwrap();
+        ns("nvme1n1", "nqn.a:v2");
         std::fs::write(
             block.join("nvme1n1/uuid"),
             "00000000-0000-0000-0000-000000000001\n",
@@ -162,16 +197,21 @@ mod tests {
         assert_eq!(controllers_of(&class, "nqn.a:v1"), ["nvme0"]);
         assert!(controllers_of(&class, "nqn.a:v9").is_empty());
         assert_eq!(
-            namespace_with(&block, &id.to_uppercase().replace('-', "")).as_deref(),
+            namespace_with(&block, "nqn.a:v1", &id.to_uppercase().replace('-', "")).as_deref(),
             Some("nvme0n1")
         );
         assert_eq!(
-            namespace_with(&block, "00000000000000000000000000000001").as_deref(),
+            namespace_with(&block, "nqn.a:v2", "00000000000000000000000000000001").as_deref(),
             Some("nvme1n1")
         );
-        assert_eq!(namespace_with(&block, "ffff"), None);
+        assert_eq!(
+            namespace_with(&block, "nqn.a:v1", "00000000000000000000000000000001"),
+            None,
+            "not in that subsystem"
+        );
+        assert_eq!(namespace_with(&block, "nqn.a:v1", "ffff"), None);
         // Before its head appears, a path alone is not a namespace device.
         std::fs::remove_dir_all(block.join("nvme0n1")).unwrap();
-        assert_eq!(namespace_with(&block, id), None);
+        assert_eq!(namespace_with(&block, "nqn.a:v1", id), None);
     }
 }

@@ -22,38 +22,47 @@ fn io_status(path: &Path, e: std::io::Error) -> Status {
 
 /// NodePublishVolume. A repeat with the same source and read-only flag is OK; a target
 /// holding something else, or the same volume with the other flag, is ALREADY_EXISTS; a
-/// staging path with nothing staged is FAILED_PRECONDITION.
+/// volume without a stage record, staged at another path, or with nothing mounted on its
+/// staging path is FAILED_PRECONDITION.
 pub async fn publish(node: &NodeCtx, req: NodePublishVolumeRequest) -> Result<(), Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
     let staging = node.co_path("staging_target_path", &req.staging_target_path)?;
     let target = node.co_path("target_path", &req.target_path)?;
     let cap = request::capability(req.volume_capability.as_ref())?;
     let _busy = node.begin(volume_id)?;
-    let staged = node.state.load(volume_id)?;
-    let block = cap.access == Access::Block;
-    if let Some(s) = &staged {
-        if (s.presented == Presented::Block) != block {
-            return Err(Status::already_exists(format!(
-                "volume {volume_id} is staged with {} access",
-                if block { "mount" } else { "block" }
-            )));
-        }
+    // Only what this node staged, where it staged it: a mount the CO points at on its
+    // own is not a volume of this driver.
+    let staged = node.load_staged(volume_id).await?.ok_or_else(|| {
+        Status::failed_precondition(format!("volume {volume_id} is not staged on this node"))
+    })?;
+    if staged.staging_path != staging {
+        return Err(Status::failed_precondition(format!(
+            "volume {volume_id} is staged at {}, not {}",
+            staged.staging_path.display(),
+            staging.display()
+        )));
     }
-    let read_only =
-        req.readonly || cap.read_only_mode || staged.as_ref().is_some_and(|s| s.read_only);
+    let block = cap.access == Access::Block;
+    if (staged.presented == Presented::Block) != block {
+        return Err(Status::already_exists(format!(
+            "volume {volume_id} is staged with {} access",
+            if block { "mount" } else { "block" }
+        )));
+    }
+    let read_only = req.readonly || cap.read_only_mode || staged.read_only;
     let source = if block {
         stage::block_file(&staging)
     } else {
         staging.clone()
     };
-    let Some(source_mount) = mounts::mount_at(&source)? else {
+    let Some(source_mount) = mounts::mount_at(&source).await? else {
         return Err(Status::failed_precondition(format!(
             "volume {volume_id} is not staged at {}",
             staging.display()
         )));
     };
-    let ro_loop = node.state.load_loop(&target)?;
-    if let Some(m) = mounts::mount_at(&target)? {
+    let ro_loop = node.load_loop(&target).await?;
+    if let Some(m) = mounts::mount_at(&target).await? {
         let same = match (block && read_only, &ro_loop) {
             (true, Some(_)) => true,
             (true, None) => false,
@@ -101,7 +110,7 @@ async fn bind_read_only_loop(node: &NodeCtx, source: &Path, target: &Path) -> Re
         target: target.to_path_buf(),
         device,
     };
-    let bound = match node.state.save_loop(&l) {
+    let bound = match node.save_loop(&l).await {
         Ok(()) => mounts::bind(&node.tools, &l.device, target, true).await,
         Err(e) => Err(e),
     };
@@ -122,7 +131,7 @@ async fn detach_loop(node: &NodeCtx, l: &ReadOnlyLoop) -> Result<(), Status> {
             .arg(l.device.to_string_lossy());
         node.tools.run(cmd).await?;
     }
-    node.state.remove_loop(&l.target)
+    node.remove_loop(&l.target).await
 }
 
 /// NodeUnpublishVolume: unmount target_path if mounted, then remove it (an empty
@@ -132,7 +141,7 @@ pub async fn unpublish(node: &NodeCtx, req: NodeUnpublishVolumeRequest) -> Resul
     let target = node.co_path("target_path", &req.target_path)?;
     let _busy = node.begin(volume_id)?;
     mounts::unmount(&node.tools, &target).await?;
-    if let Some(l) = node.state.load_loop(&target)? {
+    if let Some(l) = node.load_loop(&target).await? {
         detach_loop(node, &l).await?;
     }
     request::remove_created(&target)

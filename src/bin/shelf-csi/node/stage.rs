@@ -80,10 +80,10 @@ fn wanted(req: &NodeStageVolumeRequest) -> Result<Staged, Status> {
 }
 
 /// Whether what `staged` put on its staging path is still there.
-fn is_live(staged: &Staged) -> Result<bool, Status> {
+async fn is_live(staged: &Staged) -> Result<bool, Status> {
     match staged.presented {
-        Presented::Block => mounts::is_mounted(&block_file(&staged.staging_path)),
-        Presented::Mount { .. } => mounts::is_mounted(&staged.staging_path),
+        Presented::Block => mounts::is_mounted(&block_file(&staged.staging_path)).await,
+        Presented::Mount { .. } => mounts::is_mounted(&staged.staging_path).await,
     }
 }
 
@@ -92,7 +92,7 @@ pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), St
     let mut want = wanted(&req)?;
     node.beneath("staging_target_path", &want.staging_path)?;
     let _busy = node.begin(&want.volume_id)?;
-    match node.state.load(&want.volume_id)? {
+    match node.load_staged(&want.volume_id).await? {
         Some(have) if have.staging_path != want.staging_path => {
             return Err(Status::failed_precondition(format!(
                 "volume {} is already staged at {}",
@@ -110,7 +110,7 @@ pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), St
                 want.staging_path.display()
             )))
         }
-        Some(have) if is_live(&have)? => return Ok(()),
+        Some(have) if is_live(&have).await? => return Ok(()),
         Some(_) => {} // recorded but not mounted (after a reboot): stage it again
         None => {
             let taken = node
@@ -118,7 +118,7 @@ pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), St
                 .all()?
                 .into_iter()
                 .any(|s| s.staging_path == want.staging_path)
-                || mounts::is_mounted(&want.staging_path)?;
+                || mounts::is_mounted(&want.staging_path).await?;
             if taken {
                 return Err(Status::already_exists(format!(
                     "{} already holds another volume",
@@ -128,13 +128,13 @@ pub async fn stage(node: &NodeCtx, req: NodeStageVolumeRequest) -> Result<(), St
         }
     }
     let chap = attach::chap_of(node, &want.volume_id, &req.publish_context, &req.secrets)?;
-    node.state.save(&want)?;
+    node.save_staged(&want).await?;
     let attached = attach::attach(node, &want, chap.as_ref()).await;
     drop(chap);
     let done = match attached {
         Ok(device) => {
             want.device = device;
-            match node.state.save(&want) {
+            match node.save_staged(&want).await {
                 Ok(()) => present(node, &want).await,
                 Err(e) => Err(e),
             }
@@ -164,12 +164,12 @@ async fn undo(node: &NodeCtx, staged: &Staged, cause: Status) -> Status {
         }
     };
     note(take_down(node, staged).await);
-    let others = node.state.all();
+    let others = node.all_staged().await;
     note(match others {
         Ok(others) => attach::detach(node, staged, &others).await,
         Err(e) => Err(e),
     });
-    note(node.state.remove(&staged.volume_id));
+    note(node.remove_staged(&staged.volume_id).await);
     if failed.is_empty() {
         return cause;
     }
@@ -199,6 +199,18 @@ fn io_status(path: &Path, e: std::io::Error) -> Status {
     Status::internal(format!("{}: {e}", path.display()))
 }
 
+/// The `mount -o` options of a block volume's filesystem: `ro` when read-only, `nouuid`
+/// for XFS (a clone carries its origin's UUID, and XFS refuses a second mount of one
+/// UUID, so a clone could not be staged beside its origin), then the CO's flags.
+fn filesystem_options(fs: &str, read_only: bool, flags: &[String]) -> Vec<String> {
+    let ro = read_only.then(|| "ro".to_string());
+    let nouuid = (fs == "xfs").then(|| "nouuid".to_string());
+    ro.into_iter()
+        .chain(nouuid)
+        .chain(flags.iter().cloned())
+        .collect()
+}
+
 /// Put the attached volume on its staging path.
 async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
     let staging = &staged.staging_path;
@@ -215,7 +227,7 @@ async fn present(node: &NodeCtx, staged: &Staged) -> Result<(), Status> {
         (_, Presented::Mount { fs_type, flags }, Some(device)) => {
             let fs =
                 format::ensure_filesystem(&node.tools, device, fs_type, !staged.read_only).await?;
-            let opts: Vec<String> = ro.into_iter().chain(flags.iter().cloned()).collect();
+            let opts = filesystem_options(&fs, staged.read_only, flags);
             mounts::mount(
                 &node.tools,
                 &device.to_string_lossy(),
@@ -242,7 +254,7 @@ pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<()
     let volume_id = request::volume_id(&req.volume_id)?;
     let staging = node.co_path("staging_target_path", &req.staging_target_path)?;
     let _busy = node.begin(volume_id)?;
-    let Some(staged) = node.state.load(volume_id)? else {
+    let Some(staged) = node.load_staged(volume_id).await? else {
         return Ok(());
     };
     if staged.staging_path != staging {
@@ -254,8 +266,8 @@ pub async fn unstage(node: &NodeCtx, req: NodeUnstageVolumeRequest) -> Result<()
         return Ok(());
     }
     take_down(node, &staged).await?;
-    attach::detach(node, &staged, &node.state.all()?).await?;
-    node.state.remove(volume_id)?;
+    attach::detach(node, &staged, &node.all_staged().await?).await?;
+    node.remove_staged(volume_id).await?;
     log::info!("unstaged volume {volume_id} from {}", staging.display());
     Ok(())
 }
@@ -325,6 +337,16 @@ mod tests {
         assert_eq!(fs(req(Some(""), w, nfs, &[])), "nfs4");
         let e = wanted(&req(Some(""), w, ISCSI, &[("fsType", "btrfs")])).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn xfs_is_mounted_nouuid_so_a_clone_stages_beside_its_origin() {
+        let flags = vec!["noatime".to_string()];
+        assert_eq!(
+            filesystem_options("xfs", true, &flags),
+            ["ro", "nouuid", "noatime"]
+        );
+        assert_eq!(filesystem_options("ext4", false, &flags), ["noatime"]);
     }
 
     #[test]

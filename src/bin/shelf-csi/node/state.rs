@@ -87,7 +87,8 @@ pub struct Staged {
     /// Whether it was staged read-only.
     pub read_only: bool,
     /// The block device (a stable `/dev/disk/by-path` name for iSCSI, `/dev/nvmeXnY` for
-    /// NVMe), once the attach found it; none for NFS.
+    /// NVMe, looked up again by NGUID whenever it is used since a reconnect renames it),
+    /// once the attach found it; none for NFS.
     #[serde(default)]
     pub device: Option<PathBuf>,
 }
@@ -167,7 +168,10 @@ impl StateDir {
         }
     }
 
-    /// Every record (to find the volume on a path, or the others sharing a target).
+    /// Every record that parses (to find the volume on a path, or the others sharing a
+    /// target). One that does not (hand-edited, written by another version) is logged and
+    /// skipped, so it cannot stop every stage and unstage on the node; [`StateDir::load`]
+    /// of that volume stays strict.
     pub fn all(&self) -> Result<Vec<Staged>, Status> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -178,9 +182,13 @@ impl StateDir {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|x| x == "json") {
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
-                out.push(parse(&path, &bytes)?);
+                let parsed = std::fs::read(&path)
+                    .map_err(|e| Status::internal(format!("{}: {e}", path.display())))
+                    .and_then(|bytes| parse(&path, &bytes));
+                match parsed {
+                    Ok(staged) => out.push(staged),
+                    Err(e) => log::warn!("skipping a stage record: {}", e.message()),
+                }
             }
         }
         Ok(out)
@@ -294,5 +302,11 @@ mod tests {
         std::fs::write(&path, b"{").unwrap();
         let e = s.load("a1:v1").unwrap_err();
         assert!(e.message().contains("not a staged-volume record"), "{e}");
+        s.save(&sample("a1:v2")).unwrap();
+        assert_eq!(
+            s.all().unwrap(),
+            vec![sample("a1:v2")],
+            "all() skips the broken record"
+        );
     }
 }

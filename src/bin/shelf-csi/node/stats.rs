@@ -10,7 +10,8 @@ use bpfman_csi::v1::{
 };
 use tonic::Status;
 
-use super::{format, mounts, request, NodeCtx};
+use super::tools::offload_for;
+use super::{attach, format, mounts, request, NodeCtx};
 
 fn usage(unit: Unit, total: u64, available: u64, used: u64) -> VolumeUsage {
     let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -37,23 +38,62 @@ pub async fn stats(
         node.co_path("staging_target_path", &req.staging_target_path)?;
     }
     let not_found = || Status::not_found(format!("{} is not a mounted volume", path.display()));
-    let meta = std::fs::metadata(&path).map_err(|_| not_found())?;
-    if mounts::mount_at(&path)?.is_none() {
+    if mounts::mount_at(&path).await?.is_none() {
         return Err(not_found());
     }
-    let device_gone = node
-        .state
-        .load(volume_id)?
-        .and_then(|s| s.device)
-        .filter(|d| !d.exists());
-    if let Some(d) = device_gone {
+    let mut recorded = None;
+    if let Some(s) = node
+        .load_staged(volume_id)
+        .await?
+        .filter(|s| s.device.is_some())
+    {
+        match attach::current_device(&s).await? {
+            Some(d) => recorded = Some(d),
+            None => {
+                return Ok(NodeGetVolumeStatsResponse {
+                    usage: Vec::new(),
+                    volume_condition: condition(
+                        true,
+                        format!("the device of volume {volume_id} is gone"),
+                    ),
+                })
+            }
+        }
+    }
+    let p = path.clone();
+    match offload_for("measuring the volume", STATS_TIMEOUT, move || {
+        measure(&p, recorded)
+    })
+    .await
+    {
+        Err(e) if e.code() == tonic::Code::DeadlineExceeded => Ok(NodeGetVolumeStatsResponse {
+            usage: Vec::new(),
+            volume_condition: condition(true, e.message().to_string()),
+        }),
+        other => other,
+    }
+}
+
+/// How long statvfs, the device checks and the size read may take before the volume is
+/// reported abnormal (a hung NFS server or a dead device blocks them).
+const STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The blocking part of NodeGetVolumeStats, on a blocking thread: the usage of the
+/// volume at `path` and its condition (`device` is the staged device, if recorded).
+fn measure(
+    path: &std::path::Path,
+    device: Option<std::path::PathBuf>,
+) -> Result<NodeGetVolumeStatsResponse, Status> {
+    let meta = std::fs::metadata(path)
+        .map_err(|_| Status::not_found(format!("{} is not a mounted volume", path.display())))?;
+    if let Some(d) = device.filter(|d| !d.exists()) {
         return Ok(NodeGetVolumeStatsResponse {
             usage: Vec::new(),
             volume_condition: condition(true, format!("device {} is gone", d.display())),
         });
     }
     if meta.file_type().is_block_device() {
-        return Ok(match format::device_size(&path) {
+        return Ok(match format::device_size(path) {
             Ok(size) => NodeGetVolumeStatsResponse {
                 usage: vec![usage(Unit::Bytes, size, 0, 0)],
                 volume_condition: condition(false, String::new()),
@@ -64,7 +104,7 @@ pub async fn stats(
             },
         });
     }
-    Ok(match nix::sys::statvfs::statvfs(&path) {
+    Ok(match nix::sys::statvfs::statvfs(path) {
         Ok(v) => {
             let f = v.fragment_size();
             let (blocks, free, avail) = (v.blocks(), v.blocks_free(), v.blocks_available());

@@ -30,6 +30,37 @@ pub const NODE_PROGRAMS: &[(&str, &str)] = &[
     ("xfs_growfs", "expanding xfs volumes"),
 ];
 
+/// How long a blocking file-system call ([`offload`]) may take: a hung NFS server or a
+/// dead device can make statvfs, fsync or a mountinfo read block for ever.
+pub const BLOCKING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run the blocking `f` (syscalls, file reads, fsyncs, sysfs scans) on tokio's blocking
+/// pool, never on a runtime worker (STYLE rule 7), waiting at most [`BLOCKING_TIMEOUT`]:
+/// DEADLINE_EXCEEDED naming `what` when it expires (the thread finishes on its own).
+pub async fn offload<T, F>(what: &str, f: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+{
+    offload_for(what, BLOCKING_TIMEOUT, f).await
+}
+
+/// [`offload`] with another limit.
+pub async fn offload_for<T, F>(what: &str, limit: Duration, f: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+{
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(Status::internal(format!("{what}: {e}"))),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{what} did not finish within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
+
 /// How long a command may run unless it says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -157,6 +188,19 @@ pub fn cmd_status(e: CmdError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn offloaded_work_that_hangs_is_deadline_exceeded() {
+        let e = offload_for("a stuck statvfs", Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+        assert!(e.message().contains("a stuck statvfs"), "{}", e.message());
+        assert_eq!(offload("quick", || Ok(7)).await.unwrap(), 7);
+    }
 
     #[test]
     fn resolves_from_the_given_dirs_only_and_names_the_missing() {
