@@ -291,3 +291,36 @@ fn stage_opens_the_controllers_sealed_chap_secret_only_with_its_key() {
     }))
     .unwrap();
 }
+
+/// When undoing a failed stage fails too, the error says so and carries both causes
+/// (STYLE rule 15): a block stage whose attach fails, with a file holding data at
+/// `<staging>/block` that the undo will not remove (it removes only what it would have
+/// made).
+#[test]
+fn a_failed_undo_reports_both_causes() {
+    let s = Scratch::new("csi-node-undo");
+    let csi = plain_node("node-undo", &s);
+    let mut node = csi.node.clone();
+    std::fs::create_dir_all(s.path("staging")).unwrap();
+    std::fs::write(s.path("staging/block"), b"not ours").unwrap();
+    let req = NodeStageVolumeRequest {
+        volume_id: "a1:u1".into(),
+        staging_target_path: s.s("staging"),
+        volume_capability: block_cap(Mode::SingleNodeWriter),
+        publish_context: map(&[
+            ("protocol", "iscsi"),
+            ("target_portal", "127.0.0.1:1"),
+            ("target_iqn", "iqn.2026-01.io.shelf.test:u1"),
+            ("target_lun", "1"),
+        ]),
+        ..Default::default()
+    };
+    let e = csi.block_on(node.node_stage_volume(req)).unwrap_err();
+    let m = e.message();
+    assert!(m.contains("iscsiadm"), "the first cause: {m}");
+    assert!(
+        m.contains("undoing the stage failed too") && m.contains("left alone"),
+        "the second cause: {m}"
+    );
+    assert_eq!(std::fs::read(s.path("staging/block")).unwrap(), b"not ours");
+}
