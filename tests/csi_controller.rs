@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bpfman_csi::v1::identity_client::IdentityClient;
 use ciborium::Value;
-use common::csi::{Csi, DRIVER};
+use common::csi::{Csi, DRIVER, TOPOLOGY_KEY};
 use common::{field, sub, t};
 use helpers::*;
 use tonic::Code;
@@ -325,6 +325,18 @@ fn topology_chooses_the_appliance() {
     assert_eq!(placed(&csi, "pref-a1", &["a1", "a2"], &["a1"]), "a1");
     assert_eq!(placed(&csi, "pref-only", &[], &["a1"]), "a1");
     assert_eq!(placed(&csi, "pref-a3", &["a1", "a2"], &["a3"]), "a2");
+    // The segment is answered only to a request that asked for topology: the provisioner
+    // makes it the PV's node affinity, which no worker would match otherwise.
+    let mut r = request("free", MIB);
+    r.accessibility_requirements = topology(&[], &[]);
+    assert!(created(&csi, r).accessible_topology.is_empty());
+    let unasked = created(&csi, request("free", MIB));
+    assert!(unasked.accessible_topology.is_empty(), "{unasked:?}");
+    let mut r = request("req-a1", MIB);
+    r.accessibility_requirements = topology(&["a1"], &[]);
+    let asked = created(&csi, r);
+    assert_eq!(asked.accessible_topology.len(), 1, "{asked:?}");
+    assert_eq!(asked.accessible_topology[0].segments[TOPOLOGY_KEY], "a1");
     let mut r = request("nowhere", MIB);
     r.accessibility_requirements = topology(&["a3"], &[]);
     refused(&csi, r, Code::ResourceExhausted);

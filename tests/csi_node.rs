@@ -303,10 +303,26 @@ fn every_malformed_request_gets_its_csi_code() {
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{path}: {e:?}");
     }
+    // A relative path, or one outside the kubelet dir, names no volume here: NOT_FOUND
+    // (csi-sanity's "volume not found" sends `some/path`); a missing one is INVALID_ARGUMENT.
+    for path in ["rel", "some/path", "/etc"] {
+        let e = csi
+            .block_on(node.node_get_volume_stats(stats(path)))
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{path}: {e:?}");
+    }
     let e = csi
-        .block_on(node.node_get_volume_stats(stats("rel")))
+        .block_on(node.node_get_volume_stats(stats("")))
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    let e = csi
+        .block_on(node.node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: "a1:v1".into(),
+            volume_path: "some/path".into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
     // Expand of a volume not staged here: NOT_FOUND.
     let e = csi
         .block_on(node.node_expand_volume(NodeExpandVolumeRequest {

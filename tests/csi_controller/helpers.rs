@@ -125,12 +125,14 @@ pub fn delete(csi: &Csi, id: &str) -> Result<(), Status> {
     .map(|_| ())
 }
 
-/// The appliance a volume was placed on (from its accessible topology, which must agree
-/// with its id).
+/// The appliance a volume was placed on (from its id; its accessible topology, present
+/// only when the request had requirements, must agree).
 pub fn placed_on(v: &Volume) -> String {
-    let seg = &v.accessible_topology[0].segments[TOPOLOGY_KEY];
-    assert!(v.volume_id.starts_with(&format!("{seg}:")), "{v:?}");
-    seg.clone()
+    let on = v.volume_id.split_once(':').unwrap().0.to_string();
+    for t in &v.accessible_topology {
+        assert_eq!(t.segments[TOPOLOGY_KEY], on, "{v:?}");
+    }
+    on
 }
 
 /// The shelf share id of a volume.

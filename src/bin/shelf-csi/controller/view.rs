@@ -30,11 +30,23 @@ pub fn decode_share(a: &Appliance, v: &ciborium::Value) -> Result<Share, Status>
     }
 }
 
-/// The CSI volume of `share` on `a`: id, size, context, source and segment.
+/// The CSI volume of `share` on `a`: id, size, context, source, and its segment only when
+/// the CO asked for topology. The external-provisioner turns `accessible_topology` into
+/// the PV's node affinity: answered to a request without accessibility requirements
+/// (no node reports `topology.shelf.io/node`, since every worker reaches every
+/// appliance), it would pin the volume to nodes that do not exist.
 pub fn volume(a: &Appliance, share: &Share, req: &CreateVolumeRequest) -> Volume {
+    let asked = req
+        .accessibility_requirements
+        .as_ref()
+        .is_some_and(|t| !t.requisite.is_empty() || !t.preferred.is_empty());
+    let mut v = volume_of(a, share);
+    if !asked {
+        v.accessible_topology.clear();
+    }
     Volume {
         content_source: req.volume_content_source.clone(),
-        ..volume_of(a, share)
+        ..v
     }
 }
 

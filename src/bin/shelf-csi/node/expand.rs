@@ -17,7 +17,7 @@ pub async fn expand(
     req: NodeExpandVolumeRequest,
 ) -> Result<NodeExpandVolumeResponse, Status> {
     let volume_id = request::volume_id(&req.volume_id)?;
-    let path = node.co_path("volume_path", &req.volume_path)?;
+    let path = node.lookup_path("volume_path", &req.volume_path)?;
     if !req.staging_target_path.is_empty() {
         node.co_path("staging_target_path", &req.staging_target_path)?;
     }

@@ -128,6 +128,26 @@ impl NodeCtx {
         Ok(p)
     }
 
+    /// [`NodeCtx::co_path`] for an RPC that only looks a volume up by its path
+    /// (NodeGetVolumeStats, NodeExpandVolume): a given path that is relative, outside the
+    /// kubelet directory or through a link names no volume of this node, so NOT_FOUND
+    /// (the CSI code for "volume_path not found"); a missing one stays INVALID_ARGUMENT.
+    fn lookup_path(&self, field: &str, value: &str) -> Result<std::path::PathBuf, Status> {
+        if value.is_empty() {
+            return request::path(field, value);
+        }
+        self.co_path(field, value).map_err(|e| {
+            if e.code() == tonic::Code::InvalidArgument {
+                Status::not_found(format!(
+                    "{field} names no volume of this node: {}",
+                    e.message()
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
     /// [`request::beneath`] the configured kubelet directory.
     fn beneath(&self, field: &str, path: &std::path::Path) -> Result<(), Status> {
         request::beneath(&self.cfg.node.kubelet_dir(), field, path)
