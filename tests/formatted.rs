@@ -4,30 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ciborium::Value;
 use common::*;
 use shelf::client::get;
 
 const MIB: u64 = 1 << 20;
-
-/// Unmounts (and thaws) whatever is still mounted under the mount base when the test ends,
-/// so the pool filesystem can be unmounted even after a failure.
-struct Mounts(PathBuf);
-
-impl Drop for Mounts {
-    fn drop(&mut self) {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in shelf::pool::format::parse_mountinfo(&text).iter().rev() {
-            if m.target.starts_with(&self.0) {
-                let _ = Command::new("fsfreeze").arg("-u").arg(&m.target).output();
-                let _ = Command::new("umount").arg(&m.target).output();
-            }
-        }
-    }
-}
 
 fn mounted_at(p: &Path) -> Option<shelf::pool::format::Mount> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -61,7 +44,7 @@ fn filesystem_shares_mount_snapshot_clone_grow_export_and_come_back() {
         &format!("reconcile_interval = 0\n{}", exports.config()),
     );
     let base = layout.state.join("mounts");
-    let _mounts = Mounts(base.clone());
+    let _mounts = MountsUnder(base.clone());
     let mut d = Daemon::start(&layout);
 
     let r = d.ok(

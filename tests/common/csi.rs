@@ -18,7 +18,7 @@ use bpfman_csi::v1::identity_client::IdentityClient;
 use bpfman_csi::v1::node_client::NodeClient;
 use tonic::transport::{Channel, Endpoint};
 
-use super::world::{scratch, Rig};
+use super::world::{scratch, MountsUnder, Rig};
 
 /// The driver name the harness gives the plugin.
 pub const DRIVER: &str = "csi.test.shelf.io";
@@ -35,7 +35,7 @@ pub struct Appliance {
     /// `a1`, `a2`, ...: the topology segment and the first part of volume ids.
     pub name: String,
     /// Unmounts the formatted shares shelfd left mounted; drops before `rig`.
-    _mounts: Mounts,
+    _mounts: MountsUnder,
     /// shelfd, its tgtd and exports file, its XFS.
     pub rig: Rig,
 }
@@ -107,7 +107,7 @@ impl Csi {
                 "\n[[appliance]]\nname = {name:?}\nsocket = {:?}\n",
                 rig.d.socket.display().to_string()
             ));
-            let mounts = Mounts(rig.d.state.join("mounts"));
+            let mounts = MountsUnder(rig.d.state.join("mounts"));
             appliances.push(Appliance {
                 name,
                 _mounts: mounts,
@@ -252,21 +252,4 @@ pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> 
             tokio::net::UnixStream::connect(path.clone())
         }))
         .await
-}
-
-/// Unmounts (thawing first) whatever is mounted under a shelfd's mount base when dropped,
-/// so the appliance's XFS can be unmounted even after a failure.
-#[derive(Debug)]
-struct Mounts(PathBuf);
-
-impl Drop for Mounts {
-    fn drop(&mut self) {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in shelf::pool::format::parse_mountinfo(&text).iter().rev() {
-            if m.target.starts_with(&self.0) {
-                let _ = Command::new("fsfreeze").arg("-u").arg(&m.target).output();
-                let _ = Command::new("umount").arg(&m.target).output();
-            }
-        }
-    }
 }

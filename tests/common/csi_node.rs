@@ -12,18 +12,11 @@ use bpfman_csi::v1::{NodePublishVolumeRequest, VolumeCapability};
 use super::csi::{Csi, Spec};
 use super::proc::{sh, try_run};
 
-/// Whether `program` is installed in the plugin's fixed directories.
+/// Whether `program` is installed in the plugin's fixed directories (shelf's own list).
 pub fn installed(program: &str) -> bool {
-    [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/sbin",
-        "/usr/local/bin",
-    ]
-    .iter()
-    .any(|d| Path::new(d).join(program).exists())
+    shelf::sys::cmd::SEARCH_DIRS
+        .iter()
+        .any(|d| Path::new(d).join(program).exists())
 }
 
 /// The initiator IQN the tests give a node.

@@ -40,4 +40,6 @@ pub use iscsi::Login;
 pub use proc::{eventually, exportfs_v, output_within, run_suite, sh, try_run, Finished};
 pub use rig::{ExportsFile, Tgtd, Xfs};
 pub use values::{field, n, pattern, read_at, sub, t, volume, wait_job, write_at};
-pub use world::{free_control_port, free_port, loop_mounted, scratch, unmount_patiently, Rig};
+pub use world::{
+    free_control_port, free_port, loop_mounted, scratch, unmount_patiently, MountsUnder, Rig,
+};

@@ -140,3 +140,21 @@ impl Rig {
         self.xfs.base()
     }
 }
+
+/// Unmounts (thawing first) whatever is mounted under a directory (a shelfd's mount base)
+/// when dropped, so the pool's XFS can be unmounted even after a failure.
+#[derive(Debug)]
+pub struct MountsUnder(pub PathBuf);
+
+impl Drop for MountsUnder {
+    fn drop(&mut self) {
+        use std::process::Command;
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for m in shelf::pool::format::parse_mountinfo(&text).iter().rev() {
+            if m.target.starts_with(&self.0) {
+                let _ = Command::new("fsfreeze").arg("-u").arg(&m.target).output();
+                let _ = Command::new("umount").arg(&m.target).output();
+            }
+        }
+    }
+}
