@@ -39,16 +39,6 @@ pub fn grants(have: Option<&TgtTarget>, want: &TgtTarget) -> bool {
     }
 }
 
-/// The tgtadm flag that binds an ACL entry: initiator names for iSCSI names, addresses
-/// otherwise.
-pub(super) fn acl_flag(who: &str) -> &'static str {
-    if ["iqn.", "eui.", "naa."].iter().any(|p| who.starts_with(p)) {
-        "--initiator-name"
-    } else {
-        "--initiator-address"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,14 +63,5 @@ mod tests {
         let mut moved = have.clone();
         moved.luns.insert(1, "/elsewhere".into());
         assert!(grants(Some(&have), &moved));
-    }
-
-    #[test]
-    fn acl_flags() {
-        assert_eq!(
-            acl_flag("iqn.1993-08.org.debian:01:abc"),
-            "--initiator-name"
-        );
-        assert_eq!(acl_flag("192.0.2.1"), "--initiator-address");
     }
 }
