@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::cmd::Runner;
 
-pub use desired::{desired, grants};
+pub use desired::{desired, discards, grants};
 use ipc::{TgtCode, TgtRequest};
 pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
 use transport::{TgtFailure, TgtLink};
@@ -84,6 +84,9 @@ impl TgtExporter {
             self.run(TgtRequest::new_lun(t.tid, u64::from(*lun), path))
                 .await?;
             check_backing_store(spec).await?;
+            if t.thin.contains(lun) {
+                self.set_thin(t.tid, *lun, true).await?;
+            }
         }
         for user in &t.accounts {
             self.bind_account(t.tid, user, secret).await?;
@@ -92,6 +95,15 @@ impl TgtExporter {
             self.bind(t.tid, who).await?;
         }
         Ok(())
+    }
+
+    /// Switch logical block provisioning of one LUN on or off. tgtd takes
+    /// `thin_provisioning` only as an `update` of an existing LUN (its `logicalunit new`
+    /// refuses `--params`); a new LUN starts fully provisioned, so off needs no call.
+    async fn set_thin(&self, tid: u32, lun: u32, on: bool) -> Step {
+        self.run(TgtRequest::thin_provisioning(tid, u64::from(lun), on))
+            .await
+            .map(|_| ())
     }
 
     async fn bind_account(&self, tid: u32, user: &str, secret: Option<&str>) -> Step {
@@ -140,6 +152,12 @@ impl TgtExporter {
         if have.iqn != want.iqn || have.luns != want.luns {
             self.delete_target(want.tid).await?;
             return self.create_target(want, secret, spec).await;
+        }
+        for lun in want.luns.keys() {
+            let on = want.thin.contains(lun);
+            if have.thin.contains(lun) != on {
+                self.set_thin(want.tid, *lun, on).await?;
+            }
         }
         for user in want.accounts.difference(&have.accounts) {
             self.bind_account(want.tid, user, secret).await?;
@@ -213,6 +231,10 @@ impl Exporter for TgtExporter {
         self.link.chosen().map(|c| c.as_str())
     }
 
+    fn discards(&self, spec: &ExportSpec) -> bool {
+        discards(spec)
+    }
+
     fn probe(&self) -> BoxFut<'_, Result<()>> {
         Box::pin(async move {
             let _serial = self.known.lock().await;
@@ -265,7 +287,12 @@ impl Exporter for TgtExporter {
             let path = spec.path.display().to_string();
             self.run(TgtRequest::delete_lun(want.tid, 1)).await?;
             self.run(TgtRequest::new_lun(want.tid, 1, &path)).await?;
-            check_backing_store(spec).await
+            check_backing_store(spec).await?;
+            // The re-created LUN starts fully provisioned: give it back its thin flag.
+            if want.thin.contains(&1) {
+                self.set_thin(want.tid, 1, true).await?;
+            }
+            Ok(())
         })
     }
 

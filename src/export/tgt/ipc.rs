@@ -208,6 +208,13 @@ impl TgtRequest {
         r
     }
 
+    /// `--mode logicalunit --op update --tid T --lun L --params thin_provisioning=0|1`:
+    /// whether the LUN advertises logical block provisioning (UNMAP punches holes).
+    pub fn thin_provisioning(tid: u32, lun: u64, on: bool) -> Self {
+        let value = if on { "1" } else { "0" };
+        Self::update_lun(tid, lun, &format!("thin_provisioning={value}"))
+    }
+
     /// `--mode account --op new --user U --password P`.
     pub fn new_account(user: &str, password: &str) -> Self {
         let mut r = Self::new(Mode::Account, Op::New).user(user);

@@ -74,7 +74,7 @@ fn recorded() -> Vec<(Exchange, TgtRequest)> {
         (fixture!("04-lun-new"), TgtRequest::new_lun(1, 1, VOL)),
         (
             fixture!("05-lun-update-thin"),
-            TgtRequest::update_lun(1, 1, "thin_provisioning=1"),
+            TgtRequest::thin_provisioning(1, 1, true),
         ),
         (fixture!("06-account-new"), TgtRequest::new_account(u, s)),
         (
@@ -219,6 +219,16 @@ fn what_tgtd_would_misread_is_refused_before_sending() {
     TgtRequest::new_account("u", "a,b=c").check().unwrap();
     let long = "/".repeat(MAX_PARAMS);
     assert!(TgtRequest::new_lun(1, 1, &long).check().is_err());
+}
+
+#[test]
+fn thin_provisioning_off_is_the_same_update_with_zero() {
+    let on = TgtRequest::thin_provisioning(7, 1, true).encode();
+    let off = TgtRequest::thin_provisioning(7, 1, false).encode();
+    assert_eq!(on.len(), off.len());
+    assert!(off.ends_with(b"targetOps thin_provisioning=0,\0"));
+    let argv = TgtRequest::thin_provisioning(7, 1, false).tgtadm_cmd(0);
+    assert_eq!(argv.argv().last().unwrap(), "thin_provisioning=0");
 }
 
 #[test]
