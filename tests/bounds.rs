@@ -612,10 +612,14 @@ fn flood_count(flood: Child) -> usize {
 fn hello_reads_driver_status_from_a_cache_and_spawns_nothing() {
     let xfs = Xfs::new("bounds-hello", 512 * MIB);
     let tgtd = Tgtd::start();
-    // No background probe during the test: whatever shelfd runs, a request made it.
+    // No background probe during the test: whatever shelfd runs, a request made it. tgt
+    // goes through tgtadm here, so an attach starts a command the trace must see.
     let d = daemon_for_peers(
         &xfs,
-        &format!("{}[limits]\ndriver_probe_interval = 3600\n", tgtd.config()),
+        &format!(
+            "{}tgt_transport = \"tgtadm\"\n[limits]\ndriver_probe_interval = 3600\n",
+            tgtd.config()
+        ),
     );
     d.ok(
         "share.create",

@@ -17,7 +17,7 @@ use pools::validate_file_pool_path;
 pub use pools::{PoolConfig, DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD};
 pub use sections::{
     AccessConfig, FilesystemConfig, ImagesConfig, IscsiConfig, LimitsConfig, NfsConfig, NvmeConfig,
-    DEFAULT_MAX_UPLOADS,
+    TgtTransport, DEFAULT_MAX_UPLOADS,
 };
 
 /// The default config, compiled in.

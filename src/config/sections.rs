@@ -173,6 +173,22 @@ pub struct IscsiConfig {
     pub portal: String,
     /// tgtd's control port (`tgtadm -C N`; 0 is tgtd's default instance).
     pub tgt_control_port: u32,
+    /// How the tgt driver talks to tgtd: `auto` (its management socket, tgtadm if the
+    /// socket does not speak tgt 1.0's protocol), `socket` or `tgtadm`.
+    pub tgt_transport: TgtTransport,
+}
+
+/// Which transport the tgt driver may use (`iscsi.tgt_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TgtTransport {
+    /// The socket when it speaks tgt 1.0's protocol, else tgtadm.
+    #[default]
+    Auto,
+    /// The socket only: a tgtd speaking anything else is unusable.
+    Socket,
+    /// tgtadm only (CHAP secrets pass through its argv while it runs).
+    Tgtadm,
 }
 
 impl Default for IscsiConfig {
@@ -182,6 +198,7 @@ impl Default for IscsiConfig {
             iqn_prefix: "iqn.2026-11.org.example.shelf".into(),
             portal: "127.0.0.1:3260".into(),
             tgt_control_port: 0,
+            tgt_transport: TgtTransport::Auto,
         }
     }
 }

@@ -94,4 +94,18 @@ impl Engine {
             .collect();
         (Value::Map(pairs), oldest.as_millis() as u64)
     }
+
+    /// `driver_transports` for hello and pool.show: how each driver that has more than
+    /// one way to its daemon reaches it (tgt: `"socket"` or `"tgtadm"`), once chosen.
+    pub(super) fn driver_transports(&self) -> Value {
+        Value::Map(
+            self.exporters
+                .iter()
+                .filter_map(|(d, x)| {
+                    let t = x.transport()?;
+                    Some((Value::Text(d.as_str().into()), Value::Text(t.into())))
+                })
+                .collect(),
+        )
+    }
 }

@@ -84,12 +84,13 @@ impl Engine {
         }))
     }
 
-    /// `drivers` (each driver's cached status) and `drivers_age_ms` (how old the oldest
-    /// probe is), added to a hello or pool.show answer.
+    /// `drivers` (each driver's cached status), `drivers_age_ms` (how old the oldest
+    /// probe is) and `driver_transports`, added to a hello or pool.show answer.
     pub(super) fn with_driver_status(&self, a: Answer) -> Answer {
         let (drivers, age) = self.driver_status();
         a.with("drivers", drivers)
             .with("drivers_age_ms", Value::Integer(age.into()))
+            .with("driver_transports", self.driver_transports())
     }
 
     /// `hello`'s fixed part: who we are and what we speak.

@@ -105,6 +105,11 @@ pub trait Exporter: Send + Sync + std::fmt::Debug {
     /// `Ok` when the tool and its daemon are usable; else `unsupported` (tool missing) or
     /// `busy` (daemon not running) naming what is missing.
     fn probe(&self) -> BoxFut<'_, Result<()>>;
+    /// How the driver reaches its daemon, when it has more than one way and has chosen
+    /// (tgt: `"socket"` or `"tgtadm"`); reported as `driver_transports`.
+    fn transport(&self) -> Option<&'static str> {
+        None
+    }
     /// Learn the exports the tree holds for this driver, without touching the daemon. Called
     /// once at start-up before anything else, so drivers that rewrite a whole file never
     /// write one that lacks exports they have not been told about yet.

@@ -57,6 +57,7 @@ pub fn build(config: &Config) -> Registry {
             runner.clone(),
             iscsi.tgt_control_port,
             &iscsi.iqn_prefix,
+            iscsi.tgt_transport,
         )),
         Arc::new(LioExporter::new(runner.clone(), &iscsi.iqn_prefix)),
         Arc::new(NfsKernelExporter::new(

@@ -1,5 +1,6 @@
 //! iSCSI through tgt: one target per share, LUN 1 backed by the volume, initiator-name
-//! ACLs and a per-target CHAP account, all with `tgtadm` on a configurable control port.
+//! ACLs and a per-target CHAP account, all on tgtd's management socket for a configurable
+//! control port ([`transport`]; `tgtadm` only as the fallback).
 //!
 //! tgtd keeps its configuration only in memory, so after a tgtd restart everything is
 //! replayed by [`Exporter::reconcile`]. Ordinary operations never read tgtd's full state
@@ -8,99 +9,80 @@
 //! tgtd are serialised, as its management side is single-threaded.
 
 mod desired;
+pub mod ipc;
 mod parse;
+mod reconcile;
+mod reply;
+pub mod transport;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use async_lock::Mutex;
 
-use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
+use super::{check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
+use crate::config::TgtTransport;
 use crate::error::{Error, Result};
 use crate::model::Driver;
-use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
+use crate::sys::cmd::Runner;
 
-use desired::acl_flag;
-pub use desired::{desired, discards, grants, thin_update};
+pub use desired::{desired, discards, grants};
+use ipc::{TgtCode, TgtRequest};
 pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
+use transport::{TgtFailure, TgtLink};
 
 pub use super::iscsi::CHAP_USER_PREFIX;
+
+/// A step's outcome inside the driver: tgtd's refusals keep their codes until the
+/// driver's answer is made.
+type Step<T = ()> = std::result::Result<T, TgtFailure>;
 
 /// The tgt driver.
 #[derive(Debug)]
 pub struct TgtExporter {
-    runner: Runner,
-    control_port: u32,
+    link: TgtLink,
     iqn_prefix: String,
-    /// What we configured, by tid; rebuilt by reconcile. The lock also serialises tgtadm.
+    /// What we configured, by tid; rebuilt by reconcile. The lock also serialises the
+    /// requests to tgtd.
     known: Mutex<BTreeMap<u32, TgtTarget>>,
 }
 
 impl TgtExporter {
-    /// A driver for the tgtd on `control_port`, owning targets named `<iqn_prefix>:*`.
-    pub fn new(runner: Runner, control_port: u32, iqn_prefix: &str) -> Self {
+    /// A driver for the tgtd on `control_port`, owning targets named `<iqn_prefix>:*`,
+    /// reaching it as `transport` allows.
+    pub fn new(
+        runner: Runner,
+        control_port: u32,
+        iqn_prefix: &str,
+        transport: TgtTransport,
+    ) -> Self {
         TgtExporter {
-            runner,
-            control_port,
+            link: TgtLink::new(runner, control_port, transport),
             iqn_prefix: iqn_prefix.to_string(),
             known: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn base(&self) -> Cmd {
-        Cmd::new("tgtadm").args(["--lld", "iscsi", "-C", &self.control_port.to_string()])
+    async fn run(&self, req: TgtRequest) -> Step<String> {
+        self.link.call(&req).await
     }
 
-    async fn run(&self, cmd: Cmd) -> Result<String> {
-        match self.runner.run(&cmd).await {
-            Ok(out) => Ok(out.stdout_text()),
-            Err(e) => Err(self.map_err(e)),
-        }
-    }
-
-    fn map_err(&self, e: CmdError) -> Error {
-        if e.exit_code() == Some(107) || e.stderr().contains("Transport endpoint is not connected")
-        {
-            Error::Busy(format!(
-                "tgtd is not running (no answer on control port {}): {e}",
-                self.control_port
-            ))
-        } else {
-            Error::Command(e)
-        }
-    }
-
-    /// Run a tgtadm command whose "already so" answer is success.
-    async fn run_tolerant(&self, cmd: Cmd, already: &str) -> Result<()> {
-        match self.runner.run(&cmd).await {
+    /// Run a request whose "already so" refusals (`already`) are success.
+    async fn run_tolerant(&self, req: TgtRequest, already: &[TgtCode]) -> Step {
+        match self.link.call(&req).await {
             Ok(_) => Ok(()),
-            Err(e) if e.stderr().contains(already) => Ok(()),
-            Err(e) => Err(self.map_err(e)),
+            Err(f) if f.code().is_some_and(|c| already.contains(&c)) => Ok(()),
+            Err(f) => Err(f),
         }
     }
 
     /// Create target `t` from nothing. `spec` is its export: its backing store is checked
     /// again once tgtd has opened it, narrowing the window in which a swap of the path
     /// between [`check_backing_store`] and tgtd's own open goes unseen (docs/security.md §2).
-    async fn create_target(
-        &self,
-        t: &TgtTarget,
-        secret: Option<&str>,
-        spec: &ExportSpec,
-    ) -> Result<()> {
-        let tid = t.tid.to_string();
-        self.run(
-            self.base()
-                .args(["--mode", "target", "--op", "new", "--tid", &tid])
-                .args(["--targetname", &t.iqn]),
-        )
-        .await?;
+    async fn create_target(&self, t: &TgtTarget, secret: Option<&str>, spec: &ExportSpec) -> Step {
+        self.run(TgtRequest::new_target(t.tid, &t.iqn)).await?;
         for (lun, path) in &t.luns {
-            self.run(
-                self.base()
-                    .args(["--mode", "logicalunit", "--op", "new", "--tid", &tid])
-                    .args(["--lun", &lun.to_string(), "--backing-store", path]),
-            )
-            .await?;
+            self.run(TgtRequest::new_lun(t.tid, u64::from(*lun), path))
+                .await?;
             check_backing_store(spec).await?;
             if t.thin.contains(lun) {
                 self.set_thin(t.tid, *lun, true).await?;
@@ -118,91 +100,42 @@ impl TgtExporter {
     /// Switch logical block provisioning of one LUN on or off. tgtd takes
     /// `thin_provisioning` only as an `update` of an existing LUN (its `logicalunit new`
     /// refuses `--params`); a new LUN starts fully provisioned, so off needs no call.
-    async fn set_thin(&self, tid: u32, lun: u32, on: bool) -> Result<()> {
-        self.run(thin_update(self.base(), tid, lun, on))
+    async fn set_thin(&self, tid: u32, lun: u32, on: bool) -> Step {
+        self.run(TgtRequest::thin_provisioning(tid, u64::from(lun), on))
             .await
             .map(|_| ())
     }
 
-    async fn bind_account(&self, tid: u32, user: &str, secret: Option<&str>) -> Result<()> {
+    async fn bind_account(&self, tid: u32, user: &str, secret: Option<&str>) -> Step {
         let secret = secret.ok_or_else(|| Error::Internal(format!("no CHAP secret for {user}")))?;
         self.run_tolerant(
-            self.base()
-                .args([
-                    "--mode",
-                    "account",
-                    "--op",
-                    "new",
-                    "--user",
-                    user,
-                    "--password",
-                ])
-                .secret_arg(secret),
-            "already exists",
+            TgtRequest::new_account(user, secret),
+            &[TgtCode::USER_EXIST],
         )
         .await?;
-        let tid = tid.to_string();
-        self.run(self.base().args([
-            "--mode", "account", "--op", "bind", "--tid", &tid, "--user", user,
-        ]))
-        .await
-        .map(|_| ())
+        self.run(TgtRequest::account_binding(true, tid, user))
+            .await
+            .map(|_| ())
     }
 
-    async fn bind(&self, tid: u32, who: &str) -> Result<()> {
-        let tid = tid.to_string();
-        self.run_tolerant(
-            self.base().args([
-                "--mode",
-                "target",
-                "--op",
-                "bind",
-                "--tid",
-                &tid,
-                acl_flag(who),
-                who,
-            ]),
-            "already exists",
-        )
-        .await
+    async fn bind(&self, tid: u32, who: &str) -> Step {
+        self.run_tolerant(TgtRequest::acl(true, tid, who), &[TgtCode::ACL_EXIST])
+            .await
     }
 
-    async fn unbind(&self, tid: u32, who: &str) -> Result<()> {
-        let tid = tid.to_string();
-        self.run_tolerant(
-            self.base().args([
-                "--mode",
-                "target",
-                "--op",
-                "unbind",
-                "--tid",
-                &tid,
-                acl_flag(who),
-                who,
-            ]),
-            "does not exist",
-        )
-        .await
+    async fn unbind(&self, tid: u32, who: &str) -> Step {
+        self.run_tolerant(TgtRequest::acl(false, tid, who), &[TgtCode::ACL_NOEXIST])
+            .await
     }
 
-    async fn delete_target(&self, tid: u32) -> Result<()> {
-        let tid = tid.to_string();
-        self.run_tolerant(
-            self.base().args([
-                "--mode", "target", "--op", "delete", "--force", "--tid", &tid,
-            ]),
-            "can't find the target",
-        )
-        .await
+    async fn delete_target(&self, tid: u32) -> Step {
+        self.run_tolerant(TgtRequest::delete_target(tid), &[TgtCode::NO_TARGET])
+            .await
     }
 
-    async fn delete_account(&self, user: &str) -> Result<()> {
-        self.run_tolerant(
-            self.base()
-                .args(["--mode", "account", "--op", "delete", "--user", user]),
-            "can't find the account",
-        )
-        .await
+    async fn delete_account(&self, user: &str) -> Step {
+        self.run_tolerant(TgtRequest::delete_account(user), &[TgtCode::NO_USER])
+            .await
     }
 
     /// Bring target `want` in line, given what we believe is there.
@@ -211,7 +144,7 @@ impl TgtExporter {
         have: Option<&TgtTarget>,
         want: &TgtTarget,
         spec: &ExportSpec,
-    ) -> Result<()> {
+    ) -> Step {
         let secret = spec.chap_secret.as_deref();
         let Some(have) = have else {
             return self.create_target(want, secret, spec).await;
@@ -230,12 +163,9 @@ impl TgtExporter {
             self.bind_account(want.tid, user, secret).await?;
         }
         for user in have.accounts.difference(&want.accounts) {
-            let tid = want.tid.to_string();
             self.run_tolerant(
-                self.base().args([
-                    "--mode", "account", "--op", "unbind", "--tid", &tid, "--user", user,
-                ]),
-                "can't find",
+                TgtRequest::account_binding(false, want.tid, user),
+                &[TgtCode::NO_TARGET, TgtCode::NO_USER, TgtCode::NO_BINDING],
             )
             .await?;
         }
@@ -249,11 +179,37 @@ impl TgtExporter {
     }
 
     /// What tgtd has at `tid` now (one `show`; only to recover from a stale memory).
-    async fn live_target(&self, tid: u32) -> Result<Option<TgtTarget>> {
-        let out = self
-            .run(self.base().args(["--mode", "target", "--op", "show"]))
-            .await?;
+    async fn live_target(&self, tid: u32) -> Step<Option<TgtTarget>> {
+        let out = self.run(TgtRequest::show_targets()).await?;
         Ok(parse_show_target(&out).into_iter().find(|t| t.tid == tid))
+    }
+
+    /// Converge from what we believe tgtd has, recovering once from a stale memory.
+    async fn apply_known(
+        &self,
+        have: Option<&TgtTarget>,
+        want: &TgtTarget,
+        spec: &ExportSpec,
+    ) -> Step {
+        let secret = spec.chap_secret.as_deref();
+        match self.converge(have, want, spec).await {
+            // Our memory was stale (tgtd restarted): build the target from nothing.
+            Err(f) if have.is_some() && f.code() == Some(TgtCode::NO_TARGET) => {
+                self.create_target(want, secret, spec).await
+            }
+            // Stale the other way: an earlier request failed (it timed out, so we forgot
+            // the target) but tgtd still has it, or carried the request out late. Start
+            // from what tgtd has, if it is this export's target.
+            Err(f) if have.is_none() && f.code() == Some(TgtCode::TARGET_EXIST) => {
+                match self.live_target(want.tid).await? {
+                    Some(live) if live.iqn == want.iqn => {
+                        self.converge(Some(&live), want, spec).await
+                    }
+                    _ => Err(f),
+                }
+            }
+            other => other,
+        }
     }
 
     fn owns(&self, iqn: &str) -> bool {
@@ -271,28 +227,24 @@ impl Exporter for TgtExporter {
         true
     }
 
+    fn transport(&self) -> Option<&'static str> {
+        self.link.chosen().map(|c| c.as_str())
+    }
+
     fn discards(&self, spec: &ExportSpec) -> bool {
         discards(spec)
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {
         Box::pin(async move {
-            if find_program("tgtadm").is_none() {
-                return Err(Error::Unsupported(
-                    "tgtadm is not installed (package tgt)".into(),
-                ));
-            }
             let _serial = self.known.lock().await;
-            self.run(self.base().args(["--mode", "system", "--op", "show"]))
-                .await
-                .map(|_| ())
+            self.link.probe().await.map(|_| ()).map_err(Error::from)
         })
     }
 
     fn apply<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             let want = desired(spec)?;
-            let secret = spec.chap_secret.as_deref();
             let mut known = self.known.lock().await;
             let have = known.get(&want.tid).cloned();
             // Every apply that grants anything (a new target or LUN, an ACL entry, an
@@ -301,33 +253,12 @@ impl Exporter for TgtExporter {
             if grants(have.as_ref(), &want) {
                 check_backing_store(spec).await?;
             }
-            let result = match self.converge(have.as_ref(), &want, spec).await {
-                // Our memory was stale (tgtd restarted): build the target from nothing.
-                Err(Error::Command(e))
-                    if have.is_some() && e.stderr().contains("can't find the target") =>
-                {
-                    self.create_target(&want, secret, spec).await
-                }
-                // Stale the other way: an earlier request failed (its tgtadm timed out, so we
-                // forgot the target) but tgtd still has it, or carried the killed command out
-                // late. Start from what tgtd has, if it is this export's target.
-                Err(Error::Command(e))
-                    if have.is_none() && e.stderr().contains("this target already exists") =>
-                {
-                    match self.live_target(want.tid).await? {
-                        Some(live) if live.iqn == want.iqn => {
-                            self.converge(Some(&live), &want, spec).await
-                        }
-                        _ => Err(Error::Command(e)),
-                    }
-                }
-                other => other,
-            };
+            let result = self.apply_known(have.as_ref(), &want, spec).await;
             match &result {
                 Ok(()) => known.insert(want.tid, want),
                 Err(_) => known.remove(&want.tid),
             };
-            result
+            result.map_err(Error::from)
         })
     }
 
@@ -353,20 +284,9 @@ impl Exporter for TgtExporter {
             let want = desired(spec)?;
             check_backing_store(spec).await?;
             let _serial = self.known.lock().await;
-            let tid = want.tid.to_string();
             let path = spec.path.display().to_string();
-            self.run(
-                self.base()
-                    .args(["--mode", "logicalunit", "--op", "delete", "--tid", &tid])
-                    .args(["--lun", "1"]),
-            )
-            .await?;
-            self.run(
-                self.base()
-                    .args(["--mode", "logicalunit", "--op", "new", "--tid", &tid])
-                    .args(["--lun", "1", "--backing-store", &path]),
-            )
-            .await?;
+            self.run(TgtRequest::delete_lun(want.tid, 1)).await?;
+            self.run(TgtRequest::new_lun(want.tid, 1, &path)).await?;
             check_backing_store(spec).await?;
             // The re-created LUN starts fully provisioned: give it back its thin flag.
             if want.thin.contains(&1) {
@@ -381,80 +301,7 @@ impl Exporter for TgtExporter {
         specs: &'a [ExportSpec],
         repair: bool,
     ) -> BoxFut<'a, Result<Vec<Finding>>> {
-        Box::pin(async move {
-            let mut known = self.known.lock().await;
-            let out = self
-                .run(self.base().args(["--mode", "target", "--op", "show"]))
-                .await?;
-            let live = parse_show_target(&out);
-            let live_by_tid: BTreeMap<u32, &TgtTarget> = live.iter().map(|t| (t.tid, t)).collect();
-            let mut findings = Vec::new();
-            let mut wanted_users = BTreeSet::new();
-            let mut fresh = BTreeMap::new();
-            for spec in specs {
-                let want = desired(spec)?;
-                wanted_users.extend(want.accounts.iter().cloned());
-                let have = live_by_tid.get(&want.tid).copied();
-                if let Err(Error::Tampered(why)) = check_backing_store(spec).await {
-                    // Never re-created on a planted object; what tgtd has now (opened
-                    // before the tampering) is left as it is, not removed as an orphan.
-                    findings.push(Finding::new(Driver::Tgt, "tampered", &want.iqn, why));
-                    if let Some(h) = have {
-                        fresh.insert(want.tid, h.clone());
-                    }
-                    continue;
-                }
-                if have != Some(&want) {
-                    let (kind, done) = match have {
-                        None => ("missing", "re-created target, LUN, ACL and CHAP"),
-                        Some(_) => ("drifted", "brought back in line"),
-                    };
-                    if repair {
-                        self.converge(have, &want, spec).await?;
-                    }
-                    findings.push(Finding::new(
-                        Driver::Tgt,
-                        kind,
-                        &want.iqn,
-                        action(repair, done),
-                    ));
-                }
-                fresh.insert(want.tid, want);
-            }
-            for t in &live {
-                if !fresh.contains_key(&t.tid) && self.owns(&t.iqn) {
-                    if repair {
-                        self.delete_target(t.tid).await?;
-                    }
-                    findings.push(Finding::new(
-                        Driver::Tgt,
-                        "orphan",
-                        &t.iqn,
-                        action(repair, "removed: not in the tree"),
-                    ));
-                }
-            }
-            let accounts = self
-                .run(self.base().args(["--mode", "account", "--op", "show"]))
-                .await?;
-            for user in parse_show_accounts(&accounts) {
-                if user.starts_with(CHAP_USER_PREFIX) && !wanted_users.contains(&user) {
-                    if repair {
-                        self.delete_account(&user).await?;
-                    }
-                    findings.push(Finding::new(
-                        Driver::Tgt,
-                        "orphan",
-                        format!("CHAP account {user}"),
-                        action(repair, "removed"),
-                    ));
-                }
-            }
-            if repair {
-                *known = fresh;
-            }
-            Ok(findings)
-        })
+        Box::pin(async move { self.reconcile_all(specs, repair).await.map_err(Error::from) })
     }
 }
 
@@ -468,6 +315,7 @@ mod tests {
             Runner::new(std::time::Duration::from_secs(1)),
             1,
             "iqn.2026-11.org.example.shelf",
+            TgtTransport::Auto,
         );
         assert!(x.owns("iqn.2026-11.org.example.shelf:vol1"));
         assert!(!x.owns("iqn.2026-11.org.example.shelfish:vol1"));

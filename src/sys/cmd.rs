@@ -251,6 +251,12 @@ impl Runner {
         Runner { timeout }
     }
 
+    /// The default timeout of this runner's commands (also used for requests to daemons
+    /// on their sockets).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// [`Runner::run`] for synchronous code: the one blocking entry point. It blocks the
     /// calling thread until the command ends, so it must only be called off the event
     /// loop: on a blocking-pool thread (the synchronous [`crate::pool::Pool`] methods run

@@ -1,8 +1,10 @@
 //! The only code that touches the operating system: the command runner, file-system calls
-//! (reflink, fallocate, xattrs, statvfs), the state-dir lock and peer credentials.
+//! (reflink, fallocate, xattrs, statvfs), the state-dir lock, peer credentials, and one
+//! request-reply exchange on a daemon's unix socket (tgtd's management socket).
 
 pub mod cmd;
 pub mod configfs;
+pub mod exchange;
 pub mod fs;
 pub mod landlock;
 pub mod process;

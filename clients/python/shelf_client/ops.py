@@ -43,7 +43,8 @@ class Operations:
     # ------------------------------------------------------------ server and pools
 
     def hello(self) -> Any:
-        """8.1 ``hello``: ``{server, version, protocols, features, drivers}``. Check that
+        """8.1 ``hello``: ``{server, version, protocols, features, drivers}`` (and
+        ``drivers_age_ms``, ``driver_transports``, e.g. ``{"tgt": "socket"}``). Check that
         ``1 in protocols`` and test ``features`` rather than ``version``."""
         return self._submit("hello", {}, None)
 

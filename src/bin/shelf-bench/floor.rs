@@ -4,7 +4,8 @@
 //! calls as the file pool (mkdir, create with mode, ftruncate, the ten `trusted.shelf.*`
 //! xattrs, FICLONE, fsync of the file and its directories), the same two SQLite commits
 //! (WAL, `synchronous = FULL`, one serialised writer), the same tgtadm and exportfs
-//! commands, and one unix-socket round trip to an in-process server that answers the
+//! commands (or, in the raw-IPC rows, the same tgtd requests sent straight on its
+//! management socket, see `floor_ipc.rs`), and one unix-socket round trip to an in-process server that answers the
 //! read-only requests from SQLite with CBOR. What is left in `shelfd / floor` is shelfd's
 //! own cost: protocol, dispatch, locks, extra queries, extra commands.
 
@@ -19,6 +20,9 @@ use shelf::sys::fs;
 
 use crate::env::{path_str, sh, Res, Tgtd};
 pub use crate::floor_server::FloorConn;
+
+#[path = "floor_ipc.rs"]
+mod ipc;
 use crate::floor_server::{open_db, serve};
 
 /// IQN prefix of the floor's targets.

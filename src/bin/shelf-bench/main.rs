@@ -59,6 +59,10 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// shelfd's `iscsi.tgt_transport` (`auto`, `socket`, `tgtadm`): `tgtadm` measures the
+    /// driver as it was before it spoke tgtd's socket.
+    #[arg(long, default_value = "auto")]
+    tgt_transport: String,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -166,7 +170,7 @@ fn run(a: &Args) -> Res<()> {
     let pool_dir = scratch.mount.join("shelf");
     let config = format!(
         "state_dir = {:?}\nsocket = {:?}\nreconcile_interval = 0\ncommand_timeout = 300\n\
-         [iscsi]\nportal = \"127.0.0.1:{}\"\ntgt_control_port = {}\niqn_prefix = {:?}\n\
+         [iscsi]\nportal = \"127.0.0.1:{}\"\ntgt_control_port = {}\niqn_prefix = {:?}\ntgt_transport = {:?}\n\
          [nfs]\nexports_file = {:?}\nhost = \"127.0.0.1\"\nganesha_exports = {:?}\nganesha_pidfile = {:?}\n\
          [pools.default]\npath = {:?}\nmax_over_subscription_ratio = 1000.0\n\
          [pools.list100]\npath = {:?}\n",
@@ -175,6 +179,7 @@ fn run(a: &Args) -> Res<()> {
         tgtd.port,
         tgtd.control,
         scale::SHELF_IQN,
+        a.tgt_transport,
         exports.path.display().to_string(),
         scratch.base().join("unused-ganesha.conf").display().to_string(),
         scratch.base().join("unused-ganesha.pid").display().to_string(),

@@ -30,6 +30,8 @@ pub enum Op {
     Create,
     /// share.create + export.create iscsi
     CreateIscsi,
+    /// The same, against the floor's raw IPC to tgtd (no tgtadm)
+    CreateIscsiIpc,
     /// share.create + export.create nfs
     CreateNfs,
     /// snapshot.create of a volume with its size written
@@ -38,6 +40,8 @@ pub enum Op {
     Clone,
     /// share.attach + share.detach
     AttachDetach,
+    /// The same, against the floor's raw IPC to tgtd (no tgtadm)
+    AttachDetachIpc,
     /// share.resize
     Resize,
     /// share.show
@@ -50,13 +54,15 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in run order (delete last: it removes what create made).
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 12] = [
         Op::Create,
         Op::CreateIscsi,
+        Op::CreateIscsiIpc,
         Op::CreateNfs,
         Op::Snapshot,
         Op::Clone,
         Op::AttachDetach,
+        Op::AttachDetachIpc,
         Op::Resize,
         Op::Show,
         Op::List,
@@ -68,10 +74,12 @@ impl Op {
         match self {
             Op::Create => "share.create".into(),
             Op::CreateIscsi => "share.create + iSCSI export".into(),
+            Op::CreateIscsiIpc => "share.create + iSCSI export (floor: tgtd socket)".into(),
             Op::CreateNfs => "share.create + NFS export".into(),
             Op::Snapshot => "snapshot.create (volume fully written)".into(),
             Op::Clone => "share.clone".into(),
             Op::AttachDetach => "share.attach + detach".into(),
+            Op::AttachDetachIpc => "share.attach + detach (floor: tgtd socket)".into(),
             Op::Resize => "share.resize".into(),
             Op::Show => "share.show".into(),
             Op::List => format!("share.list ({list_size} shares)"),
@@ -81,13 +89,21 @@ impl Op {
 
     /// Costly operations get fewer samples.
     fn heavy(self) -> bool {
-        matches!(self, Op::CreateIscsi | Op::CreateNfs | Op::AttachDetach)
+        matches!(
+            self,
+            Op::CreateIscsi
+                | Op::CreateIscsiIpc
+                | Op::CreateNfs
+                | Op::AttachDetach
+                | Op::AttachDetachIpc
+        )
     }
 
     fn tag(self) -> &'static str {
         match self {
             Op::Create | Op::Delete => "b",
             Op::CreateIscsi => "i",
+            Op::CreateIscsiIpc => "j",
             Op::CreateNfs => "n",
             Op::Snapshot => "s",
             Op::Clone => "k",
@@ -160,7 +176,7 @@ impl<'a> Micro<'a> {
         let create = |c: &mut Client| call(c, share_create(name, SIZE, None)).map(|_| ());
         match op {
             Op::Create => create(c),
-            Op::CreateIscsi => {
+            Op::CreateIscsi | Op::CreateIscsiIpc => {
                 create(c)?;
                 call(c, export_create(name, Protocol::Iscsi, &[])).map(|_| ())
             }
@@ -178,7 +194,7 @@ impl<'a> Micro<'a> {
                 };
                 call(c, Request::ShareClone(a)).map(|_| ())
             }
-            Op::AttachDetach => {
+            Op::AttachDetach | Op::AttachDetachIpc => {
                 let share = format!("att-{th}");
                 let a = AttachArgs {
                     share,
@@ -228,10 +244,15 @@ impl<'a> Micro<'a> {
         match op {
             Op::Create => f.create_share("default", name, SIZE).map(|_| ()),
             Op::CreateIscsi => f.create_iscsi(name, SIZE).map(|_| ()),
+            Op::CreateIscsiIpc => f.create_iscsi_ipc(name, SIZE).map(|_| ()),
             Op::CreateNfs => f.create_nfs(name, SIZE),
             Op::Snapshot => f.snapshot(&f.volume("snapsrc")?, name),
             Op::Clone => f.clone_share(&f.snapshot_file("seed")?, name),
             Op::AttachDetach => f.attach_detach(
+                self.attach_tids[th],
+                &format!("iqn.2026-11.org.example:bench-{th}"),
+            ),
+            Op::AttachDetachIpc => f.attach_detach_ipc(
                 self.attach_tids[th],
                 &format!("iqn.2026-11.org.example:bench-{th}"),
             ),

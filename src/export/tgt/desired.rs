@@ -3,7 +3,6 @@
 use super::TgtTarget;
 use crate::error::{Error, Result};
 use crate::export::ExportSpec;
-use crate::sys::cmd::Cmd;
 
 /// The desired tgt state of one export.
 pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
@@ -38,20 +37,6 @@ pub fn discards(spec: &ExportSpec) -> bool {
     spec.thin && !spec.path.starts_with("/dev")
 }
 
-/// `tgtadm --mode logicalunit --op update --params thin_provisioning=<0|1>` of one LUN.
-pub fn thin_update(base: Cmd, tid: u32, lun: u32, on: bool) -> Cmd {
-    base.args(["--mode", "logicalunit", "--op", "update"])
-        .args(["--tid", &tid.to_string(), "--lun", &lun.to_string()])
-        .args([
-            "--params",
-            if on {
-                "thin_provisioning=1"
-            } else {
-                "thin_provisioning=0"
-            },
-        ])
-}
-
 /// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
 /// or adds an ACL entry or account, rather than only removing some.
 pub fn grants(have: Option<&TgtTarget>, want: &TgtTarget) -> bool {
@@ -63,16 +48,6 @@ pub fn grants(have: Option<&TgtTarget>, want: &TgtTarget) -> bool {
                 || !want.acl.is_subset(&h.acl)
                 || !want.accounts.is_subset(&h.accounts)
         }
-    }
-}
-
-/// The tgtadm flag that binds an ACL entry: initiator names for iSCSI names, addresses
-/// otherwise.
-pub(super) fn acl_flag(who: &str) -> &'static str {
-    if ["iqn.", "eui.", "naa."].iter().any(|p| who.starts_with(p)) {
-        "--initiator-name"
-    } else {
-        "--initiator-address"
     }
 }
 
@@ -133,35 +108,5 @@ mod tests {
         let thick = spec(false, "/p/shares/s/volume");
         assert!(!discards(&thick) && desired(&thick).unwrap().thin.is_empty());
         assert!(!discards(&spec(true, "/dev/vg/shelf-s")));
-    }
-
-    #[test]
-    fn thin_provisioning_is_an_update_of_the_lun() {
-        let argv = |on| thin_update(Cmd::new("tgtadm"), 7, 1, on).argv().to_vec();
-        assert_eq!(
-            argv(true),
-            [
-                "--mode",
-                "logicalunit",
-                "--op",
-                "update",
-                "--tid",
-                "7",
-                "--lun",
-                "1",
-                "--params",
-                "thin_provisioning=1"
-            ]
-        );
-        assert_eq!(argv(false).last().unwrap(), "thin_provisioning=0");
-    }
-
-    #[test]
-    fn acl_flags() {
-        assert_eq!(
-            acl_flag("iqn.1993-08.org.debian:01:abc"),
-            "--initiator-name"
-        );
-        assert_eq!(acl_flag("192.0.2.1"), "--initiator-address");
     }
 }
