@@ -56,13 +56,30 @@ fn metrics_pass_promtool_from_the_listener_and_the_textfile() {
             textfile.display().to_string()
         ),
     );
-    d.ok(
+    let share = d.ok(
         "share.create",
         vec![("name", t("m1")), ("size", n(64 * MIB))],
+    );
+    let id = common::field(common::sub(&share, "share"), "id");
+    common::write_at(
+        &common::volume(&xfs.mount.join("pool"), &id),
+        0,
+        &vec![7u8; 4 << 20],
     );
     d.ok(
         "snapshot.create",
         vec![("share", t("m1")), ("name", t("s1"))],
+    );
+    // Allocation is a cached pass: wait until it has seen the write, so the exposition
+    // and pool.show below read the same settled figure.
+    let allocated = || {
+        let p = d.ok("pool.show", vec![("name", t("default"))]);
+        shelf::client::get_u64(&p, "allocated").unwrap()
+    };
+    assert!(
+        eventually(60, || allocated() >= 4 * MIB),
+        "allocated stays {}",
+        allocated()
     );
     for _ in 0..3 {
         d.err("share.show", vec![("share", t("absent"))], "not_found");
@@ -93,6 +110,7 @@ fn metrics_pass_promtool_from_the_listener_and_the_textfile() {
     for (metric, key) in [
         ("shelf_pool_size_bytes", "size"),
         ("shelf_pool_provisioned_bytes", "provisioned"),
+        ("shelf_pool_allocated_bytes", "allocated"),
         ("shelf_pool_reserved_bytes", "reserved"),
         ("shelf_pool_provisioning_limit_bytes", "provisioning_limit"),
     ] {
@@ -412,4 +430,11 @@ fn a_remote_listen_address_needs_allow_remote() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("metrics: http://127.0.0.1:9469/metrics"),
+        "{said}"
+    );
+    let said = String::from_utf8_lossy(&check("").stdout).into_owned();
+    assert!(said.contains("metrics: off"), "{said}");
 }

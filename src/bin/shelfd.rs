@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         for (name, (kind, path)) in config.resolved_pools() {
             println!("pool {name}: {} at {}", kind.as_str(), path.display());
         }
+        println!("metrics: {}", config.metrics.describe());
         return ExitCode::SUCCESS;
     }
     // Every program resolved once, the missing ones named with what needs them (STYLE.md

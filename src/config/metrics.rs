@@ -69,6 +69,25 @@ impl MetricsConfig {
         (!self.textfile.as_os_str().is_empty()).then_some(self.textfile.as_path())
     }
 
+    /// Where the metrics go, for `--check-config`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.listener() {
+            Some(MetricsListen::Tcp(a)) => parts.push(format!("http://{a}/metrics")),
+            Some(MetricsListen::Unix(p)) => parts.push(format!("unix socket {}", p.display())),
+            None => {}
+        }
+        if let Some(p) = self.textfile() {
+            let every = self.textfile_interval;
+            parts.push(format!("textfile {} every {every} s", p.display()));
+        }
+        if parts.is_empty() {
+            "off".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
         if !self.listen.is_empty() && !self.listen.starts_with('/') {
             let addr: SocketAddr = self.listen.parse().map_err(|_| {

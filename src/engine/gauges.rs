@@ -48,7 +48,10 @@ impl Engine {
         for name in self.pool_names() {
             match self.pool_info(&name).await {
                 Ok(p) => g.pools.push(p),
-                Err(e) => g.unreadable.push((name, e.to_string())),
+                Err(e) => {
+                    log::debug!("metrics: pool {name}: {e}");
+                    g.unreadable.push((name, e.to_string()));
+                }
             }
         }
         g.counts = self.store.call(|c| crate::store::tree_counts(c)).await?;

@@ -125,7 +125,8 @@ fn pools(t: &mut Text, g: &Gauges) {
     for (name, _) in &g.unreadable {
         t.sample("shelf_pool_readable", &[("pool", name)], 0u64);
     }
-    let bytes: [(&str, &str, fn(&PoolInfo) -> u64); 7] = [
+    type Figure = fn(&PoolInfo) -> u64;
+    let bytes: [(&str, &str, Figure); 8] = [
         ("shelf_pool_size_bytes", "Size of the pool's storage.", |p| p.size),
         ("shelf_pool_used_bytes", "Bytes used on the pool's storage.", |p| p.used),
         ("shelf_pool_free_bytes", "Bytes free on the pool's storage.", |p| p.free),
@@ -133,6 +134,11 @@ fn pools(t: &mut Text, g: &Gauges) {
             "shelf_pool_provisioned_bytes",
             "Sum of the sizes of the pool's shares (what they may grow to).",
             |p| p.provisioned,
+        ),
+        (
+            "shelf_pool_allocated_bytes",
+            "Bytes the pool's volumes and snapshots really take (pool.show allocated; a few seconds old at most).",
+            |p| p.allocated,
         ),
         (
             "shelf_pool_reserved_bytes",

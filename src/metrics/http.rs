@@ -144,9 +144,7 @@ fn start_scrape<S: Stream>(
     slots: &Arc<async_lock::Semaphore>,
     collector: &Arc<Collector>,
     timeout: Duration,
-) where
-    S: Sized,
-{
+) {
     let Some(permit) = slots.try_acquire_arc() else {
         // No read, no task: one write into the fresh socket's empty buffer, then close.
         stream.try_write(&reply_head(503, "text/plain", 0));
