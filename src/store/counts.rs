@@ -70,3 +70,61 @@ pub fn tree_counts(c: &Connection) -> Result<TreeCounts> {
         )?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_grouped_and_attachments_take_their_exports_driver() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::migrate(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO shares (id, name, pool, size, sparse, state, created_at) VALUES
+               ('a', 'a', 'p', 1, 1, 'available', 0), ('b', 'b', 'p', 1, 1, 'available', 0),
+               ('c', 'c', 'p', 1, 1, 'error', 0), ('d', 'd', 'q', 1, 1, 'creating', 0);
+             INSERT INTO snapshots (id, name, share_id, size, created_at, state) VALUES
+               ('s1', 's1', 'a', 1, 0, 'available'), ('s2', 's2', 'd', 1, 0, 'deleting');
+             INSERT INTO exports (id, share_id, protocol, driver, state, options, target, created_at)
+               VALUES ('e1', 'a', 'iscsi', 'tgt', 'available', '{}', 't', 0),
+                      ('e2', 'b', 'nfs', 'kernel', 'available', '{}', 't', 0);
+             INSERT INTO attachments (id, share_id, protocol, client, host, mode, created_at) VALUES
+               ('x1', 'a', 'iscsi', 'iqn.a', 'h', 'rw', 0), ('x2', 'a', 'iscsi', 'iqn.b', 'h', 'rw', 0),
+               ('x3', 'b', 'nfs', '10.0.0.1', 'h', 'ro', 0), ('x4', 'c', 'nfs', '10.0.0.2', 'h', 'rw', 0);
+             INSERT INTO intents (op, object, data, started_at) VALUES
+               ('share.resize', 'a', '{}', 0), ('share.resize', 'b', '{}', 0);",
+        )
+        .unwrap();
+        let s = |v: &str| v.to_string();
+        let got = tree_counts(&c).unwrap();
+        assert_eq!(
+            got.shares,
+            vec![
+                (s("p"), s("available"), 2),
+                (s("p"), s("error"), 1),
+                (s("q"), s("creating"), 1)
+            ]
+        );
+        assert_eq!(
+            got.snapshots,
+            vec![(s("p"), s("available"), 1), (s("q"), s("deleting"), 1)]
+        );
+        assert_eq!(
+            got.exports,
+            vec![
+                (s("kernel"), s("nfs"), s("available"), 1),
+                (s("tgt"), s("iscsi"), s("available"), 1)
+            ]
+        );
+        // x4's share has no NFS export: its driver is empty.
+        assert_eq!(
+            got.attachments,
+            vec![
+                (s(""), s("nfs"), 1),
+                (s("kernel"), s("nfs"), 1),
+                (s("tgt"), s("iscsi"), 2)
+            ]
+        );
+        assert_eq!(got.intents, vec![(s("share.resize"), 2)]);
+    }
+}
