@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod proto;

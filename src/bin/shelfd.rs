@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         for (name, (kind, path)) in config.resolved_pools() {
             println!("pool {name}: {} at {}", kind.as_str(), path.display());
         }
+        println!("metrics: {}", config.metrics.describe());
         return ExitCode::SUCCESS;
     }
     // Every program resolved once, the missing ones named with what needs them (STYLE.md
@@ -231,6 +232,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     let settings = Arc::new(Settings::from_config(&config, roles));
     let srv = Server::new(engine.clone(), settings.clone());
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let metrics = shelf::metrics::start(&config.metrics, engine.clone(), stop_rx.clone())?;
     let serving = smol::spawn(srv.run(listener, stop_rx.clone()));
     let periodic = smol::spawn(reconcile_every(
         engine.clone(),
@@ -279,6 +281,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         w.cancel().await;
     }
     serving.await;
+    metrics.finish().await;
     periodic.await;
     probing.await;
     if !activated {
@@ -383,9 +386,12 @@ async fn resolve_roles(config: &Config) -> Roles {
 async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Engine) {
     match load_config(args) {
         Ok(new) => {
-            if new.state_dir != running.state_dir || new.socket != running.socket {
+            if new.state_dir != running.state_dir
+                || new.socket != running.socket
+                || new.metrics != running.metrics
+            {
                 log::warn!(
-                    "reload: state_dir and socket changes need a restart; kept the running ones"
+                    "reload: state_dir, socket and [metrics] changes need a restart; kept the running ones"
                 );
             }
             settings.update(&new, resolve_roles(&new).await);

@@ -10,9 +10,11 @@ use serde::Deserialize;
 
 use crate::model::{validate_iqn, validate_name, validate_nqn, PoolKind, Protocol};
 
+mod metrics;
 mod pools;
 mod sections;
 
+pub use metrics::{MetricsConfig, MetricsListen};
 use pools::validate_file_pool_path;
 pub use pools::{PoolConfig, DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD};
 pub use sections::{
@@ -81,6 +83,9 @@ pub struct Config {
     /// What connections may cost: memory, descriptors, time.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Prometheus metrics: an HTTP listener and/or a textfile (both off by default).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_max_frame() -> u32 {
@@ -186,6 +191,7 @@ impl Config {
             ));
         }
         self.limits.validate()?;
+        self.metrics.validate()?;
         if !(1..=3600).contains(&self.command_timeout) {
             return Err(format!(
                 "command_timeout {} must be between 1 and 3600 seconds",

@@ -24,6 +24,7 @@ pub mod events;
 mod export;
 pub mod failpoint;
 mod formatted;
+mod gauges;
 mod image;
 mod import;
 pub mod jobs;
@@ -47,6 +48,7 @@ use std::sync::{Arc, RwLock};
 use ciborium::Value;
 use serde::Serialize;
 
+pub use gauges::{Gauges, JobFigures};
 pub use locks::LockTable;
 pub use rebuild::{rebuild_db, RebuildReport};
 pub use wiring::make_pool;

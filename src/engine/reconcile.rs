@@ -110,6 +110,7 @@ impl Engine {
                 f.action
             );
         }
+        crate::metrics::reconciled(&report.findings);
         Ok(report)
     }
 }

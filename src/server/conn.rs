@@ -94,6 +94,7 @@ pub(super) async fn serve(
             Refusal::PerUid(n) => format!("uid {uid} has its maximum of {n} connections open; close some (limits.max_connections_per_uid)"),
         };
         log::debug!("conn {conn_id}: {message}");
+        crate::metrics::refused(why.reason());
         refuse(&server, stream, ErrorCode::Busy, message).await;
         return;
     }
@@ -101,6 +102,7 @@ pub(super) async fn serve(
         server: &server,
         id: conn_id,
     };
+    let _counted = crate::metrics::connection(role.as_str());
     log::debug!(
         "conn {conn_id}: open (uid {} pid {}, {})",
         peer.cred.uid,
@@ -184,6 +186,7 @@ async fn run_connection(
                     _ => ErrorCode::InvalidArgument,
                 };
                 if !matches!(e, FrameError::Io(_) | FrameError::Truncated { .. }) {
+                    crate::metrics::refused(crate::metrics::frame_reason(code));
                     answer(None, code, e.to_string()).await;
                 }
                 break;
@@ -323,6 +326,7 @@ async fn run_request(
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    crate::metrics::request(&env.op, &result, t0.elapsed());
     let denied = matches!(result, Err(Error::PermissionDenied(_)));
     if audited || denied {
         server

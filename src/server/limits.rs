@@ -181,6 +181,16 @@ pub enum Refusal {
     PerUid(usize),
 }
 
+impl Refusal {
+    /// The reason the metrics count it under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Total(_) => "max_connections",
+            Refusal::PerUid(_) => "max_connections_per_uid",
+        }
+    }
+}
+
 /// The open connections.
 #[derive(Debug, Default)]
 pub struct ConnTable {

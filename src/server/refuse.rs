@@ -87,5 +87,6 @@ pub(super) async fn refuse_roleless(
         );
     }
     log::debug!("conn {conn_id}: uid {uid} has no role; refused");
+    crate::metrics::refused("no_role");
     refuse(server, stream, ErrorCode::PermissionDenied, message).await;
 }

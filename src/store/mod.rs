@@ -6,6 +6,7 @@
 
 mod attachments;
 mod audit;
+mod counts;
 mod exports;
 mod idempotency;
 mod images;
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 
 pub use attachments::*;
 pub use audit::*;
+pub use counts::*;
 pub use exports::*;
 pub use idempotency::*;
 pub use images::*;
@@ -64,6 +66,8 @@ pub struct Store {
     thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Audit entries that could not be written (the database was closed or failed).
     unwritten: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Audit entries queued and not yet written (the metrics' audit backlog).
+    queued: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -74,6 +78,8 @@ impl Store {
         let db_path = path.to_path_buf();
         let unwritten = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let lost = unwritten.clone();
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let backlog = queued.clone();
         let thread = std::thread::Builder::new()
             .name("shelf-db".into())
             .spawn(move || {
@@ -87,7 +93,7 @@ impl Store {
                         return;
                     }
                 };
-                serve(&mut conn, &rx, &lost);
+                serve(&mut conn, &rx, &lost, &backlog);
                 if let Err((_, e)) = conn.close() {
                     log::warn!("closing the database: {e}");
                 }
@@ -118,6 +124,7 @@ impl Store {
             path: path.to_path_buf(),
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
             unwritten,
+            queued,
         })
     }
 
@@ -160,6 +167,8 @@ impl Store {
     /// or [`AUDIT_BATCH`] are queued); a crash can lose those of the last tick. Used for
     /// refusals, which are aggregated, so a flood costs a few commits a second.
     pub fn audit(&self, entry: AuditEntry) {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.tx.try_send(Msg::Audit(Box::new(entry), None)).is_err() {
             self.lost_audit(1, "the database is closed");
         }
@@ -170,6 +179,8 @@ impl Store {
     /// changes, so that an `ok` reply is never sent for an unrecorded change.
     pub async fn audit_durable(&self, entry: AuditEntry) {
         let (tx, rx) = smol::channel::bounded(1);
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self
             .tx
             .send(Msg::Audit(Box::new(entry), Some(tx)))
@@ -183,6 +194,8 @@ impl Store {
     }
 
     fn lost_audit(&self, n: u64, why: &str) {
+        self.queued
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
         self.unwritten
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         log::error!("{n} audit entry(ies) not written: {why}");
@@ -191,6 +204,11 @@ impl Store {
     /// Audit entries this process could not write (database closed or failing).
     pub fn audit_unwritten(&self) -> u64 {
         self.unwritten.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Audit entries queued for the database thread and not yet written (or lost).
+    pub fn audit_backlog(&self) -> u64 {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wait until every audit entry queued so far is written.
@@ -234,6 +252,7 @@ fn serve(
     conn: &mut Connection,
     rx: &smol::channel::Receiver<Msg>,
     lost: &std::sync::atomic::AtomicU64,
+    queued: &std::sync::atomic::AtomicU64,
 ) {
     let mut pending = PendingAudit::default();
     while let Ok(msg) = rx.recv_blocking() {
@@ -241,7 +260,7 @@ fn serve(
             Msg::Run(job) => {
                 // A change waits for its entry: commit it before later work, not after.
                 if !pending.waiting.is_empty() {
-                    write_audit(conn, &mut pending, lost);
+                    write_audit(conn, &mut pending, lost, queued);
                 }
                 job(conn)
             }
@@ -250,10 +269,10 @@ fn serve(
                 pending.waiting.extend(wait);
             }
             Msg::Flush(done) => {
-                write_audit(conn, &mut pending, lost);
+                write_audit(conn, &mut pending, lost, queued);
                 let _ = done.try_send(());
             }
-            Msg::Tick => write_audit(conn, &mut pending, lost),
+            Msg::Tick => write_audit(conn, &mut pending, lost, queued),
         }
         // A change's entry is committed as soon as nothing else is queued (entries queued
         // meanwhile share its commit), or after [`CHANGE_GROUP`] more messages (a flood of
@@ -264,16 +283,17 @@ fn serve(
         let change_waits =
             !pending.waiting.is_empty() && (rx.is_empty() || pending.since_waiter >= CHANGE_GROUP);
         if change_waits || pending.entries.len() >= AUDIT_BATCH {
-            write_audit(conn, &mut pending, lost);
+            write_audit(conn, &mut pending, lost, queued);
         }
     }
-    write_audit(conn, &mut pending, lost);
+    write_audit(conn, &mut pending, lost, queued);
 }
 
 fn write_audit(
     conn: &mut Connection,
     pending: &mut PendingAudit,
     lost: &std::sync::atomic::AtomicU64,
+    queued: &std::sync::atomic::AtomicU64,
 ) {
     if pending.entries.is_empty() {
         return;
@@ -287,6 +307,10 @@ fn write_audit(
         lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         log::error!("writing {n} audit entries failed: {e}");
     }
+    queued.fetch_sub(
+        pending.entries.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     pending.entries.clear();
     pending.since_waiter = 0;
     // Whoever waits is told either way: a failed write is counted and logged, and the

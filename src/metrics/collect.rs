@@ -1,0 +1,431 @@
+//! One exposition: the engine's figures ([`Gauges`], read when scraped) and the process's
+//! counters ([`Registry`]), each family with its HELP and TYPE. docs/metrics.md lists
+//! them; a new one goes in both places.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::registry::Registry;
+use super::render::{Kind, Text};
+use crate::engine::{Engine, Gauges};
+use crate::model::Pool as PoolInfo;
+
+/// Collects expositions for the listener and the textfile, one at a time: scrapes that
+/// arrive while one is being collected wait and share the next, so a burst of them costs
+/// at most two walks of the database and the pools, and none is answered with figures read
+/// before it arrived.
+#[derive(Debug)]
+pub struct Collector {
+    engine: Arc<Engine>,
+    /// Scrapes that have asked so far (each takes the next number).
+    arrivals: AtomicU64,
+    /// The last exposition and the arrivals it answers (those numbered up to it).
+    last: async_lock::Mutex<Option<(u64, Arc<str>)>>,
+}
+
+impl Collector {
+    /// A collector over the engine.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Collector {
+            engine,
+            arrivals: AtomicU64::new(0),
+            last: async_lock::Mutex::new(None),
+        }
+    }
+
+    /// An exposition collected after this call began.
+    pub async fn text(&self) -> Arc<str> {
+        let me = self.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last = self.last.lock().await;
+        if let Some((answers, text)) = &*last {
+            if *answers >= me {
+                return text.clone();
+            }
+        }
+        // Every scrape that has arrived by now is answered by this collection.
+        let answers = self.arrivals.load(Ordering::SeqCst);
+        let t0 = Instant::now();
+        let gauges = self.engine.gauges().await;
+        if let Err(e) = &gauges {
+            log::warn!("metrics: cannot read the engine's figures: {e}");
+        }
+        let text: Arc<str> = render(gauges.ok().as_ref(), super::registry(), t0.elapsed()).into();
+        *last = Some((answers, text.clone()));
+        text
+    }
+}
+
+/// Write the whole exposition. `gauges` is `None` when the engine's figures could not be
+/// read (the database failed): the process's counters are still reported.
+pub fn render(gauges: Option<&Gauges>, reg: &Registry, took: Duration) -> String {
+    let mut t = Text::default();
+    t.family(
+        "shelf_build_info",
+        Kind::Gauge,
+        "shelfd's version (always 1).",
+    );
+    t.sample(
+        "shelf_build_info",
+        &[("server", crate::SERVER_NAME), ("version", crate::VERSION)],
+        1u64,
+    );
+    if let Some(g) = gauges {
+        pools(&mut t, g);
+        tree(&mut t, g);
+        work(&mut t, g);
+    }
+    counters(&mut t, reg);
+    t.family(
+        "shelf_collect_success",
+        Kind::Gauge,
+        "1 if the engine's figures (pools, tree, jobs, audit) were read for this exposition.",
+    );
+    t.sample("shelf_collect_success", &[], u64::from(gauges.is_some()));
+    t.family(
+        "shelf_collect_duration_seconds",
+        Kind::Gauge,
+        "Seconds the engine's figures took to read for this exposition.",
+    );
+    t.sample("shelf_collect_duration_seconds", &[], took.as_secs_f64());
+    t.finish()
+}
+
+/// A gauge family with one sample per pool.
+fn per_pool(t: &mut Text, g: &Gauges, name: &str, help: &str, f: impl Fn(&PoolInfo) -> f64) {
+    t.family(name, Kind::Gauge, help);
+    for p in &g.pools {
+        t.sample(name, &[("pool", &p.name)], f(p));
+    }
+}
+
+fn pools(t: &mut Text, g: &Gauges) {
+    t.family(
+        "shelf_pool_info",
+        Kind::Gauge,
+        "A configured pool (always 1): its kind and whether it clones instantly.",
+    );
+    for p in &g.pools {
+        let reflink = if p.reflink { "true" } else { "false" };
+        let labels = [
+            ("pool", p.name.as_str()),
+            ("kind", p.kind.as_str()),
+            ("reflink", reflink),
+        ];
+        t.sample("shelf_pool_info", &labels, 1u64);
+    }
+    t.family(
+        "shelf_pool_readable",
+        Kind::Gauge,
+        "1 if the pool's usage could be read for this exposition, 0 if not (see the log).",
+    );
+    for p in &g.pools {
+        t.sample("shelf_pool_readable", &[("pool", &p.name)], 1u64);
+    }
+    for (name, _) in &g.unreadable {
+        t.sample("shelf_pool_readable", &[("pool", name)], 0u64);
+    }
+    type Figure = fn(&PoolInfo) -> u64;
+    let bytes: [(&str, &str, Figure); 8] = [
+        ("shelf_pool_size_bytes", "Size of the pool's storage.", |p| p.size),
+        ("shelf_pool_used_bytes", "Bytes used on the pool's storage.", |p| p.used),
+        ("shelf_pool_free_bytes", "Bytes free on the pool's storage.", |p| p.free),
+        (
+            "shelf_pool_provisioned_bytes",
+            "Sum of the sizes of the pool's shares (what they may grow to).",
+            |p| p.provisioned,
+        ),
+        (
+            "shelf_pool_allocated_bytes",
+            "Bytes the pool's volumes and snapshots really take (pool.show allocated; a few seconds old at most).",
+            |p| p.allocated,
+        ),
+        (
+            "shelf_pool_reserved_bytes",
+            "Bytes of the pool kept back from provisioning (reserved_percentage).",
+            |p| p.reserved,
+        ),
+        (
+            "shelf_pool_provisioning_limit_bytes",
+            "Most the pool's shares may be provisioned in all (size less reserve, times max_over_subscription_ratio).",
+            |p| p.provisioning_limit,
+        ),
+        (
+            "shelf_pool_available_to_provision_bytes",
+            "Provisioning limit less what is provisioned.",
+            |p| p.available_to_provision,
+        ),
+    ];
+    for (name, help, f) in bytes {
+        t.family(name, Kind::Gauge, help);
+        for p in &g.pools {
+            t.sample(name, &[("pool", &p.name)], f(p));
+        }
+    }
+    per_pool(
+        t,
+        g,
+        "shelf_pool_max_over_subscription_ratio",
+        "How far the pool's shares may together exceed its size.",
+        |p| p.max_over_subscription_ratio,
+    );
+}
+
+fn tree(t: &mut Text, g: &Gauges) {
+    let c = &g.counts;
+    t.family("shelf_shares", Kind::Gauge, "Shares by pool and state.");
+    for (pool, state, n) in &c.shares {
+        t.sample("shelf_shares", &[("pool", pool), ("state", state)], *n);
+    }
+    t.family(
+        "shelf_snapshots",
+        Kind::Gauge,
+        "Snapshots by pool and state.",
+    );
+    for (pool, state, n) in &c.snapshots {
+        t.sample("shelf_snapshots", &[("pool", pool), ("state", state)], *n);
+    }
+    t.family(
+        "shelf_exports",
+        Kind::Gauge,
+        "Exports by driver, protocol and state.",
+    );
+    for (driver, protocol, state, n) in &c.exports {
+        let labels = [
+            ("driver", driver.as_str()),
+            ("protocol", protocol),
+            ("state", state),
+        ];
+        t.sample("shelf_exports", &labels, *n);
+    }
+    t.family(
+        "shelf_attachments",
+        Kind::Gauge,
+        "Attached clients by the driver of their export and protocol.",
+    );
+    for (driver, protocol, n) in &c.attachments {
+        let labels = [("driver", driver.as_str()), ("protocol", protocol)];
+        t.sample("shelf_attachments", &labels, *n);
+    }
+    t.family(
+        "shelf_driver_usable",
+        Kind::Gauge,
+        "1 if the export driver's last background probe found it usable, 0 if not.",
+    );
+    for (driver, usable) in &g.drivers {
+        t.sample(
+            "shelf_driver_usable",
+            &[("driver", driver)],
+            u64::from(*usable),
+        );
+    }
+}
+
+fn work(t: &mut Text, g: &Gauges) {
+    t.family(
+        "shelf_intents_pending",
+        Kind::Gauge,
+        "Journalled steps not yet finished, by op (recovery finishes them after a crash).",
+    );
+    for (op, n) in &g.counts.intents {
+        t.sample("shelf_intents_pending", &[("op", op)], *n);
+    }
+    t.family(
+        "shelf_jobs",
+        Kind::Gauge,
+        "Jobs in the job log (its newest 1000) by op and state.",
+    );
+    for ((op, state), f) in &g.jobs {
+        t.sample("shelf_jobs", &[("op", op), ("state", state)], f.jobs);
+    }
+    t.family(
+        "shelf_job_done_bytes",
+        Kind::Gauge,
+        "Bytes done by the jobs of shelf_jobs, by op and state (live for running jobs).",
+    );
+    for ((op, state), f) in &g.jobs {
+        t.sample(
+            "shelf_job_done_bytes",
+            &[("op", op), ("state", state)],
+            f.done_bytes,
+        );
+    }
+    t.family(
+        "shelf_audit_backlog_entries",
+        Kind::Gauge,
+        "Audit entries queued for the database and not yet written.",
+    );
+    t.sample("shelf_audit_backlog_entries", &[], g.audit_backlog);
+    t.family(
+        "shelf_audit_unwritten_entries_total",
+        Kind::Counter,
+        "Audit entries this process could not write (the database failed or was closed).",
+    );
+    t.sample(
+        "shelf_audit_unwritten_entries_total",
+        &[],
+        g.audit_unwritten,
+    );
+}
+
+fn counters(t: &mut Text, reg: &Registry) {
+    let name = "shelf_request_duration_seconds";
+    t.family(
+        name,
+        Kind::Histogram,
+        "Requests by op and outcome (ok or the error code) and the seconds each took to answer; _count is the number of requests.",
+    );
+    for ((op, outcome), h) in reg.requests() {
+        t.histogram(name, &[("op", &op), ("outcome", outcome)], &h);
+    }
+    let conns = reg.connections();
+    t.family(
+        "shelf_connections_open",
+        Kind::Gauge,
+        "Connections to the management socket open now, by role.",
+    );
+    for (role, open, _) in &conns {
+        t.sample("shelf_connections_open", &[("role", role)], *open);
+    }
+    t.family(
+        "shelf_connections_total",
+        Kind::Counter,
+        "Connections to the management socket admitted since start, by role.",
+    );
+    for (role, _, total) in &conns {
+        t.sample("shelf_connections_total", &[("role", role)], *total);
+    }
+    t.family(
+        "shelf_refusals_total",
+        Kind::Counter,
+        "Connections and requests refused since start, by reason.",
+    );
+    for (reason, n) in reg.refusals() {
+        t.sample("shelf_refusals_total", &[("reason", reason)], n);
+    }
+    let r = reg.reconciles();
+    t.family(
+        "shelf_reconciles_total",
+        Kind::Counter,
+        "Reconciliations of exports with the target daemons since start.",
+    );
+    t.sample("shelf_reconciles_total", &[], r.runs);
+    t.family(
+        "shelf_reconcile_findings_total",
+        Kind::Counter,
+        "Differences reconciliations found since start, by driver and kind.",
+    );
+    for ((driver, kind), n) in &r.findings {
+        let labels = [("driver", driver.as_str()), ("kind", kind)];
+        t.sample("shelf_reconcile_findings_total", &labels, *n);
+    }
+    t.family(
+        "shelf_reconcile_last_timestamp_seconds",
+        Kind::Gauge,
+        "When the last reconciliation ended (Unix time; 0: none since start).",
+    );
+    t.sample("shelf_reconcile_last_timestamp_seconds", &[], r.last_at);
+    t.family(
+        "shelf_metrics_http_replies_total",
+        Kind::Counter,
+        "Replies of the metrics listener since start, by HTTP status.",
+    );
+    for (code, n) in reg.http_replies() {
+        t.sample(
+            "shelf_metrics_http_replies_total",
+            &[("code", &code.to_string())],
+            n,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::JobFigures;
+    use crate::model::PoolKind;
+
+    fn pool(name: &str) -> PoolInfo {
+        PoolInfo {
+            name: name.into(),
+            kind: PoolKind::File,
+            path: "/p".into(),
+            size: 100,
+            used: 40,
+            free: 60,
+            provisioned: 150,
+            allocated: 30,
+            shares: 1,
+            snapshots: 0,
+            reflink: true,
+            reserved: 10,
+            reserved_percentage: 10,
+            max_over_subscription_ratio: 2.0,
+            provisioning_limit: 180,
+            available_to_provision: 30,
+        }
+    }
+
+    fn full() -> String {
+        let mut g = Gauges::default();
+        g.pools.push(pool("p"));
+        g.unreadable.push(("broken".into(), "gone".into()));
+        g.counts.shares.push(("p".into(), "available".into(), 1));
+        g.counts.snapshots.push(("p".into(), "available".into(), 2));
+        let export = ("tgt".into(), "iscsi".into(), "available".into(), 1);
+        g.counts.exports.push(export);
+        g.counts.attachments.push(("tgt".into(), "iscsi".into(), 1));
+        g.counts.intents.push(("share.resize".into(), 1));
+        let figures = JobFigures {
+            jobs: 2,
+            done_bytes: 5,
+        };
+        g.jobs
+            .insert(("image.import".into(), "done".into()), figures);
+        g.drivers.push(("tgt".into(), true));
+        let reg = Registry::default();
+        reg.observe_request("share.show", "not_found", Duration::from_millis(2));
+        let _c = reg.open_connection("admin");
+        reg.refuse("no_role");
+        reg.reconciled(&[]);
+        reg.http_reply(200);
+        render(Some(&g), &reg, Duration::from_millis(3))
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once_and_is_documented() {
+        let text = full();
+        let doc = include_str!("../../docs/metrics.md");
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types.len(), helps);
+        let mut unique = types.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), types.len(), "a family written twice");
+        for name in types {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} is not in docs/metrics.md"
+            );
+        }
+        assert!(
+            text.contains("shelf_pool_readable{pool=\"broken\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("shelf_pool_allocated_bytes{pool=\"p\"} 30\n"));
+        assert!(text.contains("shelf_job_done_bytes{op=\"image.import\",state=\"done\"} 5\n"));
+    }
+
+    #[test]
+    fn without_the_engines_figures_the_counters_are_still_reported() {
+        let text = render(None, &Registry::default(), Duration::ZERO);
+        assert!(text.contains("shelf_collect_success 0\n"));
+        assert!(text.contains("# TYPE shelf_request_duration_seconds histogram\n"));
+        assert!(!text.contains("shelf_pool_size_bytes"));
+    }
+}
