@@ -123,9 +123,7 @@ class ShelfStack(functional_helpers._FunctionalTestBase):
             self._backend_options(b)
         self.addCleanup(self._empty_nodes)
         self.volumes = {
-            b.name: self.start_service(
-                "volume", host=f"{HOST}@{b.name}", service_name=b.name
-            )
+            b.name: self.start_service("volume", host=f"{HOST}@{b.name}", service_name=b.name)
             for b in self.backends
         }
         with mock.patch("eventlet.sleep"):

@@ -36,6 +36,8 @@ class ShelfISCSIDriver(ShelfBaseDriver):
     PROTOCOL = "iSCSI"
     SHELF_PROTOCOL = "iscsi"
     EXPORT_DRIVERS = ("tgt", "lio")
+    # tgt: LUNs of sparse volumes have thin_provisioning=1 (UNMAP punches holes).
+    DISCARDING_DRIVERS = ("tgt",)
 
     def _check_connector(self, connector: Dict[str, Any]) -> None:
         if not connector.get("initiator"):

@@ -7,7 +7,6 @@ also when tests fail.
 from __future__ import annotations
 
 import signal
-import subprocess
 import uuid
 from typing import Any, Callable, Iterator, List
 
@@ -19,19 +18,8 @@ from cinder.volume import configuration
 from cinder.volume import driver as cinder_driver
 from oslo_config import cfg
 
-from appliance import (  # noqa: F401 (the tests import these names from conftest)
-    HANG,
-    OVER_SUBSCRIPTION,
-    RESERVED_PERCENTAGE,
-    Appliance,
-    free_port,
-    initiator,
-    login,
-    nfs_ls,
-    read_capacity,
-    run,
-)
-from shelf_cinder.driver import GiB, ShelfISCSIDriver
+from appliance import Appliance
+from shelf_cinder.driver import ShelfISCSIDriver
 
 objects.register_all()
 
@@ -66,6 +54,7 @@ def nfs_appliance() -> Iterator[Appliance]:
     finally:
         print(f"--- shelfd log ---\n{a.log_text()[-6000:]}")
         a.stop()
+
 
 def make_driver(
     appliance: Appliance, backend: str, cls: type = ShelfISCSIDriver, **overrides: Any
