@@ -41,6 +41,12 @@ CONF = cfg.CONF
 #: The host part of every volume service (``<HOST>@<backend>``).
 HOST = "shelf-func"
 #: pip puts Cinder's data files (etc/cinder/api-paste.ini) under the venv's prefix.
+FILTERS = [
+    "AvailabilityZoneFilter",
+    "CapacityFilter",
+    "CapabilitiesFilter",
+    "IgnoreAttemptedHostsFilter",
+]
 API_PASTE = Path(sys.prefix) / "etc" / "cinder" / "api-paste.ini"
 
 
@@ -48,10 +54,10 @@ class Backend:
     """One ``enabled_backends`` entry: its name (the cinder.conf section) and the shelf
     node behind it."""
 
-    def __init__(self, name: str, size_gib: int, over_subscription: float) -> None:
+    def __init__(self, name: str, size_gib: int, over_subscription: float, reserved: int) -> None:
         self.name = name
         self.node = Appliance(
-            size_gib=size_gib, reserved_percentage=0, over_subscription=over_subscription
+            size_gib=size_gib, reserved_percentage=reserved, over_subscription=over_subscription
         )
 
     @property
@@ -65,13 +71,14 @@ class Backend:
 class ShelfStack(functional_helpers._FunctionalTestBase):
     """Cinder's API, scheduler and one volume service per backend over shelf nodes.
 
-    Subclasses set ``BACKENDS``: ``(name, XFS size in GiB, max_over_subscription_ratio)``.
+    Subclasses set ``BACKENDS``: ``(name, XFS size in GiB, max_over_subscription_ratio,
+    reserved_percentage)``.
     The nodes start once per class (setUpClass) and stop in a class cleanup, also when
     a test or the start fails; Cinder's services and database are new for every test,
     and every share a test leaves on a node is deleted after it.
     """
 
-    BACKENDS: Tuple[Tuple[str, int, float], ...] = ()
+    BACKENDS: Tuple[Tuple[str, int, float, int], ...] = ()
     # Attachments (3.27), os-complete (3.44), attach mode (3.54).
     _osapi_version = "3.54"
     backends: List[Backend] = []
@@ -95,6 +102,10 @@ class ShelfStack(functional_helpers._FunctionalTestBase):
     def _get_flags(self) -> Dict[str, Dict[str, Any]]:
         f = super()._get_flags()
         f["enabled_backends"] = {"v": [b.name for b in self.backends]}
+        # Cinder's default filters, and the one docs/cinder.md adds for many nodes: a
+        # volume a node refused is rescheduled to another node, not to the same one.
+        CONF.import_opt("scheduler_default_filters", "cinder.scheduler.host_manager")
+        f["scheduler_default_filters"] = {"v": FILTERS}
         return f
 
     def _backend_options(self, b: Backend) -> None:

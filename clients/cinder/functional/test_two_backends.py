@@ -3,16 +3,19 @@ FilterScheduler: what the scheduler sees is what each node reports, volumes go w
 the capacity shelf reports says (CapacityFilter, CapacityWeigher), and a node that is
 full is skipped.
 
-The nodes differ in free space: ``small`` is a 2 GiB XFS over-subscribed 1.25 times,
-``big`` a 4 GiB XFS over-subscribed twice (so their virtual capacities never tie at
-whole GiB). Cinder's virtual free capacity of a thin backend is
+The nodes differ in free space: ``small`` is a 2 GiB XFS over-subscribed 1.25 times
+with no reserve, ``big`` a 4 GiB XFS over-subscribed twice with 10% reserved (so their
+virtual capacities never tie at whole GiB). Cinder's virtual free capacity of a thin backend is
 ``(total - reserved) * max_over_subscription_ratio - provisioned``; the tests compute it
 from each node's own ``pool.show``, never from what Cinder was told.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
+
+from shelf_client import NoSpace
 
 from appliance import GiB
 from stack import HOST, Backend, ShelfStack
@@ -25,7 +28,7 @@ def virtual_free_gib(pool: Dict[str, Any]) -> float:
 
 
 class TwoBackendsTest(ShelfStack):
-    BACKENDS = (("small", 2, 1.25), ("big", 4, 2.0))
+    BACKENDS = (("small", 2, 1.25, 0), ("big", 4, 2.0, 10))
 
     def shelf_pool(self, b: Backend) -> Dict[str, Any]:
         with b.node.client() as c:
@@ -143,3 +146,28 @@ class TwoBackendsTest(ShelfStack):
         self.assertEqual("small", self.node_of(again).name)
         for v in (vol, again):
             self.delete_volume(v["id"])
+
+    def test_a_node_whose_filesystem_is_full_refuses_and_cinder_reschedules(self) -> None:
+        """Cinder ranks thin backends by virtual capacity only, so it still picks ``big``
+        when something other than shelf has filled big's filesystem down to its reserve.
+        shelfd refuses the create (no_space: free at or below the reserve), the driver
+        raises, and Cinder's volume manager reschedules the volume to ``small``."""
+        small, big = self.backends
+        pool = self.shelf_pool(big)
+        reserve = pool["size"] * pool["reserved_percentage"] // 100
+        filler = big.node.mount / "not-shelf"
+        with open(filler, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, pool["free"] - reserve + (64 << 20))
+        try:
+            self.fresh_stats()
+            room = {b.name: virtual_free_gib(self.shelf_pool(b)) for b in self.backends}
+            self.assertGreater(room["big"], room["small"], "the weigher's pick is big")
+            with big.node.client() as c, self.assertRaises(NoSpace):
+                c.share_create("probe", GiB)
+            vol = self.create_volume(size=1)
+            self.assertEqual("small", self.node_of(vol).name)
+            with big.node.client() as c:
+                self.assertEqual([], c.share_list())
+            self.delete_volume(vol["id"])
+        finally:
+            filler.unlink()
