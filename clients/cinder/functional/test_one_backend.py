@@ -9,6 +9,8 @@ from unittest import mock
 from appliance import GiB, initiator, login, read_capacity
 from stack import ShelfStack
 
+#: The Nova instance the attachment is for (Nova's attach always names one).
+_INSTANCE = "7f3c1a52-1c3e-4b8e-9d6f-0a4c2e9b5d11"
 SERVICE_REQUEST = "cinder.volume.api.API.is_service_request"
 #: Bytes written into the first volume's file, found again in its snapshot's volume and
 #: in its clone.
@@ -123,6 +125,3 @@ class OneBackendTest(ShelfStack):
         with open(self.node().volume_file(share_id), "rb") as f:
             f.seek(offset)
             return f.read(length)
-
-
-_INSTANCE = "7f3c1a52-1c3e-4b8e-9d6f-0a4c2e9b5d11"
