@@ -423,8 +423,9 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
     # ---------------------------------------------------------------- stats
 
     #: Export drivers (of EXPORT_DRIVERS) whose targets unmap for a sparse volume, so
-    #: that shelf attaches its volumes with ``discard: true`` (docs/exports.md, Discard).
-    DISCARDING_DRIVERS: tuple = ()
+    #: that shelf attaches its volumes with ``discard: true``, each with the pool kinds
+    #: (pool.show ``kind``) where they do (docs/exports.md, Discard).
+    DISCARDING_DRIVERS: Dict[str, tuple] = {}
 
     def _update_volume_stats(self) -> None:
         """Capacity from pool.show (:func:`shelf_cinder.stats.volume_stats`)."""

@@ -22,16 +22,18 @@ def gib(size_bytes: int) -> float:
 
 
 def discards(
-    drivers: Mapping[str, str], export_drivers: Iterable[str], discarding: Iterable[str]
+    pool: Mapping[str, Any], export_drivers: Iterable[str], discarding: Mapping[str, Iterable[str]]
 ) -> bool:
     """Whether this backend's volumes are attached with ``discard: true``: every shelf
-    export driver for the protocol that is usable now is one that unmaps for a sparse
-    volume (all Cinder volumes are sparse shares), and there is one. shelf's
-    connection_info says it per attach (``data.discard``); the scheduler needs it per
-    backend, so a node where a driver that does not unmap could serve the volume says
-    ``false`` rather than promise what an attach may not keep."""
+    export driver for the protocol that is usable now unmaps for a sparse volume (all
+    Cinder volumes are sparse shares) in a pool of this kind (``discarding``: driver →
+    pool kinds), and there is one. shelf's connection_info says it per attach
+    (``data.discard``, docs/exports.md "Discard"); the scheduler needs it per backend, so
+    a node where a driver that does not unmap could serve the volume says ``false``
+    rather than promise what an attach may not keep."""
+    drivers, kind = pool.get("drivers", {}), pool.get("kind")
     usable = [d for d in export_drivers if drivers.get(d) == "usable"]
-    return bool(usable) and all(d in set(discarding) for d in usable)
+    return bool(usable) and all(kind in discarding.get(d, ()) for d in usable)
 
 
 def volume_stats(driver: Any, pool: Dict[str, Any]) -> Dict[str, Any]:
@@ -51,9 +53,7 @@ def volume_stats(driver: Any, pool: Dict[str, Any]) -> Dict[str, Any]:
         "thin_provisioning_support": True,
         "thick_provisioning_support": False,
         "multiattach": True,
-        "discard": discards(
-            pool.get("drivers", {}), driver.EXPORT_DRIVERS, driver.DISCARDING_DRIVERS
-        ),
+        "discard": discards(pool, driver.EXPORT_DRIVERS, driver.DISCARDING_DRIVERS),
         "QoS_support": False,
         "total_volumes": pool["shares"],
         "sparse_copy_volume": True,
