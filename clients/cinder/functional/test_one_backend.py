@@ -64,6 +64,21 @@ class OneBackendTest(ShelfStack):
         with self.node().client() as c:
             self.assertEqual([], c.share_list())
 
+    def test_a_multiattach_type_lands_here_as_a_multiattach_share(self) -> None:
+        """The backend says ``multiattach: true``; a volume type asking for it passes
+        CapabilitiesFilter and its volume is a multiattach share on the node."""
+        self.api.api_post(
+            "/types",
+            {"volume_type": {"name": "shared", "extra_specs": {"multiattach": "<is> True"}}},
+        )
+        vol = self.create_volume(size=1, volume_type="shared")
+        self.assertIs(True, vol["multiattach"])
+        self.assertIs(True, self.share_of(vol)["multiattach"])
+        plain = self.create_volume(size=1)
+        self.assertIs(False, self.share_of(plain)["multiattach"])
+        for v in (vol, plain):
+            self.delete_volume(v["id"])
+
     def test_attach_through_the_attachments_api(self) -> None:
         """Nova's attach: attachment create (reserved), update with the connector (the
         connection_info Nova hands os-brick), a real iSCSI login with exactly it,
