@@ -1,6 +1,7 @@
 //! The only code that touches the operating system: the command runner, file-system calls
 //! (reflink, fallocate, xattrs, statvfs), the state-dir lock and peer credentials.
 
+pub mod block;
 pub mod cmd;
 pub mod configfs;
 pub mod fs;
