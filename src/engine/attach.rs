@@ -33,7 +33,9 @@ impl Engine {
         mode: Access,
     ) -> Result<Value> {
         let e = &row.export;
-        let client_path = self.exporter(e.driver).client_path(e);
+        let exporter = self.exporter(e.driver);
+        let client_path = exporter.client_path(e);
+        let discard = exporter.discards(&self.spec_for(row, share)?);
         self.protocol(e.protocol)
             .connection_info(&crate::export::protocol::Attaching {
                 share_id: &share.id,
@@ -42,6 +44,7 @@ impl Engine {
                 mode,
                 client,
                 client_path: &client_path,
+                discard,
             })
     }
 

@@ -57,6 +57,7 @@ impl Engine {
             export: row.export.clone(),
             path,
             chap_secret: row.chap_secret.clone(),
+            thin: share.sparse,
         })
     }
 

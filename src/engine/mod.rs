@@ -16,6 +16,7 @@
 //! returned (after its final commit, before the reply). A new operation returns its typed
 //! value, an `Outcome`, or a `Result<Answer>` built with one of those constructors.
 
+mod allocation;
 mod attach;
 mod capacity;
 mod drivers;
@@ -94,6 +95,8 @@ pub struct Engine {
     default_fs: crate::model::FsKind,
     /// The drivers' status as last probed (hello and pool.show read only this).
     driver_cache: drivers::DriverCache,
+    /// Each pool's last allocation pass (pool.show's and share.show's `allocated`).
+    allocations: allocation::AllocationCache,
 }
 
 /// Convert a result struct to a CBOR value.

@@ -61,20 +61,33 @@ impl Engine {
     }
 
     /// `share.show`: the share, with `device`, where its volume is on the appliance (file
-    /// or block device), for local users such as the Ganeti provider; absent while the
-    /// share's pool is not configured.
+    /// or block device), for local users such as the Ganeti provider, and `allocated`, the
+    /// bytes really allocated to its volume (super::allocation); both absent while the
+    /// share's pool is not configured, `allocated` also while its volume is not there or
+    /// its figure cannot be read.
     pub(super) async fn show_share(&self, a: ShareRef) -> Result<Answer> {
         let share = self
             .store
             .call(move |c| store::find_share(c, &a.share, a.pool.as_deref()))
             .await?;
         let shown = answer(Answer::read(&share))?;
-        Ok(match self.pool(&share.pool) {
-            Ok(pool) => shown.with(
-                "device",
-                Value::Text(pool.volume_path(&share.id).display().to_string()),
-            ),
-            Err(_) => shown,
+        let Ok(pool) = self.pool(&share.pool) else {
+            return Ok(shown);
+        };
+        let shown = shown.with(
+            "device",
+            Value::Text(pool.volume_path(&share.id).display().to_string()),
+        );
+        // A figure that cannot be read (lvs failing) leaves the key out: the share is
+        // still shown.
+        let allocated = self.share_allocated(&pool, &share.id).await;
+        Ok(match allocated {
+            Ok(Some(bytes)) => shown.with("allocated", Value::Integer(bytes.into())),
+            Ok(None) => shown,
+            Err(e) => {
+                log::warn!("share {}: allocation unknown: {e}", share.name);
+                shown
+            }
         })
     }
 

@@ -48,6 +48,7 @@ impl Engine {
             ),
             default_fs: config.filesystem.default,
             driver_cache: drivers::DriverCache::default(),
+            allocations: Default::default(),
         })
     }
 
@@ -161,6 +162,7 @@ impl Engine {
             .store
             .call(move |c| crate::store::pool_totals(c, &pname))
             .await?;
+        let allocated = self.pool_allocation(&pool).await?.total;
         Ok(PoolInfo {
             name: name.to_string(),
             kind: pool.kind(),
@@ -169,6 +171,7 @@ impl Engine {
             used: usage.used,
             free: usage.free,
             provisioned,
+            allocated,
             shares,
             snapshots,
             reflink: pool.reflink(),

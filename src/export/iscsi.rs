@@ -132,7 +132,7 @@ impl ProtocolHandler for Iscsi {
                 target_discovered: false,
                 volume_id: a.share_id,
                 access_mode: a.mode.as_str(),
-                discard: false,
+                discard: a.discard,
                 encrypted: false,
                 auth_method: chap.then_some("CHAP"),
                 auth_username: chap.then(|| e.chap_user.as_deref().unwrap_or("")),

@@ -43,6 +43,10 @@ pub struct ExportSpec {
     pub path: PathBuf,
     /// iSCSI: the CHAP secret (never logged).
     pub chap_secret: Option<String>,
+    /// The volume is thin (a sparse file, a thin LV: the share's `sparse`): blocks an
+    /// initiator unmaps may be given back to the pool. `false` for a preallocated volume,
+    /// whose blocks stay allocated whatever the initiator says (docs/exports.md, "Discard").
+    pub thin: bool,
 }
 
 /// One difference between the tree and a daemon, and what was done about it.
@@ -88,6 +92,14 @@ pub trait Exporter: Send + Sync + std::fmt::Debug {
     }
     /// Whether the driver numbers its targets itself with shelf's allocated `tid` (tgt).
     fn wants_tid(&self) -> bool {
+        false
+    }
+    /// Whether the export of `spec` really discards: its target advertises logical block
+    /// provisioning (or NVMe deallocate) and an UNMAP gives the blocks back to the pool.
+    /// An attach's `connection_info.data.discard` says exactly this. Never true for a
+    /// preallocated volume (`spec.thin` false): unmapping would break its preallocation.
+    fn discards(&self, spec: &ExportSpec) -> bool {
+        let _ = spec;
         false
     }
     /// `Ok` when the tool and its daemon are usable; else `unsupported` (tool missing) or

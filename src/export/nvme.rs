@@ -125,7 +125,7 @@ impl ProtocolHandler for Nvme {
                 host_nqn: a.client,
                 volume_id: a.share_id,
                 access_mode: a.mode.as_str(),
-                discard: false,
+                discard: a.discard,
                 encrypted: false,
             },
         )
@@ -223,6 +223,7 @@ mod tests {
                 mode: Access::Rw,
                 client: HOST,
                 client_path: &export.target,
+                discard: true,
             })
             .unwrap();
         let json: serde_json::Value = v.deserialized().unwrap();
@@ -239,7 +240,7 @@ mod tests {
                     "host_nqn": HOST,
                     "volume_id": share,
                     "access_mode": "rw",
-                    "discard": false,
+                    "discard": true,
                     "encrypted": false,
                 }
             })

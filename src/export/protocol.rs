@@ -44,6 +44,9 @@ pub struct Attaching<'a> {
     pub client: &'a str,
     /// Where the client finds the export ([`super::Exporter::client_path`]).
     pub client_path: &'a str,
+    /// Whether the export's target really unmaps/deallocates for this volume
+    /// ([`super::Exporter::discards`]): `connection_info.data.discard`.
+    pub discard: bool,
 }
 
 /// How a new export is named and what it is given, decided by its protocol.

@@ -20,7 +20,7 @@ use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
 
 use desired::acl_flag;
-pub use desired::{desired, grants};
+pub use desired::{desired, discards, grants};
 pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
 
 pub use super::iscsi::CHAP_USER_PREFIX;
@@ -95,14 +95,16 @@ impl TgtExporter {
         )
         .await?;
         for (lun, path) in &t.luns {
-            let lun = lun.to_string();
             self.run(
                 self.base()
                     .args(["--mode", "logicalunit", "--op", "new", "--tid", &tid])
-                    .args(["--lun", &lun, "--backing-store", path]),
+                    .args(["--lun", &lun.to_string(), "--backing-store", path]),
             )
             .await?;
             check_backing_store(spec).await?;
+            if t.thin.contains(lun) {
+                self.set_thin(t.tid, *lun, true).await?;
+            }
         }
         for user in &t.accounts {
             self.bind_account(t.tid, user, secret).await?;
@@ -111,6 +113,15 @@ impl TgtExporter {
             self.bind(t.tid, who).await?;
         }
         Ok(())
+    }
+
+    /// Switch logical block provisioning of one LUN on or off. tgtd takes
+    /// `thin_provisioning` only as an `update` of an existing LUN (its `logicalunit new`
+    /// refuses `--params`); a new LUN starts fully provisioned, so off needs no call.
+    async fn set_thin(&self, tid: u32, lun: u32, on: bool) -> Result<()> {
+        self.run(thin_update(self.base(), tid, lun, on))
+            .await
+            .map(|_| ())
     }
 
     async fn bind_account(&self, tid: u32, user: &str, secret: Option<&str>) -> Result<()> {
@@ -209,6 +220,12 @@ impl TgtExporter {
             self.delete_target(want.tid).await?;
             return self.create_target(want, secret, spec).await;
         }
+        for lun in want.luns.keys() {
+            let on = want.thin.contains(lun);
+            if have.thin.contains(lun) != on {
+                self.set_thin(want.tid, *lun, on).await?;
+            }
+        }
         for user in want.accounts.difference(&have.accounts) {
             self.bind_account(want.tid, user, secret).await?;
         }
@@ -252,6 +269,10 @@ impl Exporter for TgtExporter {
 
     fn wants_tid(&self) -> bool {
         true
+    }
+
+    fn discards(&self, spec: &ExportSpec) -> bool {
+        discards(spec)
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {
@@ -346,7 +367,12 @@ impl Exporter for TgtExporter {
                     .args(["--lun", "1", "--backing-store", &path]),
             )
             .await?;
-            check_backing_store(spec).await
+            check_backing_store(spec).await?;
+            // The re-created LUN starts fully provisioned: give it back its thin flag.
+            if want.thin.contains(&1) {
+                self.set_thin(want.tid, 1, true).await?;
+            }
+            Ok(())
         })
     }
 
@@ -432,9 +458,44 @@ impl Exporter for TgtExporter {
     }
 }
 
+/// `tgtadm --mode logicalunit --op update --params thin_provisioning=<0|1>` of one LUN.
+pub fn thin_update(base: Cmd, tid: u32, lun: u32, on: bool) -> Cmd {
+    base.args(["--mode", "logicalunit", "--op", "update"])
+        .args(["--tid", &tid.to_string(), "--lun", &lun.to_string()])
+        .args([
+            "--params",
+            if on {
+                "thin_provisioning=1"
+            } else {
+                "thin_provisioning=0"
+            },
+        ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thin_provisioning_is_an_update_of_the_lun() {
+        let argv = |on| thin_update(Cmd::new("tgtadm"), 7, 1, on).argv().to_vec();
+        assert_eq!(
+            argv(true),
+            [
+                "--mode",
+                "logicalunit",
+                "--op",
+                "update",
+                "--tid",
+                "7",
+                "--lun",
+                "1",
+                "--params",
+                "thin_provisioning=1"
+            ]
+        );
+        assert_eq!(argv(false).last().unwrap(), "thin_provisioning=0");
+    }
 
     #[test]
     fn ownership_is_by_prefix_and_colon() {

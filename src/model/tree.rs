@@ -41,6 +41,13 @@ pub struct Pool {
     pub free: u64,
     /// Sum of the sizes of the pool's shares.
     pub provisioned: u64,
+    /// Bytes the pool's volumes really take (docs/protocol.md, `pool.show`): a file pool's
+    /// `st_blocks` × 512 summed over its share volumes and snapshot files (an extent that
+    /// reflinks share counts once per file holding it, so this can exceed `used`); an LVM
+    /// pool's thin-pool data in use. At most a few seconds old. Absent from an older
+    /// shelfd (0).
+    #[serde(default)]
+    pub allocated: u64,
     /// Number of shares in the pool.
     pub shares: u64,
     /// Number of snapshots in the pool.

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::{PoolKind, Share, Snapshot};
 use crate::sys::fs;
 
+mod allocation;
 mod objects;
 
 use objects::{
@@ -241,6 +242,14 @@ impl Pool for FilePool {
 
     fn usage(&self) -> Result<fs::FsUsage> {
         fs::usage(&self.root).map_err(|e| Error::io(format!("statvfs {}", self.root.display()), e))
+    }
+
+    fn allocation(&self) -> Result<super::Allocation> {
+        self.scan_allocation()
+    }
+
+    fn volume_allocated(&self, share_id: &str) -> Result<Option<u64>> {
+        self.volume_blocks(share_id)
     }
 
     fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {

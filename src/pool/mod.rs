@@ -39,6 +39,17 @@ pub struct OnDisk {
     pub tampered: Option<Tamper>,
 }
 
+/// What a pool's volumes really take on its storage, from one pass over them
+/// ([`Pool::allocation`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// The pool's allocated bytes (what is counted is the pool kind's: see
+    /// [`Pool::allocation`]).
+    pub total: u64,
+    /// The allocated bytes of each share's volume, by share id.
+    pub shares: BTreeMap<String, u64>,
+}
+
 /// What is wrong with an object at a volume's or snapshot's path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tamper {
@@ -105,6 +116,18 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn export_dir(&self, share_id: &str) -> PathBuf;
     /// Size, free and used bytes of the pool's storage.
     fn usage(&self) -> Result<FsUsage>;
+    /// What the pool's volumes really take, in one pass: a file pool stats every share
+    /// volume and snapshot file (O(objects); `st_blocks` × 512, so an extent that reflinks
+    /// share counts once per file holding it); an LVM pool reads one `lvs` (the thin pool's
+    /// data in use, shared blocks counted once). Blocks; the engine caches the result.
+    fn allocation(&self) -> Result<Allocation>;
+    /// The bytes really allocated to one share's volume when the pool can tell without a
+    /// command or a scan (a file's `st_blocks` × 512); `None` when it cannot (then
+    /// [`Pool::allocation`]'s figure is used) or the volume is not there.
+    fn volume_allocated(&self, share_id: &str) -> Result<Option<u64>> {
+        let _ = share_id;
+        Ok(None)
+    }
     /// The figures a capacity decision uses, or `no_space` when the pool's own limits refuse
     /// new work now (an LVM thin pool's data or metadata at its threshold).
     fn admit(&self) -> Result<FsUsage> {

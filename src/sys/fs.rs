@@ -141,6 +141,19 @@ pub fn allocated(path: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(path)?.blocks() * 512)
 }
 
+/// Bytes allocated to the regular file at `path`, never following a symbolic link:
+/// `None` when nothing is there or it is not a regular file (a link, FIFO or directory a
+/// tenant planted is not taken for a volume).
+pub fn allocated_regular(path: &Path) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(Some(m.blocks() * 512)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Can this directory's filesystem reflink? Tries a `FICLONE` between two scratch files.
 pub fn probe_reflink(dir: &Path) -> bool {
     let a = dir.join(format!(".reflink-probe-{}-a", std::process::id()));

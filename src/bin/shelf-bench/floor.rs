@@ -151,7 +151,8 @@ impl Floor {
     }
 
     /// share.create + an iSCSI export: the share, two commits, and the tgtadm commands
-    /// shelfd's tgt driver runs (target, LUN 1, CHAP account, account binding).
+    /// shelfd's tgt driver runs (target, LUN 1, its thin provisioning, CHAP account,
+    /// account binding).
     pub fn create_iscsi(&self, name: &str, size: u64) -> Res<u32> {
         self.create_share("default", name, size)?;
         self.export_iscsi(name)
@@ -178,7 +179,7 @@ impl Floor {
         self.targets.lock().expect("targets").clone()
     }
 
-    /// The tgtadm commands of one target with LUN 1 and a CHAP account.
+    /// The tgtadm commands of one target with LUN 1 (thin provisioned) and a CHAP account.
     pub fn new_target(&self, tid: u32, name: &str, share_id: &str) -> Res<()> {
         let (t, iqn) = (tid.to_string(), format!("{FLOOR_IQN}:{name}"));
         let vol = self.root.join("shares").join(share_id).join("volume");
@@ -205,6 +206,20 @@ impl Floor {
             "1",
             "--backing-store",
             path_str(&vol),
+        ])?;
+        // Floor volumes are sparse: shelfd's tgt driver gives their LUN logical block
+        // provisioning with one more update (docs/exports.md, "Discard").
+        g.tgtadm(&[
+            "--mode",
+            "logicalunit",
+            "--op",
+            "update",
+            "--tid",
+            &t,
+            "--lun",
+            "1",
+            "--params",
+            "thin_provisioning=1",
         ])?;
         g.tgtadm(&[
             "--mode",

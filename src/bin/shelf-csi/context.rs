@@ -31,6 +31,9 @@ pub const NVME_PORT: &str = "nvme_port";
 pub const NVME_NGUID: &str = "nvme_nguid";
 /// `rw` or `ro`, as attached.
 pub const ACCESS_MODE: &str = "access_mode";
+/// `true` when the target really unmaps for this volume (`connection_info.data.discard`):
+/// a filesystem on it may be mounted with `discard` or trimmed; else `false`.
+pub const DISCARD: &str = "discard";
 
 /// What the sealed CHAP secret of `ctx` is bound to (seal.rs): the volume and node ids
 /// and the context's own [`TARGET_PORTAL`], [`TARGET_IQN`] and [`CHAP_USER`]. The

@@ -166,6 +166,7 @@ fn pool_rows(v: &[Value]) -> String {
             "USED",
             "FREE",
             "PROVISIONED",
+            "ALLOCATED",
             "SHARES",
             "SNAPSHOTS",
             "RESERVED",
@@ -182,6 +183,7 @@ fn pool_rows(v: &[Value]) -> String {
                     sz(p, "used"),
                     sz(p, "free"),
                     sz(p, "provisioned"),
+                    sz(p, "allocated"),
                     get_u64(p, "shares").unwrap_or(0).to_string(),
                     get_u64(p, "snapshots").unwrap_or(0).to_string(),
                     sz(p, "reserved"),
@@ -220,6 +222,14 @@ fn tree_lines(node: &Value, indent: usize, out: &mut String) {
     }
 }
 
+/// `share.show`'s `allocated` beside the size (nothing from a server without it).
+fn allocated_line(v: &Value) -> String {
+    match get_u64(v, "allocated") {
+        Some(a) => format!("  allocated {} of {}\n", format_size(a), sz(v, "size")),
+        None => String::new(),
+    }
+}
+
 fn metadata_lines(v: &Value) -> String {
     let mut s = String::new();
     if let Some(Value::Map(m)) = get(v, "metadata") {
@@ -254,7 +264,9 @@ pub fn render(kind: &Kind, v: &Value) -> String {
         Kind::Pools => pool_rows(&items(v)),
         Kind::Pool => pool_rows(std::slice::from_ref(v)),
         Kind::Shares => share_rows(&items(v)),
-        Kind::Share => share_rows(std::slice::from_ref(v)) + &metadata_lines(v),
+        Kind::Share => {
+            share_rows(std::slice::from_ref(v)) + &allocated_line(v) + &metadata_lines(v)
+        }
         Kind::Snapshots => snapshot_rows(&items(v)),
         Kind::Snapshot => snapshot_rows(std::slice::from_ref(v)),
         Kind::Tree => {
@@ -366,4 +378,28 @@ fn audit_totals_line(totals: &Value) -> String {
     }
     line.push('\n');
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_show_allocated_next_to_provisioned() {
+        let pool = shelf::client::from_json(&serde_json::json!({
+            "name": "default", "kind": "file", "size": 10u64 << 30, "used": 1u64 << 30,
+            "free": 9u64 << 30, "provisioned": 20u64 << 30, "allocated": 3u64 << 29,
+            "shares": 2, "snapshots": 0, "reflink": true, "path": "/p"}));
+        let out = render(&Kind::Pool, &pool);
+        let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        let at = header.iter().position(|h| *h == "PROVISIONED").unwrap();
+        assert_eq!(header[at + 1], "ALLOCATED");
+        assert_eq!((row[at], row[at + 1]), ("20G", "1.5G"), "{out}");
+        // A server without the key: a dash, not a zero.
+        let mut old = serde_json::json!({"name": "x", "provisioned": 1});
+        old.as_object_mut().unwrap().remove("allocated");
+        let out = render(&Kind::Pool, &shelf::client::from_json(&old));
+        assert!(out.lines().nth(1).unwrap().contains(" - "), "{out}");
+    }
 }

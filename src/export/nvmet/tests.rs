@@ -35,6 +35,7 @@ fn spec(hosts: &[&str]) -> ExportSpec {
         },
         path: "/srv/pool/vol1/volume".into(),
         chap_secret: None,
+        thin: true,
     }
 }
 

@@ -16,6 +16,9 @@ pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
         ..Default::default()
     };
     t.luns.insert(1, spec.path.display().to_string());
+    if discards(spec) {
+        t.thin.insert(1);
+    }
     if e.options.chap {
         if let Some(u) = &e.chap_user {
             t.accounts.insert(u.clone());
@@ -23,6 +26,15 @@ pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
     }
     t.acl = e.allowed().into_iter().collect();
     Ok(t)
+}
+
+/// Whether tgt's LUN of `spec` advertises logical block provisioning, so UNMAP punches
+/// holes in the volume: only a thin volume that is a file. tgtd unmaps with
+/// `fallocate(PUNCH_HOLE)`; a preallocated volume must keep its blocks, and on a block
+/// device (an LVM thin LV, under `/dev`) a punch becomes WRITE ZEROES, which dm-thin does
+/// not turn into freed blocks, so it is not advertised there (LIO serves those).
+pub fn discards(spec: &ExportSpec) -> bool {
+    spec.thin && !spec.path.starts_with("/dev")
 }
 
 /// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
@@ -73,6 +85,39 @@ mod tests {
         let mut moved = have.clone();
         moved.luns.insert(1, "/elsewhere".into());
         assert!(grants(Some(&have), &moved));
+    }
+
+    #[test]
+    fn only_thin_files_discard() {
+        let spec = |thin, path: &str| ExportSpec {
+            export: crate::model::Export {
+                id: "e".into(),
+                share: "s".into(),
+                share_name: "s".into(),
+                protocol: crate::model::Protocol::Iscsi,
+                driver: crate::model::Driver::Tgt,
+                state: crate::model::ShareState::Available,
+                options: Default::default(),
+                target: "iqn.x:s".into(),
+                tid: Some(3),
+                fsid: None,
+                chap_user: None,
+                attached: vec![],
+                created_at: 0,
+            },
+            path: path.into(),
+            chap_secret: None,
+            thin,
+        };
+        let file = spec(true, "/p/shares/s/volume");
+        assert!(discards(&file));
+        assert_eq!(
+            desired(&file).unwrap().thin.iter().collect::<Vec<_>>(),
+            [&1]
+        );
+        let thick = spec(false, "/p/shares/s/volume");
+        assert!(!discards(&thick) && desired(&thick).unwrap().thin.is_empty());
+        assert!(!discards(&spec(true, "/dev/vg/shelf-s")));
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct TgtTarget {
     pub iqn: String,
     /// LUN number → backing store path (LUN 0, the controller, is left out).
     pub luns: BTreeMap<u32, String>,
+    /// The LUNs that advertise logical block provisioning (`thin_provisioning=1`; tgtd's
+    /// `Thin-provisioning: Yes`): UNMAP punches holes in their backing files.
+    pub thin: BTreeSet<u32>,
     /// Bound CHAP accounts.
     pub accounts: BTreeSet<String>,
     /// ACL entries (initiator names or addresses).
@@ -74,6 +77,12 @@ pub fn parse_show_target(text: &str) -> Vec<TgtTarget> {
                     if *n != 0 {
                         cur.luns.insert(*n, p.to_string());
                     }
+                } else if let (Section::Lun(n), Some("Yes")) =
+                    (&section, trimmed.strip_prefix("Thin-provisioning: "))
+                {
+                    if *n != 0 {
+                        cur.thin.insert(*n);
+                    }
                 }
             }
             _ => {}
@@ -117,6 +126,19 @@ mod tests {
         assert!(t[1].acl.is_empty() && t[1].accounts.is_empty());
         assert_eq!(t[2].iqn, "iqn.2020-01.com.other:foreign");
         assert!(t[2].luns.is_empty());
+    }
+
+    /// Recorded from tgtd 1.0.85 after `--op update --params thin_provisioning=1` on
+    /// target 1's LUN 1 (target 2's LUN stayed fully provisioned).
+    const SHOW_THIN: &str = include_str!("../../../tests/fixtures/tgtadm-show-target-thin.txt");
+
+    #[test]
+    fn parses_thin_provisioning() {
+        let t = parse_show_target(SHOW_THIN);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].thin.iter().collect::<Vec<_>>(), [&1]);
+        assert!(t[1].thin.is_empty() && t[1].luns.contains_key(&1));
+        assert!(parse_show_target(SHOW).iter().all(|t| t.thin.is_empty()));
     }
 
     #[test]

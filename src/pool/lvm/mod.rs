@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use report::Lv;
 
-use super::{share_identity, snapshot_identity, OnDisk, Pool};
+use super::{share_identity, snapshot_identity, Allocation, OnDisk, Pool};
 use crate::error::{Error, Result};
 use crate::model::{Medium, PoolKind, Protocol, Share, Snapshot};
 use crate::sys::cmd::{Cmd, CmdError, Output, Runner};
@@ -293,6 +293,11 @@ impl Pool for LvmPool {
         Ok(Self::usage_of(self.thin_pool(&lvs)?))
     }
 
+    fn allocation(&self) -> Result<Allocation> {
+        let lvs = self.list()?;
+        Ok(allocation_of(&lvs, self.thin_pool(&lvs)?))
+    }
+
     fn admit(&self) -> Result<FsUsage> {
         let lvs = self.list()?;
         let tp = self.thin_pool(&lvs)?;
@@ -347,6 +352,29 @@ impl Pool for LvmPool {
     }
 }
 
+/// `percent` of `size` bytes (an LV's `data_percent`; none reported: nothing mapped).
+fn share_of(size: u64, percent: Option<f64>) -> u64 {
+    (size as f64 * percent.unwrap_or(0.0) / 100.0) as u64
+}
+
+/// The pool's allocation from one listing: the thin pool's data in use (every block once,
+/// however many thin LVs and snapshots map it, and whatever else lives in the thin pool),
+/// and each share LV's own mapped data (blocks it shares with a snapshot count in both).
+fn allocation_of(lvs: &[Lv], tp: &Lv) -> Allocation {
+    let mut a = Allocation {
+        total: share_of(tp.size, tp.data_percent),
+        ..Allocation::default()
+    };
+    for lv in lvs
+        .iter()
+        .filter(|l| l.pool == tp.name && is_share_lv(&l.name))
+    {
+        let id = lv.name.trim_start_matches("shelf-").to_string();
+        a.shares.insert(id, share_of(lv.size, lv.data_percent));
+    }
+    a
+}
+
 fn is_share_lv(name: &str) -> bool {
     name.starts_with("shelf-") && !name.starts_with("shelf-snap-")
 }
@@ -371,6 +399,21 @@ mod tests {
         assert_eq!(stamped_size(&id, 4 << 20, 4 << 20), 1_000_000);
         assert_eq!(stamped_size(&id, 8 << 20, 4 << 20), 8 << 20);
         assert_eq!(stamped_size(&BTreeMap::new(), 8 << 20, 4 << 20), 8 << 20);
+    }
+
+    /// The VM tier's recorded `lvs` (report.rs): 0.20% of a 1 GiB thin pool in use.
+    #[test]
+    fn allocation_comes_from_data_percent() {
+        let lvs = report::parse_lvs(include_str!("../../../tests/fixtures/lvm/lvs-shelfvg.json"))
+            .unwrap();
+        let tp = lvs.iter().find(|l| l.name == "tp").unwrap();
+        let a = allocation_of(&lvs, tp);
+        assert_eq!(a.total, (1073741824.0 * 0.20 / 100.0) as u64);
+        assert_eq!(a.shares.len(), 2, "snapshots are not shares: {a:?}");
+        assert_eq!(
+            a.shares["4d91c873-e222-4730-8882-834d81e1d742"],
+            (3221225472.0 * 0.03 / 100.0) as u64
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub fn publish_context(info: &Value, f: &For<'_>) -> Result<HashMap<String, Stri
     let mut ctx = HashMap::new();
     let mode = get_text(data, "access_mode").unwrap_or("rw");
     ctx.insert(context::ACCESS_MODE.to_string(), mode.to_string());
+    // shelf's word on whether the target unmaps; absent (an older shelfd) means it does not.
+    let discard = get(data, "discard")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    ctx.insert(context::DISCARD.to_string(), discard.to_string());
     match kind {
         "iscsi" => {
             ctx.insert(context::PROTOCOL.into(), "iscsi".into());
@@ -173,6 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn discard_is_shelfs_word() {
+        let ctx = publish_context(&iscsi(false), &ids(None)).unwrap();
+        assert_eq!(ctx[context::DISCARD], "false");
+        let data = serde_json::json!({
+            "target_iqn": "iqn.2024-01.io.shelf:vol1", "target_portal": "127.0.0.1:3260",
+            "target_lun": 1, "access_mode": "rw", "discard": true});
+        let info = from_json(&serde_json::json!({"driver_volume_type": "iscsi", "data": data}));
+        let ctx = publish_context(&info, &ids(None)).unwrap();
+        assert_eq!(ctx[context::DISCARD], "true");
+    }
+
+    #[test]
     fn the_key_is_not_in_debug_output() {
         let shown = format!("{:?}", ids(Some(KEY)));
         assert!(
@@ -214,6 +231,11 @@ mod tests {
         assert_eq!(ctx[context::NVME_ADDRESS], "10.0.0.1");
         assert_eq!(ctx[context::NVME_PORT], "4420");
         assert_eq!(ctx[context::NVME_NGUID], "v1");
+        assert_eq!(
+            ctx[context::DISCARD],
+            "false",
+            "absent: the target does not unmap"
+        );
         let odd = args(vec![("driver_volume_type", Value::Text("fc".into()))]);
         assert!(publish_context(&odd, &ids(None)).is_err());
     }
