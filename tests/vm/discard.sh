@@ -95,12 +95,13 @@ lio_discard_thin_lv() {
   detach "$share" thin iscsi "$ISCSI_CONNECTOR"
 }
 
-# lio_discard_files: a sparse and a preallocated share of the file pool through LIO.
+# lio_discard_files: a sparse share of the file pool through LIO. (A preallocated share's
+# backstore is left as LIO makes it, both attributes 0: lio/discard.rs's tests; each LIO
+# export costs the guest about ten targetcli start-ups, so none is made for it here.)
 lio_discard_files() {
-  local id file info
+  local id file info iqn
   id=$(ctl share create ld1 64M --pool files | jq -r .share.id)
   file=/srv/files/pool/shares/$id/volume
-  local iqn
   iqn=$(ctl export create ld1 iscsi --pool files --driver lio --client $INITIATOR --no-chap | jq -r .export.target)
   check lio-file-unmap-attributes test "$(unmap_attrs "shelf-$id")" = "1 1"
   info=$(attach_info ld1 files iscsi "$ISCSI_CONNECTOR")
@@ -118,28 +119,4 @@ lio_discard_files() {
   detach ld1 files iscsi "$ISCSI_CONNECTOR"
   ctl export delete ld1 iscsi >/dev/null
   ctl share delete ld1 --pool files >/dev/null
-
-  # Preallocated: no provisioning on the LUN, so the initiator has no discard at all.
-  id=$(ctl share create lp1 32M --pool files --preallocate | jq -r .share.id)
-  file=/srv/files/pool/shares/$id/volume
-  iqn=$(ctl export create lp1 iscsi --pool files --driver lio --client $INITIATOR --no-chap | jq -r .export.target)
-  check lio-preallocated-no-unmap-attributes test "$(unmap_attrs "shelf-$id")" = "0 0"
-  info=$(attach_info lp1 files iscsi "$ISCSI_CONNECTOR")
-  check lio-preallocated-connection-info-no-discard info_discard "$info" false
-  if iscsi_login "$iqn"; then
-    local b0
-    b0=$(blocks "$file")
-    if ! queue_discards "$SDEV" && ! blkdiscard "/dev/$SDEV" 2>/dev/null \
-       && [ "$(blocks "$file")" = "$b0" ]; then
-      pass lio-preallocated-initiator-cannot-discard
-    else
-      fail lio-preallocated-initiator-cannot-discard "discard_max_bytes $(cat "/sys/block/$SDEV/queue/discard_max_bytes"), blocks $b0 -> $(blocks "$file")"
-    fi
-    iscsi_logout "$iqn"
-  else
-    fail lio-preallocated-initiator-cannot-discard "login to $iqn failed"
-  fi
-  detach lp1 files iscsi "$ISCSI_CONNECTOR"
-  ctl export delete lp1 iscsi >/dev/null
-  ctl share delete lp1 --pool files >/dev/null
 }
