@@ -20,7 +20,7 @@ use crate::model::Driver;
 use crate::sys::cmd::{find_program, Cmd, CmdError, Runner};
 
 use desired::acl_flag;
-pub use desired::{desired, discards, grants};
+pub use desired::{desired, discards, grants, thin_update};
 pub use parse::{parse_show_accounts, parse_show_target, TgtTarget};
 
 pub use super::iscsi::CHAP_USER_PREFIX;
@@ -458,44 +458,9 @@ impl Exporter for TgtExporter {
     }
 }
 
-/// `tgtadm --mode logicalunit --op update --params thin_provisioning=<0|1>` of one LUN.
-pub fn thin_update(base: Cmd, tid: u32, lun: u32, on: bool) -> Cmd {
-    base.args(["--mode", "logicalunit", "--op", "update"])
-        .args(["--tid", &tid.to_string(), "--lun", &lun.to_string()])
-        .args([
-            "--params",
-            if on {
-                "thin_provisioning=1"
-            } else {
-                "thin_provisioning=0"
-            },
-        ])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thin_provisioning_is_an_update_of_the_lun() {
-        let argv = |on| thin_update(Cmd::new("tgtadm"), 7, 1, on).argv().to_vec();
-        assert_eq!(
-            argv(true),
-            [
-                "--mode",
-                "logicalunit",
-                "--op",
-                "update",
-                "--tid",
-                "7",
-                "--lun",
-                "1",
-                "--params",
-                "thin_provisioning=1"
-            ]
-        );
-        assert_eq!(argv(false).last().unwrap(), "thin_provisioning=0");
-    }
 
     #[test]
     fn ownership_is_by_prefix_and_colon() {

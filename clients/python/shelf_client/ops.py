@@ -48,7 +48,8 @@ class Operations:
         return self._submit("hello", {}, None)
 
     def pool_list(self) -> Any:
-        """8.2 ``pool.list``: every pool, ordered by name, with live figures."""
+        """8.2 ``pool.list``: every pool, ordered by name, with live figures
+        (``provisioned`` and ``allocated`` among them; section 8.15)."""
         return self._submit("pool.list", {}, None)
 
     def pool_show(self, name: str) -> Any:
@@ -95,7 +96,8 @@ class Operations:
         return self._submit("share.list", _args(pool=pool, name=name, id=id), None)
 
     def share_show(self, share: str, *, pool: Optional[str] = None) -> Any:
-        """8.6 ``share.show``: one share, by id or name (``pool`` when ambiguous)."""
+        """8.6 ``share.show``: one share, by id or name (``pool`` when ambiguous),
+        with ``device`` and ``allocated`` (bytes really allocated to its volume)."""
         return self._submit("share.show", _args(share=share, pool=pool), None)
 
     def share_resize(

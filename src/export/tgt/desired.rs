@@ -3,6 +3,7 @@
 use super::TgtTarget;
 use crate::error::{Error, Result};
 use crate::export::ExportSpec;
+use crate::sys::cmd::Cmd;
 
 /// The desired tgt state of one export.
 pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
@@ -35,6 +36,20 @@ pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
 /// not turn into freed blocks, so it is not advertised there (LIO serves those).
 pub fn discards(spec: &ExportSpec) -> bool {
     spec.thin && !spec.path.starts_with("/dev")
+}
+
+/// `tgtadm --mode logicalunit --op update --params thin_provisioning=<0|1>` of one LUN.
+pub fn thin_update(base: Cmd, tid: u32, lun: u32, on: bool) -> Cmd {
+    base.args(["--mode", "logicalunit", "--op", "update"])
+        .args(["--tid", &tid.to_string(), "--lun", &lun.to_string()])
+        .args([
+            "--params",
+            if on {
+                "thin_provisioning=1"
+            } else {
+                "thin_provisioning=0"
+            },
+        ])
 }
 
 /// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
@@ -118,6 +133,27 @@ mod tests {
         let thick = spec(false, "/p/shares/s/volume");
         assert!(!discards(&thick) && desired(&thick).unwrap().thin.is_empty());
         assert!(!discards(&spec(true, "/dev/vg/shelf-s")));
+    }
+
+    #[test]
+    fn thin_provisioning_is_an_update_of_the_lun() {
+        let argv = |on| thin_update(Cmd::new("tgtadm"), 7, 1, on).argv().to_vec();
+        assert_eq!(
+            argv(true),
+            [
+                "--mode",
+                "logicalunit",
+                "--op",
+                "update",
+                "--tid",
+                "7",
+                "--lun",
+                "1",
+                "--params",
+                "thin_provisioning=1"
+            ]
+        );
+        assert_eq!(argv(false).last().unwrap(), "thin_provisioning=0");
     }
 
     #[test]

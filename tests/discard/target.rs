@@ -1,0 +1,127 @@
+//! What the tests read off a target and a volume: blocks allocated (`stat -c %b`), the
+//! LUNs tgtd says are thin provisioned, discards sent through the target by qemu-io, and
+//! a bare tgtd LUN set up by hand as the reference.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::common::{rig::Tgtd, sh, try_run, Login};
+
+/// 512-byte blocks allocated to `path`, as `stat -c %b` says.
+pub fn blocks(path: &Path) -> u64 {
+    sh(&["stat", "-c", "%b", path.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The LUNs of target `iqn` that tgtd reports as `Thin-provisioning: Yes`.
+pub fn thin_luns(tgtd: &Tgtd, iqn: &str) -> BTreeSet<u32> {
+    shelf::export::tgt::parse_show_target(&tgtd.show())
+        .into_iter()
+        .find(|t| t.iqn == iqn)
+        .unwrap_or_else(|| panic!("tgtd has no target {iqn}"))
+        .thin
+}
+
+/// Discard `len` bytes at `offset` through the target with qemu-io's iscsi driver (which
+/// sends UNMAP only to a LUN advertising logical block provisioning).
+pub fn discard(login: &Login, offset: u64, len: u64) {
+    let (host, port) = login.portal.split_once(':').unwrap();
+    let opts = format!(
+        "driver=iscsi,transport=tcp,portal={host}:{port},target={},lun=1,user={},\
+         password-secret=sec0,initiator-name={}",
+        login.iqn, login.user, login.initiator
+    );
+    let secret = format!("secret,id=sec0,data={}", login.password);
+    let cmd = format!("discard {offset} {len}");
+    let (ok, out, err) = try_run(&[
+        "qemu-io",
+        "--object",
+        &secret,
+        "--image-opts",
+        &opts,
+        "-c",
+        &cmd,
+    ]);
+    assert!(ok && out.contains("discard"), "qemu-io {cmd}: {out}{err}");
+}
+
+/// A target made by hand on `tgtd`: LUN 1 on a new sparse file `file` of `size` bytes
+/// with `thin_provisioning=1`, open to `initiator`. Its libiscsi URL.
+pub fn bare_thin_lun(tgtd: &Tgtd, file: &Path, size: u64, initiator: &str) -> String {
+    const IQN: &str = "iqn.2026-12.org.example.bare:thin";
+    std::fs::File::create(file).unwrap().set_len(size).unwrap();
+    let f = file.to_str().unwrap();
+    for args in [
+        &[
+            "--mode",
+            "target",
+            "--op",
+            "new",
+            "--tid",
+            "1",
+            "--targetname",
+            IQN,
+        ][..],
+        &[
+            "--mode",
+            "logicalunit",
+            "--op",
+            "new",
+            "--tid",
+            "1",
+            "--lun",
+            "1",
+            "--backing-store",
+            f,
+        ],
+        &[
+            "--mode",
+            "logicalunit",
+            "--op",
+            "update",
+            "--tid",
+            "1",
+            "--lun",
+            "1",
+            "--params",
+            "thin_provisioning=1",
+        ],
+        &[
+            "--mode",
+            "target",
+            "--op",
+            "bind",
+            "--tid",
+            "1",
+            "--initiator-name",
+            initiator,
+        ],
+    ] {
+        tgtd.tgtadm(args)
+            .unwrap_or_else(|e| panic!("tgtadm {args:?}: {e}"));
+    }
+    assert_eq!(thin_luns(tgtd, IQN), BTreeSet::from([1]));
+    format!("iscsi://127.0.0.1:{}/{IQN}/1", tgtd.port)
+}
+
+/// The mount options (per mount and the filesystem's) of what is mounted at `mp`.
+pub fn mount_options(mp: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fields: Vec<&str> = left.split(' ').collect();
+        if Path::new(fields.get(4)?) != mp {
+            return None;
+        }
+        let supers = right.split(' ').nth(2).unwrap_or("");
+        Some(
+            fields[5]
+                .split(',')
+                .chain(supers.split(','))
+                .map(str::to_string)
+                .collect(),
+        )
+    })
+}
