@@ -163,7 +163,10 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
     copy(&repo().join("tests/vm/guest.sh"), &share.join("guest.sh"));
     copy(&repo().join("tests/vm/nvme.sh"), &share.join("nvme.sh"));
     copy(&repo().join("tests/vm/csi.sh"), &share.join("csi.sh"));
-    copy(&repo().join("tests/vm/discard.sh"), &share.join("discard.sh"));
+    copy(
+        &repo().join("tests/vm/discard.sh"),
+        &share.join("discard.sh"),
+    );
     copy(
         &repo().join("tests/vm/osbrick.py"),
         &share.join("osbrick.py"),

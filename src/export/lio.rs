@@ -118,7 +118,11 @@ impl LioExporter {
 
     /// The export's [`Unmap`], read off the event loop.
     async fn unmap_state(&self, spec: &ExportSpec) -> Unmap {
-        let (path, root, name) = (spec.path.clone(), self.configfs_root(), backstore_name(spec));
+        let (path, root, name) = (
+            spec.path.clone(),
+            self.configfs_root(),
+            backstore_name(spec),
+        );
         let thin = spec.thin;
         smol::unblock(move || Unmap::read(&path, &root, &name, thin)).await
     }
@@ -294,7 +298,10 @@ impl Exporter for LioExporter {
                             &spec.export.target,
                             action(
                                 repair,
-                                &format!("set emulate_tpu and emulate_tpws to {}", u8::from(u.want)),
+                                &format!(
+                                    "set emulate_tpu and emulate_tpws to {}",
+                                    u8::from(u.want)
+                                ),
                             ),
                         ));
                     }

@@ -154,7 +154,10 @@ mod tests {
             want,
             have,
         };
-        assert!(!u(true, None).drifted(), "no backstore: missing, not drifted");
+        assert!(
+            !u(true, None).drifted(),
+            "no backstore: missing, not drifted"
+        );
         assert!(!u(true, Some(Some(true))).drifted());
         assert!(u(true, Some(Some(false))).drifted());
         assert!(u(false, Some(Some(true))).drifted());
@@ -171,7 +174,10 @@ mod tests {
         std::fs::write(attrib.join("emulate_tpu"), "0\n").unwrap();
         std::fs::write(attrib.join("emulate_tpws"), "0\n").unwrap();
         let u = Unmap::read(&vol, root.path(), "shelf-5f1c", true);
-        assert_eq!((u.kind, u.want, u.have), ("fileio", true, Some(Some(false))));
+        assert_eq!(
+            (u.kind, u.want, u.have),
+            ("fileio", true, Some(Some(false)))
+        );
         let u = Unmap::read(&vol, root.path(), "shelf-5f1c", false);
         assert!(!u.want && !u.drifted());
     }
