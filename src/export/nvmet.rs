@@ -23,7 +23,9 @@
 //! subsystem; the hosts still allowed reconnect (nvme-cli's default `reconnect_delay`).
 //!
 //! Discard: a thin volume's namespace deallocates ([`discard`]); the answer for each
-//! subsystem is worked out when it is applied or reconciled, off the event loop.
+//! subsystem is worked out when it is applied or reconciled, off the event loop. A
+//! preallocated volume file is never exported ([`check_preallocated`]): nvmet would let
+//! any host punch holes in it.
 //!
 //! Shelf owns the subsystems under its NQN prefix and the host entries it made or that its
 //! exports name; reconcile removes nothing else. The host kernel of this machine has no
@@ -42,7 +44,7 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use discard::backing_deallocates;
+pub use discard::{backing_deallocates, check_preallocated};
 pub use plan::*;
 
 /// The NVMe/TCP exporter.
@@ -190,6 +192,21 @@ impl Exporter for NvmetExporter {
                 .get(&spec.export.target)
                 .copied()
                 .unwrap_or(false)
+    }
+
+    fn check_volume<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            if spec.thin {
+                return Ok(());
+            }
+            let path = spec.path.clone();
+            let kind = smol::unblock(move || std::fs::symlink_metadata(&path)).await;
+            check_preallocated(
+                &spec.export.share_name,
+                &spec.path,
+                kind.map(|m| m.file_type()),
+            )
+        })
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {
