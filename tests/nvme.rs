@@ -163,3 +163,65 @@ fn a_failed_create_is_undone_on_a_plain_directory_not_configfs() {
         "nothing half made is left in the subsystems"
     );
 }
+
+/// Rows of `table` in the daemon's database (read-only, beside the running daemon).
+fn rows(d: &Daemon, table: &str) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(
+        d.state.join("shelf.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_preallocated_file_share_is_refused_before_configfs_is_touched() {
+    let xfs = Xfs::new("nvme-prealloc", 512 << 20);
+    let root = xfs.base().join("fake-nvmet");
+    let parts = ["subsystems", "ports", "hosts"];
+    for dir in parts {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let d = daemon(&xfs, &root);
+    d.ok(
+        "share.create",
+        vec![
+            ("name", t("p")),
+            ("size", n(1 << 20)),
+            ("sparse", Value::Bool(false)),
+        ],
+    );
+    let nvme = || ("protocol", t("nvme"));
+    // nvmet would punch holes in the file wherever a host deallocates: refused, by
+    // export.create and by an attach that would make the export (with or without a
+    // protocol: an NQN-only connector picks NVMe/TCP).
+    let m = d.err(
+        "export.create",
+        vec![("share", t("p")), nvme()],
+        "unsupported",
+    );
+    assert!(
+        m.contains("nvmet deallocates") && m.contains("preallocat"),
+        "{m}"
+    );
+    for args in [
+        vec![("share", t("p")), nvme(), ("connector", connector(HOST))],
+        vec![("share", t("p")), ("connector", connector(HOST))],
+    ] {
+        let m = d.err("share.attach", args, "unsupported");
+        assert!(m.contains("nvmet deallocates"), "{m}");
+    }
+    for dir in parts {
+        let left: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    assert_eq!(d.ok("export.list", vec![]), Value::Array(vec![]));
+    for table in ["exports", "attachments", "intents"] {
+        assert_eq!(rows(&d, table), 0, "{table}");
+    }
+    // The same stand-in with a thin share: the refusal above was not the apply failure.
+    d.ok("share.create", vec![("name", t("v")), ("size", n(1 << 20))]);
+    let m = d.err("export.create", vec![("share", t("v")), nvme()], "internal");
+    assert!(m.contains("addr_trtype"), "{m}");
+}

@@ -128,6 +128,15 @@ impl Engine {
             attached: Vec::new(),
             created_at: now(),
         };
+        // What the driver cannot serve as the share promises (nvmet and a preallocated
+        // file) is refused before the row is journaled or the daemon touched.
+        let planned = ExportRow {
+            export: export.clone(),
+            chap_secret: None,
+        };
+        self.exporter(driver)
+            .check_volume(&self.spec_for(&planned, share)?)
+            .await?;
         let pool = self.pool(&share.pool)?;
         let sid = share.id.clone();
         let export_dir = if share.layout == crate::model::Layout::Filesystem {

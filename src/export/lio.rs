@@ -11,14 +11,19 @@
 //! not, was already done ([`expected_state`], [`judge`]). Backing stores are checked before
 //! every apply and in reconcile, like tgt's ([`super::check_backing_store`]).
 //!
+//! The backstore of a thin volume unmaps (`emulate_tpu`, `emulate_tpws`: [`discard`]); each
+//! apply reads both attributes back from configfs and sets them when they differ, so they
+//! survive a resize (which re-creates the LUN) and reconcile puts them back.
+//!
 //! This machine's kernel has no LIO modules, so only the command builders and the judging
 //! of recorded failures against a scratch configfs tree are exercised here; the VM tier
 //! runs the driver against a real kernel.
 
 mod commands;
+mod discard;
 mod judge;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
@@ -29,6 +34,7 @@ use crate::sys::cmd::{find_program, Cmd, Runner};
 pub use commands::{
     acl_commands, backstore_kind, backstore_name, create_commands, delete_commands, unacl_commands,
 };
+pub use discard::{backstore_dir, read_unmap, unmap_command, wants_unmap, Unmap};
 pub use judge::{expected_state, judge, ConfigfsObject, Expected};
 
 /// Where LIO's iSCSI fabric lives in configfs.
@@ -61,6 +67,8 @@ pub struct LioExporter {
     configfs: PathBuf,
     iqn_prefix: String,
     serial: async_lock::Mutex<()>,
+    /// Per target: whether its backstore unmaps, as last read back from configfs (or set).
+    unmapping: std::sync::Mutex<BTreeMap<String, bool>>,
 }
 
 impl LioExporter {
@@ -71,6 +79,7 @@ impl LioExporter {
             configfs: PathBuf::from(CONFIGFS_ISCSI),
             iqn_prefix: iqn_prefix.to_string(),
             serial: async_lock::Mutex::new(()),
+            unmapping: Default::default(),
         }
     }
 
@@ -107,6 +116,37 @@ impl LioExporter {
         list_names(dir).await
     }
 
+    /// The export's [`Unmap`], read off the event loop.
+    async fn unmap_state(&self, spec: &ExportSpec) -> Unmap {
+        let (path, root, name) = (
+            spec.path.clone(),
+            self.configfs_root(),
+            backstore_name(spec),
+        );
+        let thin = spec.thin;
+        smol::unblock(move || Unmap::read(&path, &root, &name, thin)).await
+    }
+
+    /// Remember what the target's backstore does.
+    fn note_unmapping(&self, target: &str, on: bool) {
+        self.unmapping
+            .lock()
+            .expect("lio unmapping")
+            .insert(target.to_string(), on);
+    }
+
+    /// Give the backstore the unmap attributes the export wants, when configfs holds others.
+    async fn converge_unmap(&self, spec: &ExportSpec) -> Result<()> {
+        let u = self.unmap_state(spec).await;
+        match u.have {
+            None => return Ok(()),
+            Some(h) if h == Some(u.want) => {}
+            Some(_) => self.targetcli(&unmap_command(spec, u.kind, u.want)).await?,
+        }
+        self.note_unmapping(&spec.export.target, u.want);
+        Ok(())
+    }
+
     async fn converge(&self, spec: &ExportSpec) -> Result<()> {
         let have = self.current_acl(&spec.export.target).await;
         let want: BTreeSet<String> = spec.export.allowed().into_iter().collect();
@@ -125,6 +165,8 @@ impl LioExporter {
                 self.targetcli(&c).await?;
             }
         }
+        // Before any initiator is let in, so its first scan sees the provisioning.
+        self.converge_unmap(spec).await?;
         for who in want.difference(&have) {
             for c in acl_commands(spec, who) {
                 self.targetcli(&c).await?;
@@ -142,6 +184,19 @@ impl LioExporter {
 impl Exporter for LioExporter {
     fn driver(&self) -> Driver {
         Driver::Lio
+    }
+
+    fn discards(&self, spec: &ExportSpec) -> bool {
+        // What configfs was last seen to hold for this target (apply and reconcile read it
+        // back); a target not seen yet is not said to unmap.
+        spec.thin
+            && self
+                .unmapping
+                .lock()
+                .expect("lio unmapping")
+                .get(&spec.export.target)
+                .copied()
+                .unwrap_or(false)
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {
@@ -182,6 +237,10 @@ impl Exporter for LioExporter {
             for c in delete_commands(spec, kind_of(&spec.path).await) {
                 self.targetcli(&c).await?;
             }
+            self.unmapping
+                .lock()
+                .expect("lio unmapping")
+                .remove(&spec.export.target);
             Ok(())
         })
     }
@@ -227,6 +286,25 @@ impl Exporter for LioExporter {
                         &spec.export.target,
                         action(repair, "re-created"),
                     ));
+                } else {
+                    let u = self.unmap_state(spec).await;
+                    if let Some(Some(on)) = u.have {
+                        self.note_unmapping(&spec.export.target, on);
+                    }
+                    if u.drifted() {
+                        findings.push(Finding::new(
+                            Driver::Lio,
+                            "drifted",
+                            &spec.export.target,
+                            action(
+                                repair,
+                                &format!(
+                                    "set emulate_tpu and emulate_tpws to {}",
+                                    u8::from(u.want)
+                                ),
+                            ),
+                        ));
+                    }
                 }
                 if repair {
                     self.converge(spec).await?;

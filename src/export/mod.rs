@@ -102,6 +102,13 @@ pub trait Exporter: Send + Sync + std::fmt::Debug {
         let _ = spec;
         false
     }
+    /// Whether the driver can serve the volume of `spec` and keep what the share promises;
+    /// `unsupported` naming why not. The engine asks before anything is journaled or
+    /// given to the daemon, on every path that creates an export.
+    fn check_volume<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
+        let _ = spec;
+        Box::pin(async { Ok(()) })
+    }
     /// `Ok` when the tool and its daemon are usable; else `unsupported` (tool missing) or
     /// `busy` (daemon not running) naming what is missing.
     fn probe(&self) -> BoxFut<'_, Result<()>>;

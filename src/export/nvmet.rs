@@ -22,11 +22,16 @@
 //! subsystem from the port and links it again, which drops every controller of the
 //! subsystem; the hosts still allowed reconnect (nvme-cli's default `reconnect_delay`).
 //!
+//! Discard: a thin volume's namespace deallocates ([`discard`]); the answer for each
+//! subsystem is worked out when it is applied or reconciled, off the event loop. A
+//! preallocated volume file is never exported ([`check_preallocated`]): nvmet would let
+//! any host punch holes in it.
+//!
 //! Shelf owns the subsystems under its NQN prefix and the host entries it made or that its
 //! exports name; reconcile removes nothing else. The host kernel of this machine has no
 //! nvmet: the plans are tested here, the driver against a real kernel in the VM tier.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -34,10 +39,12 @@ use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
 use crate::sys::configfs::{self, Op};
+mod discard;
 mod plan;
 #[cfg(test)]
 mod tests;
 
+pub use discard::{backing_deallocates, check_preallocated};
 pub use plan::*;
 
 /// The NVMe/TCP exporter.
@@ -49,6 +56,8 @@ pub struct NvmetExporter {
     port: Port,
     /// Host entries shelf may remove once unused: those it made and those its exports name.
     known_hosts: std::sync::Mutex<BTreeSet<String>>,
+    /// Per subsystem: whether its namespace gives deallocated blocks back.
+    deallocating: std::sync::Mutex<BTreeMap<String, bool>>,
     /// One configfs change at a time: each plan is made from what configfs holds.
     serial: async_lock::Mutex<()>,
 }
@@ -63,6 +72,7 @@ impl NvmetExporter {
             port_id,
             port: Port::tcp(portal),
             known_hosts: Default::default(),
+            deallocating: Default::default(),
             serial: async_lock::Mutex::new(()),
         }
     }
@@ -105,6 +115,16 @@ impl NvmetExporter {
             .map_err(|e| self.io_error("reading configfs", e))
     }
 
+    /// Work out whether the namespace of `spec` deallocates (a thin volume only).
+    async fn note_deallocation(&self, nqn: &str, spec: &ExportSpec) {
+        let path = spec.path.clone();
+        let on = spec.thin && smol::unblock(move || backing_deallocates(&path)).await;
+        self.deallocating
+            .lock()
+            .expect("nvmet deallocating")
+            .insert(nqn.to_string(), on);
+    }
+
     /// Bring configfs in line with `spec`; the caller holds `serial`.
     async fn converge(&self, spec: &ExportSpec) -> Result<()> {
         let want = desired(spec)?;
@@ -123,6 +143,7 @@ impl NvmetExporter {
             .expect("nvmet hosts")
             .extend(want.hosts.iter().cloned());
         self.run(ops).await?;
+        self.note_deallocation(&want.nqn, spec).await;
         self.drop_unused_hosts().await.map(|_| ())
     }
 
@@ -160,6 +181,32 @@ impl NvmetExporter {
 impl Exporter for NvmetExporter {
     fn driver(&self) -> Driver {
         Driver::Nvmet
+    }
+
+    fn discards(&self, spec: &ExportSpec) -> bool {
+        spec.thin
+            && self
+                .deallocating
+                .lock()
+                .expect("nvmet deallocating")
+                .get(&spec.export.target)
+                .copied()
+                .unwrap_or(false)
+    }
+
+    fn check_volume<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            if spec.thin {
+                return Ok(());
+            }
+            let path = spec.path.clone();
+            let kind = smol::unblock(move || std::fs::symlink_metadata(&path)).await;
+            check_preallocated(
+                &spec.export.share_name,
+                &spec.path,
+                kind.map(|m| m.file_type()),
+            )
+        })
     }
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {
@@ -218,7 +265,12 @@ impl Exporter for NvmetExporter {
                 return Ok(());
             }
             one_component("subsystem", &spec.export.target)?;
-            self.remove_subsystem(&spec.export.target).await
+            self.remove_subsystem(&spec.export.target).await?;
+            self.deallocating
+                .lock()
+                .expect("nvmet deallocating")
+                .remove(&spec.export.target);
+            Ok(())
         })
     }
 
@@ -259,6 +311,7 @@ impl Exporter for NvmetExporter {
                     findings.push(Finding::new(Driver::Nvmet, "tampered", &want.nqn, why));
                     continue;
                 }
+                self.note_deallocation(&want.nqn, spec).await;
                 let (have, port) = self.read(&want.nqn).await?;
                 let port_ok = port.as_ref().is_some_and(|(p, _)| *p == self.port);
                 if in_line(have.as_ref(), &want) && port_ok {

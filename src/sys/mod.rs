@@ -2,6 +2,7 @@
 //! (reflink, fallocate, xattrs, statvfs), the state-dir lock, peer credentials, and one
 //! request-reply exchange on a daemon's unix socket (tgtd's management socket).
 
+pub mod block;
 pub mod cmd;
 pub mod configfs;
 pub mod exchange;

@@ -133,6 +133,8 @@ IQN1=$(ctl export create s1 iscsi --pool thin --client $INITIATOR --no-chap | jq
 check tgt-backing-is-block-device sh -c "tgtadm --op show --mode target | grep -q 'Backing store path: /dev/shelfvg/shelf-$S1'"
 login_and_compare tgt-iscsiadm-login-reads-lvm-share "$IQN1" /tmp/b.bin
 
+. "$S/discard.sh"
+
 echo "--- iSCSI of an LVM share through LIO ($(now))"
 # LIO's default portal is 0.0.0.0:3260, which tgtd holds: stop tgtd while LIO serves, and
 # bring it back (and shelf's tgt targets with it, through reconcile) afterwards.
@@ -143,7 +145,10 @@ if IQN2=$(ctl export create c1 iscsi --pool thin --driver lio --client $INITIATO
    && [ -n "$IQN2" ] && [ "$IQN2" != null ]; then
   pass lio-export-create
   login_and_compare lio-iscsiadm-login-reads-lvm-clone "$IQN2" /tmp/a.bin
+  echo "--- discard through LIO ($(now))"
+  lio_discard_thin_lv c1 "$C1" "$IQN2"
   check lio-export-delete ctl export delete c1 iscsi
+  lio_discard_files
 else
   fail lio-export-create "$(ctl export create c1 iscsi --pool thin --driver lio --client $INITIATOR --no-chap 2>&1; tail -5 /tmp/shelfd.log)"
 fi

@@ -117,6 +117,10 @@ check nvme-host-in-allowed-hosts test -L "$NVMET/subsystems/$NQN1/allowed_hosts/
 if connect_and_compare nvme-connect-reads-lvm-share "$NQN1" /tmp/a.bin; then
   dd if=/tmp/b.bin of="$NDEV" bs=1M count=1 oflag=direct status=none
   check nvme-write-reaches-lvm-share sh -c "dd if=$NLV bs=1M count=1 iflag=direct status=none | cmp -n 1048576 /tmp/b.bin -"
+  # Deallocate (discard.sh's helpers): the thin LV's data falls.
+  check nvme-thin-lv-connection-info-discard info_discard "$INFO" true
+  check nvme-thin-lv-initiator-discards queue_discards "${NDEV#/dev/}"
+  write_then_discard nvme-thin-lv "$NDEV" lv_data "shelf-$N1" 16
   check nvme-namespace-uuid-is-vol-uuid test "$(cat "/sys/block/${NDEV#/dev/}/uuid")" = "$(echo "$INFO" | jq -r .connection_info.data.vol_uuid)"
   ctl share resize n1 128M >/dev/null
   # The namespace's new size reaches the host by nvmet's namespace-changed event; a
@@ -166,9 +170,10 @@ echo "--- os-brick's NVMeOFConnector, as Nova uses it ($(now))"
 # daemon (privsep-helper from the venv: the guest runs as root, no sudo/rootwrap). The
 # script is tests/vm/osbrick.py.
 if out=$(timeout 300 /opt/os-brick/bin/python "$S/osbrick.py" "$B/shelfctl" n1 thin /tmp/b.bin 2>&1); then
-  echo "$out" | grep -E '^(connector|device|data|disconnected)'
+  echo "$out" | grep -E '^(connector|device|data|discard|disconnected)'
   check osbrick-connector-reports-nqn grep -q "^connector .*\"nqn\": \"$HOSTNQN\"" <<< "$out"
   check osbrick-connect-volume-reads-share grep -qx 'data same' <<< "$out"
+  check osbrick-connection-info-discard grep -qx 'discard true' <<< "$out"
   if grep -qx disconnected <<< "$out" && nvme_gone "$NQN1"; then pass osbrick-disconnect-volume
   else fail osbrick-disconnect-volume "$out"; fi
 else
@@ -185,9 +190,12 @@ NFILE=/srv/files/pool/shares/$NF1/volume
 dd if=/tmp/a.bin of="$NFILE" bs=1M count=1 conv=notrunc,fsync status=none
 NQN2=$(ctl call export.create '{"share": "nf1", "pool": "files", "protocol": "nvme"}' | jq -r .export.target)
 check nvme-file-namespace-is-volume-file sh -c "test \"\$(cat $NVMET/subsystems/$NQN2/namespaces/1/device_path)\" = $NFILE"
-ctl call share.attach "{\"share\": \"nf1\", \"pool\": \"files\", \"protocol\": \"nvme\", \"connector\": $CONNECTOR}" >/dev/null
+INFO2=$(attach_info nf1 files nvme "$CONNECTOR")
+check nvme-file-connection-info-discard info_discard "$INFO2" true
 if connect_and_compare nvme-connect-reads-file-share "$NQN2" /tmp/a.bin; then
   dd if=/tmp/b.bin of="$NDEV" bs=1M count=1 oflag=direct status=none
+  # nvmet punches a hole in the volume file where the host deallocates.
+  write_then_discard nvme-file "$NDEV" blocks "$NFILE" 8
   nvme_disconnect "$NQN2"
   check nvme-write-reaches-file-share sh -c "dd if=$NFILE bs=1M count=1 iflag=direct status=none | cmp -n 1048576 /tmp/b.bin -"
 fi
@@ -195,3 +203,30 @@ ctl call share.detach "{\"share\": \"nf1\", \"pool\": \"files\", \"protocol\": \
 refused nvme-file-detach-revokes "$NQN2" "$HOSTNQN"
 ctl share delete nf1 --pool files --recursive --force >/dev/null
 check nvme-share-delete-removes-subsystem sh -c "! test -e $NVMET/subsystems/$NQN2"
+
+# A preallocated file share: nvmet deallocates on every file-backed namespace and cannot
+# be told to refuse (a run before the refusal saw a host's 8 MiB deallocate take a 32 MiB
+# preallocated file from 65,544 to 49,160 blocks), so shelf refuses its NVMe export, by
+# export.create and by an attach that would make one, before configfs is touched
+# (docs/exports.md, "Discard").
+# unsupported OP ARGS: `shelfctl call OP ARGS` is refused with code unsupported, naming
+# nvmet's deallocate (shelfctl prints "shelfctl: OP: unsupported: why" on stderr, nothing
+# on stdout, and exits 1).
+unsupported() {
+  local out rc=0
+  out=$(ctl call "$1" "$2" 2>&1) || rc=$?
+  if [ "$rc" = 1 ] && grep -q "^shelfctl: $1: unsupported: .*nvmet deallocates" <<< "$out"; then
+    return 0
+  fi
+  echo "exit $rc: $out"
+  return 1
+}
+NP1=$(ctl share create np1 32M --pool files --preallocate | jq -r .share.id)
+SUBS_BEFORE=$(ls "$NVMET/subsystems/")
+check nvme-preallocated-export-refused unsupported export.create \
+  '{"share": "np1", "pool": "files", "protocol": "nvme"}'
+check nvme-preallocated-attach-refused unsupported share.attach \
+  "{\"share\": \"np1\", \"pool\": \"files\", \"protocol\": \"nvme\", \"connector\": $CONNECTOR}"
+check nvme-preallocated-no-subsystem sh -c "test \"\$(ls $NVMET/subsystems/)\" = \"$SUBS_BEFORE\" \
+  && ! ls $NVMET/subsystems/ | grep -q -e np1 -e $NP1"
+ctl share delete np1 --pool files --recursive --force >/dev/null

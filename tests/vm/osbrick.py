@@ -6,8 +6,8 @@ tests/vm/nvme.sh with the venv's python: /opt/os-brick, os-brick from PyPI).
 get_connector_properties as on a compute host; share.attach with the connector's host, ip
 and nqn (what Cinder's shelf driver passes to shelfd); connect_volume with
 connection_info['data']; the first MiB of the returned device compared with
-EXPECTED_FILE; disconnect_volume. Prints one line per step (connector, device, data,
-disconnected) for nvme.sh to check.
+EXPECTED_FILE; disconnect_volume. Prints one line per step (connector, discard, device,
+data, disconnected) for nvme.sh to check.
 """
 import json
 import subprocess
@@ -37,6 +37,8 @@ reply = json.loads(subprocess.run([shelfctl, "--json", "call", "share.attach", j
                                   check=True, capture_output=True, text=True).stdout)
 info = reply["connection_info"]
 assert info["driver_volume_type"] == "nvmeof", info
+# What Nova reads to give the guest's disk discard="unmap" (a thin LV here: true).
+print("discard", json.dumps(info["data"].get("discard")), flush=True)
 brick = connector.InitiatorConnector.factory("NVMEOF", root_helper="", use_multipath=False,
                                              device_scan_attempts=5)
 device = brick.connect_volume(info["data"])
