@@ -5,6 +5,8 @@
 //! shelfd keeps answering.
 
 mod common;
+#[path = "metrics/cost.rs"]
+mod cost;
 #[path = "metrics/hostile.rs"]
 mod hostile;
 mod peer;

@@ -87,3 +87,20 @@ fn without_the_engines_figures_the_counters_are_still_reported() {
     assert!(text.contains("# TYPE shelf_request_duration_seconds histogram\n"));
     assert!(!text.contains("shelf_pool_size_bytes"));
 }
+
+#[test]
+fn an_exposition_is_reused_while_young_or_for_scrapes_it_answers() {
+    let ended = Instant::now();
+    let last = Last {
+        answers: 5,
+        ended,
+        text: "x".into(),
+    };
+    let second = Duration::from_secs(1);
+    // Scrapes that arrived while it was collected share it, however old.
+    assert!(reusable(&last, 5, ended + 10 * second, Duration::ZERO));
+    // A later one reuses it only while it is younger than min_interval.
+    assert!(reusable(&last, 6, ended + second / 2, second));
+    assert!(!reusable(&last, 6, ended + second, second));
+    assert!(!reusable(&last, 6, ended, Duration::ZERO));
+}
