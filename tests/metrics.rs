@@ -55,7 +55,9 @@ fn metrics_pass_promtool_from_the_listener_and_the_textfile() {
         &xfs,
         port,
         &format!(
-            "textfile = {:?}\ntextfile_interval = 1\n",
+            // min_interval = 0: the textfile's collection every second must not answer the
+            // scrape below with figures read before the requests it counts.
+            "textfile = {:?}\ntextfile_interval = 1\nmin_interval = 0\n",
             textfile.display().to_string()
         ),
     );
