@@ -298,3 +298,25 @@ fn a_remote_listen_address_needs_allow_remote() {
     let said = String::from_utf8_lossy(&check("").stdout).into_owned();
     assert!(said.contains("metrics: off"), "{said}");
 }
+
+#[test]
+fn a_listener_that_cannot_be_bound_stops_start_up() {
+    let dir = scratch("metrics-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let layout = Layout::new(
+        dir.path(),
+        &format!("reconcile_interval = 0\n[metrics]\nlisten = \"{addr}\"\n"),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shelfd"));
+    cmd.arg("--config").arg(&layout.config);
+    let out = common::output_within(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("metrics.listen: cannot bind {addr}")),
+        "{}",
+        out.stderr
+    );
+    assert!(!layout.socket.exists(), "no socket left behind");
+}
