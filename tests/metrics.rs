@@ -1,21 +1,24 @@
 //! Prometheus metrics against the real tools: promtool checks shelfd's exposition (from the
 //! HTTP listener and the textfile), a real Prometheus scrapes shelfd and answers a query
-//! for a pool's free bytes, and hostile scrapers (oversized heads, silence, wrong methods,
-//! floods of connections) find every cost bounded while shelfd keeps answering.
+//! for a pool's free bytes, and (in `metrics/hostile.rs`) hostile scrapers (oversized
+//! heads, silence, wrong methods, floods of connections) find every cost bounded while
+//! shelfd keeps answering.
 
 mod common;
+#[path = "metrics/cost.rs"]
+mod cost;
+#[path = "metrics/hostile.rs"]
+mod hostile;
 mod peer;
 #[path = "metrics/support.rs"]
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use common::{eventually, free_port, n, scratch, t, Daemon, Layout, Xfs};
 use peer::{open_to_all, NOGROUP};
-use support::{descriptors, get, promtool, raw, sample, Prometheus};
+use support::{get, promtool, sample, Prometheus};
 
 const MIB: u64 = 1 << 20;
 
@@ -32,7 +35,7 @@ fn start(xfs: &Xfs, port: u16, metrics: &str) -> Daemon {
     Daemon::start(&layout)
 }
 
-fn must_pass_promtool(text: &str, from: &str) {
+pub(crate) fn must_pass_promtool(text: &str, from: &str) {
     let (ok, said) = promtool(text);
     assert!(
         ok && said.trim().is_empty(),
@@ -52,7 +55,9 @@ fn metrics_pass_promtool_from_the_listener_and_the_textfile() {
         &xfs,
         port,
         &format!(
-            "textfile = {:?}\ntextfile_interval = 1\n",
+            // min_interval = 0: the textfile's collection every second must not answer the
+            // scrape below with figures read before the requests it counts.
+            "textfile = {:?}\ntextfile_interval = 1\nmin_interval = 0\n",
             textfile.display().to_string()
         ),
     );
@@ -230,151 +235,6 @@ fn a_real_prometheus_scrapes_shelfd_and_answers_a_pools_free_bytes() {
     assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
 }
 
-/// Read what the server sends until it closes (or 30 s pass).
-fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
-}
-
-/// Whether the server has sent something (or closed) on `s` already.
-fn answered(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let r = s.peek(&mut [0u8; 1]);
-    s.set_nonblocking(false).unwrap();
-    r.is_ok()
-}
-
-/// Two connections that hold the listener's two slots: a third is answered 503 while
-/// neither of them has been answered. (Connections are accepted in order, so a slot still
-/// held by an earlier scrape shows as one of the two answered 503 first: then try again.)
-fn hold_both_slots(addr: &str) -> (TcpStream, TcpStream) {
-    let mut held = None;
-    let ok = eventually(30, || {
-        let a = TcpStream::connect(addr).unwrap();
-        let b = TcpStream::connect(addr).unwrap();
-        let mut probe = TcpStream::connect(addr).unwrap();
-        if support::parse_reply(&read_all(&mut probe)).status != 503 {
-            return false;
-        }
-        if answered(&a) || answered(&b) {
-            return false;
-        }
-        held = Some((a, b));
-        true
-    });
-    assert!(ok, "two silent connections never held both slots");
-    held.unwrap()
-}
-
-#[test]
-fn hostile_scrapers_find_every_cost_bounded() {
-    // No pool figures are compared here: the default pool under the scratch directory.
-    let dir = scratch("metrics-hostile");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let layout = Layout::new(
-        dir.path(),
-        &format!(
-            "reconcile_interval = 0\n[metrics]\nlisten = \"{addr}\"\nmax_scrapes = 2\nrequest_timeout = 2\n"
-        ),
-    );
-    let d = Daemon::start(&layout);
-    assert_eq!(get(&addr, "/metrics").status, 200);
-    let baseline = descriptors(d.pid());
-
-    // Wrong paths and methods, and what is not HTTP.
-    assert_eq!(get(&addr, "/").status, 404);
-    assert_eq!(get(&addr, "/metrics/../etc/passwd").status, 404);
-    let post = raw(
-        &addr,
-        b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-    );
-    assert_eq!(post.status, 405);
-    assert!(post.head.contains("Allow: GET"), "{}", post.head);
-    assert_eq!(raw(&addr, b"DELETE /metrics HTTP/1.1\r\n\r\n").status, 405);
-    assert_eq!(raw(&addr, b"hello there\r\n\r\n").status, 400);
-    assert_eq!(raw(&addr, b"GET /metrics HTTP/3\r\n\r\n").status, 505);
-
-    // A head past 8 KiB is refused with 431, and the reply reaches the peer.
-    let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
-    while big.len() < 64 << 10 {
-        big.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
-    }
-    let mut s = TcpStream::connect(&addr).unwrap();
-    let _ = s.write_all(&big);
-    let r = support::parse_reply(&read_all(&mut s));
-    assert_eq!(r.status, 431, "{r:?}");
-    drop(s);
-
-    // Slowloris: a connection that sends nothing and one that sends a head a byte at a
-    // time hold the two slots; the next connection is answered 503 at once, and the two get
-    // 408 when their time for the whole head is up, however steadily the bytes come.
-    let (silent, drip) = hold_both_slots(&addr);
-    let mut w = drip.try_clone().unwrap();
-    let dripping = std::thread::spawn(move || {
-        for b in b"GET /metrics HTTP/1.1\r\nX-Slow: "
-            .iter()
-            .cycle()
-            .take(200)
-        {
-            if w.write_all(&[*b]).is_err() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    // While they hold the slots, the management socket answers.
-    d.ok("hello", vec![]);
-    for mut s in [silent, drip] {
-        let r = support::parse_reply(&read_all(&mut s));
-        assert_eq!(r.status, 408, "{r:?}");
-    }
-    dripping.join().unwrap();
-
-    // Many connections at once: at any moment shelfd holds at most its two slots (and the
-    // one it is accepting); the rest are answered 503 and closed as they are accepted.
-    let mut many = Vec::new();
-    let mut most = 0;
-    for i in 0..200 {
-        many.push(TcpStream::connect(&addr).unwrap());
-        if i % 10 == 0 {
-            most = most.max(descriptors(d.pid()));
-        }
-    }
-    // Room for the background driver probe's pipes besides the slots.
-    assert!(
-        most <= baseline + 3 + 8,
-        "shelfd held {most} descriptors during a flood of 200 scrapers (baseline {baseline})"
-    );
-    d.ok("hello", vec![]);
-    let (mut turned_away, mut timed_out) = (0, 0);
-    for s in many.iter_mut() {
-        match support::parse_reply(&read_all(s)).status {
-            503 => turned_away += 1,
-            408 => timed_out += 1,
-            other => panic!("a flooding scraper got {other}"),
-        }
-    }
-    assert_eq!(turned_away + timed_out, 200);
-    assert!(
-        turned_away >= 100,
-        "only {turned_away} of 200 were turned away"
-    );
-    drop(many);
-
-    // shelfd is up, answers both sockets, and counted what it refused.
-    d.ok("hello", vec![]);
-    assert!(eventually(30, || get(&addr, "/metrics").status == 200));
-    let m = get(&addr, "/metrics").body;
-    must_pass_promtool(&m, "listener after the flood");
-    for code in [404, 405, 400, 431, 408, 503] {
-        let series = format!("shelf_metrics_http_replies_total{{code=\"{code}\"}}");
-        assert!(sample(&m, &series).unwrap_or(0.0) >= 1.0, "{series}\n{m}");
-    }
-}
-
 #[test]
 fn the_listener_on_a_unix_socket() {
     use std::os::unix::net::UnixStream;
@@ -437,4 +297,26 @@ fn a_remote_listen_address_needs_allow_remote() {
     );
     let said = String::from_utf8_lossy(&check("").stdout).into_owned();
     assert!(said.contains("metrics: off"), "{said}");
+}
+
+#[test]
+fn a_listener_that_cannot_be_bound_stops_start_up() {
+    let dir = scratch("metrics-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let layout = Layout::new(
+        dir.path(),
+        &format!("reconcile_interval = 0\n[metrics]\nlisten = \"{addr}\"\n"),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shelfd"));
+    cmd.arg("--config").arg(&layout.config);
+    let out = common::output_within(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("metrics.listen: cannot bind {addr}")),
+        "{}",
+        out.stderr
+    );
+    assert!(!layout.socket.exists(), "no socket left behind");
 }

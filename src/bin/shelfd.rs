@@ -217,6 +217,9 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     // Recovery and the reconcile walk every export and parse tgtd's whole `show`: give
     // what they freed back, or it stays resident (see sys::process::release_free_memory).
     smol::unblock(shelf::sys::process::release_free_memory).await;
+    // Metrics before the socket: a listener that cannot be bound stops start-up first.
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let metrics = shelf::metrics::start(&config.metrics, engine.clone(), stop_rx.clone())?;
     let roles = resolve_roles(&config).await;
     let activated = inherited.is_some();
     let listener = match inherited {
@@ -231,8 +234,6 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     engine.refresh_driver_status(probe_timeout).await;
     let settings = Arc::new(Settings::from_config(&config, roles));
     let srv = Server::new(engine.clone(), settings.clone());
-    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-    let metrics = shelf::metrics::start(&config.metrics, engine.clone(), stop_rx.clone())?;
     let serving = smol::spawn(srv.run(listener, stop_rx.clone()));
     let periodic = smol::spawn(reconcile_every(
         engine.clone(),

@@ -28,6 +28,11 @@ pub struct MetricsConfig {
     /// Seconds a scrape may take to send its request head, and again to read the reply
     /// (1 to 60).
     pub request_timeout: u64,
+    /// Seconds an exposition is reused after its collection ended (0 to 300; 0: every
+    /// scrape collects). A collection walks the database on its one thread, lists the jobs
+    /// and reads every pool's usage (`lvs` on LVM), so a scraper in a loop could otherwise
+    /// hold up writes; with it, any number of scrapes in `min_interval` cost one collection.
+    pub min_interval: u64,
 }
 
 impl Default for MetricsConfig {
@@ -39,6 +44,7 @@ impl Default for MetricsConfig {
             textfile_interval: 15,
             max_scrapes: 4,
             request_timeout: 5,
+            min_interval: 1,
         }
     }
 }
@@ -119,6 +125,7 @@ impl MetricsConfig {
             ("textfile_interval", self.textfile_interval, 1, 3600),
             ("max_scrapes", self.max_scrapes as u64, 1, 64),
             ("request_timeout", self.request_timeout, 1, 60),
+            ("min_interval", self.min_interval, 0, 300),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(format!("metrics.{name} {v} must be between {lo} and {hi}"));
@@ -180,6 +187,8 @@ mod tests {
             "max_scrapes = 0",
             "max_scrapes = 65",
             "request_timeout = 0",
+            "min_interval = 301",
+            "min_interval = -1",
             "listn = '127.0.0.1:1'",
         ] {
             assert!(parse(text).is_err(), "{text}");

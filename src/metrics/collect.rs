@@ -11,47 +11,72 @@ use super::render::{Kind, Text};
 use crate::engine::{Engine, Gauges};
 use crate::model::Pool as PoolInfo;
 
-/// Collects expositions for the listener and the textfile, one at a time: scrapes that
-/// arrive while one is being collected wait and share the next, so a burst of them costs
-/// at most two walks of the database and the pools, and none is answered with figures read
-/// before it arrived.
+/// Collects expositions for the listener and the textfile, one at a time, and reuses the
+/// last one for `min_interval` after its collection ended: a collection walks the database
+/// on its one thread, lists the jobs and reads every pool's usage, so however often a
+/// scraper asks, at most one collection starts per `min_interval` and the database thread
+/// is left to the writes in between. Scrapes that arrive while one is being collected wait
+/// and share it or the next, so a burst never costs more than two.
 #[derive(Debug)]
 pub struct Collector {
     engine: Arc<Engine>,
+    /// How long an exposition is reused after its collection ended.
+    min_interval: Duration,
     /// Scrapes that have asked so far (each takes the next number).
     arrivals: AtomicU64,
-    /// The last exposition and the arrivals it answers (those numbered up to it).
-    last: async_lock::Mutex<Option<(u64, Arc<str>)>>,
+    /// The last exposition.
+    last: async_lock::Mutex<Option<Last>>,
+}
+
+/// The last exposition, the arrivals it answers (those numbered up to it) and when its
+/// collection ended.
+#[derive(Debug)]
+struct Last {
+    answers: u64,
+    ended: Instant,
+    text: Arc<str>,
+}
+
+/// Whether scrape number `me` may be answered with `last` at `now`: it arrived while
+/// `last` was being collected, or `last` is younger than `min_interval`.
+fn reusable(last: &Last, me: u64, now: Instant, min_interval: Duration) -> bool {
+    last.answers >= me || now.saturating_duration_since(last.ended) < min_interval
 }
 
 impl Collector {
-    /// A collector over the engine.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    /// A collector over the engine that reuses an exposition for `min_interval`.
+    pub fn new(engine: Arc<Engine>, min_interval: Duration) -> Self {
         Collector {
             engine,
+            min_interval,
             arrivals: AtomicU64::new(0),
             last: async_lock::Mutex::new(None),
         }
     }
 
-    /// An exposition collected after this call began.
+    /// An exposition collected after this call began, or less than `min_interval` ago.
     pub async fn text(&self) -> Arc<str> {
         let me = self.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
         let mut last = self.last.lock().await;
-        if let Some((answers, text)) = &*last {
-            if *answers >= me {
-                return text.clone();
+        if let Some(l) = &*last {
+            if reusable(l, me, Instant::now(), self.min_interval) {
+                return l.text.clone();
             }
         }
         // Every scrape that has arrived by now is answered by this collection.
         let answers = self.arrivals.load(Ordering::SeqCst);
+        super::registry().collected();
         let t0 = Instant::now();
         let gauges = self.engine.gauges().await;
         if let Err(e) = &gauges {
             log::warn!("metrics: cannot read the engine's figures: {e}");
         }
         let text: Arc<str> = render(gauges.ok().as_ref(), super::registry(), t0.elapsed()).into();
-        *last = Some((answers, text.clone()));
+        *last = Some(Last {
+            answers,
+            ended: Instant::now(),
+            text: text.clone(),
+        });
         text
     }
 }
@@ -326,6 +351,12 @@ fn counters(t: &mut Text, reg: &Registry) {
     );
     t.sample("shelf_reconcile_last_timestamp_seconds", &[], r.last_at);
     t.family(
+        "shelf_metrics_collections_total",
+        Kind::Counter,
+        "Expositions collected since start (each reads the engine's figures; scrapes within metrics.min_interval reuse the last).",
+    );
+    t.sample("shelf_metrics_collections_total", &[], reg.collections());
+    t.family(
         "shelf_metrics_http_replies_total",
         Kind::Counter,
         "Replies of the metrics listener since start, by HTTP status.",
@@ -340,92 +371,5 @@ fn counters(t: &mut Text, reg: &Registry) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::JobFigures;
-    use crate::model::PoolKind;
-
-    fn pool(name: &str) -> PoolInfo {
-        PoolInfo {
-            name: name.into(),
-            kind: PoolKind::File,
-            path: "/p".into(),
-            size: 100,
-            used: 40,
-            free: 60,
-            provisioned: 150,
-            allocated: 30,
-            shares: 1,
-            snapshots: 0,
-            reflink: true,
-            reserved: 10,
-            reserved_percentage: 10,
-            max_over_subscription_ratio: 2.0,
-            provisioning_limit: 180,
-            available_to_provision: 30,
-        }
-    }
-
-    fn full() -> String {
-        let mut g = Gauges::default();
-        g.pools.push(pool("p"));
-        g.unreadable.push(("broken".into(), "gone".into()));
-        g.counts.shares.push(("p".into(), "available".into(), 1));
-        g.counts.snapshots.push(("p".into(), "available".into(), 2));
-        let export = ("tgt".into(), "iscsi".into(), "available".into(), 1);
-        g.counts.exports.push(export);
-        g.counts.attachments.push(("tgt".into(), "iscsi".into(), 1));
-        g.counts.intents.push(("share.resize".into(), 1));
-        let figures = JobFigures {
-            jobs: 2,
-            done_bytes: 5,
-        };
-        g.jobs
-            .insert(("image.import".into(), "done".into()), figures);
-        g.drivers.push(("tgt".into(), true));
-        let reg = Registry::default();
-        reg.observe_request("share.show", "not_found", Duration::from_millis(2));
-        let _c = reg.open_connection("admin");
-        reg.refuse("no_role");
-        reg.reconciled(&[]);
-        reg.http_reply(200);
-        render(Some(&g), &reg, Duration::from_millis(3))
-    }
-
-    #[test]
-    fn every_family_has_help_and_type_once_and_is_documented() {
-        let text = full();
-        let doc = include_str!("../../docs/metrics.md");
-        let types: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
-        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-        assert_eq!(types.len(), helps);
-        let mut unique = types.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), types.len(), "a family written twice");
-        for name in types {
-            assert!(
-                doc.contains(&format!("`{name}`")),
-                "{name} is not in docs/metrics.md"
-            );
-        }
-        assert!(
-            text.contains("shelf_pool_readable{pool=\"broken\"} 0\n"),
-            "{text}"
-        );
-        assert!(text.contains("shelf_pool_allocated_bytes{pool=\"p\"} 30\n"));
-        assert!(text.contains("shelf_job_done_bytes{op=\"image.import\",state=\"done\"} 5\n"));
-    }
-
-    #[test]
-    fn without_the_engines_figures_the_counters_are_still_reported() {
-        let text = render(None, &Registry::default(), Duration::ZERO);
-        assert!(text.contains("shelf_collect_success 0\n"));
-        assert!(text.contains("# TYPE shelf_request_duration_seconds histogram\n"));
-        assert!(!text.contains("shelf_pool_size_bytes"));
-    }
-}
+#[path = "collect_tests.rs"]
+mod tests;

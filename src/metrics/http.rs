@@ -2,12 +2,12 @@
 //!
 //! Trust: anyone who can reach the address (loopback by default; see `metrics.allow_remote`)
 //! or the socket (mode 0660). So every byte is hostile and every cost is bounded: at most
-//! `max_scrapes` connections are served at once (the next is answered 503 without a read and
-//! closed), a request head is read into at most [`MAX_HEAD`] bytes within `request_timeout`,
+//! `max_scrapes` connections are served at once (the next is answered 503 without reading
+//! its head, and closed as [`super::linger`] says), a request head is read into at most [`MAX_HEAD`] bytes within `request_timeout`,
 //! the reply must be taken within `request_timeout` too, and every reply closes the
 //! connection (`Connection: close`, no keep-alive, no body read).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -73,6 +73,8 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn shutdown_write(&self);
     /// Write `bytes` now if the socket takes them, without waiting.
     fn try_write(&self, bytes: &[u8]);
+    /// Read what has arrived, without waiting.
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
 impl Stream for Async<std::net::TcpStream> {
@@ -82,6 +84,10 @@ impl Stream for Async<std::net::TcpStream> {
     fn try_write(&self, bytes: &[u8]) {
         let mut s = self.get_ref();
         let _ = s.write(bytes);
+    }
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut s = self.get_ref();
+        s.read(buf)
     }
 }
 
@@ -93,6 +99,10 @@ impl Stream for Async<std::os::unix::net::UnixStream> {
         let mut s = self.get_ref();
         let _ = s.write(bytes);
     }
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut s = self.get_ref();
+        s.read(buf)
+    }
 }
 
 /// Serve scrapes until `stop` closes.
@@ -103,16 +113,18 @@ pub async fn serve(
     stop: smol::channel::Receiver<()>,
 ) {
     let slots = Arc::new(async_lock::Semaphore::new(config.max_scrapes));
+    // Connections answered 503 that wait for their peer to close (see `linger`).
+    let lingering = Arc::new(async_lock::Semaphore::new(config.max_scrapes));
     let timeout = Duration::from_secs(config.request_timeout);
     loop {
         let accepted = future::or(
             async {
                 Some(match &listener {
                     Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
-                        start_scrape(s, &slots, &collector, timeout);
+                        start_scrape(s, &slots, &lingering, &collector, timeout);
                     }),
                     Listener::Unix(l, _) => l.accept().await.map(|(s, _)| {
-                        start_scrape(s, &slots, &collector, timeout);
+                        start_scrape(s, &slots, &lingering, &collector, timeout);
                     }),
                 })
             },
@@ -139,16 +151,31 @@ pub async fn serve(
 }
 
 /// Serve one connection on its own task, or answer 503 at once when every slot is taken.
+/// `slots`: the scrapes served; `lingering`: the 503s waiting for their peer to close.
 fn start_scrape<S: Stream>(
     stream: S,
     slots: &Arc<async_lock::Semaphore>,
+    lingering: &Arc<async_lock::Semaphore>,
     collector: &Arc<Collector>,
     timeout: Duration,
 ) {
     let Some(permit) = slots.try_acquire_arc() else {
-        // No read, no task: one write into the fresh socket's empty buffer, then close.
+        // No head read: one write into the fresh socket's empty buffer, the end of the
+        // reply, and then what the peer sent (its head) is taken before closing, so the
+        // close is not a reset that may destroy the 503. As many linger for their peer as
+        // scrapes may be served; past that, only what has arrived is taken.
         stream.try_write(&reply_head(503, "text/plain", 0));
         super::registry().http_reply(503);
+        stream.shutdown_write();
+        match lingering.try_acquire_arc() {
+            Some(linger) => smol::spawn(async move {
+                let mut stream = stream;
+                super::linger::drain(&mut stream).await;
+                drop(linger);
+            })
+            .detach(),
+            None => super::linger::drain_now(|buf| stream.try_read(buf)),
+        }
         return;
     };
     let collector = collector.clone();
@@ -288,22 +315,11 @@ async fn scrape<S: Stream>(mut s: S, collector: &Collector, timeout: Duration) {
     if !matches!(written, Some(Ok(()))) {
         return;
     }
+    // The end of the reply; then read what the peer still sends (a head past MAX_HEAD, a
+    // body, a pipelined request), up to a bound, so closing does not reset the connection
+    // before it reads the reply.
     s.shutdown_write();
-    if status != 200 {
-        // The peer may still be sending (a head past MAX_HEAD): read what it sends, up to
-        // a bound, so closing does not reset the connection before it reads the reply.
-        let mut sink = [0u8; 4096];
-        let _ = within(Duration::from_secs(1), async {
-            let mut left = 16 * MAX_HEAD;
-            while left > 0 {
-                match s.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => left = left.saturating_sub(k),
-                }
-            }
-        })
-        .await;
-    }
+    super::linger::drain(&mut s).await;
 }
 
 #[cfg(test)]

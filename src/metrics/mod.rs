@@ -16,6 +16,7 @@
 pub mod collect;
 pub mod histogram;
 pub mod http;
+pub mod linger;
 pub mod registry;
 pub mod render;
 pub mod textfile;
@@ -39,6 +40,30 @@ pub fn request<T>(op: &str, result: &crate::error::Result<T>, took: Duration) {
     if outcome == "permission_denied" {
         registry().refuse("role");
     }
+    registry().observe_request(op, outcome, took);
+}
+
+/// The op label of requests the connection answers itself, before they reach dispatch (a
+/// frame that is not a request, bad arguments, an unknown op): never the peer's op
+/// string, so the label set stays bounded whatever peers send.
+pub const UNPARSED_OP: &str = "unknown";
+
+/// Count a request the connection answered itself with `code` (`took` since its frame was
+/// read) under op [`UNPARSED_OP`], and as a refusal: `unknown_op` for an op shelfd does
+/// not have, `bad_request` for anything else.
+pub fn rejected(code: crate::proto::ErrorCode, took: Duration) {
+    let reason = match code {
+        crate::proto::ErrorCode::Unsupported => "unknown_op",
+        _ => "bad_request",
+    };
+    registry().refuse(reason);
+    registry().observe_request(UNPARSED_OP, code.as_str(), took);
+}
+
+/// Count an answer given outside the engine's requests (`events.subscribe`): its op, its
+/// outcome (`Ok` or the code it was answered with) and how long it took.
+pub fn answered(op: &str, outcome: Result<(), crate::proto::ErrorCode>, took: Duration) {
+    let outcome = outcome.map_or_else(|c| c.as_str(), |()| "ok");
     registry().observe_request(op, outcome, took);
 }
 
@@ -89,7 +114,8 @@ pub fn start(
     engine: Arc<Engine>,
     stop: smol::channel::Receiver<()>,
 ) -> Result<Running, String> {
-    let collector = Arc::new(collect::Collector::new(engine));
+    let min_interval = Duration::from_secs(config.min_interval);
+    let collector = Arc::new(collect::Collector::new(engine, min_interval));
     let mut tasks = Vec::new();
     if let Some(at) = config.listener() {
         let listener = http::Listener::bind(&at)?;

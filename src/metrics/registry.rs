@@ -42,6 +42,7 @@ pub struct Registry {
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     reconcile: Mutex<ReconcileCounts>,
     http: Mutex<BTreeMap<u16, u64>>,
+    collections: AtomicU64,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -134,6 +135,16 @@ impl Registry {
     /// Count a reply of the metrics listener by its status.
     pub fn http_reply(&self, status: u16) {
         bump(&self.http, status);
+    }
+
+    /// Count a collection of the engine's figures for an exposition.
+    pub fn collected(&self) {
+        self.collections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Collections since start.
+    pub fn collections(&self) -> u64 {
+        self.collections.load(Ordering::Relaxed)
     }
 
     /// Every request series: (op, outcome) and its histogram.

@@ -193,6 +193,7 @@ async fn run_connection(
             }
         };
         state.touch();
+        let read_at = Instant::now();
         let decoded = decode_frame(server, body).await;
         drop(charge);
         let envelope = match decoded {
@@ -200,6 +201,7 @@ async fn run_connection(
             Decoded::BadFrame(e) => {
                 // The frame was well delimited, so the stream is still in step: answer and
                 // go on.
+                crate::metrics::rejected(ErrorCode::InvalidArgument, read_at.elapsed());
                 answer(None, ErrorCode::InvalidArgument, e.to_string()).await;
                 continue;
             }
@@ -210,6 +212,7 @@ async fn run_connection(
                     ErrorCode::InvalidArgument
                 };
                 log::debug!("conn {conn_id}: bad request (id {:?}): {}", e.id, e.message);
+                crate::metrics::rejected(code, read_at.elapsed());
                 answer(e.id, code, e.message).await;
                 continue;
             }
@@ -257,6 +260,7 @@ struct RequestCtx {
 fn dispatch(c: RequestCtx, envelope: Envelope, permit: async_lock::SemaphoreGuardArc) {
     c.state.busy.fetch_add(1, Ordering::Relaxed);
     smol::spawn(async move {
+        let t0 = Instant::now();
         let role = c
             .server
             .settings
@@ -269,7 +273,8 @@ fn dispatch(c: RequestCtx, envelope: Envelope, permit: async_lock::SemaphoreGuar
                     state: c.state.clone(),
                     subscribed: c.subscribed,
                 };
-                subscribe(&c.server, sub, a, c.tx, c.closing).await;
+                let outcome = subscribe(&c.server, sub, a, c.tx, c.closing).await;
+                crate::metrics::answered(&envelope.op, outcome, t0.elapsed());
             }
             // Everything else, and a refused subscribe (answered and audited there).
             _ => {

@@ -36,13 +36,14 @@ impl Drop for SubGuard {
 /// `events.subscribe`: answer with the epoch, then forward the backlog and every new
 /// event on this connection until it closes (or falls too far behind, which it is told).
 /// One subscription per connection, and at most `limits.max_subscriptions` in all.
+/// Returns how it was answered (`Err` with the code of a refusal), for the metrics.
 pub(super) async fn subscribe(
     server: &Arc<Server>,
     conn: Sub,
     a: &EventsSubscribeArgs,
     tx: smol::channel::Sender<Out>,
     closing: smol::channel::Receiver<()>,
-) {
+) -> Result<(), ErrorCode> {
     let id = conn.id;
     let refuse = |code: ErrorCode, message: String| {
         Out::Reply(Reply {
@@ -57,7 +58,7 @@ pub(super) async fn subscribe(
                 "this connection already has an event subscription (one per connection)".into(),
             ))
             .await;
-        return;
+        return Err(ErrorCode::InvalidArgument);
     }
     let max = server.settings.max_subscriptions.load(Ordering::Relaxed);
     if server.subscriptions.fetch_add(1, Ordering::Relaxed) >= max {
@@ -72,7 +73,8 @@ pub(super) async fn subscribe(
                 ),
             ))
             .await;
-        return;
+        crate::metrics::refused("max_subscriptions");
+        return Err(ErrorCode::Busy);
     }
     conn.state.busy.fetch_add(1, Ordering::Relaxed);
     let guard = SubGuard {
@@ -100,7 +102,7 @@ pub(super) async fn subscribe(
         .await
         .is_err()
     {
-        return;
+        return Ok(());
     }
     let frame = |e: &crate::engine::jobs::Event| {
         let v = ciborium::Value::serialized(e).unwrap_or(ciborium::Value::Null);
@@ -151,4 +153,5 @@ pub(super) async fn subscribe(
         let _ = tx2.send(Out::Event(overflow)).await;
     })
     .detach();
+    Ok(())
 }
