@@ -162,7 +162,7 @@ impl Engine {
             .store
             .call(move |c| crate::store::pool_totals(c, &pname))
             .await?;
-        let allocated = self.pool_allocation(&pool).await?.total;
+        let allocated = self.pool_allocation(&pool).await.map(|a| a.total);
         Ok(PoolInfo {
             name: name.to_string(),
             kind: pool.kind(),

@@ -44,10 +44,10 @@ pub struct Pool {
     /// Bytes the pool's volumes really take (docs/protocol.md, `pool.show`): a file pool's
     /// `st_blocks` × 512 summed over its share volumes and snapshot files (an extent that
     /// reflinks share counts once per file holding it, so this can exceed `used`); an LVM
-    /// pool's thin-pool data in use. At most a few seconds old. Absent from an older
-    /// shelfd (0).
-    #[serde(default)]
-    pub allocated: u64,
+    /// pool's thin-pool data in use. From the pool's last pass (a few seconds old). Absent
+    /// when that pass failed, and from an older shelfd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<u64>,
     /// Number of shares in the pool.
     pub shares: u64,
     /// Number of snapshots in the pool.
