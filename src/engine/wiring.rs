@@ -172,6 +172,7 @@ impl Engine {
             free: usage.free,
             provisioned,
             allocated,
+            discard: Some(self.pool_discard(&pool)),
             shares,
             snapshots,
             reflink: pool.reflink(),

@@ -24,6 +24,16 @@ impl PoolKind {
     }
 }
 
+/// `pool.show`'s `discard`: does an attach of a thin volume over each block protocol
+/// answer `discard: true` (docs/protocol.md 8.15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolDiscard {
+    /// Over iSCSI.
+    pub iscsi: bool,
+    /// Over NVMe/TCP.
+    pub nvme: bool,
+}
+
 /// A pool with its live figures, as `pool.show` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
@@ -48,6 +58,11 @@ pub struct Pool {
     /// when that pass failed, and from an older shelfd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocated: Option<u64>,
+    /// Whether a thin volume of this pool attached now is attached with
+    /// `connection_info.data.discard: true`, per block protocol: the answer of the
+    /// protocol's configured default driver. Absent from an older shelfd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<PoolDiscard>,
     /// Number of shares in the pool.
     pub shares: u64,
     /// Number of snapshots in the pool.
