@@ -156,6 +156,8 @@ fn iscsi_publish_seals_a_chap_secret_that_logs_in_and_unpublish_revokes_it() {
     assert_eq!(ctx["protocol"], "iscsi");
     assert_eq!(ctx["target_lun"], "1");
     assert_eq!(ctx["access_mode"], "rw");
+    // A thin volume through tgt unmaps: shelf says so, and the plugin passes it on.
+    assert_eq!(ctx["discard"], "true");
     let port = csi.appliance("a1").rig.tgtd.port;
     assert_eq!(ctx["target_portal"], format!("127.0.0.1:{port}"));
     let sealed = &ctx["chap_secret_sealed"];
@@ -421,6 +423,10 @@ fn nfs_volumes_publish_read_only_and_refuse_the_other_mode_on_the_same_node() {
     let ctx = publish(&csi, ro.clone()).unwrap();
     assert_eq!(ctx["protocol"], "nfs");
     assert_eq!(ctx["access_mode"], "ro");
+    assert_eq!(
+        ctx["discard"], "false",
+        "NFS connection_info has no discard"
+    );
     assert!(ctx["nfs_export"].starts_with("127.0.0.1:/"), "{ctx:?}");
     assert!(ctx["nfs_export"].ends_with(&share_id), "{ctx:?}");
     let a = attachments(d);

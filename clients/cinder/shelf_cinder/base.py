@@ -34,11 +34,9 @@ from cinder.volume import driver
 import shelf_client
 from shelf_client import Client, HasDependents, NotFound, ShelfError
 from shelf_cinder.images import ImageCacheMixin
+from shelf_cinder.stats import GiB, volume_stats
 
 LOG = logging.getLogger(__name__)
-
-#: Bytes in one Cinder gigabyte (Cinder sizes are GiB).
-GiB = 1 << 30
 
 shelf_opts = [
     cfg.StrOpt(
@@ -71,11 +69,6 @@ def _key(obj_id: str, operation: str) -> str:
     return f"cinder:{operation}:{obj_id}"
 
 
-def _gib(size_bytes: int) -> float:
-    """Bytes to GiB, two decimals, as Cinder's capacity fields are reported."""
-    return round(size_bytes / GiB, 2)
-
-
 class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
     """What the iSCSI, NFS and NVMe/TCP drivers share: everything but the export
     protocol.
@@ -86,9 +79,12 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
         1.1.0 - Volumes from Glance images through shelf's image cache
                 (clone_image, :mod:`shelf_cinder.images`).
         1.2.0 - NVMe/TCP attach (ShelfNVMeTCPDriver, shelf's nvmet driver).
+        1.3.0 - Stats for many nodes under one scheduler: ``discard`` (where shelf's
+                target unmaps) and ``shelf_allocated_capacity_gb`` (pool.show's
+                ``allocated``), :mod:`shelf_cinder.stats`.
     """
 
-    VERSION = "1.2.0"
+    VERSION = "1.3.0"
     #: Third-party CI name (Cinder's driver-list convention).
     CI_WIKI_NAME = "shelf_CI"
     VENDOR = "shelf"
@@ -426,30 +422,14 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
 
     # ---------------------------------------------------------------- stats
 
+    #: Export drivers (of EXPORT_DRIVERS) whose targets unmap for a sparse volume, so
+    #: that shelf attaches its volumes with ``discard: true``, each with the pool kinds
+    #: (pool.show ``kind``) where they do (docs/exports.md, Discard).
+    DISCARDING_DRIVERS: Dict[str, tuple] = {}
+
     def _update_volume_stats(self) -> None:
-        """Capacity from pool.show, in GiB, with the pool's own capacity policy
-        (shelfd enforces reserved_percentage and max_over_subscription_ratio itself,
-        so the scheduler is told the same figures the appliance will apply)."""
-        pool = self._call("pool_show", self._pool)
-        backend = self.configuration.safe_get("volume_backend_name") or type(self).__name__
-        self._stats = {
-            "volume_backend_name": backend,
-            "vendor_name": self.VENDOR,
-            "driver_version": self.VERSION,
-            "storage_protocol": self.PROTOCOL,
-            "total_capacity_gb": _gib(pool["size"]),
-            "free_capacity_gb": _gib(pool["free"]),
-            "provisioned_capacity_gb": _gib(pool["provisioned"]),
-            "reserved_percentage": pool["reserved_percentage"],
-            "max_over_subscription_ratio": pool["max_over_subscription_ratio"],
-            "thin_provisioning_support": True,
-            "thick_provisioning_support": False,
-            "multiattach": True,
-            "QoS_support": False,
-            "total_volumes": pool["shares"],
-            "sparse_copy_volume": True,
-            "location_info": f"{type(self).__name__}:{self.host}:{pool['name']}",
-        }
+        """Capacity from pool.show (:func:`shelf_cinder.stats.volume_stats`)."""
+        self._stats = volume_stats(self, self._call("pool_show", self._pool))
 
     # ---------------------------------------------------------------- manage
 

@@ -36,6 +36,9 @@ class ShelfISCSIDriver(ShelfBaseDriver):
     PROTOCOL = "iSCSI"
     SHELF_PROTOCOL = "iscsi"
     EXPORT_DRIVERS = ("tgt", "lio")
+    # tgt: LUNs of sparse volume files have thin_provisioning=1 (UNMAP punches holes); not
+    # on LVM thin LVs (tgtd's punch becomes WRITE ZEROES, which frees no dm-thin block).
+    DISCARDING_DRIVERS = {"tgt": ("file",)}
 
     def _check_connector(self, connector: Dict[str, Any]) -> None:
         if not connector.get("initiator"):

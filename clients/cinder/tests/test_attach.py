@@ -8,7 +8,7 @@ import pytest
 
 from cinder import exception
 
-from conftest import GiB, initiator, login, read_capacity
+from appliance import GiB, initiator, login, read_capacity
 
 
 def connector(name: str, host: str = "compute-1") -> dict:

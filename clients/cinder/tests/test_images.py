@@ -15,7 +15,7 @@ from oslo_config import cfg
 
 from cinder import exception
 
-from conftest import GiB, HANG
+from appliance import GiB, HANG
 from fake_glance import FakeGlanceImageService
 from shelf_cinder.images import cache_name
 

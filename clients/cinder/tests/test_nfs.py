@@ -12,7 +12,8 @@ import pytest
 from cinder import context as cinder_context
 from cinder import exception
 
-from conftest import GiB, HANG, make_driver, nfs_ls
+from appliance import GiB, HANG, nfs_ls
+from conftest import make_driver
 from shelf_cinder.driver import ShelfNFSDriver
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from cinder import exception
 
-from conftest import HANG, free_port, make_driver
+from appliance import HANG, free_port
+from conftest import make_driver
 
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"

@@ -4,13 +4,15 @@ the real appliance (shelf's own view through shelf_client, and the volume files)
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from cinder import exception
 from shelf_client import NotFound
 
-from conftest import GiB, OVER_SUBSCRIPTION, RESERVED_PERCENTAGE, make_driver
+from appliance import HANG, OVER_SUBSCRIPTION, RESERVED_PERCENTAGE, GiB
+from conftest import make_driver
 
 
 def write(path, offset: int, data: bytes) -> None:
@@ -206,6 +208,50 @@ def test_volume_stats_are_the_pools_figures_in_gib(appliance, driver, new_volume
     assert stats["max_over_subscription_ratio"] == OVER_SUBSCRIPTION
     assert stats["thin_provisioning_support"] is True
     assert stats["multiattach"] is True
+
+
+def test_stats_say_what_shelf_says_of_allocation_and_discard(
+    appliance, driver, new_volume, made, ctx
+):
+    """shelf_allocated_capacity_gb is pool.show's ``allocated`` (counting 64 MiB written
+    into a volume); ``discard`` is what an attach's connection_info says, and pool.show's
+    own ``discard`` agrees."""
+    vol = new_volume(size=1)
+    vol.update(driver.create_volume(vol))
+    made.append(vol.provider_id)
+    with open(appliance.volume_file(vol.provider_id), "r+b") as f:
+        f.write(os.urandom(1 << 20) * 64)
+        os.fsync(f.fileno())
+    with appliance.client() as c:
+        assert c.share_show(vol.provider_id)["allocated"] >= 64 << 20
+
+    def counted():
+        # pool.show's figure comes from a pass at most 5 s old (docs/protocol.md).
+        with appliance.client() as c:
+            return c.pool_show("default")["allocated"] >= 64 << 20
+
+    deadline = time.monotonic() + HANG
+    while not counted():
+        assert time.monotonic() < deadline, "pool.show allocated never counted the write"
+        time.sleep(0.2)
+    stats = driver.get_volume_stats(refresh=True)
+    with appliance.client() as c:
+        pool = c.pool_show("default")
+    assert abs(stats["shelf_allocated_capacity_gb"] - round(pool["allocated"] / GiB, 2)) <= 0.01
+    assert "allocated_capacity_gb" not in stats, "Cinder's volume manager owns that key"
+
+    connector = {"host": "stats-host", "initiator": "iqn.1994-05.com.redhat:stats-host"}
+    driver.create_export(ctx, vol, connector)
+    info = driver.initialize_connection(vol, connector)
+    try:
+        # shelfd's own word (pool.show's discard, from the exporter an attach asks), the
+        # attach's answer and what the scheduler is told all agree.
+        assert pool["discard"]["iscsi"] is info["data"]["discard"]
+        assert stats["discard"] is info["data"]["discard"]
+        assert stats["discard"] is True, "tgt LUNs of sparse volumes unmap"
+    finally:
+        driver.terminate_connection(vol, connector)
+        driver.remove_export(ctx, vol)
 
 
 def test_manage_existing_adopts_a_share_by_name_or_id(appliance, driver, new_volume, made):

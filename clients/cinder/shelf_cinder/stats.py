@@ -1,0 +1,80 @@
+"""What ``get_volume_stats`` tells Cinder's scheduler: a shelf pool's own figures.
+
+The backend is one shelf pool (no ``pools`` list; Cinder names the pool after
+``volume_backend_name``). Capacity is ``pool.show`` converted to GiB; the capacity
+policy is the pool's (shelfd enforces ``reserved_percentage`` and
+``max_over_subscription_ratio`` itself, so the scheduler is told the figures the node
+will apply). See docs/cinder.md, "Capacity reporting", for what each key means to
+Cinder's CapacityFilter and CapacityWeigher.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping
+
+#: Bytes in one Cinder gigabyte (Cinder sizes are GiB).
+GiB = 1 << 30
+
+
+def gib(size_bytes: int) -> float:
+    """Bytes to GiB, two decimals, as Cinder's capacity fields are reported."""
+    return round(size_bytes / GiB, 2)
+
+
+def discards(
+    pool: Mapping[str, Any],
+    shelf_protocol: str,
+    export_drivers: Iterable[str],
+    discarding: Mapping[str, Iterable[str]],
+) -> bool:
+    """Whether this backend's volumes are attached with ``discard: true``.
+
+    shelfd says it itself: ``pool.show``'s ``discard`` map (docs/protocol.md 8.15) is,
+    per block protocol, what an attach of a thin volume (every Cinder volume is a
+    sparse share) of the pool answers in ``connection_info.data.discard``, from the
+    protocol's configured default driver, the one the attach uses. A protocol it leaves
+    out (NFS) does not discard.
+
+    An older shelfd leaves the map out; then the answer is judged from ``discarding``
+    (driver → pool kinds it unmaps on): every export driver for the protocol that is
+    usable now must unmap in a pool of this kind, and there must be one, so a node where
+    a driver that does not unmap could serve the volume says ``false`` rather than
+    promise what an attach may not keep."""
+    said = pool.get("discard")
+    if isinstance(said, Mapping):
+        return bool(said.get(shelf_protocol, False))
+    drivers, kind = pool.get("drivers", {}), pool.get("kind")
+    usable = [d for d in export_drivers if drivers.get(d) == "usable"]
+    return bool(usable) and all(kind in discarding.get(d, ()) for d in usable)
+
+
+def volume_stats(driver: Any, pool: Dict[str, Any]) -> Dict[str, Any]:
+    """The stats of ``driver``'s backend from its pool's ``pool.show`` reply."""
+    backend = driver.configuration.safe_get("volume_backend_name") or type(driver).__name__
+    stats = {
+        "volume_backend_name": backend,
+        "vendor_name": driver.VENDOR,
+        "driver_version": driver.VERSION,
+        "storage_protocol": driver.PROTOCOL,
+        "total_capacity_gb": gib(pool["size"]),
+        "free_capacity_gb": gib(pool["free"]),
+        # Cinder's meaning: the sizes of every volume on the backend, Cinder's or not.
+        "provisioned_capacity_gb": gib(pool["provisioned"]),
+        "reserved_percentage": pool["reserved_percentage"],
+        "max_over_subscription_ratio": pool["max_over_subscription_ratio"],
+        "thin_provisioning_support": True,
+        "thick_provisioning_support": False,
+        "multiattach": True,
+        "discard": discards(
+            pool, driver.SHELF_PROTOCOL, driver.EXPORT_DRIVERS, driver.DISCARDING_DRIVERS
+        ),
+        "QoS_support": False,
+        "total_volumes": pool["shares"],
+        "sparse_copy_volume": True,
+        "location_info": f"{type(driver).__name__}:{driver.host}:{pool['name']}",
+    }
+    # What the volumes really take on the node. Not ``allocated_capacity_gb``: Cinder's
+    # volume manager overwrites that key with its own sum of its volumes' sizes.
+    if "allocated" in pool:
+        stats["shelf_allocated_capacity_gb"] = gib(pool["allocated"])
+    return stats
