@@ -51,8 +51,8 @@ fn quick_bench_runs_and_reports_every_operation() {
         .collect();
     assert_eq!(
         rows.len(),
-        20,
-        "10 operations at 2 concurrencies:\n{stdout}"
+        24,
+        "10 operations, two also against the tgtd-socket floor, at 2 concurrencies:\n{stdout}"
     );
     for r in rows {
         let ratio = r.rsplit("**").nth(1).unwrap_or("");

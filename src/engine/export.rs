@@ -58,6 +58,7 @@ impl Engine {
             path,
             chap_secret: row.chap_secret.clone(),
             thin: share.sparse,
+            backing: crate::export::Backing::of(pool.kind()),
         })
     }
 

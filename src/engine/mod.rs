@@ -31,6 +31,7 @@ pub mod jobs;
 mod keyed;
 mod locks;
 mod metadata;
+mod pool_discard;
 mod rebuild;
 mod reconcile;
 mod recover;

@@ -162,7 +162,7 @@ impl Engine {
             .store
             .call(move |c| crate::store::pool_totals(c, &pname))
             .await?;
-        let allocated = self.pool_allocation(&pool).await?.total;
+        let allocated = self.pool_allocation(&pool).await.map(|a| a.total);
         Ok(PoolInfo {
             name: name.to_string(),
             kind: pool.kind(),
@@ -172,6 +172,7 @@ impl Engine {
             free: usage.free,
             provisioned,
             allocated,
+            discard: Some(self.pool_discard(&pool)),
             shares,
             snapshots,
             reflink: pool.reflink(),

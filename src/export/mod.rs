@@ -29,7 +29,29 @@ use std::pin::Pin;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::{Driver, Export};
+use crate::model::{Driver, Export, PoolKind};
+
+/// What an iSCSI or NVMe export's `path` is, as the pool's kind decides (never guessed
+/// from the path): a target treats a file and a block device differently (tgt punches
+/// holes in a file; on a block device the same request is no discard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backing {
+    /// A file (a `file` pool's volume).
+    #[default]
+    File,
+    /// A block device (an `lvm` pool's thin LV).
+    BlockDevice,
+}
+
+impl Backing {
+    /// The backing of the volumes of a pool of `kind`.
+    pub fn of(kind: PoolKind) -> Backing {
+        match kind {
+            PoolKind::File => Backing::File,
+            PoolKind::Lvm => Backing::BlockDevice,
+        }
+    }
+}
 
 /// A boxed future, so exporters can be trait objects.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -47,6 +69,8 @@ pub struct ExportSpec {
     /// initiator unmaps may be given back to the pool. `false` for a preallocated volume,
     /// whose blocks stay allocated whatever the initiator says (docs/exports.md, "Discard").
     pub thin: bool,
+    /// Whether the volume at `path` is a file or a block device (from the pool's kind).
+    pub backing: Backing,
 }
 
 /// One difference between the tree and a daemon, and what was done about it.

@@ -343,6 +343,7 @@ mod tests {
             path: "/p/shares/s1".into(),
             chap_secret: None,
             thin: true,
+            backing: Default::default(),
         }
     }
 

@@ -24,6 +24,16 @@ impl PoolKind {
     }
 }
 
+/// `pool.show`'s `discard`: does an attach of a thin volume over each block protocol
+/// answer `discard: true` (docs/protocol.md 8.15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolDiscard {
+    /// Over iSCSI.
+    pub iscsi: bool,
+    /// Over NVMe/TCP.
+    pub nvme: bool,
+}
+
 /// A pool with its live figures, as `pool.show` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
@@ -44,10 +54,15 @@ pub struct Pool {
     /// Bytes the pool's volumes really take (docs/protocol.md, `pool.show`): a file pool's
     /// `st_blocks` × 512 summed over its share volumes and snapshot files (an extent that
     /// reflinks share counts once per file holding it, so this can exceed `used`); an LVM
-    /// pool's thin-pool data in use. At most a few seconds old. Absent from an older
-    /// shelfd (0).
-    #[serde(default)]
-    pub allocated: u64,
+    /// pool's thin-pool data in use. From the pool's last pass (a few seconds old). Absent
+    /// when that pass failed, and from an older shelfd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<u64>,
+    /// Whether a thin volume of this pool attached now is attached with
+    /// `connection_info.data.discard: true`, per block protocol: the answer of the
+    /// protocol's configured default driver. Absent from an older shelfd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<PoolDiscard>,
     /// Number of shares in the pool.
     pub shares: u64,
     /// Number of snapshots in the pool.

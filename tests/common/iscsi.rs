@@ -1,12 +1,15 @@
 //! The one iSCSI login helper: what an initiator needs from `connection_info`, and real
-//! initiators using it (libiscsi's `iscsi-inq`/`iscsi-readcapacity16`, qemu's iscsi
-//! driver) with the CHAP account shelfd handed out.
+//! initiators using it (libiscsi's `iscsi-inq`/`iscsi-readcapacity16`/`iscsi-test-cu`,
+//! qemu's iscsi driver) with the CHAP account shelfd handed out. The CHAP secret never
+//! goes into a tool's argv (any user reads /proc/PID/cmdline): libiscsi's tools get it in
+//! `LIBISCSI_CHAP_PASSWORD` (libiscsi's `iscsi_parse_url` keeps that password when the
+//! URL names a user without one), qemu a `secret` object read from a 0600 file.
 
 use std::path::Path;
 
 use ciborium::Value;
 
-use super::{field, free_port, sh, sub, try_run};
+use super::{field, free_port, sh, sub, try_run, try_run_env};
 
 /// What an initiator needs to log in, from connection_info.
 #[derive(Debug, Clone)]
@@ -41,19 +44,51 @@ impl Login {
         Login::from(sub(reply, "connection_info"), initiator)
     }
 
-    /// libiscsi's URL of LUN 1, with the CHAP account.
+    /// libiscsi's URL of LUN 1, naming the CHAP user (the secret is in [`Login::env`]).
     pub fn url(&self) -> String {
-        format!(
-            "iscsi://{}%{}@{}/{}/1",
-            self.user, self.password, self.portal, self.iqn
-        )
+        format!("iscsi://{}@{}/{}/1", self.user, self.portal, self.iqn)
+    }
+
+    /// The environment a libiscsi tool reads the CHAP secret from.
+    pub fn env(&self) -> [(&str, &str); 1] {
+        [("LIBISCSI_CHAP_PASSWORD", self.password.as_str())]
+    }
+
+    /// Run libiscsi tool `argv` with the CHAP secret in its environment.
+    pub fn run(&self, argv: &[&str]) -> (bool, String, String) {
+        try_run_env(argv, &self.env())
+    }
+
+    /// qemu's `--object` for the CHAP secret (`sec0`), read from a 0600 file that lives as
+    /// long as the returned handle.
+    fn secret_object(&self) -> (tempfile::NamedTempFile, String) {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(self.password.as_bytes()).unwrap();
+        f.flush().unwrap();
+        let object = format!("secret,id=sec0,file={}", f.path().display());
+        (f, object)
+    }
+
+    /// Run `qemu-io -c cmd` on LUN 1 through the target.
+    fn qemu_io(&self, cmd: &str) -> (bool, String, String) {
+        let (_file, secret) = self.secret_object();
+        try_run(&[
+            "qemu-io",
+            "--object",
+            &secret,
+            "--image-opts",
+            &self.image_opts(),
+            "-c",
+            cmd,
+        ])
     }
 
     /// Discover the portal's targets and their LUNs with sizes (`iscsi-ls -s`), as this
     /// initiator with the CHAP account; the tool's output.
     pub fn list(&self) -> Result<String, String> {
-        let portal = format!("iscsi://{}%{}@{}", self.user, self.password, self.portal);
-        match try_run(&["iscsi-ls", "-i", &self.initiator, "-s", &portal]) {
+        let portal = format!("iscsi://{}@{}", self.user, self.portal);
+        match self.run(&["iscsi-ls", "-i", &self.initiator, "-s", &portal]) {
             (true, out, _) => Ok(out),
             (false, out, err) => Err(format!("{out}{err}")),
         }
@@ -61,12 +96,16 @@ impl Login {
 
     /// Log in and run INQUIRY on LUN 1.
     pub fn inquiry(&self) -> Result<(), String> {
-        inquiry(&self.initiator, &self.url())
+        match self.run(&["iscsi-inq", "-i", &self.initiator, &self.url()]) {
+            (true, _, _) => Ok(()),
+            (false, out, err) => Err(format!("{out}{err}")),
+        }
     }
 
     /// The LUN's size in bytes (READ CAPACITY 16).
     pub fn capacity(&self) -> Result<u64, String> {
-        let (ok, out, err) = try_run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
+        let (ok, out, err) =
+            self.run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
         if !ok {
             return Err(format!("{out}{err}"));
         }
@@ -87,18 +126,20 @@ impl Login {
 
     /// Write `len` bytes of `byte` at `offset` through the target.
     pub fn write(&self, offset: u64, len: u64, byte: u8) -> Result<(), String> {
-        let secret = format!("secret,id=sec0,data={}", self.password);
-        let cmd = format!("write -P {byte} {offset} {len}");
-        let (ok, out, err) = try_run(&[
-            "qemu-io",
-            "--object",
-            &secret,
-            "--image-opts",
-            &self.image_opts(),
-            "-c",
-            &cmd,
-        ]);
+        let (ok, out, err) = self.qemu_io(&format!("write -P {byte} {offset} {len}"));
         if ok && out.contains("wrote") {
+            Ok(())
+        } else {
+            Err(format!("{out}{err}"))
+        }
+    }
+
+    /// Discard `len` bytes at `offset` through the target (qemu's iscsi driver sends
+    /// UNMAP only to a LUN advertising logical block provisioning, and then says
+    /// `discard` even when it sent nothing).
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), String> {
+        let (ok, out, err) = self.qemu_io(&format!("discard {offset} {len}"));
+        if ok && out.contains("discard") {
             Ok(())
         } else {
             Err(format!("{out}{err}"))
@@ -109,7 +150,7 @@ impl Login {
     /// bytes.
     pub fn read_all(&self, scratch: &Path) -> Vec<u8> {
         let out = scratch.join(format!("read-{}.raw", free_port()));
-        let secret = format!("secret,id=sec0,data={}", self.password);
+        let (_file, secret) = self.secret_object();
         sh(&[
             "qemu-img",
             "convert",
@@ -127,8 +168,8 @@ impl Login {
     }
 }
 
-/// Log in to `url` (libiscsi's form, CHAP in it) as `initiator` and run INQUIRY; the
-/// error is the tool's output.
+/// Log in to `url` (libiscsi's form) as `initiator` and run INQUIRY; the error is the
+/// tool's output.
 pub fn inquiry(initiator: &str, url: &str) -> Result<(), String> {
     match try_run(&["iscsi-inq", "-i", initiator, url]) {
         (true, _, _) => Ok(()),

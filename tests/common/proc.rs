@@ -26,6 +26,21 @@ pub fn try_run(argv: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`try_run`] with `env` added to the child's environment (how a secret reaches a
+/// tool without its argv, which any user can read in /proc).
+pub fn try_run_env(argv: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Poll `f` until it returns true or `secs` pass.
 pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::common::try_run;
+use super::common::try_run_env;
 
 /// The suites of `iscsi-test-cu --list` about logical block provisioning: UNMAP, GET LBA
 /// STATUS, and WRITE SAME with its UNMAP bit.
@@ -15,13 +15,21 @@ pub const SUITES: &[&str] = &[
 ];
 
 /// The tests of `suites` that pass against `url` (destructive tests allowed) logged in as
-/// `initiator`, as `Suite.Test` names. Panics when the tool cannot run at all.
-pub fn passed(url: &str, initiator: &str, suites: &[&str]) -> BTreeSet<String> {
+/// `initiator`, with `env` (the CHAP secret, `Login::env`, or nothing), as `Suite.Test`
+/// names. Panics when the tool cannot run at all.
+pub fn passed(
+    url: &str,
+    env: &[(&str, &str)],
+    initiator: &str,
+    suites: &[&str],
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for suite in suites {
         let test = format!("--test={suite}");
-        let (_, stdout, stderr) =
-            try_run(&["iscsi-test-cu", "--dataloss", &test, "-i", initiator, url]);
+        let (_, stdout, stderr) = try_run_env(
+            &["iscsi-test-cu", "--dataloss", &test, "-i", initiator, url],
+            env,
+        );
         assert!(
             stdout.contains("Run Summary"),
             "iscsi-test-cu {suite} did not run: {stdout}{stderr}"

@@ -1,11 +1,10 @@
 //! What the tests read off a target and a volume: blocks allocated (`stat -c %b`), the
-//! LUNs tgtd says are thin provisioned, discards sent through the target by qemu-io, and
-//! a bare tgtd LUN set up by hand as the reference.
+//! LUNs tgtd says are thin provisioned, and a bare tgtd LUN set up by hand as the reference.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::common::{rig::Tgtd, sh, try_run, Login};
+use super::common::{rig::Tgtd, sh};
 
 /// 512-byte blocks allocated to `path`, as `stat -c %b` says.
 pub fn blocks(path: &Path) -> u64 {
@@ -22,29 +21,6 @@ pub fn thin_luns(tgtd: &Tgtd, iqn: &str) -> BTreeSet<u32> {
         .find(|t| t.iqn == iqn)
         .unwrap_or_else(|| panic!("tgtd has no target {iqn}"))
         .thin
-}
-
-/// Discard `len` bytes at `offset` through the target with qemu-io's iscsi driver (which
-/// sends UNMAP only to a LUN advertising logical block provisioning).
-pub fn discard(login: &Login, offset: u64, len: u64) {
-    let (host, port) = login.portal.split_once(':').unwrap();
-    let opts = format!(
-        "driver=iscsi,transport=tcp,portal={host}:{port},target={},lun=1,user={},\
-         password-secret=sec0,initiator-name={}",
-        login.iqn, login.user, login.initiator
-    );
-    let secret = format!("secret,id=sec0,data={}", login.password);
-    let cmd = format!("discard {offset} {len}");
-    let (ok, out, err) = try_run(&[
-        "qemu-io",
-        "--object",
-        &secret,
-        "--image-opts",
-        &opts,
-        "-c",
-        &cmd,
-    ]);
-    assert!(ok && out.contains("discard"), "qemu-io {cmd}: {out}{err}");
 }
 
 /// A target made by hand on `tgtd`: LUN 1 on a new sparse file `file` of `size` bytes

@@ -22,15 +22,27 @@ def gib(size_bytes: int) -> float:
 
 
 def discards(
-    pool: Mapping[str, Any], export_drivers: Iterable[str], discarding: Mapping[str, Iterable[str]]
+    pool: Mapping[str, Any],
+    shelf_protocol: str,
+    export_drivers: Iterable[str],
+    discarding: Mapping[str, Iterable[str]],
 ) -> bool:
-    """Whether this backend's volumes are attached with ``discard: true``: every shelf
-    export driver for the protocol that is usable now unmaps for a sparse volume (all
-    Cinder volumes are sparse shares) in a pool of this kind (``discarding``: driver →
-    pool kinds), and there is one. shelf's connection_info says it per attach
-    (``data.discard``, docs/exports.md "Discard"); the scheduler needs it per backend, so
-    a node where a driver that does not unmap could serve the volume says ``false``
-    rather than promise what an attach may not keep."""
+    """Whether this backend's volumes are attached with ``discard: true``.
+
+    shelfd says it itself: ``pool.show``'s ``discard`` map (docs/protocol.md 8.15) is,
+    per block protocol, what an attach of a thin volume (every Cinder volume is a
+    sparse share) of the pool answers in ``connection_info.data.discard``, from the
+    protocol's configured default driver, the one the attach uses. A protocol it leaves
+    out (NFS) does not discard.
+
+    An older shelfd leaves the map out; then the answer is judged from ``discarding``
+    (driver → pool kinds it unmaps on): every export driver for the protocol that is
+    usable now must unmap in a pool of this kind, and there must be one, so a node where
+    a driver that does not unmap could serve the volume says ``false`` rather than
+    promise what an attach may not keep."""
+    said = pool.get("discard")
+    if isinstance(said, Mapping):
+        return bool(said.get(shelf_protocol, False))
     drivers, kind = pool.get("drivers", {}), pool.get("kind")
     usable = [d for d in export_drivers if drivers.get(d) == "usable"]
     return bool(usable) and all(kind in discarding.get(d, ()) for d in usable)
@@ -53,7 +65,9 @@ def volume_stats(driver: Any, pool: Dict[str, Any]) -> Dict[str, Any]:
         "thin_provisioning_support": True,
         "thick_provisioning_support": False,
         "multiattach": True,
-        "discard": discards(pool, driver.EXPORT_DRIVERS, driver.DISCARDING_DRIVERS),
+        "discard": discards(
+            pool, driver.SHELF_PROTOCOL, driver.EXPORT_DRIVERS, driver.DISCARDING_DRIVERS
+        ),
         "QoS_support": False,
         "total_volumes": pool["shares"],
         "sparse_copy_volume": True,

@@ -214,7 +214,8 @@ def test_stats_say_what_shelf_says_of_allocation_and_discard(
     appliance, driver, new_volume, made, ctx
 ):
     """shelf_allocated_capacity_gb is pool.show's ``allocated`` (counting 64 MiB written
-    into a volume); ``discard`` is what an attach's connection_info says."""
+    into a volume); ``discard`` is what an attach's connection_info says, and pool.show's
+    own ``discard`` agrees."""
     vol = new_volume(size=1)
     vol.update(driver.create_volume(vol))
     made.append(vol.provider_id)
@@ -243,6 +244,9 @@ def test_stats_say_what_shelf_says_of_allocation_and_discard(
     driver.create_export(ctx, vol, connector)
     info = driver.initialize_connection(vol, connector)
     try:
+        # shelfd's own word (pool.show's discard, from the exporter an attach asks), the
+        # attach's answer and what the scheduler is told all agree.
+        assert pool["discard"]["iscsi"] is info["data"]["discard"]
         assert stats["discard"] is info["data"]["discard"]
         assert stats["discard"] is True, "tgt LUNs of sparse volumes unmap"
     finally:

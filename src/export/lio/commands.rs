@@ -147,6 +147,7 @@ pub(crate) mod tests {
             path: "/pool/shares/5f1c/volume".into(),
             chap_secret: Some("s3cret".into()),
             thin: true,
+            backing: Default::default(),
         }
     }
 

@@ -36,6 +36,7 @@ fn spec(hosts: &[&str]) -> ExportSpec {
         path: "/srv/pool/vol1/volume".into(),
         chap_secret: None,
         thin: true,
+        backing: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::TgtTarget;
 use crate::error::{Error, Result};
-use crate::export::ExportSpec;
+use crate::export::{Backing, ExportSpec};
 
 /// The desired tgt state of one export.
 pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
@@ -31,10 +31,11 @@ pub fn desired(spec: &ExportSpec) -> Result<TgtTarget> {
 /// Whether tgt's LUN of `spec` advertises logical block provisioning, so UNMAP punches
 /// holes in the volume: only a thin volume that is a file. tgtd unmaps with
 /// `fallocate(PUNCH_HOLE)`; a preallocated volume must keep its blocks, and on a block
-/// device (an LVM thin LV, under `/dev`) a punch becomes WRITE ZEROES, which dm-thin does
-/// not turn into freed blocks, so it is not advertised there (LIO serves those).
+/// device (an LVM pool's thin LV: `spec.backing`, from the pool's kind) a punch becomes
+/// WRITE ZEROES, which dm-thin does not turn into freed blocks, so it is not advertised
+/// there (LIO serves those).
 pub fn discards(spec: &ExportSpec) -> bool {
-    spec.thin && !spec.path.starts_with("/dev")
+    spec.thin && spec.backing == Backing::File
 }
 
 /// Whether going from `have` (what we believe tgtd has) to `want` creates a target or LUN
@@ -79,7 +80,7 @@ mod tests {
 
     #[test]
     fn only_thin_files_discard() {
-        let spec = |thin, path: &str| ExportSpec {
+        let spec = |thin, backing| ExportSpec {
             export: crate::model::Export {
                 id: "e".into(),
                 share: "s".into(),
@@ -95,18 +96,20 @@ mod tests {
                 attached: vec![],
                 created_at: 0,
             },
-            path: path.into(),
+            path: "/p/shares/s/volume".into(),
             chap_secret: None,
             thin,
+            backing,
         };
-        let file = spec(true, "/p/shares/s/volume");
+        let file = spec(true, Backing::File);
         assert!(discards(&file));
         assert_eq!(
             desired(&file).unwrap().thin.iter().collect::<Vec<_>>(),
             [&1]
         );
-        let thick = spec(false, "/p/shares/s/volume");
+        let thick = spec(false, Backing::File);
         assert!(!discards(&thick) && desired(&thick).unwrap().thin.is_empty());
-        assert!(!discards(&spec(true, "/dev/vg/shelf-s")));
+        // The pool's word, not the path's: a block device is one wherever its path is.
+        assert!(!discards(&spec(true, Backing::BlockDevice)));
     }
 }
