@@ -253,6 +253,8 @@ impl Exporter for TgtExporter {
             if grants(have.as_ref(), &want) {
                 check_backing_store(spec).await?;
             }
+            // A `show` on the way (a stale memory) is bounded by the targets we know.
+            self.link.expect_targets(known.len() + 1);
             let result = self.apply_known(have.as_ref(), &want, spec).await;
             match &result {
                 Ok(()) => known.insert(want.tid, want),
