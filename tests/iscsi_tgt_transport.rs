@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use common::world::IQN_PREFIX;
 use common::*;
 use shelf::client::get_text;
 
@@ -157,7 +158,7 @@ fn create_and_attach(d: &Daemon, name: &str) -> Result<ciborium::Value, shelf::c
 
 #[test]
 fn a_reply_cut_short_chooses_nothing_and_shelfd_ends_on_the_socket() {
-    let xfs = Xfs::new("tgt-cut", 256 * MIB);
+    let xfs = Xfs::new("tgt-cut", 512 * MIB);
     let tgtd = Tgtd::start();
     let relay = Relay::start(tgtd.control, Spoil::FirstCutShort);
     let d = Daemon::start(&Layout::on_xfs(&xfs, &relay.config(&tgtd)));
@@ -177,7 +178,7 @@ fn a_reply_cut_short_chooses_nothing_and_shelfd_ends_on_the_socket() {
 
 #[test]
 fn a_foreign_protocol_falls_back_to_tgtadm_with_a_warning() {
-    let xfs = Xfs::new("tgt-foreign", 256 * MIB);
+    let xfs = Xfs::new("tgt-foreign", 512 * MIB);
     let tgtd = Tgtd::start();
     let relay = Relay::start(tgtd.control, Spoil::Foreign);
     let d = Daemon::start(&Layout::on_xfs(&xfs, &relay.config(&tgtd)));
@@ -257,7 +258,7 @@ impl Drop for NobodyListener {
 
 #[test]
 fn a_listener_that_is_not_root_gets_nothing_and_no_fallback() {
-    let xfs = Xfs::new("tgt-nobody", 256 * MIB);
+    let xfs = Xfs::new("tgt-nobody", 512 * MIB);
     let tgtd = Tgtd::start();
     let control = free_control_port();
     let fake = NobodyListener::start(control);
