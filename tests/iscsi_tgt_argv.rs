@@ -42,7 +42,15 @@ fn all_traced_by(pid: i32, tracer: u32) -> bool {
 /// the test if that does not happen.
 fn trace_during(pid: i32, trace: &Path, f: impl FnOnce()) -> Vec<String> {
     let mut strace = Command::new("strace")
-        .args(["-f", "-qq", "-s", "4096", "-e", "trace=execve,connect", "-o"])
+        .args([
+            "-f",
+            "-qq",
+            "-s",
+            "4096",
+            "-e",
+            "trace=execve,connect",
+            "-o",
+        ])
         .arg(trace)
         .args(["-p", &pid.to_string()])
         .stderr(Stdio::null())

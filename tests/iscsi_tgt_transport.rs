@@ -144,8 +144,14 @@ fn transport(d: &Daemon) -> Option<String> {
     get_text(sub(&hello, "driver_transports"), "tgt").map(str::to_string)
 }
 
-fn create_and_attach(d: &Daemon, name: &str) -> Result<ciborium::Value, shelf::client::ClientError> {
-    d.ok("share.create", vec![("name", t(name)), ("size", n(8 * MIB))]);
+fn create_and_attach(
+    d: &Daemon,
+    name: &str,
+) -> Result<ciborium::Value, shelf::client::ClientError> {
+    d.ok(
+        "share.create",
+        vec![("name", t(name)), ("size", n(8 * MIB))],
+    );
     let init = format!("iqn.2026-11.org.example:{name}");
     d.call(
         "share.attach",
@@ -234,7 +240,12 @@ impl NobodyListener {
             .spawn()
             .expect("setpriv (util-linux)");
         let mut ready = [0u8; 6];
-        child.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut ready)
+            .unwrap();
         assert_eq!(&ready, b"ready\n");
         let link = PathBuf::from(format!("{NS}.{control}"));
         let _ = std::fs::remove_file(&link);
@@ -274,9 +285,15 @@ fn a_listener_that_is_not_root_gets_nothing_and_no_fallback() {
         "{text}"
     );
     assert_eq!(transport(&d), None, "no transport was chosen");
-    assert!(eventually(10, || !fake.received().is_empty()), "shelfd connected");
+    assert!(
+        eventually(10, || !fake.received().is_empty()),
+        "shelfd connected"
+    );
     let got = fake.received();
-    assert!(got.lines().all(|l| l == "got 0"), "the listener got bytes: {got}");
+    assert!(
+        got.lines().all(|l| l == "got 0"),
+        "the listener got bytes: {got}"
+    );
     assert!(!d.log_text().contains("falling back"), "{}", d.log_text());
     drop(d);
     drop(fake);

@@ -158,10 +158,8 @@ pub async fn exchange(
         s.flush().await.map_err(io)?;
         let mut reply = vec![0u8; frame.header];
         read_full(&mut s, &mut reply, frame.header, path).await?;
-        let total = (frame.total_len)(&reply).map_err(|why| ExchangeError::Malformed {
-            path: shown(),
-            why,
-        })?;
+        let total = (frame.total_len)(&reply)
+            .map_err(|why| ExchangeError::Malformed { path: shown(), why })?;
         if total > frame.max_reply {
             return Err(ExchangeError::TooLong {
                 path: shown(),
@@ -263,7 +261,8 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
-            c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let mut req = [0u8; 4];
             let got = c.read(&mut req).unwrap_or(0);
             let _ = tx.send(got);
@@ -303,18 +302,46 @@ mod tests {
     fn short_long_and_slow_replies_are_each_named() {
         let (_d, path, _rx) = serve(reply(b"par", 20), false);
         let r = run(&path, 5, frame(100));
-        assert!(matches!(r, Err(ExchangeError::Truncated { got: 11, want: 20, .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(ExchangeError::Truncated {
+                    got: 11,
+                    want: 20,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         let (_d, path, _rx) = serve(vec![1, 2, 3], false);
         let r = run(&path, 5, frame(100));
-        assert!(matches!(r, Err(ExchangeError::Truncated { got: 3, want: 8, .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(ExchangeError::Truncated {
+                    got: 3,
+                    want: 8,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         let (_d, path, _rx) = serve(reply(b"abc", 9), false);
         let r = run(&path, 5, frame(100));
-        assert!(matches!(&r, Err(e @ ExchangeError::Malformed { .. }) if e.is_malformed()), "{r:?}");
+        assert!(
+            matches!(&r, Err(e @ ExchangeError::Malformed { .. }) if e.is_malformed()),
+            "{r:?}"
+        );
         let (_d, path, _rx) = serve(reply(b"", 4), false);
         let r = run(&path, 5, frame(100));
         assert!(matches!(r, Err(ExchangeError::Malformed { .. })), "{r:?}");
         let (_d, path, _rx) = serve(reply(b"part", 20), true);
-        let r = smol::block_on(exchange(&path, b"ping", Duration::from_millis(200), frame(100)));
+        let r = smol::block_on(exchange(
+            &path,
+            b"ping",
+            Duration::from_millis(200),
+            frame(100),
+        ));
         assert!(matches!(r, Err(ExchangeError::TimedOut { .. })), "{r:?}");
     }
 
@@ -324,8 +351,15 @@ mod tests {
         let mut f = frame(100);
         f.peer_uid = f.peer_uid.wrapping_add(4242);
         let r = run(&path, 5, f);
-        assert!(matches!(r, Err(ExchangeError::NotTheDaemon { .. })), "{r:?}");
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 0, "nothing was sent");
+        assert!(
+            matches!(r, Err(ExchangeError::NotTheDaemon { .. })),
+            "{r:?}"
+        );
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            0,
+            "nothing was sent"
+        );
     }
 
     #[test]

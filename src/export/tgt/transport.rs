@@ -244,7 +244,12 @@ impl TgtLink {
                 let probe = self.probe_socket().await;
                 let decision = {
                     let mut last = self.last_garbled.lock().expect("tgt probe state");
-                    decide(self.allowed, probe, &mut last, find_program("tgtadm").is_some())
+                    decide(
+                        self.allowed,
+                        probe,
+                        &mut last,
+                        find_program("tgtadm").is_some(),
+                    )
                 };
                 match decision {
                     Decision::Pin(c) => c,
