@@ -8,6 +8,7 @@
 //! difference, falling back to a full re-create when tgtd says a target is gone. Calls to
 //! tgtd are serialised, as its management side is single-threaded.
 
+mod choice;
 mod desired;
 pub mod ipc;
 mod parse;

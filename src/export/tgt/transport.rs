@@ -26,6 +26,8 @@ use crate::error::Error;
 use crate::sys::cmd::{find_program, CmdError, Runner};
 use crate::sys::exchange::{exchange, ExchangeError, ReplyFrame};
 
+pub use super::choice::{decide, Decision, SocketProbe};
+
 /// tgtd's management socket namespace (`TGT_IPC_NAMESPACE`); the socket of control port
 /// N is `<namespace>.N`.
 pub const SOCKET_NAMESPACE: &str = "/var/run/tgtd/socket";
@@ -133,63 +135,6 @@ pub struct TgtLink {
     last_garbled: Mutex<Option<String>>,
     /// How many targets tgtd is expected to hold (bounds a `show`'s answer).
     targets: AtomicUsize,
-}
-
-/// What one probe of the socket found.
-#[derive(Debug)]
-pub enum SocketProbe {
-    /// tgt 1.0's answer to `system show`.
-    Speaks,
-    /// A complete, well-framed answer that is not tgt 1.0's.
-    Foreign(String),
-    /// A complete answer not framed as tgt 1.0 frames it.
-    Garbled(String),
-    /// No answer: nothing listens, an I/O error, a timeout, a cut connection.
-    Failed(TgtFailure),
-}
-
-/// What a probe decides.
-#[derive(Debug)]
-pub enum Decision {
-    /// Use this transport from now on.
-    Pin(Chosen),
-    /// Fall back to tgtadm, for this reason (then pinned once tgtadm answers).
-    Fallback(String),
-    /// Choose nothing now; the next call or probe tries the socket again.
-    Fail(TgtFailure),
-}
-
-/// The transport decision for one socket probe under `allowed`, given the previous
-/// probe's garbled answer (`last_garbled`, updated) and whether tgtadm is installed.
-/// Pure: only a definite answer decides.
-pub fn decide(
-    allowed: TgtTransport,
-    probe: SocketProbe,
-    last_garbled: &mut Option<String>,
-    tgtadm_installed: bool,
-) -> Decision {
-    let foreign = |why: String| {
-        if allowed == TgtTransport::Auto && tgtadm_installed {
-            Decision::Fallback(why)
-        } else {
-            Decision::Fail(TgtFailure::Other(Error::Unsupported(why)))
-        }
-    };
-    let previous = last_garbled.take();
-    match probe {
-        SocketProbe::Speaks => Decision::Pin(Chosen::Socket),
-        SocketProbe::Foreign(why) => foreign(why),
-        SocketProbe::Garbled(why) if previous.as_deref() == Some(why.as_str()) => {
-            foreign(format!("{why} (twice in a row)"))
-        }
-        SocketProbe::Garbled(why) => {
-            *last_garbled = Some(why.clone());
-            Decision::Fail(TgtFailure::Garbled(format!(
-                "{why}; the socket is tried again on the next call"
-            )))
-        }
-        SocketProbe::Failed(f) => Decision::Fail(f),
-    }
 }
 
 impl TgtLink {
