@@ -10,26 +10,58 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::Duration;
 
 use common::*;
 use shelf::client::get_text;
 
 const MIB: u64 = 1 << 20;
 
-/// Run `f` while strace follows every process and thread of `pid`; the execve lines.
-fn execs_during(pid: i32, trace: &Path, f: impl FnOnce()) -> Vec<String> {
+/// Whether every thread of `pid` is traced by `tracer` (`TracerPid` in its status).
+fn all_traced_by(pid: i32, tracer: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let traced = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(|v| v.trim() == tracer.to_string());
+        if traced != Some(true) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// Run `f` while strace follows every process and thread of `pid` (`execve` and
+/// `connect`); the trace's lines. strace says nothing once attached (`-qq`), so this
+/// waits, bounded, until every thread of shelfd shows strace as its tracer, and fails
+/// the test if that does not happen.
+fn trace_during(pid: i32, trace: &Path, f: impl FnOnce()) -> Vec<String> {
     let mut strace = Command::new("strace")
-        .args(["-f", "-qq", "-s", "4096", "-e", "trace=execve", "-o"])
+        .args([
+            "-f",
+            "-qq",
+            "-s",
+            "4096",
+            "-e",
+            "trace=execve,connect",
+            "-o",
+        ])
         .arg(trace)
         .args(["-p", &pid.to_string()])
         .stderr(Stdio::null())
         .spawn()
         .expect("strace (package strace)");
-    // strace reports nothing when it is attached; give it the time to attach to every
-    // thread (the fallback test below shows the trace sees what shelfd starts).
-    thread::sleep(Duration::from_millis(500));
+    let attached = eventually(20, || all_traced_by(pid, strace.id()));
+    if !attached {
+        let _ = strace.kill();
+        let _ = strace.wait();
+        panic!("strace did not attach to every thread of shelfd within 20 s");
+    }
     f();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(strace.id() as i32),
@@ -39,9 +71,15 @@ fn execs_during(pid: i32, trace: &Path, f: impl FnOnce()) -> Vec<String> {
     strace.wait().unwrap();
     let text = std::fs::read_to_string(trace).unwrap_or_default();
     let _ = std::fs::remove_file(trace);
-    text.lines()
+    text.lines().map(str::to_string).collect()
+}
+
+/// The `execve` lines of a trace.
+fn execs(trace: &[String]) -> Vec<String> {
+    trace
+        .iter()
         .filter(|l| l.contains("execve("))
-        .map(str::to_string)
+        .cloned()
         .collect()
 }
 
@@ -88,9 +126,22 @@ fn attaches_over_the_socket_start_no_process_and_show_no_secret() {
         "the choice is logged"
     );
     let mut secrets = Vec::new();
-    let execs = execs_during(s.d.pid(), &s.base().join("execve.trace"), || {
+    let trace = trace_during(s.d.pid(), &s.base().join("execve.trace"), || {
         secrets = attach_with_chap(&s.d, "sock", 3);
     });
+    // The trace saw shelfd work: its connections to tgtd's management socket.
+    let socket = format!(
+        "{}.{}",
+        shelf::export::tgt::transport::SOCKET_NAMESPACE,
+        s.tgtd.control
+    );
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.contains("connect(") && l.contains(&socket)),
+        "the trace saw no connect to {socket}: {trace:?}"
+    );
+    let execs = execs(&trace);
     assert_eq!(secrets.len(), 3);
     for secret in &secrets {
         assert!(
@@ -125,9 +176,10 @@ fn the_same_trace_sees_the_tgtadm_fallback_and_its_secret() {
     let d = Daemon::start(&layout);
     assert_eq!(transport(&d).as_deref(), Some("tgtadm"));
     let mut secrets = Vec::new();
-    let execs = execs_during(d.pid(), &xfs.base().join("execve.trace"), || {
+    let trace = trace_during(d.pid(), &xfs.base().join("execve.trace"), || {
         secrets = attach_with_chap(&d, "cli", 1);
     });
+    let execs = execs(&trace);
     assert!(
         execs.iter().any(|l| l.contains("tgtadm")),
         "the trace saw no tgtadm: {execs:?}"

@@ -8,6 +8,7 @@
 //! difference, falling back to a full re-create when tgtd says a target is gone. Calls to
 //! tgtd are serialised, as its management side is single-threaded.
 
+mod choice;
 mod desired;
 pub mod ipc;
 mod parse;
@@ -253,6 +254,8 @@ impl Exporter for TgtExporter {
             if grants(have.as_ref(), &want) {
                 check_backing_store(spec).await?;
             }
+            // A `show` on the way (a stale memory) is bounded by the targets we know.
+            self.link.expect_targets(known.len() + 1);
             let result = self.apply_known(have.as_ref(), &want, spec).await;
             match &result {
                 Ok(()) => known.insert(want.tid, want),

@@ -18,7 +18,7 @@ use std::fmt;
 
 use crate::sys::cmd::Cmd;
 
-pub use super::reply::{decode_reply, is_system_show, TgtCode, TgtReply};
+pub use super::reply::{announced_len, decode_reply, is_system_show, TgtCode, TgtReply};
 
 /// Size of `struct tgtadm_req` on Linux (no padding: every field is naturally aligned).
 pub const REQUEST_HEADER: usize = 120;
@@ -233,6 +233,11 @@ impl TgtRequest {
         Self::new(Mode::Account, op).tid(tid).user(user)
     }
 
+    /// Whether tgtd answers with text whose size grows with its state (a `show`).
+    pub fn is_show(&self) -> bool {
+        self.op == Op::Show
+    }
+
     /// The parameters as tgtadm joins them (without the trailing NUL).
     fn params_text(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
@@ -259,9 +264,12 @@ impl TgtRequest {
         text
     }
 
-    /// Refuse what tgtd would misread: a NUL anywhere (it ends the text), a comma in a
-    /// value tgtd splits on commas (all but the secret, which it takes to the end), and
-    /// parameter text longer than tgtd accepts.
+    /// Refuse what tgtd would misread: a NUL anywhere (it ends the text); in every value
+    /// but the last free-text one (the secret, or `--params`, which tgtd takes to the
+    /// end), a comma (tgtd splits on commas), an `=` (tgtd finds each field with
+    /// `strstr("key=")`, so `name=` inside a value would be read as that field) or a line
+    /// break (tgtd's `show` text, which reconcile parses line by line, would carry it);
+    /// and parameter text longer than tgtd accepts.
     pub fn check(&self) -> Result<(), String> {
         let split = [
             &self.path,
@@ -271,8 +279,10 @@ impl TgtRequest {
             &self.user,
         ];
         for v in split.into_iter().flatten() {
-            if v.contains(',') || v.contains('\0') {
-                return Err(format!("{v:?} cannot be passed to tgtd (comma or NUL)"));
+            if v.contains([',', '\0', '=', '\n', '\r']) {
+                return Err(format!(
+                    "{v:?} cannot be passed to tgtd (comma, `=`, line break or NUL)"
+                ));
             }
         }
         let tail = [&self.params, &self.password.as_ref().map(|p| p.0.clone())];

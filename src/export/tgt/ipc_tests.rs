@@ -217,6 +217,23 @@ fn what_tgtd_would_misread_is_refused_before_sending() {
     assert!(TgtRequest::new_account("u", "p\0q").check().is_err());
     // A secret may hold commas: tgtd takes it to the end of the text.
     TgtRequest::new_account("u", "a,b=c").check().unwrap();
+    // tgtd finds fields with strstr("key="): an `=` in an earlier value would be read
+    // as a field of its own (here an address ACL inside an initiator name), and a line
+    // break would land in `show`'s text, which reconcile parses by line.
+    let forged = "iqn.2026-11.org.example:x,initiator-address=ALL";
+    assert!(TgtRequest::acl(true, 1, "iqn.x:initiator-address=ALL")
+        .check()
+        .is_err());
+    assert!(TgtRequest::acl(true, 1, forged).check().is_err());
+    assert!(TgtRequest::new_lun(1, 1, "/pool/user=x").check().is_err());
+    assert!(TgtRequest::new_account("u=v", "p").check().is_err());
+    assert!(TgtRequest::new_target(1, "iqn.x:y\nTarget 9: z")
+        .check()
+        .is_err());
+    assert!(TgtRequest::acl(true, 1, "10.0.0.1\r").check().is_err());
+    // The last free-text field may: the secret, and `--params` (ours: key=value).
+    TgtRequest::new_account("u", "a=b").check().unwrap();
+    TgtRequest::thin_provisioning(1, 1, true).check().unwrap();
     let long = "/".repeat(MAX_PARAMS);
     assert!(TgtRequest::new_lun(1, 1, &long).check().is_err());
 }

@@ -18,6 +18,8 @@ impl TgtExporter {
         repair: bool,
     ) -> Step<Vec<Finding>> {
         let mut known = self.known.lock().await;
+        // tgtd's answer to `show` is bounded by the targets it should hold.
+        self.link.expect_targets(specs.len().max(known.len()));
         let out = self.run(TgtRequest::show_targets()).await?;
         let live = parse_show_target(&out);
         let live_by_tid: BTreeMap<u32, &TgtTarget> = live.iter().map(|t| (t.tid, t)).collect();

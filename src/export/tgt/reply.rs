@@ -82,6 +82,15 @@ impl fmt::Display for TgtCode {
     }
 }
 
+/// The total length a `tgtadm_rsp` header announces (header included): the framing of
+/// tgtd's answers, for [`crate::sys::exchange::ReplyFrame`].
+pub fn announced_len(head: &[u8]) -> Result<usize, String> {
+    let len = head
+        .get(4..RESPONSE_HEADER)
+        .ok_or_else(|| format!("a header of {} bytes", head.len()))?;
+    Ok(u32::from_ne_bytes(len.try_into().expect("4 bytes")) as usize)
+}
+
 /// What tgtd answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TgtReply {
