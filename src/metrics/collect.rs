@@ -150,41 +150,45 @@ fn pools(t: &mut Text, g: &Gauges) {
     for (name, _) in &g.unreadable {
         t.sample("shelf_pool_readable", &[("pool", name)], 0u64);
     }
-    type Figure = fn(&PoolInfo) -> u64;
+    type Figure = fn(&PoolInfo) -> Option<u64>;
     let bytes: [(&str, &str, Figure); 8] = [
-        ("shelf_pool_size_bytes", "Size of the pool's storage.", |p| p.size),
-        ("shelf_pool_used_bytes", "Bytes used on the pool's storage.", |p| p.used),
-        ("shelf_pool_free_bytes", "Bytes free on the pool's storage.", |p| p.free),
+        ("shelf_pool_size_bytes", "Size of the pool's storage.", |p| Some(p.size)),
+        ("shelf_pool_used_bytes", "Bytes used on the pool's storage.", |p| Some(p.used)),
+        ("shelf_pool_free_bytes", "Bytes free on the pool's storage.", |p| Some(p.free)),
         (
             "shelf_pool_provisioned_bytes",
             "Sum of the sizes of the pool's shares (what they may grow to).",
-            |p| p.provisioned,
+            |p| Some(p.provisioned),
         ),
         (
             "shelf_pool_allocated_bytes",
-            "Bytes the pool's volumes and snapshots really take (pool.show allocated; a few seconds old at most).",
+            "Bytes the pool's volumes and snapshots really take (pool.show allocated; a few seconds old at most; absent while the pool's allocation pass fails).",
             |p| p.allocated,
         ),
         (
             "shelf_pool_reserved_bytes",
             "Bytes of the pool kept back from provisioning (reserved_percentage).",
-            |p| p.reserved,
+            |p| Some(p.reserved),
         ),
         (
             "shelf_pool_provisioning_limit_bytes",
             "Most the pool's shares may be provisioned in all (size less reserve, times max_over_subscription_ratio).",
-            |p| p.provisioning_limit,
+            |p| Some(p.provisioning_limit),
         ),
         (
             "shelf_pool_available_to_provision_bytes",
             "Provisioning limit less what is provisioned.",
-            |p| p.available_to_provision,
+            |p| Some(p.available_to_provision),
         ),
     ];
     for (name, help, f) in bytes {
         t.family(name, Kind::Gauge, help);
+        // A figure the pool could not give this time (allocated, when its pass failed)
+        // is left out rather than reported as 0.
         for p in &g.pools {
-            t.sample(name, &[("pool", &p.name)], f(p));
+            if let Some(v) = f(p) {
+                t.sample(name, &[("pool", &p.name)], v);
+            }
         }
     }
     per_pool(
