@@ -144,7 +144,10 @@ mod tests {
     #[test]
     fn stale_figures_are_served_and_one_refresh_starts() {
         let slot = Slot::default();
-        assert!(slot.cached().is_none(), "no pass yet: the first request waits");
+        assert!(
+            slot.cached().is_none(),
+            "no pass yet: the first request waits"
+        );
         let figures = Arc::new(Allocation {
             total: 7,
             ..Allocation::default()
@@ -155,7 +158,11 @@ mod tests {
         assert!(!refresh, "fresh figures start no pass");
         slot.last.lock().unwrap().figures = Some((Instant::now() - MAX_AGE, Some(figures)));
         let (got, refresh) = slot.cached().unwrap();
-        assert_eq!(got.unwrap().total, 7, "the stale figure is answered at once");
+        assert_eq!(
+            got.unwrap().total,
+            7,
+            "the stale figure is answered at once"
+        );
         assert!(refresh, "and the request starts a pass");
         let (_, again) = slot.cached().unwrap();
         assert!(!again, "a pass is running: no second one");

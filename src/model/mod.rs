@@ -23,9 +23,8 @@ pub use names::{
 pub use outcome::{EventKind, Object, Outcome};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{
-    build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolDiscard, PoolKind, Share,
-    ShareState,
-    Snapshot, TreeNode, TreeSnapshot, MAX_TREE_DEPTH,
+    build_tree, can_delete_share, DeleteBlocked, FsKind, Layout, Pool, PoolDiscard, PoolKind,
+    Share, ShareState, Snapshot, TreeNode, TreeSnapshot, MAX_TREE_DEPTH,
 };
 
 /// An error in a request's content, found before anything was done.

@@ -104,7 +104,8 @@ impl Login {
 
     /// The LUN's size in bytes (READ CAPACITY 16).
     pub fn capacity(&self) -> Result<u64, String> {
-        let (ok, out, err) = self.run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
+        let (ok, out, err) =
+            self.run(&["iscsi-readcapacity16", "-i", &self.initiator, &self.url()]);
         if !ok {
             return Err(format!("{out}{err}"));
         }

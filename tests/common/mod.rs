@@ -37,7 +37,9 @@ pub use agree::connector;
 pub use daemon::{Daemon, Layout};
 pub use ganesha::Ganesha;
 pub use iscsi::Login;
-pub use proc::{eventually, exportfs_v, output_within, run_suite, sh, try_run, try_run_env, Finished};
+pub use proc::{
+    eventually, exportfs_v, output_within, run_suite, sh, try_run, try_run_env, Finished,
+};
 pub use rig::{ExportsFile, Tgtd, Xfs};
 pub use values::{field, n, pattern, read_at, sub, t, volume, wait_job, write_at};
 pub use world::{

@@ -17,12 +17,19 @@ pub const SUITES: &[&str] = &[
 /// The tests of `suites` that pass against `url` (destructive tests allowed) logged in as
 /// `initiator`, with `env` (the CHAP secret, `Login::env`, or nothing), as `Suite.Test`
 /// names. Panics when the tool cannot run at all.
-pub fn passed(url: &str, env: &[(&str, &str)], initiator: &str, suites: &[&str]) -> BTreeSet<String> {
+pub fn passed(
+    url: &str,
+    env: &[(&str, &str)],
+    initiator: &str,
+    suites: &[&str],
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for suite in suites {
         let test = format!("--test={suite}");
-        let (_, stdout, stderr) =
-            try_run_env(&["iscsi-test-cu", "--dataloss", &test, "-i", initiator, url], env);
+        let (_, stdout, stderr) = try_run_env(
+            &["iscsi-test-cu", "--dataloss", &test, "-i", initiator, url],
+            env,
+        );
         assert!(
             stdout.contains("Run Summary"),
             "iscsi-test-cu {suite} did not run: {stdout}{stderr}"
