@@ -17,7 +17,7 @@ use std::path::Path;
 use ciborium::Value;
 use common::*;
 use shelf::client::get_u64;
-use target::{blocks, thin_luns};
+use target::{blocks, raw_unmap, thin_luns};
 
 const MIB: u64 = 1 << 20;
 const INIT: &str = "iqn.2026-12.org.example:discard-client";
@@ -156,6 +156,17 @@ fn writes_allocate_and_discards_through_the_target_give_back() {
     let pools = s.d.ok("pool.list", vec![]);
     assert!(get_u64(&pools.as_array().unwrap()[0], "allocated").is_some());
 
+    // A raw UNMAP (tests/discard/unmap.py, the one test (c) sends a preallocated LUN) is
+    // answered GOOD here and frees the range.
+    login.write(32 * MIB, 16 * MIB, 0xab).unwrap();
+    let written = blocks(&vol);
+    let answer = raw_unmap(&login, 32 * MIB / 512, 16 * MIB / 512);
+    assert!(answer.starts_with("status=0 "), "{answer}");
+    assert!(
+        blocks(&vol) + 16 * MIB / 512 <= written,
+        "raw UNMAP freed nothing"
+    );
+
     s.d.ok(
         "share.resize",
         vec![("share", t("vol")), ("size", n(128 * MIB))],
@@ -203,8 +214,8 @@ fn writes_allocate_and_discards_through_the_target_give_back() {
     assert_eq!(thin_luns(&s.tgtd, &iqn), BTreeSet::from([1]), "after drift");
 }
 
-/// (c) A preallocated share: `discard: false`, a LUN without thin provisioning, and a
-/// discard through the target frees nothing.
+/// (c) A preallocated share: `discard: false`, a LUN without thin provisioning, a
+/// discard through the target frees nothing, and a raw UNMAP sent anyway is refused.
 #[test]
 fn a_preallocated_volume_keeps_its_blocks() {
     let s = Rig::start("discard-c", 1 << 30, "", false);
@@ -231,6 +242,14 @@ fn a_preallocated_volume_keeps_its_blocks() {
         full,
         "a discard freed blocks of a preallocated volume"
     );
+    // qemu sends nothing to a LUN that does not advertise provisioning; an initiator that
+    // sends UNMAP anyway is refused: CHECK CONDITION (2), ILLEGAL REQUEST.
+    let answer = raw_unmap(&login, 0, 16 * MIB / 512);
+    assert!(
+        answer.starts_with("status=2 ") && answer.contains("ILLEGAL_REQUEST"),
+        "{answer}"
+    );
+    assert_eq!(blocks(&vol), full, "a raw UNMAP freed preallocated blocks");
     assert_eq!(read_at(&vol, 0, 4), vec![0xcd; 4]);
     assert_eq!(share_allocated(&s.d, "thick"), full * 512);
     s.d.ok(

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::common::{rig::Tgtd, sh};
+use super::common::{rig::Tgtd, sh, Login};
 
 /// 512-byte blocks allocated to `path`, as `stat -c %b` says.
 pub fn blocks(path: &Path) -> u64 {
@@ -21,6 +21,26 @@ pub fn thin_luns(tgtd: &Tgtd, iqn: &str) -> BTreeSet<u32> {
         .find(|t| t.iqn == iqn)
         .unwrap_or_else(|| panic!("tgtd has no target {iqn}"))
         .thin
+}
+
+/// Send one raw SCSI UNMAP of `blocks` logical blocks at `lba` to LUN 1 through
+/// libiscsi's library (tests/discard/unmap.py), advertised or not; its
+/// `status=<SCSI status> error=<libiscsi's message>` line.
+pub fn raw_unmap(login: &Login, lba: u64, blocks: u64) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/discard/unmap.py");
+    let (lba, blocks) = (lba.to_string(), blocks.to_string());
+    let (ok, out, err) = login.run(&[
+        "python3",
+        script,
+        &login.portal,
+        &login.iqn,
+        &login.user,
+        &login.initiator,
+        &lba,
+        &blocks,
+    ]);
+    assert!(ok, "unmap.py: {out}{err}");
+    out
 }
 
 /// A target made by hand on `tgtd`: LUN 1 on a new sparse file `file` of `size` bytes
