@@ -162,17 +162,16 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
         Path::new(env!("CARGO_BIN_EXE_shelfctl")),
         &share.join("bin/shelfctl"),
     );
-    copy(&repo().join("tests/vm/guest.sh"), &share.join("guest.sh"));
-    copy(&repo().join("tests/vm/nvme.sh"), &share.join("nvme.sh"));
-    copy(&repo().join("tests/vm/csi.sh"), &share.join("csi.sh"));
-    copy(
-        &repo().join("tests/vm/discard.sh"),
-        &share.join("discard.sh"),
-    );
-    copy(
-        &repo().join("tests/vm/osbrick.py"),
-        &share.join("osbrick.py"),
-    );
+    // Every script of tests/vm/ (guest.sh sources the parts) and os-brick's driver script.
+    for entry in std::fs::read_dir(repo().join("tests/vm")).unwrap() {
+        let path = entry.unwrap().path();
+        let script = path
+            .extension()
+            .is_some_and(|e| e == "sh" || e == "py");
+        if script && path.is_file() {
+            copy(&path, &share.join(path.file_name().unwrap()));
+        }
+    }
     // shelf-csi, and this test binary itself: in the guest it is the CSI orchestrator
     // (guest.sh runs its ignored test csi::csi_co_in_guest; tests/vm/csi/).
     copy(
@@ -184,11 +183,26 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
         &share.join("bin/vm-tier"),
     );
 
-    // SHELF_VM_CSI_ONLY=1: a shorter boot with the set-up and the CSI part alone (for work
-    // on the plugin); only then are the other checks not required.
-    let csi_only = std::env::var_os("SHELF_VM_CSI_ONLY").is_some_and(|v| v == "1");
-    if csi_only {
-        std::fs::write(share.join("csi-only"), "").unwrap();
+    // SHELF_VM_ONLY=a,b: a shorter boot with the set-up and the parts tests/vm/a.sh and
+    // tests/vm/b.sh alone (for work on them); then only those parts' checks are required:
+    // every check they print must pass and none may fail. SHELF_VM_CSI_ONLY=1 means
+    // SHELF_VM_ONLY=csi.
+    let only = match std::env::var("SHELF_VM_ONLY") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("SHELF_VM_CSI_ONLY").is_some_and(|v| v == "1") => {
+            Some("csi".to_string())
+        }
+        _ => None,
+    };
+    if let Some(parts) = &only {
+        for part in parts.split(',') {
+            assert!(
+                part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    && share.join(format!("{part}.sh")).is_file(),
+                "SHELF_VM_ONLY names {part:?}, which is not a script of tests/vm/"
+            );
+        }
+        std::fs::write(share.join("only"), parts).unwrap();
     }
 
     let started = std::time::Instant::now();
@@ -210,16 +224,36 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
         started.elapsed(),
         share.display()
     );
-    let required = if csi_only { &CHECKS[..1] } else { CHECKS };
-    let missing: Vec<&str> = required
-        .iter()
-        .chain(csi::CHECKS)
-        .filter(|c| !stdout.lines().any(|l| l.starts_with(&format!("PASS {c} "))))
-        .copied()
-        .collect();
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    let passed = |c: &str| stdout.lines().any(|l| l.starts_with(&format!("PASS {c} ")));
+    let missing: Vec<String> = match &only {
+        // Parts run alone: the set-up check, each part begun, and at least one PASS after.
+        Some(parts) => {
+            let mut m: Vec<String> = Vec::new();
+            if !passed(CHECKS[0]) {
+                m.push(CHECKS[0].to_string());
+            }
+            for p in parts.split(',') {
+                if !stdout.contains(&format!("--- only: {p} ")) {
+                    m.push(format!("part {p}"));
+                }
+            }
+            let after = stdout.lines().skip_while(|l| !l.starts_with("--- only: "));
+            if !after.into_iter().any(|l| l.starts_with("PASS ")) {
+                m.push("any PASS from the parts".to_string());
+            }
+            m
+        }
+        None => CHECKS
+            .iter()
+            .chain(csi::CHECKS)
+            .filter(|c| !passed(c))
+            .map(|c| c.to_string())
+            .collect(),
+    };
     assert!(
-        out.status.success() && missing.is_empty(),
-        "the guest scenario failed (exit {}); checks not passed: {missing:?}",
+        out.status.success() && missing.is_empty() && failed.is_empty(),
+        "the guest scenario failed (exit {}); checks not passed: {missing:?}; failed: {failed:?}",
         out.status
     );
 }

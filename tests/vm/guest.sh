@@ -84,9 +84,14 @@ start_shelfd() {
 stop_shelfd() { kill -TERM "$SHELFD"; wait "$SHELFD"; }
 start_shelfd
 pass shelfd-start-with-lvm-pool
-# SHELF_VM_CSI_ONLY=1 on the host (tests/vm.rs): only the CSI part, for working on it.
-if [ -f "$S/csi-only" ]; then
-  . "$S/csi.sh"
+# SHELF_VM_ONLY=a,b on the host (tests/vm.rs): only the set-up and the parts
+# tests/vm/a.sh, tests/vm/b.sh (each self-contained after the set-up), for working on them.
+# SHELF_VM_CSI_ONLY=1 is the same as SHELF_VM_ONLY=csi.
+if [ -s "$S/only" ]; then
+  for part in $(tr ',' ' ' < "$S/only"); do
+    echo "--- only: $part ($(now))"
+    . "$S/$part.sh"
+  done
   stop_shelfd
   echo "RESULT $fails failed ($(now))"
   [ "$fails" -eq 0 ]; exit
