@@ -165,9 +165,7 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
     // Every script of tests/vm/ (guest.sh sources the parts) and os-brick's driver script.
     for entry in std::fs::read_dir(repo().join("tests/vm")).unwrap() {
         let path = entry.unwrap().path();
-        let script = path
-            .extension()
-            .is_some_and(|e| e == "sh" || e == "py");
+        let script = path.extension().is_some_and(|e| e == "sh" || e == "py");
         if script && path.is_file() {
             copy(&path, &share.join(path.file_name().unwrap()));
         }
@@ -197,7 +195,8 @@ fn vm_lvm_thin_iscsi_nfs_and_rebuild_in_a_guest() {
     if let Some(parts) = &only {
         for part in parts.split(',') {
             assert!(
-                part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                part.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                     && share.join(format!("{part}.sh")).is_file(),
                 "SHELF_VM_ONLY names {part:?}, which is not a script of tests/vm/"
             );
