@@ -5,8 +5,6 @@ mod change;
 mod clone;
 mod create;
 
-use std::sync::Arc;
-
 use ciborium::Value;
 
 use super::{answer, blocking, Engine};
@@ -25,6 +23,24 @@ pub(super) fn ensure_available(share: &Share) -> Result<()> {
         share.name,
         share.state.as_str()
     )))
+}
+
+/// Lists up to this long are encoded on the event loop (a few tens of microseconds);
+/// longer ones on the blocking pool, so that a list of 10,000 shares (milliseconds of
+/// encoding) holds up no other client.
+pub(super) const ON_LOOP_ITEMS: usize = 256;
+
+/// A read's answer from a list of `items` things, built by `encode`: at once when the
+/// list is short, else off the event loop.
+pub(super) async fn read_list(
+    items: usize,
+    encode: impl FnOnce() -> std::result::Result<Answer, crate::proto::EncodeError> + Send + 'static,
+) -> Result<Answer> {
+    if items <= ON_LOOP_ITEMS {
+        answer(encode())
+    } else {
+        answer(blocking(encode).await)
+    }
 }
 
 impl Engine {
@@ -55,10 +71,12 @@ impl Engine {
 
     /// `share.list`: the shares matching the filter, from the store's index (no trip to the
     /// database thread; the index holds every acknowledged write).
-    pub(super) fn list_shares(&self, a: ShareListArgs) -> Vec<Arc<Share>> {
-        self.store
-            .index()
-            .list_shares(a.pool.as_deref(), a.name.as_deref(), a.id.as_deref())
+    pub(super) async fn list_shares(&self, a: ShareListArgs) -> Result<Answer> {
+        let shares =
+            self.store
+                .index()
+                .list_shares(a.pool.as_deref(), a.name.as_deref(), a.id.as_deref());
+        read_list(shares.len(), move || Answer::read(&shares)).await
     }
 
     /// `share.show`: the share, with `device`, where its volume is on the appliance (file

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use ciborium::Value;
 
+use super::share::read_list;
 use super::{answer, blocking, failpoint, to_value, Engine};
 use crate::error::{Error, Result};
-use crate::model::{self, Demand, Outcome, ShareState, Snapshot, TreeNode};
+use crate::model::{self, Demand, Outcome, ShareState, Snapshot};
 use crate::pool::Pool;
 use crate::proto::{Answer, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
 use crate::store::{self, now};
@@ -145,13 +146,14 @@ impl Engine {
     }
 
     /// `snapshot.list`: the snapshots of a share, or of every share, from the index.
-    pub(super) fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Vec<Arc<Snapshot>>> {
+    pub(super) async fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Answer> {
         let index = self.store.index();
         let share = match &a.share {
             Some(s) => Some(index.find_share(s, a.pool.as_deref())?),
             None => None,
         };
-        Ok(index.list_snapshots(share.as_ref().map(|s| s.id.as_str()), a.pool.as_deref()))
+        let snaps = index.list_snapshots(share.as_ref().map(|s| s.id.as_str()), a.pool.as_deref());
+        read_list(snaps.len(), move || Answer::read(&snaps)).await
     }
 
     /// `snapshot.show`: one snapshot, from the index.
@@ -218,11 +220,14 @@ impl Engine {
     }
 
     /// `tree`: the share → snapshot → clone lineage, from the index.
-    pub(super) fn tree(&self, a: TreeArgs) -> Vec<TreeNode> {
+    pub(super) async fn tree(&self, a: TreeArgs) -> Result<Answer> {
         let index = self.store.index();
         let shares = index.list_shares(a.pool.as_deref(), None, None);
         let snaps = index.list_snapshots(None, a.pool.as_deref());
-        model::build_tree(&shares, &snaps)
+        read_list(shares.len() + snaps.len(), move || {
+            Answer::read(&model::build_tree(&shares, &snaps))
+        })
+        .await
     }
 }
 
