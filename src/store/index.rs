@@ -45,6 +45,9 @@ pub struct Index {
     changed: Arc<Mutex<Changed>>,
     /// `PRAGMA data_version` when the index was last brought up to date.
     data_version: Mutex<i64>,
+    /// Rows re-read by syncs since start (a full load counts every row): how the tests see
+    /// that a write costs the rows it changed, not the table.
+    reread: std::sync::atomic::AtomicU64,
 }
 
 impl Index {
@@ -74,6 +77,7 @@ impl Index {
         let version = data_version(conn)?;
         let shares = shares_by_rowid(conn, None)?;
         let snapshots = snapshots_by_rowid(conn, None)?;
+        self.count_reread(shares.len() + snapshots.len());
         let fresh = Tables::from_rows(shares, snapshots);
         *self.changed.lock().expect("index changes") = Changed::default();
         *self.tables.write().expect("index") = fresh;
@@ -134,10 +138,21 @@ impl Index {
                 return Err(e);
             }
         };
+        self.count_reread(share_rows.len() + snapshot_rows.len());
         let mut t = self.tables.write().expect("index");
         t.apply_shares(&shares, share_rows);
         t.apply_snapshots(&snapshots, snapshot_rows);
         Ok(())
+    }
+
+    fn count_reread(&self, rows: usize) {
+        self.reread
+            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Rows read from the database into the index since it was made.
+    pub fn rows_reread(&self) -> u64 {
+        self.reread.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Tables> {

@@ -229,3 +229,55 @@ fn the_index_answers_as_the_queries_through_every_change() {
         st.close().await;
     });
 }
+
+/// A write re-reads the rows it changed (and, for a renamed share, its snapshots' rows),
+/// however many rows the tables hold: its cost does not grow with the tables.
+#[test]
+fn a_sync_rereads_the_changed_rows_only() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(&dir.path().join("t.db")).await.unwrap();
+        st.write(|c| {
+            for i in 0..500 {
+                let s = share(&format!("id{i}"), &format!("n{i}"), "p");
+                store::insert_share(c, &s)?;
+                store::insert_snapshot(c, &snap(&format!("sn{i}a"), "a", &s, 7))?;
+                store::insert_snapshot(c, &snap(&format!("sn{i}b"), "b", &s, 7))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(st.index().counts(), (500, 1000));
+        let reread = |before: u64| st.index().rows_reread() - before;
+        let at = st.index().rows_reread();
+        st.write(|c| store::set_share_size(c, "id7", 1024))
+            .await
+            .unwrap();
+        assert_eq!(reread(at), 1, "a resize re-reads its share's row");
+        let at = st.index().rows_reread();
+        st.write(|c| store::set_snapshot_state(c, "sn9a", ShareState::Deleting))
+            .await
+            .unwrap();
+        assert_eq!(reread(at), 1);
+        let at = st.index().rows_reread();
+        st.write(|c| {
+            c.execute("UPDATE shares SET name = 'other' WHERE id = 'id3'", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            reread(at),
+            3,
+            "a rename re-reads the share and its two snapshots"
+        );
+        let at = st.index().rows_reread();
+        st.call(|c| store::list_shares(c, None, None, None))
+            .await
+            .unwrap();
+        assert_eq!(reread(at), 0, "a read re-reads nothing");
+        compare(&st).await;
+        st.close().await;
+    });
+}
