@@ -147,12 +147,10 @@ impl Engine {
 
     /// `snapshot.list`: the snapshots of a share, or of every share, from the index.
     pub(super) async fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Answer> {
-        let index = self.store.index();
-        let share = match &a.share {
-            Some(s) => Some(index.find_share(s, a.pool.as_deref())?),
-            None => None,
-        };
-        let snaps = index.list_snapshots(share.as_ref().map(|s| s.id.as_str()), a.pool.as_deref());
+        let snaps = self
+            .store
+            .index()
+            .list_snapshots_of(a.share.as_deref(), a.pool.as_deref())?;
         read_list(snaps.len(), move || Answer::read(&snaps)).await
     }
 
@@ -221,9 +219,7 @@ impl Engine {
 
     /// `tree`: the share → snapshot → clone lineage, from the index.
     pub(super) async fn tree(&self, a: TreeArgs) -> Result<Answer> {
-        let index = self.store.index();
-        let shares = index.list_shares(a.pool.as_deref(), None, None);
-        let snaps = index.list_snapshots(None, a.pool.as_deref());
+        let (shares, snaps) = self.store.index().shares_and_snapshots(a.pool.as_deref());
         read_list(shares.len() + snaps.len(), move || {
             Answer::read(&model::build_tree(&shares, &snaps))
         })

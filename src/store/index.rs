@@ -178,29 +178,7 @@ impl Index {
     /// Resolve a reference (id, or name with an optional pool) to one share (as
     /// [`super::find_share`], with the same errors).
     pub fn find_share(&self, reference: &str, pool: Option<&str>) -> Result<Arc<Share>> {
-        let t = self.read();
-        if let Some(s) = t.share(reference) {
-            if pool.is_none_or(|p| p == s.pool) {
-                return Ok(s);
-            }
-        }
-        let mut found = t.shares(pool, Some(reference), None);
-        drop(t);
-        match found.len() {
-            0 => Err(Error::NotFound(match pool {
-                Some(p) => format!("no share {reference:?} in pool {p}"),
-                None => format!("no share {reference:?}"),
-            })),
-            1 => Ok(found.remove(0)),
-            _ => Err(Error::Invalid(format!(
-                "share name {reference:?} exists in pools {}; say which with pool",
-                found
-                    .iter()
-                    .map(|s| s.pool.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
+        find_share_in(&self.read(), reference, pool)
     }
 
     /// A snapshot by id.
@@ -214,6 +192,32 @@ impl Index {
         self.read().snapshots(share_id, pool)
     }
 
+    /// The snapshots of the share `reference` names (resolved as by
+    /// [`Index::find_share`]), or of every share, optionally of one pool: one view of the
+    /// tables, as `snapshot.list` answers.
+    pub fn list_snapshots_of(
+        &self,
+        reference: Option<&str>,
+        pool: Option<&str>,
+    ) -> Result<Vec<Arc<Snapshot>>> {
+        let t = self.read();
+        let share = match reference {
+            Some(r) => Some(find_share_in(&t, r, pool)?),
+            None => None,
+        };
+        Ok(t.snapshots(share.as_ref().map(|s| s.id.as_str()), pool))
+    }
+
+    /// Every share and every snapshot (of one pool when given) as one view of the tables,
+    /// for `tree`.
+    pub fn shares_and_snapshots(
+        &self,
+        pool: Option<&str>,
+    ) -> (Vec<Arc<Share>>, Vec<Arc<Snapshot>>) {
+        let t = self.read();
+        (t.shares(pool, None, None), t.snapshots(None, pool))
+    }
+
     /// Resolve a snapshot reference: an id, or a name (or id) together with its share (as
     /// [`super::find_snapshot`], with the same errors).
     pub fn find_snapshot(
@@ -222,15 +226,16 @@ impl Index {
         share: Option<&str>,
         pool: Option<&str>,
     ) -> Result<Arc<Snapshot>> {
+        let t = self.read();
         let Some(sref) = share else {
-            return self.get_snapshot(reference).ok_or_else(|| {
+            return t.snapshot(reference).ok_or_else(|| {
                 Error::NotFound(format!(
                     "no snapshot with id {reference:?} (to name a snapshot, give its share too)"
                 ))
             });
         };
-        let sh = self.find_share(sref, pool)?;
-        self.read().snapshot_of(&sh.id, reference).ok_or_else(|| {
+        let sh = find_share_in(&t, sref, pool)?;
+        t.snapshot_of(&sh.id, reference).ok_or_else(|| {
             Error::NotFound(format!("share {} has no snapshot {reference:?}", sh.name))
         })
     }
@@ -238,6 +243,31 @@ impl Index {
     /// Numbers of shares and snapshots in the index.
     pub fn counts(&self) -> (usize, usize) {
         self.read().counts()
+    }
+}
+
+/// [`Index::find_share`] in one view of the tables.
+fn find_share_in(t: &Tables, reference: &str, pool: Option<&str>) -> Result<Arc<Share>> {
+    if let Some(s) = t.share(reference) {
+        if pool.is_none_or(|p| p == s.pool) {
+            return Ok(s);
+        }
+    }
+    let mut found = t.shares(pool, Some(reference), None);
+    match found.len() {
+        0 => Err(Error::NotFound(match pool {
+            Some(p) => format!("no share {reference:?} in pool {p}"),
+            None => format!("no share {reference:?}"),
+        })),
+        1 => Ok(found.remove(0)),
+        _ => Err(Error::Invalid(format!(
+            "share name {reference:?} exists in pools {}; say which with pool",
+            found
+                .iter()
+                .map(|s| s.pool.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 
