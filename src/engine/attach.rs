@@ -8,7 +8,7 @@ use super::{answer, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Access, Attachment, Outcome, Protocol, Share};
 use crate::proto::{Answer, AttachArgs, ShareFilter};
-use crate::store::{self, now, ExportRow};
+use crate::store::{self, now, AuditSlot, ExportRow};
 
 /// The journal's name for an unacknowledged attach (its object is the attachment id):
 /// recovery undoes it.
@@ -77,7 +77,7 @@ impl Engine {
     /// to the share's export over the chosen protocol, journaled as an intent that start-up
     /// undoes if unacknowledged, and answer the protocol's `connection_info`. Attaching the
     /// same connector again is `changed: false` with the same answer.
-    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Answer> {
+    pub(super) async fn attach_share(&self, a: AttachArgs, slot: &AuditSlot) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -124,7 +124,8 @@ impl Engine {
             }
             None => {
                 self.probe_driver(driver).await?;
-                self.ensure_export(&share, protocol, driver, rules.attach_options())
+                let none = AuditSlot::default();
+                self.ensure_export(&share, protocol, driver, rules.attach_options(), &none)
                     .await?
                     .0
             }
@@ -184,7 +185,7 @@ impl Engine {
         }
         failpoint::hit(failpoint::SHARE_ATTACH.after);
         self.store
-            .write(move |c| store::delete_intent(c, intent))
+            .write_recorded(slot, move |c| store::delete_intent(c, intent))
             .await?;
         failpoint::hit(failpoint::SHARE_ATTACH.committed);
         self.stamp_exports(&share).await;
@@ -202,7 +203,7 @@ impl Engine {
     /// `share.detach` (terminate_connection): remove exactly that connector's client; the
     /// exports record is written before access is revoked, and a detach already done is
     /// `changed: false`.
-    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Answer> {
+    pub(super) async fn detach_share(&self, a: AttachArgs, slot: &AuditSlot) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -294,7 +295,7 @@ impl Engine {
         let (aid, sid) = (att.id.clone(), share.id.clone());
         let restamp_intent = self
             .store
-            .write(move |c| {
+            .write_recorded(slot, move |c| {
                 store::delete_attachment_row(c, &aid)?;
                 store::delete_intent(c, intent)?;
                 if restamp {

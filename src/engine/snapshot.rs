@@ -9,12 +9,16 @@ use crate::error::{Error, Result};
 use crate::model::{self, Demand, Outcome, ShareState, Snapshot, TreeNode};
 use crate::pool::Pool;
 use crate::proto::{Answer, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
-use crate::store::{self, now};
+use crate::store::{self, now, AuditSlot};
 
 impl Engine {
     /// `snapshot.create`: a point-in-time copy of a share (a job on a pool that cannot
     /// reflink); the same name again is answered with the snapshot that exists.
-    pub(super) async fn create_snapshot(&self, a: SnapshotCreateArgs) -> Result<Answer> {
+    pub(super) async fn create_snapshot(
+        &self,
+        a: SnapshotCreateArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         model::validate_name("snapshot", &a.name)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -88,7 +92,9 @@ impl Engine {
         failpoint::hit("snapshot.create.after_copy");
         let sid = snap.id.clone();
         self.store
-            .write(move |c| store::set_snapshot_state(c, &sid, ShareState::Available))
+            .write_recorded(slot, move |c| {
+                store::set_snapshot_state(c, &sid, ShareState::Available)
+            })
             .await?;
         let mut snap = snap;
         snap.state = ShareState::Available;
@@ -165,7 +171,11 @@ impl Engine {
     }
 
     /// `snapshot.delete`: remove a snapshot (clones made from it are not touched).
-    pub(super) async fn delete_snapshot(&self, a: SnapshotRef) -> Result<Outcome<String>> {
+    pub(super) async fn delete_snapshot(
+        &self,
+        a: SnapshotRef,
+        slot: &AuditSlot,
+    ) -> Result<Outcome<String>> {
         let snap = self
             .store
             .call(move |c| {
@@ -188,16 +198,18 @@ impl Engine {
             )));
         }
         let pool = self.pool(&snap.pool)?;
-        self.remove_snapshot_locked(&pool, &snap).await?;
+        self.remove_snapshot_locked(&pool, &snap, slot).await?;
         Ok(Outcome::Deleted(snap.id.clone()))
     }
 
     /// Remove one snapshot; the caller holds its share's lock. Clones made from it are
     /// independent copies and are not touched; they keep recording it as their origin.
+    /// The last commit writes the audit entry waiting in `slot`, if any.
     pub(super) async fn remove_snapshot_locked(
         &self,
         pool: &Arc<dyn Pool>,
         snap: &Snapshot,
+        slot: &AuditSlot,
     ) -> Result<()> {
         let sid = snap.id.clone();
         self.store
@@ -209,7 +221,7 @@ impl Engine {
         failpoint::hit("snapshot.delete.after_file");
         let sid = snap.id.clone();
         self.store
-            .write(move |c| store::delete_snapshot_row(c, &sid))
+            .write_recorded(slot, move |c| store::delete_snapshot_row(c, &sid))
             .await?;
         log::info!(
             "snapshot deleted: {} ({}) of share {}",

@@ -7,12 +7,16 @@ use crate::engine::{answer, blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Demand, Outcome, ShareState};
 use crate::proto::{Answer, ShareDeleteArgs, ShareResizeArgs};
-use crate::store;
+use crate::store::{self, AuditSlot};
 
 impl Engine {
     /// `share.resize`: grow a share (`Unchanged` at its size already; shrinking is
     /// refused); `warnings` says what could not follow (an export, the filesystem).
-    pub(in crate::engine) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Answer> {
+    pub(in crate::engine) async fn resize_share(
+        &self,
+        a: ShareResizeArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         model::validate_size(a.size)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -54,7 +58,7 @@ impl Engine {
         failpoint::hit("share.resize.after_grow");
         let sid = share.id.clone();
         self.store
-            .write(move |c| {
+            .write_recorded(slot, move |c| {
                 store::set_share_size(c, &sid, new_size)?;
                 store::delete_intent(c, intent)
             })
@@ -83,7 +87,11 @@ impl Engine {
 
     /// `share.delete`: remove a share (with `recursive`, its snapshots too); refused while
     /// it has exports, attachments or (without `recursive`) snapshots.
-    pub(in crate::engine) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Answer> {
+    pub(in crate::engine) async fn delete_share(
+        &self,
+        a: ShareDeleteArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
         let share = self.share_by_id(&id).await?;
@@ -131,7 +139,8 @@ impl Engine {
         drop(guards);
         let pool = self.pool(&share.pool)?;
         for snap in &snapshots {
-            self.remove_snapshot_locked(&pool, snap).await?;
+            self.remove_snapshot_locked(&pool, snap, &AuditSlot::default())
+                .await?;
         }
         self.unmount_share(&share).await?;
         let sid = share.id.clone();
@@ -144,7 +153,7 @@ impl Engine {
         failpoint::hit("share.delete.after_volume");
         let sid = share.id.clone();
         self.store
-            .write(move |c| store::delete_share_row(c, &sid))
+            .write_recorded(slot, move |c| store::delete_share_row(c, &sid))
             .await?;
         log::info!(
             "share deleted: {} ({}) from pool {}{}",

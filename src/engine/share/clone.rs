@@ -4,12 +4,16 @@ use crate::engine::{answer, blocking, failpoint, to_value, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Outcome, Share, ShareState};
 use crate::proto::{Answer, CloneArgs};
-use crate::store::{self, now};
+use crate::store::{self, now, AuditSlot};
 
 impl Engine {
     /// `share.clone`: a new share from a snapshot (a job when the pool cannot reflink a
     /// block volume: the reply names it, the share still `creating`).
-    pub(in crate::engine) async fn clone_share(&self, a: CloneArgs) -> Result<Answer> {
+    pub(in crate::engine) async fn clone_share(
+        &self,
+        a: CloneArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         model::validate_name("share", &a.name)?;
         model::validate_metadata(&a.metadata)?;
         let (r, sh, p) = (a.snapshot.clone(), a.share.clone(), a.pool.clone());
@@ -119,7 +123,9 @@ impl Engine {
         failpoint::hit("share.clone.after_volume");
         let id = share.id.clone();
         self.store
-            .write(move |c| store::set_share_state(c, &id, ShareState::Available))
+            .write_recorded(slot, move |c| {
+                store::set_share_state(c, &id, ShareState::Available)
+            })
             .await?;
         let mut share = share;
         share.state = ShareState::Available;
