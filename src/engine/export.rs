@@ -381,18 +381,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Tell every export of a grown share about its new size. Failures are returned as
-    /// warnings: the grow itself is done and recorded.
-    pub(super) async fn refresh_exports(&self, share: &Share) -> Vec<String> {
-        let sid = share.id.clone();
-        let rows = match self
-            .store
-            .call(move |c| store::list_exports(c, Some(&sid), None))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return vec![e.to_string()],
-        };
+    /// Tell every export of a grown share (`rows`, read in the commit that recorded the
+    /// size) about its new size. Failures are returned as warnings: the grow itself is
+    /// done and recorded.
+    pub(super) async fn refresh_exports(&self, share: &Share, rows: Vec<ExportRow>) -> Vec<String> {
         let _exports = self.export_guards_for(&rows).await;
         let mut warnings = Vec::new();
         for row in rows {

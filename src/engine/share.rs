@@ -101,6 +101,21 @@ impl Engine {
             .id)
     }
 
+    /// Resolve a share reference to its id (for locking) and its pool (which never
+    /// changes), in one store call.
+    pub(super) async fn share_id_and_pool(
+        &self,
+        reference: &str,
+        pool: Option<&str>,
+    ) -> Result<(String, String)> {
+        let (r, p) = (reference.to_string(), pool.map(str::to_string));
+        let share = self
+            .store
+            .call(move |c| store::find_share(c, &r, p.as_deref()))
+            .await?;
+        Ok((share.id, share.pool))
+    }
+
     /// The share with this id, re-read under its lock.
     pub(super) async fn share_by_id(&self, id: &str) -> Result<Share> {
         let id = id.to_string();

@@ -20,38 +20,40 @@ impl Engine {
         slot: &AuditSlot,
     ) -> Result<Answer> {
         model::validate_name("snapshot", &a.name)?;
-        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        // A share's pool never changes: its room is read before the lock is taken.
+        let (id, pool_name) = self.share_id_and_pool(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        let share = self.share_by_id(&id).await?;
-        super::share::ensure_available(&share)?;
-        let pool = self.pool(&share.pool)?;
-        let snap = Snapshot {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: a.name.clone(),
-            share: share.id.clone(),
-            share_name: share.name.clone(),
-            pool: share.pool.clone(),
-            size: share.size,
-            state: ShareState::Creating,
-            created_at: now(),
-        };
-        let row = snap.clone();
+        let pool = self.pool(&pool_name)?;
         let room = self.room(&pool).await?;
-        let existing = self
+        let (snap_id, name) = (uuid::Uuid::new_v4().to_string(), a.name.clone());
+        // The share is re-read under its lock in the transaction that records the snapshot
+        // (its size and state are as of that commit).
+        let (share, snap, existing) = self
             .store
             .write(move |c| {
-                let found = store::list_snapshots(c, Some(&row.share), None)?
-                    .into_iter()
-                    .find(|s| s.name == row.name);
+                let share = store::get_share(c, &id)?
+                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
+                super::share::ensure_available(&share)?;
+                let snap = Snapshot {
+                    id: snap_id,
+                    name,
+                    share: share.id.clone(),
+                    share_name: share.name.clone(),
+                    pool: share.pool.clone(),
+                    size: share.size,
+                    state: ShareState::Creating,
+                    created_at: now(),
+                };
+                let found = store::get_snapshot_by_name(c, &snap.share, &snap.name)?;
                 if found.is_none() {
                     room.check(
                         c,
-                        &format!("snapshot {}@{}", row.share_name, row.name),
+                        &format!("snapshot {}@{}", snap.share_name, snap.name),
                         Demand::Snapshot,
                     )?;
-                    store::insert_snapshot(c, &row)?;
+                    store::insert_snapshot(c, &snap)?;
                 }
-                Ok(found)
+                Ok((share, snap, found))
             })
             .await?;
         if let Some(e) = existing {

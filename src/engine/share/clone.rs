@@ -17,13 +17,21 @@ impl Engine {
         model::validate_name("share", &a.name)?;
         model::validate_metadata(&a.metadata)?;
         let (r, sh, p) = (a.snapshot.clone(), a.share.clone(), a.pool.clone());
-        let snap = self
+        // The snapshot and its share, in one call. What the clone takes from the share
+        // (sparse, multiattach, layout, filesystem) never changes; the snapshot is checked
+        // again under the lock, in the transaction that reserves the clone.
+        let (snap, origin) = self
             .store
-            .call(move |c| store::find_snapshot(c, &r, sh.as_deref(), p.as_deref()))
+            .call(move |c| {
+                let snap = store::find_snapshot(c, &r, sh.as_deref(), p.as_deref())?;
+                let origin = store::get_share(c, &snap.share)?.ok_or_else(|| {
+                    Error::NotFound(format!("share {} was deleted meanwhile", snap.share))
+                })?;
+                Ok((snap, origin))
+            })
             .await?;
         // Hold the origin share's lock so the snapshot cannot be deleted under the clone.
         let _g = self.locks.lock(&snap.share).await;
-        let origin = self.share_by_id(&snap.share).await?;
         let pool = self.pool(&snap.pool)?;
         let share = Share {
             id: uuid::Uuid::new_v4().to_string(),
