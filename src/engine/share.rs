@@ -5,6 +5,8 @@ mod change;
 mod clone;
 mod create;
 
+use std::sync::Arc;
+
 use ciborium::Value;
 
 use super::{answer, blocking, Engine};
@@ -51,13 +53,12 @@ impl Engine {
         }
     }
 
-    /// `share.list`: the shares matching the filter.
-    pub(super) async fn list_shares(&self, a: ShareListArgs) -> Result<Vec<Share>> {
+    /// `share.list`: the shares matching the filter, from the store's index (no trip to the
+    /// database thread; the index holds every acknowledged write).
+    pub(super) fn list_shares(&self, a: ShareListArgs) -> Vec<Arc<Share>> {
         self.store
-            .call(move |c| {
-                store::list_shares(c, a.pool.as_deref(), a.name.as_deref(), a.id.as_deref())
-            })
-            .await
+            .index()
+            .list_shares(a.pool.as_deref(), a.name.as_deref(), a.id.as_deref())
     }
 
     /// `share.show`: the share, with `device`, where its volume is on the appliance (file
@@ -66,10 +67,7 @@ impl Engine {
     /// share's pool is not configured, `allocated` also while its volume is not there or
     /// its figure cannot be read.
     pub(super) async fn show_share(&self, a: ShareRef) -> Result<Answer> {
-        let share = self
-            .store
-            .call(move |c| store::find_share(c, &a.share, a.pool.as_deref()))
-            .await?;
+        let share = self.store.index().find_share(&a.share, a.pool.as_deref())?;
         let shown = answer(Answer::read(&share))?;
         let Ok(pool) = self.pool(&share.pool) else {
             return Ok(shown);
@@ -91,39 +89,29 @@ impl Engine {
         })
     }
 
-    /// Resolve a share reference to its id (for locking).
+    /// Resolve a share reference to its id (for locking), from the index.
     pub(super) async fn share_id(&self, reference: &str, pool: Option<&str>) -> Result<String> {
-        let (r, p) = (reference.to_string(), pool.map(str::to_string));
-        Ok(self
-            .store
-            .call(move |c| store::find_share(c, &r, p.as_deref()))
-            .await?
-            .id)
+        Ok(self.store.index().find_share(reference, pool)?.id.clone())
     }
 
     /// Resolve a share reference to its id (for locking) and its pool (which never
-    /// changes), in one store call.
+    /// changes), from the index.
     pub(super) async fn share_id_and_pool(
         &self,
         reference: &str,
         pool: Option<&str>,
     ) -> Result<(String, String)> {
-        let (r, p) = (reference.to_string(), pool.map(str::to_string));
-        let share = self
-            .store
-            .call(move |c| store::find_share(c, &r, p.as_deref()))
-            .await?;
-        Ok((share.id, share.pool))
+        let share = self.store.index().find_share(reference, pool)?;
+        Ok((share.id.clone(), share.pool.clone()))
     }
 
-    /// The share with this id, re-read under its lock.
+    /// The share with this id, re-read under its lock (from the index, which holds every
+    /// committed write: the lock holder's own ones included).
     pub(super) async fn share_by_id(&self, id: &str) -> Result<Share> {
-        let id = id.to_string();
         self.store
-            .call(move |c| {
-                store::get_share(c, &id)?
-                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))
-            })
-            .await
+            .index()
+            .get_share(id)
+            .map(|s| (*s).clone())
+            .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))
     }
 }

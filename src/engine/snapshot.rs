@@ -152,24 +152,21 @@ impl Engine {
         answer(Answer::object_by_job(&Outcome::Created(snap), &job))
     }
 
-    /// `snapshot.list`: the snapshots of a share, or of every share.
-    pub(super) async fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Vec<Snapshot>> {
-        let share_id = match &a.share {
-            Some(s) => Some(self.share_id(s, a.pool.as_deref()).await?),
+    /// `snapshot.list`: the snapshots of a share, or of every share, from the index.
+    pub(super) fn list_snapshots(&self, a: SnapshotListArgs) -> Result<Vec<Arc<Snapshot>>> {
+        let index = self.store.index();
+        let share = match &a.share {
+            Some(s) => Some(index.find_share(s, a.pool.as_deref())?),
             None => None,
         };
-        self.store
-            .call(move |c| store::list_snapshots(c, share_id.as_deref(), a.pool.as_deref()))
-            .await
+        Ok(index.list_snapshots(share.as_ref().map(|s| s.id.as_str()), a.pool.as_deref()))
     }
 
-    /// `snapshot.show`: one snapshot.
-    pub(super) async fn show_snapshot(&self, a: SnapshotRef) -> Result<Snapshot> {
+    /// `snapshot.show`: one snapshot, from the index.
+    pub(super) fn show_snapshot(&self, a: SnapshotRef) -> Result<Arc<Snapshot>> {
         self.store
-            .call(move |c| {
-                store::find_snapshot(c, &a.snapshot, a.share.as_deref(), a.pool.as_deref())
-            })
-            .await
+            .index()
+            .find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())
     }
 
     /// `snapshot.delete`: remove a snapshot (clones made from it are not touched).
@@ -234,17 +231,12 @@ impl Engine {
         Ok(())
     }
 
-    /// `tree`: the share → snapshot → clone lineage.
-    pub(super) async fn tree(&self, a: TreeArgs) -> Result<Vec<TreeNode>> {
-        let (shares, snaps) = self
-            .store
-            .call(move |c| {
-                let shares = store::list_shares(c, a.pool.as_deref(), None, None)?;
-                let snaps = store::list_snapshots(c, None, a.pool.as_deref())?;
-                Ok((shares, snaps))
-            })
-            .await?;
-        Ok(model::build_tree(&shares, &snaps))
+    /// `tree`: the share → snapshot → clone lineage, from the index.
+    pub(super) fn tree(&self, a: TreeArgs) -> Vec<TreeNode> {
+        let index = self.store.index();
+        let shares = index.list_shares(a.pool.as_deref(), None, None);
+        let snaps = index.list_snapshots(None, a.pool.as_deref());
+        model::build_tree(&shares, &snaps)
     }
 }
 

@@ -316,17 +316,22 @@ pub const MAX_TREE_DEPTH: usize = 200;
 
 /// Build the lineage forest: roots are shares that are not clones (or whose origin snapshot
 /// is gone), each with its snapshots and the clones made from them, nested at most
-/// [`MAX_TREE_DEPTH`] generations deep.
-pub fn build_tree(shares: &[Share], snapshots: &[Snapshot]) -> Vec<TreeNode> {
+/// [`MAX_TREE_DEPTH`] generations deep. Takes the rows as they are held (`Share` or
+/// `Arc<Share>`, as the store's index holds them).
+pub fn build_tree<S, N>(shares: &[S], snapshots: &[N]) -> Vec<TreeNode>
+where
+    S: std::borrow::Borrow<Share>,
+    N: std::borrow::Borrow<Snapshot>,
+{
     let mut snaps_by_share: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
-    for s in snapshots {
+    for s in snapshots.iter().map(|s| s.borrow()) {
         snaps_by_share.entry(s.share.as_str()).or_default().push(s);
     }
     let mut clones_by_snap: BTreeMap<&str, Vec<&Share>> = BTreeMap::new();
     let snap_ids: std::collections::HashSet<&str> =
-        snapshots.iter().map(|s| s.id.as_str()).collect();
+        snapshots.iter().map(|s| s.borrow().id.as_str()).collect();
     let mut roots = Vec::new();
-    for sh in shares {
+    for sh in shares.iter().map(|s| s.borrow()) {
         match sh.origin_snapshot.as_deref() {
             Some(o) if snap_ids.contains(o) => clones_by_snap.entry(o).or_default().push(sh),
             _ => roots.push(sh),

@@ -10,6 +10,7 @@ mod counts;
 mod exports;
 mod idempotency;
 mod images;
+mod index;
 mod intents;
 mod migrations;
 mod queries;
@@ -30,6 +31,7 @@ pub use counts::*;
 pub use exports::*;
 pub use idempotency::*;
 pub use images::*;
+pub use index::Index;
 pub use intents::*;
 pub use migrations::{migrate, CURRENT_VERSION, MIGRATIONS};
 pub use settings::*;
@@ -69,6 +71,8 @@ pub struct Store {
     unwritten: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Audit entries queued and not yet written (the metrics' audit backlog).
     queued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Shares and snapshots in memory, synced after every job (index.rs): the reads.
+    index: std::sync::Arc<Index>,
 }
 
 impl Store {
@@ -81,10 +85,16 @@ impl Store {
         let lost = unwritten.clone();
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let backlog = queued.clone();
+        let index = std::sync::Arc::new(Index::default());
+        let kept = index.clone();
         let thread = std::thread::Builder::new()
             .name("shelf-db".into())
             .spawn(move || {
-                let mut conn = match open_connection(&db_path) {
+                let opened = open_connection(&db_path).and_then(|mut c| {
+                    kept.install(&mut c)?;
+                    Ok(c)
+                });
+                let mut conn = match opened {
                     Ok(c) => {
                         let _ = ready_tx.send_blocking(Ok(()));
                         c
@@ -94,7 +104,7 @@ impl Store {
                         return;
                     }
                 };
-                serve(&mut conn, &rx, &lost, &backlog);
+                serve(&mut conn, &rx, &lost, &backlog, &kept);
                 if let Err((_, e)) = conn.close() {
                     log::warn!("closing the database: {e}");
                 }
@@ -126,7 +136,14 @@ impl Store {
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
             unwritten,
             queued,
+            index,
         })
+    }
+
+    /// The in-memory index of shares and snapshots: what every committed write through
+    /// [`Store::call`] or [`Store::write`] made, once that call has returned.
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     /// Run `f` on the database thread and await its result.
@@ -145,8 +162,12 @@ impl Store {
         F: for<'a> FnOnce(&mut Connection, &mut AuditQueue<'a>) -> R + Send + 'static,
     {
         let (tx, rx) = smol::channel::bounded(1);
+        let index = self.index.clone();
         let job: Job = Box::new(move |conn, queue| {
-            let _ = tx.send_blocking(f(conn, queue));
+            let r = f(conn, queue);
+            // Before the caller hears of the write: a read after it sees it.
+            index.sync(conn);
+            let _ = tx.send_blocking(r);
         });
         self.tx
             .send(Msg::Run { job, records })
@@ -398,6 +419,7 @@ fn serve(
     rx: &smol::channel::Receiver<Msg>,
     lost: &std::sync::atomic::AtomicU64,
     queued: &std::sync::atomic::AtomicU64,
+    index: &Index,
 ) {
     let mut pending = AuditQueue {
         entries: Vec::new(),
@@ -424,7 +446,11 @@ fn serve(
                 pending.write(conn);
                 let _ = done.try_send(());
             }
-            Msg::Tick => pending.write(conn),
+            Msg::Tick => {
+                pending.write(conn);
+                // Catches a commit by another connection within a tick.
+                index.sync(conn);
+            }
         }
         // A change's entry is committed as soon as nothing else is queued (entries queued
         // meanwhile share its commit), or after [`CHANGE_GROUP`] more messages (a flood of

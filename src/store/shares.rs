@@ -11,7 +11,10 @@ use crate::model::{Share, ShareState};
 const SHARE_COLS: &str = "id, name, pool, size, sparse, state, created_at, origin_snapshot, \
                           origin_share, metadata, multiattach, layout, filesystem";
 
-fn share_from_row(r: &Row<'_>) -> rusqlite::Result<Share> {
+/// The one mapping of a `shares` row (columns [`SHARE_COLS`], in order) to a [`Share`]: the
+/// queries and the in-memory index (super::index) both read rows through it, so a new
+/// column mapped here is in both.
+pub(super) fn share_from_row(r: &Row<'_>) -> rusqlite::Result<Share> {
     let state: String = r.get(5)?;
     let meta: String = r.get(9)?;
     Ok(Share {
@@ -31,6 +34,24 @@ fn share_from_row(r: &Row<'_>) -> rusqlite::Result<Share> {
             .get::<_, Option<String>>(12)?
             .and_then(|f| crate::model::FsKind::parse(&f)),
     })
+}
+
+/// Shares by `rowid` (absent rowids are left out), each with its rowid: how the index
+/// reloads the rows a transaction changed. `None` reads every share (the index's load).
+pub(super) fn shares_by_rowid(c: &Connection, rowids: Option<&[i64]>) -> Result<Vec<(i64, Share)>> {
+    let map = |r: &Row<'_>| Ok((r.get::<_, i64>("index_rowid")?, share_from_row(r)?));
+    let sql = format!("SELECT {SHARE_COLS}, rowid AS index_rowid FROM shares");
+    let Some(rowids) = rowids else {
+        let mut stmt = c.prepare(&sql)?;
+        let rows = stmt.query_map([], map)?;
+        return Ok(rows.collect::<rusqlite::Result<_>>()?);
+    };
+    let mut stmt = c.prepare_cached(&format!("{sql} WHERE rowid = ?1"))?;
+    let mut out = Vec::with_capacity(rowids.len());
+    for id in rowids {
+        out.extend(stmt.query_row([id], map).optional()?);
+    }
+    Ok(out)
 }
 
 /// Insert a share row. A name taken in the pool is `already_exists`.

@@ -9,7 +9,10 @@ use crate::model::{ShareState, Snapshot};
 
 const SNAP_COLS: &str = "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at";
 
-fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
+/// The one mapping of a `snapshots` row joined with its share (columns [`SNAP_COLS`], in
+/// order) to a [`Snapshot`]: the queries and the in-memory index (super::index) both read
+/// rows through it, so a new column mapped here is in both.
+pub(super) fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
     let state: String = r.get(6)?;
     Ok(Snapshot {
         id: r.get(0)?,
@@ -21,6 +24,29 @@ fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
         state: ShareState::parse(&state).unwrap_or(ShareState::Error),
         created_at: r.get(7)?,
     })
+}
+
+/// Snapshots by `rowid` (absent rowids are left out), each with its rowid: how the index
+/// reloads the rows a transaction changed. `None` reads every snapshot (the index's load).
+pub(super) fn snapshots_by_rowid(
+    c: &Connection,
+    rowids: Option<&[i64]>,
+) -> Result<Vec<(i64, Snapshot)>> {
+    let map = |r: &Row<'_>| Ok((r.get::<_, i64>("index_rowid")?, snapshot_from_row(r)?));
+    let sql = format!(
+        "SELECT {SNAP_COLS}, n.rowid AS index_rowid FROM snapshots n JOIN shares s ON s.id = n.share_id"
+    );
+    let Some(rowids) = rowids else {
+        let mut stmt = c.prepare(&sql)?;
+        let rows = stmt.query_map([], map)?;
+        return Ok(rows.collect::<rusqlite::Result<_>>()?);
+    };
+    let mut stmt = c.prepare_cached(&format!("{sql} WHERE n.rowid = ?1"))?;
+    let mut out = Vec::with_capacity(rowids.len());
+    for id in rowids {
+        out.extend(stmt.query_row([id], map).optional()?);
+    }
+    Ok(out)
 }
 
 /// Insert a snapshot row. A name taken on the share is `already_exists`.
