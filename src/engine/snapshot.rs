@@ -175,21 +175,14 @@ impl Engine {
         a: SnapshotRef,
         slot: &AuditSlot,
     ) -> Result<Outcome<String>> {
-        let snap = self
-            .store
-            .call(move |c| {
-                store::find_snapshot(c, &a.snapshot, a.share.as_deref(), a.pool.as_deref())
-            })
-            .await?;
+        // From the index, which holds every committed write (the lock holder's included).
+        let index = self.store.index();
+        let snap = index.find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())?;
         let _g = self.locks.lock(&snap.share).await;
-        let sid = snap.id.clone();
-        let snap = self
-            .store
-            .call(move |c| {
-                store::get_snapshot(c, &sid)?
-                    .ok_or_else(|| Error::NotFound(format!("snapshot {sid} was deleted meanwhile")))
-            })
-            .await?;
+        let snap = index
+            .get_snapshot(&snap.id)
+            .map(|s| (*s).clone())
+            .ok_or_else(|| Error::NotFound(format!("snapshot {} was deleted meanwhile", snap.id)))?;
         if snap.state == ShareState::Creating {
             return Err(Error::Busy(format!(
                 "snapshot {} is still being created",

@@ -100,17 +100,28 @@ impl Engine {
         a: ShareDeleteArgs,
         slot: &AuditSlot,
     ) -> Result<Answer> {
-        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        let (id, pool_name) = self.share_id_and_pool(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        // The share, its snapshots and its exports, re-read under its lock in one call.
-        let (share, snapshots, exports) = self
+        let pool = self.pool(&pool_name)?;
+        let recursive = a.recursive;
+        // The share, its snapshots and its exports, re-read under its lock in one
+        // transaction; a block share with nothing to remove first is marked `deleting` in
+        // it too (the journaled intent: recovery finishes the removal).
+        let (share, snapshots, exports, marked) = self
             .store
-            .call(move |c| {
+            .write(move |c| {
                 let share = store::get_share(c, &id)?
                     .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
                 let snapshots = store::list_snapshots(c, Some(&id), None)?;
                 let exports = store::list_exports(c, Some(&id), None)?;
-                Ok((share, snapshots, exports))
+                let marked = snapshots.is_empty()
+                    && exports.is_empty()
+                    && share.layout == model::Layout::Block
+                    && model::can_delete_share(&share, &[], recursive).is_ok();
+                if marked {
+                    store::set_share_state(c, &id, ShareState::Deleting)?;
+                }
+                Ok((share, snapshots, exports, marked))
             })
             .await?;
         let names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
@@ -145,16 +156,17 @@ impl Engine {
                 .await?;
         }
         drop(guards);
-        let pool = self.pool(&share.pool)?;
         for snap in &snapshots {
             self.remove_snapshot_locked(&pool, snap, &AuditSlot::default())
                 .await?;
         }
-        self.unmount_share(&share).await?;
-        let sid = share.id.clone();
-        self.store
-            .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
-            .await?;
+        if !marked {
+            self.unmount_share(&share).await?;
+            let sid = share.id.clone();
+            self.store
+                .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
+                .await?;
+        }
         failpoint::hit("share.delete.after_mark");
         let (p, sid) = (pool.clone(), share.id.clone());
         blocking(move || p.remove_volume(&sid)).await?;

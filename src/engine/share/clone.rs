@@ -16,20 +16,15 @@ impl Engine {
     ) -> Result<Answer> {
         model::validate_name("share", &a.name)?;
         model::validate_metadata(&a.metadata)?;
-        let (r, sh, p) = (a.snapshot.clone(), a.share.clone(), a.pool.clone());
-        // The snapshot and its share, in one call. What the clone takes from the share
+        // The snapshot and its share, from the index. What the clone takes from the share
         // (sparse, multiattach, layout, filesystem) never changes; the snapshot is checked
         // again under the lock, in the transaction that reserves the clone.
-        let (snap, origin) = self
-            .store
-            .call(move |c| {
-                let snap = store::find_snapshot(c, &r, sh.as_deref(), p.as_deref())?;
-                let origin = store::get_share(c, &snap.share)?.ok_or_else(|| {
-                    Error::NotFound(format!("share {} was deleted meanwhile", snap.share))
-                })?;
-                Ok((snap, origin))
-            })
-            .await?;
+        let index = self.store.index();
+        let snap = (*index.find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())?)
+            .clone();
+        let origin = index.get_share(&snap.share).ok_or_else(|| {
+            Error::NotFound(format!("share {} was deleted meanwhile", snap.share))
+        })?;
         // Hold the origin share's lock so the snapshot cannot be deleted under the clone.
         let _g = self.locks.lock(&snap.share).await;
         let pool = self.pool(&snap.pool)?;
