@@ -549,7 +549,7 @@ fn commands_started(d: &Daemon, f: impl FnOnce()) -> Vec<String> {
         .stderr(Stdio::null())
         .spawn()
         .expect("strace");
-    thread::sleep(Duration::from_millis(500));
+    wait_until_traced(&mut strace, d.pid());
     f();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(strace.id() as i32),

@@ -16,26 +16,6 @@ use shelf::client::get_text;
 
 const MIB: u64 = 1 << 20;
 
-/// Whether every thread of `pid` is traced by `tracer` (`TracerPid` in its status).
-fn all_traced_by(pid: i32, tracer: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    let mut any = false;
-    for task in tasks.flatten() {
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let traced = status
-            .lines()
-            .find_map(|l| l.strip_prefix("TracerPid:"))
-            .map(|v| v.trim() == tracer.to_string());
-        if traced != Some(true) {
-            return false;
-        }
-        any = true;
-    }
-    any
-}
-
 /// Run `f` while strace follows every process and thread of `pid` (`execve` and
 /// `connect`); the trace's lines. strace says nothing once attached (`-qq`), so this
 /// waits, bounded, until every thread of shelfd shows strace as its tracer, and fails
@@ -56,12 +36,7 @@ fn trace_during(pid: i32, trace: &Path, f: impl FnOnce()) -> Vec<String> {
         .stderr(Stdio::null())
         .spawn()
         .expect("strace (package strace)");
-    let attached = eventually(20, || all_traced_by(pid, strace.id()));
-    if !attached {
-        let _ = strace.kill();
-        let _ = strace.wait();
-        panic!("strace did not attach to every thread of shelfd within 20 s");
-    }
+    wait_until_traced(&mut strace, pid);
     f();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(strace.id() as i32),

@@ -309,21 +309,6 @@ fn check_descriptors(config: &Config) {
     }
 }
 
-/// Wait `every`: true when it passed, false when `stop` closed (or was sent to) first.
-async fn tick_or_stop(every: Duration, stop: &smol::channel::Receiver<()>) -> bool {
-    futures_lite::future::or(
-        async {
-            smol::Timer::after(every).await;
-            true
-        },
-        async {
-            let _ = stop.recv().await;
-            false
-        },
-    )
-    .await
-}
-
 /// Refresh the drivers' status that hello and pool.show report, every `every`.
 async fn probe_drivers_every(
     engine: Arc<Engine>,
@@ -332,7 +317,7 @@ async fn probe_drivers_every(
     stop: smol::channel::Receiver<()>,
 ) {
     loop {
-        if !tick_or_stop(every, &stop).await {
+        if !server::tick_or_stop(every, &stop).await {
             return;
         }
         engine.refresh_driver_status(timeout).await;
@@ -346,7 +331,7 @@ async fn reconcile_every(engine: Arc<Engine>, every: Duration, stop: smol::chann
         return;
     }
     loop {
-        if !tick_or_stop(every, &stop).await {
+        if !server::tick_or_stop(every, &stop).await {
             return;
         }
         match engine.reconcile().await {

@@ -8,7 +8,7 @@ use super::{answer, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Access, Attachment, Outcome, Protocol, Share};
 use crate::proto::{Answer, AttachArgs, ShareFilter};
-use crate::store::{self, now, ExportRow};
+use crate::store::{self, now, AuditSlot, ExportRow};
 
 /// The journal's name for an unacknowledged attach (its object is the attachment id):
 /// recovery undoes it.
@@ -48,23 +48,36 @@ impl Engine {
             })
     }
 
+    /// The share `id`, re-read under its lock, with its exports and attachments: one store
+    /// call. They stay as read while the lock is held (every change to a share's exports
+    /// and attachments holds it).
+    async fn share_access(&self, id: &str) -> Result<(Share, Vec<ExportRow>, Vec<Attachment>)> {
+        let id = id.to_string();
+        self.store
+            .call(move |c| {
+                let share = store::get_share(c, &id)?
+                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
+                let exports = store::list_exports(c, Some(&id), None)?;
+                let attachments = store::list_attachments(c, Some(&id))?;
+                Ok((share, exports, attachments))
+            })
+            .await
+    }
+
     /// The protocol an attach or detach is about: the one asked for, else the one
-    /// [`crate::export::protocol::choose`] picks from the share's exports and the connector.
-    async fn pick_protocol(
+    /// [`crate::export::protocol::choose`] picks from the share's exports (`rows`) and the
+    /// connector.
+    fn pick_protocol(
         &self,
         share: &Share,
         asked: Option<Protocol>,
         connector: &model::Connector,
+        rows: &[ExportRow],
     ) -> Result<Protocol> {
         if let Some(p) = asked {
             self.check_protocol(share, p)?;
             return Ok(p);
         }
-        let sid = share.id.clone();
-        let rows = self
-            .store
-            .call(move |c| store::list_exports(c, Some(&sid), None))
-            .await?;
         let existing: Vec<Protocol> = rows.iter().map(|r| r.export.protocol).collect();
         Ok(crate::export::protocol::choose(
             &existing,
@@ -77,20 +90,15 @@ impl Engine {
     /// to the share's export over the chosen protocol, journaled as an intent that start-up
     /// undoes if unacknowledged, and answer the protocol's `connection_info`. Attaching the
     /// same connector again is `changed: false` with the same answer.
-    pub(super) async fn attach_share(&self, a: AttachArgs) -> Result<Answer> {
+    pub(super) async fn attach_share(&self, a: AttachArgs, slot: &AuditSlot) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        let share = self.share_by_id(&id).await?;
-        let protocol = self.pick_protocol(&share, a.protocol, &a.connector).await?;
+        let (share, exports, attachments) = self.share_access(&id).await?;
+        let protocol = self.pick_protocol(&share, a.protocol, &a.connector, &exports)?;
         let rules = self.protocol(protocol);
         let client = rules.connector_client(&a.connector)?;
         let mode = a.mode.unwrap_or(Access::Rw);
         rules.check_mode(mode)?;
-        let sid = share.id.clone();
-        let attachments = self
-            .store
-            .call(move |c| store::list_attachments(c, Some(&sid)))
-            .await?;
         let mine = attachments
             .iter()
             .find(|x| x.protocol == protocol && x.client == client);
@@ -109,11 +117,7 @@ impl Engine {
             rules.admit(&client).await?;
         }
         let driver = rules.default_driver();
-        let sid = share.id.clone();
-        let existing = self
-            .store
-            .call(move |c| store::get_export(c, &sid, protocol))
-            .await?;
+        let existing = exports.into_iter().find(|r| r.export.protocol == protocol);
         let _exports = self
             .export_guard(existing.as_ref().map_or(driver, |r| r.export.driver))
             .await;
@@ -124,7 +128,8 @@ impl Engine {
             }
             None => {
                 self.probe_driver(driver).await?;
-                self.ensure_export(&share, protocol, driver, rules.attach_options())
+                let none = AuditSlot::default();
+                self.ensure_export(&share, protocol, driver, rules.attach_options(), &none)
                     .await?
                     .0
             }
@@ -183,11 +188,22 @@ impl Engine {
             });
         }
         failpoint::hit(failpoint::SHARE_ATTACH.after);
-        self.store
-            .write(move |c| store::delete_intent(c, intent))
+        // The exports record to stamp is read in the commit that acknowledges the attach.
+        let sid = share.id.clone();
+        let record = self
+            .store
+            .write_recorded(slot, move |c| {
+                store::delete_intent(c, intent)?;
+                super::stamp::read_exports_record(c, &sid, None)
+            })
             .await?;
         failpoint::hit(failpoint::SHARE_ATTACH.committed);
-        self.stamp_exports(&share).await;
+        if let Err(e) = self.stamp_record(&share, record).await {
+            log::warn!(
+                "share {}: could not record its exports on the volume: {e}",
+                share.name
+            );
+        }
         log::info!(
             "share attached: {} to host {} over {} ({client}, {})",
             share.name,
@@ -202,15 +218,10 @@ impl Engine {
     /// `share.detach` (terminate_connection): remove exactly that connector's client; the
     /// exports record is written before access is revoked, and a detach already done is
     /// `changed: false`.
-    pub(super) async fn detach_share(&self, a: AttachArgs) -> Result<Answer> {
+    pub(super) async fn detach_share(&self, a: AttachArgs, slot: &AuditSlot) -> Result<Answer> {
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        let share = self.share_by_id(&id).await?;
-        let sid = share.id.clone();
-        let attachments = self
-            .store
-            .call(move |c| store::list_attachments(c, Some(&sid)))
-            .await?;
+        let (share, exports, attachments) = self.share_access(&id).await?;
         let protocols: Vec<Protocol> = match a.protocol {
             Some(p) => vec![p],
             None => Protocol::ALL.to_vec(),
@@ -230,17 +241,16 @@ impl Engine {
         }
         if found.is_none() {
             // Validate the connector anyway, so a malformed one is not answered "ok".
-            let p = self.pick_protocol(&share, a.protocol, &a.connector).await?;
+            let p = self.pick_protocol(&share, a.protocol, &a.connector, &exports)?;
             self.protocol(p).connector_client(&a.connector)?;
         }
         let Some(att) = found else {
             return answer(Answer::detached(&Outcome::AlreadyGone(None)));
         };
-        let (sid, proto) = (share.id.clone(), att.protocol);
-        let row = self
-            .store
-            .call(move |c| store::get_export(c, &sid, proto))
-            .await?
+        let row = exports
+            .iter()
+            .find(|r| r.export.protocol == att.protocol)
+            .cloned()
             .ok_or_else(|| Error::Internal(format!("attachment {} has no export", att.id)))?;
         super::export::require_settled(&row, &share)?;
         let _exports = self.export_guard(row.export.driver).await;
@@ -252,7 +262,13 @@ impl Engine {
         // file planted in its place) does not hold the detach up: a rebuild adopts no
         // tampered object, and a restamp is journaled for when the volume is back. Any
         // other failure refuses the detach, with nothing revoked (like export.delete).
-        let restamp = match self.stamp_exports_without(&share, &att.id).await {
+        let others: Vec<Attachment> = attachments
+            .iter()
+            .filter(|x| x.id != att.id)
+            .cloned()
+            .collect();
+        let record = super::stamp::exports_record_of(exports.clone(), others, None);
+        let restamp = match self.stamp_record(&share, record).await {
             Ok(()) => false,
             Err(Error::Tampered(why)) => {
                 log::warn!(
@@ -294,7 +310,7 @@ impl Engine {
         let (aid, sid) = (att.id.clone(), share.id.clone());
         let restamp_intent = self
             .store
-            .write(move |c| {
+            .write_recorded(slot, move |c| {
                 store::delete_attachment_row(c, &aid)?;
                 store::delete_intent(c, intent)?;
                 if restamp {
@@ -321,18 +337,6 @@ impl Engine {
             att.client
         );
         answer(Answer::detached(&Outcome::Deleted(Some(att))))
-    }
-
-    /// Write the share's exports record without attachment `attachment` on its volume.
-    async fn stamp_exports_without(&self, share: &Share, attachment: &str) -> Result<()> {
-        let json = self.exports_record(share, None).await?;
-        let mut record: super::rebuild::StampedExports = serde_json::from_str(&json)
-            .map_err(|e| Error::Internal(format!("exports record: {e}")))?;
-        record.attachments.retain(|a| a.id != attachment);
-        let json = serde_json::to_string(&record).expect("exports serialise");
-        let pool = self.pool(&share.pool)?;
-        let id = share.id.clone();
-        super::blocking(move || pool.stamp_exports(&id, &json)).await
     }
 
     /// Start-up's replay of [`RESTAMP_INTENT`]: write the record from the database; if the

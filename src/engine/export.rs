@@ -9,7 +9,7 @@ use crate::export::{ExportSpec, Exporter};
 use crate::model::{Driver, Export, ExportOptions, Medium, Outcome, Protocol, Share, ShareState};
 use crate::proto::Answer;
 use crate::proto::{ExportCreateArgs, ExportRef, ShareFilter};
-use crate::store::{self, now, ExportRow};
+use crate::store::{self, now, AuditSlot, ExportRow};
 
 /// Refuse to build on an export that a failed create or delete left `creating` or
 /// `deleting`: recovery removes such an export with its attachments, so nothing done on it
@@ -86,7 +86,11 @@ impl Engine {
     /// journaled `creating` before the daemon is touched and settled after; an export the
     /// share already has with the same driver and options is answered `changed: false`,
     /// with other ones `already_exists`.
-    pub(super) async fn create_export(&self, a: ExportCreateArgs) -> Result<Answer> {
+    pub(super) async fn create_export(
+        &self,
+        a: ExportCreateArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         let (driver, options) = self.validate_export_args(&a)?;
         let id = self.share_id(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
@@ -95,19 +99,21 @@ impl Engine {
         self.check_protocol(&share, a.protocol)?;
         self.probe_driver(driver).await?;
         let (row, created) = self
-            .ensure_export(&share, a.protocol, driver, options)
+            .ensure_export(&share, a.protocol, driver, options, slot)
             .await?;
         answer(Answer::object(&Outcome::created_if(created, row.export)))
     }
 
     /// Make sure `share` has an export for `protocol` with these settings; the caller holds
-    /// the share's lock. Returns the export and whether it was created now.
+    /// the share's lock. Returns the export and whether it was created now. The commit that
+    /// settles a new export writes the audit entry waiting in `slot`, if any.
     pub(super) async fn ensure_export(
         &self,
         share: &Share,
         protocol: Protocol,
         driver: Driver,
         options: ExportOptions,
+        slot: &AuditSlot,
     ) -> Result<(ExportRow, bool)> {
         self.check_protocol(share, protocol)?;
         if share.layout == crate::model::Layout::Block {
@@ -209,7 +215,9 @@ impl Engine {
         failpoint::hit(failpoint::EXPORT_CREATE.after);
         let eid = row.export.id.clone();
         self.store
-            .write(move |c| store::set_export_state(c, &eid, ShareState::Available))
+            .write_recorded(slot, move |c| {
+                store::set_export_state(c, &eid, ShareState::Available)
+            })
             .await?;
         // The volume records its exports for a rebuild; an export it cannot record is
         // refused (the record would otherwise disagree with the database from now on).
@@ -373,18 +381,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Tell every export of a grown share about its new size. Failures are returned as
-    /// warnings: the grow itself is done and recorded.
-    pub(super) async fn refresh_exports(&self, share: &Share) -> Vec<String> {
-        let sid = share.id.clone();
-        let rows = match self
-            .store
-            .call(move |c| store::list_exports(c, Some(&sid), None))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return vec![e.to_string()],
-        };
+    /// Tell every export of a grown share (`rows`, read in the commit that recorded the
+    /// size) about its new size. Failures are returned as warnings: the grow itself is
+    /// done and recorded.
+    pub(super) async fn refresh_exports(&self, share: &Share, rows: Vec<ExportRow>) -> Vec<String> {
         let _exports = self.export_guards_for(&rows).await;
         let mut warnings = Vec::new();
         for row in rows {

@@ -16,7 +16,7 @@ use ciborium::Value;
 use super::{map, Engine};
 use crate::error::{Error, Result};
 use crate::proto::{ErrorCode, Request};
-use crate::store;
+use crate::store::{self, AuditSlot};
 
 /// Encode a result for keeping.
 fn encode_result(r: &Result<Value>) -> Vec<u8> {
@@ -129,11 +129,12 @@ impl Engine {
         op: &str,
         digest: &str,
         req: Request,
+        slot: &AuditSlot,
     ) -> Result<Value> {
         let _g = self.locks.lock(&format!("key:{key}")).await;
         match self.kept_answer(key, op, digest).await? {
             Some(answer) => answer,
-            None => self.handle_and_keep(key, op, digest, req).await,
+            None => self.handle_and_keep(key, op, digest, req, slot).await,
         }
     }
 
@@ -190,15 +191,18 @@ impl Engine {
         Ok(v)
     }
 
-    /// Run the request and keep its answer under `key` when a retry should get it.
+    /// Run the request and keep its answer under `key` when a retry should get it. A
+    /// success whose audit entry the operation did not write has it written with the kept
+    /// answer, in one commit.
     async fn handle_and_keep(
         &self,
         key: &str,
         op: &str,
         digest: &str,
         req: Request,
+        slot: &AuditSlot,
     ) -> Result<Value> {
-        let result = self.handle(req).await;
+        let result = self.handle(req, slot).await;
         if keepable(&result) {
             let (k, o, d, bytes) = (
                 key.to_string(),
@@ -206,9 +210,12 @@ impl Engine {
                 digest.to_string(),
                 encode_result(&without_secret(&result)),
             );
-            self.store
-                .write(move |c| store::put_keyed_reply(c, &k, &o, &d, &bytes))
-                .await?;
+            let keep = move |c: &rusqlite::Transaction<'_>| store::put_keyed_reply(c, &k, &o, &d, &bytes);
+            if result.is_ok() {
+                self.store.write_recorded(slot, keep).await?;
+            } else {
+                self.store.write(keep).await?;
+            }
         }
         result
     }

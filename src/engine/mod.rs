@@ -60,7 +60,7 @@ use crate::export::Exporter;
 use crate::model::{CapacityPolicy, Driver, Outcome};
 use crate::pool::Pool;
 use crate::proto::{Answer, Request};
-use crate::store::Store;
+use crate::store::{AuditSlot, Store};
 use crate::sys::cmd::Runner;
 
 /// The engine: the database, the pools, the export drivers and the per-object locks.
@@ -152,10 +152,11 @@ impl Engine {
     /// stands for is published here, once the operation has made its final commit and
     /// before the reply is sent; a retry answered from an idempotency key's kept answer
     /// never comes here, so it publishes nothing. The event's `op` is the request's wire
-    /// name ([`Request::op`]).
-    pub async fn handle(&self, req: Request) -> Result<Value> {
+    /// name ([`Request::op`]). An operation whose final transaction writes the request's
+    /// audit entry takes it from `slot` ([`crate::store::Store::write_recorded`]).
+    pub async fn handle(&self, req: Request, slot: &AuditSlot) -> Result<Value> {
         let op = req.op();
-        let answer = self.dispatch(req).await?;
+        let answer = self.dispatch(req, slot).await?;
         if let Some(change) = answer.event() {
             self.events
                 .publish(change.kind.as_str(), op, &change.object, None);
@@ -167,7 +168,7 @@ impl Engine {
     /// [`crate::model::Outcome`] around its object for a change), encoded by the
     /// constructor of `proto::result` for its family. Every request is listed; there is
     /// no wildcard.
-    async fn dispatch(&self, req: Request) -> Result<Answer> {
+    async fn dispatch(&self, req: Request, slot: &AuditSlot) -> Result<Answer> {
         match req {
             Request::Hello => Ok(self.with_driver_status(answer(Answer::read(&self.hello()))?)),
             Request::PoolList => {
@@ -181,24 +182,24 @@ impl Engine {
                 let pool = answer(Answer::read(&self.pool_info(&a.name).await?))?;
                 Ok(self.with_driver_status(pool))
             }
-            Request::ShareCreate(a) => object(self.create_share(a).await),
+            Request::ShareCreate(a) => object(self.create_share(a, slot).await),
             Request::ShareList(a) => self.list_shares(a).await,
             Request::ShareShow(a) => self.show_share(a).await,
-            Request::ShareResize(a) => self.resize_share(a).await,
-            Request::ShareDelete(a) => self.delete_share(a).await,
+            Request::ShareResize(a) => self.resize_share(a, slot).await,
+            Request::ShareDelete(a) => self.delete_share(a, slot).await,
             Request::ShareSetMetadata(a) => object(self.set_share_metadata(a).await),
-            Request::ShareClone(a) => self.clone_share(a).await,
-            Request::SnapshotCreate(a) => self.create_snapshot(a).await,
+            Request::ShareClone(a) => self.clone_share(a, slot).await,
+            Request::SnapshotCreate(a) => self.create_snapshot(a, slot).await,
             Request::SnapshotList(a) => self.list_snapshots(a).await,
             Request::SnapshotShow(a) => read(self.show_snapshot(a)),
-            Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a).await),
+            Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a, slot).await),
             Request::Tree(a) => self.tree(a).await,
-            Request::ExportCreate(a) => self.create_export(a).await,
+            Request::ExportCreate(a) => self.create_export(a, slot).await,
             Request::ExportList(a) => self.list_exports(a).await,
             Request::ExportShow(a) => self.show_export(a).await,
             Request::ExportDelete(a) => self.delete_export(a).await,
-            Request::ShareAttach(a) => self.attach_share(a).await,
-            Request::ShareDetach(a) => self.detach_share(a).await,
+            Request::ShareAttach(a) => self.attach_share(a, slot).await,
+            Request::ShareDetach(a) => self.detach_share(a, slot).await,
             Request::AttachmentList(a) => self.list_attachments(a).await,
             Request::Reconcile => {
                 let report = self.reconcile().await?;

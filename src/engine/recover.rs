@@ -132,7 +132,8 @@ impl Engine {
                 )));
             }
             for snap in leftovers {
-                self.remove_snapshot_locked(&pool, &snap).await?;
+                self.remove_snapshot_locked(&pool, &snap, &crate::store::AuditSlot::default())
+                    .await?;
             }
             self.unmount_share(&share).await?;
             let (p, id) = (pool.clone(), share.id.clone());

@@ -112,6 +112,17 @@ impl Engine {
         Ok(self.store.index().find_share(reference, pool)?.id.clone())
     }
 
+    /// Resolve a share reference to its id (for locking) and its pool (which never
+    /// changes), from the index.
+    pub(super) async fn share_id_and_pool(
+        &self,
+        reference: &str,
+        pool: Option<&str>,
+    ) -> Result<(String, String)> {
+        let share = self.store.index().find_share(reference, pool)?;
+        Ok((share.id.clone(), share.pool.clone()))
+    }
+
     /// The share with this id, re-read under its lock (from the index, which holds every
     /// committed write: the lock holder's own ones included).
     pub(super) async fn share_by_id(&self, id: &str) -> Result<Share> {

@@ -10,45 +10,51 @@ use crate::error::{Error, Result};
 use crate::model::{self, Demand, Outcome, ShareState, Snapshot};
 use crate::pool::Pool;
 use crate::proto::{Answer, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs};
-use crate::store::{self, now};
+use crate::store::{self, now, AuditSlot};
 
 impl Engine {
     /// `snapshot.create`: a point-in-time copy of a share (a job on a pool that cannot
     /// reflink); the same name again is answered with the snapshot that exists.
-    pub(super) async fn create_snapshot(&self, a: SnapshotCreateArgs) -> Result<Answer> {
+    pub(super) async fn create_snapshot(
+        &self,
+        a: SnapshotCreateArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         model::validate_name("snapshot", &a.name)?;
-        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        // A share's pool never changes: its room is read before the lock is taken.
+        let (id, pool_name) = self.share_id_and_pool(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        let share = self.share_by_id(&id).await?;
-        super::share::ensure_available(&share)?;
-        let pool = self.pool(&share.pool)?;
-        let snap = Snapshot {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: a.name.clone(),
-            share: share.id.clone(),
-            share_name: share.name.clone(),
-            pool: share.pool.clone(),
-            size: share.size,
-            state: ShareState::Creating,
-            created_at: now(),
-        };
-        let row = snap.clone();
+        let pool = self.pool(&pool_name)?;
         let room = self.room(&pool).await?;
-        let existing = self
+        let (snap_id, name) = (uuid::Uuid::new_v4().to_string(), a.name.clone());
+        // The share is re-read under its lock in the transaction that records the snapshot
+        // (its size and state are as of that commit).
+        let (share, snap, existing) = self
             .store
             .write(move |c| {
-                let found = store::list_snapshots(c, Some(&row.share), None)?
-                    .into_iter()
-                    .find(|s| s.name == row.name);
+                let share = store::get_share(c, &id)?
+                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
+                super::share::ensure_available(&share)?;
+                let snap = Snapshot {
+                    id: snap_id,
+                    name,
+                    share: share.id.clone(),
+                    share_name: share.name.clone(),
+                    pool: share.pool.clone(),
+                    size: share.size,
+                    state: ShareState::Creating,
+                    created_at: now(),
+                };
+                let found = store::get_snapshot_by_name(c, &snap.share, &snap.name)?;
                 if found.is_none() {
                     room.check(
                         c,
-                        &format!("snapshot {}@{}", row.share_name, row.name),
+                        &format!("snapshot {}@{}", snap.share_name, snap.name),
                         Demand::Snapshot,
                     )?;
-                    store::insert_snapshot(c, &row)?;
+                    store::insert_snapshot(c, &snap)?;
                 }
-                Ok(found)
+                Ok((share, snap, found))
             })
             .await?;
         if let Some(e) = existing {
@@ -89,7 +95,9 @@ impl Engine {
         failpoint::hit("snapshot.create.after_copy");
         let sid = snap.id.clone();
         self.store
-            .write(move |c| store::set_snapshot_state(c, &sid, ShareState::Available))
+            .write_recorded(slot, move |c| {
+                store::set_snapshot_state(c, &sid, ShareState::Available)
+            })
             .await?;
         let mut snap = snap;
         snap.state = ShareState::Available;
@@ -162,22 +170,19 @@ impl Engine {
     }
 
     /// `snapshot.delete`: remove a snapshot (clones made from it are not touched).
-    pub(super) async fn delete_snapshot(&self, a: SnapshotRef) -> Result<Outcome<String>> {
-        let snap = self
-            .store
-            .call(move |c| {
-                store::find_snapshot(c, &a.snapshot, a.share.as_deref(), a.pool.as_deref())
-            })
-            .await?;
+    pub(super) async fn delete_snapshot(
+        &self,
+        a: SnapshotRef,
+        slot: &AuditSlot,
+    ) -> Result<Outcome<String>> {
+        // From the index, which holds every committed write (the lock holder's included).
+        let index = self.store.index();
+        let snap = index.find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())?;
         let _g = self.locks.lock(&snap.share).await;
-        let sid = snap.id.clone();
-        let snap = self
-            .store
-            .call(move |c| {
-                store::get_snapshot(c, &sid)?
-                    .ok_or_else(|| Error::NotFound(format!("snapshot {sid} was deleted meanwhile")))
-            })
-            .await?;
+        let snap = index
+            .get_snapshot(&snap.id)
+            .map(|s| (*s).clone())
+            .ok_or_else(|| Error::NotFound(format!("snapshot {} was deleted meanwhile", snap.id)))?;
         if snap.state == ShareState::Creating {
             return Err(Error::Busy(format!(
                 "snapshot {} is still being created",
@@ -185,16 +190,18 @@ impl Engine {
             )));
         }
         let pool = self.pool(&snap.pool)?;
-        self.remove_snapshot_locked(&pool, &snap).await?;
+        self.remove_snapshot_locked(&pool, &snap, slot).await?;
         Ok(Outcome::Deleted(snap.id.clone()))
     }
 
     /// Remove one snapshot; the caller holds its share's lock. Clones made from it are
     /// independent copies and are not touched; they keep recording it as their origin.
+    /// The last commit writes the audit entry waiting in `slot`, if any.
     pub(super) async fn remove_snapshot_locked(
         &self,
         pool: &Arc<dyn Pool>,
         snap: &Snapshot,
+        slot: &AuditSlot,
     ) -> Result<()> {
         let sid = snap.id.clone();
         self.store
@@ -206,7 +213,7 @@ impl Engine {
         failpoint::hit("snapshot.delete.after_file");
         let sid = snap.id.clone();
         self.store
-            .write(move |c| store::delete_snapshot_row(c, &sid))
+            .write_recorded(slot, move |c| store::delete_snapshot_row(c, &sid))
             .await?;
         log::info!(
             "snapshot deleted: {} ({}) of share {}",

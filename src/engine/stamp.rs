@@ -49,6 +49,11 @@ impl super::Engine {
         except: Option<&str>,
     ) -> crate::error::Result<()> {
         let json = self.exports_record(share, except).await?;
+        self.stamp_record(share, json).await
+    }
+
+    /// Write `json` (an [`exports_record_of`]) as the share's exports record on its volume.
+    pub(super) async fn stamp_record(&self, share: &Share, json: String) -> crate::error::Result<()> {
         let pool = self.pool(&share.pool)?;
         let id = share.id.clone();
         super::blocking(move || pool.stamp_exports(&id, &json)).await
@@ -62,28 +67,48 @@ impl super::Engine {
         except: Option<&str>,
     ) -> crate::error::Result<String> {
         let (sid, except) = (share.id.clone(), except.map(str::to_string));
-        let stamped = self
-            .store
-            .call(move |c| {
-                let exports: Vec<StampedExport> = store::list_exports(c, Some(&sid), None)?
-                    .into_iter()
-                    .filter(|r| r.export.state == ShareState::Available)
-                    .filter(|r| Some(&r.export.id) != except.as_ref())
-                    .map(|r| StampedExport {
-                        export: r.export,
-                        chap_secret: r.chap_secret,
-                    })
-                    .collect();
-                let attachments = store::list_attachments(c, Some(&sid))?
-                    .into_iter()
-                    .filter(|a| exports.iter().any(|x| x.export.protocol == a.protocol))
-                    .collect();
-                Ok(StampedExports {
-                    exports,
-                    attachments,
-                })
-            })
-            .await?;
-        Ok(serde_json::to_string(&stamped).expect("exports serialise"))
+        self.store
+            .call(move |c| read_exports_record(c, &sid, except.as_deref()))
+            .await
     }
+}
+
+/// The exports record of share `share_id` (all its `available` exports but `except`, and
+/// their attachments), read in `c`: inside a transaction, as of its commit.
+pub(super) fn read_exports_record(
+    c: &rusqlite::Connection,
+    share_id: &str,
+    except: Option<&str>,
+) -> crate::error::Result<String> {
+    let exports = store::list_exports(c, Some(share_id), None)?;
+    let attachments = store::list_attachments(c, Some(share_id))?;
+    Ok(exports_record_of(exports, attachments, except))
+}
+
+/// The exports record of a share whose exports and attachments are these (read under the
+/// share's lock): its `available` exports but `except`, with their CHAP secrets, and the
+/// attachments over their protocols, as JSON.
+pub(super) fn exports_record_of(
+    exports: Vec<store::ExportRow>,
+    attachments: Vec<Attachment>,
+    except: Option<&str>,
+) -> String {
+    let exports: Vec<StampedExport> = exports
+        .into_iter()
+        .filter(|r| r.export.state == ShareState::Available)
+        .filter(|r| Some(r.export.id.as_str()) != except)
+        .map(|r| StampedExport {
+            export: r.export,
+            chap_secret: r.chap_secret,
+        })
+        .collect();
+    let attachments = attachments
+        .into_iter()
+        .filter(|a| exports.iter().any(|x| x.export.protocol == a.protocol))
+        .collect();
+    serde_json::to_string(&StampedExports {
+        exports,
+        attachments,
+    })
+    .expect("exports serialise")
 }

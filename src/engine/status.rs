@@ -39,6 +39,27 @@ impl Engine {
         }
     }
 
+    /// Record how an audited request ended (`entry` carries its outcome). If the
+    /// operation's final commit wrote its entry already (`slot`), a success needs nothing
+    /// more, and a failure after that commit (a later step) gives that entry the outcome.
+    /// Otherwise the entry is recorded as by [`Engine::audit`].
+    pub async fn finish_audit(&self, slot: &crate::store::AuditSlot, entry: crate::store::AuditEntry) {
+        let Some(seq) = slot.written() else {
+            return self.audit(entry).await;
+        };
+        if entry.outcome == "ok" {
+            return;
+        }
+        let (outcome, message) = (entry.outcome, entry.message);
+        let amended = self
+            .store
+            .write(move |c| crate::store::set_audit_outcome(c, seq, &outcome, &message))
+            .await;
+        if let Err(e) = amended {
+            log::error!("audit entry {seq}: recording its outcome failed: {e}");
+        }
+    }
+
     /// Record a refusal that is not a parsed request's (e.g. a connection refused because
     /// its peer has no role: `op` is `"connect"`). Refusals of one uid, role and op in one
     /// minute become one entry with a count, so a flood costs one row a minute.

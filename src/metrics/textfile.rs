@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future;
 
 use super::collect::Collector;
 
@@ -69,18 +68,7 @@ pub async fn write_every(
             }
             Err(_) => {}
         }
-        let go_on = future::or(
-            async {
-                smol::Timer::after(every).await;
-                true
-            },
-            async {
-                let _ = stop.recv().await;
-                false
-            },
-        )
-        .await;
-        if !go_on {
+        if !crate::server::tick_or_stop(every, &stop).await {
             break;
         }
     }

@@ -16,7 +16,7 @@ use super::Server;
 use crate::error::Error;
 use crate::proto::frame::FrameError;
 use crate::proto::{Envelope, ErrorCode, Reply, Request};
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, AuditSlot};
 use crate::sys::process::{peer_credentials, PeerCred};
 use crate::sys::users::groups_of;
 
@@ -305,7 +305,28 @@ async fn run_request(
     let role = server.settings.roles().role_of(peer.cred.uid, &peer.groups);
     let audited = env.request.is_mutation();
     let target = env.request.target();
-    let result = if !role.permits(&env.request) {
+    // The entry as it will be recorded; its outcome is set when the request ends, unless
+    // the operation's final commit writes it first (as `ok`).
+    let entry = |outcome: String, message: String| AuditEntry {
+        seq: 0,
+        at_ms: crate::store::now_ms(),
+        uid: peer.cred.uid,
+        gid: peer.cred.gid,
+        pid: peer.cred.pid,
+        role: role.as_str().to_string(),
+        op: env.op.clone(),
+        target: target.clone(),
+        outcome,
+        message,
+        key: env.key.clone(),
+    };
+    let permitted = role.permits(&env.request);
+    let slot = if audited && permitted {
+        AuditSlot::new(entry("ok".to_string(), String::new()))
+    } else {
+        AuditSlot::default()
+    };
+    let result = if !permitted {
         Err(Error::PermissionDenied(format!(
             "uid {} (role {}) may not run {}{}",
             peer.cred.uid,
@@ -324,37 +345,26 @@ async fn run_request(
             (Some(key), Some(digest)) if audited => {
                 server
                     .engine
-                    .handle_keyed(key, &env.op, digest, env.request)
+                    .handle_keyed(key, &env.op, digest, env.request, &slot)
                     .await
             }
-            _ => server.engine.handle(env.request).await,
+            _ => server.engine.handle(env.request, &slot).await,
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     crate::metrics::request(&env.op, &result, t0.elapsed());
     let denied = matches!(result, Err(Error::PermissionDenied(_)));
     if audited || denied {
+        let (outcome, message) = match &result {
+            Ok(_) => ("ok".to_string(), String::new()),
+            Err(e) => (
+                e.code().as_str().to_string(),
+                e.to_string().chars().take(1000).collect(),
+            ),
+        };
         server
             .engine
-            .audit(AuditEntry {
-                seq: 0,
-                at_ms: crate::store::now_ms(),
-                uid: peer.cred.uid,
-                gid: peer.cred.gid,
-                pid: peer.cred.pid,
-                role: role.as_str().to_string(),
-                op: env.op.clone(),
-                target,
-                outcome: match &result {
-                    Ok(_) => "ok".to_string(),
-                    Err(e) => e.code().as_str().to_string(),
-                },
-                message: match &result {
-                    Ok(_) => String::new(),
-                    Err(e) => e.to_string().chars().take(1000).collect(),
-                },
-                key: env.key.clone(),
-            })
+            .finish_audit(&slot, entry(outcome, message))
             .await;
     }
     let peer = peer.cred;

@@ -131,22 +131,27 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// Wait `every`: true when it passed, false when `stop` closed (or was sent to) first. The
+/// pace of shelfd's periodic tasks, each of which ends when its `stop` channel closes.
+pub async fn tick_or_stop(every: Duration, stop: &smol::channel::Receiver<()>) -> bool {
+    future::or(
+        async {
+            smol::Timer::after(every).await;
+            true
+        },
+        async {
+            let _ = stop.recv().await;
+            false
+        },
+    )
+    .await
+}
+
 /// Give the allocator's free pages back once the large frames that needed them are gone
 /// (glibc keeps them otherwise: 1,000 parked megabyte frames left shelfd 50 MiB larger).
 async fn trim_after_large_frames(server: Arc<Server>, stop: smol::channel::Receiver<()>) {
     loop {
-        let go_on = future::or(
-            async {
-                smol::Timer::after(Duration::from_secs(2)).await;
-                true
-            },
-            async {
-                let _ = stop.recv().await;
-                false
-            },
-        )
-        .await;
-        if !go_on {
+        if !tick_or_stop(Duration::from_secs(2), &stop).await {
             return;
         }
         if server.budget.take_trim() {

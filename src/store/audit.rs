@@ -95,6 +95,66 @@ impl AuditEntry {
     }
 }
 
+/// The audit entry of one state-changing request while the request runs. The operation's
+/// final transaction takes it ([`crate::store::Store::write_recorded`]) and writes it as
+/// `ok` in the same commit as the change, so an acknowledged change costs no commit of its
+/// own; an entry no transaction took is written once the outcome is known.
+#[derive(Debug, Default)]
+pub struct AuditSlot(std::sync::Mutex<Slot>);
+
+#[derive(Debug, Default)]
+enum Slot {
+    /// Nothing to record (the request is not audited, or its entry was taken).
+    #[default]
+    Empty,
+    /// The entry, waiting for a transaction to take it.
+    Waiting(Box<AuditEntry>),
+    /// Written, with this sequence number.
+    Written(u64),
+}
+
+impl AuditSlot {
+    /// A slot holding `entry`, to be written with the operation's final commit.
+    pub fn new(entry: AuditEntry) -> AuditSlot {
+        AuditSlot(std::sync::Mutex::new(Slot::Waiting(Box::new(entry))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        // A panic while holding the lock leaves a valid state: carry on with it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the waiting entry, to write it in a transaction.
+    pub(crate) fn take(&self) -> Option<AuditEntry> {
+        let mut s = self.lock();
+        match std::mem::take(&mut *s) {
+            Slot::Waiting(e) => Some(*e),
+            other => {
+                *s = other;
+                None
+            }
+        }
+    }
+
+    /// The transaction that took the entry did not commit: it waits again.
+    pub(crate) fn give_back(&self, entry: AuditEntry) {
+        *self.lock() = Slot::Waiting(Box::new(entry));
+    }
+
+    /// The entry was committed as `seq`.
+    pub(crate) fn set_written(&self, seq: u64) {
+        *self.lock() = Slot::Written(seq);
+    }
+
+    /// The sequence number of the entry, once a transaction has written it.
+    pub fn written(&self) -> Option<u64> {
+        match *self.lock() {
+            Slot::Written(seq) => Some(seq),
+            _ => None,
+        }
+    }
+}
+
 /// One entry of the log as `audit.list` returns it: the first request it records, plus
 /// how many requests it stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -192,12 +252,19 @@ fn fold_refusals<'a>(entries: impl Iterator<Item = &'a AuditEntry>) -> Folded {
 }
 
 /// Write audit entries (call inside one transaction for the batch): changes get a row
-/// each; refusals are added to their (uid, role, op, minute) entry; then each kind is cut
-/// back to its retention, and the totals follow.
-pub fn insert_audit(c: &Connection, entries: &[AuditEntry], keep: AuditKeep) -> Result<()> {
+/// each, in order; refusals are added to their (uid, role, op, minute) entry; then each
+/// kind is cut back to its retention, and the totals follow. Returns the sequence number
+/// of the last change written.
+pub fn insert_audit(
+    c: &Connection,
+    entries: &[AuditEntry],
+    keep: AuditKeep,
+) -> Result<Option<u64>> {
     let mut changes = 0u64;
+    let mut last_change = None;
     for e in entries.iter().filter(|e| e.kind() == AuditKind::Change) {
         insert_row(c, e, AuditKind::Change, 1, e.at_ms, None)?;
+        last_change = Some(c.last_insert_rowid() as u64);
         changes += 1;
     }
     bump_totals(c, AuditKind::Change, changes, changes, 0)?;
@@ -222,6 +289,16 @@ pub fn insert_audit(c: &Connection, entries: &[AuditEntry], keep: AuditKeep) -> 
     bump_totals(c, AuditKind::Refusal, new_rows, requests, aggregated)?;
     enforce_retention(c, AuditKind::Change, keep.changes)?;
     enforce_retention(c, AuditKind::Refusal, keep.refusals)?;
+    Ok(last_change)
+}
+
+/// Give the entry `seq` (a change recorded with its operation's final commit as `ok`)
+/// the outcome the request ended with after all: a step after that commit failed.
+pub fn set_audit_outcome(c: &Connection, seq: u64, outcome: &str, message: &str) -> Result<()> {
+    c.execute(
+        "UPDATE audit SET outcome = ?2, message = ?3 WHERE seq = ?1",
+        params![seq as i64, outcome, message],
+    )?;
     Ok(())
 }
 

@@ -39,12 +39,13 @@ pub use shares::*;
 pub use snapshots::*;
 pub use totals::*;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn for<'a> FnOnce(&mut Connection, &mut AuditQueue<'a>) + Send>;
 
 /// What the database thread is asked to do.
 enum Msg {
-    /// Run a closure.
-    Run(Job),
+    /// Run a closure. `records` says whether it writes the queued audit entries in its
+    /// own transaction ([`Store::write_recorded`]): then the queue is not flushed first.
+    Run { job: Job, records: bool },
     /// Record an audit entry; entries are written in batches (group commit). With a
     /// sender, it is told once the batch holding the entry is committed.
     Audit(Box<AuditEntry>, Option<smol::channel::Sender<()>>),
@@ -151,21 +152,30 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     {
+        self.run(false, move |conn, _| f(conn)).await?
+    }
+
+    /// Run `f` on the database thread with the audit queue, and await what it returns.
+    async fn run<R, F>(&self, records: bool, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(&mut Connection, &mut AuditQueue<'a>) -> R + Send + 'static,
+    {
         let (tx, rx) = smol::channel::bounded(1);
         let index = self.index.clone();
-        let job: Job = Box::new(move |conn| {
-            let r = f(conn);
+        let job: Job = Box::new(move |conn, queue| {
+            let r = f(conn, queue);
             // Before the caller hears of the write: a read after it sees it.
             index.sync(conn);
             let _ = tx.send_blocking(r);
         });
         self.tx
-            .send(Msg::Run(job))
+            .send(Msg::Run { job, records })
             .await
             .map_err(|_| Error::Internal("database is closed".into()))?;
         rx.recv()
             .await
-            .map_err(|_| Error::Internal("database thread dropped a request".into()))?
+            .map_err(|_| Error::Internal("database thread dropped a request".into()))
     }
 
     /// Run `f` inside one `IMMEDIATE` transaction, committed when `f` returns `Ok`.
@@ -181,6 +191,59 @@ impl Store {
             Ok(r)
         })
         .await
+    }
+
+    /// Like [`Store::write`], for an operation's final transaction: it also writes the
+    /// request's audit entry from `slot` (as `ok`), and the entries queued before it, in
+    /// the same commit. The change and its entry are on disk together when this returns,
+    /// so the reply needs no commit of its own. An entry that cannot be written is counted
+    /// as unwritten and does not undo the change (as with a separate commit); when `f`
+    /// fails or the commit does, the entry goes back to `slot`. With no entry waiting in
+    /// `slot`, this is [`Store::write`].
+    pub async fn write_recorded<R, F>(&self, slot: &AuditSlot, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+    {
+        let Some(mut entry) = slot.take() else {
+            return self.write(f).await;
+        };
+        let ran = self
+            .run(true, move |conn, queue| {
+                let tx = match conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                {
+                    Ok(tx) => tx,
+                    Err(e) => return (Err(e.into()), Err(entry)),
+                };
+                let r = match f(&tx) {
+                    Ok(r) => r,
+                    Err(e) => return (Err(e), Err(entry)),
+                };
+                entry.at_ms = now_ms();
+                match queue.commit_with(tx, entry) {
+                    Ok(seq) => (Ok(r), Ok(seq)),
+                    Err((e, entry)) => (Err(e), Err(entry)),
+                }
+            })
+            .await;
+        let (r, written) = match ran {
+            Ok(done) => done,
+            Err(e) => {
+                // The database thread is gone; the entry went with the job.
+                self.unwritten
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::error!("an audit entry was not written: the database is closed");
+                return Err(e);
+            }
+        };
+        match written {
+            Ok(Some(seq)) => slot.set_written(seq),
+            // Written, but its number is unknown (the entry itself failed and was counted).
+            Ok(None) => {}
+            Err(entry) => slot.give_back(entry),
+        }
+        r
     }
 
     /// Queue an audit entry without waiting for it. Such entries are committed together
@@ -257,16 +320,98 @@ impl Store {
 }
 
 /// Audit entries queued on the database thread, and who waits for their commit.
-#[derive(Default)]
-struct PendingAudit {
+pub(crate) struct AuditQueue<'a> {
     entries: Vec<AuditEntry>,
     waiting: Vec<smol::channel::Sender<()>>,
     /// Messages handled since the first of `waiting` arrived.
     since_waiter: usize,
+    /// Entries that could not be written (the store's `unwritten`).
+    lost: &'a std::sync::atomic::AtomicU64,
+    /// Entries queued and not yet written (the store's `queued`).
+    queued: &'a std::sync::atomic::AtomicU64,
 }
 
 /// A change's entry waits for at most this many further messages before its commit.
 const CHANGE_GROUP: usize = 64;
+
+impl AuditQueue<'_> {
+    /// Write the queued entries in a transaction of their own.
+    fn write(&mut self, conn: &mut Connection) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let written = conn.transaction().map_err(Error::from).and_then(|tx| {
+            insert_audit(&tx, &self.entries, AuditKeep::default())?;
+            tx.commit().map_err(Error::from)
+        });
+        if let Err(e) = written {
+            let n = self.entries.len() as u64;
+            self.lost
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            log::error!("writing {n} audit entries failed: {e}");
+        }
+        self.done();
+    }
+
+    /// Write the queued entries and then `entry` (a change's, `ok`) in `tx`, and commit
+    /// it: the entry's sequence number, or the commit's error with the entry (the queued
+    /// ones stay queued). The entries go under a savepoint: if they cannot be written,
+    /// they are counted as unwritten and the change is committed without them.
+    fn commit_with(
+        &mut self,
+        tx: rusqlite::Transaction<'_>,
+        entry: AuditEntry,
+    ) -> std::result::Result<Option<u64>, (Error, AuditEntry)> {
+        let mut batch = std::mem::take(&mut self.entries);
+        batch.push(entry);
+        let inserted = tx.execute_batch("SAVEPOINT audit").map_err(Error::from).and_then(|()| {
+            let seq = insert_audit(&tx, &batch, AuditKeep::default())?;
+            tx.execute_batch("RELEASE audit")?;
+            Ok(seq)
+        });
+        let seq = match inserted {
+            Ok(seq) => seq,
+            Err(e) => {
+                let undone = tx.execute_batch("ROLLBACK TO audit; RELEASE audit");
+                if let Err(u) = undone {
+                    let entry = batch.pop().expect("the batch holds the entry");
+                    self.entries = batch;
+                    return Err((Error::Db(format!("{e}; and undoing it: {u}")), entry));
+                }
+                let n = batch.len() as u64;
+                self.lost
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                log::error!("writing {n} audit entries with a change failed: {e}");
+                None
+            }
+        };
+        if let Err(e) = tx.commit() {
+            let entry = batch.pop().expect("the batch holds the entry");
+            self.entries = batch;
+            return Err((e.into(), entry));
+        }
+        // The entry of this write was never counted as queued: leave it out of `done`.
+        batch.pop();
+        self.entries = batch;
+        self.done();
+        Ok(seq)
+    }
+
+    /// The queued entries are written (or counted as lost): tell whoever waits.
+    fn done(&mut self) {
+        self.queued.fetch_sub(
+            self.entries.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.entries.clear();
+        self.since_waiter = 0;
+        // Whoever waits is told either way: a failed write is counted and logged, and the
+        // change it records is already made.
+        for w in self.waiting.drain(..) {
+            let _ = w.try_send(());
+        }
+    }
+}
 
 /// The database thread's loop: run jobs in order; write audit entries in batches.
 fn serve(
@@ -276,26 +421,33 @@ fn serve(
     queued: &std::sync::atomic::AtomicU64,
     index: &Index,
 ) {
-    let mut pending = PendingAudit::default();
+    let mut pending = AuditQueue {
+        entries: Vec::new(),
+        waiting: Vec::new(),
+        since_waiter: 0,
+        lost,
+        queued,
+    };
     while let Ok(msg) = rx.recv_blocking() {
         match msg {
-            Msg::Run(job) => {
-                // A change waits for its entry: commit it before later work, not after.
-                if !pending.waiting.is_empty() {
-                    write_audit(conn, &mut pending, lost, queued);
+            Msg::Run { job, records } => {
+                // A change waits for its entry: commit it before later work, not after
+                // (a write that records commits it with its own).
+                if !records && !pending.waiting.is_empty() {
+                    pending.write(conn);
                 }
-                job(conn)
+                job(conn, &mut pending)
             }
             Msg::Audit(e, wait) => {
                 pending.entries.push(*e);
                 pending.waiting.extend(wait);
             }
             Msg::Flush(done) => {
-                write_audit(conn, &mut pending, lost, queued);
+                pending.write(conn);
                 let _ = done.try_send(());
             }
             Msg::Tick => {
-                write_audit(conn, &mut pending, lost, queued);
+                pending.write(conn);
                 // Catches a commit by another connection within a tick.
                 index.sync(conn);
             }
@@ -309,41 +461,10 @@ fn serve(
         let change_waits =
             !pending.waiting.is_empty() && (rx.is_empty() || pending.since_waiter >= CHANGE_GROUP);
         if change_waits || pending.entries.len() >= AUDIT_BATCH {
-            write_audit(conn, &mut pending, lost, queued);
+            pending.write(conn);
         }
     }
-    write_audit(conn, &mut pending, lost, queued);
-}
-
-fn write_audit(
-    conn: &mut Connection,
-    pending: &mut PendingAudit,
-    lost: &std::sync::atomic::AtomicU64,
-    queued: &std::sync::atomic::AtomicU64,
-) {
-    if pending.entries.is_empty() {
-        return;
-    }
-    let written = conn.transaction().map_err(Error::from).and_then(|tx| {
-        insert_audit(&tx, &pending.entries, AuditKeep::default())?;
-        tx.commit().map_err(Error::from)
-    });
-    if let Err(e) = written {
-        let n = pending.entries.len() as u64;
-        lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        log::error!("writing {n} audit entries failed: {e}");
-    }
-    queued.fetch_sub(
-        pending.entries.len() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    pending.entries.clear();
-    pending.since_waiter = 0;
-    // Whoever waits is told either way: a failed write is counted and logged, and the
-    // change it records is already made.
-    for w in pending.waiting.drain(..) {
-        let _ = w.try_send(());
-    }
+    pending.write(conn);
 }
 
 /// Open a connection with shelf's pragmas and run migrations.
@@ -409,3 +530,6 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod recorded_tests;

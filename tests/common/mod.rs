@@ -38,7 +38,8 @@ pub use daemon::{Daemon, Layout};
 pub use ganesha::Ganesha;
 pub use iscsi::Login;
 pub use proc::{
-    eventually, exportfs_v, output_within, run_suite, sh, try_run, try_run_env, Finished,
+    all_traced_by, eventually, exportfs_v, output_within, run_suite, sh, try_run, try_run_env,
+    wait_until_traced, Finished,
 };
 pub use rig::{ExportsFile, Tgtd, Xfs};
 pub use values::{field, n, pattern, read_at, sub, t, volume, wait_job, write_at};

@@ -53,6 +53,37 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Whether every thread of `pid` is traced by `tracer` (`TracerPid` in its status).
+pub fn all_traced_by(pid: i32, tracer: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let traced = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(|v| v.trim() == tracer.to_string());
+        if traced != Some(true) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// Wait, bounded, until `strace` (started with `-p pid`) traces every thread of `pid`:
+/// strace says nothing once attached (`-qq`), so its tracer pid is the only sign. Kills
+/// strace and fails the test if it has not attached within 20 s.
+pub fn wait_until_traced(strace: &mut std::process::Child, pid: i32) {
+    if !eventually(20, || all_traced_by(pid, strace.id())) {
+        let _ = strace.kill();
+        let _ = strace.wait();
+        panic!("strace did not attach to every thread of process {pid} within 20 s");
+    }
+}
+
 /// Run `cmd` with its output captured (both pipes drained on threads, so a chatty program
 /// cannot block on a full pipe). Past `limit` it is asked to stop (SIGTERM, so it can
 /// clean up) and killed a minute later; the status is then `None`.

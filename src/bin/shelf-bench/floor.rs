@@ -163,14 +163,18 @@ impl Floor {
     }
 
     /// export.create over iSCSI of an existing floor share: two commits around the
-    /// tgtadm commands. Returns the target id.
+    /// backing-store check and the tgtadm commands, then the exports record on the volume
+    /// (as shelfd: an export the volume cannot record is refused). Returns the target id.
     pub fn export_iscsi(&self, name: &str) -> Res<u32> {
         let id = self.id_of(name)?;
         let eid = format!("x-{id}");
         self.insert(&eid, "export", name, "default", 0)?;
         let tid = self.next_tid.fetch_add(1, Ordering::SeqCst);
+        let vol = self.volume(name)?;
+        fs::check_backing_store(&vol, &id).map_err(|e| format!("floor: backing store: {e:?}"))?;
         self.new_target(tid, name, &id)?;
         self.set_state(&eid, "available")?;
+        stamp_exports(&vol, &exports_record(&id, "", None))?;
         self.targets
             .lock()
             .expect("targets")
@@ -263,7 +267,8 @@ impl Floor {
                 .map_err(e("exports file"))?;
             crate::calls::retry_foreign_exportfs(|| sh(&["exportfs", "-r"]))?;
         }
-        self.set_state(&eid, "available")
+        self.set_state(&eid, "available")?;
+        stamp_exports(&self.volume(name)?, &exports_record(&eid, "", None))
     }
 
     /// snapshot.create: two commits around a durable FICLONE of the volume.
@@ -307,36 +312,57 @@ impl Floor {
         Ok(())
     }
 
-    /// share.attach + share.detach of an initiator on an existing target: a commit and an
-    /// ACL bind, then an ACL unbind and a commit.
-    pub fn attach_detach(&self, tid: u32, initiator: &str) -> Res<()> {
-        let aid = uuid::Uuid::new_v4().to_string();
+    /// share.attach + share.detach of an initiator on an existing target of share `name`,
+    /// with the steps crash safety needs on both sides (docs/performance.md, "Method"):
+    /// attach journals the attachment (commit), checks the backing store is the share's
+    /// volume (access is never granted to a planted file), binds the initiator, clears the
+    /// journal (commit: acknowledged) and records the share's exports on its volume
+    /// (xattr + fsync, for a database rebuild); detach records the exports without it on
+    /// the volume first (a rebuild must not bring revoked access back), journals the
+    /// detach (commit), unbinds, and deletes the attachment (commit).
+    pub fn attach_detach(&self, name: &str, tid: u32, initiator: &str) -> Res<()> {
         let t = tid.to_string();
+        let g = &self.tgtd;
+        self.attach_detach_with(name, initiator, &mut |bind| {
+            let op = if bind { "bind" } else { "unbind" };
+            g.tgtadm(&[
+                "--mode",
+                "target",
+                "--op",
+                op,
+                "--tid",
+                &t,
+                "--initiator-name",
+                initiator,
+            ])
+            .map(|_| ())
+        })
+    }
+
+    /// The journal, volume and record steps of [`Floor::attach_detach`] around `acl`
+    /// (called with true to bind, false to unbind).
+    pub(crate) fn attach_detach_with(
+        &self,
+        name: &str,
+        initiator: &str,
+        acl: &mut dyn FnMut(bool) -> Res<()>,
+    ) -> Res<()> {
+        let (id, vol) = (self.id_of(name)?, self.volume(name)?);
+        let aid = uuid::Uuid::new_v4().to_string();
         self.commit(
-            "INSERT INTO intents (op, obj) VALUES ('attachment', ?1)",
+            "INSERT INTO intents (op, obj) VALUES ('share.attach', ?1)",
             &[&aid],
         )?;
-        let g = &self.tgtd;
-        g.tgtadm(&[
-            "--mode",
-            "target",
-            "--op",
-            "bind",
-            "--tid",
-            &t,
-            "--initiator-name",
-            initiator,
-        ])?;
-        g.tgtadm(&[
-            "--mode",
-            "target",
-            "--op",
-            "unbind",
-            "--tid",
-            &t,
-            "--initiator-name",
-            initiator,
-        ])?;
+        fs::check_backing_store(&vol, &id).map_err(|e| format!("floor: backing store: {e:?}"))?;
+        acl(true)?;
+        self.commit("DELETE FROM intents WHERE obj = ?1", &[&aid])?;
+        stamp_exports(&vol, &exports_record(&id, initiator, Some(&aid)))?;
+        stamp_exports(&vol, &exports_record(&id, initiator, None))?;
+        self.commit(
+            "INSERT INTO intents (op, obj) VALUES ('share.detach', ?1)",
+            &[&aid],
+        )?;
+        acl(false)?;
         self.commit("DELETE FROM intents WHERE obj = ?1", &[&aid])
     }
 
@@ -380,6 +406,33 @@ impl Floor {
         self.ids.lock().expect("ids").remove(name);
         Ok(())
     }
+}
+
+/// A share's exports record as the file pool stamps it (`trusted.shelf.exports`): its
+/// iSCSI export with CHAP user and secret, and the attachment `attachment` if given.
+pub(crate) fn exports_record(share_id: &str, initiator: &str, attachment: Option<&str>) -> String {
+    let export = format!(
+        r#"{{"export":{{"id":"x-{share_id}","share":"{share_id}","protocol":"iscsi","driver":"tgt","state":"available","target":"{FLOOR_IQN}:{share_id}","tid":1,"chap_user":"floor-1","attached":[{{"client":"{initiator}","mode":"rw"}}]}},"chap_secret":"floorsecret12345"}}"#
+    );
+    let attachments = match attachment {
+        Some(aid) => format!(
+            r#"[{{"id":"{aid}","share":"{share_id}","protocol":"iscsi","client":"{initiator}","host":"h","initiator":"{initiator}","mode":"rw"}}]"#
+        ),
+        None => "[]".into(),
+    };
+    format!(r#"{{"exports":[{export}],"attachments":{attachments}}}"#)
+}
+
+/// Write a share's exports record on its volume and make it durable (xattr, fsync), as
+/// shelfd does after every change to its exports or attachments.
+pub(crate) fn stamp_exports(volume: &Path, record: &str) -> Res<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(volume)
+        .map_err(e("open"))?;
+    let attrs = [("exports".to_string(), record.to_string())].into();
+    fs::set_identity_fd(&f, &attrs).map_err(e("xattr"))?;
+    f.sync_all().map_err(e("fsync"))
 }
 
 /// The ten `trusted.shelf.*` attributes the file pool writes.

@@ -37,8 +37,12 @@ impl Floor {
         let eid = format!("x-{id}");
         self.insert(&eid, "export", name, "default", 0)?;
         let tid = self.next_tid.fetch_add(1, Ordering::SeqCst);
+        let vol = self.volume(name)?;
+        shelf::sys::fs::check_backing_store(&vol, &id)
+            .map_err(|e| format!("floor: backing store: {e:?}"))?;
         self.new_target_ipc(tid, name, &id)?;
         self.set_state(&eid, "available")?;
+        super::stamp_exports(&vol, &super::exports_record(&id, "", None))?;
         self.targets
             .lock()
             .expect("targets")
@@ -57,15 +61,11 @@ impl Floor {
         self.ipc(TgtRequest::account_binding(true, tid, &user))
     }
 
-    /// [`Floor::attach_detach`] over the socket: a commit, bind, unbind, a commit.
-    pub fn attach_detach_ipc(&self, tid: u32, initiator: &str) -> Res<()> {
-        let aid = uuid::Uuid::new_v4().to_string();
-        self.commit(
-            "INSERT INTO intents (op, obj) VALUES ('attachment', ?1)",
-            &[&aid],
-        )?;
-        self.ipc(TgtRequest::acl(true, tid, initiator))?;
-        self.ipc(TgtRequest::acl(false, tid, initiator))?;
-        self.commit("DELETE FROM intents WHERE obj = ?1", &[&aid])
+    /// [`Floor::attach_detach`] over the socket: the same steps, the bind and unbind sent
+    /// straight to tgtd.
+    pub fn attach_detach_ipc(&self, name: &str, tid: u32, initiator: &str) -> Res<()> {
+        self.attach_detach_with(name, initiator, &mut |bind| {
+            self.ipc(TgtRequest::acl(bind, tid, initiator))
+        })
     }
 }

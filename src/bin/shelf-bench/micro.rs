@@ -249,10 +249,12 @@ impl<'a> Micro<'a> {
             Op::Snapshot => f.snapshot(&f.volume("snapsrc")?, name),
             Op::Clone => f.clone_share(&f.snapshot_file("seed")?, name),
             Op::AttachDetach => f.attach_detach(
+                &format!("att-{th}"),
                 self.attach_tids[th],
                 &format!("iqn.2026-11.org.example:bench-{th}"),
             ),
             Op::AttachDetachIpc => f.attach_detach_ipc(
+                &format!("att-{th}"),
                 self.attach_tids[th],
                 &format!("iqn.2026-11.org.example:bench-{th}"),
             ),

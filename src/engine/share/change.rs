@@ -7,42 +7,52 @@ use crate::engine::{answer, blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Demand, Outcome, ShareState};
 use crate::proto::{Answer, ShareDeleteArgs, ShareResizeArgs};
-use crate::store;
+use crate::store::{self, AuditSlot};
 
 impl Engine {
     /// `share.resize`: grow a share (`Unchanged` at its size already; shrinking is
     /// refused); `warnings` says what could not follow (an export, the filesystem).
-    pub(in crate::engine) async fn resize_share(&self, a: ShareResizeArgs) -> Result<Answer> {
+    pub(in crate::engine) async fn resize_share(
+        &self,
+        a: ShareResizeArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         model::validate_size(a.size)?;
-        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+        // A share's pool never changes: its room is read before the lock is taken.
+        let (id, pool_name) = self.share_id_and_pool(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        let share = self.share_by_id(&id).await?;
-        ensure_available(&share)?;
-        if a.size < share.size {
-            return Err(Error::Invalid(format!(
-                "share {} is {} bytes; shrinking to {} is not supported (grow only)",
-                share.name, share.size, a.size
-            )));
-        }
-        if a.size == share.size {
-            return answer(Answer::object(&Outcome::Unchanged(share)));
-        }
-        let pool = self.pool(&share.pool)?;
-        let (sid, new_size) = (share.id.clone(), a.size);
+        let pool = self.pool(&pool_name)?;
         let room = self.room(&pool).await?;
-        let share_name = share.name.clone();
-        let demand = Demand::Grow {
-            by: a.size - share.size,
-            preallocated: !share.sparse,
-        };
-        let intent = self
+        let new_size = a.size;
+        // The share is re-read under its lock in the transaction that journals the grow.
+        let (share, intent) = self
             .store
             .write(move |c| {
-                room.check(c, &format!("growing share {}", share_name), demand)?;
+                let share = store::get_share(c, &id)?
+                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
+                ensure_available(&share)?;
+                if new_size < share.size {
+                    return Err(Error::Invalid(format!(
+                        "share {} is {} bytes; shrinking to {new_size} is not supported (grow only)",
+                        share.name, share.size
+                    )));
+                }
+                if new_size == share.size {
+                    return Ok((share, None));
+                }
+                let demand = Demand::Grow {
+                    by: new_size - share.size,
+                    preallocated: !share.sparse,
+                };
+                room.check(c, &format!("growing share {}", share.name), demand)?;
                 let data = serde_json::json!({ "size": new_size });
-                store::insert_intent(c, "share.resize", &sid, &data)
+                let intent = store::insert_intent(c, "share.resize", &share.id, &data)?;
+                Ok((share, Some(intent)))
             })
             .await?;
+        let Some(intent) = intent else {
+            return answer(Answer::object(&Outcome::Unchanged(share)));
+        };
         failpoint::hit("share.resize.after_intent");
         let (p, s) = (pool.clone(), share.clone());
         let grown = blocking(move || p.grow(&s, new_size)).await;
@@ -53,10 +63,12 @@ impl Engine {
         }
         failpoint::hit("share.resize.after_grow");
         let sid = share.id.clone();
-        self.store
-            .write(move |c| {
+        let exports = self
+            .store
+            .write_recorded(slot, move |c| {
                 store::set_share_size(c, &sid, new_size)?;
-                store::delete_intent(c, intent)
+                store::delete_intent(c, intent)?;
+                store::list_exports(c, Some(&sid), None)
             })
             .await?;
         log::info!(
@@ -68,7 +80,7 @@ impl Engine {
         );
         let mut share = share;
         share.size = a.size;
-        let warnings = self.refresh_exports(&share).await;
+        let warnings = self.refresh_exports(&share, exports).await;
         let mut warnings = warnings;
         warnings.extend(self.grow_filesystem(&share).await);
         let reply = answer(Answer::object(&Outcome::Changed(share)))?;
@@ -83,25 +95,40 @@ impl Engine {
 
     /// `share.delete`: remove a share (with `recursive`, its snapshots too); refused while
     /// it has exports, attachments or (without `recursive`) snapshots.
-    pub(in crate::engine) async fn delete_share(&self, a: ShareDeleteArgs) -> Result<Answer> {
-        let id = self.share_id(&a.share, a.pool.as_deref()).await?;
+    pub(in crate::engine) async fn delete_share(
+        &self,
+        a: ShareDeleteArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
+        let (id, pool_name) = self.share_id_and_pool(&a.share, a.pool.as_deref()).await?;
         let _g = self.locks.lock(&id).await;
-        let share = self.share_by_id(&id).await?;
-        let sid = share.id.clone();
-        let snapshots = self
+        let pool = self.pool(&pool_name)?;
+        let recursive = a.recursive;
+        // The share, its snapshots and its exports, re-read under its lock in one
+        // transaction; a block share with nothing to remove first is marked `deleting` in
+        // it too (the journaled intent: recovery finishes the removal).
+        let (share, snapshots, exports, marked) = self
             .store
-            .call(move |c| store::list_snapshots(c, Some(&sid), None))
+            .write(move |c| {
+                let share = store::get_share(c, &id)?
+                    .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
+                let snapshots = store::list_snapshots(c, Some(&id), None)?;
+                let exports = store::list_exports(c, Some(&id), None)?;
+                let marked = snapshots.is_empty()
+                    && exports.is_empty()
+                    && share.layout == model::Layout::Block
+                    && model::can_delete_share(&share, &[], recursive).is_ok();
+                if marked {
+                    store::set_share_state(c, &id, ShareState::Deleting)?;
+                }
+                Ok((share, snapshots, exports, marked))
+            })
             .await?;
         let names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
         model::can_delete_share(&share, &names, a.recursive).map_err(|b| match b {
             model::DeleteBlocked::Busy(m) => Error::Busy(m),
             model::DeleteBlocked::HasDependents(m) => Error::HasDependents(m),
         })?;
-        let sid = share.id.clone();
-        let exports = self
-            .store
-            .call(move |c| store::list_exports(c, Some(&sid), None))
-            .await?;
         if !exports.is_empty() && !a.force {
             let attached: Vec<String> = exports
                 .iter()
@@ -129,22 +156,24 @@ impl Engine {
                 .await?;
         }
         drop(guards);
-        let pool = self.pool(&share.pool)?;
         for snap in &snapshots {
-            self.remove_snapshot_locked(&pool, snap).await?;
+            self.remove_snapshot_locked(&pool, snap, &AuditSlot::default())
+                .await?;
         }
-        self.unmount_share(&share).await?;
-        let sid = share.id.clone();
-        self.store
-            .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
-            .await?;
+        if !marked {
+            self.unmount_share(&share).await?;
+            let sid = share.id.clone();
+            self.store
+                .write(move |c| store::set_share_state(c, &sid, ShareState::Deleting))
+                .await?;
+        }
         failpoint::hit("share.delete.after_mark");
         let (p, sid) = (pool.clone(), share.id.clone());
         blocking(move || p.remove_volume(&sid)).await?;
         failpoint::hit("share.delete.after_volume");
         let sid = share.id.clone();
         self.store
-            .write(move |c| store::delete_share_row(c, &sid))
+            .write_recorded(slot, move |c| store::delete_share_row(c, &sid))
             .await?;
         log::info!(
             "share deleted: {} ({}) from pool {}{}",

@@ -4,22 +4,29 @@ use crate::engine::{answer, blocking, failpoint, to_value, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Outcome, Share, ShareState};
 use crate::proto::{Answer, CloneArgs};
-use crate::store::{self, now};
+use crate::store::{self, now, AuditSlot};
 
 impl Engine {
     /// `share.clone`: a new share from a snapshot (a job when the pool cannot reflink a
     /// block volume: the reply names it, the share still `creating`).
-    pub(in crate::engine) async fn clone_share(&self, a: CloneArgs) -> Result<Answer> {
+    pub(in crate::engine) async fn clone_share(
+        &self,
+        a: CloneArgs,
+        slot: &AuditSlot,
+    ) -> Result<Answer> {
         model::validate_name("share", &a.name)?;
         model::validate_metadata(&a.metadata)?;
-        let (r, sh, p) = (a.snapshot.clone(), a.share.clone(), a.pool.clone());
-        let snap = self
-            .store
-            .call(move |c| store::find_snapshot(c, &r, sh.as_deref(), p.as_deref()))
-            .await?;
+        // The snapshot and its share, from the index. What the clone takes from the share
+        // (sparse, multiattach, layout, filesystem) never changes; the snapshot is checked
+        // again under the lock, in the transaction that reserves the clone.
+        let index = self.store.index();
+        let snap = (*index.find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())?)
+            .clone();
+        let origin = index.get_share(&snap.share).ok_or_else(|| {
+            Error::NotFound(format!("share {} was deleted meanwhile", snap.share))
+        })?;
         // Hold the origin share's lock so the snapshot cannot be deleted under the clone.
         let _g = self.locks.lock(&snap.share).await;
-        let origin = self.share_by_id(&snap.share).await?;
         let pool = self.pool(&snap.pool)?;
         let share = Share {
             id: uuid::Uuid::new_v4().to_string(),
@@ -119,7 +126,9 @@ impl Engine {
         failpoint::hit("share.clone.after_volume");
         let id = share.id.clone();
         self.store
-            .write(move |c| store::set_share_state(c, &id, ShareState::Available))
+            .write_recorded(slot, move |c| {
+                store::set_share_state(c, &id, ShareState::Available)
+            })
             .await?;
         let mut share = share;
         share.state = ShareState::Available;

@@ -5,7 +5,7 @@ use crate::engine::{blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{self, Demand, Outcome, Share, ShareState};
 use crate::proto::ShareCreateArgs;
-use crate::store::{self, now};
+use crate::store::{self, now, AuditSlot};
 
 /// Reserve a new share's name with its `creating` row, within the pool's room, in the
 /// caller's transaction; or return the share that already has the name (a retry, a race,
@@ -51,6 +51,7 @@ impl Engine {
     pub(in crate::engine) async fn create_share(
         &self,
         a: ShareCreateArgs,
+        slot: &AuditSlot,
     ) -> Result<Outcome<Share>> {
         model::validate_name("share", &a.name)?;
         model::validate_size(a.size)?;
@@ -140,7 +141,7 @@ impl Engine {
         let id = share.id.clone();
         let image_id = from_image.as_ref().map(|(i, _)| i.id.clone());
         self.store
-            .write(move |c| {
+            .write_recorded(slot, move |c| {
                 if let Some(image) = &image_id {
                     store::set_share_origin_image(c, &id, image)?;
                 }
