@@ -119,7 +119,11 @@ pub fn want_of(spec: &ExportSpec, portal: &str) -> Result<Want> {
         path,
         size,
         serial: e.share.clone(),
-        unmap: wants_unmap(spec.thin, block, block && crate::sys::block::discards(&spec.path)),
+        unmap: wants_unmap(
+            spec.thin,
+            block,
+            block && crate::sys::block::discards(&spec.path),
+        ),
         chap_required: e.options.chap,
         portal: portal.to_string(),
         acls,
@@ -330,14 +334,21 @@ impl Exporter for LioExporter {
                 if differences.is_empty() {
                     continue;
                 }
-                let (kind, done) = match have.target {
-                    None => ("missing", "re-created".to_string()),
-                    Some(_) => ("drifted", format!("repaired: {}", differences.join("; "))),
+                let kind = if have.target.is_none() {
+                    "missing"
+                } else {
+                    "drifted"
                 };
                 if repair {
                     self.converge(spec, false).await?;
                 }
-                findings.push(Finding::new(Driver::Lio, kind, t, action(repair, &done)));
+                // What differs is said in verify's answer too (never a secret's value).
+                let done = match (kind, repair) {
+                    ("missing", _) => action(repair, "re-created"),
+                    (_, true) => format!("repaired: {}", differences.join("; ")),
+                    (_, false) => format!("{}: {}", action(false, ""), differences.join("; ")),
+                };
+                findings.push(Finding::new(Driver::Lio, kind, t, done));
             }
             let root = self.root.clone();
             let live = smol::unblock(move || configfs::dirs(&root.join("iscsi")))

@@ -236,7 +236,10 @@ mod tests {
         );
         let e = run(
             &root,
-            &[Op::WriteSecret("absent".into(), Secret::new("s3cret-value"))],
+            &[Op::WriteSecret(
+                "absent".into(),
+                Secret::new("s3cret-value"),
+            )],
         )
         .unwrap_err();
         for shown in [e.to_string(), format!("{e:?}"), format!("{secret:?}")] {

@@ -176,6 +176,9 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("qemu-img (for image import)"), "{line}");
-        assert!(line.contains("exportfs (for export driver nfs-kernel)"), "{line}");
+        assert!(
+            line.contains("exportfs (for export driver nfs-kernel)"),
+            "{line}"
+        );
     }
 }

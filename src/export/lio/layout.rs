@@ -164,17 +164,16 @@ fn attr(path: &Path) -> io::Result<String> {
 }
 
 /// Read the backstore `name` of `kind` under `root` (blocking): `(backstore, free index)`.
-pub fn read_backstore(
-    root: &Path,
-    kind: Kind,
-    name: &str,
-) -> io::Result<(Option<Backstore>, u32)> {
+pub fn read_backstore(root: &Path, kind: Kind, name: &str) -> io::Result<(Option<Backstore>, u32)> {
     let prefix = format!("{}_", kind.hba_prefix());
     let core = root.join("core");
     let mut used = BTreeSet::new();
     let mut found = None;
     for hba in configfs::dirs(&core)? {
-        let Some(n) = hba.strip_prefix(&prefix).and_then(|i| i.parse::<u32>().ok()) else {
+        let Some(n) = hba
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse::<u32>().ok())
+        else {
             continue;
         };
         used.insert(n);

@@ -61,7 +61,10 @@ impl Want {
         [
             (TPG_ATTRIBUTES[0], "0"),
             (TPG_ATTRIBUTES[1], "1"),
-            (TPG_ATTRIBUTES[2], if self.chap_required { "1" } else { "0" }),
+            (
+                TPG_ATTRIBUTES[2],
+                if self.chap_required { "1" } else { "0" },
+            ),
         ]
     }
 
@@ -182,7 +185,11 @@ fn plan_backstore(ops: &mut Vec<Op>, have: &State, want: &Want, force: bool) -> 
     };
     let dir = backstore_dir(&hba, &want.name);
     if !configured {
-        ops.extend(control(want).into_iter().map(|c| Op::Write(dir.join("control"), c)));
+        ops.extend(
+            control(want)
+                .into_iter()
+                .map(|c| Op::Write(dir.join("control"), c)),
+        );
         ops.push(Op::Write(dir.join("udev_path"), want.path.clone()));
         ops.push(Op::Write(dir.join("enable"), "1".into()));
         ops.push(Op::Write(

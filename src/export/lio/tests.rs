@@ -96,7 +96,10 @@ fn from_nothing_the_backstore_comes_first_and_the_tpg_is_enabled_last() {
     let expected = vec![
         Op::Mkdir(p("core/fileio_0")),
         Op::Mkdir(p(bs)),
-        w(&format!("{bs}/control"), "fd_dev_name=/pool/shares/5f1c/volume"),
+        w(
+            &format!("{bs}/control"),
+            "fd_dev_name=/pool/shares/5f1c/volume",
+        ),
         w(&format!("{bs}/control"), "fd_dev_size=67108864"),
         w(&format!("{bs}/udev_path"), "/pool/shares/5f1c/volume"),
         w(&format!("{bs}/enable"), "1"),
@@ -143,8 +146,11 @@ fn in_line_is_no_step_and_no_drift() {
     let mut have_block = made(&want);
     let b = have_block.backstore.as_mut().unwrap();
     (b.hba, b.size) = ("iblock_0".into(), None);
-    have_block.target.as_mut().unwrap().as_mut().unwrap().luns =
-        [("lun_1".into(), vec![(BS.into(), format!("core/iblock_0/{BS}"))])].into();
+    have_block.target.as_mut().unwrap().as_mut().unwrap().luns = [(
+        "lun_1".into(),
+        vec![(BS.into(), format!("core/iblock_0/{BS}"))],
+    )]
+    .into();
     assert_eq!(plan_converge(&have_block, &block, true), vec![]);
 }
 
@@ -238,7 +244,10 @@ fn changed_chap_credentials_are_written_again_and_never_shown() {
         )]
     );
     let shown = format!("{:?} {} {:?}", ops, ops[0], drift(&have, &want));
-    assert!(!shown.contains("s3cret") && !shown.contains("tampered"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("tampered"),
+        "{shown}"
+    );
     // An export without CHAP clears what an ACL holds.
     let mut no_chap = want.clone();
     no_chap.acls.insert(INI.into(), None);
@@ -340,9 +349,18 @@ fn a_half_made_backstore_is_configured_in_place() {
     (b.enabled, b.udev_path, b.size, b.unmap) = (false, String::new(), None, Some(false));
     let ops = plan_converge(&have, &want, false);
     let bs = format!("core/fileio_0/{BS}");
-    assert_eq!(ops[0], w(&format!("{bs}/control"), "fd_dev_name=/pool/shares/5f1c/volume"));
+    assert_eq!(
+        ops[0],
+        w(
+            &format!("{bs}/control"),
+            "fd_dev_name=/pool/shares/5f1c/volume"
+        )
+    );
     assert!(!ops.contains(&Op::Rmdir(p(&bs))), "{ops:#?}");
-    assert_eq!(drift(&have, &want), vec!["backstore not enabled".to_string()]);
+    assert_eq!(
+        drift(&have, &want),
+        vec!["backstore not enabled".to_string()]
+    );
 }
 
 #[test]
@@ -427,7 +445,10 @@ fn the_recorded_tree_reads_as_the_export_made_it() {
     let (iqn, name) = (iqn.trim(), name.trim());
     let have = read_state(root.path(), iqn, Kind::File, name).unwrap();
     let b = have.backstore.as_ref().expect("backstore read");
-    assert!(b.enabled && b.size.is_some() && b.unmap == Some(true), "{b:?}");
+    assert!(
+        b.enabled && b.size.is_some() && b.unmap == Some(true),
+        "{b:?}"
+    );
     let tpg = have.target.as_ref().unwrap().as_ref().unwrap();
     assert!(tpg.enabled, "{tpg:?}");
     assert_eq!(tpg.luns.len(), 1);
