@@ -293,9 +293,28 @@ impl Exporter for LioExporter {
             if spec.export.target.is_empty() {
                 return Ok(());
             }
-            let (want, have) = self.read(spec).await?;
-            self.run(plan_remove(&have, &want.iqn, &want.name)).await?;
-            self.note_unmapping(&want.iqn, None);
+            // Whatever the volume is now (or if it is gone): the backstore of either kind.
+            let (iqn, name) = (
+                spec.export.target.clone(),
+                backstore_name(&spec.export.share),
+            );
+            if !layout::one_component(&iqn) || !layout::one_component(&name) {
+                return Err(Error::Invalid(format!(
+                    "LIO target {iqn:?} is not a configfs name"
+                )));
+            }
+            let (root, i, n) = (self.root.clone(), iqn.clone(), name.clone());
+            let have = smol::unblock(move || {
+                let mut s = read_state(&root, &i, Kind::File, &n)?;
+                if s.backstore.is_none() {
+                    s.backstore = layout::read_backstore(&root, Kind::Block, &n)?.0;
+                }
+                Ok::<_, std::io::Error>(s)
+            })
+            .await
+            .map_err(|e| Error::io("lio reading configfs", e))?;
+            self.run(plan_remove(&have, &iqn, &name)).await?;
+            self.note_unmapping(&iqn, None);
             Ok(())
         })
     }
@@ -326,7 +345,15 @@ impl Exporter for LioExporter {
                     findings.push(Finding::new(Driver::Lio, "tampered", t, why));
                     continue;
                 }
-                let (want, have) = self.read(spec).await?;
+                let (want, have) = match self.read(spec).await {
+                    Ok(r) => r,
+                    // One export that cannot be read (its volume gone) holds up no other.
+                    Err(e) => {
+                        let why = format!("not checked: {e}");
+                        findings.push(Finding::new(Driver::Lio, "unavailable", t, why));
+                        continue;
+                    }
+                };
                 if let Some(b) = &have.backstore {
                     self.note_unmapping(t, b.unmap);
                 }
