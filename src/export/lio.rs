@@ -24,111 +24,27 @@ mod discard;
 mod layout;
 mod plan;
 #[cfg(test)]
+mod read_tests;
+#[cfg(test)]
 mod tests;
+mod want;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
-use crate::sys::configfs::{self, Op, Secret};
+use crate::sys::configfs::{self, Op};
 
 pub use discard::{read_unmap, wants_unmap};
 pub use layout::{backstore_name, parse_fileio_size, read_found, read_state, Kind, State};
 pub use plan::{drift, plan_converge, plan_remove, Chap, Want};
+pub use want::{kind_of, listen_portal, want_of};
 
 /// configfs's `target` directory, where LIO lives.
 pub const CONFIGFS_TARGET: &str = "/sys/kernel/config/target";
-
-/// The portal a TPG listens on: every address of the family of `portal`, at its port, as
-/// targetcli's default portal did (so targets it made share the kernel's listener). Pure.
-pub fn listen_portal(portal: SocketAddr) -> String {
-    match portal {
-        SocketAddr::V4(a) => format!("0.0.0.0:{}", a.port()),
-        SocketAddr::V6(a) => format!("[::]:{}", a.port()),
-    }
-}
-
-/// A block device under `/dev` (an LVM pool's volume). A path elsewhere is a file pool's
-/// volume whatever it is now: a link planted there to a host disk is never taken for one.
-fn is_block_device(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    path.starts_with("/dev/")
-        && std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
-}
-
-/// The backstore kind for a volume (blocking: a stat).
-pub fn kind_of(path: &Path) -> Kind {
-    if is_block_device(path) {
-        Kind::Block
-    } else {
-        Kind::File
-    }
-}
-
-/// What configfs should hold for `spec`, listening on `portal` (blocking: stats the volume).
-pub fn want_of(spec: &ExportSpec, portal: &str) -> Result<Want> {
-    let e = &spec.export;
-    let bad = |what: &str, v: &str| {
-        Error::Invalid(format!(
-            "LIO {what} {:?} cannot be a configfs name",
-            v.chars().take(80).collect::<String>()
-        ))
-    };
-    if !layout::one_component(&e.target) {
-        return Err(bad("target", &e.target));
-    }
-    if !layout::one_component(&e.share) {
-        return Err(bad("share id", &e.share));
-    }
-    let path = spec.path.display().to_string();
-    // The kernel splits `control` at commas and newlines.
-    if path.contains([',', '\n']) || path.len() > 255 {
-        return Err(Error::Invalid(format!(
-            "LIO cannot take the volume path {path:?} (a comma, a newline, or over 255 bytes)"
-        )));
-    }
-    let kind = kind_of(&spec.path);
-    let size = match kind {
-        Kind::File => std::fs::metadata(&spec.path)
-            .map_err(|err| Error::io(format!("LIO backstore {path}"), err))?
-            .len(),
-        Kind::Block => 0,
-    };
-    let block = kind == Kind::Block;
-    let chap = match (e.options.chap, &e.chap_user, &spec.chap_secret) {
-        (true, Some(user), Some(secret)) => Some(Chap {
-            user: user.clone(),
-            secret: Secret::new(secret.clone()),
-        }),
-        _ => None,
-    };
-    let mut acls = BTreeMap::new();
-    for who in e.allowed() {
-        if !layout::one_component(&who) {
-            return Err(bad("initiator", &who));
-        }
-        acls.insert(who, chap.clone());
-    }
-    Ok(Want {
-        iqn: e.target.clone(),
-        name: backstore_name(&e.share),
-        kind,
-        path,
-        size,
-        serial: e.share.clone(),
-        unmap: wants_unmap(
-            spec.thin,
-            block,
-            block && crate::sys::block::discards(&spec.path),
-        ),
-        chap_required: e.options.chap,
-        portal: portal.to_string(),
-        acls,
-    })
-}
 
 /// A hint for a failed step, from what it was doing.
 fn hint(op: &Op) -> &'static str {
@@ -221,6 +137,33 @@ impl LioExporter {
         self.run(ops).await?;
         self.note_unmapping(&want.iqn, Some(want.unmap));
         Ok(())
+    }
+
+    /// Targets under shelf's prefix that are not `wanted`: reported, and removed on repair.
+    async fn reconcile_orphans(
+        &self,
+        wanted: &BTreeSet<String>,
+        repair: bool,
+    ) -> Result<Vec<Finding>> {
+        let root = self.root.clone();
+        let live = smol::unblock(move || configfs::dirs(&root.join("iscsi")))
+            .await
+            .map_err(|e| Error::io("lio listing targets", e))?;
+        let mut findings = Vec::new();
+        for iqn in live {
+            if self.owns(&iqn) && !wanted.contains(&iqn) {
+                if repair {
+                    self.remove_found(&iqn).await?;
+                }
+                findings.push(Finding::new(
+                    Driver::Lio,
+                    "orphan",
+                    &iqn,
+                    action(repair, "removed: not in the tree"),
+                ));
+            }
+        }
+        Ok(findings)
     }
 
     /// Remove an orphan target found in configfs, and its `shelf-*` backstore.
@@ -377,23 +320,7 @@ impl Exporter for LioExporter {
                 };
                 findings.push(Finding::new(Driver::Lio, kind, t, done));
             }
-            let root = self.root.clone();
-            let live = smol::unblock(move || configfs::dirs(&root.join("iscsi")))
-                .await
-                .map_err(|e| Error::io("lio listing targets", e))?;
-            for iqn in live {
-                if self.owns(&iqn) && !wanted.contains(&iqn) {
-                    if repair {
-                        self.remove_found(&iqn).await?;
-                    }
-                    findings.push(Finding::new(
-                        Driver::Lio,
-                        "orphan",
-                        &iqn,
-                        action(repair, "removed: not in the tree"),
-                    ));
-                }
-            }
+            findings.extend(self.reconcile_orphans(&wanted, repair).await?);
             Ok(findings)
         })
     }

@@ -206,6 +206,28 @@ fn plan_backstore(ops: &mut Vec<Op>, have: &State, want: &Want, force: bool) -> 
     (hba, !configured)
 }
 
+/// The allowed ACLs: made, given CHAP, and mapping LUN 1 (`lun_fine`: the LUN was kept, so
+/// mappings that are right stay).
+fn plan_acls(ops: &mut Vec<Op>, tpg: &Tpg, want: &Want, lun_fine: bool) {
+    for (who, chap) in &want.acls {
+        let have_acl = tpg.acls.get(who);
+        let dir = acl_dir(&want.iqn, who);
+        if have_acl.is_none() {
+            ops.push(Op::Mkdir(dir.clone()));
+        }
+        plan_chap(ops, dir, have_acl, chap.as_ref());
+        match have_acl {
+            Some(a) if lun_fine && mapped_ok(a) => {}
+            Some(a) if lun_fine => {
+                unmap_acl(ops, &want.iqn, who, a);
+                map_acl(ops, want, who);
+            }
+            // The LUN was re-made, and every mapping with it.
+            _ => map_acl(ops, want, who),
+        }
+    }
+}
+
 /// The steps from `have` to `want`. `force_recreate`: a file backstore whose size cannot
 /// be read back is made again (a resize).
 pub fn plan_converge(have: &State, want: &Want, force_recreate: bool) -> Vec<Op> {
@@ -258,23 +280,7 @@ pub fn plan_converge(have: &State, want: &Want, force_recreate: bool) -> Vec<Op>
             link: lun_dir(&want.iqn).join(&want.name),
         });
     }
-    for (who, chap) in &want.acls {
-        let have_acl = tpg.acls.get(who);
-        let dir = acl_dir(&want.iqn, who);
-        if have_acl.is_none() {
-            ops.push(Op::Mkdir(dir.clone()));
-        }
-        plan_chap(&mut ops, dir, have_acl, chap.as_ref());
-        match have_acl {
-            Some(a) if lun_fine && mapped_ok(a) => {}
-            Some(a) if lun_fine => {
-                unmap_acl(&mut ops, &want.iqn, who, a);
-                map_acl(&mut ops, want, who);
-            }
-            // The LUN was re-made above, and every mapping with it.
-            _ => map_acl(&mut ops, want, who),
-        }
-    }
+    plan_acls(&mut ops, tpg, want, lun_fine);
     if !tpg.enabled {
         ops.push(Op::Write(tpg_dir.join("enable"), "1".into()));
     }
