@@ -1,183 +1,178 @@
-//! iSCSI through the kernel's LIO target, driven with `targetcli` one command per change.
+//! iSCSI through the kernel's LIO target, written to configfs directly (no `targetcli`: it
+//! started a Python interpreter per change, hundreds of ms, seconds under the VM's TCG).
+//! Layout and reading: [`layout`]; what an export wants and the plans: [`plan`].
 //!
-//! The commands for a given export are built by pure functions (tested below); the
-//! current ACL is read from configfs (`/sys/kernel/config/target/iscsi/<iqn>/tpgt_1/acls`),
-//! so a change costs the commands for the difference, never a full `saveconfig`. shelfd
-//! does not save LIO's config: it replays the tree at start-up (reconcile) instead.
+//! Every change reads what configfs holds for the export ([`read_state`]), plans the steps
+//! from there to what the export wants ([`plan_converge`], [`plan_remove`]) and runs them
+//! through [`crate::sys::configfs`] off the event loop. Each step is idempotent and the plan
+//! is made from what configfs holds, so a change interrupted half-way (a crash, a failed
+//! step) is finished by the next apply, the start-up replay or reconcile; a failure is
+//! judged by configfs, never by a message. No process is started. A CHAP secret is written
+//! to `acls/<initiator>/auth/password` and appears in no argv, log, error or reply
+//! ([`Secret`]).
 //!
-//! A failed targetcli command is judged by what configfs holds afterwards, never by its
-//! message (which quotes the names it was given: a share named `exists` would match any
-//! search for "exists"): a create whose object is in configfs, or a delete whose object is
-//! not, was already done ([`expected_state`], [`judge`]). Backing stores are checked before
-//! every apply and in reconcile, like tgt's ([`super::check_backing_store`]).
+//! The backstore of a thin volume unmaps (`emulate_tpu`, `emulate_tpws`: [`discard`]), set
+//! before its LUN is linked and read back by every apply and reconcile. A resize of a file
+//! volume re-makes its fileio backstore (its size is fixed when it is made) and LUN; an
+//! LV's iblock backstore reads the device's size live, so nothing is re-made.
 //!
-//! The backstore of a thin volume unmaps (`emulate_tpu`, `emulate_tpws`: [`discard`]); each
-//! apply reads both attributes back from configfs and sets them when they differ, so they
-//! survive a resize (which re-creates the LUN) and reconcile puts them back.
-//!
-//! This machine's kernel has no LIO modules, so only the command builders and the judging
-//! of recorded failures against a scratch configfs tree are exercised here; the VM tier
-//! runs the driver against a real kernel.
+//! Shelf owns the targets under its IQN prefix and their `shelf-*` backstores; reconcile
+//! removes nothing else. This machine's kernel has no LIO modules: the plans are tested
+//! here (`lio/tests.rs`), the driver against a real kernel in the VM tier.
 
-mod commands;
 mod discard;
-mod judge;
+mod layout;
+mod plan;
+#[cfg(test)]
+mod read_tests;
+#[cfg(test)]
+mod tests;
+mod want;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::{action, check_backing_store, BoxFut, ExportSpec, Exporter, Finding};
 use crate::error::{Error, Result};
 use crate::model::Driver;
-use crate::sys::cmd::{find_program, Cmd, Runner};
+use crate::sys::configfs::{self, Op};
 
-pub use commands::{
-    acl_commands, backstore_kind, backstore_name, create_commands, delete_commands, unacl_commands,
-};
-pub use discard::{backstore_dir, read_unmap, unmap_command, wants_unmap, Unmap};
-pub use judge::{expected_state, judge, ConfigfsObject, Expected};
+pub use discard::{read_unmap, wants_unmap};
+pub use layout::{backstore_name, parse_fileio_size, read_found, read_state, Kind, State};
+pub use plan::{drift, plan_converge, plan_remove, Chap, Want};
+pub use want::{kind_of, listen_portal, want_of};
 
-/// Where LIO's iSCSI fabric lives in configfs.
-pub const CONFIGFS_ISCSI: &str = "/sys/kernel/config/target/iscsi";
+/// configfs's `target` directory, where LIO lives.
+pub const CONFIGFS_TARGET: &str = "/sys/kernel/config/target";
 
-/// The names in a configfs directory (empty when it does not exist), read off the loop.
-async fn list_names(dir: PathBuf) -> BTreeSet<String> {
-    smol::unblock(move || {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    })
-    .await
-}
-
-/// [`backstore_kind`], with the stat run off the event loop.
-async fn kind_of(path: &Path) -> &'static str {
-    let p = path.to_path_buf();
-    smol::unblock(move || backstore_kind(&p)).await
+/// A hint for a failed step, from what it was doing.
+fn hint(op: &Op) -> &'static str {
+    match op {
+        Op::Mkdir(p) if p.starts_with("core") => {
+            " (is the backstore's module loaded? modprobe target_core_file target_core_iblock)"
+        }
+        Op::Mkdir(p) if p.components().any(|c| c.as_os_str() == "np") => {
+            " (another iSCSI target, such as tgtd, may hold the portal's address)"
+        }
+        Op::Mkdir(p) if p.as_os_str() == "iscsi" => " (modprobe iscsi_target_mod)",
+        _ => "",
+    }
 }
 
 /// The LIO driver.
 #[derive(Debug)]
 pub struct LioExporter {
-    runner: Runner,
-    configfs: PathBuf,
+    root: PathBuf,
     iqn_prefix: String,
+    portal: String,
     serial: async_lock::Mutex<()>,
     /// Per target: whether its backstore unmaps, as last read back from configfs (or set).
     unmapping: std::sync::Mutex<BTreeMap<String, bool>>,
 }
 
 impl LioExporter {
-    /// A driver owning targets named `<iqn_prefix>:*`.
-    pub fn new(runner: Runner, iqn_prefix: &str) -> Self {
+    /// A driver for configfs's `target` directory `root` (the kernel's is
+    /// [`CONFIGFS_TARGET`]), owning targets named `<iqn_prefix>:*`, listening on the port
+    /// of `portal` ([`listen_portal`]).
+    pub fn new(root: PathBuf, iqn_prefix: &str, portal: SocketAddr) -> Self {
         LioExporter {
-            runner,
-            configfs: PathBuf::from(CONFIGFS_ISCSI),
+            root,
             iqn_prefix: iqn_prefix.to_string(),
+            portal: listen_portal(portal),
             serial: async_lock::Mutex::new(()),
             unmapping: Default::default(),
         }
     }
 
-    /// configfs's `target` directory.
-    fn configfs_root(&self) -> PathBuf {
-        self.configfs
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.configfs.clone())
+    fn owns(&self, iqn: &str) -> bool {
+        iqn.strip_prefix(&self.iqn_prefix)
+            .is_some_and(|r| r.starts_with(':'))
     }
 
-    async fn targetcli(&self, args: &[String]) -> Result<()> {
-        let mut cmd = Cmd::new("targetcli");
-        let secret_at = args.iter().position(|a| a.starts_with("password="));
-        for (i, a) in args.iter().enumerate() {
-            cmd = if Some(i) == secret_at {
-                cmd.secret_arg(a.clone())
-            } else {
-                cmd.arg(a.clone())
-            };
-        }
-        let result = self.runner.run(&cmd).await.map(drop);
-        if result.is_ok() {
+    /// Run `ops` off the event loop; a failed step names itself (never a secret).
+    async fn run(&self, ops: Vec<Op>) -> Result<()> {
+        if ops.is_empty() {
             return Ok(());
         }
-        let (args, root) = (args.to_vec(), self.configfs_root());
-        smol::unblock(move || judge(result, &args, &root))
+        let root = self.root.clone();
+        smol::unblock(move || configfs::run(&root, &ops))
             .await
-            .map_err(Error::from)
+            .map_err(|e| Error::io(format!("lio configfs: {}{}", e.op, hint(&e.op)), e.error))
     }
 
-    async fn current_acl(&self, iqn: &str) -> BTreeSet<String> {
-        let dir = self.configfs.join(iqn).join("tpgt_1").join("acls");
-        list_names(dir).await
+    /// The export's wanted state and what configfs holds for it, read off the loop.
+    async fn read(&self, spec: &ExportSpec) -> Result<(Want, State)> {
+        let (spec, root, portal) = (spec.clone(), self.root.clone(), self.portal.clone());
+        smol::unblock(move || {
+            let want = want_of(&spec, &portal)?;
+            let have = read_state(&root, &want.iqn, want.kind, &want.name)
+                .map_err(|e| Error::io(format!("lio reading configfs ({})", root.display()), e))?;
+            Ok((want, have))
+        })
+        .await
     }
 
-    /// The export's [`Unmap`], read off the event loop.
-    async fn unmap_state(&self, spec: &ExportSpec) -> Unmap {
-        let (path, root, name) = (
-            spec.path.clone(),
-            self.configfs_root(),
-            backstore_name(spec),
-        );
-        let thin = spec.thin;
-        smol::unblock(move || Unmap::read(&path, &root, &name, thin)).await
+    fn note_unmapping(&self, target: &str, on: Option<bool>) {
+        let mut m = self.unmapping.lock().expect("lio unmapping");
+        match on {
+            Some(on) => m.insert(target.to_string(), on),
+            None => m.remove(target),
+        };
     }
 
-    /// Remember what the target's backstore does.
-    fn note_unmapping(&self, target: &str, on: bool) {
-        self.unmapping
-            .lock()
-            .expect("lio unmapping")
-            .insert(target.to_string(), on);
-    }
-
-    /// Give the backstore the unmap attributes the export wants, when configfs holds others.
-    async fn converge_unmap(&self, spec: &ExportSpec) -> Result<()> {
-        let u = self.unmap_state(spec).await;
-        match u.have {
-            None => return Ok(()),
-            Some(h) if h == Some(u.want) => {}
-            Some(_) => self.targetcli(&unmap_command(spec, u.kind, u.want)).await?,
-        }
-        self.note_unmapping(&spec.export.target, u.want);
-        Ok(())
-    }
-
-    async fn converge(&self, spec: &ExportSpec) -> Result<()> {
-        let have = self.current_acl(&spec.export.target).await;
-        let want: BTreeSet<String> = spec.export.allowed().into_iter().collect();
-        let lun = self
-            .configfs
-            .join(&spec.export.target)
-            .join("tpgt_1/lun/lun_1");
-        let lun_there = smol::unblock(move || lun.is_dir()).await;
-        // Anything that creates or grants is preceded by the check of the backing store:
-        // never a planted object. A change that only takes access away runs no create
-        // command, so it is never held up by one.
-        if !lun_there || !want.is_subset(&have) {
+    /// Bring configfs in line with `spec`; the caller holds `serial`.
+    async fn converge(&self, spec: &ExportSpec, force_recreate: bool) -> Result<()> {
+        let (want, have) = self.read(spec).await?;
+        let ops = plan_converge(&have, &want, force_recreate);
+        // Anything that makes or links an object is preceded by the check of the backing
+        // store: never a planted object. A change that only takes access away is never
+        // held up by it.
+        if ops
+            .iter()
+            .any(|o| matches!(o, Op::Mkdir(_) | Op::Link { .. }))
+        {
             check_backing_store(spec).await?;
-            let kind = kind_of(&spec.path).await;
-            for c in create_commands(spec, kind) {
-                self.targetcli(&c).await?;
-            }
         }
-        // Before any initiator is let in, so its first scan sees the provisioning.
-        self.converge_unmap(spec).await?;
-        for who in want.difference(&have) {
-            for c in acl_commands(spec, who) {
-                self.targetcli(&c).await?;
-            }
-        }
-        for who in have.difference(&want) {
-            for c in unacl_commands(spec, who) {
-                self.targetcli(&c).await?;
-            }
-        }
+        self.run(ops).await?;
+        self.note_unmapping(&want.iqn, Some(want.unmap));
         Ok(())
+    }
+
+    /// Targets under shelf's prefix that are not `wanted`: reported, and removed on repair.
+    async fn reconcile_orphans(
+        &self,
+        wanted: &BTreeSet<String>,
+        repair: bool,
+    ) -> Result<Vec<Finding>> {
+        let root = self.root.clone();
+        let live = smol::unblock(move || configfs::dirs(&root.join("iscsi")))
+            .await
+            .map_err(|e| Error::io("lio listing targets", e))?;
+        let mut findings = Vec::new();
+        for iqn in live {
+            if self.owns(&iqn) && !wanted.contains(&iqn) {
+                if repair {
+                    self.remove_found(&iqn).await?;
+                }
+                findings.push(Finding::new(
+                    Driver::Lio,
+                    "orphan",
+                    &iqn,
+                    action(repair, "removed: not in the tree"),
+                ));
+            }
+        }
+        Ok(findings)
+    }
+
+    /// Remove an orphan target found in configfs, and its `shelf-*` backstore.
+    async fn remove_found(&self, iqn: &str) -> Result<()> {
+        let (root, i) = (self.root.clone(), iqn.to_string());
+        let (have, name) = smol::unblock(move || read_found(&root, &i))
+            .await
+            .map_err(|e| Error::io("lio reading configfs", e))?;
+        self.run(plan_remove(&have, iqn, &name)).await
     }
 }
 
@@ -201,23 +196,27 @@ impl Exporter for LioExporter {
 
     fn probe(&self) -> BoxFut<'_, Result<()>> {
         Box::pin(async move {
-            if find_program("targetcli").is_none() {
-                return Err(Error::Unsupported(
-                    "targetcli is not installed (package targetcli-fb)".into(),
-                ));
-            }
-            // LIO's core shows as configfs's `target` directory; the `iscsi` fabric below it
-            // appears on first use (targetcli makes it), so a fresh host has only the core.
-            let core = self
-                .configfs
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| self.configfs.clone());
-            let c = core.clone();
-            if !smol::unblock(move || c.is_dir()).await {
+            let root = self.root.clone();
+            let kernel = root.starts_with("/sys/kernel/config");
+            let (core, iscsi) = smol::unblock(move || {
+                (
+                    configfs::is_dir(&root) && configfs::is_dir(&root.join("core")),
+                    configfs::is_dir(&root.join("iscsi"))
+                        || (kernel && configfs::module_loaded("iscsi_target_mod")),
+                )
+            })
+            .await;
+            let root = self.root.display();
+            if !core {
                 return Err(Error::Unsupported(format!(
-                    "LIO is not available: {} is missing (configfs not mounted, or module target_core_mod not loaded)",
-                    core.display()
+                    "LIO is not available: {root} is missing (configfs not mounted, or module \
+                     target_core_mod not loaded)"
+                )));
+            }
+            if !iscsi {
+                return Err(Error::Unsupported(format!(
+                    "LIO's iSCSI fabric is not available: {root}/iscsi is missing and module \
+                     iscsi_target_mod is not loaded (modprobe iscsi_target_mod)"
                 )));
             }
             Ok(())
@@ -227,33 +226,49 @@ impl Exporter for LioExporter {
     fn apply<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
-            self.converge(spec).await
+            self.converge(spec, false).await
         })
     }
 
     fn remove<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
-            for c in delete_commands(spec, kind_of(&spec.path).await) {
-                self.targetcli(&c).await?;
+            if spec.export.target.is_empty() {
+                return Ok(());
             }
-            self.unmapping
-                .lock()
-                .expect("lio unmapping")
-                .remove(&spec.export.target);
+            // Whatever the volume is now (or if it is gone): the backstore of either kind.
+            let (iqn, name) = (
+                spec.export.target.clone(),
+                backstore_name(&spec.export.share),
+            );
+            if !layout::one_component(&iqn) || !layout::one_component(&name) {
+                return Err(Error::Invalid(format!(
+                    "LIO target {iqn:?} is not a configfs name"
+                )));
+            }
+            let (root, i, n) = (self.root.clone(), iqn.clone(), name.clone());
+            let have = smol::unblock(move || {
+                let mut s = read_state(&root, &i, Kind::File, &n)?;
+                if s.backstore.is_none() {
+                    s.backstore = layout::read_backstore(&root, Kind::Block, &n)?.0;
+                }
+                Ok::<_, std::io::Error>(s)
+            })
+            .await
+            .map_err(|e| Error::io("lio reading configfs", e))?;
+            self.run(plan_remove(&have, &iqn, &name)).await?;
+            self.note_unmapping(&iqn, None);
             Ok(())
         })
     }
 
     fn refresh_size<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
-            // A fileio backstore's size is fixed when it is created: re-create the LUN.
             check_backing_store(spec).await?;
             let _serial = self.serial.lock().await;
-            for c in delete_commands(spec, kind_of(&spec.path).await) {
-                self.targetcli(&c).await?;
-            }
-            self.converge(spec).await
+            // A file's backstore is made again at the new size (with its LUN and mappings);
+            // a block device's size is read live by iblock.
+            self.converge(spec, true).await
         })
     }
 
@@ -265,68 +280,47 @@ impl Exporter for LioExporter {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
             let mut findings = Vec::new();
-            let dir = self.configfs.clone();
-            let live: BTreeSet<String> = list_names(dir).await;
             let mut wanted = BTreeSet::new();
             for spec in specs {
                 wanted.insert(spec.export.target.clone());
+                let t = &spec.export.target;
                 if let Err(Error::Tampered(why)) = check_backing_store(spec).await {
-                    findings.push(Finding::new(
-                        Driver::Lio,
-                        "tampered",
-                        &spec.export.target,
-                        why,
-                    ));
+                    findings.push(Finding::new(Driver::Lio, "tampered", t, why));
                     continue;
                 }
-                if !live.contains(&spec.export.target) {
-                    findings.push(Finding::new(
-                        Driver::Lio,
-                        "missing",
-                        &spec.export.target,
-                        action(repair, "re-created"),
-                    ));
+                let (want, have) = match self.read(spec).await {
+                    Ok(r) => r,
+                    // One export that cannot be read (its volume gone) holds up no other.
+                    Err(e) => {
+                        let why = format!("not checked: {e}");
+                        findings.push(Finding::new(Driver::Lio, "unavailable", t, why));
+                        continue;
+                    }
+                };
+                if let Some(b) = &have.backstore {
+                    self.note_unmapping(t, b.unmap);
+                }
+                let differences = drift(&have, &want);
+                if differences.is_empty() {
+                    continue;
+                }
+                let kind = if have.target.is_none() {
+                    "missing"
                 } else {
-                    let u = self.unmap_state(spec).await;
-                    if let Some(Some(on)) = u.have {
-                        self.note_unmapping(&spec.export.target, on);
-                    }
-                    if u.drifted() {
-                        findings.push(Finding::new(
-                            Driver::Lio,
-                            "drifted",
-                            &spec.export.target,
-                            action(
-                                repair,
-                                &format!(
-                                    "set emulate_tpu and emulate_tpws to {}",
-                                    u8::from(u.want)
-                                ),
-                            ),
-                        ));
-                    }
-                }
+                    "drifted"
+                };
                 if repair {
-                    self.converge(spec).await?;
+                    self.converge(spec, false).await?;
                 }
+                // What differs is said in verify's answer too (never a secret's value).
+                let done = match (kind, repair) {
+                    ("missing", _) => action(repair, "re-created"),
+                    (_, true) => format!("repaired: {}", differences.join("; ")),
+                    (_, false) => format!("{}: {}", action(false, ""), differences.join("; ")),
+                };
+                findings.push(Finding::new(Driver::Lio, kind, t, done));
             }
-            for iqn in live.difference(&wanted) {
-                if iqn
-                    .strip_prefix(&self.iqn_prefix)
-                    .is_some_and(|r| r.starts_with(':'))
-                {
-                    if repair {
-                        self.targetcli(&["/iscsi".into(), "delete".into(), iqn.clone()])
-                            .await?;
-                    }
-                    findings.push(Finding::new(
-                        Driver::Lio,
-                        "orphan",
-                        iqn,
-                        action(repair, "removed: not in the tree"),
-                    ));
-                }
-            }
+            findings.extend(self.reconcile_orphans(&wanted, repair).await?);
             Ok(findings)
         })
     }

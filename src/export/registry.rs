@@ -59,7 +59,11 @@ pub fn build(config: &Config) -> Registry {
             &iscsi.iqn_prefix,
             iscsi.tgt_transport,
         )),
-        Arc::new(LioExporter::new(runner.clone(), &iscsi.iqn_prefix)),
+        Arc::new(LioExporter::new(
+            PathBuf::from(super::lio::CONFIGFS_TARGET),
+            &iscsi.iqn_prefix,
+            iscsi.portal.parse().expect("iscsi.portal was validated"),
+        )),
         Arc::new(NfsKernelExporter::new(
             runner,
             nfs.exports_file.clone(),

@@ -1,4 +1,4 @@
-//! configfs, the kernel's directory-shaped control interface (nvmet): an object is made with
+//! configfs, the kernel's directory-shaped control interface (nvmet, LIO): an object is made with
 //! `mkdir`, configured by writing one value to each attribute file, connected to another with
 //! a symbolic link, and taken apart with `unlink` and `rmdir` in the reverse order.
 //!
@@ -17,6 +17,9 @@ pub enum Op {
     Mkdir(PathBuf),
     /// Write one value to an attribute.
     Write(PathBuf, String),
+    /// Write a secret (a CHAP password) to an attribute: shown as `(secret)` in every
+    /// message and debug print, never as its value.
+    WriteSecret(PathBuf, Secret),
     /// Link `link` to `target` (both under the root).
     Link {
         /// The object linked to.
@@ -35,12 +38,42 @@ impl std::fmt::Display for Op {
         match self {
             Op::Mkdir(p) => write!(f, "mkdir {}", p.display()),
             Op::Write(p, v) => write!(f, "write {v:?} to {}", p.display()),
+            Op::WriteSecret(p, _) => write!(f, "write (secret) to {}", p.display()),
             Op::Link { target, link } => {
                 write!(f, "link {} -> {}", link.display(), target.display())
             }
             Op::Unlink(p) => write!(f, "unlink {}", p.display()),
             Op::Rmdir(p) => write!(f, "rmdir {}", p.display()),
         }
+    }
+}
+
+/// A secret value (a CHAP password): its `Debug` and `Display` never show it, so an [`Op`]
+/// or [`OpError`] carrying one can be logged and returned in errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself: only for writing it where it goes, or comparing it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
     }
 }
 
@@ -81,6 +114,7 @@ fn run_one(root: &Path, op: &Op) -> io::Result<()> {
             io::ErrorKind::AlreadyExists,
         ),
         Op::Write(p, v) => write_attr(&root.join(p), v),
+        Op::WriteSecret(p, v) => write_attr(&root.join(p), v.expose()),
         Op::Link { target, link } => tolerate(
             std::os::unix::fs::symlink(root.join(target), root.join(link)),
             io::ErrorKind::AlreadyExists,
@@ -129,6 +163,25 @@ pub fn names(dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// The names of the symbolic links in a directory, sorted (empty when it does not exist).
+pub fn links(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in names(dir)? {
+        if std::fs::symlink_metadata(dir.join(&n)).is_ok_and(|m| m.file_type().is_symlink()) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The names of the directories in a directory, sorted (empty when it does not exist).
+pub fn dirs(dir: &Path) -> io::Result<Vec<String>> {
+    Ok(names(dir)?
+        .into_iter()
+        .filter(|n| is_dir(&dir.join(n)))
+        .collect())
+}
+
 /// Whether `path` is a directory (an object, or the root itself).
 pub fn is_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
@@ -174,6 +227,24 @@ mod tests {
         assert!(!root.join("a").exists());
         let e = run(&root, &[Op::Write("absent".into(), "1".into())]).unwrap_err();
         assert!(e.to_string().contains("absent"), "{e}");
+        // A secret is written as it is, and never shown.
+        let secret = Op::WriteSecret("attr".into(), Secret::new("s3cret-value"));
+        run(&root, std::slice::from_ref(&secret)).unwrap();
+        assert_eq!(
+            read_attr(&root.join("attr")).unwrap().as_deref(),
+            Some("s3cret-value")
+        );
+        let e = run(
+            &root,
+            &[Op::WriteSecret(
+                "absent".into(),
+                Secret::new("s3cret-value"),
+            )],
+        )
+        .unwrap_err();
+        for shown in [e.to_string(), format!("{e:?}"), format!("{secret:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

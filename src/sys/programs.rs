@@ -12,7 +12,6 @@ use super::cmd::SEARCH_DIRS;
 /// Every program shelfd may run, and what needs it (for the start-up report).
 pub const PROGRAMS: &[(&str, &str)] = &[
     ("tgtadm", "export driver tgt"),
-    ("targetcli", "export driver lio"),
     ("exportfs", "export driver nfs-kernel"),
     ("ganesha.nfsd", "export driver ganesha"),
     ("lvs", "lvm pools"),
@@ -177,6 +176,9 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("qemu-img (for image import)"), "{line}");
-        assert!(line.contains("targetcli (for export driver lio)"), "{line}");
+        assert!(
+            line.contains("exportfs (for export driver nfs-kernel)"),
+            "{line}"
+        );
     }
 }
