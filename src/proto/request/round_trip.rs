@@ -50,9 +50,11 @@ fn index(r: &Request) -> usize {
         Request::JobShow(_) => 34,
         Request::JobCancel(_) => 35,
         Request::EventsSubscribe(_) => 36,
+        Request::StreamRead(_) => 37,
+        Request::StreamClose(_) => 38,
     }
 }
-const VARIANTS: usize = 37;
+const VARIANTS: usize = 39;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -240,6 +242,15 @@ fn samples() -> Vec<Request> {
         }),
         Request::UploadFinish(UploadRef { upload: s("u1") }),
         Request::UploadAbort(UploadRef { upload: s("u1") }),
+        Request::StreamRead(StreamReadArgs {
+            stream: s("s1"),
+            max: None,
+        }),
+        Request::StreamRead(StreamReadArgs {
+            stream: s("s1"),
+            max: Some(u64::MAX),
+        }),
+        Request::StreamClose(StreamRef { stream: s("s1") }),
         Request::ImageShow(ImageRef {
             image: s("img"),
             pool: pool(),
