@@ -17,6 +17,10 @@ pub struct ImagesConfig {
     pub import_dirs: Vec<PathBuf>,
     /// Uploads that may be in progress at once (1 to 1024).
     pub max_uploads: usize,
+    /// Directories `snapshot.export {path}` may write into (absolute; none by default, so
+    /// exports go over the socket only). A destination is created beneath one of them
+    /// without following any symlink, and never over an existing file.
+    pub export_dirs: Vec<PathBuf>,
 }
 
 /// Default of `images.max_uploads`.
@@ -27,17 +31,23 @@ impl Default for ImagesConfig {
         ImagesConfig {
             import_dirs: Vec::new(),
             max_uploads: DEFAULT_MAX_UPLOADS,
+            export_dirs: Vec::new(),
         }
     }
 }
 
 impl ImagesConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
-        for d in &self.import_dirs {
-            if !d.is_absolute() || d.components().any(|c| c.as_os_str() == "..") {
-                return Err(format!(
-                    "images.import_dirs: {d:?} must be an absolute path without `..`"
-                ));
+        for (key, dirs) in [
+            ("import_dirs", &self.import_dirs),
+            ("export_dirs", &self.export_dirs),
+        ] {
+            for d in dirs {
+                if !d.is_absolute() || d.components().any(|c| c.as_os_str() == "..") {
+                    return Err(format!(
+                        "images.{key}: {d:?} must be an absolute path without `..`"
+                    ));
+                }
             }
         }
         if !(1..=1024).contains(&self.max_uploads) {

@@ -37,6 +37,7 @@ mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
+mod snapshot_export;
 mod stamp;
 mod status;
 pub mod streams;
@@ -91,6 +92,8 @@ pub struct Engine {
     uploads: upload::Uploads,
     /// Byte streams read with `stream.read` (`snapshot.export`, `snapshot.send`).
     streams: Arc<streams::Streams>,
+    /// Snapshots being exported (their delete is `busy`).
+    exporting: Arc<snapshot_export::Holds>,
     /// The image cache's settings (import directories, upload limit).
     images: crate::config::ImagesConfig,
     /// The runner for the engine's own commands (qemu-img).
@@ -215,6 +218,7 @@ impl Engine {
             Request::UploadChunk(a) => self.upload_chunk(a).await,
             Request::UploadFinish(a) => self.finish_upload(a).await,
             Request::UploadAbort(a) => deleted(self.abort_upload(a).await),
+            Request::SnapshotExport(a) => self.export_snapshot(a).await,
             Request::StreamRead(a) => {
                 let c = self.streams.read(&a.stream, a.max).await?;
                 Ok(Answer::stream_chunk(c.data, c.end, c.offset))

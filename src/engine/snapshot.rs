@@ -199,6 +199,7 @@ impl Engine {
         pool: &Arc<dyn Pool>,
         snap: &Snapshot,
     ) -> Result<()> {
+        self.exporting.refuse_if_held(snap)?;
         let sid = snap.id.clone();
         self.store
             .write(move |c| store::set_snapshot_state(c, &sid, ShareState::Deleting))

@@ -49,6 +49,7 @@ impl Engine {
             events,
             uploads: upload::Uploads::default(),
             streams,
+            exporting: Arc::default(),
             images: config.images.clone(),
             runner: Runner::new(Duration::from_secs(config.command_timeout)),
             formatter: crate::pool::format::Formatter::new(

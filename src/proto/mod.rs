@@ -15,7 +15,7 @@ pub use request::{
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
     OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
     ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
-    SnapshotListArgs, SnapshotRef, StreamReadArgs, StreamRef, TreeArgs, UploadBeginArgs,
+    SnapshotExportArgs, SnapshotListArgs, SnapshotRef, StreamReadArgs, StreamRef, TreeArgs, UploadBeginArgs,
     UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};
@@ -47,6 +47,7 @@ pub const FEATURES: &[&str] = &[
     "audit.totals",
     "export.nvme",
     "stream",
+    "snapshot.export",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -91,6 +91,8 @@ pub enum Request {
     UploadAbort(UploadRef),
     /// `image.list`.
     ImageList(PoolFilter),
+    /// `snapshot.export`: a snapshot as a raw or qcow2 image (a job).
+    SnapshotExport(SnapshotExportArgs),
     /// `stream.read`: the next bytes of a byte stream.
     StreamRead(StreamReadArgs),
     /// `stream.close`: end a byte stream before its end.
@@ -156,6 +158,8 @@ impl Request {
             | Request::UploadFinish(_)
             | Request::UploadAbort(_)
             | Request::StreamClose(_)
+            // Data egress; audited like a change.
+            | Request::SnapshotExport(_)
             | Request::ImageDelete(_)
             | Request::JobCancel(_) => Change,
         }
@@ -187,6 +191,10 @@ impl Request {
             Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
             Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
             Request::StreamClose(a) => a.stream.clone(),
+            Request::SnapshotExport(a) => match &a.share {
+                Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
+                None => a.snapshot.clone(),
+            },
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),

@@ -52,9 +52,10 @@ fn index(r: &Request) -> usize {
         Request::EventsSubscribe(_) => 36,
         Request::StreamRead(_) => 37,
         Request::StreamClose(_) => 38,
+        Request::SnapshotExport(_) => 39,
     }
 }
-const VARIANTS: usize = 39;
+const VARIANTS: usize = 40;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -251,6 +252,17 @@ fn samples() -> Vec<Request> {
             max: Some(u64::MAX),
         }),
         Request::StreamClose(StreamRef { stream: s("s1") }),
+        Request::SnapshotExport(SnapshotExportArgs {
+            snapshot: s("s1"),
+            ..Default::default()
+        }),
+        Request::SnapshotExport(SnapshotExportArgs {
+            snapshot: s("s1"),
+            share: Some(s("v")),
+            pool: pool(),
+            format: Some(s("qcow2")),
+            path: Some(s("/srv/export/a.qcow2")),
+        }),
         Request::ImageShow(ImageRef {
             image: s("img"),
             pool: pool(),
