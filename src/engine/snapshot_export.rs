@@ -181,6 +181,7 @@ fn copy_sparse(src: &File, dst: &File, size: u64, job: &JobHandle) -> Result<()>
             if buf[..n].iter().any(|b| *b != 0) {
                 dst.write_all_at(&buf[..n], pos)
                     .map_err(|e| Error::io("writing the export", e))?;
+                super::failpoint::hit("snapshot.export.after_write");
             }
             pos += n as u64;
             job.add_done(n as u64);
