@@ -34,9 +34,16 @@ fn snapshot_with_holes(d: &Daemon, pool: &Path, name: &str) -> (String, PathBuf)
     let made = d.ok("share.create", vec![("name", t(name)), ("size", n(SIZE))]);
     let share = field(sub(&made, "share"), "id");
     for (i, off) in DATA_AT.iter().enumerate() {
-        write_at(&volume(pool, &share), *off, &pattern(i as u8 + 1, 64 * 1024));
+        write_at(
+            &volume(pool, &share),
+            *off,
+            &pattern(i as u8 + 1, 64 * 1024),
+        );
     }
-    let snap = d.ok("snapshot.create", vec![("share", t(name)), ("name", t("s1"))]);
+    let snap = d.ok(
+        "snapshot.create",
+        vec![("share", t(name)), ("name", t("s1"))],
+    );
     let id = field(sub(&snap, "snapshot"), "id");
     let file = pool.join("snapshots").join(&id);
     (id, file)
@@ -220,15 +227,24 @@ fn hostile_destinations_are_refused_and_leave_nothing() {
         "invalid_argument"
     );
     std::os::unix::fs::symlink(elsewhere.join("target.raw"), out.join("last.raw")).unwrap();
-    assert_eq!(code(out.join("last.raw").to_str().unwrap()), "already_exists");
+    assert_eq!(
+        code(out.join("last.raw").to_str().unwrap()),
+        "already_exists"
+    );
     // An existing file and a FIFO at the path: refused, and left as they are.
     std::fs::write(out.join("taken.raw"), b"mine").unwrap();
-    assert_eq!(code(out.join("taken.raw").to_str().unwrap()), "already_exists");
+    assert_eq!(
+        code(out.join("taken.raw").to_str().unwrap()),
+        "already_exists"
+    );
     assert_eq!(std::fs::read(out.join("taken.raw")).unwrap(), b"mine");
     let fifo = out.join("fifo.raw");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     assert_eq!(code(fifo.to_str().unwrap()), "already_exists");
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
     // A directory that does not exist.
     assert_eq!(
         code(out.join("nodir").join("n.raw").to_str().unwrap()),
@@ -271,7 +287,10 @@ fn shelfctl_reads_exports_over_the_socket_into_a_file_and_a_pipe() {
 
     // Into a file: the same bytes, holes kept.
     let raw = dir.join("v2.raw");
-    let o = shelfctl(&d.socket, &["snapshot", "export", &snap, raw.to_str().unwrap()]);
+    let o = shelfctl(
+        &d.socket,
+        &["snapshot", "export", &snap, raw.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{o:?}");
     assert_eq!(md5_of(&raw), md5_of(&snap_file));
     let a = allocated(&raw);
@@ -279,7 +298,10 @@ fn shelfctl_reads_exports_over_the_socket_into_a_file_and_a_pipe() {
     assert!(a <= 4 * MIB, "{a}");
     assert_same_holes(&snap_file, &raw);
     // An existing file is not overwritten by shelfctl either.
-    let o = shelfctl(&d.socket, &["snapshot", "export", &snap, raw.to_str().unwrap()]);
+    let o = shelfctl(
+        &d.socket,
+        &["snapshot", "export", &snap, raw.to_str().unwrap()],
+    );
     assert!(!o.status.success());
 
     // Into a pipe.
@@ -305,7 +327,14 @@ fn shelfctl_reads_exports_over_the_socket_into_a_file_and_a_pipe() {
     let q = dir.join("v2.qcow2");
     let o = shelfctl(
         &d.socket,
-        &["snapshot", "export", &snap, q.to_str().unwrap(), "--format", "qcow2"],
+        &[
+            "snapshot",
+            "export",
+            &snap,
+            q.to_str().unwrap(),
+            "--format",
+            "qcow2",
+        ],
     );
     assert!(o.status.success(), "{o:?}");
     sh(&[
@@ -397,10 +426,7 @@ fn cancel_close_and_a_crash_midway_leave_nothing() {
         assert_eq!(get(&closed, "changed"), Some(&Value::Bool(true)));
         let again = d.ok("stream.close", vec![("stream", t(&stream))]);
         assert_eq!(get(&again, "changed"), Some(&Value::Bool(false)));
-        assert_eq!(
-            get_text(&wait_job(&d, &job), "state"),
-            Some("cancelled")
-        );
+        assert_eq!(get_text(&wait_job(&d, &job), "state"), Some("cancelled"));
         assert!(images_dir_leftovers(&pool).is_empty());
     }
 
@@ -456,7 +482,11 @@ fn streams_are_bounded_in_number_and_expire_when_idle() {
         assert_eq!(get_text(&job, "state"), Some("failed"), "{job:?}");
         let msg = get_text(get(&job, "error").unwrap(), "message").unwrap();
         assert!(msg.contains("expired"), "{msg}");
-        let e = d.err("stream.read", vec![("stream", t(&field(r, "stream")))], "not_found");
+        let e = d.err(
+            "stream.read",
+            vec![("stream", t(&field(r, "stream")))],
+            "not_found",
+        );
         assert!(e.contains("expired"), "{e}");
     }
     assert!(images_dir_leftovers(&pool).is_empty());

@@ -304,6 +304,13 @@ impl Engine {
             .store
             .call(move |c| store::find_snapshot(c, &r, sh.as_deref(), p.as_deref()))
             .await?;
+        if let Some(p) = a.pool.as_deref().filter(|p| *p != found.pool) {
+            return Err(Error::NotFound(format!(
+                "snapshot {} is not in pool {:?}",
+                found.name,
+                p.chars().take(64).collect::<String>()
+            )));
+        }
         let _g = self.locks.lock(&found.share).await;
         let sid = found.id.clone();
         let snap = self
@@ -451,7 +458,12 @@ impl Engine {
     pub(super) async fn recover_export(&self, intent: &store::Intent) -> Result<String> {
         let dir = intent.data["dir"].as_str().unwrap_or_default().to_string();
         let tmp = intent.data["tmp"].as_str().unwrap_or_default().to_string();
-        if !self.images.export_dirs.iter().any(|d| d.as_os_str() == dir.as_str()) {
+        if !self
+            .images
+            .export_dirs
+            .iter()
+            .any(|d| d.as_os_str() == dir.as_str())
+        {
             return Ok(format!(
                 "export of snapshot {} into {dir} was interrupted; that directory is no longer an export directory: {tmp} left there",
                 intent.object
@@ -504,7 +516,12 @@ impl PathExport {
     async fn steps(&self, ctx: &JobCtx) -> Result<Value> {
         match self.format {
             Format::Raw => {
-                let (s, d, h, n) = (self.src.clone(), self.dest.clone(), ctx.counters(), self.size);
+                let (s, d, h, n) = (
+                    self.src.clone(),
+                    self.dest.clone(),
+                    ctx.counters(),
+                    self.size,
+                );
                 blocking(move || copy_sparse(&s, &d.file, n, &h)).await?;
             }
             Format::Qcow2 => {

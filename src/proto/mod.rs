@@ -15,8 +15,8 @@ pub use request::{
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
     OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
     ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
-    SnapshotExportArgs, SnapshotListArgs, SnapshotRef, StreamReadArgs, StreamRef, TreeArgs, UploadBeginArgs,
-    UploadChunkArgs, UploadRef, MAX_KEY_LEN,
+    SnapshotExportArgs, SnapshotListArgs, SnapshotRef, StreamReadArgs, StreamRef, TreeArgs,
+    UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};
 

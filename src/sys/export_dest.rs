@@ -64,7 +64,9 @@ pub struct Destination {
 pub fn split_path<'a>(dirs: &'a [PathBuf], path: &Path) -> Result<(&'a Path, PathBuf), DestError> {
     let shown = path.display();
     if !path.is_absolute() {
-        return Err(DestError::Outside(format!("{shown} is not an absolute path")));
+        return Err(DestError::Outside(format!(
+            "{shown} is not an absolute path"
+        )));
     }
     if path
         .components()
@@ -146,10 +148,11 @@ pub fn create(dir: &Path, rel: &Path, id: &str) -> Result<Destination, DestError
         return Err(DestError::Exists(what));
     }
     let tmp = OsString::from(format!(".shelf-export-{id}"));
-    let file = create_new_at(&parent, Path::new(&tmp), 0o640).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => DestError::Symlink,
-        _ => DestError::Io(e),
-    })?;
+    let file =
+        create_new_at(&parent, Path::new(&tmp), 0o640).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => DestError::Symlink,
+            _ => DestError::Io(e),
+        })?;
     let tmp_rel = parent_rel.join(&tmp);
     Ok(Destination {
         parent,

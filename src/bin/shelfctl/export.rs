@@ -98,13 +98,40 @@ pub fn run(socket: &Path, key: Option<&str>, a: ExportArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The destination first: an export is not started for a file that cannot be made.
+    let mut sink = if a.server_path.is_some() || to_file == "-" {
+        Sink::Stdout(std::io::stdout())
+    } else {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&to_file)
+        {
+            Ok(f) => Sink::File(f),
+            Err(e) => {
+                eprintln!("shelfctl: {to_file}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let drop_file = |sink: &Sink| {
+        if matches!(sink, Sink::File(_)) {
+            let _ = std::fs::remove_file(&to_file);
+        }
+    };
     let mut c = match Client::connect(socket) {
         Ok(c) => c,
-        Err(e) => return fail("connect", e),
+        Err(e) => {
+            drop_file(&sink);
+            return fail("connect", e);
+        }
     };
     let reply = match c.request_keyed(&Request::SnapshotExport(a.request()), key) {
         Ok(v) => v,
-        Err(e) => return fail("snapshot.export", e),
+        Err(e) => {
+            drop_file(&sink);
+            return fail("snapshot.export", e);
+        }
     };
     if a.server_path.is_some() {
         return match get_text(&reply, "job") {
@@ -117,27 +144,10 @@ pub fn run(socket: &Path, key: Option<&str>, a: ExportArgs) -> ExitCode {
     }
     let (Some(stream), size) = (get_text(&reply, "stream"), get_u64(&reply, "size")) else {
         eprintln!("shelfctl: snapshot.export: the reply names no stream");
+        drop_file(&sink);
         return ExitCode::from(3);
     };
     let stream = stream.to_string();
-    let mut sink = if to_file == "-" {
-        Sink::Stdout(std::io::stdout())
-    } else {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&to_file)
-        {
-            Ok(f) => Sink::File(f),
-            Err(e) => {
-                let _ = c.request(&Request::StreamClose(StreamRef {
-                    stream: stream.clone(),
-                }));
-                eprintln!("shelfctl: {to_file}: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    };
     let got = pull(&mut c, &stream, &mut sink, size.unwrap_or(0));
     match got {
         Ok(n) => {
@@ -149,9 +159,7 @@ pub fn run(socket: &Path, key: Option<&str>, a: ExportArgs) -> ExitCode {
         }
         Err(e) => {
             let _ = c.request(&Request::StreamClose(StreamRef { stream }));
-            if matches!(sink, Sink::File(_)) {
-                let _ = std::fs::remove_file(&to_file);
-            }
+            drop_file(&sink);
             fail("snapshot export", e)
         }
     }
