@@ -135,7 +135,7 @@ pub fn run(socket: &Path, key: Option<&str>, a: ExportArgs) -> ExitCode {
     };
     if a.server_path.is_some() {
         return match get_text(&reply, "job") {
-            Some(job) => wait(&mut c, &job.to_string()),
+            Some(job) => wait(&mut c, job),
             None => {
                 eprintln!("shelfctl: snapshot.export: the reply names no job");
                 ExitCode::from(3)
