@@ -507,3 +507,84 @@ fn streams_are_bounded_in_number_and_expire_when_idle() {
         "unsupported",
     );
 }
+
+#[test]
+fn dense_snapshots_export_identically() {
+    const DENSE: u64 = 256 * MIB;
+    let xfs = Xfs::new("export-dense", 2 << 30);
+    let out = xfs.mount.join("exports");
+    std::fs::create_dir_all(&out).unwrap();
+    let d = Daemon::start(&Layout::on_xfs(&xfs, &export_dirs(&out)));
+    let pool = xfs.mount.join("pool");
+    let made = d.ok("share.create", vec![("name", t("v5")), ("size", n(DENSE))]);
+    let share = field(sub(&made, "share"), "id");
+    sh(&[
+        "dd",
+        "if=/dev/urandom",
+        &format!("of={}", volume(&pool, &share).display()),
+        "bs=1M",
+        &format!("count={}", DENSE / MIB),
+        "conv=notrunc,fsync",
+        "status=none",
+    ]);
+    let snap = d.ok(
+        "snapshot.create",
+        vec![("share", t("v5")), ("name", t("s1"))],
+    );
+    let snap = field(sub(&snap, "snapshot"), "id");
+    let snap_file = pool.join("snapshots").join(&snap);
+    let want = md5_of(&snap_file);
+    let mib_s = |t0: std::time::Instant| DENSE as f64 / MIB as f64 / t0.elapsed().as_secs_f64();
+
+    let raw = out.join("v5.raw");
+    let t0 = std::time::Instant::now();
+    let r = d.ok(
+        "snapshot.export",
+        vec![("snapshot", t(&snap)), ("path", t(raw.to_str().unwrap()))],
+    );
+    assert_eq!(
+        get_text(&wait_job(&d, &field(&r, "job")), "state"),
+        Some("done")
+    );
+    println!("raw to a path: {:.0} MiB/s", mib_s(t0));
+    assert_eq!(md5_of(&raw), want);
+
+    let client = xfs.mount.join("client.raw");
+    let t0 = std::time::Instant::now();
+    let o = shelfctl(
+        &d.socket,
+        &["snapshot", "export", &snap, client.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{o:?}");
+    println!(
+        "raw over the socket (shelfctl, 1 MiB frames): {:.0} MiB/s",
+        mib_s(t0)
+    );
+    assert_eq!(md5_of(&client), want);
+
+    let q = out.join("v5.qcow2");
+    let t0 = std::time::Instant::now();
+    let r = d.ok(
+        "snapshot.export",
+        vec![
+            ("snapshot", t(&snap)),
+            ("format", t("qcow2")),
+            ("path", t(q.to_str().unwrap())),
+        ],
+    );
+    assert_eq!(
+        get_text(&wait_job(&d, &field(&r, "job")), "state"),
+        Some("done")
+    );
+    println!("qcow2 to a path: {:.0} MiB/s", mib_s(t0));
+    sh(&[
+        "qemu-img",
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "qcow2",
+        snap_file.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+}

@@ -267,3 +267,28 @@ pub fn segment_at(file: &File, pos: u64, size: u64) -> io::Result<(bool, u64)> {
 pub fn allocated_bytes(file: &File) -> io::Result<u64> {
     Ok(file.metadata()?.blocks() * 512)
 }
+
+/// Copy `len` bytes at `pos` of `src` to the same offset of `dst` in the kernel
+/// (`copy_file_range`: a reflink on a filesystem that can, no copy through user space
+/// elsewhere); falls back to reading and writing through `buf` where the kernel cannot
+/// (across filesystems on older kernels). Returns the bytes copied (0 at `src`'s end).
+pub fn copy_range(
+    src: &File,
+    dst: &File,
+    pos: u64,
+    len: usize,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let (mut off_in, mut off_out) = (pos as i64, pos as i64);
+    match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len) {
+        Ok(n) => Ok(n),
+        Err(Errno::EXDEV | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOSYS) => {
+            let n = len.min(buf.len());
+            let got = src.read_at(&mut buf[..n], pos)?;
+            dst.write_all_at(&buf[..got], pos)?;
+            Ok(got)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
