@@ -17,6 +17,10 @@ pub struct ImagesConfig {
     pub import_dirs: Vec<PathBuf>,
     /// Uploads that may be in progress at once (1 to 1024).
     pub max_uploads: usize,
+    /// Directories `snapshot.export {path}` may write into (absolute; none by default, so
+    /// exports go over the socket only). A destination is created beneath one of them
+    /// without following any symlink, and never over an existing file.
+    pub export_dirs: Vec<PathBuf>,
 }
 
 /// Default of `images.max_uploads`.
@@ -27,17 +31,23 @@ impl Default for ImagesConfig {
         ImagesConfig {
             import_dirs: Vec::new(),
             max_uploads: DEFAULT_MAX_UPLOADS,
+            export_dirs: Vec::new(),
         }
     }
 }
 
 impl ImagesConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
-        for d in &self.import_dirs {
-            if !d.is_absolute() || d.components().any(|c| c.as_os_str() == "..") {
-                return Err(format!(
-                    "images.import_dirs: {d:?} must be an absolute path without `..`"
-                ));
+        for (key, dirs) in [
+            ("import_dirs", &self.import_dirs),
+            ("export_dirs", &self.export_dirs),
+        ] {
+            for d in dirs {
+                if !d.is_absolute() || d.components().any(|c| c.as_os_str() == "..") {
+                    return Err(format!(
+                        "images.{key}: {d:?} must be an absolute path without `..`"
+                    ));
+                }
             }
         }
         if !(1..=1024).contains(&self.max_uploads) {
@@ -76,6 +86,11 @@ pub struct LimitsConfig {
     /// Seconds between background probes of the export drivers that `hello` and
     /// `pool.show` report (1 to 3600).
     pub driver_probe_interval: u64,
+    /// Byte streams (`stream.read`: `snapshot.export` without a path, `snapshot.send`)
+    /// open at once (1 to 4096); `busy` beyond.
+    pub max_streams: usize,
+    /// Seconds a stream may go unread before it is aborted and removed (1 to 86400).
+    pub stream_idle_timeout: u64,
 }
 
 impl Default for LimitsConfig {
@@ -89,6 +104,8 @@ impl Default for LimitsConfig {
             write_timeout: 30,
             max_subscriptions: 1024,
             driver_probe_interval: 30,
+            max_streams: 16,
+            stream_idle_timeout: 300,
         }
     }
 }
@@ -96,7 +113,7 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         let l = self;
-        let checks: [(&str, u64, u64, u64); 7] = [
+        let checks: [(&str, u64, u64, u64); 9] = [
             (
                 "request_buffer_bytes",
                 l.request_buffer_bytes,
@@ -114,6 +131,8 @@ impl LimitsConfig {
             ("write_timeout", l.write_timeout, 1, 3600),
             ("max_subscriptions", l.max_subscriptions as u64, 1, 65536),
             ("driver_probe_interval", l.driver_probe_interval, 1, 3600),
+            ("max_streams", l.max_streams as u64, 1, 4096),
+            ("stream_idle_timeout", l.stream_idle_timeout, 1, 86400),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {

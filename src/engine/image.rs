@@ -163,12 +163,13 @@ impl Engine {
         }
         let images = self.store.call(|c| store::list_images(c, None)).await?;
         let names = self.pool_names();
-        // Staging files of unfinished uploads go: uploads do not outlive a run.
+        // Staging files of unfinished uploads and exports go: they do not outlive a run.
         for name in &names {
             if let Some(dir) = self.pool(name)?.images_dir() {
                 blocking(move || {
                     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                        if e.file_name().to_string_lossy().starts_with(".upload-") {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.starts_with(".upload-") || name.starts_with(".export-") {
                             let _ = std::fs::remove_file(e.path());
                         }
                     }

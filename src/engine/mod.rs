@@ -37,8 +37,10 @@ mod reconcile;
 mod recover;
 mod share;
 mod snapshot;
+mod snapshot_export;
 mod stamp;
 mod status;
+pub mod streams;
 mod upload;
 mod verify;
 mod wiring;
@@ -88,6 +90,10 @@ pub struct Engine {
     events: Arc<jobs::EventBus>,
     /// Image uploads in progress.
     uploads: upload::Uploads,
+    /// Byte streams read with `stream.read` (`snapshot.export`, `snapshot.send`).
+    streams: Arc<streams::Streams>,
+    /// Snapshots being exported (their delete is `busy`).
+    exporting: Arc<snapshot_export::Holds>,
     /// The image cache's settings (import directories, upload limit).
     images: crate::config::ImagesConfig,
     /// The runner for the engine's own commands (qemu-img).
@@ -213,6 +219,12 @@ impl Engine {
             Request::UploadChunk(a) => self.upload_chunk(a).await,
             Request::UploadFinish(a) => self.finish_upload(a).await,
             Request::UploadAbort(a) => deleted(self.abort_upload(a).await),
+            Request::SnapshotExport(a) => self.export_snapshot(a).await,
+            Request::StreamRead(a) => {
+                let c = self.streams.read(&a.stream, a.max).await?;
+                Ok(Answer::stream_chunk(c.data, c.end, c.offset))
+            }
+            Request::StreamClose(a) => deleted(self.streams.close(&a.stream).await),
             Request::ImageShow(a) => self.show_image(a).await,
             Request::ImageDelete(a) => deleted(self.delete_image(a).await),
             Request::JobList => {

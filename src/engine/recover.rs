@@ -312,6 +312,7 @@ impl Engine {
             }
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
             super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
+            super::snapshot_export::EXPORT_INTENT => self.recover_export(intent).await,
             ATTACH_INTENT | DETACH_INTENT => {
                 // Rows are the truth for access lists: the start-up reconcile that follows
                 // recovery brings tgtd and the exports files in line with them.

@@ -203,6 +203,7 @@ impl Engine {
         snap: &Snapshot,
         slot: &AuditSlot,
     ) -> Result<()> {
+        self.exporting.refuse_if_held(snap)?;
         let sid = snap.id.clone();
         self.store
             .write(move |c| store::set_snapshot_state(c, &sid, ShareState::Deleting))

@@ -159,6 +159,10 @@ impl Pool for FilePool {
         )
     }
 
+    fn open_snapshot_read(&self, snap_id: &str) -> Result<File> {
+        self.open_snapshot(snap_id)
+    }
+
     fn images_dir(&self) -> Option<PathBuf> {
         Some(self.root.join("images"))
     }

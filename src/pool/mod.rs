@@ -98,6 +98,15 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn snapshot_freezes(&self) -> bool {
         false
     }
+    /// Open snapshot `snap_id`'s data for reading (`snapshot.export`), refusing anything
+    /// but what shelf made; `unsupported` for a kind of pool that cannot.
+    fn open_snapshot_read(&self, snap_id: &str) -> Result<std::fs::File> {
+        let _ = snap_id;
+        Err(crate::error::Error::Unsupported(format!(
+            "pool {} cannot export snapshots (only file pools can, for now)",
+            self.name()
+        )))
+    }
     /// Where cached base images live (`None`: this kind of pool has no image cache).
     fn images_dir(&self) -> Option<PathBuf> {
         None

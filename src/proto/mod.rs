@@ -15,8 +15,8 @@ pub use request::{
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
     OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
     ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
-    SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
-    MAX_KEY_LEN,
+    SnapshotExportArgs, SnapshotListArgs, SnapshotRef, StreamReadArgs, StreamRef, TreeArgs,
+    UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};
 
@@ -46,6 +46,8 @@ pub const FEATURES: &[&str] = &[
     "share.set_metadata",
     "audit.totals",
     "export.nvme",
+    "stream",
+    "snapshot.export",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -199,6 +199,12 @@ impl Confinement {
         self.add_rule(&f, FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE)
     }
 
+    /// Let the child write, read and truncate the open file `file` (the rule holds for that
+    /// inode, whatever path the child opens it by).
+    pub fn allow_write_file(&mut self, file: &File) -> io::Result<()> {
+        self.add_rule(file, FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE)
+    }
+
     /// Apply the ruleset to the calling process. Called in the child between fork and
     /// exec: it makes only async-signal-safe syscalls and allocates nothing.
     pub fn apply_in_child(&self) -> io::Result<()> {

@@ -43,6 +43,33 @@ pub fn convert_command(source: &File, format: &str, out: &Path) -> std::io::Resu
         .confined(c))
 }
 
+/// `qemu-img convert -f raw -O <format>` of a snapshot (an export): reading the source
+/// through an inherited descriptor, writing only the file `out` (opened by shelfd; the
+/// converter is given its path `out_path`), confined by Landlock like an import.
+pub fn export_command(
+    source: &File,
+    format: &str,
+    out: &File,
+    out_path: &Path,
+) -> std::io::Result<Cmd> {
+    let mut c = Confinement::new()?;
+    let fd = c.allow_read(source)?;
+    c.allow_write_file(out)?;
+    Ok(Cmd::new("qemu-img")
+        .args([
+            "convert".to_string(),
+            "-p".into(),
+            "-f".into(),
+            "raw".into(),
+            "-O".into(),
+            format.to_string(),
+            format!("/dev/fd/{fd}"),
+            out_path.display().to_string(),
+        ])
+        .timeout(CONVERT_TIMEOUT)
+        .confined(c))
+}
+
 /// Run a [`convert_command`], calling `progress` with each percentage qemu-img reports.
 pub async fn convert(
     runner: &Runner,

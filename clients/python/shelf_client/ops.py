@@ -370,6 +370,20 @@ class Operations:
         """8.26 ``image.upload.abort``."""
         return self._submit("image.upload.abort", _args(upload=upload), None)
 
+    # ------------------------------------------------------------ byte streams
+
+    def stream_read(self, stream: str, *, max: Optional[int] = None) -> Any:
+        """8.30 ``stream.read``: ``{data, end, offset}``, the next bytes (``data`` is
+        :class:`bytes`, starting at byte ``offset`` of the stream) of a stream opened by
+        ``snapshot.export`` or ``snapshot.send``; at most ``max`` bytes, and never more
+        than fits in one frame. Read until ``end`` is true."""
+        return self._submit("stream.read", _args(stream=stream, max=max), None)
+
+    def stream_close(self, stream: str) -> Any:
+        """8.30 ``stream.close``: ``{deleted, changed}``; ends a stream before its end
+        (its job is cancelled); ``changed: False`` when it had already ended."""
+        return self._submit("stream.close", _args(stream=stream), None)
+
     def image_list(self, *, pool: Optional[str] = None) -> Any:
         """8.26 ``image.list``."""
         return self._submit("image.list", _args(pool=pool), None)

@@ -343,6 +343,10 @@ pub enum SnapshotCmd {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Export a snapshot as a raw or qcow2 image: over the socket into FILE (holes kept)
+    /// or stdout (`-`), or with --server-path into a file shelfd writes under its
+    /// `[images] export_dirs`.
+    Export(crate::export::ExportArgs),
     /// Delete a snapshot (clones made from it are not affected).
     Delete {
         /// Id, or name with --share.

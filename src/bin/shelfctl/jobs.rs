@@ -81,7 +81,7 @@ fn print_json(v: &Value) {
     );
 }
 
-fn fail(op: &str, e: ClientError) -> ExitCode {
+pub fn fail(op: &str, e: ClientError) -> ExitCode {
     match e {
         ClientError::Remote(e) => {
             eprintln!("shelfctl: {op}: {}: {}", e.code, e.message);
@@ -95,7 +95,7 @@ fn fail(op: &str, e: ClientError) -> ExitCode {
 }
 
 /// Poll a job until it ends; progress on stderr. Exit 0 when done, 1 when it failed.
-fn wait(c: &mut Client, job: &str) -> ExitCode {
+pub fn wait(c: &mut Client, job: &str) -> ExitCode {
     let tty = std::io::stderr().is_terminal();
     let mut last_line = String::new();
     loop {

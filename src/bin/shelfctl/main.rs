@@ -10,6 +10,7 @@ use clap::Parser;
 use shelf::client::{to_json, Client, ClientError};
 
 mod cli;
+mod export;
 mod extstorage;
 mod jobs;
 mod output;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     let key = cli.key.as_deref();
     let command = match cli.command {
         Command::Image(c) => return jobs::image(&socket, key, c),
+        Command::Snapshot(cli::SnapshotCmd::Export(a)) => return export::run(&socket, key, a),
         Command::Job(c) => return jobs::job(&socket, c),
         Command::Events { since, epoch } => return jobs::events(&socket, since, epoch),
         other => other,

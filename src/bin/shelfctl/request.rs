@@ -309,6 +309,7 @@ fn snapshot(c: SnapshotCmd) -> (Request, Kind) {
             };
             (Request::SnapshotShow(a), Kind::Snapshot)
         }
+        SnapshotCmd::Export(a) => (Request::SnapshotExport(a.request()), Kind::Raw),
         SnapshotCmd::Delete {
             snapshot,
             share,

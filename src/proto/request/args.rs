@@ -118,6 +118,48 @@ pub struct UploadRef {
     pub upload: String,
 }
 
+/// `snapshot.export`: a snapshot's data as a raw or qcow2 image, to a file under an
+/// export directory or over the socket as a byte stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotExportArgs {
+    /// The snapshot: its id, or its name with `share`.
+    pub snapshot: String,
+    /// The snapshot's share, when the snapshot is given by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+    /// The pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// `raw` (default) or `qcow2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// An absolute path beneath one of `[images] export_dirs` to write the image to; when
+    /// absent, the image is a byte stream read with `stream.read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `stream.read`: the next bytes of a byte stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamReadArgs {
+    /// The stream's id (from `snapshot.export`, `snapshot.send`).
+    pub stream: String,
+    /// At most this many bytes (at least 1; the server also caps it so that its reply
+    /// fits in `max_frame_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// `stream.close`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRef {
+    /// The stream's id.
+    pub stream: String,
+}
+
 /// A reference to one image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -91,6 +91,12 @@ pub enum Request {
     UploadAbort(UploadRef),
     /// `image.list`.
     ImageList(PoolFilter),
+    /// `snapshot.export`: a snapshot as a raw or qcow2 image (a job).
+    SnapshotExport(SnapshotExportArgs),
+    /// `stream.read`: the next bytes of a byte stream.
+    StreamRead(StreamReadArgs),
+    /// `stream.close`: end a byte stream before its end.
+    StreamClose(StreamRef),
     /// `image.show`.
     ImageShow(ImageRef),
     /// `image.delete`.
@@ -131,7 +137,10 @@ impl Request {
             | Request::JobShow(_)
             | Request::EventsSubscribe(_)
             // A chunk changes only its own unfinished upload (audited at begin and finish).
-            | Request::UploadChunk(_) => AdminOnly,
+            | Request::UploadChunk(_)
+            // Data egress: admins only; a read moves only its own stream on (the op
+            // that opened the stream is audited).
+            | Request::StreamRead(_) => AdminOnly,
             Request::ShareCreate(_)
             | Request::ShareResize(_)
             | Request::ShareDelete(_)
@@ -148,6 +157,9 @@ impl Request {
             | Request::UploadBegin(_)
             | Request::UploadFinish(_)
             | Request::UploadAbort(_)
+            | Request::StreamClose(_)
+            // Data egress; audited like a change.
+            | Request::SnapshotExport(_)
             | Request::ImageDelete(_)
             | Request::JobCancel(_) => Change,
         }
@@ -178,6 +190,11 @@ impl Request {
             Request::UploadFinish(a) | Request::UploadAbort(a) => a.upload.clone(),
             Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
             Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
+            Request::StreamClose(a) => a.stream.clone(),
+            Request::SnapshotExport(a) => match &a.share {
+                Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
+                None => a.snapshot.clone(),
+            },
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),
@@ -222,6 +239,7 @@ impl Request {
             | Request::Verify
             | Request::AuditList(_)
             | Request::UploadChunk(_)
+            | Request::StreamRead(_)
             | Request::ImageList(_)
             | Request::JobList
             | Request::EventsSubscribe(_) => String::new(),

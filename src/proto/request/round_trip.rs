@@ -50,9 +50,12 @@ fn index(r: &Request) -> usize {
         Request::JobShow(_) => 34,
         Request::JobCancel(_) => 35,
         Request::EventsSubscribe(_) => 36,
+        Request::StreamRead(_) => 37,
+        Request::StreamClose(_) => 38,
+        Request::SnapshotExport(_) => 39,
     }
 }
-const VARIANTS: usize = 37;
+const VARIANTS: usize = 40;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -240,6 +243,26 @@ fn samples() -> Vec<Request> {
         }),
         Request::UploadFinish(UploadRef { upload: s("u1") }),
         Request::UploadAbort(UploadRef { upload: s("u1") }),
+        Request::StreamRead(StreamReadArgs {
+            stream: s("s1"),
+            max: None,
+        }),
+        Request::StreamRead(StreamReadArgs {
+            stream: s("s1"),
+            max: Some(u64::MAX),
+        }),
+        Request::StreamClose(StreamRef { stream: s("s1") }),
+        Request::SnapshotExport(SnapshotExportArgs {
+            snapshot: s("s1"),
+            ..Default::default()
+        }),
+        Request::SnapshotExport(SnapshotExportArgs {
+            snapshot: s("s1"),
+            share: Some(s("v")),
+            pool: pool(),
+            format: Some(s("qcow2")),
+            path: Some(s("/srv/export/a.qcow2")),
+        }),
         Request::ImageShow(ImageRef {
             image: s("img"),
             pool: pool(),
