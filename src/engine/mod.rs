@@ -188,6 +188,7 @@ impl Engine {
             Request::ShareDelete(a) => self.delete_share(a).await,
             Request::ShareSetMetadata(a) => object(self.set_share_metadata(a).await),
             Request::ShareClone(a) => self.clone_share(a).await,
+            Request::ShareRevert(a) => self.revert_share(a).await,
             Request::SnapshotCreate(a) => self.create_snapshot(a).await,
             Request::SnapshotList(a) => read(self.list_snapshots(a).await),
             Request::SnapshotShow(a) => read(self.show_snapshot(a).await),

@@ -309,6 +309,7 @@ impl Engine {
                     share.name, share.id
                 ))
             }
+            super::share::REVERT_INTENT => self.replay_revert(intent).await,
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
             super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
             ATTACH_INTENT | DETACH_INTENT => {

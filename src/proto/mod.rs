@@ -14,7 +14,7 @@ pub use request::{
     envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
     OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
-    ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
+    ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
     SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
     MAX_KEY_LEN,
 };

@@ -9,7 +9,7 @@ use shelf::client::from_json;
 use shelf::model::{parse_size, Access, Connector, Driver, FsKind, Protocol};
 use shelf::proto::{
     AttachArgs, AuditListArgs, CloneArgs, ExportCreateArgs, ExportRef, PoolRef, Request,
-    ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs,
+    ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs,
     ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs,
 };
 
@@ -227,6 +227,20 @@ fn share(c: ShareCmd) -> Result<(Request, Kind), String> {
                 pool,
             };
             (Request::ShareResize(a), changed)
+        }
+        ShareCmd::Revert {
+            share,
+            snapshot,
+            pool,
+            force,
+        } => {
+            let a = ShareRevertArgs {
+                share,
+                snapshot,
+                force,
+                pool,
+            };
+            (Request::ShareRevert(a), changed)
         }
         ShareCmd::Delete {
             share,

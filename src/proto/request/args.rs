@@ -197,6 +197,23 @@ pub struct ShareResizeArgs {
     pub pool: Option<String>,
 }
 
+/// `share.revert`: the share's content becomes one of its own snapshots'.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRevertArgs {
+    /// The share: id or name.
+    pub share: String,
+    /// The snapshot, one of the share's own: id or name.
+    pub snapshot: String,
+    /// Revert even while the share is attached (its clients see the content change under
+    /// them).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
 /// `share.set_metadata`: change some metadata entries of an existing share.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

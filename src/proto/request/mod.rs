@@ -48,6 +48,8 @@ pub enum Request {
     ShareSetMetadata(ShareSetMetadataArgs),
     /// `share.clone`: a new share from a snapshot.
     ShareClone(CloneArgs),
+    /// `share.revert`: the share's content becomes one of its snapshots'.
+    ShareRevert(ShareRevertArgs),
     /// `snapshot.create`.
     SnapshotCreate(SnapshotCreateArgs),
     /// `snapshot.list`.
@@ -137,6 +139,7 @@ impl Request {
             | Request::ShareDelete(_)
             | Request::ShareSetMetadata(_)
             | Request::ShareClone(_)
+            | Request::ShareRevert(_)
             | Request::SnapshotCreate(_)
             | Request::SnapshotDelete(_)
             | Request::ExportCreate(_)
@@ -191,6 +194,7 @@ impl Request {
                     None => a.snapshot.clone(),
                 }
             ),
+            Request::ShareRevert(a) => format!("{}@{}", with_pool(&a.share, &a.pool), a.snapshot),
             Request::SnapshotCreate(a) => format!("{}@{}", with_pool(&a.share, &a.pool), a.name),
             Request::SnapshotShow(a) | Request::SnapshotDelete(a) => match &a.share {
                 Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),

@@ -117,6 +117,7 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "share.show" => args(&op, a).map(Request::ShareShow),
         "share.resize" => args(&op, a).map(Request::ShareResize),
         "share.delete" => args(&op, a).map(Request::ShareDelete),
+        "share.revert" => args(&op, a).map(Request::ShareRevert),
         "share.set_metadata" => args(&op, a).map(Request::ShareSetMetadata),
         "share.clone" => args(&op, a).map(Request::ShareClone),
         "snapshot.create" => args(&op, a).map(Request::SnapshotCreate),

@@ -50,9 +50,10 @@ fn index(r: &Request) -> usize {
         Request::JobShow(_) => 34,
         Request::JobCancel(_) => 35,
         Request::EventsSubscribe(_) => 36,
+        Request::ShareRevert(_) => 37,
     }
 }
-const VARIANTS: usize = 37;
+const VARIANTS: usize = 38;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -118,6 +119,17 @@ fn samples() -> Vec<Request> {
         Request::ShareDelete(ShareDeleteArgs {
             share: s("v"),
             ..Default::default()
+        }),
+        Request::ShareRevert(ShareRevertArgs {
+            share: s("v"),
+            snapshot: s("s"),
+            ..Default::default()
+        }),
+        Request::ShareRevert(ShareRevertArgs {
+            share: s("v"),
+            snapshot: s("s"),
+            force: true,
+            pool: pool(),
         }),
         Request::ShareSetMetadata(ShareSetMetadataArgs {
             share: s("v"),
