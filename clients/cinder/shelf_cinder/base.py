@@ -82,9 +82,11 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
         1.3.0 - Stats for many nodes under one scheduler: ``discard`` (where shelf's
                 target unmaps) and ``shelf_allocated_capacity_gb`` (pool.show's
                 ``allocated``), :mod:`shelf_cinder.stats`.
+        1.4.0 - revert_to_snapshot (share.revert); generic volume groups and group
+                snapshots (:mod:`shelf_cinder.groups`).
     """
 
-    VERSION = "1.3.0"
+    VERSION = "1.4.0"
     #: Third-party CI name (Cinder's driver-list convention).
     CI_WIKI_NAME = "shelf_CI"
     VENDOR = "shelf"
@@ -271,6 +273,25 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
             "share": self._share_ref(volume),
             "pool": self._share_pool(volume),
         }
+
+    def revert_to_snapshot(self, context: Any, volume: Any, snapshot: Any) -> None:
+        """share.revert of the volume's share to the snapshot (a reflink swapped in for
+        the volume, journaled by shelfd). The share keeps its size: when the volume was
+        extended after the snapshot, Cinder's extend after the revert finds it at its
+        size already. Cinder reverts only available (detached) volumes, so no ``force``.
+        No idempotency key: reverting twice to one snapshot is a legitimate request (the
+        second after new writes), and a retried one while the volume is ``reverting``
+        (no writes) does the same thing again."""
+        ref = self._snapshot_ref(snapshot)
+        try:
+            self._call(
+                "share_revert",
+                self._share_ref(volume),
+                ref["snapshot"],
+                pool=self._share_pool(volume),
+            )
+        except NotFound as e:
+            raise exception.SnapshotNotFound(snapshot_id=snapshot.id) from e
 
     def create_volume_from_snapshot(self, volume: Any, snapshot: Any) -> Dict[str, Any]:
         """share.clone of the snapshot, then share.resize when the new volume is

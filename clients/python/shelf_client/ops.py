@@ -121,6 +121,21 @@ class Operations:
         args = _args(share=share, pool=pool, recursive=recursive, force=force)
         return self._submit("share.delete", args, key)
 
+    def share_revert(
+        self,
+        share: str,
+        snapshot: str,
+        *,
+        force: Optional[bool] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.30 ``share.revert``: the share's content becomes ``snapshot``'s (one of its
+        own: id or name); it keeps its size; ``{share, changed, [warnings]}``. ``busy``
+        while attached unless ``force``."""
+        args = _args(share=share, snapshot=snapshot, force=force, pool=pool)
+        return self._submit("share.revert", args, key)
+
     def share_clone(
         self,
         snapshot: str,
