@@ -30,6 +30,7 @@ impl Engine {
             size: share.size,
             state: ShareState::Creating,
             created_at: now(),
+            group: None,
         };
         let row = snap.clone();
         let room = self.room(&pool).await?;

@@ -245,5 +245,8 @@ pub fn snapshot_identity(s: &Snapshot) -> BTreeMap<String, String> {
     m.insert("pool".into(), s.pool.clone());
     m.insert("size".into(), s.size.to_string());
     m.insert("created_at".into(), s.created_at.to_string());
+    if let Some(g) = &s.group {
+        m.insert("group".into(), g.clone());
+    }
     m
 }

@@ -7,7 +7,8 @@ use super::shares::find_share;
 use crate::error::{Error, Result};
 use crate::model::{ShareState, Snapshot};
 
-const SNAP_COLS: &str = "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at";
+const SNAP_COLS: &str =
+    "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at, n.group_id";
 
 fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
     let state: String = r.get(6)?;
@@ -20,21 +21,23 @@ fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
         size: r.get::<_, i64>(5)? as u64,
         state: ShareState::parse(&state).unwrap_or(ShareState::Error),
         created_at: r.get(7)?,
+        group: r.get(8)?,
     })
 }
 
 /// Insert a snapshot row. A name taken on the share is `already_exists`.
 pub fn insert_snapshot(c: &Connection, s: &Snapshot) -> Result<()> {
     c.execute(
-        "INSERT INTO snapshots (id, name, share_id, size, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO snapshots (id, name, share_id, size, state, created_at, group_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             s.id,
             s.name,
             s.share,
             s.size as i64,
             s.state.as_str(),
-            s.created_at
+            s.created_at,
+            s.group
         ],
     )
     .map_err(|e| {
