@@ -42,6 +42,16 @@ pub const REVERT_POINTS: &[&str] = &[
     "share.revert.after_commit",
 ];
 
+/// Every failpoint of the group snapshot operations (`tests/group_snapshots.rs` walks
+/// them): creation's intent is journaled / every member is reflinked; deletion's group is
+/// marked / every member file is removed.
+pub const GROUP_POINTS: &[&str] = &[
+    "snapshot.create_group.after_intent",
+    "snapshot.create_group.after_copy",
+    "group_snapshot.delete.after_mark",
+    "group_snapshot.delete.after_files",
+];
+
 /// The three crash points around one driver call of an export or attachment operation:
 /// the intent is journaled, then `before` (driver not yet called), `after` (driver done,
 /// completion not yet committed), `committed` (completion committed, reply not yet sent).

@@ -25,6 +25,7 @@ mod export;
 pub mod failpoint;
 mod formatted;
 mod gauges;
+mod group;
 mod image;
 mod import;
 pub mod jobs;
@@ -194,6 +195,10 @@ impl Engine {
             Request::SnapshotShow(a) => read(self.show_snapshot(a).await),
             Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a).await),
             Request::Tree(a) => read(self.tree(a).await),
+            Request::SnapshotCreateGroup(a) => self.create_group(a).await,
+            Request::GroupSnapshotList(a) => read(self.list_groups(a).await),
+            Request::GroupSnapshotShow(a) => read(self.show_group(a).await),
+            Request::GroupSnapshotDelete(a) => deleted(self.delete_group(a).await),
             Request::ExportCreate(a) => self.create_export(a).await,
             Request::ExportList(a) => self.list_exports(a).await,
             Request::ExportShow(a) => self.show_export(a).await,

@@ -310,6 +310,9 @@ impl Engine {
                 ))
             }
             super::share::REVERT_INTENT => self.replay_revert(intent).await,
+            super::group::GROUP_CREATE_INTENT | super::group::GROUP_DELETE_INTENT => {
+                self.replay_group(intent).await
+            }
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
             super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
             ATTACH_INTENT | DETACH_INTENT => {

@@ -5,6 +5,7 @@
 
 mod capacity;
 mod export;
+mod group;
 pub mod image_format;
 mod names;
 mod outcome;
@@ -20,6 +21,7 @@ pub use export::{
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
 };
+pub use group::{check_group_members, SnapshotGroup, MAX_GROUP_SHARES};
 pub use outcome::{EventKind, Object, Outcome};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{

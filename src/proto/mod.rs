@@ -12,9 +12,9 @@ mod strict;
 pub use reply::{encode_reply, Reply};
 pub use request::{
     envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
-    EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
+    EventsSubscribeArgs, ExportCreateArgs, GroupSnapshotRef, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
     OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
-    ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
+    ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotCreateGroupArgs,
     SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
     MAX_KEY_LEN,
 };

@@ -122,6 +122,16 @@ pub fn find_snapshot(
     }
 }
 
+/// The member snapshots of group snapshot `group_id`, by share name.
+pub fn list_group_snapshots(c: &Connection, group_id: &str) -> Result<Vec<Snapshot>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {SNAP_COLS} FROM snapshots n JOIN shares s ON s.id = n.share_id
+         WHERE n.group_id = ?1 ORDER BY s.name, n.id"
+    ))?;
+    let rows = stmt.query_map([group_id], snapshot_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Set a snapshot's state.
 pub fn set_snapshot_state(c: &Connection, id: &str, state: ShareState) -> Result<()> {
     c.execute(

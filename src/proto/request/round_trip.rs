@@ -51,9 +51,13 @@ fn index(r: &Request) -> usize {
         Request::JobCancel(_) => 35,
         Request::EventsSubscribe(_) => 36,
         Request::ShareRevert(_) => 37,
+        Request::SnapshotCreateGroup(_) => 38,
+        Request::GroupSnapshotList(_) => 39,
+        Request::GroupSnapshotShow(_) => 40,
+        Request::GroupSnapshotDelete(_) => 41,
     }
 }
-const VARIANTS: usize = 38;
+const VARIANTS: usize = 42;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -129,6 +133,20 @@ fn samples() -> Vec<Request> {
             share: s("v"),
             snapshot: s("s"),
             force: true,
+            pool: pool(),
+        }),
+        Request::SnapshotCreateGroup(SnapshotCreateGroupArgs {
+            shares: vec![s("a"), s("b")],
+            name: s("g"),
+            pool: pool(),
+        }),
+        Request::GroupSnapshotList(PoolFilter { pool: pool() }),
+        Request::GroupSnapshotShow(GroupSnapshotRef {
+            group: s("g"),
+            pool: None,
+        }),
+        Request::GroupSnapshotDelete(GroupSnapshotRef {
+            group: s("g"),
             pool: pool(),
         }),
         Request::ShareSetMetadata(ShareSetMetadataArgs {
