@@ -44,9 +44,16 @@ fn block_shares(d: &Daemon, pool: &Path, names: &[&str]) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let r = d.ok("share.create", vec![("name", t(name)), ("size", n(4 * MIB))]);
+            let r = d.ok(
+                "share.create",
+                vec![("name", t(name)), ("size", n(4 * MIB))],
+            );
             let id = field(sub(&r, "share"), "id");
-            write_at(&volume(pool, &id), 0, &pattern(10 + i as u8, (4 * MIB) as usize));
+            write_at(
+                &volume(pool, &id),
+                0,
+                &pattern(10 + i as u8, (4 * MIB) as usize),
+            );
             id
         })
         .collect()
@@ -68,7 +75,11 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     let ids = block_shares(&d, &pool, &["a", "b"]);
     let fs = d.ok(
         "share.create",
-        vec![("name", t("f")), ("size", n(320 * MIB)), ("filesystem", t("xfs"))],
+        vec![
+            ("name", t("f")),
+            ("size", n(320 * MIB)),
+            ("filesystem", t("xfs")),
+        ],
     );
     let fs_id = field(sub(&fs, "share"), "id");
     let mp = base.join(&fs_id);
@@ -83,9 +94,15 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     let g = sub(&r, "group");
     let gid = field(g, "id");
     assert_eq!(field(g, "state"), "available");
-    let members = shelf::client::get(g, "snapshots").unwrap().as_array().unwrap();
+    let members = shelf::client::get(g, "snapshots")
+        .unwrap()
+        .as_array()
+        .unwrap();
     assert_eq!(members.len(), 3);
-    let at: Vec<_> = members.iter().map(|m| shelf::client::get_u64(m, "created_at")).collect();
+    let at: Vec<_> = members
+        .iter()
+        .map(|m| shelf::client::get_u64(m, "created_at"))
+        .collect();
     assert!(at.windows(2).all(|w| w[0] == w[1]), "one instant: {at:?}");
     for m in members {
         assert_eq!(field(m, "group"), gid);
@@ -105,17 +122,36 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     // Members are ordinary snapshots: listed with their group, revertible.
     let listed = d.ok("snapshot.list", vec![("share", t("a"))]);
     assert_eq!(field(&listed.as_array().unwrap()[0], "group"), gid);
-    d.ok("share.revert", vec![("share", t("a")), ("snapshot", t("g1"))]);
-    assert_eq!(sha(&std::fs::read(volume(&pool, &ids[0])).unwrap()), want[0]);
-    d.ok("share.revert", vec![("share", t("f")), ("snapshot", t("g1"))]);
-    assert_eq!(std::fs::read(mp.join("hello.txt")).unwrap(), b"in the group");
+    d.ok(
+        "share.revert",
+        vec![("share", t("a")), ("snapshot", t("g1"))],
+    );
+    assert_eq!(
+        sha(&std::fs::read(volume(&pool, &ids[0])).unwrap()),
+        want[0]
+    );
+    d.ok(
+        "share.revert",
+        vec![("share", t("f")), ("snapshot", t("g1"))],
+    );
+    assert_eq!(
+        std::fs::read(mp.join("hello.txt")).unwrap(),
+        b"in the group"
+    );
 
     // A retry (same name, same shares in any order) is answered with the group; the name
     // with other shares is taken.
     let again = d.ok("snapshot.create_group", group_args("g1", &["f", "b", "a"]));
-    assert_eq!(shelf::client::get(&again, "changed"), Some(&Value::Bool(false)));
+    assert_eq!(
+        shelf::client::get(&again, "changed"),
+        Some(&Value::Bool(false))
+    );
     assert_eq!(field(sub(&again, "group"), "id"), gid);
-    d.err("snapshot.create_group", group_args("g1", &["a"]), "already_exists");
+    d.err(
+        "snapshot.create_group",
+        group_args("g1", &["a"]),
+        "already_exists",
+    );
 
     let list = d.ok("group_snapshot.list", vec![]);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -128,7 +164,11 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     assert!(snapshot_files(&pool).is_empty());
     assert_eq!(d.ok("snapshot.list", vec![]).as_array().unwrap().len(), 0);
     d.err("group_snapshot.show", vec![("group", t("g1"))], "not_found");
-    d.err("group_snapshot.delete", vec![("group", t("g1"))], "not_found");
+    d.err(
+        "group_snapshot.delete",
+        vec![("group", t("g1"))],
+        "not_found",
+    );
     let audit = format!("{:?}", d.ok("audit.list", vec![]));
     assert!(audit.contains("snapshot.create_group") && audit.contains("group_snapshot.delete"));
     assert!(clean(&d));
@@ -143,16 +183,40 @@ fn a_group_is_all_or_nothing_and_refuses_hostile_member_lists() {
     let ids = block_shares(&d, &pool, &["a", "b", "c"]);
 
     // Duplicates, by name and by id for the same share; none; too many; unknown shares.
-    let m = d.err("snapshot.create_group", group_args("g", &["a", "b", "a"]), "invalid_argument");
+    let m = d.err(
+        "snapshot.create_group",
+        group_args("g", &["a", "b", "a"]),
+        "invalid_argument",
+    );
     assert!(m.contains("twice"), "{m}");
-    d.err("snapshot.create_group", group_args("g", &["a", &ids[0]]), "invalid_argument");
-    d.err("snapshot.create_group", group_args("g", &[]), "invalid_argument");
+    d.err(
+        "snapshot.create_group",
+        group_args("g", &["a", &ids[0]]),
+        "invalid_argument",
+    );
+    d.err(
+        "snapshot.create_group",
+        group_args("g", &[]),
+        "invalid_argument",
+    );
     let many: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    let m = d.err("snapshot.create_group", group_args("g", &many), "invalid_argument");
+    let m = d.err(
+        "snapshot.create_group",
+        group_args("g", &many),
+        "invalid_argument",
+    );
     assert!(m.contains("at most 64"), "{m}");
-    d.err("snapshot.create_group", group_args("g", &["a", "nope"]), "not_found");
-    d.err("snapshot.create_group", group_args("../g", &["a"]), "invalid_argument");
+    d.err(
+        "snapshot.create_group",
+        group_args("g", &["a", "nope"]),
+        "not_found",
+    );
+    d.err(
+        "snapshot.create_group",
+        group_args("../g", &["a"]),
+        "invalid_argument",
+    );
     d.err(
         "snapshot.create_group",
         vec![("name", t("g")), ("shares", t("a"))],
@@ -160,10 +224,23 @@ fn a_group_is_all_or_nothing_and_refuses_hostile_member_lists() {
     );
 
     // One member's snapshot name is taken: nothing is made for the others.
-    d.ok("snapshot.create", vec![("share", t("c")), ("name", t("g2"))]);
-    d.err("snapshot.create_group", group_args("g2", &["a", "b", "c"]), "already_exists");
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("c")), ("name", t("g2"))],
+    );
+    d.err(
+        "snapshot.create_group",
+        group_args("g2", &["a", "b", "c"]),
+        "already_exists",
+    );
     assert_eq!(snapshot_files(&pool).len(), 1);
-    assert_eq!(d.ok("group_snapshot.list", vec![]).as_array().unwrap().len(), 0);
+    assert_eq!(
+        d.ok("group_snapshot.list", vec![])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 
     // One member's volume was replaced through NFS by a symbolic link: tampered, and the
     // members already reflinked are removed.
@@ -172,9 +249,24 @@ fn a_group_is_all_or_nothing_and_refuses_hostile_member_lists() {
     let vol = volume(&pool, &ids[2]);
     std::fs::rename(&vol, pool.join("shares").join(&ids[2]).join("moved")).unwrap();
     std::os::unix::fs::symlink(&outside, &vol).unwrap();
-    d.err("snapshot.create_group", group_args("g3", &["a", "b", "c"]), "tampered");
-    assert_eq!(snapshot_files(&pool).len(), 1, "{:?}", snapshot_files(&pool));
-    assert_eq!(d.ok("group_snapshot.list", vec![]).as_array().unwrap().len(), 0);
+    d.err(
+        "snapshot.create_group",
+        group_args("g3", &["a", "b", "c"]),
+        "tampered",
+    );
+    assert_eq!(
+        snapshot_files(&pool).len(),
+        1,
+        "{:?}",
+        snapshot_files(&pool)
+    );
+    assert_eq!(
+        d.ok("group_snapshot.list", vec![])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     assert_eq!(d.ok("snapshot.list", vec![]).as_array().unwrap().len(), 1);
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
 }
@@ -186,7 +278,10 @@ fn a_crash_at_every_group_step_is_undone_or_finished() {
     let pool = xfs.mount.join("pool");
     let mut d = Daemon::start(&layout);
     let ids = block_shares(&d, &pool, &["a", "b"]);
-    let data: Vec<Vec<u8>> = ids.iter().map(|id| std::fs::read(volume(&pool, id)).unwrap()).collect();
+    let data: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| std::fs::read(volume(&pool, id)).unwrap())
+        .collect();
     for fp in shelf::engine::failpoint::GROUP_POINTS {
         let deleting = fp.starts_with("group_snapshot.delete");
         if deleting {
@@ -203,12 +298,31 @@ fn a_crash_at_every_group_step_is_undone_or_finished() {
         assert!(r.is_err(), "{fp}: answered {r:?} instead of crashing");
         assert!(!d.wait_exit().success(), "{fp}: shelfd did not abort");
         d.restart();
-        assert!(snapshot_files(&pool).is_empty(), "{fp}: {:?}", snapshot_files(&pool));
-        assert_eq!(d.ok("snapshot.list", vec![]).as_array().unwrap().len(), 0, "{fp}");
-        assert_eq!(d.ok("group_snapshot.list", vec![]).as_array().unwrap().len(), 0, "{fp}");
+        assert!(
+            snapshot_files(&pool).is_empty(),
+            "{fp}: {:?}",
+            snapshot_files(&pool)
+        );
+        assert_eq!(
+            d.ok("snapshot.list", vec![]).as_array().unwrap().len(),
+            0,
+            "{fp}"
+        );
+        assert_eq!(
+            d.ok("group_snapshot.list", vec![])
+                .as_array()
+                .unwrap()
+                .len(),
+            0,
+            "{fp}"
+        );
         assert!(clean(&d), "{fp}");
         for (id, want) in ids.iter().zip(&data) {
-            assert_eq!(&std::fs::read(volume(&pool, id)).unwrap(), want, "{fp}: data");
+            assert_eq!(
+                &std::fs::read(volume(&pool, id)).unwrap(),
+                want,
+                "{fp}: data"
+            );
         }
         println!("{fp}: recovered");
     }

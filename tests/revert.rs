@@ -35,11 +35,19 @@ fn staging(pool: &Path) -> Vec<String> {
 /// A share `name` of `size` bytes holding pattern `old` in its first MiBs, a snapshot
 /// `s0` of it, then pattern `new` written over it. Returns (share id, snapshot id,
 /// the snapshot's content).
-fn share_with_snapshot(d: &Daemon, pool: &Path, name: &str, size: u64) -> (String, String, Vec<u8>) {
+fn share_with_snapshot(
+    d: &Daemon,
+    pool: &Path,
+    name: &str,
+    size: u64,
+) -> (String, String, Vec<u8>) {
     let r = d.ok("share.create", vec![("name", t(name)), ("size", n(size))]);
     let id = field(sub(&r, "share"), "id");
     write_at(&volume(pool, &id), 0, &pattern(1, size as usize));
-    let s = d.ok("snapshot.create", vec![("share", t(name)), ("name", t("s0"))]);
+    let s = d.ok(
+        "snapshot.create",
+        vec![("share", t(name)), ("name", t("s0"))],
+    );
     let sid = field(sub(&s, "snapshot"), "id");
     let snap = std::fs::read(snapshot_file(pool, &sid)).unwrap();
     write_at(&volume(pool, &id), 0, &pattern(2, size as usize));
@@ -59,7 +67,10 @@ fn revert_gives_the_snapshot_content_back_at_the_share_size() {
     let d = Daemon::start(&layout);
     let (id, sid, snap) = share_with_snapshot(&d, &pool, "v", 8 * MIB);
     // Grown after the snapshot: the share keeps its 12 MiB, the tail reads zeros.
-    d.ok("share.resize", vec![("share", t("v")), ("size", n(12 * MIB))]);
+    d.ok(
+        "share.resize",
+        vec![("share", t("v")), ("size", n(12 * MIB))],
+    );
     write_at(&volume(&pool, &id), 10 * MIB, &pattern(3, MIB as usize));
     let before = d.ok("share.show", vec![("share", t("v"))]);
 
@@ -77,20 +88,31 @@ fn revert_gives_the_snapshot_content_back_at_the_share_size() {
     // The share row is the same; the snapshot is still there, unchanged.
     let after = d.ok("share.show", vec![("share", t("v"))]);
     for k in ["id", "name", "created_at"] {
-        assert_eq!(shelf::client::get(&before, k), shelf::client::get(&after, k), "{k}");
+        assert_eq!(
+            shelf::client::get(&before, k),
+            shelf::client::get(&after, k),
+            "{k}"
+        );
     }
     assert_eq!(std::fs::read(snapshot_file(&pool, &sid)).unwrap(), snap);
     assert!(staging(&pool).is_empty(), "{:?}", staging(&pool));
     // The volume still opens as shelf's (its identity was carried over): verify is clean.
     let v = d.ok("verify", vec![]);
-    assert_eq!(shelf::client::get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
+    assert_eq!(
+        shelf::client::get(&v, "clean"),
+        Some(&Value::Bool(true)),
+        "{v:?}"
+    );
     // A write after the revert stays in the share, not in the snapshot (no shared blocks
     // written through).
     write_at(&volume(&pool, &id), 0, &pattern(4, MIB as usize));
     assert_eq!(std::fs::read(snapshot_file(&pool, &sid)).unwrap(), snap);
     // By id too; audited.
     d.ok("share.revert", revert(&id, &sid));
-    assert_eq!(&std::fs::read(volume(&pool, &id)).unwrap()[..snap.len()], &snap[..]);
+    assert_eq!(
+        &std::fs::read(volume(&pool, &id)).unwrap()[..snap.len()],
+        &snap[..]
+    );
     let audit = format!("{:?}", d.ok("audit.list", vec![]));
     assert!(audit.contains("share.revert"), "{audit}");
 }
@@ -123,7 +145,10 @@ fn revert_refuses_a_snapshot_of_another_share_and_a_planted_volume() {
     std::os::unix::fs::symlink(&outside, &vol).unwrap();
     let m = d.err("share.revert", revert("a", "s0"), "tampered");
     assert!(m.contains("symbolic link"), "{m}");
-    assert!(std::fs::symlink_metadata(&vol).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&vol)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
     assert!(staging(&pool).is_empty(), "{:?}", staging(&pool));
     // Force does not change that.
@@ -207,7 +232,10 @@ fn a_crash_at_every_revert_step_leaves_the_old_or_the_new_content() {
         again.push(("force", Value::Bool(true)));
         rig.d.ok("share.revert", again);
         assert_eq!(std::fs::read(volume(&pool, &id)).unwrap(), snap, "{fp}");
-        println!("{fp}: recovered to the {} content", if swapped { "new" } else { "old" });
+        println!(
+            "{fp}: recovered to the {} content",
+            if swapped { "new" } else { "old" }
+        );
     }
 }
 
@@ -229,7 +257,10 @@ fn a_formatted_share_is_unmounted_reverted_and_mounted_again() {
     let id = field(sub(&r, "share"), "id");
     let mp = base.join(&id);
     std::fs::write(mp.join("hello.txt"), b"before the snapshot").unwrap();
-    d.ok("snapshot.create", vec![("share", t("data")), ("name", t("s1"))]);
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("data")), ("name", t("s1"))],
+    );
     std::fs::write(mp.join("hello.txt"), b"after the snapshot").unwrap();
     std::fs::write(mp.join("later.txt"), b"x").unwrap();
     // Grown after the snapshot: the reverted filesystem is grown back to the volume.
@@ -238,7 +269,10 @@ fn a_formatted_share_is_unmounted_reverted_and_mounted_again() {
         s.blocks() * s.fragment_size()
     };
     let small = fs_size(&mp);
-    d.ok("share.resize", vec![("share", t("data")), ("size", n(400 * MIB))]);
+    d.ok(
+        "share.resize",
+        vec![("share", t("data")), ("size", n(400 * MIB))],
+    );
     let grown = fs_size(&mp);
     assert!(grown > small, "{grown} <= {small}");
     let r = d.ok("share.revert", revert("data", "s1"));
@@ -248,5 +282,9 @@ fn a_formatted_share_is_unmounted_reverted_and_mounted_again() {
         b"before the snapshot"
     );
     assert!(!mp.join("later.txt").exists());
-    assert_eq!(fs_size(&mp), grown, "the reverted filesystem is grown to the volume");
+    assert_eq!(
+        fs_size(&mp),
+        grown,
+        "the reverted filesystem is grown to the volume"
+    );
 }

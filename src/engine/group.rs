@@ -18,8 +18,8 @@ use super::share::ensure_available;
 use super::{answer, blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{
-    self, check_group_members, Demand, Layout, Outcome, Share, ShareState, Snapshot,
-    SnapshotGroup, MAX_GROUP_SHARES,
+    self, check_group_members, Demand, Layout, Outcome, Share, ShareState, Snapshot, SnapshotGroup,
+    MAX_GROUP_SHARES,
 };
 use crate::pool::Pool;
 use crate::proto::{Answer, GroupSnapshotRef, PoolFilter, SnapshotCreateGroupArgs};
@@ -73,23 +73,25 @@ impl Engine {
         let (row, room) = (group.clone(), self.room(&pool).await?);
         let made = self
             .store
-            .write(move |c| -> Result<std::result::Result<i64, SnapshotGroup>> {
-                if let Ok(found) = store::find_group(c, &row.name, Some(&row.pool)) {
-                    return Ok(Err(found));
-                }
-                for m in &row.snapshots {
-                    let what = format!("snapshot {}@{}", m.share_name, m.name);
-                    room.check(c, &what, Demand::Snapshot)?;
-                }
-                store::insert_group(c, &row)?;
-                for m in &row.snapshots {
-                    store::insert_snapshot(c, m)?;
-                }
-                let data = serde_json::json!({
-                    "snapshots": row.snapshots.iter().map(|s| &s.id).collect::<Vec<_>>()
-                });
-                store::insert_intent(c, GROUP_CREATE_INTENT, &row.id, &data).map(Ok)
-            })
+            .write(
+                move |c| -> Result<std::result::Result<i64, SnapshotGroup>> {
+                    if let Ok(found) = store::find_group(c, &row.name, Some(&row.pool)) {
+                        return Ok(Err(found));
+                    }
+                    for m in &row.snapshots {
+                        let what = format!("snapshot {}@{}", m.share_name, m.name);
+                        room.check(c, &what, Demand::Snapshot)?;
+                    }
+                    store::insert_group(c, &row)?;
+                    for m in &row.snapshots {
+                        store::insert_snapshot(c, m)?;
+                    }
+                    let data = serde_json::json!({
+                        "snapshots": row.snapshots.iter().map(|s| &s.id).collect::<Vec<_>>()
+                    });
+                    store::insert_intent(c, GROUP_CREATE_INTENT, &row.id, &data).map(Ok)
+                },
+            )
             .await?;
         let intent = match made {
             Ok(intent) => intent,
@@ -314,7 +316,11 @@ fn new_group(name: &str, pool: &str, shares: &[Share]) -> SnapshotGroup {
 
 /// A retry of a creation: the group that exists when it has exactly these shares.
 fn same_group(existing: SnapshotGroup, ids: &[String]) -> Result<Answer> {
-    let mut have: Vec<&str> = existing.snapshots.iter().map(|s| s.share.as_str()).collect();
+    let mut have: Vec<&str> = existing
+        .snapshots
+        .iter()
+        .map(|s| s.share.as_str())
+        .collect();
     let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
     have.sort_unstable();
     want.sort_unstable();

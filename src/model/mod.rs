@@ -18,10 +18,10 @@ pub use export::{
     validate_single_host, Access, Attached, Attachment, Connector, Driver, Export, ExportOptions,
     Medium, Protocol,
 };
+pub use group::{check_group_members, SnapshotGroup, MAX_GROUP_SHARES};
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
 };
-pub use group::{check_group_members, SnapshotGroup, MAX_GROUP_SHARES};
 pub use outcome::{EventKind, Object, Outcome};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{

@@ -144,7 +144,11 @@ pub fn valid_requests() -> Vec<(String, Value)> {
         ),
         (
             "share.revert",
-            vec![("share", t("vol1")), ("snapshot", t("snap1")), ("force", Value::Bool(true))],
+            vec![
+                ("share", t("vol1")),
+                ("snapshot", t("snap1")),
+                ("force", Value::Bool(true)),
+            ],
         ),
         (
             "snapshot.create_group",
@@ -155,7 +159,10 @@ pub fn valid_requests() -> Vec<(String, Value)> {
         ),
         ("group_snapshot.list", vec![]),
         ("group_snapshot.show", vec![("group", t("g1"))]),
-        ("group_snapshot.delete", vec![("group", t("g1")), ("pool", t("default"))]),
+        (
+            "group_snapshot.delete",
+            vec![("group", t("g1")), ("pool", t("default"))],
+        ),
     ];
     let mut seen = std::collections::BTreeMap::<&str, usize>::new();
     list.into_iter()

@@ -33,6 +33,7 @@ from cinder.volume import driver
 
 import shelf_client
 from shelf_client import Client, HasDependents, NotFound, ShelfError
+from shelf_cinder.groups import GroupsMixin
 from shelf_cinder.images import ImageCacheMixin
 from shelf_cinder.stats import GiB, volume_stats
 
@@ -69,7 +70,7 @@ def _key(obj_id: str, operation: str) -> str:
     return f"cinder:{operation}:{obj_id}"
 
 
-class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
+class ShelfBaseDriver(GroupsMixin, ImageCacheMixin, driver.VolumeDriver):
     """What the iSCSI, NFS and NVMe/TCP drivers share: everything but the export
     protocol.
 
@@ -451,6 +452,7 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
     def _update_volume_stats(self) -> None:
         """Capacity from pool.show (:func:`shelf_cinder.stats.volume_stats`)."""
         self._stats = volume_stats(self, self._call("pool_show", self._pool))
+        self._stats.update(self._group_stats())
 
     # ---------------------------------------------------------------- manage
 

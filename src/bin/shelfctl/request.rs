@@ -9,8 +9,9 @@ use shelf::client::from_json;
 use shelf::model::{parse_size, Access, Connector, Driver, FsKind, Protocol};
 use shelf::proto::{
     AttachArgs, AuditListArgs, CloneArgs, ExportCreateArgs, ExportRef, PoolRef, Request,
-    ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs,
-    ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs,
+    ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs,
+    ShareRevertArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
+    TreeArgs,
 };
 
 use crate::cli::{

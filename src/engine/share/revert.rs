@@ -112,17 +112,19 @@ impl Engine {
         let (sid, r) = (share.id.clone(), reference.to_string());
         let snap = self
             .store
-            .call(move |c| match store::find_snapshot(c, &r, Some(&sid), None) {
-                Err(Error::NotFound(m)) => match store::get_snapshot(c, &r)? {
-                    Some(other) => Err(Error::Invalid(format!(
-                        "snapshot {} ({}) belongs to share {}, not to share {sid}: a share \
+            .call(
+                move |c| match store::find_snapshot(c, &r, Some(&sid), None) {
+                    Err(Error::NotFound(m)) => match store::get_snapshot(c, &r)? {
+                        Some(other) => Err(Error::Invalid(format!(
+                            "snapshot {} ({}) belongs to share {}, not to share {sid}: a share \
                          reverts only to its own snapshots",
-                        other.name, other.id, other.share_name
-                    ))),
-                    None => Err(Error::NotFound(m)),
+                            other.name, other.id, other.share_name
+                        ))),
+                        None => Err(Error::NotFound(m)),
+                    },
+                    found => found,
                 },
-                found => found,
-            })
+            )
             .await?;
         if snap.state != ShareState::Available {
             return Err(Error::Busy(format!(
@@ -199,7 +201,10 @@ impl Engine {
     pub(in crate::engine) async fn replay_revert(&self, intent: &store::Intent) -> Result<String> {
         let id = intent.object.clone();
         let Some(share) = self.store.call(move |c| store::get_share(c, &id)).await? else {
-            return Ok(format!("revert of vanished share {} dropped", intent.object));
+            return Ok(format!(
+                "revert of vanished share {} dropped",
+                intent.object
+            ));
         };
         let pool = self.pool(&share.pool)?;
         let (p, sid, tag) = (pool.clone(), share.id.clone(), intent.id.to_string());
@@ -216,7 +221,9 @@ impl Engine {
                 }
                 "finished (the share has the snapshot's content; its exports were re-opened)"
             }
-            RevertState::Untouched => "undone (nothing was staged; the share keeps its old content)",
+            RevertState::Untouched => {
+                "undone (nothing was staged; the share keeps its old content)"
+            }
         };
         Ok(format!(
             "revert of share {} ({}) to snapshot {} was interrupted: {what}",

@@ -112,11 +112,13 @@ impl FilePool {
             return Ok(RevertState::Untouched);
         };
         let identity = fs::get_identity_fd(&f).unwrap_or_default();
-        Ok(if identity.get(REVERT_KEY).map(String::as_str) == Some(tag) {
-            RevertState::Swapped
-        } else {
-            RevertState::Untouched
-        })
+        Ok(
+            if identity.get(REVERT_KEY).map(String::as_str) == Some(tag) {
+                RevertState::Swapped
+            } else {
+                RevertState::Untouched
+            },
+        )
     }
 
     /// [`crate::pool::Pool::revert_discard`].

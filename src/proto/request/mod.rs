@@ -215,7 +215,12 @@ impl Request {
             Request::SnapshotCreateGroup(a) => format!(
                 "{} of {}",
                 with_pool(&a.name, &a.pool),
-                a.shares.iter().take(8).cloned().collect::<Vec<_>>().join(",")
+                a.shares
+                    .iter()
+                    .take(8)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Request::GroupSnapshotShow(a) | Request::GroupSnapshotDelete(a) => {
                 with_pool(&a.group, &a.pool)
