@@ -33,6 +33,25 @@ pub const ALL: &[&str] = &[
     "snapshot.delete.after_file",
 ];
 
+/// Every failpoint of `share.revert`, in order (`tests/revert.rs` walks them): the intent
+/// is journaled; the new volume is staged; it is swapped in; the intent is forgotten.
+pub const REVERT_POINTS: &[&str] = &[
+    "share.revert.after_intent",
+    "share.revert.after_stage",
+    "share.revert.after_swap",
+    "share.revert.after_commit",
+];
+
+/// Every failpoint of the group snapshot operations (`tests/group_snapshots.rs` walks
+/// them): creation's intent is journaled / every member is reflinked; deletion's group is
+/// marked / every member file is removed.
+pub const GROUP_POINTS: &[&str] = &[
+    "snapshot.create_group.after_intent",
+    "snapshot.create_group.after_copy",
+    "group_snapshot.delete.after_mark",
+    "group_snapshot.delete.after_files",
+];
+
 /// The three crash points around one driver call of an export or attachment operation:
 /// the intent is journaled, then `before` (driver not yet called), `after` (driver done,
 /// completion not yet committed), `committed` (completion committed, reply not yet sent).

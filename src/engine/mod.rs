@@ -25,6 +25,7 @@ mod export;
 pub mod failpoint;
 mod formatted;
 mod gauges;
+mod group;
 mod image;
 mod import;
 pub mod jobs;
@@ -195,11 +196,16 @@ impl Engine {
             Request::ShareDelete(a) => self.delete_share(a, slot).await,
             Request::ShareSetMetadata(a) => object(self.set_share_metadata(a).await),
             Request::ShareClone(a) => self.clone_share(a, slot).await,
+            Request::ShareRevert(a) => self.revert_share(a).await,
             Request::SnapshotCreate(a) => self.create_snapshot(a, slot).await,
             Request::SnapshotList(a) => self.list_snapshots(a).await,
             Request::SnapshotShow(a) => read(self.show_snapshot(a)),
             Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a, slot).await),
             Request::Tree(a) => self.tree(a).await,
+            Request::SnapshotCreateGroup(a) => self.create_group(a).await,
+            Request::GroupSnapshotList(a) => read(self.list_groups(a).await),
+            Request::GroupSnapshotShow(a) => read(self.show_group(a).await),
+            Request::GroupSnapshotDelete(a) => deleted(self.delete_group(a).await),
             Request::ExportCreate(a) => self.create_export(a, slot).await,
             Request::ExportList(a) => self.list_exports(a).await,
             Request::ExportShow(a) => self.show_export(a).await,

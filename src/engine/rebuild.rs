@@ -102,6 +102,9 @@ pub fn snapshot_from_disk(d: &OnDisk, pool: &str) -> Result<Snapshot, String> {
         size: number(d, "size")?,
         state: ShareState::Available,
         created_at: number(d, "created_at")?,
+        // A group's row is not on any file: its members come back as plain snapshots
+        // (their `trusted.shelf.group` says which group they were taken in).
+        group: None,
     })
 }
 

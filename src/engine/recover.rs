@@ -310,6 +310,10 @@ impl Engine {
                     share.name, share.id
                 ))
             }
+            super::share::REVERT_INTENT => self.replay_revert(intent).await,
+            super::group::GROUP_CREATE_INTENT | super::group::GROUP_DELETE_INTENT => {
+                self.replay_group(intent).await
+            }
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
             super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
             super::snapshot_export::EXPORT_INTENT => self.recover_export(intent).await,

@@ -4,6 +4,9 @@
 mod change;
 mod clone;
 mod create;
+mod revert;
+
+pub(super) use revert::REVERT_INTENT;
 
 use ciborium::Value;
 

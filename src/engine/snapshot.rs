@@ -44,6 +44,7 @@ impl Engine {
                     size: share.size,
                     state: ShareState::Creating,
                     created_at: now(),
+                    group: None,
                 };
                 let found = store::get_snapshot_by_name(c, &snap.share, &snap.name)?;
                 if found.is_none() {

@@ -151,6 +151,13 @@ pub trait Exporter: Send + Sync + std::fmt::Debug {
     fn remove<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
     /// The volume grew: make clients see the new size.
     fn refresh_size<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>>;
+    /// The volume file was replaced (`share.revert` renamed a new one over it): make the
+    /// daemon open the new file, where it holds the old one open. By default the same as
+    /// [`Exporter::refresh_size`], which re-creates the LUN (tgt, LIO); NFS keeps its
+    /// directory and needs nothing.
+    fn reopen<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
+        self.refresh_size(spec)
+    }
     /// Compare the daemon with `specs` (all of this driver's exports, as the tree has them)
     /// among the objects carrying shelf's naming and report each difference; with
     /// `repair`, also make the daemon hold exactly `specs`.

@@ -294,6 +294,21 @@ impl Exporter for NvmetExporter {
         })
     }
 
+    fn reopen<'a>(&'a self, spec: &'a ExportSpec) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            // A namespace opens its device_path when enabled: disable and enable it so it
+            // holds the new file (revalidate_size would keep the old one).
+            check_backing_store(spec).await?;
+            let _serial = self.serial.lock().await;
+            let ns = namespace_dir(&desired(spec)?.nqn);
+            self.run(vec![
+                Op::Write(ns.join("enable"), "0".into()),
+                Op::Write(ns.join("enable"), "1".into()),
+            ])
+            .await
+        })
+    }
+
     fn reconcile<'a>(
         &'a self,
         specs: &'a [ExportSpec],

@@ -5,6 +5,7 @@
 
 mod capacity;
 mod export;
+mod group;
 pub mod image_format;
 mod names;
 mod outcome;
@@ -17,6 +18,7 @@ pub use export::{
     validate_single_host, Access, Attached, Attachment, Connector, Driver, Export, ExportOptions,
     Medium, Protocol,
 };
+pub use group::{check_group_members, SnapshotGroup, MAX_GROUP_SHARES};
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
 };

@@ -152,6 +152,13 @@ impl Object for super::Snapshot {
     }
 }
 
+impl Object for super::SnapshotGroup {
+    const KIND: &'static str = "group";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl Object for super::Export {
     const KIND: &'static str = "export";
     fn id(&self) -> &str {

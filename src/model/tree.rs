@@ -238,6 +238,9 @@ pub struct Snapshot {
     pub state: ShareState,
     /// Unix time of creation, in seconds.
     pub created_at: i64,
+    /// The id of the group snapshot it was taken in (`snapshot.create_group`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// One share in the lineage tree, with its snapshots and, under each, the clones made from it.
@@ -414,6 +417,7 @@ mod tests {
             size: 1 << 20,
             state: ShareState::Available,
             created_at: 0,
+            group: None,
         }
     }
 

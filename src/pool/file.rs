@@ -24,6 +24,7 @@ use crate::sys::fs;
 
 mod allocation;
 mod objects;
+mod revert;
 
 use objects::{
     object_rel, open_error, remove_dir_if_present, remove_file_if_present, stamp_error, undo,
@@ -61,6 +62,7 @@ impl Pool for FilePool {
             self.root.join("shares"),
             self.root.join("snapshots"),
             self.root.join("images"),
+            self.root.join("staging"),
         ] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating pool directory {}", dir.display()), e))?;
@@ -165,6 +167,22 @@ impl Pool for FilePool {
 
     fn images_dir(&self) -> Option<PathBuf> {
         Some(self.root.join("images"))
+    }
+
+    fn revert_stage(&self, share: &Share, snap: &Snapshot, tag: &str) -> Result<()> {
+        self.stage_revert(share, snap, tag)
+    }
+
+    fn revert_swap(&self, share: &Share) -> Result<()> {
+        self.swap_revert(share)
+    }
+
+    fn revert_state(&self, share_id: &str, tag: &str) -> Result<super::RevertState> {
+        self.revert_state_of(share_id, tag)
+    }
+
+    fn revert_discard(&self, share_id: &str) -> Result<()> {
+        self.discard_revert(share_id)
     }
 
     fn create_from_image(&self, image: &Path, share: &Share) -> Result<()> {

@@ -50,6 +50,17 @@ pub struct Allocation {
     pub shares: BTreeMap<String, u64>,
 }
 
+/// Where an interrupted `share.revert` stands on disk ([`Pool::revert_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevertState {
+    /// A staged volume is there and the volume is the old one: undo by discarding it.
+    Staged,
+    /// The volume is the reverted one (it carries the revert's tag): finish.
+    Swapped,
+    /// Neither: nothing was staged, the volume is the old one.
+    Untouched,
+}
+
 /// What is wrong with an object at a volume's or snapshot's path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tamper {
@@ -93,6 +104,35 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn remove_volume(&self, share_id: &str) -> Result<()>;
     /// Remove a snapshot; succeeds when it is already gone.
     fn remove_snapshot(&self, snap_id: &str) -> Result<()>;
+    /// `share.revert`, first step: make, beside the share's volume, a new volume with the
+    /// snapshot's content at the share's size, stamped with the share's identity (its
+    /// exports record carried over) and with `revert` = `tag`, and make it durable. The
+    /// volume itself is not touched. A leftover of an earlier attempt is replaced.
+    fn revert_stage(&self, share: &Share, snap: &Snapshot, tag: &str) -> Result<()> {
+        let _ = (snap, tag);
+        Err(crate::error::Error::Unsupported(format!(
+            "pool {} cannot revert shares",
+            share.pool
+        )))
+    }
+    /// `share.revert`, second step: put the staged volume in the volume's place in one
+    /// atomic step (the old content goes). Errors when nothing is staged.
+    fn revert_swap(&self, share: &Share) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!(
+            "pool {} cannot revert shares",
+            share.pool
+        )))
+    }
+    /// Where an interrupted revert stands (start-up recovery reads it).
+    fn revert_state(&self, share_id: &str, tag: &str) -> Result<RevertState> {
+        let _ = (share_id, tag);
+        Ok(RevertState::Untouched)
+    }
+    /// Remove a staged revert (succeeds when there is none).
+    fn revert_discard(&self, share_id: &str) -> Result<()> {
+        let _ = share_id;
+        Ok(())
+    }
     /// Whether taking a snapshot freezes a mounted filesystem on the volume by itself (a
     /// device-mapper suspend does); otherwise shelfd freezes it around the snapshot.
     fn snapshot_freezes(&self) -> bool {
@@ -214,5 +254,8 @@ pub fn snapshot_identity(s: &Snapshot) -> BTreeMap<String, String> {
     m.insert("pool".into(), s.pool.clone());
     m.insert("size".into(), s.size.to_string());
     m.insert("created_at".into(), s.created_at.to_string());
+    if let Some(g) = &s.group {
+        m.insert("group".into(), g.clone());
+    }
     m
 }

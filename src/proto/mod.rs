@@ -12,10 +12,11 @@ mod strict;
 pub use reply::{encode_reply, Reply};
 pub use request::{
     envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
-    EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
-    OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
-    ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
-    SnapshotExportArgs, SnapshotListArgs, SnapshotRef, StreamReadArgs, StreamRef, TreeArgs,
+    EventsSubscribeArgs, ExportCreateArgs, ExportRef, GroupSnapshotRef, ImageImportArgs, ImageRef,
+    JobRef, NoArgs, OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs,
+    ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs, ShareSetMetadataArgs,
+    SnapshotCreateArgs, SnapshotCreateGroupArgs, SnapshotExportArgs, SnapshotListArgs,
+    SnapshotRef, StreamReadArgs, StreamRef, TreeArgs,
     UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};

@@ -120,6 +120,7 @@ fn snapshot() -> crate::model::Snapshot {
         size: 1 << 20,
         state: ShareState::Creating,
         created_at: 1_700_000_002,
+        group: None,
     }
 }
 

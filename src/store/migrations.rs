@@ -171,6 +171,19 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      INSERT INTO settings (key, value)
         SELECT 'legacy_stamps_moved', 'at creation' WHERE NOT EXISTS (SELECT 1 FROM shares);",
+    // Group snapshots (snapshot.create_group): a group row, and each member snapshot's
+    // group. Deleting a group row leaves no member pointing at it.
+    "CREATE TABLE snapshot_groups (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (pool, name)
+     );
+     ALTER TABLE snapshots ADD COLUMN group_id TEXT
+        REFERENCES snapshot_groups(id) ON DELETE SET NULL;
+     CREATE INDEX snapshots_by_group ON snapshots(group_id);",
 ];
 
 /// The schema version this build writes.

@@ -116,6 +116,7 @@ mod tests {
                 size: 512,
                 state: ShareState::Available,
                 created_at: 1,
+                group: None,
             },
         )
         .unwrap();

@@ -7,7 +7,8 @@ use super::shares::find_share;
 use crate::error::{Error, Result};
 use crate::model::{ShareState, Snapshot};
 
-const SNAP_COLS: &str = "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at";
+const SNAP_COLS: &str =
+    "n.id, n.name, n.share_id, s.name, s.pool, n.size, n.state, n.created_at, n.group_id";
 
 /// The one mapping of a `snapshots` row joined with its share (columns [`SNAP_COLS`], in
 /// order) to a [`Snapshot`]: the queries and the in-memory index (super::index) both read
@@ -23,6 +24,7 @@ pub(super) fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
         size: r.get::<_, i64>(5)? as u64,
         state: ShareState::parse(&state).unwrap_or(ShareState::Error),
         created_at: r.get(7)?,
+        group: r.get(8)?,
     })
 }
 
@@ -52,15 +54,16 @@ pub(super) fn snapshots_by_rowid(
 /// Insert a snapshot row. A name taken on the share is `already_exists`.
 pub fn insert_snapshot(c: &Connection, s: &Snapshot) -> Result<()> {
     c.execute(
-        "INSERT INTO snapshots (id, name, share_id, size, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO snapshots (id, name, share_id, size, state, created_at, group_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             s.id,
             s.name,
             s.share,
             s.size as i64,
             s.state.as_str(),
-            s.created_at
+            s.created_at,
+            s.group
         ],
     )
     .map_err(|e| {
@@ -143,6 +146,16 @@ pub fn find_snapshot(
             }
         }
     }
+}
+
+/// The member snapshots of group snapshot `group_id`, by share name.
+pub fn list_group_snapshots(c: &Connection, group_id: &str) -> Result<Vec<Snapshot>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {SNAP_COLS} FROM snapshots n JOIN shares s ON s.id = n.share_id
+         WHERE n.group_id = ?1 ORDER BY s.name, n.id"
+    ))?;
+    let rows = stmt.query_map([group_id], snapshot_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Set a snapshot's state.

@@ -142,6 +142,27 @@ pub fn valid_requests() -> Vec<(String, Value)> {
                 ("remove", Value::Array(vec![t("old")])),
             ],
         ),
+        (
+            "share.revert",
+            vec![
+                ("share", t("vol1")),
+                ("snapshot", t("snap1")),
+                ("force", Value::Bool(true)),
+            ],
+        ),
+        (
+            "snapshot.create_group",
+            vec![
+                ("shares", Value::Array(vec![t("vol1"), t("vol2")])),
+                ("name", t("g1")),
+            ],
+        ),
+        ("group_snapshot.list", vec![]),
+        ("group_snapshot.show", vec![("group", t("g1"))]),
+        (
+            "group_snapshot.delete",
+            vec![("group", t("g1")), ("pool", t("default"))],
+        ),
     ];
     let mut seen = std::collections::BTreeMap::<&str, usize>::new();
     list.into_iter()

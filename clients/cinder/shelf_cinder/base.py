@@ -33,6 +33,7 @@ from cinder.volume import driver
 
 import shelf_client
 from shelf_client import Client, HasDependents, NotFound, ShelfError
+from shelf_cinder.groups import GroupsMixin
 from shelf_cinder.images import ImageCacheMixin
 from shelf_cinder.stats import GiB, volume_stats
 
@@ -69,7 +70,7 @@ def _key(obj_id: str, operation: str) -> str:
     return f"cinder:{operation}:{obj_id}"
 
 
-class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
+class ShelfBaseDriver(GroupsMixin, ImageCacheMixin, driver.VolumeDriver):
     """What the iSCSI, NFS and NVMe/TCP drivers share: everything but the export
     protocol.
 
@@ -82,9 +83,11 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
         1.3.0 - Stats for many nodes under one scheduler: ``discard`` (where shelf's
                 target unmaps) and ``shelf_allocated_capacity_gb`` (pool.show's
                 ``allocated``), :mod:`shelf_cinder.stats`.
+        1.4.0 - revert_to_snapshot (share.revert); generic volume groups and group
+                snapshots (:mod:`shelf_cinder.groups`).
     """
 
-    VERSION = "1.3.0"
+    VERSION = "1.4.0"
     #: Third-party CI name (Cinder's driver-list convention).
     CI_WIKI_NAME = "shelf_CI"
     VENDOR = "shelf"
@@ -272,6 +275,25 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
             "pool": self._share_pool(volume),
         }
 
+    def revert_to_snapshot(self, context: Any, volume: Any, snapshot: Any) -> None:
+        """share.revert of the volume's share to the snapshot (a reflink swapped in for
+        the volume, journaled by shelfd). The share keeps its size: when the volume was
+        extended after the snapshot, Cinder's extend after the revert finds it at its
+        size already. Cinder reverts only available (detached) volumes, so no ``force``.
+        No idempotency key: reverting twice to one snapshot is a legitimate request (the
+        second after new writes), and a retried one while the volume is ``reverting``
+        (no writes) does the same thing again."""
+        ref = self._snapshot_ref(snapshot)
+        try:
+            self._call(
+                "share_revert",
+                self._share_ref(volume),
+                ref["snapshot"],
+                pool=self._share_pool(volume),
+            )
+        except NotFound as e:
+            raise exception.SnapshotNotFound(snapshot_id=snapshot.id) from e
+
     def create_volume_from_snapshot(self, volume: Any, snapshot: Any) -> Dict[str, Any]:
         """share.clone of the snapshot, then share.resize when the new volume is
         larger than the snapshot."""
@@ -430,6 +452,7 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
     def _update_volume_stats(self) -> None:
         """Capacity from pool.show (:func:`shelf_cinder.stats.volume_stats`)."""
         self._stats = volume_stats(self, self._call("pool_show", self._pool))
+        self._stats.update(self._group_stats())
 
     # ---------------------------------------------------------------- manage
 

@@ -329,3 +329,51 @@ def test_drivers_pass_cinders_own_interface_compliance_check():
         assert cls in interface._volume_register
         assert issubclass(cls, volume_driver.VolumeDriverCore)
         assert issubclass(cls, volume_manageable_driver.VolumeManagementDriver)
+
+
+def test_revert_to_snapshot_gives_the_snapshot_content_back(
+    appliance, driver, new_volume, new_snapshot, made, ctx
+):
+    vol = new_volume(size=1)
+    vol.update(driver.create_volume(vol))
+    made.append(vol.provider_id)
+    path = appliance.volume_file(vol.provider_id)
+    write(path, 4096, b"before-snapshot" * 100)
+    snap = new_snapshot(vol)
+    snap.update(driver.create_snapshot(snap))
+    write(path, 4096, b"after--snapshot" * 100)
+    write(path, 512 * 1024 * 1024, b"later" * 100)
+
+    driver.revert_to_snapshot(ctx, vol, snap)
+    assert read(path, 4096, 1500) == b"before-snapshot" * 100
+    assert read(path, 512 * 1024 * 1024, 500) == b"\0" * 500
+    with appliance.client() as c:
+        share = c.share_show(vol.provider_id)
+        assert share["size"] == GiB and share["state"] == "available"
+        assert [s["id"] for s in c.snapshot_list(share=vol.provider_id)] == [snap.provider_id]
+    # Twice to the same snapshot, after new writes: reverted again (no stale kept answer).
+    write(path, 4096, b"second-change!!" * 100)
+    driver.revert_to_snapshot(ctx, vol, snap)
+    assert read(path, 4096, 1500) == b"before-snapshot" * 100
+
+    # Extended after the snapshot: the share keeps its size; Cinder's extend after the
+    # revert is then a no-op.
+    driver.extend_volume(vol, 2)
+    driver.revert_to_snapshot(ctx, vol, snap)
+    with appliance.client() as c:
+        assert c.share_show(vol.provider_id)["size"] == 2 * GiB
+    driver.extend_volume(vol, 2)
+    assert read(path, 4096, 1500) == b"before-snapshot" * 100
+
+    # A snapshot of another volume is refused by shelf and nothing changes.
+    other = new_volume(size=1)
+    other.update(driver.create_volume(other))
+    made.append(other.provider_id)
+    other_snap = new_snapshot(other)
+    other_snap.update(driver.create_snapshot(other_snap))
+    with pytest.raises(exception.VolumeBackendAPIException, match="belongs to share"):
+        driver.revert_to_snapshot(ctx, vol, other_snap)
+    gone = new_snapshot(vol)
+    gone.provider_id = "00000000-0000-4000-8000-000000000000"
+    with pytest.raises(exception.SnapshotNotFound):
+        driver.revert_to_snapshot(ctx, vol, gone)

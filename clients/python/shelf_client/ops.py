@@ -121,6 +121,21 @@ class Operations:
         args = _args(share=share, pool=pool, recursive=recursive, force=force)
         return self._submit("share.delete", args, key)
 
+    def share_revert(
+        self,
+        share: str,
+        snapshot: str,
+        *,
+        force: Optional[bool] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.30 ``share.revert``: the share's content becomes ``snapshot``'s (one of its
+        own: id or name); it keeps its size; ``{share, changed, [warnings]}``. ``busy``
+        while attached unless ``force``."""
+        args = _args(share=share, snapshot=snapshot, force=force, pool=pool)
+        return self._submit("share.revert", args, key)
+
     def share_clone(
         self,
         snapshot: str,
@@ -181,6 +196,35 @@ class Operations:
         """8.13 ``snapshot.delete``: ``{deleted, changed}``."""
         args = _args(snapshot=snapshot, share=share, pool=pool)
         return self._submit("snapshot.delete", args, key)
+
+    def snapshot_create_group(
+        self,
+        shares: Sequence[str],
+        name: str,
+        *,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.31 ``snapshot.create_group``: one snapshot ``name`` of each share (ids or
+        names, each once, at most 64, one pool) at one instant, all or nothing;
+        ``{group, changed}``, the group with its ``snapshots``."""
+        args = _args(shares=list(shares), name=name, pool=pool)
+        return self._submit("snapshot.create_group", args, key)
+
+    def group_snapshot_list(self, *, pool: Optional[str] = None) -> Any:
+        """8.31 ``group_snapshot.list``: every group snapshot, oldest first."""
+        return self._submit("group_snapshot.list", _args(pool=pool), None)
+
+    def group_snapshot_show(self, group: str, *, pool: Optional[str] = None) -> Any:
+        """8.31 ``group_snapshot.show``: one group snapshot (id or name)."""
+        return self._submit("group_snapshot.show", _args(group=group, pool=pool), None)
+
+    def group_snapshot_delete(
+        self, group: str, *, pool: Optional[str] = None, key: Optional[str] = None
+    ) -> Any:
+        """8.31 ``group_snapshot.delete``: the group and its member snapshots;
+        ``{deleted, changed}``."""
+        return self._submit("group_snapshot.delete", _args(group=group, pool=pool), key)
 
     def tree(self, *, pool: Optional[str] = None) -> Any:
         """8.14 ``tree``: the share → snapshot → clone forest."""

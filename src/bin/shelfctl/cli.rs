@@ -165,6 +165,20 @@ pub enum ShareCmd {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Revert a share to one of its snapshots (its content becomes the snapshot's; it
+    /// keeps its size).
+    Revert {
+        /// Id or name.
+        share: String,
+        /// The snapshot (one of the share's own): id or name.
+        snapshot: String,
+        /// Pool, when the name is in several.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Revert even while the share is attached.
+        #[arg(long)]
+        force: bool,
+    },
     /// Delete a share.
     Delete {
         /// Id or name.

@@ -10,7 +10,8 @@ use shelf::model::{parse_size, Access, Connector, Driver, FsKind, Protocol};
 use shelf::proto::{
     AttachArgs, AuditListArgs, CloneArgs, ExportCreateArgs, ExportRef, PoolRef, Request,
     ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs,
-    ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, TreeArgs,
+    ShareRevertArgs, ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef,
+    TreeArgs,
 };
 
 use crate::cli::{
@@ -227,6 +228,20 @@ fn share(c: ShareCmd) -> Result<(Request, Kind), String> {
                 pool,
             };
             (Request::ShareResize(a), changed)
+        }
+        ShareCmd::Revert {
+            share,
+            snapshot,
+            pool,
+            force,
+        } => {
+            let a = ShareRevertArgs {
+                share,
+                snapshot,
+                force,
+                pool,
+            };
+            (Request::ShareRevert(a), changed)
         }
         ShareCmd::Delete {
             share,

@@ -239,6 +239,47 @@ pub struct ShareResizeArgs {
     pub pool: Option<String>,
 }
 
+/// `share.revert`: the share's content becomes one of its own snapshots'.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRevertArgs {
+    /// The share: id or name.
+    pub share: String,
+    /// The snapshot, one of the share's own: id or name.
+    pub snapshot: String,
+    /// Revert even while the share is attached (its clients see the content change under
+    /// them).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// `snapshot.create_group`: snapshots of several shares of one pool at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreateGroupArgs {
+    /// The shares: ids or names, each once, at most `MAX_GROUP_SHARES`.
+    pub shares: Vec<String>,
+    /// The group's name, unique within the pool; also each member snapshot's name.
+    pub name: String,
+    /// Pool, when share names are ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// A reference to one group snapshot (`group_snapshot.show`, `group_snapshot.delete`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSnapshotRef {
+    /// Id or name.
+    pub group: String,
+    /// Pool, when the name is in several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
 /// `share.set_metadata`: change some metadata entries of an existing share.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -48,6 +48,8 @@ pub enum Request {
     ShareSetMetadata(ShareSetMetadataArgs),
     /// `share.clone`: a new share from a snapshot.
     ShareClone(CloneArgs),
+    /// `share.revert`: the share's content becomes one of its snapshots'.
+    ShareRevert(ShareRevertArgs),
     /// `snapshot.create`.
     SnapshotCreate(SnapshotCreateArgs),
     /// `snapshot.list`.
@@ -56,6 +58,14 @@ pub enum Request {
     SnapshotShow(SnapshotRef),
     /// `snapshot.delete`.
     SnapshotDelete(SnapshotRef),
+    /// `snapshot.create_group`: snapshots of several shares at one instant.
+    SnapshotCreateGroup(SnapshotCreateGroupArgs),
+    /// `group_snapshot.list`.
+    GroupSnapshotList(PoolFilter),
+    /// `group_snapshot.show`.
+    GroupSnapshotShow(GroupSnapshotRef),
+    /// `group_snapshot.delete`: the group and every member snapshot.
+    GroupSnapshotDelete(GroupSnapshotRef),
     /// `tree`: the share → snapshot → clone lineage.
     Tree(TreeArgs),
     /// `export.create`.
@@ -125,6 +135,8 @@ impl Request {
             | Request::ShareShow(_)
             | Request::SnapshotList(_)
             | Request::SnapshotShow(_)
+            | Request::GroupSnapshotList(_)
+            | Request::GroupSnapshotShow(_)
             | Request::Tree(_)
             | Request::ExportList(_)
             | Request::ExportShow(_)
@@ -146,8 +158,11 @@ impl Request {
             | Request::ShareDelete(_)
             | Request::ShareSetMetadata(_)
             | Request::ShareClone(_)
+            | Request::ShareRevert(_)
             | Request::SnapshotCreate(_)
             | Request::SnapshotDelete(_)
+            | Request::SnapshotCreateGroup(_)
+            | Request::GroupSnapshotDelete(_)
             | Request::ExportCreate(_)
             | Request::ExportDelete(_)
             | Request::ShareAttach(_)
@@ -208,11 +223,25 @@ impl Request {
                     None => a.snapshot.clone(),
                 }
             ),
+            Request::ShareRevert(a) => format!("{}@{}", with_pool(&a.share, &a.pool), a.snapshot),
             Request::SnapshotCreate(a) => format!("{}@{}", with_pool(&a.share, &a.pool), a.name),
             Request::SnapshotShow(a) | Request::SnapshotDelete(a) => match &a.share {
                 Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
                 None => a.snapshot.clone(),
             },
+            Request::SnapshotCreateGroup(a) => format!(
+                "{} of {}",
+                with_pool(&a.name, &a.pool),
+                a.shares
+                    .iter()
+                    .take(8)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Request::GroupSnapshotShow(a) | Request::GroupSnapshotDelete(a) => {
+                with_pool(&a.group, &a.pool)
+            }
             Request::ExportCreate(a) => {
                 format!("{} {}", with_pool(&a.share, &a.pool), a.protocol.as_str())
             }
@@ -232,6 +261,7 @@ impl Request {
             | Request::PoolList
             | Request::ShareList(_)
             | Request::SnapshotList(_)
+            | Request::GroupSnapshotList(_)
             | Request::Tree(_)
             | Request::ExportList(_)
             | Request::AttachmentList(_)

@@ -53,9 +53,14 @@ fn index(r: &Request) -> usize {
         Request::StreamRead(_) => 37,
         Request::StreamClose(_) => 38,
         Request::SnapshotExport(_) => 39,
+        Request::ShareRevert(_) => 40,
+        Request::SnapshotCreateGroup(_) => 41,
+        Request::GroupSnapshotList(_) => 42,
+        Request::GroupSnapshotShow(_) => 43,
+        Request::GroupSnapshotDelete(_) => 44,
     }
 }
-const VARIANTS: usize = 40;
+const VARIANTS: usize = 45;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -121,6 +126,31 @@ fn samples() -> Vec<Request> {
         Request::ShareDelete(ShareDeleteArgs {
             share: s("v"),
             ..Default::default()
+        }),
+        Request::ShareRevert(ShareRevertArgs {
+            share: s("v"),
+            snapshot: s("s"),
+            ..Default::default()
+        }),
+        Request::ShareRevert(ShareRevertArgs {
+            share: s("v"),
+            snapshot: s("s"),
+            force: true,
+            pool: pool(),
+        }),
+        Request::SnapshotCreateGroup(SnapshotCreateGroupArgs {
+            shares: vec![s("a"), s("b")],
+            name: s("g"),
+            pool: pool(),
+        }),
+        Request::GroupSnapshotList(PoolFilter { pool: pool() }),
+        Request::GroupSnapshotShow(GroupSnapshotRef {
+            group: s("g"),
+            pool: None,
+        }),
+        Request::GroupSnapshotDelete(GroupSnapshotRef {
+            group: s("g"),
+            pool: pool(),
         }),
         Request::ShareSetMetadata(ShareSetMetadataArgs {
             share: s("v"),

@@ -321,6 +321,7 @@ mod tests {
             size: 1 << 20,
             state: ShareState::Available,
             created_at: 0,
+            group: None,
         }
     }
 
@@ -368,6 +369,7 @@ mod tests {
             size: 1 << 30,
             state: ShareState::Creating,
             created_at: 1_795_443_789,
+            group: None,
         };
         let c = to_csi("a1", &s);
         assert_eq!(c.snapshot_id, "a1:s1");
