@@ -90,6 +90,8 @@ pub struct Engine {
     events: Arc<jobs::EventBus>,
     /// Image uploads in progress.
     uploads: upload::Uploads,
+    /// Snapshot receives in progress.
+    receives: receive::Receives,
     /// The image cache's settings (import directories, upload limit).
     images: crate::config::ImagesConfig,
     /// The runner for the engine's own commands (qemu-img).

@@ -40,6 +40,7 @@ impl Engine {
             jobs: Arc::default(),
             events: Arc::default(),
             uploads: upload::Uploads::default(),
+            receives: super::receive::Receives::default(),
             images: config.images.clone(),
             runner: Runner::new(Duration::from_secs(config.command_timeout)),
             formatter: crate::pool::format::Formatter::new(
