@@ -13,6 +13,7 @@ mod cli;
 mod extstorage;
 mod jobs;
 mod output;
+mod replicate;
 mod request;
 
 use cli::{Cli, Command};
@@ -32,6 +33,14 @@ fn main() -> ExitCode {
         Command::Image(c) => return jobs::image(&socket, key, c),
         Command::Job(c) => return jobs::job(&socket, c),
         Command::Events { since, epoch } => return jobs::events(&socket, since, epoch),
+        Command::Send {
+            snapshot,
+            from,
+            pool,
+        } => return replicate::send(&socket, key, &snapshot, from, pool),
+        Command::Receive { name, pool, chunk } => {
+            return replicate::receive(&socket, key, &name, pool, chunk)
+        }
         other => other,
     };
     let (call, kind) = match request::request(command) {
