@@ -34,8 +34,10 @@ mod locks;
 mod metadata;
 mod pool_discard;
 mod rebuild;
+mod receive;
 mod reconcile;
 mod recover;
+mod send;
 mod share;
 mod snapshot;
 mod snapshot_export;
@@ -91,6 +93,8 @@ pub struct Engine {
     events: Arc<jobs::EventBus>,
     /// Image uploads in progress.
     uploads: upload::Uploads,
+    /// Snapshot receives in progress.
+    receives: receive::Receives,
     /// Byte streams read with `stream.read` (`snapshot.export`, `snapshot.send`).
     streams: Arc<streams::Streams>,
     /// Snapshots being exported (their delete is `busy`).
@@ -250,6 +254,11 @@ impl Engine {
                 "events.subscribe is answered by the connection, not the engine".into(),
             )),
             Request::AuditList(a) => self.list_audit(a).await,
+            Request::SnapshotSend(a) => self.send_snapshot(a).await,
+            Request::ReceiveBegin(a) => self.begin_receive(a).await,
+            Request::ReceiveChunk(a) => self.receive_chunk(a).await,
+            Request::ReceiveFinish(a) => self.finish_receive(a).await,
+            Request::ReceiveAbort(a) => deleted(self.abort_receive(a).await),
         }
     }
 }

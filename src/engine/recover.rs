@@ -170,6 +170,7 @@ impl Engine {
             );
         }
         out.actions.extend(self.recover_images().await?);
+        out.actions.extend(self.recover_receives().await?);
         for a in &out.actions {
             log::warn!("recovery: {a}");
         }
@@ -315,6 +316,7 @@ impl Engine {
                 self.replay_group(intent).await
             }
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
+            super::receive::RECEIVE_INTENT => self.replay_receive(intent).await,
             super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
             super::snapshot_export::EXPORT_INTENT => self.recover_export(intent).await,
             ATTACH_INTENT | DETACH_INTENT => {

@@ -48,6 +48,7 @@ impl Engine {
             jobs,
             events,
             uploads: upload::Uploads::default(),
+            receives: super::receive::Receives::default(),
             streams,
             exporting: Arc::default(),
             images: config.images.clone(),

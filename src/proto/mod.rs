@@ -13,11 +13,11 @@ pub use reply::{encode_reply, Reply};
 pub use request::{
     envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, GroupSnapshotRef, ImageImportArgs, ImageRef,
-    JobRef, NoArgs, OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs,
-    ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs, ShareRevertArgs, ShareSetMetadataArgs,
-    SnapshotCreateArgs, SnapshotCreateGroupArgs, SnapshotExportArgs, SnapshotListArgs,
-    SnapshotRef, StreamReadArgs, StreamRef, TreeArgs,
-    UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
+    JobRef, NoArgs, OpClass, PoolFilter, PoolRef, ReceiveBeginArgs, ReceiveChunkArgs, ReceiveRef,
+    Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef,
+    ShareResizeArgs, ShareRevertArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
+    SnapshotCreateGroupArgs, SnapshotExportArgs, SnapshotListArgs, SnapshotRef, SnapshotSendArgs,
+    StreamReadArgs, StreamRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};
 
@@ -47,6 +47,7 @@ pub const FEATURES: &[&str] = &[
     "share.set_metadata",
     "audit.totals",
     "export.nvme",
+    "snapshot.send",
     "stream",
     "snapshot.export",
 ];

@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod configfs;
 pub mod exchange;
 pub mod export_dest;
+pub mod fiemap;
 pub mod fs;
 pub mod landlock;
 pub mod process;

@@ -458,3 +458,39 @@ class Operations:
         """8.28 ``events.subscribe``: ``{epoch, gap, backlog}``; then read events with
         :meth:`Client.next_event`."""
         return self._submit("events.subscribe", _args(since=since, epoch=epoch), None)
+
+    def snapshot_send(
+        self,
+        snapshot: str,
+        *,
+        from_: Optional[str] = None,
+        share: Optional[str] = None,
+        pool: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> Any:
+        """8.31 ``snapshot.send``: ``{stream, job, size, base}``; read the stream with
+        ``stream.read`` (docs/replication.md for its format)."""
+        args = _args(snapshot=snapshot, share=share, pool=pool)
+        if from_ is not None:
+            args["from"] = from_
+        return self._submit("snapshot.send", args, key)
+
+    def snapshot_receive_begin(self, name: str, *, pool: Optional[str] = None) -> Any:
+        """8.31 ``snapshot.receive.begin``: ``{receive}``."""
+        return self._submit("snapshot.receive.begin", _args(name=name, pool=pool), None)
+
+    def snapshot_receive_chunk(self, receive: str, offset: int, data: bytes) -> Any:
+        """8.31 ``snapshot.receive.chunk``: ``{received}``; chunks are sequential."""
+        return self._submit(
+            "snapshot.receive.chunk",
+            _args(receive=receive, offset=offset, data=bytes(data)),
+            None,
+        )
+
+    def snapshot_receive_finish(self, receive: str, *, key: Optional[str] = None) -> Any:
+        """8.31 ``snapshot.receive.finish``: ``{share, snapshot, changed}``."""
+        return self._submit("snapshot.receive.finish", _args(receive=receive), key)
+
+    def snapshot_receive_abort(self, receive: str) -> Any:
+        """8.31 ``snapshot.receive.abort``: ``{deleted, changed}``."""
+        return self._submit("snapshot.receive.abort", _args(receive=receive), None)

@@ -86,6 +86,29 @@ pub enum Command {
         #[arg(long)]
         epoch: Option<String>,
     },
+    /// Write a snapshot's send stream to stdout (docs/replication.md), incremental from
+    /// `--from`: `shelfctl send vol@s2 --from s1 | ssh node2 shelfctl receive vol`.
+    Send {
+        /// The snapshot: its id, or SHARE@NAME.
+        snapshot: String,
+        /// The base snapshot (id or name, of the same share): send only what changed.
+        #[arg(long)]
+        from: Option<String>,
+        /// Pool, when the share's name is ambiguous.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Read a send stream from stdin into the share NAME (made by the first full stream).
+    Receive {
+        /// The share that holds the received snapshots.
+        name: String,
+        /// Pool (the only one when absent).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Bytes per chunk request (keep it under the server's max_frame_size).
+        #[arg(long, default_value_t = 256 * 1024)]
+        chunk: usize,
+    },
     /// Ganeti ExtStorage provider: `extstorage <action>` reads Ganeti's environment
     /// (VOL_NAME, VOL_SIZE, EXTP_*...); `extstorage install DIR [--shelfctl PATH]` writes
     /// the provider directory. See docs/ganeti.md.

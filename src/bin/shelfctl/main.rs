@@ -14,6 +14,7 @@ mod export;
 mod extstorage;
 mod jobs;
 mod output;
+mod replicate;
 mod request;
 
 use cli::{Cli, Command};
@@ -34,6 +35,14 @@ fn main() -> ExitCode {
         Command::Snapshot(cli::SnapshotCmd::Export(a)) => return export::run(&socket, key, a),
         Command::Job(c) => return jobs::job(&socket, c),
         Command::Events { since, epoch } => return jobs::events(&socket, since, epoch),
+        Command::Send {
+            snapshot,
+            from,
+            pool,
+        } => return replicate::send(&socket, key, &snapshot, from, pool),
+        Command::Receive { name, pool, chunk } => {
+            return replicate::receive(&socket, key, &name, pool, chunk)
+        }
         other => other,
     };
     let (call, kind) = match request::request(command) {

@@ -86,7 +86,11 @@ pub fn request(cmd: Command) -> Result<(Call, Kind), String> {
     let (r, kind) = match cmd {
         Command::Hello => (Request::Hello, Kind::Hello),
         Command::Tree { pool } => (Request::Tree(TreeArgs { pool }), Kind::Tree),
-        Command::Image(_) | Command::Job(_) | Command::Events { .. } => {
+        Command::Image(_)
+        | Command::Job(_)
+        | Command::Events { .. }
+        | Command::Send { .. }
+        | Command::Receive { .. } => {
             return Err("image, job and events commands run on their own".into())
         }
         Command::Call { op, args: json } => {

@@ -119,6 +119,16 @@ pub enum Request {
     JobCancel(JobRef),
     /// `events.subscribe`: this connection receives event frames from now on.
     EventsSubscribe(EventsSubscribeArgs),
+    /// `snapshot.send`: a byte stream of the snapshot, read with `stream.read`.
+    SnapshotSend(SnapshotSendArgs),
+    /// `snapshot.receive.begin`.
+    ReceiveBegin(ReceiveBeginArgs),
+    /// `snapshot.receive.chunk`.
+    ReceiveChunk(ReceiveChunkArgs),
+    /// `snapshot.receive.finish`: verify and commit the received snapshot.
+    ReceiveFinish(ReceiveRef),
+    /// `snapshot.receive.abort`.
+    ReceiveAbort(ReceiveRef),
 }
 
 impl Request {
@@ -150,6 +160,8 @@ impl Request {
             | Request::EventsSubscribe(_)
             // A chunk changes only its own unfinished upload (audited at begin and finish).
             | Request::UploadChunk(_)
+            // Likewise for a receive's chunk.
+            | Request::ReceiveChunk(_)
             // Data egress: admins only; a read moves only its own stream on (the op
             // that opened the stream is audited).
             | Request::StreamRead(_) => AdminOnly,
@@ -176,7 +188,12 @@ impl Request {
             // Data egress; audited like a change.
             | Request::SnapshotExport(_)
             | Request::ImageDelete(_)
-            | Request::JobCancel(_) => Change,
+            | Request::JobCancel(_)
+            // Data egress: admin only, and audited.
+            | Request::SnapshotSend(_)
+            | Request::ReceiveBegin(_)
+            | Request::ReceiveFinish(_)
+            | Request::ReceiveAbort(_) => Change,
         }
     }
 
@@ -205,6 +222,18 @@ impl Request {
             Request::UploadFinish(a) | Request::UploadAbort(a) => a.upload.clone(),
             Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
             Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
+            Request::SnapshotSend(a) => {
+                let snap = match &a.share {
+                    Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
+                    None => a.snapshot.clone(),
+                };
+                match &a.from {
+                    Some(f) => format!("{snap} from {f}"),
+                    None => snap,
+                }
+            }
+            Request::ReceiveBegin(a) => with_pool(&a.name, &a.pool),
+            Request::ReceiveFinish(a) | Request::ReceiveAbort(a) => a.receive.clone(),
             Request::StreamClose(a) => a.stream.clone(),
             Request::SnapshotExport(a) => match &a.share {
                 Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
@@ -269,6 +298,7 @@ impl Request {
             | Request::Verify
             | Request::AuditList(_)
             | Request::UploadChunk(_)
+            | Request::ReceiveChunk(_)
             | Request::StreamRead(_)
             | Request::ImageList(_)
             | Request::JobList

@@ -58,9 +58,14 @@ fn index(r: &Request) -> usize {
         Request::GroupSnapshotList(_) => 42,
         Request::GroupSnapshotShow(_) => 43,
         Request::GroupSnapshotDelete(_) => 44,
+        Request::SnapshotSend(_) => 45,
+        Request::ReceiveBegin(_) => 46,
+        Request::ReceiveChunk(_) => 47,
+        Request::ReceiveFinish(_) => 48,
+        Request::ReceiveAbort(_) => 49,
     }
 }
-const VARIANTS: usize = 45;
+const VARIANTS: usize = 50;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -309,6 +314,27 @@ fn samples() -> Vec<Request> {
             since: Some(3),
             epoch: Some(s("e")),
         }),
+        Request::SnapshotSend(SnapshotSendArgs {
+            snapshot: s("s2"),
+            from: Some(s("s1")),
+            share: Some(s("v")),
+            pool: pool(),
+        }),
+        Request::SnapshotSend(SnapshotSendArgs {
+            snapshot: s("s2"),
+            ..Default::default()
+        }),
+        Request::ReceiveBegin(ReceiveBeginArgs {
+            name: s("v"),
+            pool: pool(),
+        }),
+        Request::ReceiveChunk(ReceiveChunkArgs {
+            receive: s("r1"),
+            offset: 4096,
+            data: ciborium::Value::Bytes(vec![0, 1, 255]),
+        }),
+        Request::ReceiveFinish(ReceiveRef { receive: s("r1") }),
+        Request::ReceiveAbort(ReceiveRef { receive: s("r1") }),
     ]
 }
 
