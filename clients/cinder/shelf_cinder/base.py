@@ -34,6 +34,7 @@ from cinder.volume import driver
 import shelf_client
 from shelf_client import Client, HasDependents, NotFound, ShelfError
 from shelf_cinder.images import ImageCacheMixin
+from shelf_cinder.migration import MigrationMixin, migration_opts
 from shelf_cinder.stats import GiB, volume_stats
 
 LOG = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _key(obj_id: str, operation: str) -> str:
     return f"cinder:{operation}:{obj_id}"
 
 
-class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
+class ShelfBaseDriver(MigrationMixin, ImageCacheMixin, driver.VolumeDriver):
     """What the iSCSI, NFS and NVMe/TCP drivers share: everything but the export
     protocol.
 
@@ -82,9 +83,11 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
         1.3.0 - Stats for many nodes under one scheduler: ``discard`` (where shelf's
                 target unmaps) and ``shelf_allocated_capacity_gb`` (pool.show's
                 ``allocated``), :mod:`shelf_cinder.stats`.
+        1.4.0 - Volume migration to another shelf node by send/receive
+                (``location_info``, ``migrate_volume``, :mod:`shelf_cinder.migration`).
     """
 
-    VERSION = "1.3.0"
+    VERSION = "1.4.0"
     #: Third-party CI name (Cinder's driver-list convention).
     CI_WIKI_NAME = "shelf_CI"
     VENDOR = "shelf"
@@ -98,12 +101,13 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(shelf_opts)
+        self.configuration.append_config_values(migration_opts)
         self._pool: Optional[str] = None
 
     @staticmethod
     def get_driver_options() -> List[cfg.Opt]:
         """The options this driver adds to its backend section of cinder.conf."""
-        return shelf_opts
+        return shelf_opts + migration_opts
 
     # ---------------------------------------------------------------- plumbing
 
@@ -154,6 +158,7 @@ class ShelfBaseDriver(ImageCacheMixin, driver.VolumeDriver):
                 data=f"shelfd lacks features this driver needs: {', '.join(missing)}"
             )
         self._pool = self.configuration.shelf_pool or self._default_pool()
+        self._check_node_name()
 
     def _default_pool(self) -> str:
         """The pool share.create picks without one: 'default', else the only pool."""
