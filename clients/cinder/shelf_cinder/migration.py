@@ -142,8 +142,8 @@ class MigrationMixin:
             raise Declined("the volume is attached")
         share = self._source_share(volume)
         self._check_detached(share)
-        self._check_features(self.configuration.shelf_socket, SOURCE_FEATURES, "this node")
         self._check_features(peer, DESTINATION_FEATURES, f"node {node!r}")
+        self._check_features(self.configuration.shelf_socket, SOURCE_FEATURES, "this node")
         self._check_destination(peer, pool, volume)
         return peer, pool, share
 
