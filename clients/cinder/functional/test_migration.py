@@ -80,9 +80,7 @@ class MigrationTest(ShelfStack):
 
     def on(self, node: Appliance) -> List[str]:
         with node.client() as c:
-            return [s["name"] for s in c.share_list()] + [
-                s["name"] for s in c.snapshot_list()
-            ]
+            return [s["name"] for s in c.share_list()] + [s["name"] for s in c.snapshot_list()]
 
     # ------------------------------------------------------------ tests
 
@@ -149,6 +147,4 @@ class MigrationTest(ShelfStack):
     def _files(node: Appliance) -> List[str]:
         """Regular files anywhere under the node's pool directory (a share's volume, a
         snapshot, a receive's staging file)."""
-        return [
-            os.path.join(d, f) for d, _, files in os.walk(node.pool) for f in files
-        ]
+        return [os.path.join(d, f) for d, _, files in os.walk(node.pool) for f in files]

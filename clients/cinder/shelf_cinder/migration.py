@@ -149,9 +149,9 @@ class MigrationMixin:
 
     def _source_share(self, volume: Any) -> str:
         try:
-            return self._call(
-                "share_show", self._share_ref(volume), pool=self._share_pool(volume)
-            )["id"]
+            return self._call("share_show", self._share_ref(volume), pool=self._share_pool(volume))[
+                "id"
+            ]
         except NotFound as e:
             raise exception.VolumeNotFound(volume_id=volume.id) from e
 
@@ -253,8 +253,12 @@ class MigrationMixin:
                 with self._peer(peer) as c:
                     c.share_delete(dest, recursive=True, force=True)
             except (shelf_client.ClientError, OSError) as e:
-                LOG.warning("destination share %s not deleted (%s): the next migration "
-                            "of this volume there replaces it", dest, e)
+                LOG.warning(
+                    "destination share %s not deleted (%s): the next migration "
+                    "of this volume there replaces it",
+                    dest,
+                    e,
+                )
         for snap in temps:
             try:
                 self._call("snapshot_delete", snap)
@@ -273,8 +277,9 @@ class MigrationMixin:
         try:
             self._call("share_delete", share, recursive=True, force=True)
         except (NotFound, exception.VolumeBackendAPIException) as e:
-            LOG.warning("source share %s of migrated volume %s not deleted: %s",
-                        share, volume.id, e)
+            LOG.warning(
+                "source share %s of migrated volume %s not deleted: %s", share, volume.id, e
+            )
 
 
 def pipe(src: Client, dst: Client, stream: str, receive: str, chunk: int = CHUNK) -> int:

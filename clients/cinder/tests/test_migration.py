@@ -277,9 +277,11 @@ def test_a_corrupted_stream_leaves_the_source_whole_and_the_destination_empty(
             data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
         return real_chunk(self, receive, offset, data)
 
-    with mock.patch.object(Client, "snapshot_send", send), mock.patch.object(
-        Client, "snapshot_receive_chunk", chunk
-    ), pytest.raises(exception.VolumeBackendAPIException, match="stays here"):
+    with (
+        mock.patch.object(Client, "snapshot_send", send),
+        mock.patch.object(Client, "snapshot_receive_chunk", chunk),
+        pytest.raises(exception.VolumeBackendAPIException, match="stays here"),
+    ):
         src.migrate_volume(None, vol, dest_host(dst))
     assert len(sends) == 2
     assert names(peer) == [] and snapshots(peer) == []
