@@ -78,9 +78,11 @@ CONF.register_opts(migration_opts, group=configuration.SHARED_CONF_GROUP)
 CHUNK = 512 << 10
 #: Names of the temporary snapshots (``migration-<attempt>-base`` / ``-final``).
 PREFIX = "migration-"
-#: What each side must offer (``hello`` features) for a send/receive migration.
+#: What each side must offer (``hello`` features) for a send/receive migration:
+#: ``snapshot.send`` stands for ``snapshot.send`` and ``snapshot.receive.*``, ``stream``
+#: for ``stream.read``/``stream.close``.
 SOURCE_FEATURES = ("snapshot.send", "stream")
-DESTINATION_FEATURES = ("snapshot.receive", "share.set_metadata")
+DESTINATION_FEATURES = ("snapshot.send", "share.set_metadata")
 
 
 class Declined(Exception):
