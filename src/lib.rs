@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod proto;
+pub mod replication;
 pub mod server;
 pub mod store;
 #[allow(unsafe_code)]

@@ -33,8 +33,10 @@ mod locks;
 mod metadata;
 mod pool_discard;
 mod rebuild;
+mod receive;
 mod reconcile;
 mod recover;
+mod send;
 mod share;
 mod snapshot;
 mod stamp;
@@ -231,6 +233,11 @@ impl Engine {
                 "events.subscribe is answered by the connection, not the engine".into(),
             )),
             Request::AuditList(a) => self.list_audit(a).await,
+            Request::SnapshotSend(a) => self.send_snapshot(a).await,
+            Request::ReceiveBegin(a) => self.begin_receive(a).await,
+            Request::ReceiveChunk(a) => self.receive_chunk(a).await,
+            Request::ReceiveFinish(a) => self.finish_receive(a).await,
+            Request::ReceiveAbort(a) => deleted(self.abort_receive(a).await),
         }
     }
 }

@@ -13,10 +13,10 @@ pub use reply::{encode_reply, Reply};
 pub use request::{
     envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, ImageImportArgs, ImageRef, JobRef, NoArgs,
-    OpClass, PoolFilter, PoolRef, Request, ShareCreateArgs, ShareDeleteArgs, ShareFilter,
-    ShareListArgs, ShareRef, ShareResizeArgs, ShareSetMetadataArgs, SnapshotCreateArgs,
-    SnapshotListArgs, SnapshotRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
-    MAX_KEY_LEN,
+    OpClass, PoolFilter, PoolRef, ReceiveBeginArgs, ReceiveChunkArgs, ReceiveRef, Request,
+    ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs,
+    ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, SnapshotSendArgs,
+    TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};
 
@@ -46,6 +46,7 @@ pub const FEATURES: &[&str] = &[
     "share.set_metadata",
     "audit.totals",
     "export.nvme",
+    "snapshot.send",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

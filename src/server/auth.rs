@@ -187,6 +187,15 @@ mod tests {
             }),
             Request::UploadFinish(upload.clone()),
             Request::UploadAbort(upload),
+            Request::SnapshotSend(crate::proto::SnapshotSendArgs::default()),
+            Request::ReceiveBegin(crate::proto::ReceiveBeginArgs::default()),
+            Request::ReceiveChunk(crate::proto::ReceiveChunkArgs {
+                receive: "r".into(),
+                offset: 0,
+                data: ciborium::Value::Bytes(vec![0; 4]),
+            }),
+            Request::ReceiveFinish(crate::proto::ReceiveRef::default()),
+            Request::ReceiveAbort(crate::proto::ReceiveRef::default()),
         ] {
             assert!(!Role::Reader.permits(&req), "{req:?}");
             assert!(Role::Admin.permits(&req), "{req:?}");

@@ -401,20 +401,6 @@ class Operations:
         :meth:`Client.next_event`."""
         return self._submit("events.subscribe", _args(since=since, epoch=epoch), None)
 
-    # ------------------------------------------------------------ byte streams, send/receive
-
-    def stream_read(self, stream: str, *, max: Optional[int] = None) -> Any:
-        """``stream.read``: the next bytes of a server-side stream (``snapshot.send``,
-        ``snapshot.export`` without a path): ``{data, end, offset}``; ``max`` bounds
-        ``data`` (the server also bounds it by its frame size). After the end: ``end``
-        true, empty ``data``."""
-        return self._submit("stream.read", _args(stream=stream, max=max), None)
-
-    def stream_close(self, stream: str) -> Any:
-        """``stream.close``: end a stream before its end (its job is cancelled);
-        ``{deleted, changed}``."""
-        return self._submit("stream.close", _args(stream=stream), None)
-
     def snapshot_send(
         self,
         snapshot: str,
@@ -422,31 +408,43 @@ class Operations:
         from_: Optional[str] = None,
         share: Optional[str] = None,
         pool: Optional[str] = None,
+        key: Optional[str] = None,
     ) -> Any:
-        """``snapshot.send``: ``{stream, job, size, base}``; read the stream (the
-        send/receive format, docs/replication.md) with :meth:`stream_read`. ``from_``
-        (the wire's ``from``) makes it incremental from that older snapshot."""
+        """8.30 ``snapshot.send``: ``{stream, job, size, base}``; read the stream with
+        ``stream.read`` (docs/replication.md for its format)."""
         args = _args(snapshot=snapshot, share=share, pool=pool)
         if from_ is not None:
             args["from"] = from_
-        return self._submit("snapshot.send", args, None)
+        return self._submit("snapshot.send", args, key)
 
     def snapshot_receive_begin(self, name: str, *, pool: Optional[str] = None) -> Any:
-        """``snapshot.receive.begin``: ``{receive}``; ``name`` is the share that holds the
-        received snapshots (made by the first full receive)."""
+        """8.30 ``snapshot.receive.begin``: ``{receive}``."""
         return self._submit("snapshot.receive.begin", _args(name=name, pool=pool), None)
 
     def snapshot_receive_chunk(self, receive: str, offset: int, data: bytes) -> Any:
-        """``snapshot.receive.chunk``: ``{received}``; sequential (``offset`` is the bytes
-        received so far; a repeat of the last chunk is ignored)."""
-        args = _args(receive=receive, offset=offset, data=bytes(data))
-        return self._submit("snapshot.receive.chunk", args, None)
+        """8.30 ``snapshot.receive.chunk``: ``{received}``; chunks are sequential."""
+        return self._submit(
+            "snapshot.receive.chunk",
+            _args(receive=receive, offset=offset, data=bytes(data)),
+            None,
+        )
 
     def snapshot_receive_finish(self, receive: str, *, key: Optional[str] = None) -> Any:
-        """``snapshot.receive.finish``: verifies the stream's checksum and commits;
-        ``{share, snapshot, changed}``."""
+        """8.30 ``snapshot.receive.finish``: ``{share, snapshot, changed}``."""
         return self._submit("snapshot.receive.finish", _args(receive=receive), key)
 
     def snapshot_receive_abort(self, receive: str) -> Any:
-        """``snapshot.receive.abort``: drop a receive in progress; nothing is kept."""
+        """8.30 ``snapshot.receive.abort``: ``{deleted, changed}``."""
         return self._submit("snapshot.receive.abort", _args(receive=receive), None)
+
+    # ------------------------------------------------------------ byte streams
+
+    def stream_read(self, stream: str, *, max: Optional[int] = None) -> Any:
+        """8.30 ``stream.read``: ``{data, end, offset}``, the next bytes (``data`` starts
+        at byte ``offset`` of the stream) of a stream opened by ``snapshot.send`` or
+        ``snapshot.export``; at most ``max`` bytes. Read until ``end`` is true."""
+        return self._submit("stream.read", _args(stream=stream, max=max), None)
+
+    def stream_close(self, stream: str) -> Any:
+        """8.30 ``stream.close``: ``{deleted, changed}``; ends a stream before its end."""
+        return self._submit("stream.close", _args(stream=stream), None)

@@ -408,3 +408,55 @@ pub struct AuditListArgs {
 fn is_false(b: &bool) -> bool {
     !*b
 }
+
+/// `snapshot.send`: a stream of the snapshot (docs/replication.md), incremental from
+/// `from` when given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSendArgs {
+    /// The snapshot: its id, or its name when `share` is given.
+    pub snapshot: String,
+    /// The base snapshot (id, or name of a snapshot of the same share): the stream then
+    /// carries only what changed since it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The share (id or name) a named snapshot belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+    /// Pool, when the share's name is ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// `snapshot.receive.begin`: start receiving a stream into the share `name`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveBeginArgs {
+    /// The share on this node that holds the received snapshots (made by the first
+    /// full receive).
+    pub name: String,
+    /// The pool (the only one when absent and there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// `snapshot.receive.chunk`: the next bytes of the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveChunkArgs {
+    /// The receive's id.
+    pub receive: String,
+    /// Where the bytes are in the stream: the number of bytes received so far (a repeat
+    /// of the last chunk is accepted and ignored).
+    pub offset: u64,
+    /// The bytes (a CBOR byte string).
+    pub data: Value,
+}
+
+/// `snapshot.receive.finish` / `snapshot.receive.abort`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveRef {
+    /// The receive's id.
+    pub receive: String,
+}

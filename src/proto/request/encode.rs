@@ -53,6 +53,11 @@ impl Request {
             Request::JobShow(_) => "job.show",
             Request::JobCancel(_) => "job.cancel",
             Request::EventsSubscribe(_) => "events.subscribe",
+            Request::SnapshotSend(_) => "snapshot.send",
+            Request::ReceiveBegin(_) => "snapshot.receive.begin",
+            Request::ReceiveChunk(_) => "snapshot.receive.chunk",
+            Request::ReceiveFinish(_) => "snapshot.receive.finish",
+            Request::ReceiveAbort(_) => "snapshot.receive.abort",
         }
     }
 
@@ -91,6 +96,10 @@ impl Request {
             Request::ImageShow(a) | Request::ImageDelete(a) => map_of(a),
             Request::JobShow(a) | Request::JobCancel(a) => map_of(a),
             Request::EventsSubscribe(a) => map_of(a),
+            Request::SnapshotSend(a) => map_of(a),
+            Request::ReceiveBegin(a) => map_of(a),
+            Request::ReceiveChunk(a) => map_of(a),
+            Request::ReceiveFinish(a) | Request::ReceiveAbort(a) => map_of(a),
         };
         (self.op(), args)
     }

@@ -103,6 +103,16 @@ pub enum Request {
     JobCancel(JobRef),
     /// `events.subscribe`: this connection receives event frames from now on.
     EventsSubscribe(EventsSubscribeArgs),
+    /// `snapshot.send`: a byte stream of the snapshot, read with `stream.read`.
+    SnapshotSend(SnapshotSendArgs),
+    /// `snapshot.receive.begin`.
+    ReceiveBegin(ReceiveBeginArgs),
+    /// `snapshot.receive.chunk`.
+    ReceiveChunk(ReceiveChunkArgs),
+    /// `snapshot.receive.finish`: verify and commit the received snapshot.
+    ReceiveFinish(ReceiveRef),
+    /// `snapshot.receive.abort`.
+    ReceiveAbort(ReceiveRef),
 }
 
 impl Request {
@@ -131,7 +141,9 @@ impl Request {
             | Request::JobShow(_)
             | Request::EventsSubscribe(_)
             // A chunk changes only its own unfinished upload (audited at begin and finish).
-            | Request::UploadChunk(_) => AdminOnly,
+            | Request::UploadChunk(_)
+            // Likewise for a receive's chunk.
+            | Request::ReceiveChunk(_) => AdminOnly,
             Request::ShareCreate(_)
             | Request::ShareResize(_)
             | Request::ShareDelete(_)
@@ -149,7 +161,12 @@ impl Request {
             | Request::UploadFinish(_)
             | Request::UploadAbort(_)
             | Request::ImageDelete(_)
-            | Request::JobCancel(_) => Change,
+            | Request::JobCancel(_)
+            // Data egress: admin only, and audited.
+            | Request::SnapshotSend(_)
+            | Request::ReceiveBegin(_)
+            | Request::ReceiveFinish(_)
+            | Request::ReceiveAbort(_) => Change,
         }
     }
 
@@ -178,6 +195,18 @@ impl Request {
             Request::UploadFinish(a) | Request::UploadAbort(a) => a.upload.clone(),
             Request::ImageShow(a) | Request::ImageDelete(a) => with_pool(&a.image, &a.pool),
             Request::JobShow(a) | Request::JobCancel(a) => a.job.clone(),
+            Request::SnapshotSend(a) => {
+                let snap = match &a.share {
+                    Some(sh) => format!("{}@{}", with_pool(sh, &a.pool), a.snapshot),
+                    None => a.snapshot.clone(),
+                };
+                match &a.from {
+                    Some(f) => format!("{snap} from {f}"),
+                    None => snap,
+                }
+            }
+            Request::ReceiveBegin(a) => with_pool(&a.name, &a.pool),
+            Request::ReceiveFinish(a) | Request::ReceiveAbort(a) => a.receive.clone(),
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),
@@ -222,6 +251,7 @@ impl Request {
             | Request::Verify
             | Request::AuditList(_)
             | Request::UploadChunk(_)
+            | Request::ReceiveChunk(_)
             | Request::ImageList(_)
             | Request::JobList
             | Request::EventsSubscribe(_) => String::new(),

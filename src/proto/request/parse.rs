@@ -146,6 +146,11 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "job.show" => args(&op, a).map(Request::JobShow),
         "job.cancel" => args(&op, a).map(Request::JobCancel),
         "events.subscribe" => args(&op, a).map(Request::EventsSubscribe),
+        "snapshot.send" => args(&op, a).map(Request::SnapshotSend),
+        "snapshot.receive.begin" => args(&op, a).map(Request::ReceiveBegin),
+        "snapshot.receive.chunk" => args(&op, a).map(Request::ReceiveChunk),
+        "snapshot.receive.finish" => args(&op, a).map(Request::ReceiveFinish),
+        "snapshot.receive.abort" => args(&op, a).map(Request::ReceiveAbort),
         _ => {
             return Err(ArgsError {
                 id: Some(id),

@@ -50,9 +50,14 @@ fn index(r: &Request) -> usize {
         Request::JobShow(_) => 34,
         Request::JobCancel(_) => 35,
         Request::EventsSubscribe(_) => 36,
+        Request::SnapshotSend(_) => 37,
+        Request::ReceiveBegin(_) => 38,
+        Request::ReceiveChunk(_) => 39,
+        Request::ReceiveFinish(_) => 40,
+        Request::ReceiveAbort(_) => 41,
     }
 }
-const VARIANTS: usize = 37;
+const VARIANTS: usize = 42;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -256,6 +261,27 @@ fn samples() -> Vec<Request> {
             since: Some(3),
             epoch: Some(s("e")),
         }),
+        Request::SnapshotSend(SnapshotSendArgs {
+            snapshot: s("s2"),
+            from: Some(s("s1")),
+            share: Some(s("v")),
+            pool: pool(),
+        }),
+        Request::SnapshotSend(SnapshotSendArgs {
+            snapshot: s("s2"),
+            ..Default::default()
+        }),
+        Request::ReceiveBegin(ReceiveBeginArgs {
+            name: s("v"),
+            pool: pool(),
+        }),
+        Request::ReceiveChunk(ReceiveChunkArgs {
+            receive: s("r1"),
+            offset: 4096,
+            data: ciborium::Value::Bytes(vec![0, 1, 255]),
+        }),
+        Request::ReceiveFinish(ReceiveRef { receive: s("r1") }),
+        Request::ReceiveAbort(ReceiveRef { receive: s("r1") }),
     ]
 }
 
