@@ -129,13 +129,16 @@ class MigrationMixin:
         if where is None:
             raise Declined("the destination is not a shelf backend")
         node, pool = where
-        if node == self.node_name() and pool == self._pool:
-            raise exception.VolumeBackendAPIException(
-                data=f"refusing to migrate volume {volume.id}: source and destination are "
-                f"the same shelf pool {pool!r} of node {node!r}; check shelf_node_name"
-            )
-        peers = self.configuration.safe_get("shelf_migration_peers") or {}
-        peer = self.configuration.shelf_socket if node == self.node_name() else peers.get(node)
+        if node == self.node_name():
+            if pool == self._pool:
+                raise exception.VolumeBackendAPIException(
+                    data=f"refusing to migrate volume {volume.id}: source and destination "
+                    f"are the same shelf pool {pool!r} of node {node!r}; check "
+                    "shelf_node_name"
+                )
+            # A received snapshot keeps the sender's id, which this node already has.
+            raise Declined(f"pool {pool!r} is on this node (send/receive is between nodes)")
+        peer = (self.configuration.safe_get("shelf_migration_peers") or {}).get(node)
         if not peer:
             raise Declined(f"shelf node {node!r} is not in shelf_migration_peers")
         if "in-use" in (volume.status, volume.previous_status) or (

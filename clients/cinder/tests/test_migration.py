@@ -194,12 +194,14 @@ def test_an_attached_volume_is_declined(appliance, peer, drivers, new_volume, cl
     assert names(peer) == [] and snapshots(appliance) == []
 
 
-def test_the_same_pool_of_the_same_node_is_refused(appliance, drivers, new_volume, cleanup):
+def test_the_same_node_is_refused_or_declined(appliance, drivers, new_volume, cleanup, caplog):
     src = drivers["src"]
     vol = source_volume(src, new_volume, appliance, 1)
     itself = {"host": "x@y#y", "capabilities": {"location_info": "ShelfDriver:node-a:default"}}
     with pytest.raises(exception.VolumeBackendAPIException, match="same shelf pool"):
         src.migrate_volume(None, vol, itself)
+    other_pool = {"host": "x@z#z", "capabilities": {"location_info": "ShelfDriver:node-a:fast"}}
+    declined(src, vol, other_pool, caplog, "is on this node")
 
 
 def test_a_share_of_that_name_on_the_destination_is_not_overwritten(
