@@ -282,6 +282,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         w.cancel().await;
     }
     serving.await;
+    engine.shutdown_streams().await;
     metrics.finish().await;
     periodic.await;
     probing.await;
@@ -396,6 +397,7 @@ async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Eng
                 );
             }
             settings.update(&new, resolve_roles(&new).await);
+            engine.reload_streams(&new);
             for note in engine.reload_pools(&new).await {
                 log::info!("reload: {note}");
             }

@@ -76,6 +76,11 @@ pub struct LimitsConfig {
     /// Seconds between background probes of the export drivers that `hello` and
     /// `pool.show` report (1 to 3600).
     pub driver_probe_interval: u64,
+    /// Byte streams (`stream.read`: `snapshot.export` without a path, `snapshot.send`)
+    /// open at once (1 to 4096); `busy` beyond.
+    pub max_streams: usize,
+    /// Seconds a stream may go unread before it is aborted and removed (1 to 86400).
+    pub stream_idle_timeout: u64,
 }
 
 impl Default for LimitsConfig {
@@ -89,6 +94,8 @@ impl Default for LimitsConfig {
             write_timeout: 30,
             max_subscriptions: 1024,
             driver_probe_interval: 30,
+            max_streams: 16,
+            stream_idle_timeout: 300,
         }
     }
 }
@@ -96,7 +103,7 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         let l = self;
-        let checks: [(&str, u64, u64, u64); 7] = [
+        let checks: [(&str, u64, u64, u64); 9] = [
             (
                 "request_buffer_bytes",
                 l.request_buffer_bytes,
@@ -114,6 +121,8 @@ impl LimitsConfig {
             ("write_timeout", l.write_timeout, 1, 3600),
             ("max_subscriptions", l.max_subscriptions as u64, 1, 65536),
             ("driver_probe_interval", l.driver_probe_interval, 1, 3600),
+            ("max_streams", l.max_streams as u64, 1, 4096),
+            ("stream_idle_timeout", l.stream_idle_timeout, 1, 86400),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {

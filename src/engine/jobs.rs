@@ -39,6 +39,11 @@ pub struct JobCtx {
 }
 
 impl JobCtx {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Set the total amount of work.
     pub fn set_total(&self, total: u64) {
         self.handle.total.store(total, Ordering::Relaxed);

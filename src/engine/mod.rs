@@ -41,6 +41,7 @@ mod share;
 mod snapshot;
 mod stamp;
 mod status;
+pub mod streams;
 mod upload;
 mod verify;
 mod wiring;
@@ -90,6 +91,10 @@ pub struct Engine {
     events: Arc<jobs::EventBus>,
     /// Image uploads in progress.
     uploads: upload::Uploads,
+    /// Snapshot receives in progress.
+    receives: receive::Receives,
+    /// Byte streams read with `stream.read` (`snapshot.export`, `snapshot.send`).
+    streams: Arc<streams::Streams>,
     /// The image cache's settings (import directories, upload limit).
     images: crate::config::ImagesConfig,
     /// The runner for the engine's own commands (qemu-img).
@@ -214,6 +219,11 @@ impl Engine {
             Request::UploadChunk(a) => self.upload_chunk(a).await,
             Request::UploadFinish(a) => self.finish_upload(a).await,
             Request::UploadAbort(a) => deleted(self.abort_upload(a).await),
+            Request::StreamRead(a) => {
+                let c = self.streams.read(&a.stream, a.max).await?;
+                Ok(Answer::stream_chunk(c.data, c.end, c.offset))
+            }
+            Request::StreamClose(a) => deleted(self.streams.close(&a.stream).await),
             Request::ImageShow(a) => self.show_image(a).await,
             Request::ImageDelete(a) => deleted(self.delete_image(a).await),
             Request::JobList => {

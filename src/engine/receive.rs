@@ -1,33 +1,396 @@
-//! `snapshot.receive.*`: a send stream into a share (docs/replication.md).
+//! `snapshot.receive.*`: a send stream (docs/replication.md) into the share `name`.
+//!
+//! `begin` registers a receive; each `chunk` is decoded as it arrives by the pure
+//! [`Decoder`]: once the header and extent table are in, a staging file is made in the
+//! pool (a reflink of the base snapshot for an incremental, an empty sparse file for a
+//! full stream), the holes are punched, and each data piece is written at its offset.
+//! `finish` (src/engine/receive/commit.rs) commits the snapshot once the trailer's
+//! checksum matched.
+//!
+//! Input trust: the stream's bytes come from another node through an admin; each is
+//! hostile. The decoder bounds the header and the extent table and names every fault; a
+//! fault ends the receive and removes its staging file. At most [`MAX_RECEIVES`] receives
+//! run at once (`busy`), a receive idle for [`IDLE`] is dropped, and the snapshot's size
+//! (with the other receives of the pool) must fit the pool as a sparse share of that size
+//! would (`no_space`). Staging files do not outlive a run: start-up removes them.
 
-use super::Engine;
+mod commit;
+
+pub use commit::RECEIVE_INTENT;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ciborium::Value;
+
+use super::{blocking, map, Engine};
 use crate::error::{Error, Result};
-use crate::model::Outcome;
+use crate::model::{self, Demand, Outcome};
 use crate::proto::{Answer, ReceiveBeginArgs, ReceiveChunkArgs, ReceiveRef};
+use crate::replication::format::{Decoder, Event, Extent, ExtentKind, FeedError, Header};
+use crate::store;
 
-fn pending() -> Error {
-    Error::Unsupported("snapshot.receive: the engine side is not in this build yet".into())
+/// Most receives in progress at once.
+pub const MAX_RECEIVES: usize = 8;
+/// A receive without a chunk for this long is dropped.
+pub const IDLE: Duration = Duration::from_secs(600);
+
+/// What the header said and what the receive does with it.
+#[derive(Debug, Clone)]
+pub(super) struct Head {
+    header: Header,
+    /// The receiver already has this snapshot on the share: the rest is only checked.
+    already: Option<model::Snapshot>,
+}
+
+/// One receive in progress.
+#[derive(Debug)]
+pub(super) struct Receive {
+    pool: String,
+    name: String,
+    decoder: Decoder,
+    head: Option<Head>,
+    staging: Option<std::fs::File>,
+    received: u64,
+    /// The last chunk's offset, length and hash, to accept its repeat.
+    last: Option<(u64, usize, u64)>,
+    touched: Instant,
+}
+
+/// The receives of this run.
+#[derive(Debug, Default)]
+pub struct Receives {
+    map: Mutex<BTreeMap<String, Arc<Mutex<Receive>>>>,
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(64).collect()
+}
+
+fn chunk_hash(data: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+/// The stream's or the file's failure as the engine's error.
+fn feed_error(e: FeedError<std::io::Error>) -> Error {
+    match e {
+        FeedError::Stream(s) => Error::Invalid(format!("send stream refused: {s}")),
+        FeedError::Sink(io) => Error::io("writing a received stream", io),
+    }
+}
+
+/// Check what a header names before anything is made from it: ids go into paths.
+fn check_header(h: &Header) -> Result<()> {
+    let uuid = |what: &str, v: &str| {
+        uuid::Uuid::parse_str(v)
+            .map(|_| ())
+            .map_err(|_| Error::Invalid(format!("send stream's {what} {:?} is not a UUID", short(v))))
+    };
+    uuid("snapshot id", &h.snapshot_id)?;
+    if let Some(b) = &h.base {
+        uuid("base id", b)?;
+    }
+    model::validate_name("snapshot", &h.snapshot_name)?;
+    model::validate_size(h.size)?;
+    Ok(())
 }
 
 impl Engine {
-    /// `snapshot.receive.begin`.
+    /// `snapshot.receive.begin`: register a receive into share `name`.
     pub(super) async fn begin_receive(&self, a: ReceiveBeginArgs) -> Result<Answer> {
-        let _ = a;
-        Err(pending())
+        model::validate_name("share", &a.name)?;
+        let pool = self.pick_pool(a.pool.as_deref())?;
+        self.drop_idle_receives().await;
+        let (pname, name) = (pool.name().to_string(), a.name.clone());
+        if let Some(share) = self
+            .store
+            .call(move |c| store::get_share_by_name(c, &pname, &name))
+            .await?
+        {
+            super::share::ensure_available(&share)?;
+            self.ensure_unexported(&share.id, &share.name).await?;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let r = Receive {
+            pool: pool.name().to_string(),
+            name: a.name,
+            decoder: Decoder::new(),
+            head: None,
+            staging: None,
+            received: 0,
+            last: None,
+            touched: Instant::now(),
+        };
+        {
+            let mut m = self.receives.map.lock().expect("receives");
+            if m.len() >= MAX_RECEIVES {
+                return Err(Error::Busy(format!(
+                    "{} receives are in progress, the most allowed",
+                    m.len()
+                )));
+            }
+            m.insert(id.clone(), Arc::new(Mutex::new(r)));
+        }
+        Ok(Answer::read(&map(vec![("receive", Value::Text(id))]))
+            .expect("a map encodes"))
     }
-    /// `snapshot.receive.chunk`.
+
+    /// Refuse while the share is exported or attached: its content is about to change.
+    pub(super) async fn ensure_unexported(&self, share_id: &str, name: &str) -> Result<()> {
+        let (s1, s2) = (share_id.to_string(), share_id.to_string());
+        let exports = self.store.call(move |c| store::list_exports(c, Some(&s1), None)).await?;
+        let attached = self.store.call(move |c| store::list_attachments(c, Some(&s2))).await?;
+        if !exports.is_empty() || !attached.is_empty() {
+            return Err(Error::Busy(format!(
+                "share {name} is exported or attached: a receive would change its content \
+                 under its clients (delete its exports first)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn receive_entry(&self, id: &str) -> Result<Arc<Mutex<Receive>>> {
+        self.receives
+            .map
+            .lock()
+            .expect("receives")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no receive {:?}", short(id))))
+    }
+
+    /// Forget receive `id` and remove its staging file.
+    pub(super) async fn drop_receive(&self, id: &str) -> bool {
+        let gone = self.receives.map.lock().expect("receives").remove(id);
+        let Some(r) = gone else { return false };
+        let pool = r.lock().expect("receive").pool.clone();
+        if let Ok(p) = self.pool(&pool) {
+            let id = id.to_string();
+            if let Err(e) = blocking(move || p.remove_staging(Some(&id))).await {
+                log::warn!("receive: removing a staging file: {e}");
+            }
+        }
+        true
+    }
+
+    async fn drop_idle_receives(&self) {
+        let idle: Vec<String> = {
+            let m = self.receives.map.lock().expect("receives");
+            m.iter()
+                .filter(|(_, r)| r.try_lock().map(|r| r.touched.elapsed() > IDLE).unwrap_or(false))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for id in idle {
+            log::info!("receive {id}: idle for {} s, dropped", IDLE.as_secs());
+            self.drop_receive(&id).await;
+        }
+    }
+
+    /// `snapshot.receive.chunk`: the stream's next bytes.
     pub(super) async fn receive_chunk(&self, a: ReceiveChunkArgs) -> Result<Answer> {
-        let _ = a;
-        Err(pending())
+        let Value::Bytes(data) = a.data else {
+            return Err(Error::Invalid("data must be a CBOR byte string".into()));
+        };
+        let entry = self.receive_entry(&a.receive)?;
+        {
+            let mut r = entry.lock().expect("receive");
+            r.touched = Instant::now();
+            if a.offset != r.received {
+                let repeat = r.last == Some((a.offset, data.len(), chunk_hash(&data)));
+                return if repeat {
+                    Ok(Answer::received(r.received))
+                } else {
+                    Err(Error::Invalid(format!(
+                        "chunk at offset {} but {} bytes were received: chunks are sequential",
+                        a.offset, r.received
+                    )))
+                };
+            }
+        }
+        match self.take_chunk(&entry, data, a.offset).await {
+            Ok(received) => Ok(Answer::received(received)),
+            Err(e) => {
+                self.drop_receive(&a.receive).await;
+                Err(e)
+            }
+        }
     }
-    /// `snapshot.receive.finish`.
-    pub(super) async fn finish_receive(&self, a: ReceiveRef) -> Result<Answer> {
-        let _ = a;
-        Err(pending())
+
+    /// Decode one chunk: up to the header, then prepare the staging file, then the rest.
+    async fn take_chunk(&self, entry: &Arc<Mutex<Receive>>, data: Vec<u8>, offset: u64) -> Result<u64> {
+        let data = Arc::new(data);
+        let (e, d) = (entry.clone(), data.clone());
+        // Phase one: until the header and extent table are in (all of the chunk when they
+        // were already).
+        let (taken, head) = blocking(move || feed_head(&e, &d)).await?;
+        if let Some((header, extents)) = head {
+            self.prepare_receive(entry, header, extents).await?;
+        }
+        let (e, d) = (entry.clone(), data.clone());
+        blocking(move || feed_data(&e, &d[taken..])).await?;
+        let mut r = entry.lock().expect("receive");
+        r.received = offset + data.len() as u64;
+        r.last = Some((offset, data.len(), chunk_hash(&data)));
+        Ok(r.received)
     }
-    /// `snapshot.receive.abort`.
+
+    /// The header is in: check it, decide what the stream is for, make the staging file.
+    async fn prepare_receive(
+        &self,
+        entry: &Arc<Mutex<Receive>>,
+        header: Header,
+        extents: Vec<Extent>,
+    ) -> Result<()> {
+        check_header(&header)?;
+        let (pool_name, name, receive_id) = {
+            let r = entry.lock().expect("receive");
+            let id = self
+                .receives
+                .map
+                .lock()
+                .expect("receives")
+                .iter()
+                .find(|(_, v)| Arc::ptr_eq(v, entry))
+                .map(|(k, _)| k.clone())
+                .unwrap_or_default();
+            (r.pool.clone(), r.name.clone(), id)
+        };
+        let pool = self.pool(&pool_name)?;
+        let (pn, n, h) = (pool_name.clone(), name.clone(), header.clone());
+        let (share, have, elsewhere, base) = self
+            .store
+            .call(move |c| {
+                let share = store::get_share_by_name(c, &pn, &n)?;
+                let snap = store::get_snapshot(c, &h.snapshot_id)?;
+                let have = snap.clone().filter(|s| Some(&s.share) == share.as_ref().map(|s| &s.id));
+                let elsewhere = snap.filter(|_| have.is_none());
+                let base = match (&h.base, &share) {
+                    (Some(b), Some(sh)) => store::get_snapshot(c, b)?.filter(|s| s.share == sh.id),
+                    _ => None,
+                };
+                Ok((share, have, elsewhere, base))
+            })
+            .await?;
+        if let Some(s) = have {
+            entry.lock().expect("receive").head = Some(Head { header, already: Some(s) });
+            return Ok(());
+        }
+        if let Some(s) = elsewhere {
+            return Err(Error::AlreadyExists(format!(
+                "snapshot {} is on share {} of this node, not on {name}",
+                s.id, s.share_name
+            )));
+        }
+        if let Some(b) = &header.base {
+            let Some(base) = base.filter(|s| s.state == model::ShareState::Available) else {
+                return Err(Error::NotFound(format!(
+                    "share {name} has no snapshot {b}, the stream's base: send a full stream, \
+                     or an incremental from a snapshot it has"
+                )));
+            };
+            let _ = base;
+        } else if share.is_some() && header.base.is_none() {
+            // A full stream onto an existing share: allowed (its content is replaced).
+        }
+        let pending = self.receiving_bytes(&pool_name, entry);
+        let room = self.room(&pool).await?;
+        let demand = Demand::Share {
+            size: header.size.saturating_add(pending),
+            preallocated: false,
+        };
+        self.store
+            .call(move |c| room.check(c, "a snapshot receive (with the others in progress)", demand))
+            .await?;
+        let (p, rid, base, size) = (pool.clone(), receive_id, header.base.clone(), header.size);
+        let holes: Vec<Extent> = extents.iter().filter(|e| e.kind == ExtentKind::Hole).copied().collect();
+        let file = blocking(move || -> Result<std::fs::File> {
+            let f = p.create_staging(&rid, base.as_deref(), size)?;
+            for h in holes {
+                crate::sys::fs::punch_hole(&f, h.offset, h.len)
+                    .map_err(|e| Error::io("punching a hole of a received stream", e))?;
+            }
+            Ok(f)
+        })
+        .await?;
+        let mut r = entry.lock().expect("receive");
+        r.staging = Some(file);
+        r.head = Some(Head { header, already: None });
+        Ok(())
+    }
+
+    /// The sizes of the other receives of `pool` that have a staging file.
+    fn receiving_bytes(&self, pool: &str, except: &Arc<Mutex<Receive>>) -> u64 {
+        let m = self.receives.map.lock().expect("receives");
+        m.values()
+            .filter(|r| !Arc::ptr_eq(r, except))
+            .filter_map(|r| r.try_lock().ok().filter(|r| r.pool == pool).and_then(|r| r.head.as_ref().map(|h| h.header.size)))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// `snapshot.receive.abort`: drop a receive and its staging file.
     pub(super) async fn abort_receive(&self, a: ReceiveRef) -> Result<Outcome<String>> {
-        let _ = a;
-        Err(pending())
+        if self.drop_receive(&a.receive).await {
+            Ok(Outcome::Deleted(a.receive))
+        } else {
+            Err(Error::NotFound(format!("no receive {:?}", short(&a.receive))))
+        }
     }
+
+    /// Start-up: staging files of a previous run go (receives do not outlive a run).
+    pub(super) async fn recover_receives(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for name in self.pool_names() {
+            let p = self.pool(&name)?;
+            let n = blocking(move || p.remove_staging(None)).await?;
+            if n > 0 {
+                out.push(format!("pool {name}: {n} unfinished receive(s) removed"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Feed `data` until the decoder has the header and extent table: how many bytes it took,
+/// and the head when it arrived in this chunk.
+type Taken = (usize, Option<(Header, Vec<Extent>)>);
+
+fn feed_head(entry: &Mutex<Receive>, data: &[u8]) -> Result<Taken> {
+    let mut r = entry.lock().expect("receive");
+    if r.decoder.header().is_some() {
+        return Ok((0, None));
+    }
+    let mut got = None;
+    let n = r
+        .decoder
+        .feed_until_head::<std::io::Error>(data, &mut |ev| {
+            if let Event::Head(h, e) = ev {
+                got = Some((h.clone(), e.to_vec()));
+            }
+            Ok(())
+        })
+        .map_err(feed_error)?;
+    Ok((n, got))
+}
+
+/// Feed the rest of a chunk: data into the staging file (or only checked, for a snapshot
+/// the receiver has).
+fn feed_data(entry: &Mutex<Receive>, data: &[u8]) -> Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut guard = entry.lock().expect("receive");
+    let r = &mut *guard;
+    let file = r.staging.as_ref();
+    r.decoder
+        .feed::<std::io::Error>(data, &mut |ev| match (ev, file) {
+            (Event::Data { offset, bytes }, Some(f)) => f.write_all_at(bytes, offset),
+            _ => Ok(()),
+        })
+        .map_err(feed_error)
 }

@@ -169,6 +169,7 @@ impl Engine {
             );
         }
         out.actions.extend(self.recover_images().await?);
+        out.actions.extend(self.recover_receives().await?);
         for a in &out.actions {
             log::warn!("recovery: {a}");
         }
@@ -310,6 +311,7 @@ impl Engine {
                 ))
             }
             super::metadata::SET_METADATA_INTENT => self.undo_set_metadata(&intent.object).await,
+            super::receive::RECEIVE_INTENT => self.replay_receive(intent).await,
             super::attach::RESTAMP_INTENT => self.replay_restamp(intent).await,
             ATTACH_INTENT | DETACH_INTENT => {
                 // Rows are the truth for access lists: the start-up reconcile that follows

@@ -26,6 +26,14 @@ impl Engine {
             exporters,
             protocols,
         } = crate::export::registry::build(config);
+        let jobs: Arc<super::jobs::Jobs> = Arc::default();
+        let events: Arc<super::jobs::EventBus> = Arc::default();
+        let streams = Arc::new(super::streams::Streams::new(
+            config,
+            store.clone(),
+            jobs.clone(),
+            events.clone(),
+        ));
         Ok(Engine {
             store,
             pools: RwLock::new(pools),
@@ -37,9 +45,11 @@ impl Engine {
             exporters,
             protocols,
             locks: LockTable::default(),
-            jobs: Arc::default(),
-            events: Arc::default(),
+            jobs,
+            events,
             uploads: upload::Uploads::default(),
+            receives: super::receive::Receives::default(),
+            streams,
             images: config.images.clone(),
             runner: Runner::new(Duration::from_secs(config.command_timeout)),
             formatter: crate::pool::format::Formatter::new(
@@ -50,6 +60,17 @@ impl Engine {
             driver_cache: drivers::DriverCache::default(),
             allocations: Default::default(),
         })
+    }
+
+    /// Take a reloaded config's bounds on byte streams.
+    pub fn reload_streams(&self, config: &Config) {
+        self.streams.update(config);
+    }
+
+    /// Abort the byte streams still open (shelfd is stopping): their sources remove what
+    /// they staged.
+    pub async fn shutdown_streams(&self) {
+        self.streams.shutdown().await;
     }
 
     /// Add pools that a reloaded config names and we do not have yet; report what changed.

@@ -24,6 +24,7 @@ use crate::sys::fs;
 
 mod allocation;
 mod objects;
+mod replication;
 
 use objects::{
     object_rel, open_error, remove_dir_if_present, remove_file_if_present, stamp_error, undo,
@@ -301,6 +302,31 @@ impl Pool for FilePool {
         f.sync_all()
             .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
         Ok(Some(format!("{kind} {id}: its stamp {done}")))
+    }
+
+    fn snapshot_extents(
+        &self,
+        snap_id: &str,
+        size: u64,
+        max: usize,
+    ) -> Result<super::SnapshotExtents> {
+        self.extents_of(snap_id, size, max)
+    }
+
+    fn create_staging(&self, receive_id: &str, base: Option<&str>, size: u64) -> Result<File> {
+        self.staging(receive_id, base, size)
+    }
+
+    fn adopt_staging(&self, receive_id: &str, snap: &Snapshot) -> Result<()> {
+        self.adopt(receive_id, snap)
+    }
+
+    fn remove_staging(&self, receive_id: Option<&str>) -> Result<usize> {
+        self.drop_staging(receive_id)
+    }
+
+    fn volume_from_snapshot(&self, snap: &Snapshot, share: &Share) -> Result<()> {
+        self.overwrite(snap, share)
     }
 
     fn scan(&self) -> Result<Vec<OnDisk>> {

@@ -50,6 +50,15 @@ pub struct Allocation {
     pub shares: BTreeMap<String, u64>,
 }
 
+/// A snapshot opened for `snapshot.send`, with its extent map.
+#[derive(Debug)]
+pub struct SnapshotExtents {
+    /// The snapshot's file, read-only (checked like every open).
+    pub file: std::fs::File,
+    /// Its allocated ranges, sorted.
+    pub map: Vec<crate::sys::fiemap::Mapped>,
+}
+
 /// What is wrong with an object at a volume's or snapshot's path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tamper {
@@ -140,6 +149,49 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     }
     /// Every volume and snapshot on disk, with the identity each carries.
     fn scan(&self) -> Result<Vec<OnDisk>>;
+    /// `snapshot.send`: snapshot `snap_id`'s first `size` bytes, opened for reading, and
+    /// its extent map (at most `max` extents). `unsupported` where the pool cannot map
+    /// extents (docs/replication.md §5 says why for LVM).
+    fn snapshot_extents(&self, snap_id: &str, size: u64, max: usize) -> Result<SnapshotExtents> {
+        let _ = (snap_id, size, max);
+        Err(crate::error::Error::Unsupported(format!(
+            "pool {} cannot map a snapshot's extents, so it cannot send: only file pools on a \
+             filesystem with FIEMAP can (docs/replication.md)",
+            self.name()
+        )))
+    }
+    /// `snapshot.receive`: make the staging file of receive `receive_id`, `size` bytes, a
+    /// reflink of snapshot `base` when given (an incremental) or empty and sparse.
+    fn create_staging(
+        &self,
+        receive_id: &str,
+        base: Option<&str>,
+        size: u64,
+    ) -> Result<std::fs::File> {
+        let _ = (receive_id, base, size);
+        Err(crate::error::Error::Unsupported(format!(
+            "pool {} cannot receive snapshots (docs/replication.md)",
+            self.name()
+        )))
+    }
+    /// Turn receive `receive_id`'s complete staging file into snapshot `snap` (moved into
+    /// place, stamped, synced).
+    fn adopt_staging(&self, receive_id: &str, snap: &Snapshot) -> Result<()> {
+        let _ = (receive_id, snap);
+        Err(crate::error::Error::Unsupported("no staging here".into()))
+    }
+    /// Remove receive `receive_id`'s staging file (succeeds when it is gone); `None` for
+    /// every staging file (start-up: receives do not outlive a run). Returns how many went.
+    fn remove_staging(&self, receive_id: Option<&str>) -> Result<usize> {
+        let _ = receive_id;
+        Ok(0)
+    }
+    /// Make `share`'s existing volume hold snapshot `snap`'s content (a reflink of it, cut
+    /// or grown to `share.size`), restamped.
+    fn volume_from_snapshot(&self, snap: &Snapshot, share: &Share) -> Result<()> {
+        let _ = (snap, share);
+        Err(crate::error::Error::Unsupported("no receive here".into()))
+    }
     /// Whether the file of share or snapshot `id` (`kind` "share" or "snapshot") carries
     /// any `user.shelf.*` attribute, for [`Pool::move_legacy_stamp`] to move or remove.
     fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {

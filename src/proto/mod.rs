@@ -16,7 +16,8 @@ pub use request::{
     OpClass, PoolFilter, PoolRef, ReceiveBeginArgs, ReceiveChunkArgs, ReceiveRef, Request,
     ShareCreateArgs, ShareDeleteArgs, ShareFilter, ShareListArgs, ShareRef, ShareResizeArgs,
     ShareSetMetadataArgs, SnapshotCreateArgs, SnapshotListArgs, SnapshotRef, SnapshotSendArgs,
-    TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef, MAX_KEY_LEN,
+    StreamReadArgs, StreamRef, TreeArgs, UploadBeginArgs, UploadChunkArgs, UploadRef,
+    MAX_KEY_LEN,
 };
 pub use result::{Answer, Change, EncodeError, Hello};
 
@@ -47,6 +48,7 @@ pub const FEATURES: &[&str] = &[
     "audit.totals",
     "export.nvme",
     "snapshot.send",
+    "stream",
 ];
 
 /// The stable error codes of protocol v1. A code never changes meaning; new codes may be

@@ -232,6 +232,31 @@ impl Answer {
         }
     }
 
+    /// A byte stream opened (`snapshot.export` without a path, `snapshot.send`):
+    /// `{stream, job}` and the op's own fields after them (`size`, `base`). Not an event
+    /// (the job's events follow it).
+    pub fn stream_opened(stream: &str, job: &str, extra: Vec<(&str, Value)>) -> Answer {
+        let mut pairs = vec![("stream", text(stream)), ("job", text(job))];
+        pairs.extend(extra);
+        Answer {
+            value: fields(pairs),
+            event: None,
+        }
+    }
+
+    /// `stream.read`: `{data, end, offset}`, `data` a byte string starting at byte
+    /// `offset` of the stream (not an event: a read moves only its own stream on).
+    pub fn stream_chunk(data: Vec<u8>, end: bool, offset: u64) -> Answer {
+        Answer {
+            value: fields(vec![
+                ("data", Value::Bytes(data)),
+                ("end", Value::Bool(end)),
+                ("offset", Value::Integer(offset.into())),
+            ]),
+            event: None,
+        }
+    }
+
     /// `job.cancel`: `{job, changed}` (`changed: false` when the job had already ended).
     pub fn job_cancelled(o: &Outcome<String>) -> Answer {
         Answer {

@@ -339,13 +339,36 @@ impl Decoder {
     /// Decode `input`, the stream's next bytes, calling `sink` for each event.
     pub fn feed<E>(
         &mut self,
-        mut input: &[u8],
+        input: &[u8],
         sink: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
     ) -> Result<(), FeedError<E>> {
+        self.feed_some(input, sink, false).map(|_| ())
+    }
+
+    /// Like [`Decoder::feed`], but stop right after the [`Event::Head`] (so the caller can
+    /// prepare for the data): returns how many bytes of `input` were taken.
+    pub fn feed_until_head<E>(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
+    ) -> Result<usize, FeedError<E>> {
+        self.feed_some(input, sink, true)
+    }
+
+    fn feed_some<E>(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
+        stop_at_head: bool,
+    ) -> Result<usize, FeedError<E>> {
+        let total = input.len();
         loop {
+            let headed = !matches!(self.state, State::Preamble | State::Header(_) | State::Extents);
             match self.state {
                 State::Done if !input.is_empty() => return Err(StreamError::TrailingBytes.into()),
-                _ if input.is_empty() => return Ok(()),
+                _ if input.is_empty() || (stop_at_head && headed) => {
+                    return Ok(total - input.len())
+                }
                 State::Preamble => {
                     if self.fill(&mut input, PREAMBLE_LEN, true) {
                         let len = self.preamble()?;
@@ -408,7 +431,7 @@ impl Decoder {
                         self.state = State::Done;
                     }
                 }
-                State::Done => return Ok(()),
+                State::Done => return Ok(total - input.len()),
             }
         }
     }

@@ -159,10 +159,10 @@ mod tests {
     }
 
     #[test]
-    fn readers_may_not_touch_images_jobs_events_verify_or_the_audit_log() {
+    fn readers_may_not_touch_images_jobs_events_streams_verify_or_the_audit_log() {
         use crate::proto::{
-            AuditListArgs, EventsSubscribeArgs, ImageRef, JobRef, PoolFilter, UploadChunkArgs,
-            UploadRef,
+            AuditListArgs, EventsSubscribeArgs, ImageRef, JobRef, PoolFilter, StreamReadArgs,
+            StreamRef, UploadChunkArgs, UploadRef,
         };
         let upload = UploadRef { upload: "u".into() };
         let image = ImageRef {
@@ -196,6 +196,11 @@ mod tests {
             }),
             Request::ReceiveFinish(crate::proto::ReceiveRef::default()),
             Request::ReceiveAbort(crate::proto::ReceiveRef::default()),
+            Request::StreamRead(StreamReadArgs {
+                stream: "s".into(),
+                max: Some(1),
+            }),
+            Request::StreamClose(StreamRef { stream: "s".into() }),
         ] {
             assert!(!Role::Reader.permits(&req), "{req:?}");
             assert!(Role::Admin.permits(&req), "{req:?}");

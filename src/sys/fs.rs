@@ -106,6 +106,19 @@ pub fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Deallocate `[offset, offset+len)`, keeping the file's size: the range reads as zeros
+/// (a received stream's hole extent).
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::FallocateFlags as F;
+    nix::fcntl::fallocate(
+        file,
+        F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
+        offset as i64,
+        len as i64,
+    )
+    .map_err(io::Error::from)
+}
+
 /// fsync a directory, so that entries created or removed in it are durable.
 pub fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()

@@ -6,6 +6,7 @@ pub mod block;
 pub mod cmd;
 pub mod configfs;
 pub mod exchange;
+pub mod fiemap;
 pub mod fs;
 pub mod landlock;
 pub mod process;

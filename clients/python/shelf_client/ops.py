@@ -370,6 +370,20 @@ class Operations:
         """8.26 ``image.upload.abort``."""
         return self._submit("image.upload.abort", _args(upload=upload), None)
 
+    # ------------------------------------------------------------ byte streams
+
+    def stream_read(self, stream: str, *, max: Optional[int] = None) -> Any:
+        """8.30 ``stream.read``: ``{data, end, offset}``, the next bytes (``data`` is
+        :class:`bytes`, starting at byte ``offset`` of the stream) of a stream opened by
+        ``snapshot.export`` or ``snapshot.send``; at most ``max`` bytes, and never more
+        than fits in one frame. Read until ``end`` is true."""
+        return self._submit("stream.read", _args(stream=stream, max=max), None)
+
+    def stream_close(self, stream: str) -> Any:
+        """8.30 ``stream.close``: ``{deleted, changed}``; ends a stream before its end
+        (its job is cancelled); ``changed: False`` when it had already ended."""
+        return self._submit("stream.close", _args(stream=stream), None)
+
     def image_list(self, *, pool: Optional[str] = None) -> Any:
         """8.26 ``image.list``."""
         return self._submit("image.list", _args(pool=pool), None)
@@ -410,7 +424,7 @@ class Operations:
         pool: Optional[str] = None,
         key: Optional[str] = None,
     ) -> Any:
-        """8.30 ``snapshot.send``: ``{stream, job, size, base}``; read the stream with
+        """8.31 ``snapshot.send``: ``{stream, job, size, base}``; read the stream with
         ``stream.read`` (docs/replication.md for its format)."""
         args = _args(snapshot=snapshot, share=share, pool=pool)
         if from_ is not None:
@@ -418,11 +432,11 @@ class Operations:
         return self._submit("snapshot.send", args, key)
 
     def snapshot_receive_begin(self, name: str, *, pool: Optional[str] = None) -> Any:
-        """8.30 ``snapshot.receive.begin``: ``{receive}``."""
+        """8.31 ``snapshot.receive.begin``: ``{receive}``."""
         return self._submit("snapshot.receive.begin", _args(name=name, pool=pool), None)
 
     def snapshot_receive_chunk(self, receive: str, offset: int, data: bytes) -> Any:
-        """8.30 ``snapshot.receive.chunk``: ``{received}``; chunks are sequential."""
+        """8.31 ``snapshot.receive.chunk``: ``{received}``; chunks are sequential."""
         return self._submit(
             "snapshot.receive.chunk",
             _args(receive=receive, offset=offset, data=bytes(data)),
@@ -430,11 +444,11 @@ class Operations:
         )
 
     def snapshot_receive_finish(self, receive: str, *, key: Optional[str] = None) -> Any:
-        """8.30 ``snapshot.receive.finish``: ``{share, snapshot, changed}``."""
+        """8.31 ``snapshot.receive.finish``: ``{share, snapshot, changed}``."""
         return self._submit("snapshot.receive.finish", _args(receive=receive), key)
 
     def snapshot_receive_abort(self, receive: str) -> Any:
-        """8.30 ``snapshot.receive.abort``: ``{deleted, changed}``."""
+        """8.31 ``snapshot.receive.abort``: ``{deleted, changed}``."""
         return self._submit("snapshot.receive.abort", _args(receive=receive), None)
 
     # ------------------------------------------------------------ byte streams

@@ -118,6 +118,26 @@ pub struct UploadRef {
     pub upload: String,
 }
 
+/// `stream.read`: the next bytes of a byte stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamReadArgs {
+    /// The stream's id (from `snapshot.export`, `snapshot.send`).
+    pub stream: String,
+    /// At most this many bytes (at least 1; the server also caps it so that its reply
+    /// fits in `max_frame_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// `stream.close`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRef {
+    /// The stream's id.
+    pub stream: String,
+}
+
 /// A reference to one image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -91,6 +91,10 @@ pub enum Request {
     UploadAbort(UploadRef),
     /// `image.list`.
     ImageList(PoolFilter),
+    /// `stream.read`: the next bytes of a byte stream.
+    StreamRead(StreamReadArgs),
+    /// `stream.close`: end a byte stream before its end.
+    StreamClose(StreamRef),
     /// `image.show`.
     ImageShow(ImageRef),
     /// `image.delete`.
@@ -143,7 +147,10 @@ impl Request {
             // A chunk changes only its own unfinished upload (audited at begin and finish).
             | Request::UploadChunk(_)
             // Likewise for a receive's chunk.
-            | Request::ReceiveChunk(_) => AdminOnly,
+            | Request::ReceiveChunk(_)
+            // Data egress: admins only; a read moves only its own stream on (the op
+            // that opened the stream is audited).
+            | Request::StreamRead(_) => AdminOnly,
             Request::ShareCreate(_)
             | Request::ShareResize(_)
             | Request::ShareDelete(_)
@@ -160,6 +167,7 @@ impl Request {
             | Request::UploadBegin(_)
             | Request::UploadFinish(_)
             | Request::UploadAbort(_)
+            | Request::StreamClose(_)
             | Request::ImageDelete(_)
             | Request::JobCancel(_)
             // Data egress: admin only, and audited.
@@ -207,6 +215,7 @@ impl Request {
             }
             Request::ReceiveBegin(a) => with_pool(&a.name, &a.pool),
             Request::ReceiveFinish(a) | Request::ReceiveAbort(a) => a.receive.clone(),
+            Request::StreamClose(a) => a.stream.clone(),
             Request::ShareCreate(a) => with_pool(&a.name, &a.pool),
             Request::ShareShow(a) => with_pool(&a.share, &a.pool),
             Request::ShareResize(a) => with_pool(&a.share, &a.pool),
@@ -252,6 +261,7 @@ impl Request {
             | Request::AuditList(_)
             | Request::UploadChunk(_)
             | Request::ReceiveChunk(_)
+            | Request::StreamRead(_)
             | Request::ImageList(_)
             | Request::JobList
             | Request::EventsSubscribe(_) => String::new(),

@@ -140,6 +140,8 @@ pub fn parse_request(v: Value) -> Result<Envelope, ArgsError> {
         "image.upload.chunk" => args(&op, a).map(Request::UploadChunk),
         "image.upload.finish" => args(&op, a).map(Request::UploadFinish),
         "image.upload.abort" => args(&op, a).map(Request::UploadAbort),
+        "stream.read" => args(&op, a).map(Request::StreamRead),
+        "stream.close" => args(&op, a).map(Request::StreamClose),
         "image.show" => args(&op, a).map(Request::ImageShow),
         "image.delete" => args(&op, a).map(Request::ImageDelete),
         "job.list" => args::<NoArgs>(&op, a).map(|_| Request::JobList),

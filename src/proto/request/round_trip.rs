@@ -55,9 +55,11 @@ fn index(r: &Request) -> usize {
         Request::ReceiveChunk(_) => 39,
         Request::ReceiveFinish(_) => 40,
         Request::ReceiveAbort(_) => 41,
+        Request::StreamRead(_) => 42,
+        Request::StreamClose(_) => 43,
     }
 }
-const VARIANTS: usize = 42;
+const VARIANTS: usize = 44;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -245,6 +247,15 @@ fn samples() -> Vec<Request> {
         }),
         Request::UploadFinish(UploadRef { upload: s("u1") }),
         Request::UploadAbort(UploadRef { upload: s("u1") }),
+        Request::StreamRead(StreamReadArgs {
+            stream: s("s1"),
+            max: None,
+        }),
+        Request::StreamRead(StreamReadArgs {
+            stream: s("s1"),
+            max: Some(u64::MAX),
+        }),
+        Request::StreamClose(StreamRef { stream: s("s1") }),
         Request::ImageShow(ImageRef {
             image: s("img"),
             pool: pool(),
