@@ -450,15 +450,3 @@ class Operations:
     def snapshot_receive_abort(self, receive: str) -> Any:
         """8.31 ``snapshot.receive.abort``: ``{deleted, changed}``."""
         return self._submit("snapshot.receive.abort", _args(receive=receive), None)
-
-    # ------------------------------------------------------------ byte streams
-
-    def stream_read(self, stream: str, *, max: Optional[int] = None) -> Any:
-        """8.30 ``stream.read``: ``{data, end, offset}``, the next bytes (``data`` starts
-        at byte ``offset`` of the stream) of a stream opened by ``snapshot.send`` or
-        ``snapshot.export``; at most ``max`` bytes. Read until ``end`` is true."""
-        return self._submit("stream.read", _args(stream=stream, max=max), None)
-
-    def stream_close(self, stream: str) -> Any:
-        """8.30 ``stream.close``: ``{deleted, changed}``; ends a stream before its end."""
-        return self._submit("stream.close", _args(stream=stream), None)
