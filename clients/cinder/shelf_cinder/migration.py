@@ -76,6 +76,9 @@ CONF.register_opts(migration_opts, group=configuration.SHARED_CONF_GROUP)
 #: the memory one migration holds, and well under the default ``max_frame_size`` (1 MiB)
 #: of both nodes with the frame's other fields.
 CHUNK = 512 << 10
+#: Empty ``stream.read`` replies in a row (not the end) after which a stream is
+#: taken as stuck.
+EMPTY_READS = 100
 #: Names of the temporary snapshots (``migration-<attempt>-base`` / ``-final``).
 PREFIX = "migration-"
 #: What each side must offer (``hello`` features) for a send/receive migration:
@@ -290,12 +293,12 @@ class MigrationMixin:
 def pipe(src: Client, dst: Client, stream: str, receive: str, chunk: int = CHUNK) -> int:
     """Copy a send stream into a receive, one chunk in memory at a time; the bytes
     copied. The source's bytes are checked only for their bounds and order here (the
-    receiver verifies the stream's checksum at ``finish``)."""
-    offset = 0
+    receiver decodes them and verifies the stream's checksum)."""
+    offset, idle = 0, 0
     while True:
         got = src.stream_read(stream, max=chunk)
         data = got.get("data", b"")
-        if got.get("offset", offset) != offset or len(data) > chunk:
+        if got.get("offset") != offset or len(data) > chunk:
             raise exception.VolumeBackendAPIException(
                 data=f"stream {stream}: {len(data)} bytes at {got.get('offset')}, "
                 f"expected at most {chunk} at {offset}"
@@ -305,9 +308,12 @@ def pipe(src: Client, dst: Client, stream: str, receive: str, chunk: int = CHUNK
             offset += len(data)
         if got.get("end"):
             return offset
-        if not data:
+        # A read may return fewer bytes than asked; nothing at all, again and again,
+        # is a stream that does not move.
+        idle = 0 if data else idle + 1
+        if idle > EMPTY_READS:
             raise exception.VolumeBackendAPIException(
-                data=f"stream {stream}: no data and no end at {offset}"
+                data=f"stream {stream}: {idle} empty reads without its end at {offset}"
             )
 
 
