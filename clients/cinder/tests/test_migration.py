@@ -25,7 +25,7 @@ from shelf_client import Client
 
 from appliance import Appliance, GiB
 from conftest import make_driver
-from shelf_cinder.migration import CHUNK, PREFIX
+from shelf_cinder.migration import CHUNK, EMPTY_READS, PREFIX, pipe
 from shelf_cinder.stats import location_info, parse_location_info
 
 MiB = 1 << 20
@@ -88,6 +88,30 @@ def source_volume(src: Any, new_volume: Any, appliance: Appliance, size_mib: int
     finally:
         os.close(fd)
     return vol
+
+
+def write_before_final(
+    appliance: Appliance, vol: Any, offset: int, size: int, seen: Dict[str, str]
+) -> Any:
+    """A patch of ``snapshot.create`` that writes ``size`` new bytes at ``offset`` into the
+    source volume right before the final snapshot is taken (what changed between the
+    full stream and the incremental), and puts the volume's digest then in
+    ``seen["final"]``."""
+    real = Client.snapshot_create
+
+    def create(self: Client, share: str, name: str, **kw: Any) -> Any:
+        if name.endswith("-final"):
+            path = appliance.volume_file(vol.provider_id)
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, hashlib.shake_256(name.encode()).digest(size), offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            seen["final"] = digest(path)
+        return real(self, share, name, **kw)
+
+    return mock.patch.object(Client, "snapshot_create", create)
 
 
 def digest(path: Any) -> str:
@@ -226,8 +250,8 @@ def test_migrate_moves_the_data_and_leaves_nothing_behind(
 ):
     src, dst = drivers["src"], drivers["dst"]
     vol = source_volume(src, new_volume, appliance, 3)
-    before = digest(appliance.volume_file(vol.provider_id))
     old = vol.provider_id
+    seen: Dict[str, str] = {}
     sizes: List[List[int]] = []  # chunk sizes, per stream
     real_send, real_chunk = Client.snapshot_send, Client.snapshot_receive_chunk
 
@@ -242,23 +266,24 @@ def test_migrate_moves_the_data_and_leaves_nothing_behind(
     with (
         mock.patch.object(Client, "snapshot_send", send),
         mock.patch.object(Client, "snapshot_receive_chunk", counting),
+        write_before_final(appliance, vol, 512 * MiB, MiB, seen),
     ):
         moved, update = src.migrate_volume(None, vol, dest_host(dst))
     assert moved is True and set(update) == {"provider_id"}
     # A full stream, then an incremental; piped in bounded memory: chunks of at most
-    # CHUNK. Only the written extents travel (the 1 GiB volume holds 3 MiB), and the
-    # incremental carries none (nothing changed in between): headers and checksums.
+    # CHUNK. Only written extents travel: the 3 MiB of the 1 GiB volume, then the 1 MiB
+    # written after the first snapshot (plus headers, extent tables and checksums).
     full, final = (sum(s) for s in sizes)
-    print(f"migrated 3 MiB written of 1 GiB: full stream {full} B, incremental {final} B")
+    print(f"1 GiB volume, 3 MiB written: full stream {full} B; 1 MiB more: incremental {final} B")
     assert len(sizes) == 2 and max(max(s) for s in sizes) <= CHUNK, sizes
     assert 3 * MiB <= full < 3 * MiB + 64 * 1024, full
-    assert final < 64 * 1024, final
+    assert MiB <= final < MiB + 64 * 1024, final
     with peer.client() as c:
         share = c.share_show(update["provider_id"])
         assert c.snapshot_list(share=share["id"]) == []
     assert (share["name"], share["size"]) == (vol.name, GiB)
     assert share["metadata"]["cinder.volume_id"] == vol.id
-    assert digest(peer.volume_file(share["id"])) == before
+    assert digest(peer.volume_file(share["id"])) == seen["final"]
     assert names(appliance) == [] and snapshots(appliance) == []
     with appliance.client() as c:
         assert c.share_list(id=old) == []
@@ -273,35 +298,40 @@ def test_migrate_moves_the_data_and_leaves_nothing_behind(
 def test_a_corrupted_stream_leaves_the_source_whole_and_the_destination_empty(
     appliance, peer, drivers, new_volume, cleanup
 ):
-    """A byte flipped in the second (incremental) stream: the destination's checksum
-    refuses it at finish, after the first stream was committed there; the driver
-    deletes that share and the source's temporaries, and raises (Cinder keeps the
-    volume where it was)."""
+    """A byte flipped in the data of the second (incremental) stream, in transit: the
+    destination refuses the stream (its checksum), after the first stream was
+    committed there; the driver deletes that share and the source's temporaries, and
+    raises (Cinder keeps the volume where it was)."""
     src, dst = drivers["src"], drivers["dst"]
     vol = source_volume(src, new_volume, appliance, 2)
-    before = digest(appliance.volume_file(vol.provider_id))
     real_send, real_chunk = Client.snapshot_send, Client.snapshot_receive_chunk
     sends: List[str] = []
+    flipped: List[int] = []
+    seen: Dict[str, str] = {}
 
     def send(self: Client, snapshot: str, **kw: Any) -> Any:
         sends.append(snapshot)
         return real_send(self, snapshot, **kw)
 
     def chunk(self: Client, receive: str, offset: int, data: bytes) -> Any:
-        if len(sends) == 2 and len(data) > 100:
-            data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+        if len(sends) == 2 and not flipped and len(data) > 128 * 1024:
+            at = len(data) // 2  # inside the 256 KiB written: extent data
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+            flipped.append(offset + at)
         return real_chunk(self, receive, offset, data)
 
     with (
         mock.patch.object(Client, "snapshot_send", send),
         mock.patch.object(Client, "snapshot_receive_chunk", chunk),
-        pytest.raises(exception.VolumeBackendAPIException, match="stays here"),
+        write_before_final(appliance, vol, 256 * MiB, 256 * 1024, seen),
+        pytest.raises(exception.VolumeBackendAPIException, match="stays here") as failed,
     ):
         src.migrate_volume(None, vol, dest_host(dst))
-    assert len(sends) == 2
+    print(f"refused: {failed.value}")
+    assert len(sends) == 2 and len(flipped) == 1
     assert names(peer) == [] and snapshots(peer) == []
     assert names(appliance) == [vol.name] and snapshots(appliance) == []
-    assert digest(appliance.volume_file(vol.provider_id)) == before
+    assert digest(appliance.volume_file(vol.provider_id)) == seen["final"]
 
 
 def test_a_leftover_of_an_interrupted_migration_is_replaced(
@@ -317,8 +347,6 @@ def test_a_leftover_of_an_interrupted_migration_is_replaced(
         snap = a.snapshot_create(vol.provider_id, f"{PREFIX}dead-base")["snapshot"]
         stream = a.snapshot_send(snap["id"])["stream"]
         receive = b.snapshot_receive_begin(vol.name, pool="default")["receive"]
-        from shelf_cinder.migration import pipe
-
         pipe(a, b, stream, receive)
         left = b.snapshot_receive_finish(receive)["share"]["id"]
     moved, update = src.migrate_volume(None, vol, dest_host(dst))
@@ -327,3 +355,35 @@ def test_a_leftover_of_an_interrupted_migration_is_replaced(
     assert digest(peer.volume_file(update["provider_id"])) == before
     # The source's own leftover temporary went with its share.
     assert names(appliance) == []
+
+
+class ScriptedSource:
+    """Stands in for the source node's ``stream.read`` only (a real shelfd never
+    answers these): the replies of ``script``, one per read."""
+
+    def __init__(self, script: List[Dict[str, Any]]) -> None:
+        self.script = iter(script)
+
+    def stream_read(self, stream: str, max: int) -> Dict[str, Any]:
+        return next(self.script)
+
+
+@pytest.mark.parametrize(
+    "script, error",
+    [
+        ([{"data": b"x" * 10, "end": False, "offset": 5}], "at 5, expected at most"),
+        ([{"data": b"x" * (CHUNK + 1), "end": False, "offset": 0}], "expected at most"),
+        ([{"data": b"", "end": False, "offset": 0}] * (EMPTY_READS + 1), "empty reads"),
+    ],
+    ids=["skipped-bytes", "oversized-read", "stuck-stream"],
+)
+def test_a_scripted_source_that_misbehaves_is_refused_and_the_receive_dropped(peer, script, error):
+    """A source whose replies skip bytes, exceed the chunk asked for, or never end:
+    ``pipe`` stops before passing such bytes on, and the aborted receive leaves nothing
+    on the (real) destination."""
+    with peer.client() as dst:
+        receive = dst.snapshot_receive_begin("volume-scripted", pool="default")["receive"]
+        with pytest.raises(exception.VolumeBackendAPIException, match=error):
+            pipe(ScriptedSource(script), dst, "s", receive)
+        dst.snapshot_receive_abort(receive)
+    assert names(peer) == [] and snapshots(peer) == []
