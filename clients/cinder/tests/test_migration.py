@@ -387,3 +387,34 @@ def test_a_scripted_source_that_misbehaves_is_refused_and_the_receive_dropped(pe
             pipe(ScriptedSource(script), dst, "s", receive)
         dst.snapshot_receive_abort(receive)
     assert names(peer) == [] and snapshots(peer) == []
+
+
+def test_an_attach_between_the_two_copies_stops_the_migration(
+    appliance, peer, drivers, new_volume, cleanup
+):
+    """A host attached on the source node (not through Cinder) while the full copy ran:
+    the final snapshot is not taken, the step-2 share on the destination is deleted,
+    and the volume stays, attached, where it was."""
+    src, dst = drivers["src"], drivers["dst"]
+    vol = source_volume(src, new_volume, appliance, 1)
+    before = digest(appliance.volume_file(vol.provider_id))
+    real_finish = Client.snapshot_receive_finish
+    connector = {"host": "h", "initiator": "iqn.1994-05.com.redhat:between"}
+
+    def finish(self: Client, receive: str, **kw: Any) -> Any:
+        done = real_finish(self, receive, **kw)
+        with appliance.client() as c:
+            c.export_create(vol.provider_id, "iscsi")
+            c.share_attach(vol.provider_id, connector, protocol="iscsi")
+        return done
+
+    with (
+        mock.patch.object(Client, "snapshot_receive_finish", finish),
+        pytest.raises(exception.VolumeIsBusy),
+    ):
+        src.migrate_volume(None, vol, dest_host(dst))
+    assert names(peer) == [] and snapshots(peer) == []
+    assert names(appliance) == [vol.name] and snapshots(appliance) == []
+    with appliance.client() as c:
+        assert len(c.attachment_list(share=vol.provider_id)) == 1
+    assert digest(appliance.volume_file(vol.provider_id)) == before
