@@ -114,6 +114,7 @@ class MigrationMixin:
         attached. Raises when the copy itself fails (the volume stays here)."""
         try:
             peer, pool, share = self._migration_plan(volume, host)
+            return True, self._move(volume, share, peer, pool)
         except Declined as e:
             LOG.info(
                 "volume %s: no shelf migration to %s (%s); Cinder's generic migration",
@@ -122,7 +123,6 @@ class MigrationMixin:
                 e,
             )
             return False, None
-        return True, self._move(volume, share, peer, pool)
 
     # ------------------------------------------------------------ deciding
 
@@ -210,7 +210,9 @@ class MigrationMixin:
     # ------------------------------------------------------------ moving
 
     def _move(self, volume: Any, share: str, peer: str, pool: str) -> Dict[str, Any]:
-        """Steps 1–3 of the module; the model update (the destination's share id)."""
+        """Steps 1–3 of the module; the model update (the destination's share id).
+        :class:`Declined` when a node answers ``unsupported`` before anything was
+        committed there (a pool kind send/receive cannot serve)."""
         attempt = uuid.uuid4().hex[:8]
         temps = []
         dest: Optional[str] = None
@@ -229,6 +231,9 @@ class MigrationMixin:
                 received = [s["id"] for s in dst.snapshot_list(share=dest)]
         except Exception as e:
             self._undo(peer, dest, temps)
+            if isinstance(e, shelf_client.Unsupported) and dest is None:
+                # A pool that cannot send or receive (an LVM thin pool: no extent maps).
+                raise Declined(str(e)) from e
             if isinstance(e, exception.CinderException):
                 raise
             raise exception.VolumeBackendAPIException(
