@@ -8,7 +8,8 @@
 //! transport. Each backend runs the shelf iSCSI driver against its own shelfd (the binary cargo
 //! built for this run, `SHELFD`) on a scratch loop-mounted XFS of its own size with a private
 //! tgtd: one backend for a volume's life through the API (and a real iSCSI login with the
-//! attachment's connection_info), two for placement by the capacity shelf reports. The
+//! attachment's connection_info), two for placement by the capacity shelf reports, and two
+//! for migrating a volume from one to the other by send/receive (`os-migrate_volume`). The
 //! classes' cleanups stop every node and unmount its filesystem, also when a test fails.
 //! The environment is the one `tests/cinder_driver.rs` makes (`clients/cinder/.venv`).
 

@@ -35,6 +35,7 @@ import shelf_client
 from shelf_client import Client, HasDependents, NotFound, ShelfError
 from shelf_cinder.groups import GroupsMixin
 from shelf_cinder.images import ImageCacheMixin
+from shelf_cinder.migration import MigrationMixin, migration_opts
 from shelf_cinder.stats import GiB, volume_stats
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _key(obj_id: str, operation: str) -> str:
     return f"cinder:{operation}:{obj_id}"
 
 
-class ShelfBaseDriver(GroupsMixin, ImageCacheMixin, driver.VolumeDriver):
+class ShelfBaseDriver(GroupsMixin, MigrationMixin, ImageCacheMixin, driver.VolumeDriver):
     """What the iSCSI, NFS and NVMe/TCP drivers share: everything but the export
     protocol.
 
@@ -84,7 +85,9 @@ class ShelfBaseDriver(GroupsMixin, ImageCacheMixin, driver.VolumeDriver):
                 target unmaps) and ``shelf_allocated_capacity_gb`` (pool.show's
                 ``allocated``), :mod:`shelf_cinder.stats`.
         1.4.0 - revert_to_snapshot (share.revert); generic volume groups and group
-                snapshots (:mod:`shelf_cinder.groups`).
+                snapshots (:mod:`shelf_cinder.groups`); volume migration to another
+                shelf node by send/receive (``location_info``, ``migrate_volume``,
+                :mod:`shelf_cinder.migration`).
     """
 
     VERSION = "1.4.0"
@@ -101,12 +104,13 @@ class ShelfBaseDriver(GroupsMixin, ImageCacheMixin, driver.VolumeDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(shelf_opts)
+        self.configuration.append_config_values(migration_opts)
         self._pool: Optional[str] = None
 
     @staticmethod
     def get_driver_options() -> List[cfg.Opt]:
         """The options this driver adds to its backend section of cinder.conf."""
-        return shelf_opts
+        return shelf_opts + migration_opts
 
     # ---------------------------------------------------------------- plumbing
 
@@ -157,6 +161,7 @@ class ShelfBaseDriver(GroupsMixin, ImageCacheMixin, driver.VolumeDriver):
                 data=f"shelfd lacks features this driver needs: {', '.join(missing)}"
             )
         self._pool = self.configuration.shelf_pool or self._default_pool()
+        self._check_node_name()
 
     def _default_pool(self) -> str:
         """The pool share.create picks without one: 'default', else the only pool."""

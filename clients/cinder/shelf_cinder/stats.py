@@ -10,10 +10,31 @@ Cinder's CapacityFilter and CapacityWeigher.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 #: Bytes in one Cinder gigabyte (Cinder sizes are GiB).
 GiB = 1 << 30
+#: The first field of a shelf backend's ``location_info`` (Cinder's convention, as the
+#: LVM driver's ``LVMVolumeDriver:<host>:<vg>:...``: the driver family, then where).
+LOCATION_TAG = "ShelfDriver"
+
+
+def location_info(node: str, pool: str) -> str:
+    """``location_info``: ``ShelfDriver:<node>:<pool>``, where ``node`` names the shelf
+    node (``shelf_node_name``) and ``pool`` the pool holding the backend's volumes. A
+    source driver reads it in ``migrate_volume`` (:mod:`shelf_cinder.migration`)."""
+    return f"{LOCATION_TAG}:{node}:{pool}"
+
+
+def parse_location_info(info: Any) -> Optional[Tuple[str, str]]:
+    """``(node, pool)`` of a shelf backend's ``location_info``; ``None`` for anything
+    else (another driver's, a malformed one): that destination is not shelf."""
+    if not isinstance(info, str):
+        return None
+    parts = info.split(":")
+    if len(parts) != 3 or parts[0] != LOCATION_TAG or not all(parts[1:]):
+        return None
+    return parts[1], parts[2]
 
 
 def gib(size_bytes: int) -> float:
@@ -71,7 +92,7 @@ def volume_stats(driver: Any, pool: Dict[str, Any]) -> Dict[str, Any]:
         "QoS_support": False,
         "total_volumes": pool["shares"],
         "sparse_copy_volume": True,
-        "location_info": f"{type(driver).__name__}:{driver.host}:{pool['name']}",
+        "location_info": location_info(driver.node_name(), pool["name"]),
     }
     # What the volumes really take on the node. Not ``allocated_capacity_gb``: Cinder's
     # volume manager overwrites that key with its own sum of its volumes' sizes.

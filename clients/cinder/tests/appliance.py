@@ -125,14 +125,27 @@ class Appliance:
             f"reserved_percentage = {self.reserved_percentage}\n"
             f"max_over_subscription_ratio = {self.over_subscription}\n"
         )
+        self.start_shelfd()
+        return self
+
+    def start_shelfd(self) -> None:
+        """shelfd on this appliance's config (again after :meth:`kill_shelfd`), once it
+        answers ``hello``."""
         shelfd = os.environ.get("SHELFD") or str(REPO / "target" / "debug" / "shelfd")
         with open(self.log, "ab") as log:
             self.shelfd = subprocess.Popen(
-                [shelfd, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log
+                [shelfd, "--config", str(self.base / "shelf.toml")],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
         with Client(self.socket, timeout=HANG, connect_timeout=HANG) as c:
             assert 1 in c.hello()["protocols"]
-        return self
+
+    def kill_shelfd(self) -> None:
+        """SIGKILL shelfd, as a node that dies mid-operation (tgtd and the XFS stay)."""
+        if self.shelfd is not None and self.shelfd.poll() is None:
+            self.shelfd.kill()
+            self.shelfd.wait(timeout=HANG)
 
     def _start_tgtd(self) -> None:
         """tgtd on a free portal port and control port; another pick if it exits (a port

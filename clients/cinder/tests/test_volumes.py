@@ -313,6 +313,8 @@ def test_cinder_volume_loads_the_driver_from_its_cinder_conf_name(appliance):
             "shelf_socket",
             "shelf_pool",
             "shelf_timeout",
+            "shelf_node_name",
+            "shelf_migration_peers",
         }
 
 
