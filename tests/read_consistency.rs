@@ -82,7 +82,11 @@ fn write_and_check(socket: &Path, me: usize) {
             "{name}: show after create"
         );
         let listed = call(&mut r, "share.list", vec![("name", t(&name))]);
-        assert_eq!(ids(&listed), [id.clone()], "{name}: list after create");
+        assert_eq!(
+            ids(&listed),
+            std::slice::from_ref(&id),
+            "{name}: list after create"
+        );
         assert!(
             tree_has(&call(&mut r, "tree", vec![]), &id),
             "{name}: tree after create"
@@ -126,7 +130,7 @@ fn write_and_check(socket: &Path, me: usize) {
         let listed = call(&mut r, "snapshot.list", vec![("share", t(&name))]);
         assert_eq!(
             ids(&listed),
-            [sid.clone()],
+            std::slice::from_ref(&sid),
             "{name}: snapshot.list after create"
         );
         let shown = call(&mut r, "snapshot.show", vec![("snapshot", t(&sid))]);

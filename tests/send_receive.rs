@@ -88,8 +88,16 @@ impl Node {
 
     fn assert_clean(&self, ctx: &str) {
         let v = self.daemon.ok("verify", vec![]);
-        assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{ctx}: verify: {v:?}");
-        assert!(self.staging_files().is_empty(), "{ctx}: staging {:?}", self.staging_files());
+        assert_eq!(
+            get(&v, "clean"),
+            Some(&Value::Bool(true)),
+            "{ctx}: verify: {v:?}"
+        );
+        assert!(
+            self.staging_files().is_empty(),
+            "{ctx}: staging {:?}",
+            self.staging_files()
+        );
     }
 
     fn snapshot_ids(&self) -> Vec<String> {
@@ -127,7 +135,8 @@ fn write_noise(path: &Path, offset: u64, len: u64, seed: u64) {
     let mut at = 0;
     while at < len {
         let k = (len - at).min(8 * MIB);
-        f.write_all_at(&noise(seed ^ (offset + at), k as usize), offset + at).unwrap();
+        f.write_all_at(&noise(seed ^ (offset + at), k as usize), offset + at)
+            .unwrap();
         at += k;
     }
     f.sync_all().unwrap();
@@ -156,7 +165,13 @@ impl World {
         let sshd = Sshd::start(&net.b, &net.addr_b, dir.path());
         let n1 = Node::start(&net.a, "send-n1");
         let n2 = Node::start(&net.b, "send-n2");
-        World { net, sshd, n1, n2, _dir: dir }
+        World {
+            net,
+            sshd,
+            n1,
+            n2,
+            _dir: dir,
+        }
     }
 
     fn remote_receive(&self, name: &str) -> String {
@@ -213,24 +228,39 @@ impl World {
     }
 
     fn snapshot(&self, share: &str, name: &str) -> String {
-        let v = self.n1.daemon.ok("snapshot.create", vec![("share", t(share)), ("name", t(name))]);
+        let v = self.n1.daemon.ok(
+            "snapshot.create",
+            vec![("share", t(share)), ("name", t(name))],
+        );
         field(sub(&v, "snapshot"), "id")
     }
 
     /// Node 2 has snapshot `id` with node 1's bytes, and share `name` holds them.
     fn check_same(&self, id: &str, share_id2: &str, ctx: &str) {
         let want = sha256_file(&self.n1.snapshot_file(id));
-        assert_eq!(sha256_file(&self.n2.snapshot_file(id)), want, "{ctx}: snapshot");
-        assert_eq!(sha256_file(&volume(&self.n2.pool(), share_id2)), want, "{ctx}: share");
+        assert_eq!(
+            sha256_file(&self.n2.snapshot_file(id)),
+            want,
+            "{ctx}: snapshot"
+        );
+        assert_eq!(
+            sha256_file(&volume(&self.n2.pool(), share_id2)),
+            want,
+            "{ctx}: share"
+        );
     }
 }
 
 fn share_id_on(node: &Node, name: &str) -> String {
-    field(&node.daemon.ok("share.show", vec![("share", t(name))]), "id")
+    field(
+        &node.daemon.ok("share.show", vec![("share", t(name))]),
+        "id",
+    )
 }
 
 fn changed(reply: &str) -> bool {
-    let j: serde_json::Value = serde_json::from_str(reply).unwrap_or_else(|e| panic!("{e}: {reply}"));
+    let j: serde_json::Value =
+        serde_json::from_str(reply).unwrap_or_else(|e| panic!("{e}: {reply}"));
     j["changed"].as_bool().unwrap()
 }
 
@@ -238,7 +268,14 @@ fn changed(reply: &str) -> bool {
 fn send_and_receive_between_two_nodes_over_ssh() {
     let mut w = World::new();
     let d1 = &w.n1.daemon;
-    d1.ok("share.create", vec![("name", t("vol")), ("size", n(GIB)), ("sparse", Value::Bool(true))]);
+    d1.ok(
+        "share.create",
+        vec![
+            ("name", t("vol")),
+            ("size", n(GIB)),
+            ("sparse", Value::Bool(true)),
+        ],
+    );
     let v1 = volume(&w.n1.pool(), &share_id_on(&w.n1, "vol"));
     // 1 GiB of data but for a 64 MiB hole in the middle: holes stay holes.
     write_noise(&v1, 0, 512 * MIB, 1);
@@ -256,7 +293,11 @@ fn send_and_receive_between_two_nodes_over_ssh() {
         full.bytes as f64 / data as f64,
         t0.elapsed().as_secs_f64()
     );
-    assert!(full.bytes >= data && full.bytes < data + MIB, "{}", full.bytes);
+    assert!(
+        full.bytes >= data && full.bytes < data + MIB,
+        "{}",
+        full.bytes
+    );
     assert!(changed(&full.reply));
     let share2 = share_id_on(&w.n2, "replica");
     w.check_same(&s1, &share2, "full");
@@ -272,7 +313,8 @@ fn send_and_receive_between_two_nodes_over_ssh() {
         let f = std::fs::OpenOptions::new().write(true).open(&v1).unwrap();
         nix::fcntl::fallocate(
             &f,
-            nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
             (700 * MIB) as i64,
             MIB as i64,
         )
@@ -291,7 +333,11 @@ fn send_and_receive_between_two_nodes_over_ssh() {
         inc.bytes as f64 * 100.0 / GIB as f64,
         t0.elapsed().as_secs_f64()
     );
-    assert!(inc.bytes >= changed_bytes && inc.bytes < changed_bytes * 13 / 10, "{}", inc.bytes);
+    assert!(
+        inc.bytes >= changed_bytes && inc.bytes < changed_bytes * 13 / 10,
+        "{}",
+        inc.bytes
+    );
     w.check_same(&s2, &share2, "incremental 1");
 
     // A chain: two more incrementals on top (three in all).
@@ -300,7 +346,11 @@ fn send_and_receive_between_two_nodes_over_ssh() {
         write_noise(&v1, k * 100 * MIB + 12345 * 512, 3 * MIB, 1000 + k);
         let s = w.snapshot("vol", &format!("s{k}"));
         let sent = w.send(&s, Some(&prev), "replica");
-        assert!(sent.ok && changed(&sent.reply), "incremental {k}: {}", sent.stderr);
+        assert!(
+            sent.ok && changed(&sent.reply),
+            "incremental {k}: {}",
+            sent.stderr
+        );
         w.check_same(&s, &share2, &format!("incremental {k}"));
         prev = s;
     }
@@ -325,14 +375,24 @@ fn corrupted_and_killed(w: &mut World, base: &str) {
         .stdout(std::fs::File::create(&file).unwrap())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bytes = std::fs::read(&file).unwrap();
     let mut bad = bytes.clone();
     let at = bad.len() / 2;
     bad[at] ^= 0x40;
     let bad_file = w.n1.xfs.base().join("s5.bad");
-    std::fs::File::create(&bad_file).unwrap().write_all(&bad).unwrap();
-    let r = w.receive_file(&bad_file, "replica").wait_with_output().unwrap();
+    std::fs::File::create(&bad_file)
+        .unwrap()
+        .write_all(&bad)
+        .unwrap();
+    let r = w
+        .receive_file(&bad_file, "replica")
+        .wait_with_output()
+        .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("checksum"), "{err}");
     assert!(!w.n2.snapshot_ids().contains(&s5));
@@ -366,11 +426,17 @@ fn corrupted_and_killed(w: &mut World, base: &str) {
             // The kill came after the commit: then it is whole.
             let id = share_id_on(&w.n2, "copy");
             w.check_same(&s5, &id, &ctx);
-            w.n2.daemon.ok("share.delete", vec![("share", t("copy")), ("recursive", Value::Bool(true))]);
+            w.n2.daemon.ok(
+                "share.delete",
+                vec![("share", t("copy")), ("recursive", Value::Bool(true))],
+            );
         }
         println!("{ctx}: receiver clean");
     }
-    let r = w.receive_file(&full_file, "copy").wait_with_output().unwrap();
+    let r = w
+        .receive_file(&full_file, "copy")
+        .wait_with_output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let _ = get_u64;
     w.n2.assert_clean("after the retry");

@@ -87,9 +87,9 @@ fn feed_error(e: FeedError<std::io::Error>) -> Error {
 /// Check what a header names before anything is made from it: ids go into paths.
 fn check_header(h: &Header) -> Result<()> {
     let uuid = |what: &str, v: &str| {
-        uuid::Uuid::parse_str(v)
-            .map(|_| ())
-            .map_err(|_| Error::Invalid(format!("send stream's {what} {:?} is not a UUID", short(v))))
+        uuid::Uuid::parse_str(v).map(|_| ()).map_err(|_| {
+            Error::Invalid(format!("send stream's {what} {:?} is not a UUID", short(v)))
+        })
     };
     uuid("snapshot id", &h.snapshot_id)?;
     if let Some(b) = &h.base {
@@ -136,15 +136,20 @@ impl Engine {
             }
             m.insert(id.clone(), Arc::new(Mutex::new(r)));
         }
-        Ok(Answer::read(&map(vec![("receive", Value::Text(id))]))
-            .expect("a map encodes"))
+        Ok(Answer::read(&map(vec![("receive", Value::Text(id))])).expect("a map encodes"))
     }
 
     /// Refuse while the share is exported or attached: its content is about to change.
     pub(super) async fn ensure_unexported(&self, share_id: &str, name: &str) -> Result<()> {
         let (s1, s2) = (share_id.to_string(), share_id.to_string());
-        let exports = self.store.call(move |c| store::list_exports(c, Some(&s1), None)).await?;
-        let attached = self.store.call(move |c| store::list_attachments(c, Some(&s2))).await?;
+        let exports = self
+            .store
+            .call(move |c| store::list_exports(c, Some(&s1), None))
+            .await?;
+        let attached = self
+            .store
+            .call(move |c| store::list_attachments(c, Some(&s2)))
+            .await?;
         if !exports.is_empty() || !attached.is_empty() {
             return Err(Error::Busy(format!(
                 "share {name} is exported or attached: a receive would change its content \
@@ -182,7 +187,11 @@ impl Engine {
         let idle: Vec<String> = {
             let m = self.receives.map.lock().expect("receives");
             m.iter()
-                .filter(|(_, r)| r.try_lock().map(|r| r.touched.elapsed() > IDLE).unwrap_or(false))
+                .filter(|(_, r)| {
+                    r.try_lock()
+                        .map(|r| r.touched.elapsed() > IDLE)
+                        .unwrap_or(false)
+                })
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -223,7 +232,12 @@ impl Engine {
     }
 
     /// Decode one chunk: up to the header, then prepare the staging file, then the rest.
-    async fn take_chunk(&self, entry: &Arc<Mutex<Receive>>, data: Vec<u8>, offset: u64) -> Result<u64> {
+    async fn take_chunk(
+        &self,
+        entry: &Arc<Mutex<Receive>>,
+        data: Vec<u8>,
+        offset: u64,
+    ) -> Result<u64> {
         let data = Arc::new(data);
         let (e, d) = (entry.clone(), data.clone());
         // Phase one: until the header and extent table are in (all of the chunk when they
@@ -268,7 +282,9 @@ impl Engine {
             .call(move |c| {
                 let share = store::get_share_by_name(c, &pn, &n)?;
                 let snap = store::get_snapshot(c, &h.snapshot_id)?;
-                let have = snap.clone().filter(|s| Some(&s.share) == share.as_ref().map(|s| &s.id));
+                let have = snap
+                    .clone()
+                    .filter(|s| Some(&s.share) == share.as_ref().map(|s| &s.id));
                 let elsewhere = snap.filter(|_| have.is_none());
                 let base = match (&h.base, &share) {
                     (Some(b), Some(sh)) => store::get_snapshot(c, b)?.filter(|s| s.share == sh.id),
@@ -278,7 +294,10 @@ impl Engine {
             })
             .await?;
         if let Some(s) = have {
-            entry.lock().expect("receive").head = Some(Head { header, already: Some(s) });
+            entry.lock().expect("receive").head = Some(Head {
+                header,
+                already: Some(s),
+            });
             return Ok(());
         }
         if let Some(s) = elsewhere {
@@ -305,10 +324,20 @@ impl Engine {
             preallocated: false,
         };
         self.store
-            .call(move |c| room.check(c, "a snapshot receive (with the others in progress)", demand))
+            .call(move |c| {
+                room.check(
+                    c,
+                    "a snapshot receive (with the others in progress)",
+                    demand,
+                )
+            })
             .await?;
         let (p, rid, base, size) = (pool.clone(), receive_id, header.base.clone(), header.size);
-        let holes: Vec<Extent> = extents.iter().filter(|e| e.kind == ExtentKind::Hole).copied().collect();
+        let holes: Vec<Extent> = extents
+            .iter()
+            .filter(|e| e.kind == ExtentKind::Hole)
+            .copied()
+            .collect();
         let file = blocking(move || -> Result<std::fs::File> {
             let f = p.create_staging(&rid, base.as_deref(), size)?;
             for h in holes {
@@ -320,7 +349,10 @@ impl Engine {
         .await?;
         let mut r = entry.lock().expect("receive");
         r.staging = Some(file);
-        r.head = Some(Head { header, already: None });
+        r.head = Some(Head {
+            header,
+            already: None,
+        });
         Ok(())
     }
 
@@ -329,7 +361,12 @@ impl Engine {
         let m = self.receives.map.lock().expect("receives");
         m.values()
             .filter(|r| !Arc::ptr_eq(r, except))
-            .filter_map(|r| r.try_lock().ok().filter(|r| r.pool == pool).and_then(|r| r.head.as_ref().map(|h| h.header.size)))
+            .filter_map(|r| {
+                r.try_lock()
+                    .ok()
+                    .filter(|r| r.pool == pool)
+                    .and_then(|r| r.head.as_ref().map(|h| h.header.size))
+            })
             .fold(0u64, u64::saturating_add)
     }
 
@@ -338,7 +375,10 @@ impl Engine {
         if self.drop_receive(&a.receive).await {
             Ok(Outcome::Deleted(a.receive))
         } else {
-            Err(Error::NotFound(format!("no receive {:?}", short(&a.receive))))
+            Err(Error::NotFound(format!(
+                "no receive {:?}",
+                short(&a.receive)
+            )))
         }
     }
 

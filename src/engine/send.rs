@@ -153,7 +153,9 @@ impl Engine {
             snap.name,
             snap.id,
             snap.share_name,
-            base.as_ref().map(|b| format!(" from {}", b.name)).unwrap_or_default(),
+            base.as_ref()
+                .map(|b| format!(" from {}", b.name))
+                .unwrap_or_default(),
             extents.len(),
             crate::replication::diff::data_bytes(&extents)
         );

@@ -324,7 +324,7 @@ impl Decoder {
     }
 
     /// Take bytes into `self.buf` until it holds `want`; the bytes taken are hashed.
-    fn fill<'a>(&mut self, input: &mut &'a [u8], want: usize, hash: bool) -> bool {
+    fn fill(&mut self, input: &mut &[u8], want: usize, hash: bool) -> bool {
         let take = (want - self.buf.len()).min(input.len());
         let (now, rest) = input.split_at(take);
         if hash {
@@ -363,12 +363,13 @@ impl Decoder {
     ) -> Result<usize, FeedError<E>> {
         let total = input.len();
         loop {
-            let headed = !matches!(self.state, State::Preamble | State::Header(_) | State::Extents);
+            let headed = !matches!(
+                self.state,
+                State::Preamble | State::Header(_) | State::Extents
+            );
             match self.state {
                 State::Done if !input.is_empty() => return Err(StreamError::TrailingBytes.into()),
-                _ if input.is_empty() || (stop_at_head && headed) => {
-                    return Ok(total - input.len())
-                }
+                _ if input.is_empty() || (stop_at_head && headed) => return Ok(total - input.len()),
                 State::Preamble => {
                     if self.fill(&mut input, PREAMBLE_LEN, true) {
                         let len = self.preamble()?;

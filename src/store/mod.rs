@@ -348,8 +348,7 @@ impl AuditQueue<'_> {
         });
         if let Err(e) = written {
             let n = self.entries.len() as u64;
-            self.lost
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             log::error!("writing {n} audit entries failed: {e}");
         }
         self.done();
@@ -359,6 +358,9 @@ impl AuditQueue<'_> {
     /// it: the entry's sequence number, or the commit's error with the entry (the queued
     /// ones stay queued). The entries go under a savepoint: if they cannot be written,
     /// they are counted as unwritten and the change is committed without them.
+    // The error hands the entry back to its caller to be queued again: boxing it would
+    // cost an allocation on every commit for a path taken only when a commit fails.
+    #[allow(clippy::result_large_err)]
     fn commit_with(
         &mut self,
         tx: rusqlite::Transaction<'_>,
@@ -366,11 +368,14 @@ impl AuditQueue<'_> {
     ) -> std::result::Result<Option<u64>, (Error, AuditEntry)> {
         let mut batch = std::mem::take(&mut self.entries);
         batch.push(entry);
-        let inserted = tx.execute_batch("SAVEPOINT audit").map_err(Error::from).and_then(|()| {
-            let seq = insert_audit(&tx, &batch, AuditKeep::default())?;
-            tx.execute_batch("RELEASE audit")?;
-            Ok(seq)
-        });
+        let inserted = tx
+            .execute_batch("SAVEPOINT audit")
+            .map_err(Error::from)
+            .and_then(|()| {
+                let seq = insert_audit(&tx, &batch, AuditKeep::default())?;
+                tx.execute_batch("RELEASE audit")?;
+                Ok(seq)
+            });
         let seq = match inserted {
             Ok(seq) => seq,
             Err(e) => {
@@ -381,8 +386,7 @@ impl AuditQueue<'_> {
                     return Err((Error::Db(format!("{e}; and undoing it: {u}")), entry));
                 }
                 let n = batch.len() as u64;
-                self.lost
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                self.lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 log::error!("writing {n} audit entries with a change failed: {e}");
                 None
             }

@@ -43,11 +43,22 @@ impl NetPair {
         let (va, vb) = (format!("vs{tag}a"), format!("vs{tag}b"));
         run(&["ip", "netns", "add", &n.a]);
         run(&["ip", "netns", "add", &n.b]);
-        run(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        run(&[
+            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
+        ]);
         run(&["ip", "link", "set", &va, "netns", &n.a]);
         run(&["ip", "link", "set", &vb, "netns", &n.b]);
         for (ns, dev, addr) in [(&n.a, &va, &n.addr_a), (&n.b, &vb, &n.addr_b)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/30"),
+                "dev",
+                dev,
+            ]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
@@ -85,7 +96,16 @@ pub struct Sshd {
 const PRIVSEP: &str = "/run/sshd";
 
 fn keygen(path: &Path) {
-    run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path.to_str().unwrap()]);
+    run(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
 }
 
 impl Sshd {
@@ -115,7 +135,13 @@ impl Sshd {
         let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
         let child = NetPair::exec(
             ns,
-            &["/usr/sbin/sshd", "-D", "-e", "-f", dir.join("sshd_config").to_str().unwrap()],
+            &[
+                "/usr/sbin/sshd",
+                "-D",
+                "-e",
+                "-f",
+                dir.join("sshd_config").to_str().unwrap(),
+            ],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -126,7 +152,11 @@ impl Sshd {
         let mut f = host.split_whitespace();
         std::fs::write(
             dir.join("known_hosts"),
-            format!("[{addr}]:{port} {} {}\n", f.next().unwrap(), f.next().unwrap()),
+            format!(
+                "[{addr}]:{port} {} {}\n",
+                f.next().unwrap(),
+                f.next().unwrap()
+            ),
         )
         .unwrap();
         let s = Sshd {
@@ -141,7 +171,11 @@ impl Sshd {
             .unwrap_or_default()
             .contains("listening")
         {
-            assert!(t0.elapsed() < Duration::from_secs(20), "sshd did not start: {}", s.log());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "sshd did not start: {}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
@@ -155,14 +189,31 @@ impl Sshd {
     pub fn ssh(&self, ns: &str, remote: &str) -> Command {
         let port = self.port.to_string();
         let key = self.dir.join("client_key");
-        let kh = format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display());
+        let kh = format!(
+            "UserKnownHostsFile={}",
+            self.dir.join("known_hosts").display()
+        );
         let to = format!("root@{}", self.addr);
         NetPair::exec(
             ns,
             &[
-                "/usr/bin/ssh", "-F", "/dev/null", "-p", &port, "-i", key.to_str().unwrap(),
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", &kh,
-                "-o", "StrictHostKeyChecking=yes", &to, remote,
+                "/usr/bin/ssh",
+                "-F",
+                "/dev/null",
+                "-p",
+                &port,
+                "-i",
+                key.to_str().unwrap(),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                &kh,
+                "-o",
+                "StrictHostKeyChecking=yes",
+                &to,
+                remote,
             ],
         )
     }

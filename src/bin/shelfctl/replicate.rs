@@ -73,7 +73,10 @@ pub fn send(
             Err(e) => return fail("stream.read", e),
         };
         if get_u64(&v, "offset") != Some(at) {
-            eprintln!("shelfctl: stream.read answered offset {:?}, expected {at}", get_u64(&v, "offset"));
+            eprintln!(
+                "shelfctl: stream.read answered offset {:?}, expected {at}",
+                get_u64(&v, "offset")
+            );
             return ExitCode::from(1);
         }
         let data = match get(&v, "data") {

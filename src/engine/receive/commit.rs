@@ -37,14 +37,21 @@ impl Engine {
             r.decoder
                 .finish()
                 .map_err(|e| Error::Invalid(format!("send stream refused: {e}")))?;
-            let head = r.head.clone().ok_or_else(|| Error::Internal("a whole stream without a head".into()))?;
+            let head = r
+                .head
+                .clone()
+                .ok_or_else(|| Error::Internal("a whole stream without a head".into()))?;
             (r.pool.clone(), r.name.clone(), head)
         };
         let done = self.commit_receive(&a.receive, &pool, &name, head).await;
         // Whatever happened, the receive is over (its staging file moved or to be removed).
         self.drop_receive(&a.receive).await;
         let (share, snapshot, changed) = done?;
-        answer(Answer::read(&Received { share, snapshot, changed }))
+        answer(Answer::read(&Received {
+            share,
+            snapshot,
+            changed,
+        }))
     }
 
     async fn commit_receive(
@@ -54,10 +61,16 @@ impl Engine {
         name: &str,
         head: super::Head,
     ) -> Result<(Share, Snapshot, bool)> {
-        let _name_guard = self.locks.lock(&format!("receive:{pool_name}/{name}")).await;
+        let _name_guard = self
+            .locks
+            .lock(&format!("receive:{pool_name}/{name}"))
+            .await;
         let pool = self.pool(pool_name)?;
         let (pn, n) = (pool_name.to_string(), name.to_string());
-        let existing = self.store.call(move |c| store::get_share_by_name(c, &pn, &n)).await?;
+        let existing = self
+            .store
+            .call(move |c| store::get_share_by_name(c, &pn, &n))
+            .await?;
         if let Some(s) = head.already {
             let share = existing.ok_or_else(|| Error::NotFound(format!("share {name} is gone")))?;
             return Ok((share, s, false));
@@ -72,6 +85,7 @@ impl Engine {
             size: h.size,
             state: ShareState::Creating,
             created_at: h.created_at,
+            group: None,
         };
         log::info!(
             "receive {receive_id}: snapshot {} ({}) of share {} ({}) from node {}, {} bytes{}",
@@ -81,10 +95,15 @@ impl Engine {
             h.share_id,
             h.node.as_deref().unwrap_or("?"),
             h.size,
-            h.base.as_deref().map(|b| format!(", incremental from {b}")).unwrap_or_default()
+            h.base
+                .as_deref()
+                .map(|b| format!(", incremental from {b}"))
+                .unwrap_or_default()
         );
         let Some(share) = existing else {
-            return self.receive_new_share(receive_id, &pool, name, &snap, h.size).await;
+            return self
+                .receive_new_share(receive_id, &pool, name, &snap, h.size)
+                .await;
         };
         let _g = self.locks.lock(&share.id).await;
         let share = self.share_by_id(&share.id).await?;
@@ -92,14 +111,22 @@ impl Engine {
         self.ensure_unexported(&share.id, &share.name).await?;
         let s = snap(&share);
         let row = s.clone();
-        self.store.write(move |c| store::insert_snapshot(c, &row)).await?;
+        self.store
+            .write(move |c| store::insert_snapshot(c, &row))
+            .await?;
         let (p, rid, sn) = (pool.clone(), receive_id.to_string(), s.clone());
         if let Err(cause) = blocking(move || p.adopt_staging(&rid, &sn)).await {
             let id = s.id.clone();
-            return Err(match self.store.write(move |c| store::delete_snapshot_row(c, &id)).await {
-                Ok(()) => cause,
-                Err(e) => Error::rollback(cause, e),
-            });
+            return Err(
+                match self
+                    .store
+                    .write(move |c| store::delete_snapshot_row(c, &id))
+                    .await
+                {
+                    Ok(()) => cause,
+                    Err(e) => Error::rollback(cause, e),
+                },
+            );
         }
         let (sid, shid, size) = (s.id.clone(), share.id.clone(), s.size);
         let intent = self
@@ -118,7 +145,12 @@ impl Engine {
     }
 
     /// Make `share`'s content snapshot `snap`'s and record its size; removes `intent`.
-    async fn apply_received(&self, share: &Share, snap: &Snapshot, intent: Option<i64>) -> Result<Share> {
+    async fn apply_received(
+        &self,
+        share: &Share,
+        snap: &Snapshot,
+        intent: Option<i64>,
+    ) -> Result<Share> {
         let pool = self.pool(&share.pool)?;
         let mut target = share.clone();
         target.size = snap.size;
@@ -169,7 +201,12 @@ impl Engine {
                 store::insert_snapshot(c, &r2)
             })
             .await?;
-        let (p, rid, sn, sh) = (pool.clone(), receive_id.to_string(), s.clone(), share.clone());
+        let (p, rid, sn, sh) = (
+            pool.clone(),
+            receive_id.to_string(),
+            s.clone(),
+            share.clone(),
+        );
         let made = blocking(move || {
             p.adopt_staging(&rid, &sn)?;
             super::super::failpoint::hit("snapshot.receive.after_adopt");
@@ -212,14 +249,20 @@ impl Engine {
     /// Start-up: finish a receive whose snapshot was committed but whose share's content
     /// had not been replaced yet.
     pub(in crate::engine) async fn replay_receive(&self, intent: &store::Intent) -> Result<String> {
-        let sid = intent.data["snapshot"].as_str().unwrap_or_default().to_string();
+        let sid = intent.data["snapshot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let (shid, s2) = (intent.object.clone(), sid.clone());
         let (share, snap) = self
             .store
             .call(move |c| Ok((store::get_share(c, &shid)?, store::get_snapshot(c, &s2)?)))
             .await?;
         let (Some(share), Some(snap)) = (share, snap) else {
-            return Ok(format!("receive into vanished share {} dropped", intent.object));
+            return Ok(format!(
+                "receive into vanished share {} dropped",
+                intent.object
+            ));
         };
         self.apply_received(&share, &snap, None).await?;
         Ok(format!(

@@ -19,7 +19,12 @@ impl FilePool {
         self.root.join(RECEIVING).join(receive_id)
     }
 
-    pub(super) fn extents_of(&self, snap_id: &str, size: u64, max: usize) -> Result<SnapshotExtents> {
+    pub(super) fn extents_of(
+        &self,
+        snap_id: &str,
+        size: u64,
+        max: usize,
+    ) -> Result<SnapshotExtents> {
         let file = self.open_snapshot(snap_id)?;
         let map = fiemap::extent_map(&file, size, max).map_err(|e| match e.kind() {
             std::io::ErrorKind::OutOfMemory => Error::Unsupported(format!(
@@ -66,14 +71,19 @@ impl FilePool {
     pub(super) fn adopt(&self, receive_id: &str, snap: &Snapshot) -> Result<()> {
         let from = self.staging_path(receive_id);
         let to = self.snapshot_file(&snap.id);
-        let f = File::open(&from).map_err(|e| Error::io(format!("opening {}", from.display()), e))?;
+        let f =
+            File::open(&from).map_err(|e| Error::io(format!("opening {}", from.display()), e))?;
         fs::set_identity_fd(&f, &snapshot_identity(snap)).map_err(|e| stamp_error(&from, e))?;
-        f.sync_all().map_err(|e| Error::io("syncing the received snapshot", e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("syncing the received snapshot", e))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o440))
             .map_err(|e| Error::io(format!("chmod {}", from.display()), e))?;
         if to.exists() {
-            return Err(Error::AlreadyExists(format!("snapshot {} is already on disk", snap.id)));
+            return Err(Error::AlreadyExists(format!(
+                "snapshot {} is already on disk",
+                snap.id
+            )));
         }
         std::fs::rename(&from, &to)
             .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))?;
@@ -101,7 +111,8 @@ impl FilePool {
             if p.exists() {
                 n += 1;
             }
-            remove_file_if_present(&p).map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+            remove_file_if_present(&p)
+                .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
         }
         Ok(n)
     }
@@ -110,7 +121,11 @@ impl FilePool {
         let src = self.open_snapshot(&snap.id)?;
         let dst = self.open_volume(&share.id, true)?;
         let path = self.volume_path(&share.id);
-        self.copy_over(&src, &dst, &format!("snapshot {} onto share {}", snap.name, share.name))?;
+        self.copy_over(
+            &src,
+            &dst,
+            &format!("snapshot {} onto share {}", snap.name, share.name),
+        )?;
         dst.set_len(share.size)
             .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
         write_identity(&dst, &path, &share_identity(share))
@@ -119,7 +134,8 @@ impl FilePool {
     /// Replace `dst`'s content with `src`'s: a reflink of the whole file, or a sparse copy.
     fn copy_over(&self, src: &File, dst: &File, what: &str) -> Result<()> {
         if !self.reflink {
-            dst.set_len(0).map_err(|e| Error::io(format!("emptying for {what}"), e))?;
+            dst.set_len(0)
+                .map_err(|e| Error::io(format!("emptying for {what}"), e))?;
         }
         self.copy_blocks(src, dst, what)
     }

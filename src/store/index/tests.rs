@@ -33,6 +33,7 @@ fn snap(id: &str, name: &str, of: &Share, created_at: i64) -> Snapshot {
         size: of.size,
         state: ShareState::Available,
         created_at,
+        group: None,
     }
 }
 
