@@ -210,7 +210,8 @@ impl Engine {
                 digest.to_string(),
                 encode_result(&without_secret(&result)),
             );
-            let keep = move |c: &rusqlite::Transaction<'_>| store::put_keyed_reply(c, &k, &o, &d, &bytes);
+            let keep =
+                move |c: &rusqlite::Transaction<'_>| store::put_keyed_reply(c, &k, &o, &d, &bytes);
             if result.is_ok() {
                 self.store.write_recorded(slot, keep).await?;
             } else {

@@ -182,7 +182,9 @@ impl Engine {
         let snap = index
             .get_snapshot(&snap.id)
             .map(|s| (*s).clone())
-            .ok_or_else(|| Error::NotFound(format!("snapshot {} was deleted meanwhile", snap.id)))?;
+            .ok_or_else(|| {
+                Error::NotFound(format!("snapshot {} was deleted meanwhile", snap.id))
+            })?;
         if snap.state == ShareState::Creating {
             return Err(Error::Busy(format!(
                 "snapshot {} is still being created",

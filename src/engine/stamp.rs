@@ -53,7 +53,11 @@ impl super::Engine {
     }
 
     /// Write `json` (an [`exports_record_of`]) as the share's exports record on its volume.
-    pub(super) async fn stamp_record(&self, share: &Share, json: String) -> crate::error::Result<()> {
+    pub(super) async fn stamp_record(
+        &self,
+        share: &Share,
+        json: String,
+    ) -> crate::error::Result<()> {
         let pool = self.pool(&share.pool)?;
         let id = share.id.clone();
         super::blocking(move || pool.stamp_exports(&id, &json)).await

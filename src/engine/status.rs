@@ -43,7 +43,11 @@ impl Engine {
     /// operation's final commit wrote its entry already (`slot`), a success needs nothing
     /// more, and a failure after that commit (a later step) gives that entry the outcome.
     /// Otherwise the entry is recorded as by [`Engine::audit`].
-    pub async fn finish_audit(&self, slot: &crate::store::AuditSlot, entry: crate::store::AuditEntry) {
+    pub async fn finish_audit(
+        &self,
+        slot: &crate::store::AuditSlot,
+        entry: crate::store::AuditEntry,
+    ) {
         let Some(seq) = slot.written() else {
             return self.audit(entry).await;
         };

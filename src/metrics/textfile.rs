@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::collect::Collector;
 
 /// The temporary file's name: hidden and without `.prom`, so node_exporter never reads a

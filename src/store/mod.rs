@@ -223,7 +223,10 @@ impl Store {
                 entry.at_ms = now_ms();
                 match queue.commit_with(tx, entry) {
                     Ok(seq) => (Ok(r), Ok(seq)),
-                    Err((e, entry)) => (Err(e), Err(entry)),
+                    Err(failed) => {
+                        let (e, entry) = *failed;
+                        (Err(e), Err(entry))
+                    }
                 }
             })
             .await;
@@ -346,8 +349,7 @@ impl AuditQueue<'_> {
         });
         if let Err(e) = written {
             let n = self.entries.len() as u64;
-            self.lost
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             log::error!("writing {n} audit entries failed: {e}");
         }
         self.done();
@@ -361,14 +363,17 @@ impl AuditQueue<'_> {
         &mut self,
         tx: rusqlite::Transaction<'_>,
         entry: AuditEntry,
-    ) -> std::result::Result<Option<u64>, (Error, AuditEntry)> {
+    ) -> std::result::Result<Option<u64>, Box<(Error, AuditEntry)>> {
         let mut batch = std::mem::take(&mut self.entries);
         batch.push(entry);
-        let inserted = tx.execute_batch("SAVEPOINT audit").map_err(Error::from).and_then(|()| {
-            let seq = insert_audit(&tx, &batch, AuditKeep::default())?;
-            tx.execute_batch("RELEASE audit")?;
-            Ok(seq)
-        });
+        let inserted = tx
+            .execute_batch("SAVEPOINT audit")
+            .map_err(Error::from)
+            .and_then(|()| {
+                let seq = insert_audit(&tx, &batch, AuditKeep::default())?;
+                tx.execute_batch("RELEASE audit")?;
+                Ok(seq)
+            });
         let seq = match inserted {
             Ok(seq) => seq,
             Err(e) => {
@@ -376,11 +381,13 @@ impl AuditQueue<'_> {
                 if let Err(u) = undone {
                     let entry = batch.pop().expect("the batch holds the entry");
                     self.entries = batch;
-                    return Err((Error::Db(format!("{e}; and undoing it: {u}")), entry));
+                    return Err(Box::new((
+                        Error::Db(format!("{e}; and undoing it: {u}")),
+                        entry,
+                    )));
                 }
                 let n = batch.len() as u64;
-                self.lost
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                self.lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 log::error!("writing {n} audit entries with a change failed: {e}");
                 None
             }
@@ -388,7 +395,7 @@ impl AuditQueue<'_> {
         if let Err(e) = tx.commit() {
             let entry = batch.pop().expect("the batch holds the entry");
             self.entries = batch;
-            return Err((e.into(), entry));
+            return Err(Box::new((e.into(), entry)));
         }
         // The entry of this write was never counted as queued: leave it out of `done`.
         batch.pop();

@@ -172,7 +172,11 @@ pub fn count_snapshots(c: &Connection, share_id: &str) -> Result<usize> {
 
 /// The snapshot of share `share_id` named `name`, found with the `UNIQUE (share_id, name)`
 /// index (a snapshot create checks its name with it, whatever the share's count).
-pub fn get_snapshot_by_name(c: &Connection, share_id: &str, name: &str) -> Result<Option<Snapshot>> {
+pub fn get_snapshot_by_name(
+    c: &Connection,
+    share_id: &str,
+    name: &str,
+) -> Result<Option<Snapshot>> {
     let id: Option<String> = c
         .query_row(
             "SELECT id FROM snapshots WHERE share_id = ?1 AND name = ?2",

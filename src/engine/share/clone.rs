@@ -20,8 +20,8 @@ impl Engine {
         // (sparse, multiattach, layout, filesystem) never changes; the snapshot is checked
         // again under the lock, in the transaction that reserves the clone.
         let index = self.store.index();
-        let snap = (*index.find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())?)
-            .clone();
+        let snap =
+            (*index.find_snapshot(&a.snapshot, a.share.as_deref(), a.pool.as_deref())?).clone();
         let origin = index.get_share(&snap.share).ok_or_else(|| {
             Error::NotFound(format!("share {} was deleted meanwhile", snap.share))
         })?;
