@@ -225,7 +225,10 @@ impl Store {
                 entry.at_ms = now_ms();
                 match queue.commit_with(tx, entry) {
                     Ok(seq) => (Ok(r), Ok(seq)),
-                    Err((e, entry)) => (Err(e), Err(entry)),
+                    Err(failed) => {
+                        let (e, entry) = *failed;
+                        (Err(e), Err(entry))
+                    }
                 }
             })
             .await;
@@ -358,14 +361,11 @@ impl AuditQueue<'_> {
     /// it: the entry's sequence number, or the commit's error with the entry (the queued
     /// ones stay queued). The entries go under a savepoint: if they cannot be written,
     /// they are counted as unwritten and the change is committed without them.
-    // The error hands the entry back to its caller to be queued again: boxing it would
-    // cost an allocation on every commit for a path taken only when a commit fails.
-    #[allow(clippy::result_large_err)]
     fn commit_with(
         &mut self,
         tx: rusqlite::Transaction<'_>,
         entry: AuditEntry,
-    ) -> std::result::Result<Option<u64>, (Error, AuditEntry)> {
+    ) -> std::result::Result<Option<u64>, Box<(Error, AuditEntry)>> {
         let mut batch = std::mem::take(&mut self.entries);
         batch.push(entry);
         let inserted = tx
@@ -383,7 +383,10 @@ impl AuditQueue<'_> {
                 if let Err(u) = undone {
                     let entry = batch.pop().expect("the batch holds the entry");
                     self.entries = batch;
-                    return Err((Error::Db(format!("{e}; and undoing it: {u}")), entry));
+                    return Err(Box::new((
+                        Error::Db(format!("{e}; and undoing it: {u}")),
+                        entry,
+                    )));
                 }
                 let n = batch.len() as u64;
                 self.lost.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -394,7 +397,7 @@ impl AuditQueue<'_> {
         if let Err(e) = tx.commit() {
             let entry = batch.pop().expect("the batch holds the entry");
             self.entries = batch;
-            return Err((e.into(), entry));
+            return Err(Box::new((e.into(), entry)));
         }
         // The entry of this write was never counted as queued: leave it out of `done`.
         batch.pop();
