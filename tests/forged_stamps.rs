@@ -74,12 +74,27 @@ impl Setup {
     }
 
     /// Stop the daemon and take its database back to the schema an earlier shelf left
-    /// (version 8, before the `settings` table and its `legacy_stamps_moved` flag).
+    /// (version 8, before the `settings` table and its `legacy_stamps_moved` flag): every
+    /// migration after 8 is undone, newest first, so start-up runs them all again as it
+    /// would on that shelf's database.
     fn make_db_old(&mut self) {
         self.d.stop();
         let c = rusqlite::Connection::open(self.d.state.join("shelf.db")).unwrap();
-        c.execute_batch("DROP TABLE settings; PRAGMA user_version = 8;")
+        let version: u32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
+        assert_eq!(
+            version, 10,
+            "a migration after 10 was added: undo it here too, before 10's"
+        );
+        c.execute_batch(
+            "DROP INDEX snapshots_by_group;
+             ALTER TABLE snapshots DROP COLUMN group_id;
+             DROP TABLE snapshot_groups;
+             DROP TABLE settings;
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
         c.close().unwrap();
     }
 

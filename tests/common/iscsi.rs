@@ -168,11 +168,38 @@ impl Login {
     }
 }
 
-/// Log in to `url` (libiscsi's form) as `initiator` and run INQUIRY; the error is the
-/// tool's output.
+/// Log in to `url` (libiscsi's form, `iscsi://user%secret@portal/iqn/lun` when it carries
+/// CHAP credentials) as `initiator` and run INQUIRY; the error is the tool's output. The
+/// secret is taken out of the URL and handed over in `LIBISCSI_CHAP_PASSWORD`, so it never
+/// reaches `iscsi-inq`'s argv.
 pub fn inquiry(initiator: &str, url: &str) -> Result<(), String> {
-    match try_run(&["iscsi-inq", "-i", initiator, url]) {
+    let (url, secret) = split_secret(url);
+    let env: Vec<(&str, &str)> = secret
+        .as_deref()
+        .map(|s| ("LIBISCSI_CHAP_PASSWORD", s))
+        .into_iter()
+        .collect();
+    match try_run_env(&["iscsi-inq", "-i", initiator, &url], &env) {
         (true, _, _) => Ok(()),
         (false, out, err) => Err(format!("{out}{err}")),
+    }
+}
+
+/// `url` without the CHAP secret its user part carries (`user%secret@`), and that secret.
+/// The portal and path never hold an `@`, so the user part ends at the last one.
+pub fn split_secret(url: &str) -> (String, Option<String>) {
+    let Some(rest) = url.strip_prefix("iscsi://") else {
+        return (url.to_string(), None);
+    };
+    let Some(at) = rest.rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let (userinfo, target) = (&rest[..at], &rest[at..]);
+    match userinfo.split_once('%') {
+        Some((user, secret)) => (
+            format!("iscsi://{user}{target}"),
+            Some(secret.to_string()),
+        ),
+        None => (url.to_string(), None),
     }
 }
