@@ -159,6 +159,20 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     assert_eq!(field(&shown, "id"), gid);
     assert_eq!(snapshot_files(&pool).len(), 3);
 
+    // A member alone is not deleted (the group would no longer be its shares at one
+    // instant): the refusal says to delete the group, and nothing goes.
+    let m = d.err(
+        "snapshot.delete",
+        vec![("share", t("a")), ("snapshot", t("g1"))],
+        "has_dependents",
+    );
+    assert!(
+        m.contains("member of group snapshot g1") && m.contains("group_snapshot.delete"),
+        "{m}"
+    );
+    assert_eq!(snapshot_files(&pool).len(), 3);
+    assert_eq!(d.ok("snapshot.list", vec![]).as_array().unwrap().len(), 3);
+
     let r = d.ok("group_snapshot.delete", vec![("group", t(&gid))]);
     assert_eq!(field(&r, "deleted"), gid);
     assert!(snapshot_files(&pool).is_empty());
