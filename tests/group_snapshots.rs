@@ -210,7 +210,9 @@ fn rebuild_db_brings_back_groups_with_their_members() {
     let (ok, text) = d.try_rebuild(&[]);
     assert!(ok, "{text}");
     assert!(
-        text.contains("rebuilt: 3 share(s), 6 snapshot(s), 0 export(s), 0 attachment(s), 2 group snapshot(s)"),
+        text.contains(
+            "rebuilt: 3 share(s), 6 snapshot(s), 0 export(s), 0 attachment(s), 2 group snapshot(s)"
+        ),
         "{text}"
     );
     assert!(!text.contains("skipped"), "{text}");

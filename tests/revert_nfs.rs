@@ -86,10 +86,7 @@ fn nfs_read(g: &Ganesha, path: &str) -> Option<Vec<u8>> {
 fn reverting_a_formatted_share_keeps_its_ganesha_export_serving_the_snapshot() {
     let xfs = Xfs::new("revert-nfs-g", 2 << 30);
     let g = Ganesha::start();
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}", g.config()),
-    );
+    let layout = Layout::on_xfs(&xfs, &format!("reconcile_interval = 0\n{}", g.config()));
     let mounts = layout.state.join("mounts");
     let s = Served {
         g,

@@ -14,10 +14,10 @@
 use ciborium::Value;
 
 use super::ensure_available;
+use super::revert_exports::{serves_mount, Steps, WITHDRAW_POINT};
 use crate::engine::{answer, blocking, failpoint, Engine};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, Layout, Outcome, Share, ShareState, Snapshot};
-use super::revert_exports::{serves_mount, Steps, WITHDRAW_POINT};
 use crate::proto::{Answer, ShareRevertArgs};
 use crate::store::{self, ExportRow};
 
