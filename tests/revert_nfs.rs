@@ -171,3 +171,55 @@ fn reverting_a_formatted_share_keeps_its_kernel_nfs_export() {
     );
     assert!(!exported());
 }
+
+#[test]
+fn a_crash_after_the_export_is_withdrawn_is_repaired_at_start_up() {
+    let xfs = Xfs::new("revert-nfs-crash", 2 << 30);
+    let exports = ExportsFile::new("revert-nfs-crash");
+    let layout = Layout::on_xfs(
+        &xfs,
+        &format!("reconcile_interval = 0\n{}", exports.config()),
+    );
+    let mounts = layout.state.join("mounts");
+    let _mounts = MountsUnder(mounts.clone());
+    let mut d = Daemon::start(&layout);
+    let (_, mp) = formatted_with_snapshot(&d, &mounts);
+    d.ok("export.create", nfs_export_args("kernel"));
+    let exported = || {
+        exportfs_v()
+            .iter()
+            .any(|(p, c, _)| p == &mp.display().to_string() && c == "127.0.0.1")
+    };
+    assert!(exported(), "{:?}", exportfs_v());
+    d.stop();
+    d.restart_with_env(&[("SHELF_FAILPOINT", "share.revert.after_withdraw")]);
+    let r = d.call("share.revert", revert_args());
+    assert!(r.is_err(), "answered {r:?} instead of crashing");
+    assert!(!d.wait_exit().success(), "shelfd did not abort");
+    // The crash left the export withdrawn (the filesystem still mounted, the volume old).
+    assert!(!exported(), "{:?}", exportfs_v());
+    d.restart();
+    // Recovery discarded the staged volume; the start-up reconcile added the export back.
+    assert!(
+        exported(),
+        "export back after the restart: {:?}",
+        exportfs_v()
+    );
+    assert!(mounted_at(&mp));
+    assert_eq!(std::fs::read(mp.join("hello.txt")).unwrap(), b"after");
+    let v = d.ok("verify", vec![]);
+    assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
+    // And the revert, retried, goes through.
+    let r = d.ok("share.revert", revert_args());
+    assert!(get(&r, "warnings").is_none(), "{r:?}");
+    assert_eq!(std::fs::read(mp.join("hello.txt")).unwrap(), b"before");
+    assert!(exported(), "{:?}", exportfs_v());
+    d.ok(
+        "share.delete",
+        vec![
+            ("share", t("data")),
+            ("recursive", Value::Bool(true)),
+            ("force", Value::Bool(true)),
+        ],
+    );
+}

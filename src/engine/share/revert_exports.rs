@@ -17,9 +17,9 @@ use crate::model::{Layout, Medium, Share, Snapshot};
 use crate::pool::{Pool, RevertState};
 use crate::store::{self, ExportRow};
 
-/// The failpoint between the withdrawal of the exports and the unmount (not in
-/// [`crate::engine::failpoint::REVERT_POINTS`]: those are walked with a block share,
-/// which never reaches this one).
+/// The failpoint between the withdrawal of the exports and the unmount (hit by
+/// `tests/revert_nfs.rs`; not in [`crate::engine::failpoint::REVERT_POINTS`]: those are
+/// walked with a block share, which never reaches this one).
 pub(super) const WITHDRAW_POINT: &str = "share.revert.after_withdraw";
 
 /// What one revert works on.
