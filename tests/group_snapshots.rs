@@ -159,6 +159,20 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     assert_eq!(field(&shown, "id"), gid);
     assert_eq!(snapshot_files(&pool).len(), 3);
 
+    // A member alone is not deleted (the group would no longer be its shares at one
+    // instant): the refusal says to delete the group, and nothing goes.
+    let m = d.err(
+        "snapshot.delete",
+        vec![("share", t("a")), ("snapshot", t("g1"))],
+        "has_dependents",
+    );
+    assert!(
+        m.contains("member of group snapshot g1") && m.contains("group_snapshot.delete"),
+        "{m}"
+    );
+    assert_eq!(snapshot_files(&pool).len(), 3);
+    assert_eq!(d.ok("snapshot.list", vec![]).as_array().unwrap().len(), 3);
+
     let r = d.ok("group_snapshot.delete", vec![("group", t(&gid))]);
     assert_eq!(field(&r, "deleted"), gid);
     assert!(snapshot_files(&pool).is_empty());
@@ -172,6 +186,54 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     let audit = format!("{:?}", d.ok("audit.list", vec![]));
     assert!(audit.contains("snapshot.create_group") && audit.contains("group_snapshot.delete"));
     assert!(clean(&d));
+}
+
+#[test]
+fn rebuild_db_brings_back_groups_with_their_members() {
+    let xfs = Xfs::new("groups-rebuild", 1 << 30);
+    let layout = Layout::on_xfs(&xfs, "reconcile_interval = 0\n");
+    let pool = xfs.mount.join("pool");
+    let mut d = Daemon::start(&layout);
+    block_shares(&d, &pool, &["a", "b", "c"]);
+    d.ok("snapshot.create_group", group_args("g1", &["a", "b"]));
+    d.ok("snapshot.create_group", group_args("g2", &["a", "b", "c"]));
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("c")), ("name", t("plain"))],
+    );
+    let groups = d.ok("group_snapshot.list", vec![]);
+    let shown = d.ok("group_snapshot.show", vec![("group", t("g2"))]);
+    let snaps = d.ok("snapshot.list", vec![]);
+    assert_eq!(groups.as_array().unwrap().len(), 2);
+
+    d.lose_db(Some(b"this is not a database"));
+    let (ok, text) = d.try_rebuild(&[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "rebuilt: 3 share(s), 6 snapshot(s), 0 export(s), 0 attachment(s), 2 group snapshot(s)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("skipped"), "{text}");
+    d.restart();
+    // The same groups (id, name, created_at, state) with the same members.
+    assert_eq!(d.ok("group_snapshot.list", vec![]), groups);
+    assert_eq!(d.ok("group_snapshot.show", vec![("group", t("g2"))]), shown);
+    assert_eq!(d.ok("snapshot.list", vec![]), snaps);
+    assert!(clean(&d));
+    // And they behave as groups: a member alone is refused, the group goes as one.
+    d.err(
+        "snapshot.delete",
+        vec![("share", t("c")), ("snapshot", t("g2"))],
+        "has_dependents",
+    );
+    d.ok("group_snapshot.delete", vec![("group", t("g2"))]);
+    assert_eq!(snapshot_files(&pool).len(), 3);
+    d.ok(
+        "snapshot.delete",
+        vec![("share", t("c")), ("snapshot", t("plain"))],
+    );
 }
 
 #[test]

@@ -131,8 +131,9 @@ fn recover(config: &Config, rebuild_db: bool, force: bool, trust_user_xattrs: bo
                 println!("previous database moved to {}", p.display());
             }
             println!(
-                "rebuilt: {} share(s), {} snapshot(s), {} export(s), {} attachment(s)",
-                r.shares, r.snapshots, r.exports, r.attachments
+                "rebuilt: {} share(s), {} snapshot(s), {} export(s), {} attachment(s), {} \
+                 group snapshot(s)",
+                r.shares, r.snapshots, r.exports, r.attachments, r.groups
             );
             for s in &r.skipped {
                 println!("skipped: {s}");

@@ -9,7 +9,7 @@
 //! removes every member; a crash is undone at start-up (recovery removes `creating`
 //! snapshots, then the group row). Block shares are not paused: each member is the image
 //! of its volume at its own reflink, which holds every write acknowledged before the
-//! request (docs/protocol.md §8.31 says what that means across members).
+//! request (docs/protocol.md §8.33 says what that means across members).
 
 use std::path::PathBuf;
 use std::sync::Arc;

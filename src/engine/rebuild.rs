@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::model::{Share, ShareState, Snapshot};
+use crate::model::{Share, ShareState, Snapshot, SnapshotGroup};
 use crate::pool::OnDisk;
 use crate::store::{self, now};
 
@@ -30,6 +30,8 @@ pub struct RebuildReport {
     pub exports: usize,
     /// Attachments restored.
     pub attachments: usize,
+    /// Group snapshots restored (from their members' stamps).
+    pub groups: usize,
     /// What was found but not restored, and why (the files are left as they are).
     pub skipped: Vec<String>,
     /// Where the previous database was moved, if there was one.
@@ -102,9 +104,22 @@ pub fn snapshot_from_disk(d: &OnDisk, pool: &str) -> Result<Snapshot, String> {
         size: number(d, "size")?,
         state: ShareState::Available,
         created_at: number(d, "created_at")?,
-        // A group's row is not on any file: its members come back as plain snapshots
-        // (their `trusted.shelf.group` says which group they were taken in).
-        group: None,
+        // The group's row comes back from its members' stamps ([`group_from_disk`]).
+        group: optional(d, "group"),
+    })
+}
+
+/// The group a member snapshot's stamp names: its id, name and creation time (a stamp of
+/// a shelf that wrote only `group` falls back on the member's own, which are the same).
+pub fn group_from_disk(d: &OnDisk, snap: &Snapshot) -> Option<SnapshotGroup> {
+    let id = snap.group.clone()?;
+    Some(SnapshotGroup {
+        id,
+        name: optional(d, "group_name").unwrap_or_else(|| snap.name.clone()),
+        pool: snap.pool.clone(),
+        state: ShareState::Available,
+        created_at: number(d, "group_created_at").unwrap_or(snap.created_at),
+        snapshots: Vec::new(),
     })
 }
 
@@ -244,6 +259,7 @@ fn restore_pool(
         restored.insert(s.id.clone());
         report.shares += 1;
     }
+    let mut snaps = Vec::new();
     for d in found.iter().copied().filter(|d| d.kind == "snapshot") {
         let snap = match snapshot_from_disk(d, pool) {
             Ok(s) => s,
@@ -259,7 +275,12 @@ fn restore_pool(
             ));
             continue;
         }
-        store::insert_snapshot(c, &snap)?;
+        snaps.push((snap, d));
+    }
+    let groups = restore_groups(c, &mut snaps, report)?;
+    report.groups += groups;
+    for (snap, _) in &snaps {
+        store::insert_snapshot(c, snap)?;
         report.snapshots += 1;
     }
     for (s, d) in &shares {
@@ -294,4 +315,38 @@ fn restore_pool(
         }
     }
     Ok(())
+}
+
+/// Insert the groups the member snapshots' stamps name (before the members, which refer
+/// to them). A group that cannot be restored (its name taken by an older one) leaves its
+/// members as plain snapshots, reported. Returns how many groups were restored.
+fn restore_groups(
+    c: &rusqlite::Connection,
+    snaps: &mut [(Snapshot, &OnDisk)],
+    report: &mut RebuildReport,
+) -> crate::error::Result<usize> {
+    let mut groups: BTreeMap<String, SnapshotGroup> = BTreeMap::new();
+    for (snap, d) in snaps.iter() {
+        if let Some(g) = group_from_disk(d, snap) {
+            groups.entry(g.id.clone()).or_insert(g);
+        }
+    }
+    let mut order: Vec<&SnapshotGroup> = groups.values().collect();
+    order.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let mut failed = std::collections::BTreeSet::new();
+    for g in order {
+        if let Err(e) = store::insert_group(c, g) {
+            report.skipped.push(format!(
+                "group snapshot {} ({}): {e}; its members are restored as plain snapshots",
+                g.name, g.id
+            ));
+            failed.insert(g.id.clone());
+        }
+    }
+    for (snap, _) in snaps.iter_mut() {
+        if snap.group.as_ref().is_some_and(|g| failed.contains(g)) {
+            snap.group = None;
+        }
+    }
+    Ok(groups.len() - failed.len())
 }

@@ -5,6 +5,7 @@ mod change;
 mod clone;
 mod create;
 mod revert;
+mod revert_exports;
 
 pub(super) use revert::REVERT_INTENT;
 

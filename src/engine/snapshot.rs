@@ -192,6 +192,17 @@ impl Engine {
                 snap.name
             )));
         }
+        if let Some(gid) = snap.group.clone() {
+            // A member goes with its group only: a group missing a member is no longer
+            // the image of its shares at one instant.
+            let group = self.store.call(move |c| store::get_group(c, &gid)).await?;
+            let name = group.map_or_else(|| snap.group.clone().unwrap_or_default(), |g| g.name);
+            return Err(Error::HasDependents(format!(
+                "snapshot {} of share {} is a member of group snapshot {name}; delete the \
+                 group (group_snapshot.delete {name}) to remove all its members",
+                snap.name, snap.share_name
+            )));
+        }
         let pool = self.pool(&snap.pool)?;
         self.remove_snapshot_locked(&pool, &snap, slot).await?;
         Ok(Outcome::Deleted(snap.id.clone()))

@@ -307,7 +307,11 @@ pub fn snapshot_identity(s: &Snapshot) -> BTreeMap<String, String> {
     m.insert("size".into(), s.size.to_string());
     m.insert("created_at".into(), s.created_at.to_string());
     if let Some(g) = &s.group {
+        // The group, so `--rebuild-db` brings it back: a member has its group's name and
+        // creation time, stamped as the group's own all the same.
         m.insert("group".into(), g.clone());
+        m.insert("group_name".into(), s.name.clone());
+        m.insert("group_created_at".into(), s.created_at.to_string());
     }
     m
 }

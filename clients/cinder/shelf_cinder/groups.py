@@ -10,7 +10,10 @@ updating and deleting one touch no shelf state but the member volumes' (delete).
 
 A Cinder group snapshot is the shelf group named ``group-snapshot-<id>`` in the backend's
 pool; each Cinder snapshot in it is one member (its shelf id in ``provider_id``), so
-deleting, reverting to or cloning from a member snapshot works as for any snapshot.
+reverting to or cloning from a member snapshot works as for any snapshot. A member is
+deleted only with its group (``group_snapshot.delete``): shelf answers ``has_dependents``
+to a ``snapshot.delete`` of one member, as Cinder refuses to delete a snapshot that is
+part of a group snapshot.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ pub enum Command {
     /// Snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Group snapshots: several shares of one pool at one instant.
+    #[command(subcommand)]
+    GroupSnapshot(crate::group::GroupSnapshotCmd),
     /// NFS and iSCSI exports.
     #[command(subcommand)]
     Export(ExportCmd),

@@ -12,6 +12,7 @@ use shelf::client::{to_json, Client, ClientError};
 mod cli;
 mod export;
 mod extstorage;
+mod group;
 mod jobs;
 mod output;
 mod replicate;

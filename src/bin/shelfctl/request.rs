@@ -125,6 +125,7 @@ pub fn request(cmd: Command) -> Result<(Call, Kind), String> {
         Command::Pool(PoolCmd::Show { name }) => (Request::PoolShow(PoolRef { name }), Kind::Pool),
         Command::Share(c) => share(c)?,
         Command::Snapshot(c) => snapshot(c),
+        Command::GroupSnapshot(c) => crate::group::request(c),
     };
     Ok((Call::Typed(r), kind))
 }

@@ -2,22 +2,24 @@
 //!
 //! Steps, each journaled under one `share.revert` intent (its id is the revert's tag):
 //! stage (the pool makes a new volume with the snapshot's content beside the old one),
-//! unmount a formatted share, swap (one atomic rename on a file pool), re-open the
-//! exports that hold the old volume open (tgt and LIO LUNs re-created, nvmet namespaces
-//! re-enabled; an NFS export keeps its directory), mount again, forget the intent. A
-//! crash before the swap leaves the old content (recovery discards the staged volume),
-//! after it the new one (recovery re-opens the exports). The share keeps its current size
-//! and identity; the snapshot is not consumed.
+//! withdraw the NFS exports of a formatted share (they export its mounted filesystem, so
+//! they hold it busy and would point at the unmounted one), unmount it, swap (one atomic
+//! rename on a file pool), re-open the exports that hold the old volume open (tgt and LIO
+//! LUNs re-created, nvmet namespaces re-enabled; an NFS export of a block share keeps its
+//! directory), mount again and add the withdrawn exports back, forget the intent. A crash
+//! before the swap leaves the old content (recovery discards the staged volume), after it
+//! the new one (recovery re-opens the exports); a withdrawn export keeps its row, so the
+//! reconcile that follows the start-up mounts adds it back.
 
 use ciborium::Value;
 
 use super::ensure_available;
+use super::revert_exports::{serves_mount, Steps, WITHDRAW_POINT};
 use crate::engine::{answer, blocking, failpoint, Engine};
 use crate::error::{Error, Result};
-use crate::model::{Layout, Outcome, Share, ShareState, Snapshot};
-use crate::pool::RevertState;
+use crate::model::{Attachment, Layout, Outcome, Share, ShareState, Snapshot};
 use crate::proto::{Answer, ShareRevertArgs};
-use crate::store;
+use crate::store::{self, ExportRow};
 
 /// The intent's op.
 pub(in crate::engine) const REVERT_INTENT: &str = "share.revert";
@@ -32,55 +34,34 @@ impl Engine {
         let share = self.share_by_id(&id).await?;
         ensure_available(&share)?;
         let snap = self.own_snapshot(&share, &a.snapshot).await?;
-        let sid = share.id.clone();
-        let attached = self
-            .store
-            .call(move |c| store::list_attachments(c, Some(&sid)))
-            .await?;
-        if !attached.is_empty() && !a.force {
-            let hosts: Vec<&str> = attached.iter().map(|x| x.host.as_str()).collect();
-            return Err(Error::Busy(format!(
-                "share {} is attached to {}; detach it first or pass force: true (its \
-                 clients then see the content change under them)",
-                share.name,
-                hosts.join(", ")
-            )));
-        }
+        let attached = self.check_attached(&share, a.force).await?;
         let pool = self.pool(&share.pool)?;
-        let (sid, snap_id) = (share.id.clone(), snap.id.clone());
+        let sid = share.id.clone();
+        let rows = self
+            .store
+            .call(move |c| store::list_exports(c, Some(&sid), None))
+            .await?;
+        // Held to the end: no reconcile adds a withdrawn export back while unmounted.
+        let _exports = self.export_guards_for(&rows).await;
+        let (mounted, others): (Vec<ExportRow>, Vec<ExportRow>) =
+            rows.into_iter().partition(|r| serves_mount(&share, r));
+        let withdrawn: Vec<&str> = mounted.iter().map(|r| r.export.protocol.as_str()).collect();
+        let data = serde_json::json!({ "snapshot": snap.id, "withdrawn": withdrawn });
+        let sid = share.id.clone();
         let intent = self
             .store
-            .write(move |c| {
-                let data = serde_json::json!({ "snapshot": snap_id });
-                store::insert_intent(c, REVERT_INTENT, &sid, &data)
-            })
+            .write(move |c| store::insert_intent(c, REVERT_INTENT, &sid, &data))
             .await?;
         failpoint::hit("share.revert.after_intent");
-        let tag = intent.to_string();
-        let (p, sh, sn, t) = (pool.clone(), share.clone(), snap.clone(), tag.clone());
-        if let Err(cause) = blocking(move || p.revert_stage(&sh, &sn, &t)).await {
-            return Err(self.undo_revert(&share, intent, false, cause).await);
-        }
-        failpoint::hit("share.revert.after_stage");
-        if let Err(cause) = self.unmount_share(&share).await {
-            return Err(self.undo_revert(&share, intent, false, cause).await);
-        }
-        let (p, sh) = (pool.clone(), share.clone());
-        if let Err(cause) = blocking(move || p.revert_swap(&sh)).await {
-            return Err(self.undo_revert(&share, intent, true, cause).await);
-        }
-        failpoint::hit("share.revert.after_swap");
-        let mut warnings = self.reopen_exports(&share).await;
-        if share.layout == Layout::Filesystem {
-            match self.mount_share(&pool, &share).await {
-                Ok(()) => warnings.extend(self.grow_filesystem(&share).await),
-                Err(e) => warnings.push(format!(
-                    "share {}: reverted, but its filesystem did not mount ({e}); the next \
-                     start-up mounts it again",
-                    share.name
-                )),
-            }
-        }
+        let steps = Steps {
+            pool: &pool,
+            share: &share,
+            snap: &snap,
+            intent,
+            mounted: &mounted,
+            others: &others,
+        };
+        let warnings = self.revert_steps(&steps).await?;
         self.store
             .write(move |c| store::delete_intent(c, intent))
             .await?;
@@ -105,6 +86,73 @@ impl Engine {
             "warnings",
             Value::Array(warnings.into_iter().map(Value::Text).collect()),
         ))
+    }
+
+    /// The share's attachments; `busy` when there are some and the revert is not forced.
+    async fn check_attached(&self, share: &Share, force: bool) -> Result<Vec<Attachment>> {
+        let sid = share.id.clone();
+        let attached = self
+            .store
+            .call(move |c| store::list_attachments(c, Some(&sid)))
+            .await?;
+        if !attached.is_empty() && !force {
+            let hosts: Vec<&str> = attached.iter().map(|x| x.host.as_str()).collect();
+            return Err(Error::Busy(format!(
+                "share {} is attached to {}; detach it first or pass force: true (its \
+                 clients then see the content change under them)",
+                share.name,
+                hosts.join(", ")
+            )));
+        }
+        Ok(attached)
+    }
+
+    /// Stage, withdraw, unmount, swap, re-open, mount, re-add (the module's steps). Before
+    /// the swap a failure is undone; after it, what could not follow is a warning.
+    async fn revert_steps(&self, s: &Steps<'_>) -> Result<Vec<String>> {
+        let (p, sh, sn, t) = (
+            s.pool.clone(),
+            s.share.clone(),
+            s.snap.clone(),
+            s.intent.to_string(),
+        );
+        if let Err(cause) = blocking(move || p.revert_stage(&sh, &sn, &t)).await {
+            return Err(self.undo_revert(s, false, &[], cause).await);
+        }
+        failpoint::hit("share.revert.after_stage");
+        if let Err(cause) = self.withdraw_exports(s.share, s.mounted).await {
+            return Err(self.undo_revert(s, false, s.mounted, cause).await);
+        }
+        failpoint::hit(WITHDRAW_POINT);
+        if let Err(cause) = self.unmount_share(s.share).await {
+            // Mounted again if the unmount got that far (a no-op when it did not).
+            return Err(self.undo_revert(s, true, s.mounted, cause).await);
+        }
+        let (p, sh) = (s.pool.clone(), s.share.clone());
+        if let Err(cause) = blocking(move || p.revert_swap(&sh)).await {
+            return Err(self.undo_revert(s, true, s.mounted, cause).await);
+        }
+        failpoint::hit("share.revert.after_swap");
+        let mut warnings = self.reopen_exports(s.share, s.others).await;
+        if s.share.layout == Layout::Filesystem {
+            match self.mount_share(s.pool, s.share).await {
+                Ok(()) => {
+                    warnings.extend(self.grow_filesystem(s.share).await);
+                    warnings.extend(self.readd_exports(s.share, s.mounted).await);
+                }
+                Err(e) => warnings.push(format!(
+                    "share {}: reverted, but its filesystem did not mount ({e}); the next \
+                     start-up mounts it again{}",
+                    s.share.name,
+                    if s.mounted.is_empty() {
+                        ""
+                    } else {
+                        " and its reconcile adds the NFS export back"
+                    }
+                )),
+            }
+        }
+        Ok(warnings)
     }
 
     /// The snapshot `reference` names, which must be one of `share`'s own and available.
@@ -137,20 +185,35 @@ impl Engine {
     }
 
     /// Undo a revert that failed before its swap: the staged volume goes, a formatted
-    /// share is mounted again (when `remount`), the intent goes.
-    async fn undo_revert(&self, share: &Share, intent: i64, remount: bool, cause: Error) -> Error {
+    /// share is mounted again (when `remount`) and its withdrawn exports (`readd`) added
+    /// back, the intent goes.
+    async fn undo_revert(
+        &self,
+        s: &Steps<'_>,
+        remount: bool,
+        readd: &[ExportRow],
+        cause: Error,
+    ) -> Error {
         let mut failed = Vec::new();
-        if let Ok(pool) = self.pool(&share.pool) {
-            let (p, id) = (pool.clone(), share.id.clone());
-            if let Err(e) = blocking(move || p.revert_discard(&id)).await {
+        let (p, id) = (s.pool.clone(), s.share.id.clone());
+        if let Err(e) = blocking(move || p.revert_discard(&id)).await {
+            failed.push(e);
+        }
+        let mut mounted = true;
+        if remount && s.share.layout == Layout::Filesystem {
+            if let Err(e) = self.mount_share(s.pool, s.share).await {
+                mounted = false;
                 failed.push(e);
             }
-            if remount && share.layout == Layout::Filesystem {
-                if let Err(e) = self.mount_share(&pool, share).await {
+        }
+        if mounted {
+            for row in readd {
+                if let Err(e) = self.apply_export(s.share, row).await {
                     failed.push(e);
                 }
             }
         }
+        let intent = s.intent;
         if let Err(e) = self
             .store
             .write(move |c| store::delete_intent(c, intent))
@@ -164,22 +227,13 @@ impl Engine {
         }
     }
 
-    /// After the swap: every export of the share opens the new volume. Returns warnings
-    /// for those that could not (reconcile, or a retry of the revert, repairs them).
-    async fn reopen_exports(&self, share: &Share) -> Vec<String> {
-        let sid = share.id.clone();
-        let rows = match self
-            .store
-            .call(move |c| store::list_exports(c, Some(&sid), None))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return vec![e.to_string()],
-        };
-        let _exports = self.export_guards_for(&rows).await;
+    /// After the swap: every export in `rows` opens the new volume (the caller holds their
+    /// drivers' guards). Returns warnings for those that could not (reconcile, or a retry
+    /// of the revert, repairs them).
+    pub(super) async fn reopen_exports(&self, share: &Share, rows: &[ExportRow]) -> Vec<String> {
         let mut warnings = Vec::new();
         for row in rows {
-            let result = match self.spec_for(&row, share) {
+            let result = match self.spec_for(row, share) {
                 Ok(spec) => self.exporter(row.export.driver).reopen(&spec).await,
                 Err(e) => Err(e),
             };
@@ -193,43 +247,5 @@ impl Engine {
             }
         }
         warnings
-    }
-
-    /// Start-up recovery of an interrupted revert: discard what was staged (the volume is
-    /// the old one), or finish a swapped one (its exports re-opened; a formatted share is
-    /// mounted by the start-up that follows).
-    pub(in crate::engine) async fn replay_revert(&self, intent: &store::Intent) -> Result<String> {
-        let id = intent.object.clone();
-        let Some(share) = self.store.call(move |c| store::get_share(c, &id)).await? else {
-            return Ok(format!(
-                "revert of vanished share {} dropped",
-                intent.object
-            ));
-        };
-        let pool = self.pool(&share.pool)?;
-        let (p, sid, tag) = (pool.clone(), share.id.clone(), intent.id.to_string());
-        let state = blocking(move || p.revert_state(&sid, &tag)).await?;
-        let what = match state {
-            RevertState::Staged => {
-                let (p, sid) = (pool.clone(), share.id.clone());
-                blocking(move || p.revert_discard(&sid)).await?;
-                "undone (the staged volume was removed; the share keeps its old content)"
-            }
-            RevertState::Swapped => {
-                for w in self.reopen_exports(&share).await {
-                    log::warn!("recovery: share {}: {w}", share.name);
-                }
-                "finished (the share has the snapshot's content; its exports were re-opened)"
-            }
-            RevertState::Untouched => {
-                "undone (nothing was staged; the share keeps its old content)"
-            }
-        };
-        Ok(format!(
-            "revert of share {} ({}) to snapshot {} was interrupted: {what}",
-            share.name,
-            share.id,
-            intent.data["snapshot"].as_str().unwrap_or("(unknown)")
-        ))
     }
 }
