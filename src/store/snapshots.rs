@@ -152,9 +152,9 @@ pub fn find_snapshot(
 pub(super) fn snapshot_id_not_found(reference: &str, pool: Option<&str>) -> Error {
     Error::NotFound(match pool {
         Some(p) => format!("no snapshot with id {reference:?} in pool {p}"),
-        None => format!(
-            "no snapshot with id {reference:?} (to name a snapshot, give its share too)"
-        ),
+        None => {
+            format!("no snapshot with id {reference:?} (to name a snapshot, give its share too)")
+        }
     })
 }
 

@@ -185,11 +185,17 @@ fn a_snapshot_id_in_another_pool_is_not_found() {
             assert_eq!(sql(r, p).await.unwrap(), want, "SQL {r} {p:?}");
             assert_eq!(mem(r, p), want, "index {r} {p:?}");
         }
-        let msg = st.index().find_snapshot("s1", None, Some("p2")).unwrap_err();
+        let msg = st
+            .index()
+            .find_snapshot("s1", None, Some("p2"))
+            .unwrap_err();
         assert!(msg.to_string().contains("in pool p2"), "{msg}");
         // Named with its share, the pool already bounded the lookup.
         assert_eq!(mem("x", None).unwrap_err(), NotFound);
-        let named = st.index().find_snapshot("x", Some("a"), Some("p2")).unwrap();
+        let named = st
+            .index()
+            .find_snapshot("x", Some("a"), Some("p2"))
+            .unwrap();
         assert_eq!(named.id, "s2");
         compare(&st).await;
         st.close().await;
