@@ -17,6 +17,9 @@ use crate::stats::{ms, ratio, Samples, Table};
 
 const MIB: u64 = 1 << 20;
 
+/// One measured stream: its label, the snapshot, the base, the ranges the floor reads.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(u64, u64)]);
+
 /// `snapshot.send` of a `size`-byte share filled with data (full, snapshot s1) and after
 /// 1 % of it was rewritten in scattered 1 MiB writes (incremental s2 from s1), `runs`
 /// times each, against the floor. Returns the table.
@@ -30,7 +33,7 @@ pub fn send_streams(d: &Shelfd, pool_dir: &Path, size: u64, runs: usize) -> Res<
     let s2 = snapshot_id(&call(&mut c, snapshot_create("sendsrc", "s2"))?)?;
     let snapshot_file = |id: &str| pool_dir.join("snapshots").join(id);
     let whole = [(0, size)];
-    let cases: [(&str, &str, Option<&str>, &[(u64, u64)]); 2] = [
+    let cases: [Case<'_>; 2] = [
         ("full (s1)", &s1, None, &whole),
         ("incremental (s2 from s1, 1 %)", &s2, Some(&s1), &changed),
     ];
