@@ -32,6 +32,8 @@ fn quick_bench_runs_and_reports_every_operation() {
         "### Concurrency 1 ",
         "### Concurrency 2 ",
         "extents",
+        "Send streams",
+        "incremental (s2 from s1",
         "Scale: 20 shares with 20 snapshots",
         "iSCSI targets",
         "NFS exports",

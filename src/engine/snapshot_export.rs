@@ -306,13 +306,6 @@ impl Engine {
             .store
             .call(move |c| store::find_snapshot(c, &r, sh.as_deref(), p.as_deref()))
             .await?;
-        if let Some(p) = a.pool.as_deref().filter(|p| *p != found.pool) {
-            return Err(Error::NotFound(format!(
-                "snapshot {} is not in pool {:?}",
-                found.name,
-                p.chars().take(64).collect::<String>()
-            )));
-        }
         let _g = self.locks.lock(&found.share).await;
         let sid = found.id.clone();
         let snap = self

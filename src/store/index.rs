@@ -218,8 +218,8 @@ impl Index {
         (t.shares(pool, None, None), t.snapshots(None, pool))
     }
 
-    /// Resolve a snapshot reference: an id, or a name (or id) together with its share (as
-    /// [`super::find_snapshot`], with the same errors).
+    /// Resolve a snapshot reference: an id, or a name (or id) together with its share, in
+    /// `pool` when given (as [`super::find_snapshot`], with the same errors).
     pub fn find_snapshot(
         &self,
         reference: &str,
@@ -228,11 +228,10 @@ impl Index {
     ) -> Result<Arc<Snapshot>> {
         let t = self.read();
         let Some(sref) = share else {
-            return t.snapshot(reference).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no snapshot with id {reference:?} (to name a snapshot, give its share too)"
-                ))
-            });
+            return t
+                .snapshot(reference)
+                .filter(|s| pool.is_none_or(|p| p == s.pool))
+                .ok_or_else(|| super::snapshots::snapshot_id_not_found(reference, pool));
         };
         let sh = find_share_in(&t, sref, pool)?;
         t.snapshot_of(&sh.id, reference).ok_or_else(|| {

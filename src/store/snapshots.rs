@@ -113,7 +113,9 @@ pub(super) fn snapshots_sql(share: bool, pool: bool) -> String {
     )
 }
 
-/// Resolve a snapshot reference: an id, or a name together with its share.
+/// Resolve a snapshot reference: an id, or a name together with its share. `pool`, when
+/// given, bounds both forms: a snapshot whose share is in another pool is `not_found`, as
+/// a share named in another pool is.
 pub fn find_snapshot(
     c: &Connection,
     reference: &str,
@@ -121,11 +123,9 @@ pub fn find_snapshot(
     pool: Option<&str>,
 ) -> Result<Snapshot> {
     match share {
-        None => get_snapshot(c, reference)?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "no snapshot with id {reference:?} (to name a snapshot, give its share too)"
-            ))
-        }),
+        None => get_snapshot(c, reference)?
+            .filter(|s| pool.is_none_or(|p| p == s.pool))
+            .ok_or_else(|| snapshot_id_not_found(reference, pool)),
         Some(sref) => {
             let sh = find_share(c, sref, pool)?;
             let id: Option<String> = c
@@ -146,6 +146,16 @@ pub fn find_snapshot(
             }
         }
     }
+}
+
+/// The `not_found` of a snapshot named by id alone (shared with the index's lookup).
+pub(super) fn snapshot_id_not_found(reference: &str, pool: Option<&str>) -> Error {
+    Error::NotFound(match pool {
+        Some(p) => format!("no snapshot with id {reference:?} in pool {p}"),
+        None => {
+            format!("no snapshot with id {reference:?} (to name a snapshot, give its share too)")
+        }
+    })
 }
 
 /// The member snapshots of group snapshot `group_id`, by share name.

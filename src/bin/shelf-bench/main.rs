@@ -17,6 +17,7 @@ mod restart;
 mod rig;
 mod run;
 mod scale;
+mod send;
 mod snapsize;
 mod stats;
 
@@ -63,6 +64,10 @@ struct Args {
     /// driver as it was before it spoke tgtd's socket.
     #[arg(long, default_value = "auto")]
     tgt_transport: String,
+    /// Run only this section after the setup (`send`: the send-stream runs), to measure
+    /// one thing without the whole bench.
+    #[arg(long, value_parser = ["send"])]
+    only: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -208,6 +213,10 @@ fn run(a: &Args) -> Res<()> {
         std::env::args().collect::<Vec<_>>().join(" "),
         stats::mib(idle),
     ))?;
+    if a.only.as_deref() == Some("send") {
+        send_section(&mut report, &d, &pool_dir, q)?;
+        return report.section(&format!("- machine at the end: {}\n", machine()));
+    }
     eprintln!("shelf-bench: preparing objects");
     let max_threads = *conc.iter().max().unwrap_or(&1);
     let m = micro::Micro::prepare(
@@ -229,6 +238,8 @@ fn run(a: &Args) -> Res<()> {
     report.section(&format!(
         "## Snapshot time against volume size and extents (shelfd, concurrency 1)\n\n{snaps}"
     ))?;
+    micro::settle();
+    send_section(&mut report, &d, &pool_dir, q)?;
     micro::settle();
     eprintln!("shelf-bench: scale runs");
     let objects = scale::objects(&d, counts)?;
@@ -254,5 +265,17 @@ fn run(a: &Args) -> Res<()> {
         machine(),
         stats::secs(started.elapsed()),
         calls::EXPORTFS_RETRIES.load(std::sync::atomic::Ordering::SeqCst)
+    ))
+}
+
+/// The send-stream section: a 1 GiB share, 3 runs (quick: 16 MiB, 1 run).
+fn send_section(report: &mut Report, d: &Shelfd, pool_dir: &std::path::Path, q: bool) -> Res<()> {
+    let (size, runs) = if q { (16 << 20, 1) } else { (1 << 30, 3) };
+    eprintln!("shelf-bench: send streams");
+    let table = send::send_streams(d, pool_dir, size, runs)?;
+    report.section(&format!(
+        "## Send streams: full and 1 % incremental, against pread + SHA-256 \
+         ({} share, {runs} run(s), concurrency 1)\n\n{table}",
+        snapsize::human(size)
     ))
 }

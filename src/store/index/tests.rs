@@ -104,33 +104,102 @@ async fn compare(st: &Store) {
             assert_eq!(sql, mem, "list_snapshots {share_id:?} {pool:?}");
         }
     }
-    for (r, sh) in [
-        ("s1", None),
-        ("x", Some("a")),
-        ("y", Some("1")),
-        ("s2", Some("1")),
-        ("zz", Some("a")),
-    ] {
-        let sh2 = sh.map(String::from);
-        let r2 = r.to_string();
-        let sql = st
-            .call(move |c| {
-                Ok(store::find_snapshot(c, &r2, sh2.as_deref(), Some("p1"))
-                    .map_err(|e| e.to_string()))
-            })
-            .await
-            .unwrap();
-        let mem = st
-            .index()
-            .find_snapshot(r, sh, Some("p1"))
-            .map(|s| (*s).clone())
-            .map_err(|e| e.to_string());
-        assert_eq!(
-            format!("{sql:?}"),
-            format!("{mem:?}"),
-            "find_snapshot {r} {sh:?}"
-        );
+    for pool in [None, Some("p1"), Some("p2")] {
+        for (r, sh) in [
+            ("s1", None),
+            ("s3", None),
+            ("x", Some("a")),
+            ("y", Some("1")),
+            ("s2", Some("1")),
+            ("zz", Some("a")),
+        ] {
+            compare_find_snapshot(st, r, sh, pool).await;
+        }
     }
+}
+
+/// `find_snapshot` from the index and from SQL, as debug text.
+async fn compare_find_snapshot(st: &Store, r: &str, sh: Option<&str>, pool: Option<&str>) {
+    let (r2, sh2, p2) = (r.to_string(), sh.map(String::from), pool.map(String::from));
+    let sql = st
+        .call(move |c| {
+            Ok(store::find_snapshot(c, &r2, sh2.as_deref(), p2.as_deref())
+                .map_err(|e| e.to_string()))
+        })
+        .await
+        .unwrap();
+    let mem = st
+        .index()
+        .find_snapshot(r, sh, pool)
+        .map(|s| (*s).clone())
+        .map_err(|e| e.to_string());
+    assert_eq!(
+        format!("{sql:?}"),
+        format!("{mem:?}"),
+        "find_snapshot {r} {sh:?} {pool:?}"
+    );
+}
+
+/// A snapshot named by id alone is bounded by `pool` as a share is: an id whose share is
+/// in another pool is `not_found`, from SQL and from the index alike.
+#[test]
+fn a_snapshot_id_in_another_pool_is_not_found() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let (a1, a2) = (share("1", "a", "p1"), share("2", "a", "p2"));
+        let (s1, s2) = (snap("s1", "x", &a1, 5), snap("s2", "x", &a2, 5));
+        st.write(move |c| {
+            store::insert_share(c, &a1)?;
+            store::insert_share(c, &a2)?;
+            store::insert_snapshot(c, &s1)?;
+            store::insert_snapshot(c, &s2)
+        })
+        .await
+        .unwrap();
+        type Found = std::result::Result<String, crate::proto::ErrorCode>;
+        let sql = |r: &'static str, p: Option<&'static str>| {
+            st.call(move |c| {
+                Ok::<Found, _>(
+                    store::find_snapshot(c, r, None, p)
+                        .map(|s| s.id)
+                        .map_err(|e| e.code()),
+                )
+            })
+        };
+        let mem = |r: &str, p: Option<&str>| -> Found {
+            st.index()
+                .find_snapshot(r, None, p)
+                .map(|s| s.id.clone())
+                .map_err(|e| e.code())
+        };
+        use crate::proto::ErrorCode::NotFound;
+        for (r, p, want) in [
+            ("s1", Some("p1"), Ok("s1".to_string())),
+            ("s1", Some("p2"), Err(NotFound)),
+            ("s2", Some("p1"), Err(NotFound)),
+            ("s2", Some("p2"), Ok("s2".to_string())),
+            ("s2", None, Ok("s2".to_string())),
+            ("s1", Some("p3"), Err(NotFound)),
+        ] {
+            assert_eq!(sql(r, p).await.unwrap(), want, "SQL {r} {p:?}");
+            assert_eq!(mem(r, p), want, "index {r} {p:?}");
+        }
+        let msg = st
+            .index()
+            .find_snapshot("s1", None, Some("p2"))
+            .unwrap_err();
+        assert!(msg.to_string().contains("in pool p2"), "{msg}");
+        // Named with its share, the pool already bounded the lookup.
+        assert_eq!(mem("x", None).unwrap_err(), NotFound);
+        let named = st
+            .index()
+            .find_snapshot("x", Some("a"), Some("p2"))
+            .unwrap();
+        assert_eq!(named.id, "s2");
+        compare(&st).await;
+        st.close().await;
+    });
 }
 
 #[test]
