@@ -71,6 +71,14 @@ impl Engine {
         }
         failpoint::hit("share.revert.after_swap");
         let mut warnings = self.reopen_exports(&share).await;
+        let (p, sid) = (pool.clone(), share.id.clone());
+        if let Err(e) = blocking(move || p.revert_finish(&sid)).await {
+            warnings.push(format!(
+                "share {}: reverted, but the old volume was not removed ({e}); the next \
+                 revert or start-up recovery removes it",
+                share.name
+            ));
+        }
         if share.layout == Layout::Filesystem {
             match self.mount_share(&pool, &share).await {
                 Ok(()) => warnings.extend(self.grow_filesystem(&share).await),
@@ -215,9 +223,17 @@ impl Engine {
                 blocking(move || p.revert_discard(&sid)).await?;
                 "undone (the staged volume was removed; the share keeps its old content)"
             }
-            RevertState::Swapped => {
+            RevertState::Swapping | RevertState::Swapped => {
+                if state == RevertState::Swapping {
+                    let (p, sh) = (pool.clone(), share.clone());
+                    blocking(move || p.revert_swap(&sh)).await?;
+                }
                 for w in self.reopen_exports(&share).await {
                     log::warn!("recovery: share {}: {w}", share.name);
+                }
+                let (p, sid) = (pool.clone(), share.id.clone());
+                if let Err(e) = blocking(move || p.revert_finish(&sid)).await {
+                    log::warn!("recovery: share {}: the old volume stays: {e}", share.name);
                 }
                 "finished (the share has the snapshot's content; its exports were re-opened)"
             }
