@@ -351,7 +351,11 @@ impl Pool for LvmPool {
         for lv in self.list()? {
             let (kind, id) = if let Some(id) = lv.name.strip_prefix("shelf-snap-") {
                 ("snapshot", id)
-            } else if let Some(id) = lv.name.strip_prefix("shelf-").filter(|_| is_share_lv(&lv.name)) {
+            } else if let Some(id) = lv
+                .name
+                .strip_prefix("shelf-")
+                .filter(|_| is_share_lv(&lv.name))
+            {
                 ("share", id)
             } else {
                 continue;
