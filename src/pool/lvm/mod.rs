@@ -2,7 +2,8 @@
 //!
 //! A share is the thin LV `shelf-<id>`, a snapshot the thin snapshot `shelf-snap-<id>`
 //! (not activated: LVM's activation skip), a clone a writable, activated thin snapshot of a
-//! snapshot, and a grow an `lvextend`. LV names come from ids, never from user names. Every
+//! snapshot, a grow an `lvextend`, and `share.revert` a staged thin snapshot renamed into
+//! the share's place (see [`revert`]). LV names come from ids, never from user names. Every
 //! LV carries its identity in tags (see [`tags`]), so `shelfd recover --rebuild-db` works
 //! here as on file pools. Capacity comes from the thin pool's data and metadata usage, and
 //! new work is refused once either is at its threshold. LVM is asked in batches: one
