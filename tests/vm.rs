@@ -9,7 +9,8 @@
 //! through LIO and nvmet (a real initiator writes and runs `blkdiscard`, and the volume's
 //! allocation falls: `tests/vm/discard.sh`), kernel NFS of a file-pool share with real
 //! v4.2 and v3 mounts, `shelfd recover --rebuild-db` restoring the LVM pool from LV tags,
-//! and the `shelf-csi` plugin driven through iSCSI (CHAP), raw block, NVMe/TCP and NFS
+//! `share.revert` on the thin pool with crashes after its stage and swap
+//! (`tests/vm/revert.sh`), and the `shelf-csi` plugin driven through iSCSI (CHAP), raw block, NVMe/TCP and NFS
 //! volumes by this binary's own ignored test acting as the CSI orchestrator inside the
 //! guest (tests/vm/csi/). See docs/vm-tier.md. The image is built once into
 //! /var/cache/shelf-vm (about 1.5 to 3 min, needs the Debian mirror); when it cannot be
@@ -133,6 +134,38 @@ const CHECKS: &[&str] = &[
     "rebuild-verify-clean",
     "rebuild-ignores-nfs-forged-name",
     "start-up-keeps-the-trusted-stamp",
+    "revert-lvm-raw-overwritten",
+    "revert-lvm-raw-accepted",
+    "revert-lvm-raw-checksum-is-snapshots",
+    "revert-lvm-raw-no-leftovers",
+    "revert-lvm-raw-tags-carry-name",
+    "revert-lvm-raw-verify-clean",
+    "revert-lvm-attach",
+    "revert-lvm-refused-busy-while-attached",
+    "revert-lvm-refused-leaves-content",
+    "revert-lvm-force-accepted",
+    "revert-lvm-force-checksum-is-snapshots",
+    "revert-lvm-force-tgt-backs-new-lv",
+    "revert-lvm-force-old-lv-removed",
+    "revert-lvm-grown-accepted",
+    "revert-lvm-grown-keeps-size",
+    "revert-lvm-grown-tags-keep-size",
+    "revert-lvm-grown-content",
+    "revert-lvm-grown-share-shows-size",
+    "revert-lvm-fs-accepted",
+    "revert-lvm-fs-mounted-again",
+    "revert-lvm-fs-old-file",
+    "revert-lvm-fs-later-file-gone",
+    "revert-lvm-fs-mount-is-share-lv",
+    "revert-lvm-fs-no-leftovers",
+    "revert-lvm-crash-after-stage-old-content",
+    "revert-lvm-crash-after-stage-no-leftovers",
+    "revert-lvm-crash-after-stage-logged",
+    "revert-lvm-crash-after-swap-new-content",
+    "revert-lvm-crash-after-swap-no-leftovers",
+    "revert-lvm-crash-after-swap-logged",
+    "revert-lvm-verify-clean-after-crashes",
+    "revert-lvm-exactly-the-expected-lvs",
     "lvm-snapshot-delete",
 ];
 

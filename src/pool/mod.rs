@@ -53,9 +53,15 @@ pub struct Allocation {
 /// Where an interrupted `share.revert` stands on disk ([`Pool::revert_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevertState {
-    /// A staged volume is there and the volume is the old one: undo by discarding it.
+    /// Undo by [`Pool::revert_discard`]: a staged volume is there and the volume is the old
+    /// one (or, on an LVM pool, the old volume was set aside with nothing staged beside it:
+    /// the discard puts it back).
     Staged,
-    /// The volume is the reverted one (it carries the revert's tag): finish.
+    /// The swap was cut between its steps (an LVM pool's two renames: the old volume is set
+    /// aside, the staged one not yet in its place): finish with [`Pool::revert_swap`].
+    Swapping,
+    /// The volume is the reverted one (it carries the revert's tag): finish (re-open the
+    /// exports, then [`Pool::revert_finish`]).
     Swapped,
     /// Neither: nothing was staged, the volume is the old one.
     Untouched,
@@ -125,19 +131,29 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
         )))
     }
     /// `share.revert`, second step: put the staged volume in the volume's place in one
-    /// atomic step (the old content goes). Errors when nothing is staged.
+    /// atomic step where the pool can (a file pool's rename; an LVM pool renames twice, and
+    /// [`Pool::revert_state`] tells the step between apart, see [`RevertState::Swapping`]).
+    /// Resumes a swap cut between its steps. Errors when nothing is staged.
     fn revert_swap(&self, share: &Share) -> Result<()> {
         Err(crate::error::Error::Unsupported(format!(
             "pool {} cannot revert shares",
             share.pool
         )))
     }
+    /// `share.revert`, last step, once the exports hold the new volume: remove what the
+    /// swap set aside (an LVM pool's old LV, which an export kept open until re-opened).
+    /// Succeeds when there is nothing.
+    fn revert_finish(&self, share_id: &str) -> Result<()> {
+        let _ = share_id;
+        Ok(())
+    }
     /// Where an interrupted revert stands (start-up recovery reads it).
     fn revert_state(&self, share_id: &str, tag: &str) -> Result<RevertState> {
         let _ = (share_id, tag);
         Ok(RevertState::Untouched)
     }
-    /// Remove a staged revert (succeeds when there is none).
+    /// Undo a revert before its swap finished: remove the staged volume and put a volume
+    /// set aside back (succeeds when there is nothing).
     fn revert_discard(&self, share_id: &str) -> Result<()> {
         let _ = share_id;
         Ok(())

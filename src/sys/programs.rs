@@ -19,6 +19,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("lvextend", "lvm pools"),
     ("lvremove", "lvm pools"),
     ("lvchange", "lvm pools"),
+    ("lvrename", "lvm pools (share.revert)"),
     ("vgchange", "lvm pools"),
     ("qemu-img", "image import"),
     ("mkfs.xfs", "formatted shares (xfs)"),

@@ -213,6 +213,8 @@ check rebuild-verify-clean sh -c "$B/shelfctl --json verify | jq -e .clean"
 check rebuild-ignores-nfs-forged-name sh -c "$B/shelfctl --json share list | jq -e 'any(.[]; .name == \"f1\")'"
 check start-up-keeps-the-trusted-stamp sh -c "getfattr --only-values -n trusted.shelf.name $EXPORT_PATH/volume | grep -qx f1"
 
+. "$S/revert.sh"
+
 . "$S/csi.sh"
 
 echo "--- teardown ($(now))"

@@ -134,6 +134,14 @@ impl Engine {
         }
         failpoint::hit("share.revert.after_swap");
         let mut warnings = self.reopen_exports(s.share, s.others).await;
+        let (p, sid) = (s.pool.clone(), s.share.id.clone());
+        if let Err(e) = blocking(move || p.revert_finish(&sid)).await {
+            warnings.push(format!(
+                "share {}: reverted, but the old volume was not removed ({e}); the next \
+                 revert or start-up recovery removes it",
+                s.share.name
+            ));
+        }
         if s.share.layout == Layout::Filesystem {
             match self.mount_share(s.pool, s.share).await {
                 Ok(()) => {

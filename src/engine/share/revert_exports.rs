@@ -106,7 +106,11 @@ impl Engine {
                 blocking(move || p.revert_discard(&sid)).await?;
                 "undone (the staged volume was removed; the share keeps its old content)"
             }
-            RevertState::Swapped => {
+            RevertState::Swapping | RevertState::Swapped => {
+                if state == RevertState::Swapping {
+                    let (p, sh) = (pool.clone(), share.clone());
+                    blocking(move || p.revert_swap(&sh)).await?;
+                }
                 let sid = share.id.clone();
                 let rows = self
                     .store
@@ -119,6 +123,10 @@ impl Engine {
                 let _exports = self.export_guards_for(&others).await;
                 for w in self.reopen_exports(&share, &others).await {
                     log::warn!("recovery: share {}: {w}", share.name);
+                }
+                let (p, sid) = (pool.clone(), share.id.clone());
+                if let Err(e) = blocking(move || p.revert_finish(&sid)).await {
+                    log::warn!("recovery: share {}: the old volume stays: {e}", share.name);
                 }
                 "finished (the share has the snapshot's content; its exports were re-opened)"
             }

@@ -2,7 +2,8 @@
 //!
 //! A share is the thin LV `shelf-<id>`, a snapshot the thin snapshot `shelf-snap-<id>`
 //! (not activated: LVM's activation skip), a clone a writable, activated thin snapshot of a
-//! snapshot, and a grow an `lvextend`. LV names come from ids, never from user names. Every
+//! snapshot, a grow an `lvextend`, and `share.revert` a staged thin snapshot renamed into
+//! the share's place (see [`revert`]). LV names come from ids, never from user names. Every
 //! LV carries its identity in tags (see [`tags`]), so `shelfd recover --rebuild-db` works
 //! here as on file pools. Capacity comes from the thin pool's data and metadata usage, and
 //! new work is refused once either is at its threshold. LVM is asked in batches: one
@@ -13,6 +14,7 @@
 //! ([`Runner::run_blocking`]).
 
 mod report;
+mod revert;
 mod tags;
 
 use std::collections::BTreeMap;
@@ -265,6 +267,26 @@ impl Pool for LvmPool {
         self.remove_lv(&share_lv(share_id))
     }
 
+    fn revert_stage(&self, share: &Share, snap: &Snapshot, tag: &str) -> Result<()> {
+        self.stage_revert(share, snap, tag)
+    }
+
+    fn revert_swap(&self, share: &Share) -> Result<()> {
+        self.swap_revert(share)
+    }
+
+    fn revert_finish(&self, share_id: &str) -> Result<()> {
+        self.finish_revert(share_id)
+    }
+
+    fn revert_state(&self, share_id: &str, tag: &str) -> Result<super::RevertState> {
+        self.revert_state_of(share_id, tag)
+    }
+
+    fn revert_discard(&self, share_id: &str) -> Result<()> {
+        self.discard_revert(share_id)
+    }
+
     fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
         self.remove_lv(&snapshot_lv(snap_id))
     }
@@ -330,7 +352,11 @@ impl Pool for LvmPool {
         for lv in self.list()? {
             let (kind, id) = if let Some(id) = lv.name.strip_prefix("shelf-snap-") {
                 ("snapshot", id)
-            } else if let Some(id) = lv.name.strip_prefix("shelf-") {
+            } else if let Some(id) = lv
+                .name
+                .strip_prefix("shelf-")
+                .filter(|_| is_share_lv(&lv.name))
+            {
                 ("share", id)
             } else {
                 continue;
@@ -375,8 +401,12 @@ fn allocation_of(lvs: &[Lv], tp: &Lv) -> Allocation {
     a
 }
 
+/// Whether LV `name` is a share's (not a snapshot's, nor a revert's staged or old LV).
 fn is_share_lv(name: &str) -> bool {
-    name.starts_with("shelf-") && !name.starts_with("shelf-snap-")
+    name.starts_with("shelf-")
+        && !name.starts_with("shelf-snap-")
+        && !name.ends_with(revert::STAGED_SUFFIX)
+        && !name.ends_with(revert::OLD_SUFFIX)
 }
 
 /// The size a volume holds in shelf's terms: LVM rounds an LV up to whole extents, so an LV
@@ -421,5 +451,6 @@ mod tests {
         assert_eq!(share_lv("abc"), "shelf-abc");
         assert_eq!(snapshot_lv("abc"), "shelf-snap-abc");
         assert!(is_share_lv("shelf-abc") && !is_share_lv("shelf-snap-abc"));
+        assert!(!is_share_lv("shelf-abc-revert") && !is_share_lv("shelf-abc-revert-old"));
     }
 }

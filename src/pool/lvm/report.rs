@@ -204,6 +204,12 @@ pub fn retag(vg: &str, lv: &str, remove: &[String], add: &[String]) -> Cmd {
     with_tags(cmd, "--addtag", add).arg(format!("{vg}/{lv}"))
 }
 
+/// Rename `vg/from` to `vg/to` (an active, even open, LV keeps its device: only the name
+/// and the `/dev/<vg>/` link change).
+pub fn rename(vg: &str, from: &str, to: &str) -> Cmd {
+    Cmd::new("lvrename").args([vg, from, to])
+}
+
 /// Remove `vg/lv`.
 pub fn remove(vg: &str, lv: &str) -> Cmd {
     Cmd::new("lvremove").args(["--yes", &format!("{vg}/{lv}")])
@@ -236,6 +242,16 @@ mod tests {
         assert_eq!(
             r.display(),
             "lvchange --deltag old --addtag new vg0/shelf-1"
+        );
+        let w = create_snapshot("vg0", "shelf-snap-2", "shelf-1-revert", true, &[]);
+        assert_eq!(
+            w.display(),
+            "lvcreate --snapshot --name shelf-1-revert --setactivationskip n --activate y \
+             vg0/shelf-snap-2"
+        );
+        assert_eq!(
+            rename("vg0", "shelf-1", "shelf-1-revert-old").display(),
+            "lvrename vg0 shelf-1 shelf-1-revert-old"
         );
         assert_eq!(
             lvs("vg0", Some("x")).argv().last().map(String::as_str),
