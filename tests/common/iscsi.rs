@@ -196,10 +196,7 @@ pub fn split_secret(url: &str) -> (String, Option<String>) {
     };
     let (userinfo, target) = (&rest[..at], &rest[at..]);
     match userinfo.split_once('%') {
-        Some((user, secret)) => (
-            format!("iscsi://{user}{target}"),
-            Some(secret.to_string()),
-        ),
+        Some((user, secret)) => (format!("iscsi://{user}{target}"), Some(secret.to_string())),
         None => (url.to_string(), None),
     }
 }
