@@ -51,6 +51,54 @@ fn formatted_with_snapshot(d: &Daemon, mounts: &Path) -> (String, PathBuf) {
     (id, mp)
 }
 
+/// A node whose NFS exports go to the kernel's exportfs (a private exports file): its
+/// scratch XFS, layout and share mounts. Fields drop in order: the mounts first.
+struct KernelNode {
+    _mounts: MountsUnder,
+    layout: Layout,
+    mounts: PathBuf,
+    _exports: ExportsFile,
+    _xfs: Xfs,
+}
+
+impl KernelNode {
+    fn new(name: &str) -> KernelNode {
+        let xfs = Xfs::new(name, 2 << 30);
+        let exports = ExportsFile::new(name);
+        let layout = Layout::on_xfs(
+            &xfs,
+            &format!("reconcile_interval = 0\n{}", exports.config()),
+        );
+        let mounts = layout.state.join("mounts");
+        KernelNode {
+            _mounts: MountsUnder(mounts.clone()),
+            layout,
+            mounts,
+            _exports: exports,
+            _xfs: xfs,
+        }
+    }
+}
+
+/// Whether the kernel exports `mp` to 127.0.0.1.
+fn kernel_exports(mp: &Path) -> bool {
+    exportfs_v()
+        .iter()
+        .any(|(p, c, _)| p == &mp.display().to_string() && c == "127.0.0.1")
+}
+
+/// Delete share `data` with its snapshots, exports and all.
+fn delete_data(d: &Daemon) {
+    d.ok(
+        "share.delete",
+        vec![
+            ("share", t("data")),
+            ("recursive", Value::Bool(true)),
+            ("force", Value::Bool(true)),
+        ],
+    );
+}
+
 fn nfs_export_args(driver: &str) -> Vec<(&'static str, Value)> {
     vec![
         ("share", t("data")),
@@ -124,34 +172,16 @@ fn reverting_a_formatted_share_keeps_its_ganesha_export_serving_the_snapshot() {
     assert!(ok && !out.contains("later.txt"), "nfs-ls: {out}{err}");
     let v = d.ok("verify", vec![]);
     assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
-    d.ok(
-        "share.delete",
-        vec![
-            ("share", t("data")),
-            ("recursive", Value::Bool(true)),
-            ("force", Value::Bool(true)),
-        ],
-    );
+    delete_data(&d);
 }
 
 #[test]
 fn reverting_a_formatted_share_keeps_its_kernel_nfs_export() {
-    let xfs = Xfs::new("revert-nfs-k", 2 << 30);
-    let exports = ExportsFile::new("revert-nfs-k");
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}", exports.config()),
-    );
-    let mounts = layout.state.join("mounts");
-    let _mounts = MountsUnder(mounts.clone());
-    let d = Daemon::start(&layout);
-    let (_, mp) = formatted_with_snapshot(&d, &mounts);
+    let node = KernelNode::new("revert-nfs-k");
+    let d = Daemon::start(&node.layout);
+    let (_, mp) = formatted_with_snapshot(&d, &node.mounts);
     d.ok("export.create", nfs_export_args("kernel"));
-    let exported = || {
-        exportfs_v()
-            .iter()
-            .any(|(p, c, _)| p == &mp.display().to_string() && c == "127.0.0.1")
-    };
+    let exported = || kernel_exports(&mp);
     assert!(exported(), "{:?}", exportfs_v());
 
     let r = d.ok("share.revert", revert_args());
@@ -161,35 +191,17 @@ fn reverting_a_formatted_share_keeps_its_kernel_nfs_export() {
     assert!(exported(), "{:?}", exportfs_v());
     let v = d.ok("verify", vec![]);
     assert_eq!(get(&v, "clean"), Some(&Value::Bool(true)), "{v:?}");
-    d.ok(
-        "share.delete",
-        vec![
-            ("share", t("data")),
-            ("recursive", Value::Bool(true)),
-            ("force", Value::Bool(true)),
-        ],
-    );
+    delete_data(&d);
     assert!(!exported());
 }
 
 #[test]
 fn a_crash_after_the_export_is_withdrawn_is_repaired_at_start_up() {
-    let xfs = Xfs::new("revert-nfs-crash", 2 << 30);
-    let exports = ExportsFile::new("revert-nfs-crash");
-    let layout = Layout::on_xfs(
-        &xfs,
-        &format!("reconcile_interval = 0\n{}", exports.config()),
-    );
-    let mounts = layout.state.join("mounts");
-    let _mounts = MountsUnder(mounts.clone());
-    let mut d = Daemon::start(&layout);
-    let (_, mp) = formatted_with_snapshot(&d, &mounts);
+    let node = KernelNode::new("revert-nfs-crash");
+    let mut d = Daemon::start(&node.layout);
+    let (_, mp) = formatted_with_snapshot(&d, &node.mounts);
     d.ok("export.create", nfs_export_args("kernel"));
-    let exported = || {
-        exportfs_v()
-            .iter()
-            .any(|(p, c, _)| p == &mp.display().to_string() && c == "127.0.0.1")
-    };
+    let exported = || kernel_exports(&mp);
     assert!(exported(), "{:?}", exportfs_v());
     d.stop();
     d.restart_with_env(&[("SHELF_FAILPOINT", "share.revert.after_withdraw")]);
@@ -214,12 +226,5 @@ fn a_crash_after_the_export_is_withdrawn_is_repaired_at_start_up() {
     assert!(get(&r, "warnings").is_none(), "{r:?}");
     assert_eq!(std::fs::read(mp.join("hello.txt")).unwrap(), b"before");
     assert!(exported(), "{:?}", exportfs_v());
-    d.ok(
-        "share.delete",
-        vec![
-            ("share", t("data")),
-            ("recursive", Value::Bool(true)),
-            ("force", Value::Bool(true)),
-        ],
-    );
+    delete_data(&d);
 }
