@@ -406,14 +406,7 @@ fn shelfctl_prints_tables_json_and_errors() {
     let xfs = Xfs::new("ctl", 512 << 20);
     let layout = Layout::on_xfs(&xfs, "");
     let d = Daemon::start(&layout);
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shelfctl"))
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let ctl = |args: &[&str]| d.shelfctl(args);
     let out = ctl(&["share", "create", "vol1", "4G", "--meta", "instance=web-1"]);
     assert!(
         out.status.success(),

@@ -21,14 +21,7 @@ fn shelfctl_creates_lists_shows_and_deletes_group_snapshots() {
     let xfs = Xfs::new("ctl-groups", 512 << 20);
     let layout = Layout::on_xfs(&xfs, "reconcile_interval = 0\n");
     let d = Daemon::start(&layout);
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shelfctl"))
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let ctl = |args: &[&str]| d.shelfctl(args);
     for name in ["a", "b"] {
         let o = ctl(&["share", "create", name, "4M"]);
         assert!(o.status.success(), "{}", text(&o));

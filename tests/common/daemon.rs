@@ -79,6 +79,17 @@ impl Layout {
 }
 
 impl Shelfd {
+    /// Run the `shelfctl` this test was built with against this daemon's socket; its
+    /// output, whatever the exit status.
+    pub fn shelfctl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shelfctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// Start shelfd on a layout and wait until its socket answers.
     pub fn start(layout: &Layout) -> Daemon {
         Self::start_with_env(layout, &[])
