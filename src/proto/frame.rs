@@ -70,13 +70,14 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Encode a value as a whole frame (header and body).
+/// Encode a value as a whole frame (header and body), in one buffer: the body is written
+/// after room for the header, which is filled in once the body's length is known.
 pub fn encode(value: &Value) -> Vec<u8> {
-    let mut body = Vec::with_capacity(128);
-    ciborium::ser::into_writer(value, &mut body).expect("writing CBOR to a Vec cannot fail");
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[0; 4]);
+    ciborium::ser::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
     out
 }
 

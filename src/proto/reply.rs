@@ -34,19 +34,21 @@ fn bounded(message: &str) -> String {
     format!("{}…", &message[..end])
 }
 
-/// Encode a reply as a CBOR value (ready for [`super::frame::encode`]).
-pub fn encode_reply(reply: &Reply) -> Value {
+/// Encode a reply as a CBOR value (ready for [`super::frame::encode`]). The reply is
+/// taken, not copied: a list answer of thousands of objects is moved into the frame's
+/// value as it is.
+pub fn encode_reply(reply: Reply) -> Value {
     let id = match reply.id {
         Some(i) => Value::Integer(i.into()),
         None => Value::Null,
     };
-    let body = match &reply.result {
-        Ok(v) => (text("ok"), v.clone()),
+    let body = match reply.result {
+        Ok(v) => (text("ok"), v),
         Err((code, message)) => (
             text("err"),
             Value::Map(vec![
                 (text("code"), text(code.as_str())),
-                (text("message"), Value::Text(bounded(message))),
+                (text("message"), Value::Text(bounded(&message))),
             ]),
         ),
     };
@@ -60,7 +62,7 @@ mod tests {
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
         let long = format!("no share {:?}", "é".repeat(5000));
-        let v = encode_reply(&Reply {
+        let v = encode_reply(Reply {
             id: Some(1),
             result: Err((ErrorCode::NotFound, long)),
         });

@@ -24,7 +24,9 @@ impl FloorConn {
             stream: UnixStream::connect(socket).map_err(e("connect"))?,
         })
     }
-    /// One request and its reply; returns the reply's length.
+    /// One request and its reply, decoded as shelfd's client decodes its replies (the
+    /// same CBOR decoder into a value, within the same depth), so that both sides of a
+    /// ratio include the same client work; returns the reply's length.
     fn request(&mut self, kind: u8, arg: &str) -> Res<usize> {
         let mut body = vec![kind];
         body.extend_from_slice(arg.as_bytes());
@@ -35,6 +37,8 @@ impl FloorConn {
         self.stream.read_exact(&mut len).map_err(e("receive"))?;
         let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
         self.stream.read_exact(&mut reply).map_err(e("receive"))?;
+        shelf::proto::frame::decode_body_with_depth(&reply, shelf::client::REPLY_DEPTH)
+            .map_err(|err| format!("decoding the floor's reply: {err}"))?;
         Ok(reply.len())
     }
 
@@ -123,6 +127,8 @@ fn query(db: &Connection, filter: &str, arg: &str) -> Res<Vec<Value>> {
                 (t("created_at"), int(5)?),
                 (t("origin_snapshot"), Value::Null),
                 (t("origin_share"), Value::Null),
+                (t("layout"), t("block")),
+                (t("filesystem"), Value::Null),
                 (
                     t("metadata"),
                     Value::Map(if meta == "{}" {

@@ -64,10 +64,16 @@ struct Args {
     /// driver as it was before it spoke tgtd's socket.
     #[arg(long, default_value = "auto")]
     tgt_transport: String,
-    /// Run only this section after the setup (`send`: the send-stream runs), to measure
-    /// one thing without the whole bench.
-    #[arg(long, value_parser = ["send"])]
+    /// Run only this section after the setup, to measure one thing without the whole
+    /// bench: `send` (the send-stream runs), `micro` (the per-operation runs), `objects`
+    /// (the scale run of shares and snapshots, with resident memory).
+    #[arg(long, value_parser = ["send", "micro", "objects"])]
     only: Option<String>,
+    /// The per-operation runs to make (comma-separated: create, create-iscsi,
+    /// create-iscsi-ipc, create-nfs, snapshot, clone, attach, attach-ipc, resize, show,
+    /// list, delete); every one when not given.
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -146,6 +152,7 @@ fn run(a: &Args) -> Res<()> {
         return Err("run as root (mount, tgtd, exportfs)".into());
     }
     let q = a.quick;
+    let ops = micro::Op::chosen(&a.ops)?;
     let samples = a.samples.unwrap_or(if q { 4 } else { 100 });
     let conc = a
         .concurrency
@@ -217,6 +224,14 @@ fn run(a: &Args) -> Res<()> {
         send_section(&mut report, &d, &pool_dir, q)?;
         return report.section(&format!("- machine at the end: {}\n", machine()));
     }
+    if a.only.as_deref() == Some("objects") {
+        let objects = scale::objects(&d, counts)?;
+        report.section(&format!(
+            "## Scale: {} shares with {} snapshots\n\n{objects}",
+            counts.objects, counts.objects
+        ))?;
+        return report.section(&format!("- machine at the end: {}\n", machine()));
+    }
     eprintln!("shelf-bench: preparing objects");
     let max_threads = *conc.iter().max().unwrap_or(&1);
     let m = micro::Micro::prepare(
@@ -228,10 +243,13 @@ fn run(a: &Args) -> Res<()> {
         max_threads,
     )?;
     eprintln!("shelf-bench: per-operation runs");
-    let per_op = micro::run_all(&m, &conc, samples)?;
+    let per_op = micro::run_all(&m, &ops, &conc, samples)?;
     report.section(&format!(
         "## Per-operation latency, shelfd against the floor\n{per_op}"
     ))?;
+    if a.only.as_deref() == Some("micro") {
+        return report.section(&format!("- machine at the end: {}\n", machine()));
+    }
     micro::settle();
     eprintln!("shelf-bench: snapshot time against size and extents");
     let snaps = snapsize::snapshot_sizes(&d, &pool_dir, source_size, samples / 4)?;

@@ -99,6 +99,44 @@ impl Op {
         )
     }
 
+    /// The name `--ops` takes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::CreateIscsi => "create-iscsi",
+            Op::CreateIscsiIpc => "create-iscsi-ipc",
+            Op::CreateNfs => "create-nfs",
+            Op::Snapshot => "snapshot",
+            Op::Clone => "clone",
+            Op::AttachDetach => "attach",
+            Op::AttachDetachIpc => "attach-ipc",
+            Op::Resize => "resize",
+            Op::Show => "show",
+            Op::List => "list",
+            Op::Delete => "delete",
+        }
+    }
+
+    /// The operations named in `keys` (every one when empty), in run order. `delete`
+    /// removes what `create` made, so it needs `create`.
+    pub fn chosen(keys: &[String]) -> Res<Vec<Op>> {
+        if let Some(k) = keys.iter().find(|k| !Op::ALL.iter().any(|o| o.key() == *k)) {
+            let known: Vec<_> = Op::ALL.iter().map(|o| o.key()).collect();
+            return Err(format!(
+                "--ops: no operation {k:?} (known: {})",
+                known.join(", ")
+            ));
+        }
+        let ops: Vec<Op> = Op::ALL
+            .into_iter()
+            .filter(|o| keys.is_empty() || keys.iter().any(|k| k == o.key()))
+            .collect();
+        if ops.contains(&Op::Delete) && !ops.contains(&Op::Create) {
+            return Err("--ops: delete removes the shares create made; name create too".into());
+        }
+        Ok(ops)
+    }
+
     fn tag(self) -> &'static str {
         match self {
             Op::Create | Op::Delete => "b",
@@ -292,8 +330,8 @@ impl<'a> Micro<'a> {
     }
 }
 
-/// Run every operation at each concurrency; returns the report section.
-pub fn run_all(m: &Micro, concurrency: &[usize], samples: usize) -> Res<String> {
+/// Run the operations at each concurrency; returns the report section.
+pub fn run_all(m: &Micro, ops: &[Op], concurrency: &[usize], samples: usize) -> Res<String> {
     let mut out = String::new();
     for &c in concurrency {
         let mut table = Table::new(&[
@@ -306,7 +344,7 @@ pub fn run_all(m: &Micro, concurrency: &[usize], samples: usize) -> Res<String> 
             "ops/s",
             "shelfd/floor p50",
         ]);
-        for op in Op::ALL {
+        for &op in ops {
             eprintln!("  {} at concurrency {c}", op.label(m.list_size));
             let (sd, fl) = m.run(op, c, samples)?;
             table.row(vec![

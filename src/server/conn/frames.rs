@@ -63,7 +63,7 @@ pub(super) fn spawn_writer(
         let mut w = &*stream;
         while let Ok(out) = rx.recv().await {
             let value = match out {
-                Out::Reply(reply) => encode_reply(&reply),
+                Out::Reply(reply) => encode_reply(reply),
                 Out::Event(event) => event,
             };
             let bytes = frame::encode(&value);
