@@ -244,11 +244,23 @@ fn metadata_lines(v: &Value) -> String {
     s
 }
 
+/// `node <id> (<name>)` of a hello, or nothing from a server that has no `node`.
+fn node_line(v: &Value) -> String {
+    match get(v, "node") {
+        Some(n) => format!(
+            "node {} ({})\n",
+            shelf::model::escape_for_display(get_text(n, "id").unwrap_or("-")),
+            shelf::model::escape_for_display(get_text(n, "name").unwrap_or("-"))
+        ),
+        None => String::new(),
+    }
+}
+
 /// Render a result for a person.
 pub fn render(kind: &Kind, v: &Value) -> String {
     match kind {
         Kind::Hello => format!(
-            "{} {} (protocols {:?}; features: {})\n",
+            "{} {} (protocols {:?}; features: {})\n{}",
             t(v, "server"),
             t(v, "version"),
             items(get(v, "protocols").unwrap_or(&Value::Null))
@@ -259,7 +271,8 @@ pub fn render(kind: &Kind, v: &Value) -> String {
                 .iter()
                 .filter_map(|f| f.as_text().map(str::to_string))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            node_line(v)
         ),
         Kind::Pools => pool_rows(&items(v)),
         Kind::Pool => pool_rows(std::slice::from_ref(v)),
