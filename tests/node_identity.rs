@@ -34,18 +34,33 @@ fn the_node_id_is_made_once_and_kept_across_restart_and_rebuild_db() {
 
     let (id, name) = hello_node(&d);
     let text = std::fs::read_to_string(id_file(&layout)).unwrap();
-    assert_eq!(text, format!("{id}\n"), "the file holds the id and a newline");
+    assert_eq!(
+        text,
+        format!("{id}\n"),
+        "the file holds the id and a newline"
+    );
     assert_eq!(NodeId::parse(&id).unwrap().as_str(), id, "a canonical UUID");
     let v = uuid::Uuid::parse_str(&id).unwrap().get_version_num();
     assert_eq!(v, 4, "a random UUID");
-    let mode = std::fs::metadata(id_file(&layout)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(id_file(&layout))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o644);
-    assert!(!layout.state.join(".node-id.tmp").exists(), "no temporary file left");
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+    assert!(
+        !layout.state.join(".node-id.tmp").exists(),
+        "no temporary file left"
+    );
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
     assert_eq!(name, shelf::model::default_node_name(host.as_deref()));
 
     // A share, so that the rebuild below has something to rebuild.
-    d.ok("share.create", vec![("name", t("keep")), ("size", n(4 * MIB))]);
+    d.ok(
+        "share.create",
+        vec![("name", t("keep")), ("size", n(4 * MIB))],
+    );
 
     d.stop();
     d.restart();
@@ -72,7 +87,8 @@ fn node_name_names_the_node_and_shelfctl_hello_shows_both() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.lines().any(|l| l == format!("node {id} (shelf-a.example)")),
+        text.lines()
+            .any(|l| l == format!("node {id} (shelf-a.example)")),
         "{text}"
     );
     // The rest of hello is as before.
@@ -117,8 +133,15 @@ fn a_damaged_node_id_file_stops_start_up_and_is_left_untouched() {
             log.contains(&format!("node id file {path} is damaged")),
             "{bad:?}:\n{log}"
         );
-        assert_eq!(std::fs::read(id_file(&layout)).unwrap(), bad, "left as it was");
-        assert!(!layout.state.join("shelf.db").exists(), "stopped before the database");
+        assert_eq!(
+            std::fs::read(id_file(&layout)).unwrap(),
+            bad,
+            "left as it was"
+        );
+        assert!(
+            !layout.state.join("shelf.db").exists(),
+            "stopped before the database"
+        );
     }
     // A directory where the file should be: named too, and not replaced.
     std::fs::remove_file(id_file(&layout)).unwrap();
@@ -178,11 +201,20 @@ fn node_id_in_the_config_is_refused_and_node_name_is_checked() {
 /// Pipe `snapshot`'s send stream from `a` into a receive of share `name` on `b`; the
 /// receive's `finish` reply.
 fn send_into(a: &Daemon, b: &Daemon, snapshot: &str, name: &str) -> Value {
-    let stream = field(&a.ok("snapshot.send", vec![("snapshot", t(snapshot))]), "stream");
-    let receive = field(&b.ok("snapshot.receive.begin", vec![("name", t(name))]), "receive");
+    let stream = field(
+        &a.ok("snapshot.send", vec![("snapshot", t(snapshot))]),
+        "stream",
+    );
+    let receive = field(
+        &b.ok("snapshot.receive.begin", vec![("name", t(name))]),
+        "receive",
+    );
     let mut offset = 0u64;
     loop {
-        let c = a.ok("stream.read", vec![("stream", t(&stream)), ("max", n(256 << 10))]);
+        let c = a.ok(
+            "stream.read",
+            vec![("stream", t(&stream)), ("max", n(256 << 10))],
+        );
         let data = match shelf::client::get(&c, "data") {
             Some(Value::Bytes(d)) => d.clone(),
             v => panic!("stream.read data: {v:?}"),
@@ -215,7 +247,10 @@ fn a_received_stream_names_the_node_it_came_from() {
     assert_ne!(id_a, id_b, "two state directories, two nodes");
     let share = field(
         sub(
-            &a.ok("share.create", vec![("name", t("vol")), ("size", n(4 * MIB))]),
+            &a.ok(
+                "share.create",
+                vec![("name", t("vol")), ("size", n(4 * MIB))],
+            ),
             "share",
         ),
         "id",
@@ -232,7 +267,10 @@ fn a_received_stream_names_the_node_it_came_from() {
     let snap = field(sub(&snap, "snapshot"), "id");
     let done = send_into(&a, &b, &snap, "replica");
     assert_eq!(field(&done, "origin_node"), id_a, "{done:?}");
-    assert_eq!(shelf::client::get(&done, "changed"), Some(&Value::Bool(true)));
+    assert_eq!(
+        shelf::client::get(&done, "changed"),
+        Some(&Value::Bool(true))
+    );
     let log = b.log_text();
     assert!(
         log.contains(&format!("from node sender ({id_a})")),
