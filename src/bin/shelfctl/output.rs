@@ -415,4 +415,27 @@ mod tests {
         let out = render(&Kind::Pool, &shelf::client::from_json(&old));
         assert!(out.lines().nth(1).unwrap().contains(" - "), "{out}");
     }
+
+    #[test]
+    fn hello_prints_the_node_line_when_the_server_has_one() {
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let hello = serde_json::json!({
+            "server": "shelfd", "version": "0.1.0", "protocols": [1], "features": ["tree"],
+            "node": {"id": id, "name": "shelf1"}});
+        let out = render(&Kind::Hello, &shelf::client::from_json(&hello));
+        assert_eq!(
+            out,
+            format!("shelfd 0.1.0 (protocols [1]; features: tree)\nnode {id} (shelf1)\n")
+        );
+        // A server before node ids: the one line it always printed.
+        let mut old = hello.clone();
+        old.as_object_mut().unwrap().remove("node");
+        let out = render(&Kind::Hello, &shelf::client::from_json(&old));
+        assert_eq!(out, "shelfd 0.1.0 (protocols [1]; features: tree)\n");
+        // A hostile name cannot end the line or move the cursor.
+        let mut evil = hello;
+        evil["node"]["name"] = serde_json::json!("x\n\u{1b}[2J");
+        let out = render(&Kind::Hello, &shelf::client::from_json(&evil));
+        assert_eq!(out.lines().count(), 2, "{out:?}");
+    }
 }
