@@ -167,7 +167,7 @@ def test_location_info_round_trips_and_other_drivers_are_not_shelf():
         f"ShelfDriver:a:b:{NODE_ID.upper()}",
         f"ShelfDriver::b:{NODE_ID}",
         f"ShelfDriver:a:b:{NODE_ID}:x",
-        f"ShelfDriver:a:b:",
+        "ShelfDriver:a:b:",
         None,
         17,
     ):
