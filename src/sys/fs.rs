@@ -125,7 +125,7 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Write `bytes` to `dir/name` so that the file is either absent or whole, even across a
-/// crash: a temporary file in `dir` is written with `mode` and fsynced, renamed over
+/// crash: a temporary file `.<name>.tmp` in `dir` is written with `mode` and fsynced, renamed over
 /// `name`, and `dir` is fsynced. The caller makes sure no one else writes `name` (shelfd
 /// holds the state directory's lock).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -138,6 +138,8 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Resu
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        // The umask may have cleared bits (and a leftover temporary has its own mode).
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(name))
