@@ -31,6 +31,16 @@ fn hostile_config_files_are_refused_naming_the_key() {
             "under /dev",
         ),
         (
+            "the node id (made at the first start, never configured)",
+            format!("{base}node_id = \"0f8fad5b-d9cb-469f-a165-70867728950e\"\n"),
+            "node_id cannot be set",
+        ),
+        (
+            "a node name that is not a name",
+            format!("{base}node_name = \"a\\nb\"\n"),
+            "node_name",
+        ),
+        (
             "unknown pool key",
             format!("{base}[pools.p]\nrm = \"-rf\"\n"),
             "rm",

@@ -140,11 +140,12 @@ fn recover(config: &Config, rebuild_db: bool, force: bool, trust_user_xattrs: bo
             }
             return Ok(());
         }
+        let node = shelf::engine::load_node(config)?;
         smol::block_on(async {
             let store = Store::open(&config.state_dir.join("shelf.db"))
                 .await
                 .map_err(|e| format!("cannot open the database: {e}"))?;
-            let engine = Engine::new(config, store.clone())
+            let engine = Engine::new(config, store.clone(), node)
                 .await
                 .map_err(|e| format!("cannot open pools: {e}"))?;
             let r = engine.recover().await.map_err(|e| e.to_string())?;
@@ -175,12 +176,15 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     let _lock = lock_state_dir(&state_dir)?;
     // Take an inherited socket before anything else can see the variables.
     let inherited = systemd::listener_from_systemd()?;
+    // Before the database: a damaged node-id file stops start-up with nothing else done.
+    let node = shelf::engine::load_node(&config)?;
+    log::info!("node {} ({})", node.id, node.name);
     systemd::notify("STATUS=opening the database and pools");
     let store = Store::open(&state_dir.join("shelf.db"))
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
     let engine = Arc::new(
-        Engine::new(&config, store.clone())
+        Engine::new(&config, store.clone(), node)
             .await
             .map_err(|e| format!("cannot open pools: {e}"))?,
     );
@@ -377,9 +381,11 @@ async fn reload(args: &Args, running: &Config, settings: &Settings, engine: &Eng
             if new.state_dir != running.state_dir
                 || new.socket != running.socket
                 || new.metrics != running.metrics
+                || new.node_name != running.node_name
             {
                 log::warn!(
-                    "reload: state_dir, socket and [metrics] changes need a restart; kept the running ones"
+                    "reload: state_dir, socket, node_name and [metrics] changes need a restart; \
+                     kept the running ones"
                 );
             }
             settings.update(&new, resolve_roles(&new).await);

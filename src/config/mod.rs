@@ -42,8 +42,14 @@ pub struct ConfigError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Directory for the database, the lock file and default pools.
+    /// Directory for the database, the lock file, the node id (`node-id`) and default
+    /// pools.
     pub state_dir: PathBuf,
+    /// This node's display name in `hello` and in send streams (default: the host name).
+    /// The node's id is not a setting: it is made at the first start and kept in
+    /// `<state_dir>/node-id`.
+    #[serde(default)]
+    pub node_name: Option<String>,
     /// Path of the management socket.
     pub socket: PathBuf,
     /// Largest request frame, in bytes (64 B to 64 MiB).
@@ -101,6 +107,18 @@ fn default_reconcile() -> u64 {
     60
 }
 
+/// A `node_id` key is refused with its own message (rather than serde's "unknown field"):
+/// the id is not configurable, and whoever tries to set it should learn where it lives.
+fn refuse_node_id(text: &str) -> Result<(), String> {
+    match text.parse::<toml::Table>() {
+        Ok(t) if t.contains_key("node_id") => Err("node_id cannot be set in the config: \
+            the node id is made at the first start and kept in <state_dir>/node-id \
+            (node_name sets the node's display name)"
+            .into()),
+        _ => Ok(()),
+    }
+}
+
 impl Config {
     /// Parse and validate config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -108,6 +126,7 @@ impl Config {
             origin: origin.to_string(),
             message,
         };
+        refuse_node_id(text).map_err(err)?;
         let mut cfg: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -177,6 +196,9 @@ impl Config {
         }
         if !self.socket.is_absolute() {
             return Err(format!("socket {:?} must be an absolute path", self.socket));
+        }
+        if let Some(n) = &self.node_name {
+            validate_name("node", n).map_err(|e| format!("node_name: {e}"))?;
         }
         if !(64..=64 << 20).contains(&self.max_frame_size) {
             return Err(format!(
@@ -376,6 +398,27 @@ mod tests {
     fn unknown_fields_are_refused() {
         let e = Config::parse("state_dir='/a'\nsocket='/b'\nbogus=1\n", "t").unwrap_err();
         assert!(e.message.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn node_id_is_not_a_setting_and_node_name_is_validated() {
+        let base = "state_dir='/a'\nsocket='/b'\n";
+        let e = Config::parse(
+            &format!("{base}node_id='0f8fad5b-d9cb-469f-a165-70867728950e'\n"),
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("node_id cannot be set") && e.message.contains("node-id"),
+            "{e}"
+        );
+        let c = Config::parse(&format!("{base}node_name='n1.example'\n"), "t").unwrap();
+        assert_eq!(c.node_name.as_deref(), Some("n1.example"));
+        assert_eq!(Config::embedded().node_name, None);
+        for bad in ["''", "'a b'", "'-x'", "'a:b'"] {
+            let e = Config::parse(&format!("{base}node_name={bad}\n"), "t").unwrap_err();
+            assert!(e.message.contains("node_name"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod jobs;
 mod keyed;
 mod locks;
 mod metadata;
+mod node;
 mod pool_discard;
 mod rebuild;
 mod receive;
@@ -56,6 +57,7 @@ use serde::Serialize;
 
 pub use gauges::{Gauges, JobFigures};
 pub use locks::LockTable;
+pub use node::load_node;
 pub use rebuild::{rebuild_db, RebuildReport};
 pub use wiring::make_pool;
 
@@ -111,6 +113,8 @@ pub struct Engine {
     driver_cache: drivers::DriverCache,
     /// Each pool's last allocation pass (pool.show's and share.show's `allocated`).
     allocations: allocation::AllocationCache,
+    /// Who this node is (`hello`'s `node`, a send stream's `node` and `node_id`).
+    node: crate::model::Node,
 }
 
 /// Convert a result struct to a CBOR value.

@@ -74,14 +74,6 @@ impl StreamSource for SendSource {
     }
 }
 
-/// This node's identity in a stream's header: its host name.
-fn node_name() -> Option<String> {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-}
-
 impl Engine {
     /// `snapshot.send`: open a byte stream of the snapshot, incremental from `from`.
     pub(super) async fn send_snapshot(&self, a: SnapshotSendArgs) -> Result<Answer> {
@@ -138,8 +130,9 @@ impl Engine {
             snapshot_name: snap.name.clone(),
             share_id: snap.share.clone(),
             share_name: snap.share_name.clone(),
-            node: node_name(),
+            node: Some(self.node.name.clone()),
             base: base.as_ref().map(|b| b.id.clone()),
+            node_id: Some(self.node.id.clone()),
         };
         let size = stream_len(&header, &extents);
         let (encoder, head) = Encoder::start(&header, &extents);

@@ -125,6 +125,7 @@ impl Engine {
             version: crate::VERSION,
             protocols: PROTOCOL_VERSIONS,
             features: FEATURES,
+            node: self.node.clone(),
         }
     }
 }

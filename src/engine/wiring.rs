@@ -15,8 +15,9 @@ use crate::store::Store;
 use crate::sys::cmd::Runner;
 
 impl Engine {
-    /// Open the pools named in the config (creating their directories) and wrap the store.
-    pub async fn new(config: &Config, store: Store) -> Result<Engine> {
+    /// Open the pools named in the config (creating their directories) and wrap the store;
+    /// `node` is this node's identity ([`super::load_node`]).
+    pub async fn new(config: &Config, store: Store, node: crate::model::Node) -> Result<Engine> {
         let mut pools: BTreeMap<String, Arc<dyn Pool>> = BTreeMap::new();
         for (name, (kind, path)) in config.resolved_pools() {
             let pool = open_pool(config, &name, kind, path).await?;
@@ -60,6 +61,7 @@ impl Engine {
             default_fs: config.filesystem.default,
             driver_cache: drivers::DriverCache::default(),
             allocations: Default::default(),
+            node,
         })
     }
 

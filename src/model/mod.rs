@@ -8,6 +8,7 @@ mod export;
 mod group;
 pub mod image_format;
 mod names;
+mod node;
 mod outcome;
 mod size;
 mod tree;
@@ -22,6 +23,7 @@ pub use group::{check_group_members, SnapshotGroup, MAX_GROUP_SHARES};
 pub use names::{
     escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
 };
+pub use node::{default_node_name, Node, NodeId, NODE_ID_FILE};
 pub use outcome::{EventKind, Object, Outcome};
 pub use size::{format_size, parse_size, validate_size, MAX_SIZE, SECTOR};
 pub use tree::{

@@ -139,7 +139,7 @@ fn char_name(c: char) -> String {
 }
 
 /// A name cut to a printable length for error messages.
-fn shorten(s: &str) -> String {
+pub(super) fn shorten(s: &str) -> String {
     if s.chars().count() > 70 {
         let cut: String = s.chars().take(64).collect();
         format!("{cut}…")

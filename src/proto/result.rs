@@ -36,7 +36,7 @@ pub struct Answer {
 }
 
 /// `hello`'s answer before the engine adds its drivers' status: `{server, version,
-/// protocols, features}`.
+/// protocols, features, node}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hello {
     /// The server's name (`shelfd`).
@@ -47,6 +47,8 @@ pub struct Hello {
     pub protocols: &'static [u32],
     /// The features it advertises.
     pub features: &'static [&'static str],
+    /// Who this node is: `{id, name}`.
+    pub node: crate::model::Node,
 }
 
 /// Serialize a typed value into CBOR.

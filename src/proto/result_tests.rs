@@ -269,6 +269,10 @@ fn hello_reconcile_and_reads_are_the_old_values() {
         version: "0.1.0",
         protocols: &[1],
         features: &["pipelining", "events"],
+        node: crate::model::Node {
+            id: crate::model::NodeId::parse("0f8fad5b-d9cb-469f-a165-70867728950e").unwrap(),
+            name: "n1".into(),
+        },
     })
     .unwrap()
     .with("drivers", old_map(vec![]))
@@ -284,6 +288,16 @@ fn hello_reconcile_and_reads_are_the_old_values() {
                 Value::Array(vec![
                     Value::Text("pipelining".into()),
                     Value::Text("events".into()),
+                ]),
+            ),
+            (
+                "node",
+                old_map(vec![
+                    (
+                        "id",
+                        Value::Text("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+                    ),
+                    ("name", Value::Text("n1".into())),
                 ]),
             ),
             ("drivers", old_map(vec![])),

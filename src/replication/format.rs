@@ -4,8 +4,10 @@
 //! ```text
 //! preamble  "SHELFSND" · version u16 · flags u16 (0) · header_len u32
 //! header    size u64 · created_at i64 · extent_count u32 ·
-//!           snapshot_id · snapshot_name · share_id · share_name · node · base
-//!           (each text: u16 length, UTF-8; node and base empty when absent)
+//!           snapshot_id · snapshot_name · share_id · share_name · node · base ·
+//!           [node_id]
+//!           (each text: u16 length, UTF-8; node and base empty when absent; node_id
+//!           absent in streams of senders before it, so a reader takes both forms)
 //! extents   extent_count × (kind u8: 1 data, 2 hole · offset u64 · length u64)
 //! data      the bytes of every data extent, in extent order
 //! trailer   "SHELFEND" · SHA-256 of every byte before the trailer
@@ -20,6 +22,8 @@
 //! passed through in the caller's pieces. Pure: no I/O.
 
 use sha2::{Digest, Sha256};
+
+use crate::model::NodeId;
 
 /// The stream's first eight bytes.
 pub const MAGIC: &[u8; 8] = b"SHELFSND";
@@ -82,10 +86,13 @@ pub struct Header {
     pub share_id: String,
     /// That share's name.
     pub share_name: String,
-    /// The sender's node identity (its host name), when known.
+    /// The sender's node name (its `node_name`, by default its host name), when known.
     pub node: Option<String>,
     /// For an incremental stream, the id of the base snapshot it applies onto.
     pub base: Option<String>,
+    /// The sender's node id (`hello`'s `node.id`); `None` in a stream from a sender that
+    /// did not write it. Written after `base`, the header's last field.
+    pub node_id: Option<NodeId>,
 }
 
 /// Every way a stream can be refused.
@@ -162,7 +169,10 @@ pub fn encode_head(h: &Header, extents: &[Extent]) -> Vec<u8> {
         &h.share_name,
         h.node.as_deref().unwrap_or(""),
         h.base.as_deref().unwrap_or(""),
-    ] {
+    ]
+    .into_iter()
+    .chain(h.node_id.as_ref().map(NodeId::as_str))
+    {
         let b = &t.as_bytes()[..t.len().min(MAX_TEXT)];
         body.extend_from_slice(&(b.len() as u16).to_be_bytes());
         body.extend_from_slice(b);
@@ -522,18 +532,15 @@ fn parse_header(b: &[u8]) -> Result<(Header, u32), StreamError> {
         "node",
         "base",
     ] {
-        if rest.len() < 2 {
-            return Err(bad(&format!("{name} is cut off")));
-        }
-        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-        if len > MAX_TEXT || rest.len() < 2 + len {
-            return Err(bad(&format!("{name} is too long or cut off")));
-        }
-        let t = std::str::from_utf8(&rest[2..2 + len])
-            .map_err(|_| bad(&format!("{name} is not UTF-8")))?;
-        texts.push(t.to_string());
-        rest = &rest[2 + len..];
+        texts.push(take_text(&mut rest, name)?);
     }
+    // The one optional field: a sender before it ends the header after base.
+    let node_id = if rest.is_empty() {
+        None
+    } else {
+        let t = take_text(&mut rest, "node_id")?;
+        Some(NodeId::parse(&t).map_err(|e| bad(&format!("node_id: {e}")))?)
+    };
     if !rest.is_empty() {
         return Err(bad("bytes after the last field"));
     }
@@ -549,6 +556,7 @@ fn parse_header(b: &[u8]) -> Result<(Header, u32), StreamError> {
         share_name: next(),
         node: opt(next()),
         base: opt(next()),
+        node_id,
     };
     for (name, v) in [
         ("snapshot_id", &h.snapshot_id),
@@ -559,6 +567,23 @@ fn parse_header(b: &[u8]) -> Result<(Header, u32), StreamError> {
         }
     }
     Ok((h, count))
+}
+
+/// One text field (u16 length, UTF-8) off the front of `rest`.
+fn take_text(rest: &mut &[u8], name: &str) -> Result<String, StreamError> {
+    let bad = |m: String| StreamError::HeaderMalformed(m);
+    if rest.len() < 2 {
+        return Err(bad(format!("{name} is cut off")));
+    }
+    let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+    if len > MAX_TEXT || rest.len() < 2 + len {
+        return Err(bad(format!("{name} is too long or cut off")));
+    }
+    let t = std::str::from_utf8(&rest[2..2 + len])
+        .map_err(|_| bad(format!("{name} is not UTF-8")))?
+        .to_string();
+    *rest = &rest[2 + len..];
+    Ok(t)
 }
 
 #[cfg(test)]

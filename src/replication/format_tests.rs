@@ -14,8 +14,11 @@ fn header(size: u64, base: Option<&str>) -> Header {
         share_name: "vol".into(),
         node: Some("node1".into()),
         base: base.map(str::to_string),
+        node_id: Some(NodeId::parse(NODE_ID).unwrap()),
     }
 }
+
+const NODE_ID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
 /// A whole stream of `vol`'s bytes for `extents`.
 fn encode(h: &Header, extents: &[Extent], vol: &[u8]) -> Vec<u8> {
@@ -105,6 +108,84 @@ fn an_empty_stream_and_a_full_one_without_node_round_trip() {
     h.node = None;
     let bytes = encode(&h, &[], &[]);
     assert_eq!(decode(&bytes, 5).unwrap().0, h);
+}
+
+/// The preamble and header of a stream as a sender before `node_id` wrote them, built
+/// by hand from docs/replication.md §2 (not by the encoder): six texts, then the end.
+fn old_head(h: &Header) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&h.size.to_be_bytes());
+    body.extend_from_slice(&h.created_at.to_be_bytes());
+    body.extend_from_slice(&0u32.to_be_bytes());
+    for t in [
+        &h.snapshot_id,
+        &h.snapshot_name,
+        &h.share_id,
+        &h.share_name,
+        h.node.as_deref().unwrap_or(""),
+        h.base.as_deref().unwrap_or(""),
+    ] {
+        body.extend_from_slice(&(t.len() as u16).to_be_bytes());
+        body.extend_from_slice(t.as_bytes());
+    }
+    let mut out = b"SHELFSND\x00\x01\x00\x00".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn a_stream_without_node_id_is_still_read_and_written_as_before() {
+    let mut h = header(0, Some("5f0c2d9e-0000-4000-8000-000000000000"));
+    h.node_id = None;
+    let mut old = old_head(&h);
+    assert_eq!(
+        encode_head(&h, &[]),
+        old,
+        "no node_id: the old layout, byte for byte"
+    );
+    let trailer = Sha256::digest(&old);
+    old.extend_from_slice(TRAILER_MAGIC);
+    old.extend_from_slice(&trailer);
+    assert_eq!(decode(&old, 3).unwrap().0, h);
+}
+
+#[test]
+fn node_id_comes_after_base_and_must_be_a_node_id() {
+    let h = header(0, None);
+    let with = encode_head(&h, &[]);
+    let mut without = h.clone();
+    without.node_id = None;
+    let mut expected = encode_head(&without, &[]);
+    expected[12..16].copy_from_slice(&((with.len() - PREAMBLE_LEN) as u32).to_be_bytes());
+    expected.extend_from_slice(&36u16.to_be_bytes());
+    expected.extend_from_slice(NODE_ID.as_bytes());
+    assert_eq!(with, expected);
+    assert_eq!(decode(&encode(&h, &[], &[]), 9).unwrap().0, h);
+    for bad in [
+        "",
+        "node1",
+        &NODE_ID.to_uppercase(),
+        "0f8fad5b-d9cb-469f-a165-70867728950e\n",
+    ] {
+        let mut b = encode_head(&without, &[]);
+        let len = (b.len() - PREAMBLE_LEN + 2 + bad.len()) as u32;
+        b[12..16].copy_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&(bad.len() as u16).to_be_bytes());
+        b.extend_from_slice(bad.as_bytes());
+        match decode(&b, 64).unwrap_err() {
+            StreamError::HeaderMalformed(m) => assert!(m.contains("node_id"), "{bad:?}: {m}"),
+            e => panic!("{bad:?}: {e:?}"),
+        }
+    }
+    // Still nothing after the last field.
+    let mut b = with.clone();
+    b[12..16].copy_from_slice(&((with.len() - PREAMBLE_LEN + 1) as u32).to_be_bytes());
+    b.push(0);
+    match decode(&b, 64).unwrap_err() {
+        StreamError::HeaderMalformed(m) => assert!(m.contains("after the last field"), "{m}"),
+        e => panic!("{e:?}"),
+    }
 }
 
 #[test]

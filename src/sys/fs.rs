@@ -124,6 +124,33 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+/// Write `bytes` to `dir/name` so that the file is either absent or whole, even across a
+/// crash: a temporary file `.<name>.tmp` in `dir` is written with `mode` and fsynced, renamed over
+/// `name`, and `dir` is fsynced. The caller makes sure no one else writes `name` (shelfd
+/// holds the state directory's lock).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have cleared bits (and a leftover temporary has its own mode).
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    fsync_dir(dir)
+}
+
 /// Size, free and used bytes of the filesystem holding `path`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsUsage {

@@ -36,7 +36,7 @@ from shelf_client import Client, HasDependents, NotFound, ShelfError
 from shelf_cinder.groups import GroupsMixin
 from shelf_cinder.images import ImageCacheMixin
 from shelf_cinder.migration import MigrationMixin, migration_opts
-from shelf_cinder.stats import GiB, volume_stats
+from shelf_cinder.stats import GiB, node_id_of, volume_stats
 
 LOG = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class ShelfBaseDriver(GroupsMixin, MigrationMixin, ImageCacheMixin, driver.Volum
         self.configuration.append_config_values(shelf_opts)
         self.configuration.append_config_values(migration_opts)
         self._pool: Optional[str] = None
+        #: The shelf node's id (``hello``'s ``node.id``), once ``do_setup`` has asked.
+        self._node_id: Optional[str] = None
 
     @staticmethod
     def get_driver_options() -> List[cfg.Opt]:
@@ -161,6 +163,7 @@ class ShelfBaseDriver(GroupsMixin, MigrationMixin, ImageCacheMixin, driver.Volum
                 data=f"shelfd lacks features this driver needs: {', '.join(missing)}"
             )
         self._pool = self.configuration.shelf_pool or self._default_pool()
+        self._node_id = node_id_of(hello)
         self._check_node_name()
 
     def _default_pool(self) -> str:

@@ -4,10 +4,15 @@ Cinder's volume manager asks the source backend's driver first
 (``migrate_volume(ctxt, volume, host)``, where ``host`` carries the destination's
 capabilities); ``(False, None)`` makes Cinder run its generic copy (a new volume on the
 destination, both attached to the cinder-volume host, the bytes copied by dd). A shelf
-destination is recognised by its ``location_info`` (``ShelfDriver:<node>:<pool>``,
-:func:`shelf_cinder.stats.location_info`) and reached through the local socket that this
-backend's ``shelf_migration_peers`` maps the node name to (the peer's own socket on this
-host, or one forwarded over SSH as in docs/cinder.md, "Cinder on another host").
+destination is recognised by its ``location_info``
+(``ShelfDriver:<node>:<pool>:<node-id>``, :func:`shelf_cinder.stats.location_info`) and
+reached through the local socket that this backend's ``shelf_migration_peers`` maps the
+node name to (the peer's own socket on this host, or one forwarded over SSH as in
+docs/cinder.md, "Cinder on another host"). The node id settles who is who: the shelfd
+behind that socket must answer ``hello`` with the node id of the ``location_info``, and it
+must not be this backend's own shelf node; otherwise (a peers map pointing at the wrong
+node or back at this one, or an old three-field ``location_info`` without an id) the
+migration is declined.
 
 The move, with the volume detached (shelf refuses an attached one; Cinder does not even
 ask a driver to move a volume with attachments):
@@ -46,7 +51,7 @@ from cinder.volume import configuration
 
 import shelf_client
 from shelf_client import Client, NotFound
-from shelf_cinder.stats import parse_location_info
+from shelf_cinder.stats import node_id_of, parse_location_info
 
 LOG = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ migration_opts = [
         "shelf_node_name",
         default=None,
         help="The name of this backend's shelf node in its location_info "
-        "(ShelfDriver:<node>:<pool>), which other shelf backends look up in their "
+        "(ShelfDriver:<node>:<pool>:<node-id>), which other shelf backends look up in their "
         "shelf_migration_peers. No ':' in it. Default: the backend's Cinder host "
         "(<host>@<backend>).",
     ),
@@ -99,6 +104,11 @@ class MigrationMixin:
         """This backend's shelf node name, as its ``location_info`` reports it."""
         return self.configuration.safe_get("shelf_node_name") or self.host
 
+    def node_id(self) -> Optional[str]:
+        """This backend's shelf node id as ``do_setup`` found it (``None`` before, or
+        from a shelfd without node ids)."""
+        return getattr(self, "_node_id", None)
+
     def _check_node_name(self) -> None:
         """``do_setup``: a node name that ``location_info`` can carry."""
         name = self.node_name()
@@ -131,7 +141,12 @@ class MigrationMixin:
         where = parse_location_info((host.get("capabilities") or {}).get("location_info"))
         if where is None:
             raise Declined("the destination is not a shelf backend")
-        node, pool = where
+        node, pool, node_id = where
+        if node_id is None:
+            raise Declined(
+                f"the destination's location_info has no shelf node id (a driver before "
+                f"node ids), so node {node!r} cannot be told from this one"
+            )
         if node == self.node_name():
             if pool == self._pool:
                 raise exception.VolumeBackendAPIException(
@@ -150,10 +165,25 @@ class MigrationMixin:
             raise Declined("the volume is attached")
         share = self._source_share(volume)
         self._check_detached(share)
-        self._check_features(peer, DESTINATION_FEATURES, f"node {node!r}")
-        self._check_features(self.configuration.shelf_socket, SOURCE_FEATURES, "this node")
+        theirs = self._check_features(peer, DESTINATION_FEATURES, f"node {node!r}")
+        ours = self._check_features(self.configuration.shelf_socket, SOURCE_FEATURES, "this node")
+        self._check_node_ids(node, node_id, peer, node_id_of(theirs), node_id_of(ours))
         self._check_destination(peer, pool, volume)
         return peer, pool, share
+
+    @staticmethod
+    def _check_node_ids(
+        node: str, wanted: str, peer: str, theirs: Optional[str], ours: Optional[str]
+    ) -> None:
+        """The shelfd at ``peer`` is the node the destination's ``location_info`` names
+        (``wanted``), and that is not this backend's node."""
+        if theirs != wanted:
+            raise Declined(
+                f"shelfd at {peer} (shelf_migration_peers[{node!r}]) is node {theirs}, not "
+                f"node {wanted} of the destination's location_info"
+            )
+        if ours == wanted:
+            raise Declined(f"the destination is this shelf node (node id {ours})")
 
     def _source_share(self, volume: Any) -> str:
         try:
@@ -172,15 +202,17 @@ class MigrationMixin:
     def _peer(self, socket: str) -> Client:
         return Client(socket, timeout=self.configuration.shelf_timeout)
 
-    def _check_features(self, socket: str, wanted: Tuple[str, ...], who: str) -> None:
+    def _check_features(self, socket: str, wanted: Tuple[str, ...], who: str) -> Dict[str, Any]:
+        """The ``hello`` of the shelfd at ``socket``, which must list ``wanted``."""
         try:
             with self._peer(socket) as c:
-                features = c.hello().get("features", [])
+                hello = c.hello()
         except (shelf_client.ClientError, OSError) as e:
             raise Declined(f"shelfd of {who} not reachable at {socket}: {e}") from e
-        missing = [f for f in wanted if f not in features]
+        missing = [f for f in wanted if f not in hello.get("features", [])]
         if missing:
             raise Declined(f"shelfd of {who} lacks {', '.join(missing)}")
+        return hello
 
     def _check_destination(self, peer: str, pool: str, volume: Any) -> None:
         """The pool exists there and no share has the volume's name, but a leftover of

@@ -10,6 +10,7 @@ Cinder's CapacityFilter and CapacityWeigher.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 #: Bytes in one Cinder gigabyte (Cinder sizes are GiB).
@@ -19,22 +20,48 @@ GiB = 1 << 30
 LOCATION_TAG = "ShelfDriver"
 
 
-def location_info(node: str, pool: str) -> str:
-    """``location_info``: ``ShelfDriver:<node>:<pool>``, where ``node`` names the shelf
-    node (``shelf_node_name``) and ``pool`` the pool holding the backend's volumes. A
-    source driver reads it in ``migrate_volume`` (:mod:`shelf_cinder.migration`)."""
-    return f"{LOCATION_TAG}:{node}:{pool}"
+def location_info(node: str, pool: str, node_id: Optional[str]) -> str:
+    """``location_info``: ``ShelfDriver:<node>:<pool>:<node-id>``, where ``node`` names
+    the shelf node (``shelf_node_name``), ``pool`` the pool holding the backend's volumes
+    and ``node-id`` is the shelf node's id (``hello``'s ``node.id``). A source driver
+    reads it in ``migrate_volume`` (:mod:`shelf_cinder.migration`). Without a node id (a
+    shelfd before node ids) it is the old ``ShelfDriver:<node>:<pool>``, which other
+    shelf backends then decline to migrate to."""
+    if node_id is None:
+        return f"{LOCATION_TAG}:{node}:{pool}"
+    return f"{LOCATION_TAG}:{node}:{pool}:{node_id}"
 
 
-def parse_location_info(info: Any) -> Optional[Tuple[str, str]]:
-    """``(node, pool)`` of a shelf backend's ``location_info``; ``None`` for anything
-    else (another driver's, a malformed one): that destination is not shelf."""
+def is_node_id(text: Any) -> bool:
+    """A shelf node id: a UUID, lowercase and hyphenated (as shelfd writes it)."""
+    try:
+        return isinstance(text, str) and str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def node_id_of(hello: Any) -> Optional[str]:
+    """The node id in a ``hello`` reply; ``None`` from a shelfd without node ids (or
+    anything that is not a node id)."""
+    node = hello.get("node") if isinstance(hello, Mapping) else None
+    node_id = node.get("id") if isinstance(node, Mapping) else None
+    return node_id if is_node_id(node_id) else None
+
+
+def parse_location_info(info: Any) -> Optional[Tuple[str, str, Optional[str]]]:
+    """``(node, pool, node_id)`` of a shelf backend's ``location_info``; ``node_id`` is
+    ``None`` in the old three-field form (a driver before node ids). ``None`` for
+    anything else (another driver's, a malformed one): that destination is not shelf."""
     if not isinstance(info, str):
         return None
     parts = info.split(":")
-    if len(parts) != 3 or parts[0] != LOCATION_TAG or not all(parts[1:]):
+    if parts[0] != LOCATION_TAG or len(parts) not in (3, 4) or not all(parts[1:]):
         return None
-    return parts[1], parts[2]
+    if len(parts) == 3:
+        return parts[1], parts[2], None
+    if not is_node_id(parts[3]):
+        return None
+    return parts[1], parts[2], parts[3]
 
 
 def gib(size_bytes: int) -> float:
@@ -92,7 +119,7 @@ def volume_stats(driver: Any, pool: Dict[str, Any]) -> Dict[str, Any]:
         "QoS_support": False,
         "total_volumes": pool["shares"],
         "sparse_copy_volume": True,
-        "location_info": location_info(driver.node_name(), pool["name"]),
+        "location_info": location_info(driver.node_name(), pool["name"], driver.node_id()),
     }
     # What the volumes really take on the node. Not ``allocated_capacity_gb``: Cinder's
     # volume manager overwrites that key with its own sum of its volumes' sizes.

@@ -29,6 +29,8 @@ from shelf_cinder.migration import CHUNK, EMPTY_READS, PREFIX, pipe
 from shelf_cinder.stats import location_info, parse_location_info
 
 MiB = 1 << 20
+#: A node id no shelfd of these tests has.
+NODE_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 @pytest.fixture(scope="session")
@@ -144,22 +146,37 @@ def declined(src: Any, vol: Any, host: Dict[str, Any], caplog: Any, reason: str)
 # ------------------------------------------------------------ location_info
 
 
+def node_id(node: Appliance) -> str:
+    """The shelf node id of ``node`` (its ``hello``)."""
+    with node.client() as c:
+        return c.hello()["node"]["id"]
+
+
 def test_location_info_round_trips_and_other_drivers_are_not_shelf():
-    assert parse_location_info(location_info("node-a", "default")) == ("node-a", "default")
+    got = parse_location_info(location_info("node-a", "default", NODE_ID))
+    assert got == ("node-a", "default", NODE_ID)
+    assert location_info("node-a", "default", NODE_ID) == f"ShelfDriver:node-a:default:{NODE_ID}"
+    # The old form (a driver before node ids) still parses: it is shelf, with no id.
+    assert parse_location_info("ShelfDriver:node-a:default") == ("node-a", "default", None)
+    assert location_info("node-a", "default", None) == "ShelfDriver:node-a:default"
     for other in (
         "LVMVolumeDriver:host:cinder-volumes:thin:0",
         "ShelfDriver:node-a",
         "ShelfDriver::default",
         "ShelfDriver:a:b:c",
+        f"ShelfDriver:a:b:{NODE_ID.upper()}",
+        f"ShelfDriver::b:{NODE_ID}",
+        f"ShelfDriver:a:b:{NODE_ID}:x",
+        "ShelfDriver:a:b:",
         None,
         17,
     ):
         assert parse_location_info(other) is None, other
 
 
-def test_stats_report_the_node_name_and_pool(drivers):
+def test_stats_report_the_node_name_pool_and_node_id(drivers, peer):
     stats = drivers["dst"].get_volume_stats(True)
-    assert stats["location_info"] == "ShelfDriver:node-b:default"
+    assert stats["location_info"] == f"ShelfDriver:node-b:default:{node_id(peer)}"
 
 
 def test_a_node_name_with_a_colon_is_a_setup_error(appliance, ctx):
@@ -221,11 +238,66 @@ def test_an_attached_volume_is_declined(appliance, peer, drivers, new_volume, cl
 def test_the_same_node_is_refused_or_declined(appliance, drivers, new_volume, cleanup, caplog):
     src = drivers["src"]
     vol = source_volume(src, new_volume, appliance, 1)
-    itself = {"host": "x@y#y", "capabilities": {"location_info": "ShelfDriver:node-a:default"}}
+    ours = node_id(appliance)
+    itself = {
+        "host": "x@y#y",
+        "capabilities": {"location_info": f"ShelfDriver:node-a:default:{ours}"},
+    }
     with pytest.raises(exception.VolumeBackendAPIException, match="same shelf pool"):
         src.migrate_volume(None, vol, itself)
-    other_pool = {"host": "x@z#z", "capabilities": {"location_info": "ShelfDriver:node-a:fast"}}
+    other_pool = {
+        "host": "x@z#z",
+        "capabilities": {"location_info": f"ShelfDriver:node-a:fast:{ours}"},
+    }
     declined(src, vol, other_pool, caplog, "is on this node")
+
+
+def test_an_old_location_info_without_a_node_id_gets_cinders_generic_migration(
+    appliance, peer, drivers, new_volume, cleanup, caplog
+):
+    """``ShelfDriver:<node>:<pool>`` (a destination driver before node ids): shelf, but
+    nothing proves which node it is, so the generic copy runs."""
+    src, dst = drivers["src"], drivers["dst"]
+    vol = source_volume(src, new_volume, appliance, 1)
+    host = dest_host(dst)
+    host["capabilities"]["location_info"] = "ShelfDriver:node-b:default"
+    declined(src, vol, host, caplog, "has no shelf node id")
+    assert names(appliance) == [vol.name] and names(peer) == []
+    assert snapshots(appliance) == []
+
+
+def test_a_peer_that_is_another_node_than_the_destination_is_declined(
+    appliance, peer, drivers, new_volume, cleanup, caplog
+):
+    """The destination says it is node ``NODE_ID``, but the shelfd that
+    ``shelf_migration_peers`` reaches for its name answers with another id (the map
+    points at the wrong node): declined, nothing sent."""
+    src, dst = drivers["src"], drivers["dst"]
+    vol = source_volume(src, new_volume, appliance, 1)
+    host = dest_host(dst)
+    host["capabilities"]["location_info"] = f"ShelfDriver:node-b:default:{NODE_ID}"
+    declined(src, vol, host, caplog, f"is node {node_id(peer)}, not node {NODE_ID}")
+    assert names(appliance) == [vol.name] and names(peer) == []
+    assert snapshots(appliance) == []
+
+
+def test_a_peer_that_is_this_node_is_declined(
+    appliance, peer, drivers, new_volume, cleanup, caplog
+):
+    """``shelf_migration_peers`` maps the destination's name to this backend's own
+    shelfd, and the destination's location_info carries that node's id (two backends of
+    one shelf node under different node names): the peer check passes, and the own-id
+    check declines before anything is sent to itself."""
+    src, dst = drivers["src"], drivers["dst"]
+    vol = source_volume(src, new_volume, appliance, 1)
+    cfg.CONF.set_override(
+        "shelf_migration_peers", {"node-b": appliance.socket}, group="shelf-mig-a"
+    )
+    host = dest_host(dst)
+    host["capabilities"]["location_info"] = f"ShelfDriver:node-b:default:{node_id(appliance)}"
+    declined(src, vol, host, caplog, "the destination is this shelf node")
+    assert names(appliance) == [vol.name] and names(peer) == []
+    assert snapshots(appliance) == []
 
 
 def test_a_share_of_that_name_on_the_destination_is_not_overwritten(

@@ -43,9 +43,12 @@ class Operations:
     # ------------------------------------------------------------ server and pools
 
     def hello(self) -> Any:
-        """8.1 ``hello``: ``{server, version, protocols, features, drivers}`` (and
+        """8.1 ``hello``: ``{server, version, protocols, features, node, drivers}`` (and
         ``drivers_age_ms``, ``driver_transports``, e.g. ``{"tgt": "socket"}``). Check that
-        ``1 in protocols`` and test ``features`` rather than ``version``."""
+        ``1 in protocols`` and test ``features`` rather than ``version``. ``node`` is
+        ``{id, name}``: ``id`` tells this shelf node from every other one (stable across
+        restarts and ``--rebuild-db``), ``name`` is only for people; a shelfd before node
+        ids has no ``node``."""
         return self._submit("hello", {}, None)
 
     def pool_list(self) -> Any:
@@ -488,7 +491,9 @@ class Operations:
         )
 
     def snapshot_receive_finish(self, receive: str, *, key: Optional[str] = None) -> Any:
-        """8.31 ``snapshot.receive.finish``: ``{share, snapshot, changed}``."""
+        """8.31 ``snapshot.receive.finish``: ``{share, snapshot, changed, origin_node}``
+        (``origin_node``: the sender's node id from the stream, ``None`` for a stream from
+        a shelf before node ids)."""
         return self._submit("snapshot.receive.finish", _args(receive=receive), key)
 
     def snapshot_receive_abort(self, receive: str) -> Any:

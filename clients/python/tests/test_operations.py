@@ -3,6 +3,8 @@ against a live shelfd, through the typed methods."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from shelf_client import (
@@ -27,6 +29,10 @@ def test_hello_reports_protocol_1_and_features(client: Client) -> None:
     for feature in ("pipelining", "share.clone", "tree", "share.metadata"):
         assert feature in h["features"]
     assert isinstance(h["version"], str) and h["version"]
+    node = h["node"]
+    assert set(node) == {"id", "name"} and node["name"]
+    assert str(uuid.UUID(node["id"])) == node["id"]
+    assert client.hello()["node"] == node
 
 
 def test_pools(client: Client) -> None:

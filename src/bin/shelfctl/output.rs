@@ -244,11 +244,23 @@ fn metadata_lines(v: &Value) -> String {
     s
 }
 
+/// `node <id> (<name>)` of a hello, or nothing from a server that has no `node`.
+fn node_line(v: &Value) -> String {
+    match get(v, "node") {
+        Some(n) => format!(
+            "node {} ({})\n",
+            shelf::model::escape_for_display(get_text(n, "id").unwrap_or("-")),
+            shelf::model::escape_for_display(get_text(n, "name").unwrap_or("-"))
+        ),
+        None => String::new(),
+    }
+}
+
 /// Render a result for a person.
 pub fn render(kind: &Kind, v: &Value) -> String {
     match kind {
         Kind::Hello => format!(
-            "{} {} (protocols {:?}; features: {})\n",
+            "{} {} (protocols {:?}; features: {})\n{}",
             t(v, "server"),
             t(v, "version"),
             items(get(v, "protocols").unwrap_or(&Value::Null))
@@ -259,7 +271,8 @@ pub fn render(kind: &Kind, v: &Value) -> String {
                 .iter()
                 .filter_map(|f| f.as_text().map(str::to_string))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            node_line(v)
         ),
         Kind::Pools => pool_rows(&items(v)),
         Kind::Pool => pool_rows(std::slice::from_ref(v)),
@@ -401,5 +414,28 @@ mod tests {
         old.as_object_mut().unwrap().remove("allocated");
         let out = render(&Kind::Pool, &shelf::client::from_json(&old));
         assert!(out.lines().nth(1).unwrap().contains(" - "), "{out}");
+    }
+
+    #[test]
+    fn hello_prints_the_node_line_when_the_server_has_one() {
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let hello = serde_json::json!({
+            "server": "shelfd", "version": "0.1.0", "protocols": [1], "features": ["tree"],
+            "node": {"id": id, "name": "shelf1"}});
+        let out = render(&Kind::Hello, &shelf::client::from_json(&hello));
+        assert_eq!(
+            out,
+            format!("shelfd 0.1.0 (protocols [1]; features: tree)\nnode {id} (shelf1)\n")
+        );
+        // A server before node ids: the one line it always printed.
+        let mut old = hello.clone();
+        old.as_object_mut().unwrap().remove("node");
+        let out = render(&Kind::Hello, &shelf::client::from_json(&old));
+        assert_eq!(out, "shelfd 0.1.0 (protocols [1]; features: tree)\n");
+        // A hostile name cannot end the line or move the cursor.
+        let mut evil = hello;
+        evil["node"]["name"] = serde_json::json!("x\n\u{1b}[2J");
+        let out = render(&Kind::Hello, &shelf::client::from_json(&evil));
+        assert_eq!(out.lines().count(), 2, "{out:?}");
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::super::{answer, blocking, Engine};
 use crate::error::{Error, Result};
-use crate::model::{Layout, Share, ShareState, Snapshot};
+use crate::model::{escape_for_display, Layout, Share, ShareState, Snapshot};
 use crate::proto::{Answer, ReceiveRef};
 use crate::store::{self, now};
 
@@ -26,6 +26,9 @@ struct Received {
     share: Share,
     snapshot: Snapshot,
     changed: bool,
+    /// The sender's node id from the stream's header (`null` for a sender that did not
+    /// write one). Reported, not stored.
+    origin_node: Option<crate::model::NodeId>,
 }
 
 impl Engine {
@@ -43,6 +46,7 @@ impl Engine {
                 .ok_or_else(|| Error::Internal("a whole stream without a head".into()))?;
             (r.pool.clone(), r.name.clone(), head)
         };
+        let origin_node = head.header.node_id.clone();
         let done = self.commit_receive(&a.receive, &pool, &name, head).await;
         // Whatever happened, the receive is over (its staging file moved or to be removed).
         self.drop_receive(&a.receive).await;
@@ -51,6 +55,7 @@ impl Engine {
             share,
             snapshot,
             changed,
+            origin_node,
         }))
     }
 
@@ -88,12 +93,20 @@ impl Engine {
             group: None,
         };
         log::info!(
-            "receive {receive_id}: snapshot {} ({}) of share {} ({}) from node {}, {} bytes{}",
+            "receive {receive_id}: snapshot {} ({}) of share {} ({}) from node {} ({}), {} \
+             bytes{}",
             h.snapshot_name,
             h.snapshot_id,
             h.share_name,
             h.share_id,
-            h.node.as_deref().unwrap_or("?"),
+            h.node
+                .as_deref()
+                .map(escape_for_display)
+                .unwrap_or("?".into()),
+            h.node_id
+                .as_ref()
+                .map(|n| n.as_str())
+                .unwrap_or("no node id"),
             h.size,
             h.base
                 .as_deref()
