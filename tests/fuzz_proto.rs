@@ -87,7 +87,7 @@ fn check(o: &Outcome) -> Result<(), TestCaseError> {
         },
         result: Err((ErrorCode::InvalidArgument, message)),
     };
-    let encoded = frame::encode(&encode_reply(reply));
+    let encoded = encode_reply(reply);
     prop_assert!(encoded.len() <= MESSAGE_BOUND + 64);
     Ok(())
 }

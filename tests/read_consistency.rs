@@ -337,7 +337,8 @@ fn replies_from_the_index_are_the_replies_of_the_sql_queries() {
     let db = shelf::store::open_connection(&layout.state.join("shelf.db")).expect("db");
     let sql = |v: Result<Value, String>| v;
     let enc = |a: Result<Answer, shelf::proto::EncodeError>| {
-        a.map(Answer::into_value).map_err(|e| e.to_string())
+        a.map(|a| a.into_body().into_value())
+            .map_err(|e| e.to_string())
     };
     let bytes = |v: &Value| {
         let mut out = Vec::new();

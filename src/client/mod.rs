@@ -195,6 +195,13 @@ impl Client {
         Ok(Some((id, Err(RemoteError { code, message }))))
     }
 
+    /// The next frame's body as it came, not decoded (`Ok(None)` when the server closed
+    /// the connection): for a caller that checks only a few bytes of a large reply (the
+    /// bench, which measures the server's side of a read).
+    pub fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(frame::read_frame_blocking(&mut self.stream, MAX_REPLY)?)
+    }
+
     fn read_value(&mut self) -> Result<Option<Value>, ClientError> {
         let Some(body) = frame::read_frame_blocking(&mut self.stream, MAX_REPLY)? else {
             return Ok(None);

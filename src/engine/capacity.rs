@@ -1,8 +1,10 @@
 //! Capacity guards: the figures a create, clone, snapshot or grow is checked against.
 //!
-//! The pool's free space is read off the event loop before the request's first commit;
-//! the provisioned total is read inside that commit's transaction, so two requests racing
-//! for the last of a pool cannot both pass (the database serialises them).
+//! The pool's free space is read off the event loop before the request's first commit,
+//! or, where reading it is one `statvfs` ([`Pool::admit_is_cheap`]), inside that commit
+//! on the database thread, which saves a hand-over; the provisioned total is read inside
+//! that commit's transaction, so two requests racing for the last of a pool cannot both
+//! pass (the database serialises them).
 
 use std::sync::Arc;
 
@@ -19,18 +21,31 @@ use crate::store;
 pub(super) struct Room {
     pool: String,
     policy: CapacityPolicy,
-    size: u64,
-    free: u64,
+    figures: Figures,
+}
+
+/// The pool's size and free space: read already, or read at the check.
+#[derive(Debug, Clone)]
+enum Figures {
+    Read { size: u64, free: u64 },
+    AtCheck(Arc<dyn Pool>),
 }
 
 impl Room {
     /// Refuse `demand` with `no_space` (naming `what` and the figures) if the pool cannot
     /// take it. Runs inside the transaction that records the request.
     pub(super) fn check(&self, c: &Connection, what: &str, demand: Demand) -> Result<()> {
+        let (size, free) = match &self.figures {
+            Figures::Read { size, free } => (*size, *free),
+            Figures::AtCheck(pool) => {
+                let usage = pool.admit()?;
+                (usage.size, usage.free)
+            }
+        };
         let provisioned = store::provisioned(c, &self.pool)?;
         let cap = Capacity {
-            size: self.size,
-            free: self.free,
+            size,
+            free,
             provisioned,
         };
         check_capacity(&self.pool, &self.policy, &cap, demand)
@@ -51,13 +66,20 @@ impl Engine {
 
     /// Read a pool's figures for a capacity decision.
     pub(super) async fn room(&self, pool: &Arc<dyn Pool>) -> Result<Room> {
-        let p = pool.clone();
-        let usage = blocking(move || p.admit()).await?;
+        let figures = if pool.admit_is_cheap() {
+            Figures::AtCheck(pool.clone())
+        } else {
+            let p = pool.clone();
+            let usage = blocking(move || p.admit()).await?;
+            Figures::Read {
+                size: usage.size,
+                free: usage.free,
+            }
+        };
         Ok(Room {
             pool: pool.name().to_string(),
             policy: self.policy(pool.name()),
-            size: usage.size,
-            free: usage.free,
+            figures,
         })
     }
 }

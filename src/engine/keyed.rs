@@ -130,12 +130,13 @@ impl Engine {
         digest: &str,
         req: Request,
         slot: &AuditSlot,
-    ) -> Result<Value> {
+    ) -> Result<crate::proto::Body> {
         let _g = self.locks.lock(&format!("key:{key}")).await;
-        match self.kept_answer(key, op, digest).await? {
+        let answer = match self.kept_answer(key, op, digest).await? {
             Some(answer) => answer,
             None => self.handle_and_keep(key, op, digest, req, slot).await,
-        }
+        };
+        answer.map(crate::proto::Body::Value)
     }
 
     /// The kept answer for `key`, if the same request was answered before.
@@ -202,7 +203,11 @@ impl Engine {
         req: Request,
         slot: &AuditSlot,
     ) -> Result<Value> {
-        let result = self.handle(req, slot).await;
+        // A change's answer is a value (only list reads are encoded bodies).
+        let result = self
+            .handle(req, slot)
+            .await
+            .map(crate::proto::Body::into_value);
         if keepable(&result) {
             let (k, o, d, bytes) = (
                 key.to_string(),

@@ -169,14 +169,14 @@ impl Engine {
     /// never comes here, so it publishes nothing. The event's `op` is the request's wire
     /// name ([`Request::op`]). An operation whose final transaction writes the request's
     /// audit entry takes it from `slot` ([`crate::store::Store::write_recorded`]).
-    pub async fn handle(&self, req: Request, slot: &AuditSlot) -> Result<Value> {
+    pub async fn handle(&self, req: Request, slot: &AuditSlot) -> Result<crate::proto::Body> {
         let op = req.op();
         let answer = self.dispatch(req, slot).await?;
         if let Some(change) = answer.event() {
             self.events
                 .publish(change.kind.as_str(), op, &change.object, None);
         }
-        Ok(answer.into_value())
+        Ok(answer.into_body())
     }
 
     /// The one dispatch: every operation, each returning its typed result (an

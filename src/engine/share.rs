@@ -80,7 +80,7 @@ impl Engine {
             self.store
                 .index()
                 .list_shares(a.pool.as_deref(), a.name.as_deref(), a.id.as_deref());
-        read_list(shares.len(), move || Answer::read(&shares)).await
+        read_list(shares.len(), move || Answer::list(&shares)).await
     }
 
     /// `share.show`: the share, with `device`, where its volume is on the appliance (file

@@ -160,7 +160,7 @@ impl Engine {
             .store
             .index()
             .list_snapshots_of(a.share.as_deref(), a.pool.as_deref())?;
-        read_list(snaps.len(), move || Answer::read(&snaps)).await
+        read_list(snaps.len(), move || Answer::list(&snaps)).await
     }
 
     /// `snapshot.show`: one snapshot, from the index.
@@ -243,7 +243,7 @@ impl Engine {
     pub(super) async fn tree(&self, a: TreeArgs) -> Result<Answer> {
         let (shares, snaps) = self.store.index().shares_and_snapshots(a.pool.as_deref());
         read_list(shares.len() + snaps.len(), move || {
-            Answer::read(&model::build_tree(&shares, &snaps))
+            Answer::list(&model::build_tree(&shares, &snaps))
         })
         .await
     }

@@ -166,6 +166,6 @@ mod tests {
             ciborium::into_writer(v, &mut out).unwrap();
             out
         };
-        assert_eq!(bytes(new.value()), bytes(&old));
+        assert_eq!(bytes(new.value().unwrap()), bytes(&old));
     }
 }

@@ -143,7 +143,7 @@ fn one_read_fits_in_a_frame() {
         let whole = crate::proto::Answer::stream_chunk(c.data, c.end, u64::MAX);
         let frame = crate::proto::frame::encode(&crate::engine::map(vec![
             ("id", ciborium::Value::Integer(u64::MAX.into())),
-            ("ok", whole.into_value()),
+            ("ok", whole.into_body().into_value()),
         ]));
         assert!(frame.len() <= 4096, "a reply of {} bytes", frame.len());
         let c = r.streams.read(&id, None).await.unwrap();

@@ -267,6 +267,10 @@ impl Pool for FilePool {
         fs::usage(&self.root).map_err(|e| Error::io(format!("statvfs {}", self.root.display()), e))
     }
 
+    fn admit_is_cheap(&self) -> bool {
+        true
+    }
+
     fn allocation(&self) -> Result<super::Allocation> {
         self.scan_allocation()
     }

@@ -207,6 +207,14 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn admit(&self) -> Result<FsUsage> {
         self.usage()
     }
+    /// Whether [`Pool::admit`] is one system call on a local filesystem (a file pool's
+    /// `statvfs`), cheap enough to run on the database thread inside the transaction
+    /// that records the request, which saves the request a hand-over to the blocking
+    /// pool and back. `false` where it runs a command (`lvs`): that must never hold up
+    /// the database thread.
+    fn admit_is_cheap(&self) -> bool {
+        false
+    }
     /// Whether the share's volumes can be exported over `protocol` (`unsupported` if not).
     fn check_export(&self, protocol: Protocol) -> Result<()> {
         let _ = protocol;

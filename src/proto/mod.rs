@@ -9,7 +9,7 @@ mod request;
 mod result;
 mod strict;
 
-pub use reply::{encode_reply, Reply};
+pub use reply::{encode_reply, Body, Reply};
 pub use request::{
     envelope_value, parse_request, ArgsError, AttachArgs, AuditListArgs, CloneArgs, Envelope,
     EventsSubscribeArgs, ExportCreateArgs, ExportRef, GroupSnapshotRef, ImageImportArgs, ImageRef,

@@ -11,7 +11,36 @@ pub struct Reply {
     /// The request's id.
     pub id: Option<u64>,
     /// The result, or the error code and message.
-    pub result: Result<Value, (ErrorCode, String)>,
+    pub result: Result<Body, (ErrorCode, String)>,
+}
+
+/// A reply's `ok`: a value, or one CBOR data item already encoded. A list is written
+/// straight from its typed rows into bytes ([`super::Answer::list`]): no tree of values
+/// is built for 10,000 shares, which costs time, and memory that the allocator keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// A value, encoded when the reply is framed.
+    Value(Value),
+    /// One well-formed CBOR data item, written by shelfd's own encoder.
+    Cbor(Vec<u8>),
+}
+
+impl Body {
+    /// The body as a value (an encoded one decoded: for kept answers and tests, never on
+    /// a list's way out).
+    pub fn into_value(self) -> Value {
+        match self {
+            Body::Value(v) => v,
+            Body::Cbor(bytes) => ciborium::from_reader(bytes.as_slice())
+                .expect("shelfd's own encoding of a reply decodes"),
+        }
+    }
+}
+
+impl From<Value> for Body {
+    fn from(v: Value) -> Body {
+        Body::Value(v)
+    }
 }
 
 fn text(s: &str) -> Value {
@@ -34,38 +63,100 @@ fn bounded(message: &str) -> String {
     format!("{}…", &message[..end])
 }
 
-/// Encode a reply as a CBOR value (ready for [`super::frame::encode`]). The reply is
-/// taken, not copied: a list answer of thousands of objects is moved into the frame's
-/// value as it is.
-pub fn encode_reply(reply: Reply) -> Value {
+/// Encode a reply as a whole frame: `{id, ok}` or `{id, err: {code, message}}`. The reply
+/// is taken, not copied, and written into one buffer after room for the frame's header;
+/// an encoded body is copied in as it is.
+pub fn encode_reply(reply: Reply) -> Vec<u8> {
     let id = match reply.id {
         Some(i) => Value::Integer(i.into()),
         None => Value::Null,
     };
-    let body = match reply.result {
-        Ok(v) => (text("ok"), v),
-        Err((code, message)) => (
-            text("err"),
-            Value::Map(vec![
+    let mut out = Vec::with_capacity(match &reply.result {
+        Ok(Body::Cbor(b)) => b.len() + 32,
+        _ => 256,
+    });
+    out.extend_from_slice(&[0; 4]);
+    // A map of two pairs, its first key `id`.
+    out.extend_from_slice(&[0xa2, 0x62, b'i', b'd']);
+    write_item(&mut out, &id);
+    match reply.result {
+        Ok(body) => {
+            out.extend_from_slice(&[0x62, b'o', b'k']);
+            match body {
+                Body::Value(v) => write_item(&mut out, &v),
+                Body::Cbor(bytes) => out.extend_from_slice(&bytes),
+            }
+        }
+        Err((code, message)) => {
+            out.extend_from_slice(&[0x63, b'e', b'r', b'r']);
+            let err = Value::Map(vec![
                 (text("code"), text(code.as_str())),
                 (text("message"), Value::Text(bounded(&message))),
-            ]),
-        ),
-    };
-    Value::Map(vec![(text("id"), id), body])
+            ]);
+            write_item(&mut out, &err);
+        }
+    }
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+fn write_item(out: &mut Vec<u8>, v: &Value) {
+    ciborium::ser::into_writer(v, out).expect("writing CBOR to a Vec cannot fail");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The frame's body, decoded.
+    fn decoded(frame: &[u8]) -> Value {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        ciborium::from_reader(&frame[4..]).unwrap()
+    }
+
+    #[test]
+    fn replies_are_the_maps_of_the_protocol_whatever_their_body() {
+        let list = Value::Array(vec![Value::Map(vec![(text("name"), text("a"))])]);
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&list, &mut cbor).unwrap();
+        let want = Value::Map(vec![
+            (text("id"), Value::Integer(7.into())),
+            (text("ok"), list.clone()),
+        ]);
+        for body in [Body::Value(list.clone()), Body::Cbor(cbor.clone())] {
+            let frame = encode_reply(Reply {
+                id: Some(7),
+                result: Ok(body.clone()),
+            });
+            assert_eq!(decoded(&frame), want);
+            assert_eq!(body.into_value(), list);
+        }
+        let frame = encode_reply(Reply {
+            id: None,
+            result: Err((ErrorCode::Busy, "later".into())),
+        });
+        let want = Value::Map(vec![
+            (text("id"), Value::Null),
+            (
+                text("err"),
+                Value::Map(vec![
+                    (text("code"), text("busy")),
+                    (text("message"), text("later")),
+                ]),
+            ),
+        ]);
+        assert_eq!(decoded(&frame), want);
+    }
+
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
         let long = format!("no share {:?}", "é".repeat(5000));
-        let v = encode_reply(Reply {
+        let v = decoded(&encode_reply(Reply {
             id: Some(1),
             result: Err((ErrorCode::NotFound, long)),
-        });
+        }));
         let err = &v.as_map().unwrap()[1].1;
         let message = err.as_map().unwrap()[1].1.as_text().unwrap();
         assert!(

@@ -10,6 +10,7 @@
 use ciborium::Value;
 use serde::Serialize;
 
+use super::Body;
 use crate::model::{Attachment, EventKind, Object, Outcome};
 
 /// A result that could not be encoded (a fault in shelfd, never the client's).
@@ -31,7 +32,7 @@ pub struct Change {
 /// stands for (`None` for a read and for a change that changed nothing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
-    value: Value,
+    value: Body,
     event: Option<Change>,
 }
 
@@ -73,13 +74,16 @@ fn change<T>(outcome: &Outcome<T>, id: &str) -> Option<Change> {
 }
 
 impl Answer {
-    /// The reply's `ok` value.
-    pub fn value(&self) -> &Value {
-        &self.value
+    /// The reply's `ok` value (`None` for an encoded list, [`Answer::list`]).
+    pub fn value(&self) -> Option<&Value> {
+        match &self.value {
+            Body::Value(v) => Some(v),
+            Body::Cbor(_) => None,
+        }
     }
 
-    /// The reply's `ok` value, taken out.
-    pub fn into_value(self) -> Value {
+    /// The reply's `ok`, taken out.
+    pub fn into_body(self) -> Body {
         self.value
     }
 
@@ -92,7 +96,19 @@ impl Answer {
     /// A read: the object, list or report as it serializes (`share.show`, `tree`, ...).
     pub fn read<T: Serialize + ?Sized>(v: &T) -> Result<Answer, EncodeError> {
         Ok(Answer {
-            value: encode(v)?,
+            value: Body::Value(encode(v)?),
+            event: None,
+        })
+    }
+
+    /// A list read (`share.list`, `snapshot.list`, `tree`): the rows as they serialize,
+    /// written straight into CBOR bytes, the same bytes [`Answer::read`]'s value encodes
+    /// to, without building the value.
+    pub fn list<T: Serialize + ?Sized>(v: &T) -> Result<Answer, EncodeError> {
+        let mut bytes = Vec::with_capacity(4096);
+        ciborium::into_writer(v, &mut bytes).map_err(|e| EncodeError(e.to_string()))?;
+        Ok(Answer {
+            value: Body::Cbor(bytes),
             event: None,
         })
     }
@@ -100,7 +116,7 @@ impl Answer {
     /// Add a field at the end of a map answer (`share.show`'s `exports`, `pool.show`'s
     /// `drivers`, `share.resize`'s `warnings`); an answer that is not a map is unchanged.
     pub fn with(mut self, key: &str, v: Value) -> Answer {
-        if let Value::Map(m) = &mut self.value {
+        if let Body::Value(Value::Map(m)) = &mut self.value {
             m.push((text(key), v));
         }
         self
@@ -112,10 +128,10 @@ impl Answer {
     pub fn object<T: Object + Serialize>(o: &Outcome<T>) -> Result<Answer, EncodeError> {
         let obj = o.object();
         Ok(Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 (T::KIND, encode(obj)?),
                 ("changed", Value::Bool(o.changed())),
-            ]),
+            ])),
             event: change(o, obj.id()),
         })
     }
@@ -128,11 +144,11 @@ impl Answer {
     ) -> Result<Answer, EncodeError> {
         let obj = o.object();
         Ok(Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 (T::KIND, encode(obj)?),
                 ("job", text(job)),
                 ("changed", Value::Bool(o.changed())),
-            ]),
+            ])),
             event: change(o, obj.id()),
         })
     }
@@ -141,10 +157,10 @@ impl Answer {
     /// `image.delete`, `image.upload.abort`).
     pub fn deleted(o: &Outcome<String>) -> Answer {
         Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 ("deleted", text(o.object())),
                 ("changed", Value::Bool(o.changed())),
-            ]),
+            ])),
             event: change(o, o.object()),
         }
     }
@@ -152,14 +168,14 @@ impl Answer {
     /// `share.delete`: `{deleted: id, snapshots_deleted, changed}`.
     pub fn share_deleted(o: &Outcome<String>, snapshots_deleted: usize) -> Answer {
         Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 ("deleted", text(o.object())),
                 (
                     "snapshots_deleted",
                     Value::Integer(snapshots_deleted.into()),
                 ),
                 ("changed", Value::Bool(o.changed())),
-            ]),
+            ])),
             event: change(o, o.object()),
         }
     }
@@ -177,7 +193,7 @@ impl Answer {
         }
         pairs.push(("changed", Value::Bool(o.changed())));
         Ok(Answer {
-            value: fields(pairs),
+            value: Body::Value(fields(pairs)),
             event: change(o, o.object().id()),
         })
     }
@@ -191,10 +207,10 @@ impl Answer {
         };
         let id = o.object().as_ref().map(|a| a.id.as_str()).unwrap_or("");
         Ok(Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 ("detached", detached),
                 ("changed", Value::Bool(o.changed())),
-            ]),
+            ])),
             event: change(o, id),
         })
     }
@@ -206,7 +222,7 @@ impl Answer {
         image: &T,
     ) -> Result<Answer, EncodeError> {
         Ok(Answer {
-            value: fields(vec![("job", text(job)), (T::KIND, encode(image)?)]),
+            value: Body::Value(fields(vec![("job", text(job)), (T::KIND, encode(image)?)])),
             event: Some(Change {
                 kind: EventKind::Created,
                 object: image.id().to_string(),
@@ -217,7 +233,7 @@ impl Answer {
     /// `image.upload.begin`: `{upload: id}`.
     pub fn upload_begun(upload: &str) -> Answer {
         Answer {
-            value: fields(vec![("upload", text(upload))]),
+            value: Body::Value(fields(vec![("upload", text(upload))])),
             event: Some(Change {
                 kind: EventKind::Created,
                 object: upload.to_string(),
@@ -229,7 +245,7 @@ impl Answer {
     /// chunk changes only its own unfinished upload).
     pub fn received(bytes: u64) -> Answer {
         Answer {
-            value: fields(vec![("received", Value::Integer(bytes.into()))]),
+            value: Body::Value(fields(vec![("received", Value::Integer(bytes.into()))])),
             event: None,
         }
     }
@@ -241,7 +257,7 @@ impl Answer {
         let mut pairs = vec![("stream", text(stream)), ("job", text(job))];
         pairs.extend(extra);
         Answer {
-            value: fields(pairs),
+            value: Body::Value(fields(pairs)),
             event: None,
         }
     }
@@ -250,11 +266,11 @@ impl Answer {
     /// `offset` of the stream (not an event: a read moves only its own stream on).
     pub fn stream_chunk(data: Vec<u8>, end: bool, offset: u64) -> Answer {
         Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 ("data", Value::Bytes(data)),
                 ("end", Value::Bool(end)),
                 ("offset", Value::Integer(offset.into())),
-            ]),
+            ])),
             event: None,
         }
     }
@@ -262,10 +278,10 @@ impl Answer {
     /// `job.cancel`: `{job, changed}` (`changed: false` when the job had already ended).
     pub fn job_cancelled(o: &Outcome<String>) -> Answer {
         Answer {
-            value: fields(vec![
+            value: Body::Value(fields(vec![
                 ("job", text(o.object())),
                 ("changed", Value::Bool(o.changed())),
-            ]),
+            ])),
             event: change(o, o.object()),
         }
     }
@@ -274,7 +290,7 @@ impl Answer {
     /// whole tree (empty `object`) when the outcome is `Changed`.
     pub fn reconciled<T: Serialize>(o: &Outcome<T>) -> Result<Answer, EncodeError> {
         Ok(Answer {
-            value: encode(o.object())?,
+            value: Body::Value(encode(o.object())?),
             event: change(o, ""),
         })
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use ciborium::Value;
 
 use super::*;
-use crate::model::{Access, Protocol, Share, ShareState};
+use crate::model::{Access, Protocol, Share, ShareState, Snapshot};
 
 /// The CBOR bytes of a value, as a frame carries them.
 fn bytes(v: &Value) -> Vec<u8> {
@@ -59,8 +59,16 @@ pub(super) fn attachment() -> Attachment {
     }
 }
 
+/// The bytes of an answer's `ok`, whatever its body.
+fn answer_bytes(a: &Answer) -> Vec<u8> {
+    match &a.value {
+        Body::Value(v) => bytes(v),
+        Body::Cbor(b) => b.clone(),
+    }
+}
+
 fn same(new: &Answer, old: Value) {
-    assert_eq!(bytes(new.value()), bytes(&old));
+    assert_eq!(answer_bytes(new), bytes(&old));
 }
 
 #[test]
@@ -310,10 +318,63 @@ fn hello_reconcile_and_reads_are_the_old_values() {
         &Answer::read(&shares).unwrap(),
         Value::serialized(&shares).unwrap(),
     );
+    let listed = Answer::list(&shares).unwrap();
+    assert!(listed.value().is_none(), "a list is encoded, not a value");
+    same(&listed, Value::serialized(&shares).unwrap());
     let report = BTreeMap::from([("checked", 3)]);
     let quiet = Answer::reconciled(&Outcome::Unchanged(report.clone())).unwrap();
     same(&quiet, Value::serialized(&report).unwrap());
     assert!(quiet.event().is_none());
     let repaired = Answer::reconciled(&Outcome::Changed(report)).unwrap();
     assert_eq!(repaired.event().unwrap().object, "");
+}
+
+/// A list written straight into bytes is byte for byte the list its value encoded to
+/// (the wire did not change when lists stopped being built as values): shares with
+/// and without origins, metadata, filesystems; snapshots; the tree of both.
+#[test]
+fn encoded_lists_are_the_bytes_of_their_values() {
+    let mut clone = share();
+    clone.id = "c10e".into();
+    clone.name = "vol2 é".into();
+    clone.origin_snapshot = Some("5a9".into());
+    clone.origin_share = Some("5b1c".into());
+    clone.metadata = BTreeMap::new();
+    clone.layout = crate::model::Layout::Filesystem;
+    clone.filesystem = Some(crate::model::FsKind::Xfs);
+    clone.size = u64::MAX;
+    let shares = vec![share(), clone];
+    let snap = Snapshot {
+        id: "5a9".into(),
+        name: "s1".into(),
+        share: "5b1c".into(),
+        share_name: "vol1".into(),
+        pool: "default".into(),
+        size: 1 << 20,
+        state: ShareState::Available,
+        created_at: -1,
+        group: None,
+    };
+    let grouped = Snapshot {
+        id: "5aa".into(),
+        name: "g1".into(),
+        group: Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+        ..snap.clone()
+    };
+    let snaps = vec![snap, grouped];
+    let tree = crate::model::build_tree(&shares, &snaps);
+    same(
+        &Answer::list(&shares).unwrap(),
+        Value::serialized(&shares).unwrap(),
+    );
+    same(
+        &Answer::list(&snaps).unwrap(),
+        Value::serialized(&snaps).unwrap(),
+    );
+    same(
+        &Answer::list(&tree).unwrap(),
+        Value::serialized(&tree).unwrap(),
+    );
+    let empty: Vec<Share> = Vec::new();
+    same(&Answer::list(&empty).unwrap(), Value::Array(vec![]));
 }

@@ -97,7 +97,7 @@ pub(super) async fn subscribe(
     if tx
         .send(Out::Reply(Reply {
             id: Some(id),
-            result: Ok(reply),
+            result: Ok(reply.into()),
         }))
         .await
         .is_err()

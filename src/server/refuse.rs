@@ -19,10 +19,10 @@ const MAX_LINGERING: usize = 64;
 /// One frame written straight to the socket (before the writer task exists), with a
 /// bound on how long a peer that does not read can hold it up.
 async fn send_direct(stream: &Async<UnixStream>, code: ErrorCode, message: String) {
-    let bytes = frame::encode(&encode_reply(Reply {
+    let bytes = encode_reply(Reply {
         id: None,
         result: Err((code, message)),
-    }));
+    });
     let mut w = stream;
     let _ = future::or(
         async {

@@ -65,10 +65,10 @@ impl Floor {
         )
         .map_err(e("schema"))?;
         let listener = UnixListener::bind(&socket).map_err(e("bind"))?;
-        let serve_db = db_path;
+        let (serve_db, serve_root) = (db_path, root.to_path_buf());
         std::thread::Builder::new()
             .name("floor-server".into())
-            .spawn(move || serve(listener, serve_db))
+            .spawn(move || serve(listener, serve_db, serve_root))
             .map_err(e("server thread"))?;
         Ok(Floor {
             root: root.to_path_buf(),

@@ -1,5 +1,6 @@
 //! The floor's socket server: the bare minimum of answering a read-only request (one
-//! round trip, one SQLite read, a CBOR reply), and its client.
+//! round trip, one SQLite read, for `share.show` the `stat` its `allocated` needs, a
+//! CBOR reply), and its client.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,10 +25,9 @@ impl FloorConn {
             stream: UnixStream::connect(socket).map_err(e("connect"))?,
         })
     }
-    /// One request and its reply, decoded as shelfd's client decodes its replies (the
-    /// same CBOR decoder into a value, within the same depth), so that both sides of a
-    /// ratio include the same client work; returns the reply's length.
-    fn request(&mut self, kind: u8, arg: &str) -> Res<usize> {
+    /// One request and its reply, read as the bench reads shelfd's replies to reads:
+    /// the bytes, not decoded (see `calls::read_reply`).
+    fn request(&mut self, kind: u8, arg: &str) -> Res<Vec<u8>> {
         let mut body = vec![kind];
         body.extend_from_slice(arg.as_bytes());
         let mut msg = (body.len() as u32).to_be_bytes().to_vec();
@@ -37,19 +37,19 @@ impl FloorConn {
         self.stream.read_exact(&mut len).map_err(e("receive"))?;
         let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
         self.stream.read_exact(&mut reply).map_err(e("receive"))?;
-        shelf::proto::frame::decode_body_with_depth(&reply, shelf::client::REPLY_DEPTH)
-            .map_err(|err| format!("decoding the floor's reply: {err}"))?;
-        Ok(reply.len())
+        Ok(reply)
     }
 
-    /// share.show: a round trip whose server reads one row and encodes it.
+    /// share.show: a round trip whose server reads one row and encodes it; returns the
+    /// reply's length.
     pub fn show(&mut self, name: &str) -> Res<usize> {
-        self.request(b'S', name)
+        Ok(self.request(b'S', name)?.len())
     }
 
-    /// share.list of a pool: a round trip whose server reads the rows and encodes them.
+    /// share.list of a pool: a round trip whose server reads the rows and encodes them;
+    /// returns how many the array holds (read off its header).
     pub fn list(&mut self, pool: &str) -> Res<usize> {
-        self.request(b'L', pool)
+        crate::calls::array_len(&self.request(b'L', pool)?)
     }
 }
 
@@ -65,20 +65,48 @@ pub fn open_db(path: &Path) -> Res<Connection> {
     Ok(c)
 }
 
-/// The floor's socket server: one thread per connection, each with its own reader.
-pub fn serve(listener: UnixListener, db: PathBuf) {
+/// The floor's socket server: one thread per connection, each with its own reader. Its
+/// volumes are under `root` (`shares/<id>/volume`).
+pub fn serve(listener: UnixListener, db: PathBuf, root: PathBuf) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { return };
-        let db = db.clone();
+        let (db, root) = (db.clone(), root.clone());
         std::thread::spawn(move || {
             if let Ok(c) = open_db(&db) {
-                let _ = serve_conn(conn, &c);
+                let _ = serve_conn(conn, &c, &root);
             }
         });
     }
 }
 
-fn serve_conn(mut s: UnixStream, db: &Connection) -> Res<()> {
+/// A share's row as `share.show` answers it: with `device`, its volume's path, and
+/// `allocated`, the bytes allocated to it (one `stat`), as shelfd's answer has them.
+fn shown(row: Value, root: &Path) -> Res<Value> {
+    use std::os::unix::fs::MetadataExt;
+    let Value::Map(mut m) = row else {
+        return Ok(Value::Null);
+    };
+    let id = m
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("id"))
+        .and_then(|(_, v)| v.as_text())
+        .ok_or("a floor row without id")?;
+    let volume = root.join("shares").join(id).join("volume");
+    let blocks = std::fs::metadata(&volume)
+        .map_err(e("stat volume"))?
+        .blocks();
+    m.push((
+        Value::Text("device".into()),
+        Value::Text(volume.display().to_string()),
+    ));
+    m.push((
+        Value::Text("allocated".into()),
+        Value::Integer((blocks * 512).into()),
+    ));
+    Ok(Value::Map(m))
+}
+
+fn serve_conn(mut s: UnixStream, db: &Connection, root: &Path) -> Res<()> {
     loop {
         let mut len = [0u8; 4];
         if s.read_exact(&mut len).is_err() {
@@ -88,10 +116,13 @@ fn serve_conn(mut s: UnixStream, db: &Connection) -> Res<()> {
         s.read_exact(&mut body).map_err(e("read"))?;
         let arg = String::from_utf8_lossy(&body[1..]).into_owned();
         let reply = match body[0] {
-            b'S' => query(db, "WHERE kind = 'share' AND name = ?1 LIMIT 1", &arg)?
+            b'S' => match query(db, "WHERE kind = 'share' AND name = ?1 LIMIT 1", &arg)?
                 .into_iter()
                 .next()
-                .unwrap_or(Value::Null),
+            {
+                Some(row) => shown(row, root)?,
+                None => Value::Null,
+            },
             _ => Value::Array(query(
                 db,
                 "WHERE kind = 'share' AND pool = ?1 ORDER BY name",

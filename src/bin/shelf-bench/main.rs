@@ -225,6 +225,7 @@ fn run(a: &Args) -> Res<()> {
         return report.section(&format!("- machine at the end: {}\n", machine()));
     }
     if a.only.as_deref() == Some("objects") {
+        scale::probe_objects(&d, list_size)?;
         let objects = scale::objects(&d, counts)?;
         report.section(&format!(
             "## Scale: {} shares with {} snapshots\n\n{objects}",

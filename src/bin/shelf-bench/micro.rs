@@ -10,8 +10,8 @@ use shelf::model::{Connector, Protocol};
 use shelf::proto::{AttachArgs, CloneArgs, Request, ShareDeleteArgs, ShareResizeArgs};
 
 use crate::calls::{
-    call, export_create, export_nfs, fill, share_create, share_list, share_show, snapshot_create,
-    volume,
+    array_len, call, export_create, export_nfs, fill, read_reply, share_create, share_list,
+    share_show, snapshot_create, volume,
 };
 use crate::env::{Res, Shelfd};
 use crate::floor::{Floor, FloorConn};
@@ -256,10 +256,10 @@ impl<'a> Micro<'a> {
                 };
                 call(c, Request::ShareResize(a)).map(|_| ())
             }
-            Op::Show => call(c, share_show(&format!("rs-{th}"))).map(|_| ()),
+            Op::Show => read_reply(c, &share_show(&format!("rs-{th}"))).map(|_| ()),
             Op::List => {
-                let v = call(c, share_list(Some("list100")))?;
-                match v.as_array().map(Vec::len) {
+                let ok = read_reply(c, &share_list(Some("list100")))?;
+                match array_len(&ok).ok() {
                     Some(k) if k == self.list_size => Ok(()),
                     other => Err(format!(
                         "share.list gave {other:?} shares, not {}",

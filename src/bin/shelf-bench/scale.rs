@@ -57,6 +57,15 @@ fn make_shares(d: &Shelfd, prefix: &str, count: usize, pool: &str) -> Res<Durati
     Ok(s.wall)
 }
 
+/// The objects the probes read when the scale run is made on its own (`--only
+/// objects`): the share `rs-0` and `list_size` shares in the pool `list100`, which the
+/// per-operation runs otherwise make.
+pub fn probe_objects(d: &Shelfd, list_size: usize) -> Res<()> {
+    let mut c = d.client()?;
+    call(&mut c, share_create("rs-0", 1 << 20, None))?;
+    make_shares(d, "l-", list_size, "list100").map(|_| ())
+}
+
 /// One read-only or small measurement at c1.
 fn sample(
     d: &Shelfd,

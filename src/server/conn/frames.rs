@@ -62,12 +62,10 @@ pub(super) fn spawn_writer(
         let _gone = gone;
         let mut w = &*stream;
         while let Ok(out) = rx.recv().await {
-            let value = match out {
+            let bytes = match out {
                 Out::Reply(reply) => encode_reply(reply),
-                Out::Event(event) => event,
+                Out::Event(event) => frame::encode(&event),
             };
-            let bytes = frame::encode(&value);
-            drop(value);
             let secs = server.settings.write_timeout.load(Ordering::Relaxed);
             let wrote = future::or(
                 async { Some(frame::write_frame(&mut w, &bytes).await) },
