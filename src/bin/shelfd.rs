@@ -75,6 +75,7 @@ fn load_config(args: &Args) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    shelf::sys::process::tune_allocator();
     init_log();
     let args = Args::parse();
     let config = match load_config(&args) {

@@ -97,6 +97,32 @@ pub fn pidfile_alive(pidfile: &Path) -> bool {
         .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
 }
 
+/// At most this many glibc arenas (its default is 8 per core): each blocking-pool thread
+/// that allocates otherwise gets an arena of its own, whose freed pages stay resident
+/// between the large replies that trim them.
+const ARENAS: i32 = 2;
+
+/// Allocations at least this large are mapped for themselves and unmapped when freed.
+/// glibc's own threshold starts at 128 KiB but rises to the size of each large block
+/// freed (up to 32 MiB), after which the multi-MiB buffers of a list of 10,000 objects
+/// come from the arenas' heaps and stay resident in them; a fixed threshold keeps them
+/// out.
+const MMAP_THRESHOLD: i32 = 256 << 10;
+
+/// Set the allocator up for a long-running daemon whose replies are small but for the
+/// rare list of thousands of objects (docs/performance.md, "Resident memory"): few
+/// arenas, and large buffers mapped on their own. Call first thing in `main`, before
+/// any thread starts. Does nothing with other C libraries.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers and only sets glibc's own tunables; called
+    // before any other thread exists, nothing is allocating concurrently.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 /// Give memory the allocator holds free back to the kernel.
 ///
 /// glibc keeps the freed pages of every thread's arena for reuse, so one `share.list` or
