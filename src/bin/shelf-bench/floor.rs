@@ -366,20 +366,25 @@ impl Floor {
         self.commit("DELETE FROM intents WHERE obj = ?1", &[&aid])
     }
 
-    /// share.resize: an intent commit, ftruncate + identity + fsync, a commit.
+    /// share.resize: an intent commit; the volume opened as shelfd must open what it
+    /// changes (beneath its directory, no link followed, its identity read and checked:
+    /// a file planted in a volume's place through an export is never grown); ftruncate +
+    /// identity + fsync; a commit.
     pub fn resize(&self, name: &str, size: u64) -> Res<()> {
         let id = self.id_of(name)?;
         self.commit(
             "INSERT INTO intents (op, obj) VALUES ('share.resize', ?1)",
             &[&id],
         )?;
-        let path = self.root.join("shares").join(&id).join("volume");
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(e("open"))?;
+        let dir = fs::open_dir(&self.root.join("shares").join(&id)).map_err(e("open dir"))?;
+        let expect = fs::Expect {
+            kind: "share",
+            id: &id,
+        };
+        let f = fs::open_checked(&dir, Path::new("volume"), expect, true)
+            .map_err(|err| format!("floor: open the volume: {err:?}"))?;
         f.set_len(size).map_err(e("ftruncate"))?;
-        fs::set_identity(&path, &identity("share", &id, name, "default", size))
+        fs::set_identity_fd(&f, &identity("share", &id, name, "default", size))
             .map_err(e("xattr"))?;
         f.sync_all().map_err(e("fsync"))?;
         let mut c = self.db.lock().expect("floor db");
