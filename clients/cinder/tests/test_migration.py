@@ -209,7 +209,7 @@ def test_a_shelf_node_that_is_no_peer_or_unreachable_is_declined(
     src, dst = drivers["src"], drivers["dst"]
     vol = source_volume(src, new_volume, appliance, 1)
     stranger = dest_host(dst)
-    stranger["capabilities"]["location_info"] = location_info("node-c", "default")
+    stranger["capabilities"]["location_info"] = location_info("node-c", "default", NODE_ID)
     declined(src, vol, stranger, caplog, "'node-c' is not in shelf_migration_peers")
     # A peer whose socket answers nobody (its shelfd is down, its tunnel is not up).
     cfg.CONF.set_override(
