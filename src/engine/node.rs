@@ -28,11 +28,27 @@ pub fn load_node(config: &Config) -> Result<Node, String> {
     Ok(Node { id, name })
 }
 
+/// A node id file is one UUID line; more than this is damaged, and is not read further.
+const MAX_ID_FILE: u64 = 4096;
+
+/// The node id file's bytes, at most [`MAX_ID_FILE`] + 1 of them.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_ID_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn load_or_create_id(state_dir: &Path) -> Result<NodeId, String> {
     let path = state_dir.join(NODE_ID_FILE);
-    match std::fs::read(&path) {
+    match read_bounded(&path) {
         Ok(bytes) => {
             let why = match String::from_utf8(bytes) {
+                Ok(text) if text.len() as u64 > MAX_ID_FILE => {
+                    format!("it is longer than {MAX_ID_FILE} bytes")
+                }
                 Ok(text) => match NodeId::parse_file(&text) {
                     Ok(id) => return Ok(id),
                     Err(e) => e.to_string(),
@@ -77,5 +93,11 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"garbage\n");
+        // A huge file is read no further than the bound, refused, and left as it is.
+        let huge = format!("{}\n", made.as_str()).repeat(100_000);
+        std::fs::write(&path, &huge).unwrap();
+        let e = load_or_create_id(dir.path()).unwrap_err();
+        assert!(e.contains("damaged") && e.contains("longer than"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap().len(), huge.len());
     }
 }
