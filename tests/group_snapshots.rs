@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ciborium::Value;
@@ -388,4 +389,161 @@ fn a_crash_at_every_group_step_is_undone_or_finished() {
         }
         println!("{fp}: recovered");
     }
+}
+
+/// A member snapshot's trusted stamp set to `value` for `key` (what damage, or a root
+/// process other than shelf, could leave).
+fn stamp(pool: &Path, snap_id: &str, key: &str, value: &str) {
+    let file = pool.join("snapshots").join(snap_id);
+    xattr::set(&file, format!("trusted.shelf.{key}"), value.as_bytes()).unwrap();
+}
+
+/// A group's members: (share id, snapshot id).
+fn members(d: &Daemon, group: &str) -> Vec<(String, String)> {
+    let g = d.ok("group_snapshot.show", vec![("group", t(group))]);
+    shelf::client::get(&g, "snapshots")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (field(m, "share"), field(m, "id")))
+        .collect()
+}
+
+#[test]
+fn rebuild_db_believes_no_damaged_or_disputed_group_stamp() {
+    let xfs = Xfs::new("groups-stamps", 1 << 30);
+    let layout = Layout::on_xfs(&xfs, "reconcile_interval = 0\n");
+    let pool = xfs.mount.join("pool");
+    let mut d = Daemon::start(&layout);
+    let ids = block_shares(&d, &pool, &["a", "b", "c"]);
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    let mut m = BTreeMap::new();
+    for (g, on) in [
+        ("g1", &["a", "b"][..]),
+        ("g2", &["a", "b", "c"]),
+        ("g3", &["b", "c"]),
+        ("g4", &["a", "c"]),
+        ("g5", &["a", "b"]),
+    ] {
+        d.ok("snapshot.create_group", group_args(g, on));
+        m.insert(g, members(&d, g).into_iter().collect::<BTreeMap<_, _>>());
+    }
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("c")), ("name", t("plain"))],
+    );
+    let plain = field(
+        &d.ok("snapshot.list", vec![("share", t("c"))])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| field(s, "name") == "plain")
+            .unwrap()
+            .clone(),
+        "id",
+    );
+    let g1_id = field(&d.ok("group_snapshot.show", vec![("group", t("g1"))]), "id");
+    // g1: one member's group id is not an id (a path); that member cannot be tied to any
+    // group, the other member still names g1 soundly.
+    stamp(&pool, &m["g1"][a], "group", "../../../etc/passwd");
+    // g2: a member's group name is one shelf would refuse.
+    stamp(&pool, &m["g2"][c], "group_name", "bad\nname");
+    // g3: a member's creation time is not a number.
+    stamp(&pool, &m["g3"][b], "group_created_at", "soon");
+    // g4: the members disagree on the group's name (each is a valid name).
+    stamp(&pool, &m["g4"][c], "group_name", "other");
+    // g5: the group id in upper case names the same UUID but not as shelf writes it.
+    stamp(&pool, &m["g5"][b], "group", &g1_id.to_uppercase());
+    // A plain snapshot whose own name is one shelf would refuse is not restored at all.
+    stamp(&pool, &plain, "name", "../x");
+
+    d.lose_db(None);
+    let (ok, text) = d.try_rebuild(&[]);
+    assert!(ok, "{text}");
+    // 11 group members restored (none lost), the plain snapshot skipped and left on disk;
+    // only g1 and g5 (each from its one sound member) are groups again.
+    assert!(
+        text.contains(
+            "rebuilt: 3 share(s), 11 snapshot(s), 0 export(s), 0 attachment(s), 2 group snapshot(s)"
+        ),
+        "{text}"
+    );
+    for why in [
+        "is not a group id",
+        "must start with a letter or digit",
+        "contains '\\n'",
+        "attribute group_created_at is not a number",
+        "disagree or are damaged",
+    ] {
+        assert!(text.contains(why), "{why}: {text}");
+    }
+    assert!(pool.join("snapshots").join(&plain).exists());
+    d.restart();
+    let groups: Vec<String> = d
+        .ok("group_snapshot.list", vec![])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| field(g, "name"))
+        .collect();
+    assert_eq!(groups, ["g1", "g5"]);
+    assert_eq!(members(&d, "g1"), [(b.clone(), m["g1"][b].clone())]);
+    assert_eq!(members(&d, "g5"), [(a.clone(), m["g5"][a].clone())]);
+    // Members of a disbelieved group are plain snapshots: each can go on its own.
+    let snaps = d.ok("snapshot.list", vec![]);
+    let listed = snaps.as_array().unwrap();
+    assert_eq!(listed.len(), 11);
+    for s in listed {
+        let grouped = shelf::client::get(s, "group").is_some_and(|g| !g.is_null());
+        let id = field(s, "id");
+        let in_sound = id == m["g1"][b] || id == m["g5"][a];
+        assert_eq!(grouped, in_sound, "{s:?}");
+    }
+    d.ok(
+        "snapshot.delete",
+        vec![("share", t("c")), ("snapshot", t("g2"))],
+    );
+    // What verify finds is the one snapshot left on disk, and nothing else.
+    let v = d.ok("verify", vec![]);
+    let found = shelf::client::get(&v, "differences")
+        .unwrap()
+        .as_array()
+        .unwrap();
+    assert_eq!(found.len(), 1, "{v:?}");
+    assert_eq!(field(&found[0], "object"), plain, "{v:?}");
+}
+
+#[test]
+fn a_recursive_share_delete_leaves_a_group_whole() {
+    let xfs = Xfs::new("groups-share-delete", 1 << 30);
+    let layout = Layout::on_xfs(&xfs, "reconcile_interval = 0\n");
+    let pool = xfs.mount.join("pool");
+    let d = Daemon::start(&layout);
+    let ids = block_shares(&d, &pool, &["a", "b"]);
+    d.ok(
+        "snapshot.create",
+        vec![("share", t("a")), ("name", t("plain"))],
+    );
+    d.ok("snapshot.create_group", group_args("g1", &["a", "b"]));
+    let before = d.ok("snapshot.list", vec![]);
+    let msg = d.err(
+        "share.delete",
+        vec![("share", t("a")), ("recursive", Value::Bool(true))],
+        "has_dependents",
+    );
+    assert!(msg.contains("member of group snapshot \"g1\""), "{msg}");
+    // Nothing went: not the plain snapshot, not the member, not the share.
+    assert_eq!(d.ok("snapshot.list", vec![]), before);
+    assert_eq!(snapshot_files(&pool).len(), 3);
+    assert!(volume(&pool, &ids[0]).exists());
+    assert!(clean(&d));
+    d.ok("group_snapshot.delete", vec![("group", t("g1"))]);
+    let r = d.ok(
+        "share.delete",
+        vec![("share", t("a")), ("recursive", Value::Bool(true))],
+    );
+    assert_eq!(shelf::client::get_u64(&r, "snapshots_deleted"), Some(1));
+    assert!(snapshot_files(&pool).is_empty());
+    assert!(clean(&d));
 }

@@ -67,11 +67,13 @@ pub fn share_from_disk(d: &OnDisk, pool: &str) -> Result<Share, String> {
             d.id
         ));
     }
+    let name = field(d, "name")?;
+    crate::model::validate_name("share", name).map_err(|e| format!("share {}: {}", d.id, e.0))?;
     let metadata: BTreeMap<String, String> = serde_json::from_str(field(d, "metadata")?)
         .map_err(|e| format!("share {}: metadata attribute: {e}", d.id))?;
     Ok(Share {
         id: d.id.clone(),
-        name: field(d, "name")?.to_string(),
+        name: name.to_string(),
         pool: pool.to_string(),
         size: number(d, "size")?,
         sparse: field(d, "sparse")? == "true",
@@ -95,6 +97,10 @@ pub fn snapshot_from_disk(d: &OnDisk, pool: &str) -> Result<Snapshot, String> {
     if field(d, "id")? != d.id {
         return Err(format!("snapshot {}: its id attribute names another", d.id));
     }
+    for (kind, key) in [("snapshot", "name"), ("share", "share_name")] {
+        crate::model::validate_name(kind, field(d, key)?)
+            .map_err(|e| format!("snapshot {}: {}", d.id, e.0))?;
+    }
     Ok(Snapshot {
         id: d.id.clone(),
         name: field(d, "name")?.to_string(),
@@ -111,16 +117,50 @@ pub fn snapshot_from_disk(d: &OnDisk, pool: &str) -> Result<Snapshot, String> {
 
 /// The group a member snapshot's stamp names: its id, name and creation time (a stamp of
 /// a shelf that wrote only `group` falls back on the member's own, which are the same).
-pub fn group_from_disk(d: &OnDisk, snap: &Snapshot) -> Option<SnapshotGroup> {
-    let id = snap.group.clone()?;
-    Some(SnapshotGroup {
+///
+/// `Ok(None)` for a snapshot of no group. A stamp that is there but damaged (a group id
+/// that is not a UUID as shelf writes them, a name shelf would refuse, a creation time
+/// that is not a number) is an error: the caller restores the member as a plain snapshot
+/// and says why, rather than inventing a group from it.
+pub fn group_from_disk(d: &OnDisk, snap: &Snapshot) -> Result<Option<SnapshotGroup>, String> {
+    let Some(id) = snap.group.clone() else {
+        return Ok(None);
+    };
+    if !is_group_id(&id) {
+        return Err(format!(
+            "its group attribute {:?} is not a group id",
+            shorten(&id)
+        ));
+    }
+    let name = match optional(d, "group_name") {
+        Some(name) => {
+            crate::model::validate_name("group snapshot", &name).map_err(|e| e.0)?;
+            name
+        }
+        None => snap.name.clone(),
+    };
+    let created_at = match d.identity.get("group_created_at") {
+        Some(_) => number(d, "group_created_at")?,
+        None => snap.created_at,
+    };
+    Ok(Some(SnapshotGroup {
         id,
-        name: optional(d, "group_name").unwrap_or_else(|| snap.name.clone()),
+        name,
         pool: snap.pool.clone(),
         state: ShareState::Available,
-        created_at: number(d, "group_created_at").unwrap_or(snap.created_at),
+        created_at,
         snapshots: Vec::new(),
-    })
+    }))
+}
+
+/// Whether `id` is a group id as shelf writes them: a UUID, hyphenated, lowercase.
+fn is_group_id(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+}
+
+/// At most 64 characters of an attribute read from disk, for a message.
+fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 /// Move a database and its WAL files aside; returns the new path of the main file.
@@ -318,29 +358,64 @@ fn restore_pool(
 }
 
 /// Insert the groups the member snapshots' stamps name (before the members, which refer
-/// to them). A group that cannot be restored (its name taken by an older one) leaves its
-/// members as plain snapshots, reported. Returns how many groups were restored.
+/// to them). A group that cannot be restored (its name taken by an older one, a member's
+/// stamp damaged, members disagreeing on its name or creation time) leaves its members as
+/// plain snapshots, reported. Returns how many groups were restored.
 fn restore_groups(
     c: &rusqlite::Connection,
     snaps: &mut [(Snapshot, &OnDisk)],
     report: &mut RebuildReport,
 ) -> crate::error::Result<usize> {
     let mut groups: BTreeMap<String, SnapshotGroup> = BTreeMap::new();
-    for (snap, d) in snaps.iter() {
-        if let Some(g) = group_from_disk(d, snap) {
-            groups.entry(g.id.clone()).or_insert(g);
+    // Groups whose members' stamps disagree on the group's name or creation time, or one
+    // of whose members' stamps is damaged: which member is right cannot be told, so none
+    // of them is believed and every member comes back as a plain snapshot.
+    let mut disputed = std::collections::BTreeSet::new();
+    for (snap, d) in snaps.iter_mut() {
+        match group_from_disk(d, snap) {
+            Ok(None) => {}
+            Ok(Some(g)) => match groups.get(&g.id) {
+                None => {
+                    groups.insert(g.id.clone(), g);
+                }
+                Some(seen) if seen.name == g.name && seen.created_at == g.created_at => {}
+                Some(_) => {
+                    disputed.insert(g.id);
+                }
+            },
+            Err(e) => {
+                report.skipped.push(format!(
+                    "snapshot {} ({}): {e}; restored as a plain snapshot",
+                    snap.id, snap.name
+                ));
+                if let Some(id) = snap.group.take().filter(|id| is_group_id(id)) {
+                    disputed.insert(id);
+                }
+            }
+        }
+    }
+    for id in &disputed {
+        if let Some(g) = groups.remove(id) {
+            report.skipped.push(format!(
+                "group snapshot {} ({}): its members' stamps disagree or are damaged; its \
+                 members are restored as plain snapshots",
+                g.name, g.id
+            ));
         }
     }
     let mut order: Vec<&SnapshotGroup> = groups.values().collect();
     order.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    let mut failed = std::collections::BTreeSet::new();
+    let (mut failed, mut restored) = (disputed, 0);
     for g in order {
-        if let Err(e) = store::insert_group(c, g) {
-            report.skipped.push(format!(
-                "group snapshot {} ({}): {e}; its members are restored as plain snapshots",
-                g.name, g.id
-            ));
-            failed.insert(g.id.clone());
+        match store::insert_group(c, g) {
+            Ok(()) => restored += 1,
+            Err(e) => {
+                report.skipped.push(format!(
+                    "group snapshot {} ({}): {e}; its members are restored as plain snapshots",
+                    g.name, g.id
+                ));
+                failed.insert(g.id.clone());
+            }
         }
     }
     for (snap, _) in snaps.iter_mut() {
@@ -348,5 +423,5 @@ fn restore_groups(
             snap.group = None;
         }
     }
-    Ok(groups.len() - failed.len())
+    Ok(restored)
 }

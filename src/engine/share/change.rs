@@ -113,6 +113,19 @@ impl Engine {
                 let share = store::get_share(c, &id)?
                     .ok_or_else(|| Error::NotFound(format!("share {id} was deleted meanwhile")))?;
                 let snapshots = store::list_snapshots(c, Some(&id), None)?;
+                if let Some(member) = snapshots.iter().find(|s| recursive && s.group.is_some()) {
+                    // A member goes with its group only (as `snapshot.delete` says): a
+                    // group missing a member is no longer the image of its shares at one
+                    // instant.
+                    let gid = member.group.clone().unwrap_or_default();
+                    let name = store::get_group(c, &gid)?.map_or(gid, |g| g.name);
+                    return Err(Error::HasDependents(format!(
+                        "snapshot {} of share {} is a member of group snapshot {name:?}; \
+                         delete the group (group_snapshot.delete {name:?}) first, then the \
+                         share with its other snapshots",
+                        member.name, share.name
+                    )));
+                }
                 let exports = store::list_exports(c, Some(&id), None)?;
                 let marked = snapshots.is_empty()
                     && exports.is_empty()
