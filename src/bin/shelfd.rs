@@ -246,6 +246,10 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
         Duration::from_secs(config.reconcile_interval),
         stop_rx.clone(),
     ));
+    let sweeping = {
+        let (engine, stop) = (engine.clone(), stop_rx.clone());
+        smol::spawn(async move { engine.sweep_receives_every(stop).await })
+    };
     let probing = smol::spawn(probe_drivers_every(
         engine.clone(),
         Duration::from_secs(config.limits.driver_probe_interval),
@@ -291,6 +295,7 @@ async fn run(args: Args, config: Config) -> Result<(), String> {
     engine.shutdown_streams().await;
     metrics.finish().await;
     periodic.await;
+    sweeping.await;
     probing.await;
     if !activated {
         // A socket systemd made stays: it is systemd's, and it queues clients until the

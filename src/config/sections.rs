@@ -91,6 +91,9 @@ pub struct LimitsConfig {
     pub max_streams: usize,
     /// Seconds a stream may go unread before it is aborted and removed (1 to 86400).
     pub stream_idle_timeout: u64,
+    /// Seconds a snapshot receive may go without a chunk before it is dropped and its
+    /// staging file removed (1 to 86400).
+    pub receive_idle_timeout: u64,
 }
 
 impl Default for LimitsConfig {
@@ -106,6 +109,7 @@ impl Default for LimitsConfig {
             driver_probe_interval: 30,
             max_streams: 16,
             stream_idle_timeout: 300,
+            receive_idle_timeout: 600,
         }
     }
 }
@@ -113,7 +117,7 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         let l = self;
-        let checks: [(&str, u64, u64, u64); 9] = [
+        let checks: [(&str, u64, u64, u64); 10] = [
             (
                 "request_buffer_bytes",
                 l.request_buffer_bytes,
@@ -133,6 +137,7 @@ impl LimitsConfig {
             ("driver_probe_interval", l.driver_probe_interval, 1, 3600),
             ("max_streams", l.max_streams as u64, 1, 4096),
             ("stream_idle_timeout", l.stream_idle_timeout, 1, 86400),
+            ("receive_idle_timeout", l.receive_idle_timeout, 1, 86400),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {

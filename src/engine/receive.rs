@@ -10,7 +10,8 @@
 //! Input trust: the stream's bytes come from another node through an admin; each is
 //! hostile. The decoder bounds the header and the extent table and names every fault; a
 //! fault ends the receive and removes its staging file. At most [`MAX_RECEIVES`] receives
-//! run at once (`busy`), a receive idle for [`IDLE`] is dropped, and the snapshot's size
+//! run at once (`busy`), a receive without a chunk for `[limits] receive_idle_timeout` is
+//! dropped (swept every few seconds, [`Engine::sweep_receives_every`]), and the snapshot's size
 //! (with the other receives of the pool) must fit the pool as a sparse share of that size
 //! would (`no_space`). Staging files do not outlive a run: start-up removes them.
 
@@ -35,8 +36,6 @@ use crate::store;
 
 /// Most receives in progress at once.
 pub const MAX_RECEIVES: usize = 8;
-/// A receive without a chunk for this long is dropped.
-pub const IDLE: Duration = Duration::from_secs(600);
 
 /// What the header said and what the receive does with it.
 #[derive(Debug, Clone)]
@@ -61,9 +60,33 @@ pub(super) struct Receive {
 }
 
 /// The receives of this run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Receives {
     map: Mutex<BTreeMap<String, Arc<Mutex<Receive>>>>,
+    /// `[limits] receive_idle_timeout`, in seconds (a reload changes it).
+    idle_secs: std::sync::atomic::AtomicU64,
+}
+
+impl Receives {
+    /// No receive yet, dropped after `idle_secs` without a chunk.
+    pub fn new(idle_secs: u64) -> Receives {
+        Receives {
+            map: Mutex::default(),
+            idle_secs: idle_secs.into(),
+        }
+    }
+
+    /// Take a (reloaded) config's idle timeout.
+    pub fn update(&self, config: &crate::config::Config) {
+        self.idle_secs.store(
+            config.limits.receive_idle_timeout,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 fn short(id: &str) -> String {
@@ -183,21 +206,46 @@ impl Engine {
         true
     }
 
-    async fn drop_idle_receives(&self) {
+    /// Drop every receive that has had no chunk for the idle timeout (its sender vanished
+    /// without aborting), removing its staging file; returns how many went. A receive
+    /// whose chunk is being written (its lock held) is not idle.
+    pub async fn drop_idle_receives(&self) -> usize {
+        let limit = self.receives.idle();
         let idle: Vec<String> = {
             let m = self.receives.map.lock().expect("receives");
             m.iter()
                 .filter(|(_, r)| {
                     r.try_lock()
-                        .map(|r| r.touched.elapsed() > IDLE)
+                        .map(|r| r.touched.elapsed() > limit)
                         .unwrap_or(false)
                 })
                 .map(|(k, _)| k.clone())
                 .collect()
         };
+        let mut dropped = 0;
         for id in idle {
-            log::info!("receive {id}: idle for {} s, dropped", IDLE.as_secs());
-            self.drop_receive(&id).await;
+            if self.drop_receive(&id).await {
+                log::info!(
+                    "receive {id}: no chunk for {} s ([limits] receive_idle_timeout), dropped \
+                     and its staging file removed",
+                    limit.as_secs()
+                );
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Sweep idle receives until `stop` closes: every tenth of the idle timeout, between
+    /// 1 and 30 s, so an abandoned receive is gone at most that long after it went idle.
+    pub async fn sweep_receives_every(&self, stop: smol::channel::Receiver<()>) {
+        loop {
+            let every =
+                (self.receives.idle() / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            if !crate::server::tick_or_stop(every, &stop).await {
+                return;
+            }
+            self.drop_idle_receives().await;
         }
     }
 

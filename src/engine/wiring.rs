@@ -49,7 +49,7 @@ impl Engine {
             jobs,
             events,
             uploads: upload::Uploads::default(),
-            receives: super::receive::Receives::default(),
+            receives: super::receive::Receives::new(config.limits.receive_idle_timeout),
             streams,
             exporting: Arc::default(),
             images: config.images.clone(),
@@ -68,6 +68,7 @@ impl Engine {
     /// Take a reloaded config's bounds on byte streams.
     pub fn reload_streams(&self, config: &Config) {
         self.streams.update(config);
+        self.receives.update(config);
     }
 
     /// Abort the byte streams still open (shelfd is stopping): their sources remove what

@@ -173,7 +173,13 @@ pub fn encode_head(h: &Header, extents: &[Extent]) -> Vec<u8> {
     .into_iter()
     .chain(h.node_id.as_ref().map(NodeId::as_str))
     {
-        let b = &t.as_bytes()[..t.len().min(MAX_TEXT)];
+        // Every field is a validated name or an id, far below the limit; one that were
+        // not is cut at a character boundary, so the field stays UTF-8.
+        let cut = (0..=t.len().min(MAX_TEXT))
+            .rev()
+            .find(|&i| t.is_char_boundary(i))
+            .unwrap_or(0);
+        let b = &t.as_bytes()[..cut];
         body.extend_from_slice(&(b.len() as u16).to_be_bytes());
         body.extend_from_slice(b);
     }

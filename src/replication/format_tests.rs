@@ -369,3 +369,14 @@ proptest! {
         prop_assert!(decode(&bytes, 13).is_err());
     }
 }
+
+#[test]
+fn a_text_over_the_limit_is_cut_at_a_character_boundary() {
+    let mut h = header(1, None);
+    // 1 + 2 × 600 bytes: byte 1024 falls inside a two-byte character.
+    h.share_name = format!("a{}", "é".repeat(600));
+    let b = encode(&h, &[], &[0]);
+    let (got, _, _) = decode(&b, 64).unwrap();
+    assert_eq!(got.share_name.len(), 1023);
+    assert!(h.share_name.starts_with(&got.share_name));
+}

@@ -20,8 +20,9 @@ use crate::stats::{ms, ratio, Samples, Table};
 
 /// Size of the shares the per-operation runs make.
 pub const SIZE: u64 = 64 << 20;
-/// Alternating rounds of shelfd and floor batches (spreads the machine's noise over both).
-const ROUNDS: usize = 4;
+/// Alternating rounds of shelfd and floor batches: many short batches, so that the
+/// machine's load, which drifts over seconds, falls on both sides alike.
+const ROUNDS: usize = 10;
 
 /// The operations measured, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

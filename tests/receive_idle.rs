@@ -1,0 +1,151 @@
+//! A receive whose sender vanished without `abort` does not linger: once it has had no
+//! chunk for `[limits] receive_idle_timeout` it is dropped and its staging file removed,
+//! by the daemon's own sweep (no other request needed); a receive that keeps sending,
+//! however slowly, past that time is not.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ciborium::Value;
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+fn staging(pool: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(pool.join("receiving")) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A snapshot `s1` of a 4 MiB share `vol` on `a`, 1 MiB of it written; its id.
+fn snapshot_on(a: &Daemon, pool: &Path) -> String {
+    let share = field(
+        sub(
+            &a.ok(
+                "share.create",
+                vec![("name", t("vol")), ("size", n(4 * MIB))],
+            ),
+            "share",
+        ),
+        "id",
+    );
+    write_at(&volume(pool, &share), 0, &pattern(3, MIB as usize));
+    let snap = a.ok(
+        "snapshot.create",
+        vec![("share", t("vol")), ("name", t("s1"))],
+    );
+    if let Some(job) = shelf::client::get_text(&snap, "job") {
+        assert_eq!(field(&wait_job(a, job), "state"), "done");
+    }
+    field(sub(&snap, "snapshot"), "id")
+}
+
+/// The next piece of at most `max` bytes of `stream` on `a`, and whether it ended.
+fn read(a: &Daemon, stream: &str, max: u64) -> (Vec<u8>, bool) {
+    let c = a.ok("stream.read", vec![("stream", t(stream)), ("max", n(max))]);
+    let data = match shelf::client::get(&c, "data") {
+        Some(Value::Bytes(d)) => d.clone(),
+        v => panic!("stream.read data: {v:?}"),
+    };
+    (
+        data,
+        shelf::client::get(&c, "end") == Some(&Value::Bool(true)),
+    )
+}
+
+fn chunk(b: &Daemon, receive: &str, offset: u64, data: Vec<u8>) -> Result<Value, String> {
+    b.call(
+        "snapshot.receive.chunk",
+        vec![
+            ("receive", t(receive)),
+            ("offset", n(offset)),
+            ("data", Value::Bytes(data)),
+        ],
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
+#[test]
+fn an_abandoned_receive_is_dropped_and_a_slow_one_is_not() {
+    let (base_a, base_b) = (scratch("recv-idle-a"), scratch("recv-idle-b"));
+    let a = Daemon::start(&Layout::new(base_a.path(), ""));
+    let b = Daemon::start(&Layout::new(
+        base_b.path(),
+        "[limits]\nreceive_idle_timeout = 2\n",
+    ));
+    let (pool_a, pool_b) = (
+        base_a.path().join("state/pools/default"),
+        base_b.path().join("state/pools/default"),
+    );
+    let snap = snapshot_on(&a, &pool_a);
+
+    // Abandoned: the header and some data arrive, then nothing more.
+    let stream = field(
+        &a.ok("snapshot.send", vec![("snapshot", t(&snap))]),
+        "stream",
+    );
+    let gone = field(
+        &b.ok("snapshot.receive.begin", vec![("name", t("left"))]),
+        "receive",
+    );
+    let (data, _) = read(&a, &stream, 256 << 10);
+    let sent = data.len() as u64;
+    chunk(&b, &gone, 0, data).unwrap();
+    assert_eq!(staging(&pool_b).len(), 1, "a staging file while it runs");
+    a.ok("stream.close", vec![("stream", t(&stream))]);
+
+    // Slow but alive: a chunk every second for five seconds (past the 2 s timeout).
+    let stream = field(
+        &a.ok("snapshot.send", vec![("snapshot", t(&snap))]),
+        "stream",
+    );
+    let alive = field(
+        &b.ok("snapshot.receive.begin", vec![("name", t("slow"))]),
+        "receive",
+    );
+    let mut offset = 0;
+    for _ in 0..5 {
+        let (data, _) = read(&a, &stream, 4096);
+        let len = data.len() as u64;
+        chunk(&b, &alive, offset, data).unwrap();
+        offset += len;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // By now the abandoned one is gone, with no request to it or to `begin` since.
+    assert!(
+        eventually(10, || staging(&pool_b).len() == 1),
+        "{:?}",
+        staging(&pool_b)
+    );
+    let refused = chunk(&b, &gone, sent, vec![0; 16]).unwrap_err();
+    assert!(refused.contains("not_found"), "{refused}");
+    assert!(b.log_text().contains("receive_idle_timeout"));
+
+    // The slow one finishes whole.
+    loop {
+        let (data, end) = read(&a, &stream, 256 << 10);
+        if !data.is_empty() {
+            let len = data.len() as u64;
+            chunk(&b, &alive, offset, data).unwrap();
+            offset += len;
+        }
+        if end {
+            break;
+        }
+    }
+    let done = b.ok("snapshot.receive.finish", vec![("receive", t(&alive))]);
+    assert_eq!(
+        shelf::client::get(&done, "changed"),
+        Some(&Value::Bool(true))
+    );
+    assert!(staging(&pool_b).is_empty());
+    let v = b.ok("verify", vec![]);
+    assert_eq!(
+        shelf::client::get(&v, "clean"),
+        Some(&Value::Bool(true)),
+        "{v:?}"
+    );
+}
