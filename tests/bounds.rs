@@ -701,6 +701,22 @@ fn header_and_idle_timeouts_close_connections() {
         .expect("the subscriber is still open");
     let event = frame::decode_body(&body).unwrap();
     assert!(shelf::client::get(&event, "event").is_some(), "{event:?}");
+    // A connection that keeps asking, every half second for twice the idle timeout, is
+    // never idle: its idle timer fires, finds it active and is moved on, each time.
+    let mut active = open(&d);
+    for i in 0..9 {
+        active.write_all(&request(10 + i, "hello", vec![])).unwrap();
+        assert_eq!(reply(&mut active).0, "ok", "request {i}");
+        thread::sleep(Duration::from_millis(500));
+    }
+    // Then, silent, it is closed once idle.
+    let t1 = Instant::now();
+    assert!(at_end(&mut active), "closed once idle");
+    assert!(
+        t1.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        t1.elapsed()
+    );
 }
 
 /// A reader of another uid that opens `count` connections and either pipelines `n` `hello`

@@ -22,7 +22,7 @@ use crate::sys::users::groups_of;
 
 mod frames;
 
-use frames::{decode_frame, next_frame, spawn_writer, Decoded, Ends, Next};
+use frames::{decode_frame, next_frame, spawn_writer, Decoded, Ends, IdleTimer, Next};
 
 /// What the writer sends: a reply, or an event of a subscription.
 pub(super) enum Out {
@@ -156,6 +156,7 @@ async fn run_connection(
                 .await;
         }
     };
+    let mut clock = IdleTimer::new(server.settings.idle_timeout.load(Ordering::Relaxed));
     loop {
         // Wait for a free request slot before reading more: a client that pipelines faster
         // than we answer is slowed down, not buffered without bound. A peer that never
@@ -170,7 +171,7 @@ async fn run_connection(
             Some(p) => p,
             None => break,
         };
-        let (body, charge) = match next_frame(server, &state, &stream, &ends).await {
+        let (body, charge) = match next_frame(server, &state, &stream, &ends, &mut clock).await {
             Next::Stop => break,
             Next::Idle => {
                 log::debug!("conn {conn_id}: idle; closing");

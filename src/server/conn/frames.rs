@@ -138,6 +138,33 @@ impl Ends<'_> {
     }
 }
 
+/// A connection's idle timer: one reactor timer for the connection's life, moved only
+/// when it fires while the connection was not idle, or when `limits.idle_timeout` was
+/// reloaded. A new timer per frame would cost every request a timer insert, and each
+/// insert wakes the thread polling the reactor (async-io notifies it).
+pub(super) struct IdleTimer {
+    timer: smol::Timer,
+    /// The `idle_timeout` it was armed for (0: never).
+    secs: u64,
+}
+
+impl IdleTimer {
+    pub(super) fn new(secs: u64) -> IdleTimer {
+        IdleTimer {
+            timer: Self::armed(secs, Duration::from_secs(secs)),
+            secs,
+        }
+    }
+
+    fn armed(secs: u64, left: Duration) -> smol::Timer {
+        if secs == 0 {
+            smol::Timer::never()
+        } else {
+            smol::Timer::after(left)
+        }
+    }
+}
+
 /// Wait for the next frame: its first byte may take as long as the connection may stay
 /// idle; from then on, the whole frame must arrive within the frame timeout.
 pub(super) async fn next_frame(
@@ -145,6 +172,7 @@ pub(super) async fn next_frame(
     state: &ConnState,
     stream: &Async<UnixStream>,
     ends: &Ends<'_>,
+    clock: &mut IdleTimer,
 ) -> Next {
     let ended = || async {
         ends.any().await;
@@ -152,11 +180,14 @@ pub(super) async fn next_frame(
     };
     loop {
         let idle = server.settings.idle_timeout.load(Ordering::Relaxed);
-        let timer = if idle == 0 {
-            smol::Timer::never()
-        } else {
-            smol::Timer::after(Duration::from_secs(idle))
-        };
+        if idle != clock.secs {
+            let left = Duration::from_secs(idle).saturating_sub(state.idle_for());
+            *clock = IdleTimer {
+                timer: IdleTimer::armed(idle, left),
+                secs: idle,
+            };
+        }
+        let timer = &mut clock.timer;
         let woke = future::or(
             async {
                 let _ = stream.readable().await;
@@ -174,7 +205,16 @@ pub(super) async fn next_frame(
                 if state.busy.load(Ordering::Relaxed) > 0
                     || state.idle_for() < Duration::from_secs(idle) =>
             {
-                continue
+                // Active since it was armed: fire again when the connection will have
+                // been idle that long (a request running counts as activity).
+                let busy = state.busy.load(Ordering::Relaxed) > 0;
+                let left = if busy {
+                    Duration::from_secs(idle)
+                } else {
+                    Duration::from_secs(idle).saturating_sub(state.idle_for())
+                };
+                clock.timer.set_after(left.max(Duration::from_millis(10)));
+                continue;
             }
             Some(other) => return other,
         }
