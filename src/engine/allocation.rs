@@ -124,8 +124,16 @@ impl Engine {
         pool: &Arc<dyn Pool>,
         id: &str,
     ) -> Result<Option<u64>> {
-        let (p, sid) = (pool.clone(), id.to_string());
-        if let Some(bytes) = blocking(move || p.volume_allocated(&sid)).await? {
+        // From the kernel's caches when they hold it (no hand-over to the blocking pool,
+        // whose wake-ups cost a `share.show` more than its work), else off the loop.
+        let figure = match pool.volume_allocated_cached(id) {
+            Some(now) => now?,
+            None => {
+                let (p, sid) = (pool.clone(), id.to_string());
+                blocking(move || p.volume_allocated(&sid)).await?
+            }
+        };
+        if let Some(bytes) = figure {
             return Ok(Some(bytes));
         }
         Ok(self

@@ -182,71 +182,73 @@ impl Engine {
     /// The one dispatch: every operation, each returning its typed result (an
     /// [`crate::model::Outcome`] around its object for a change), encoded by the
     /// constructor of `proto::result` for its family. Every request is listed; there is
-    /// no wildcard.
+    /// no wildcard. Each operation's future is boxed: inline, this future would be as
+    /// large as the largest operation's (22 KiB), and every request, a `share.show`
+    /// too, would allocate and copy that much; boxed, it allocates its own.
     async fn dispatch(&self, req: Request, slot: &AuditSlot) -> Result<Answer> {
         match req {
             Request::Hello => Ok(self.with_driver_status(answer(Answer::read(&self.hello()))?)),
             Request::PoolList => {
                 let mut out = Vec::new();
                 for n in self.pool_names() {
-                    out.push(self.pool_info(&n).await?);
+                    out.push(Box::pin(self.pool_info(&n)).await?);
                 }
                 answer(Answer::read(&out))
             }
             Request::PoolShow(a) => {
-                let pool = answer(Answer::read(&self.pool_info(&a.name).await?))?;
+                let pool = answer(Answer::read(&Box::pin(self.pool_info(&a.name)).await?))?;
                 Ok(self.with_driver_status(pool))
             }
-            Request::ShareCreate(a) => object(self.create_share(a, slot).await),
-            Request::ShareList(a) => self.list_shares(a).await,
-            Request::ShareShow(a) => self.show_share(a).await,
-            Request::ShareResize(a) => self.resize_share(a, slot).await,
-            Request::ShareDelete(a) => self.delete_share(a, slot).await,
-            Request::ShareSetMetadata(a) => object(self.set_share_metadata(a).await),
-            Request::ShareClone(a) => self.clone_share(a, slot).await,
-            Request::ShareRevert(a) => self.revert_share(a).await,
-            Request::SnapshotCreate(a) => self.create_snapshot(a, slot).await,
-            Request::SnapshotList(a) => self.list_snapshots(a).await,
+            Request::ShareCreate(a) => object(Box::pin(self.create_share(a, slot)).await),
+            Request::ShareList(a) => Box::pin(self.list_shares(a)).await,
+            Request::ShareShow(a) => Box::pin(self.show_share(a)).await,
+            Request::ShareResize(a) => Box::pin(self.resize_share(a, slot)).await,
+            Request::ShareDelete(a) => Box::pin(self.delete_share(a, slot)).await,
+            Request::ShareSetMetadata(a) => object(Box::pin(self.set_share_metadata(a)).await),
+            Request::ShareClone(a) => Box::pin(self.clone_share(a, slot)).await,
+            Request::ShareRevert(a) => Box::pin(self.revert_share(a)).await,
+            Request::SnapshotCreate(a) => Box::pin(self.create_snapshot(a, slot)).await,
+            Request::SnapshotList(a) => Box::pin(self.list_snapshots(a)).await,
             Request::SnapshotShow(a) => read(self.show_snapshot(a)),
-            Request::SnapshotDelete(a) => deleted(self.delete_snapshot(a, slot).await),
-            Request::Tree(a) => self.tree(a).await,
-            Request::SnapshotCreateGroup(a) => self.create_group(a).await,
-            Request::GroupSnapshotList(a) => read(self.list_groups(a).await),
-            Request::GroupSnapshotShow(a) => read(self.show_group(a).await),
-            Request::GroupSnapshotDelete(a) => deleted(self.delete_group(a).await),
-            Request::ExportCreate(a) => self.create_export(a, slot).await,
-            Request::ExportList(a) => self.list_exports(a).await,
-            Request::ExportShow(a) => self.show_export(a).await,
-            Request::ExportDelete(a) => self.delete_export(a).await,
-            Request::ShareAttach(a) => self.attach_share(a, slot).await,
-            Request::ShareDetach(a) => self.detach_share(a, slot).await,
-            Request::AttachmentList(a) => self.list_attachments(a).await,
+            Request::SnapshotDelete(a) => deleted(Box::pin(self.delete_snapshot(a, slot)).await),
+            Request::Tree(a) => Box::pin(self.tree(a)).await,
+            Request::SnapshotCreateGroup(a) => Box::pin(self.create_group(a)).await,
+            Request::GroupSnapshotList(a) => read(Box::pin(self.list_groups(a)).await),
+            Request::GroupSnapshotShow(a) => read(Box::pin(self.show_group(a)).await),
+            Request::GroupSnapshotDelete(a) => deleted(Box::pin(self.delete_group(a)).await),
+            Request::ExportCreate(a) => Box::pin(self.create_export(a, slot)).await,
+            Request::ExportList(a) => Box::pin(self.list_exports(a)).await,
+            Request::ExportShow(a) => Box::pin(self.show_export(a)).await,
+            Request::ExportDelete(a) => Box::pin(self.delete_export(a)).await,
+            Request::ShareAttach(a) => Box::pin(self.attach_share(a, slot)).await,
+            Request::ShareDetach(a) => Box::pin(self.detach_share(a, slot)).await,
+            Request::AttachmentList(a) => Box::pin(self.list_attachments(a)).await,
             Request::Reconcile => {
-                let report = self.reconcile().await?;
+                let report = Box::pin(self.reconcile()).await?;
                 let repaired = report.repaired();
                 answer(Answer::reconciled(&Outcome::changed_if(repaired, report)))
             }
-            Request::Verify => read(self.verify().await),
-            Request::ImageImport(a) => self.import_image(a).await,
-            Request::ImageList(a) => read(self.list_images(a).await),
-            Request::UploadBegin(a) => self.begin_upload(a).await,
-            Request::UploadChunk(a) => self.upload_chunk(a).await,
-            Request::UploadFinish(a) => self.finish_upload(a).await,
-            Request::UploadAbort(a) => deleted(self.abort_upload(a).await),
-            Request::SnapshotExport(a) => self.export_snapshot(a).await,
+            Request::Verify => read(Box::pin(self.verify()).await),
+            Request::ImageImport(a) => Box::pin(self.import_image(a)).await,
+            Request::ImageList(a) => read(Box::pin(self.list_images(a)).await),
+            Request::UploadBegin(a) => Box::pin(self.begin_upload(a)).await,
+            Request::UploadChunk(a) => Box::pin(self.upload_chunk(a)).await,
+            Request::UploadFinish(a) => Box::pin(self.finish_upload(a)).await,
+            Request::UploadAbort(a) => deleted(Box::pin(self.abort_upload(a)).await),
+            Request::SnapshotExport(a) => Box::pin(self.export_snapshot(a)).await,
             Request::StreamRead(a) => {
-                let c = self.streams.read(&a.stream, a.max).await?;
+                let c = Box::pin(self.streams.read(&a.stream, a.max)).await?;
                 Ok(Answer::stream_chunk(c.data, c.end, c.offset))
             }
-            Request::StreamClose(a) => deleted(self.streams.close(&a.stream).await),
-            Request::ImageShow(a) => self.show_image(a).await,
-            Request::ImageDelete(a) => deleted(self.delete_image(a).await),
+            Request::StreamClose(a) => deleted(Box::pin(self.streams.close(&a.stream)).await),
+            Request::ImageShow(a) => Box::pin(self.show_image(a)).await,
+            Request::ImageDelete(a) => deleted(Box::pin(self.delete_image(a)).await),
             Request::JobList => {
-                let rows = self.jobs.list(&self.store).await?;
+                let rows = Box::pin(self.jobs.list(&self.store)).await?;
                 read(Ok(rows.iter().map(jobs::job_value).collect::<Vec<_>>()))
             }
             Request::JobShow(a) => read(Ok(jobs::job_value(
-                &self.jobs.show(&self.store, &a.job).await?,
+                &Box::pin(self.jobs.show(&self.store, &a.job)).await?,
             ))),
             Request::JobCancel(a) => {
                 let cancelled = self.jobs.cancel(&a.job)?;
@@ -257,12 +259,12 @@ impl Engine {
             Request::EventsSubscribe(_) => Err(Error::Invalid(
                 "events.subscribe is answered by the connection, not the engine".into(),
             )),
-            Request::AuditList(a) => self.list_audit(a).await,
-            Request::SnapshotSend(a) => self.send_snapshot(a).await,
-            Request::ReceiveBegin(a) => self.begin_receive(a).await,
-            Request::ReceiveChunk(a) => self.receive_chunk(a).await,
-            Request::ReceiveFinish(a) => self.finish_receive(a).await,
-            Request::ReceiveAbort(a) => deleted(self.abort_receive(a).await),
+            Request::AuditList(a) => Box::pin(self.list_audit(a)).await,
+            Request::SnapshotSend(a) => Box::pin(self.send_snapshot(a)).await,
+            Request::ReceiveBegin(a) => Box::pin(self.begin_receive(a)).await,
+            Request::ReceiveChunk(a) => Box::pin(self.receive_chunk(a)).await,
+            Request::ReceiveFinish(a) => Box::pin(self.finish_receive(a)).await,
+            Request::ReceiveAbort(a) => deleted(Box::pin(self.abort_receive(a)).await),
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct FilePool {
     name: String,
     root: PathBuf,
     reflink: bool,
+    /// On a local filesystem ([`fs::is_local_fs`]): a volume's allocation may be read
+    /// from the kernel's caches on the event loop ([`Pool::volume_allocated_cached`]).
+    local: bool,
 }
 
 impl Pool for FilePool {
@@ -80,6 +83,7 @@ impl Pool for FilePool {
             )
         })?;
         self.reflink = fs::probe_reflink(&self.root);
+        self.local = fs::is_local_fs(&self.root);
         if !self.reflink {
             log::warn!(
                 "pool {}: {} cannot reflink; snapshots and clones will be full copies",
@@ -277,6 +281,15 @@ impl Pool for FilePool {
 
     fn volume_allocated(&self, share_id: &str) -> Result<Option<u64>> {
         self.volume_blocks(share_id)
+    }
+
+    fn volume_allocated_cached(&self, share_id: &str) -> Option<Result<Option<u64>>> {
+        if !self.local {
+            return None;
+        }
+        let path = self.volume_path(share_id);
+        fs::allocated_regular_cached(&path)
+            .map(|r| r.map_err(|e| Error::io(format!("stat {}", path.display()), e)))
     }
 
     fn has_legacy_stamp(&self, kind: &str, id: &str) -> bool {

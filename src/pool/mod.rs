@@ -202,6 +202,13 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
         let _ = share_id;
         Ok(None)
     }
+    /// [`Pool::volume_allocated`] when it can be read without blocking (from what the
+    /// kernel holds in memory, no disk read, no command): called on the event loop. `None`
+    /// when it cannot be told so; then [`Pool::volume_allocated`] is asked off the loop.
+    fn volume_allocated_cached(&self, share_id: &str) -> Option<Result<Option<u64>>> {
+        let _ = share_id;
+        None
+    }
     /// The figures a capacity decision uses, or `no_space` when the pool's own limits refuse
     /// new work now (an LVM thin pool's data or metadata at its threshold).
     fn admit(&self) -> Result<FsUsage> {

@@ -343,13 +343,17 @@ async fn run_request(
         // The engine publishes the event an operation's outcome stands for; a kept answer
         // replayed for an idempotency key publishes none.
         match (&env.key, &env.digest) {
+            // Boxed: the engine's futures would otherwise make every request's task as
+            // large as the largest of them (src/engine/mod.rs, `dispatch`).
             (Some(key), Some(digest)) if audited => {
-                server
-                    .engine
-                    .handle_keyed(key, &env.op, digest, env.request, &slot)
-                    .await
+                Box::pin(
+                    server
+                        .engine
+                        .handle_keyed(key, &env.op, digest, env.request, &slot),
+                )
+                .await
             }
-            _ => server.engine.handle(env.request, &slot).await,
+            _ => Box::pin(server.engine.handle(env.request, &slot)).await,
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;

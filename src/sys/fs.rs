@@ -194,6 +194,48 @@ pub fn allocated_regular(path: &Path) -> io::Result<Option<u64>> {
     }
 }
 
+/// `statfs.f_type` of the local filesystems on which `stat` of an inode the kernel holds
+/// reads no disk and asks no server: XFS, ext2/3/4, Btrfs, tmpfs.
+const LOCAL_FS: [nix::sys::statfs::FsType; 4] = [
+    nix::sys::statfs::XFS_SUPER_MAGIC,
+    nix::sys::statfs::EXT4_SUPER_MAGIC,
+    nix::sys::statfs::BTRFS_SUPER_MAGIC,
+    nix::sys::statfs::TMPFS_MAGIC,
+];
+
+/// Whether `dir` is on one of the local filesystems of [`allocated_regular_cached`]
+/// (blocking: one `statfs`).
+pub fn is_local_fs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| LOCAL_FS.contains(&s.filesystem_type()))
+}
+
+/// [`allocated_regular`] from what the kernel holds in memory, so that the event loop may
+/// ask it: the path is resolved by `openat2` with `RESOLVE_CACHED`, which fails with
+/// `EAGAIN` rather than read a directory or revalidate an entry (it was made for
+/// io_uring's non-blocking opens), as an `O_PATH` handle on the last component itself
+/// (a link there is not followed, as `lstat`); the inode it reaches is in memory, so its
+/// `fstat` reads nothing either, on a local filesystem ([`is_local_fs`]: the caller's
+/// check). `None` when the answer needs the slow path: not every component cached, a
+/// kernel before 5.12 (`EINVAL`) or a sandbox refusing `openat2` (`ENOSYS`), any other
+/// error; then ask [`allocated_regular`] off the event loop.
+pub fn allocated_regular_cached(path: &Path) -> Option<io::Result<Option<u64>>> {
+    use std::os::unix::fs::MetadataExt;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED));
+    let fd = match nix::fcntl::openat2(nix::fcntl::AT_FDCWD, path, how) {
+        Ok(fd) => fd,
+        // A negative entry in the cache: known not to be there.
+        Err(Errno::ENOENT) => return Some(Ok(None)),
+        Err(_) => return None,
+    };
+    match File::from(fd).metadata() {
+        Ok(m) if m.file_type().is_file() => Some(Ok(Some(m.blocks() * 512))),
+        Ok(_) => Some(Ok(None)),
+        Err(_) => None,
+    }
+}
+
 /// Can this directory's filesystem reflink? Tries a `FICLONE` between two scratch files.
 pub fn probe_reflink(dir: &Path) -> bool {
     let a = dir.join(format!(".reflink-probe-{}-a", std::process::id()));
@@ -213,6 +255,32 @@ pub fn probe_reflink(dir: &Path) -> bool {
 mod tests {
     use super::*;
     use std::io::{Read, Seek, SeekFrom, Write};
+
+    #[test]
+    fn the_cached_allocation_is_the_stat_one_and_follows_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("volume");
+        let f = create_new(&path, 0o660).unwrap();
+        f.set_len(1 << 20).unwrap();
+        (&f).write_all(&[7u8; 64 << 10]).unwrap();
+        f.sync_all().unwrap();
+        let slow = allocated_regular(&path).unwrap();
+        assert!(slow.unwrap() >= 64 << 10);
+        // Just made, so every component is in the cache: the fast path answers.
+        assert_eq!(allocated_regular_cached(&path).unwrap().unwrap(), slow);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert_eq!(allocated_regular(&link).unwrap(), None);
+        assert_eq!(allocated_regular_cached(&link).unwrap().unwrap(), None);
+        let gone = dir.path().join("gone");
+        assert_eq!(allocated_regular(&gone).unwrap(), None);
+        assert!(matches!(
+            allocated_regular_cached(&gone),
+            None | Some(Ok(None))
+        ));
+        // procfs asks its owner for every stat: never taken for a local filesystem.
+        assert!(!is_local_fs(Path::new("/proc")));
+    }
 
     #[test]
     fn sparse_copy_keeps_data_and_length() {

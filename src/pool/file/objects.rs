@@ -39,6 +39,7 @@ impl FilePool {
             name: name.to_string(),
             root,
             reflink: false,
+            local: false,
         }
     }
 
