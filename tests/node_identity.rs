@@ -245,16 +245,7 @@ fn a_received_stream_names_the_node_it_came_from() {
     let b = Daemon::start(&Layout::new(base_b.path(), ""));
     let (id_a, id_b) = (hello_node(&a).0, hello_node(&b).0);
     assert_ne!(id_a, id_b, "two state directories, two nodes");
-    let share = field(
-        sub(
-            &a.ok(
-                "share.create",
-                vec![("name", t("vol")), ("size", n(4 * MIB))],
-            ),
-            "share",
-        ),
-        "id",
-    );
+    let share = create_share(&a, "vol", 4 * MIB);
     write_at(
         &volume(&base_a.path().join("state/pools/default"), &share),
         MIB,

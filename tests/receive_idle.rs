@@ -22,16 +22,7 @@ fn staging(pool: &Path) -> Vec<PathBuf> {
 
 /// A snapshot `s1` of a 4 MiB share `vol` on `a`, 1 MiB of it written; its id.
 fn snapshot_on(a: &Daemon, pool: &Path) -> String {
-    let share = field(
-        sub(
-            &a.ok(
-                "share.create",
-                vec![("name", t("vol")), ("size", n(4 * MIB))],
-            ),
-            "share",
-        ),
-        "id",
-    );
+    let share = create_share(a, "vol", 4 * MIB);
     write_at(&volume(pool, &share), 0, &pattern(3, MIB as usize));
     let snap = a.ok(
         "snapshot.create",
@@ -54,6 +45,19 @@ fn read(a: &Daemon, stream: &str, max: u64) -> (Vec<u8>, bool) {
         data,
         shelf::client::get(&c, "end") == Some(&Value::Bool(true)),
     )
+}
+
+/// A send stream of `snap` on `a` and a receive of it into share `name` on `b`.
+fn send_and_begin(a: &Daemon, b: &Daemon, snap: &str, name: &str) -> (String, String) {
+    let stream = field(
+        &a.ok("snapshot.send", vec![("snapshot", t(snap))]),
+        "stream",
+    );
+    let receive = field(
+        &b.ok("snapshot.receive.begin", vec![("name", t(name))]),
+        "receive",
+    );
+    (stream, receive)
 }
 
 fn chunk(b: &Daemon, receive: &str, offset: u64, data: Vec<u8>) -> Result<Value, String> {
@@ -83,14 +87,7 @@ fn an_abandoned_receive_is_dropped_and_a_slow_one_is_not() {
     let snap = snapshot_on(&a, &pool_a);
 
     // Abandoned: the header and some data arrive, then nothing more.
-    let stream = field(
-        &a.ok("snapshot.send", vec![("snapshot", t(&snap))]),
-        "stream",
-    );
-    let gone = field(
-        &b.ok("snapshot.receive.begin", vec![("name", t("left"))]),
-        "receive",
-    );
+    let (stream, gone) = send_and_begin(&a, &b, &snap, "left");
     let (data, _) = read(&a, &stream, 256 << 10);
     let sent = data.len() as u64;
     chunk(&b, &gone, 0, data).unwrap();
@@ -98,14 +95,7 @@ fn an_abandoned_receive_is_dropped_and_a_slow_one_is_not() {
     a.ok("stream.close", vec![("stream", t(&stream))]);
 
     // Slow but alive: a chunk every second for five seconds (past the 2 s timeout).
-    let stream = field(
-        &a.ok("snapshot.send", vec![("snapshot", t(&snap))]),
-        "stream",
-    );
-    let alive = field(
-        &b.ok("snapshot.receive.begin", vec![("name", t("slow"))]),
-        "receive",
-    );
+    let (stream, alive) = send_and_begin(&a, &b, &snap, "slow");
     let mut offset = 0;
     for _ in 0..5 {
         let (data, _) = read(&a, &stream, 4096);

@@ -31,6 +31,12 @@ pub fn sub<'a>(v: &'a Value, key: &str) -> &'a Value {
     get(v, key).unwrap_or_else(|| panic!("no {key} in {v:?}"))
 }
 
+/// Make a share `name` of `size` bytes on `d`; its id.
+pub fn create_share(d: &Daemon, name: &str, size: u64) -> String {
+    let r = d.ok("share.create", vec![("name", t(name)), ("size", n(size))]);
+    field(sub(&r, "share"), "id")
+}
+
 /// Wait for a job to end; returns its final state.
 pub fn wait_job(d: &Daemon, job: &str) -> Value {
     let t0 = Instant::now();
