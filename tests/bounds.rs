@@ -710,13 +710,7 @@ fn header_and_idle_timeouts_close_connections() {
         thread::sleep(Duration::from_millis(500));
     }
     // Then, silent, it is closed once idle.
-    let t1 = Instant::now();
     assert!(at_end(&mut active), "closed once idle");
-    assert!(
-        t1.elapsed() >= Duration::from_millis(1000),
-        "{:?}",
-        t1.elapsed()
-    );
 }
 
 /// A reader of another uid that opens `count` connections and either pipelines `n` `hello`
