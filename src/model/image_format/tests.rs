@@ -177,8 +177,13 @@ fn declared_formats_must_match_and_sizes_are_bounded() {
         inspect(&mut bytes.as_slice(), None, 512 * MIB),
         "over the limit",
     );
-    let opts = ["--object", "secret,id=s0,data=x", "-o", "key-secret=s0"];
-    let luks = create(d.path(), "x.luks", "luks", &opts, "1M");
+    // A LUKS header (magic and version 1) on 1 MiB, not `qemu-img create -f luks`, whose
+    // key-derivation benchmark fails on this VM in most runs ("Unable to get accurate CPU
+    // usage"); the format is told by the header (tests/hostile_images.rs has a whole one).
+    let luks = d.path().join("x.luks");
+    let mut header = vec![0u8; 1 << 20];
+    header[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x01");
+    std::fs::write(&luks, header).unwrap();
     refused(check(&luks, None), "its format is luks");
     refused(check(&luks, Some(ImageFormat::Raw)), "its format is luks");
     let mut iso = vec![0u8; 0x9000];
