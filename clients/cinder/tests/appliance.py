@@ -52,9 +52,10 @@ def free_port() -> int:
 
 
 def free_control_port() -> int:
-    """A tgtd control port whose socket nobody has (tgtd: /var/run/tgtd/socket.<N>)."""
+    """A tgtd control port whose socket nobody has (tgtd: /var/run/tgtd/socket.<N>),
+    in 20000-31999: tgtd refuses a -C above 32767 ("argument value out of range")."""
     for _ in range(100):
-        n = 20000 + int.from_bytes(os.urandom(2), "big") % 20000
+        n = 20000 + int.from_bytes(os.urandom(2), "big") % 12000
         if not Path(f"/var/run/tgtd/socket.{n}").exists():
             return n
     raise RuntimeError("no free tgtd control port")
