@@ -1,7 +1,8 @@
 //! A receive whose sender vanished without `abort` does not linger: once it has had no
 //! chunk for `[limits] receive_idle_timeout` it is dropped and its staging file removed,
 //! by the daemon's own sweep (no other request needed); a receive that keeps sending,
-//! however slowly, past that time is not.
+//! however slowly, past that time is not. And a header naming ids in any form but shelf's
+//! own is refused before anything is made.
 
 mod common;
 
@@ -137,5 +138,51 @@ fn an_abandoned_receive_is_dropped_and_a_slow_one_is_not() {
         shelf::client::get(&v, "clean"),
         Some(&Value::Bool(true)),
         "{v:?}"
+    );
+}
+
+/// A stream's header names ids that become file and LV names on the receiver: only the
+/// one form shelf writes (hyphenated, lowercase) is taken. The same UUID braced, as a URN
+/// or in capitals parses as a UUID, and is refused before anything is made.
+#[test]
+fn a_header_whose_ids_are_not_in_shelfs_form_is_refused() {
+    use shelf::replication::format::{encode_head, Header};
+    let base = scratch("recv-header-ids");
+    let b = Daemon::start(&Layout::new(base.path(), ""));
+    let pool = base.path().join("state/pools/default");
+    let id = "0f8e2c5a-1b2c-4d5e-8f90-123456789abc";
+    for (what, snapshot_id, base_id) in [
+        ("braced", format!("{{{id}}}"), None),
+        ("urn", format!("urn:uuid:{id}"), None),
+        ("capitals", id.to_uppercase(), None),
+        ("simple", id.replace('-', ""), None),
+        ("base in capitals", id.to_string(), Some(id.to_uppercase())),
+    ] {
+        let h = Header {
+            size: MIB,
+            created_at: 1,
+            snapshot_id,
+            snapshot_name: "s1".into(),
+            share_id: id.into(),
+            share_name: "vol".into(),
+            node: None,
+            base: base_id,
+            node_id: None,
+        };
+        let receive = field(
+            &b.ok("snapshot.receive.begin", vec![("name", t("vol"))]),
+            "receive",
+        );
+        let refused = chunk(&b, &receive, 0, encode_head(&h, &[])).unwrap_err();
+        assert!(
+            refused.contains("invalid_argument") && refused.contains("not a UUID"),
+            "{what}: {refused}"
+        );
+        assert!(staging(&pool).is_empty(), "{what}: {:?}", staging(&pool));
+    }
+    let shares = b.ok("share.list", vec![]);
+    assert!(
+        matches!(&shares, Value::Array(a) if a.is_empty()),
+        "{shares:?}"
     );
 }

@@ -126,10 +126,10 @@ pub fn group_from_disk(d: &OnDisk, snap: &Snapshot) -> Result<Option<SnapshotGro
     let Some(id) = snap.group.clone() else {
         return Ok(None);
     };
-    if !is_group_id(&id) {
+    if !crate::model::is_canonical_uuid(&id) {
         return Err(format!(
             "its group attribute {:?} is not a group id",
-            shorten(&id)
+            crate::model::shorten(&id)
         ));
     }
     let name = match optional(d, "group_name") {
@@ -151,16 +151,6 @@ pub fn group_from_disk(d: &OnDisk, snap: &Snapshot) -> Result<Option<SnapshotGro
         created_at,
         snapshots: Vec::new(),
     }))
-}
-
-/// Whether `id` is a group id as shelf writes them: a UUID, hyphenated, lowercase.
-fn is_group_id(id: &str) -> bool {
-    uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
-}
-
-/// At most 64 characters of an attribute read from disk, for a message.
-fn shorten(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 /// Move a database and its WAL files aside; returns the new path of the main file.
@@ -388,7 +378,11 @@ fn restore_groups(
                     "snapshot {} ({}): {e}; restored as a plain snapshot",
                     snap.id, snap.name
                 ));
-                if let Some(id) = snap.group.take().filter(|id| is_group_id(id)) {
+                if let Some(id) = snap
+                    .group
+                    .take()
+                    .filter(|id| crate::model::is_canonical_uuid(id))
+                {
                     disputed.insert(id);
                 }
             }

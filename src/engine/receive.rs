@@ -29,6 +29,7 @@ use ciborium::Value;
 
 use super::{blocking, map, Engine};
 use crate::error::{Error, Result};
+use crate::model::shorten as short;
 use crate::model::{self, Demand, Outcome};
 use crate::proto::{Answer, ReceiveBeginArgs, ReceiveChunkArgs, ReceiveRef};
 use crate::replication::format::{Decoder, Event, Extent, ExtentKind, FeedError, Header};
@@ -89,10 +90,6 @@ impl Receives {
     }
 }
 
-fn short(id: &str) -> String {
-    id.chars().take(64).collect()
-}
-
 fn chunk_hash(data: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data.hash(&mut h);
@@ -110,9 +107,15 @@ fn feed_error(e: FeedError<std::io::Error>) -> Error {
 /// Check what a header names before anything is made from it: ids go into paths.
 fn check_header(h: &Header) -> Result<()> {
     let uuid = |what: &str, v: &str| {
-        uuid::Uuid::parse_str(v).map(|_| ()).map_err(|_| {
-            Error::Invalid(format!("send stream's {what} {:?} is not a UUID", short(v)))
-        })
+        if model::is_canonical_uuid(v) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "send stream's {what} {:?} is not a UUID as shelf writes them (lowercase, \
+                 hyphenated)",
+                short(v)
+            )))
+        }
     };
     uuid("snapshot id", &h.snapshot_id)?;
     if let Some(b) = &h.base {
@@ -196,7 +199,12 @@ impl Engine {
     pub(super) async fn drop_receive(&self, id: &str) -> bool {
         let gone = self.receives.map.lock().expect("receives").remove(id);
         let Some(r) = gone else { return false };
-        let pool = r.lock().expect("receive").pool.clone();
+        let pool = {
+            let mut r = r.lock().expect("receive");
+            // Closed before its removal: an LVM pool cannot remove an LV held open.
+            r.staging = None;
+            r.pool.clone()
+        };
         if let Ok(p) = self.pool(&pool) {
             let id = id.to_string();
             if let Err(e) = blocking(move || p.remove_staging(Some(&id))).await {
@@ -389,8 +397,7 @@ impl Engine {
         let file = blocking(move || -> Result<std::fs::File> {
             let f = p.create_staging(&rid, base.as_deref(), size)?;
             for h in holes {
-                crate::sys::fs::punch_hole(&f, h.offset, h.len)
-                    .map_err(|e| Error::io("punching a hole of a received stream", e))?;
+                p.punch_staging(&f, h.offset, h.len)?;
             }
             Ok(f)
         })

@@ -1,8 +1,9 @@
 //! `snapshot.send`: a snapshot as a send stream (docs/replication.md), read by the client
 //! with `stream.read` through the byte-stream plumbing of src/engine/streams.rs.
 //!
-//! The diff is computed before the stream opens, from the two snapshots' extent maps
-//! (O(extents), no data read); the stream then reads only the data extents, in order,
+//! The diff is computed by the pool before the stream opens ([`crate::pool::Pool::send_plan`]:
+//! the two snapshots' extent maps on a file pool, the thin pool's metadata on LVM; no data
+//! read); the stream then reads only the data extents, in order,
 //! with `pread`, and the trailer's checksum is computed as the bytes go out. Memory: the
 //! extent table and one read buffer.
 
@@ -15,7 +16,6 @@ use super::{blocking, map, Engine};
 use crate::error::{Error, Result};
 use crate::model::{ShareState, Snapshot};
 use crate::proto::{Answer, SnapshotSendArgs};
-use crate::replication::diff::{changed_extents, Mapped};
 use crate::replication::format::{stream_len, Encoder, Extent, ExtentKind, Header};
 use crate::store;
 
@@ -28,6 +28,8 @@ const READ_MAX: usize = 1 << 20;
 #[derive(Debug)]
 struct SendSource {
     file: std::fs::File,
+    /// Declared after `file`, so the file is closed before the pool is told.
+    _release: Release,
     head: Vec<u8>,
     head_at: usize,
     data: Vec<Extent>,
@@ -36,6 +38,28 @@ struct SendSource {
     encoder: Option<Encoder>,
     trailer: Vec<u8>,
     trailer_at: usize,
+}
+
+/// Tells the pool a send is over ([`crate::pool::Pool::send_done`]) when dropped, off the
+/// event loop (an LVM pool runs `lvchange`).
+struct Release {
+    pool: Option<std::sync::Arc<dyn crate::pool::Pool>>,
+    snap: String,
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Release({})", self.snap)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.take() {
+            let snap = std::mem::take(&mut self.snap);
+            smol::unblock(move || p.send_done(&snap)).detach();
+        }
+    }
 }
 
 impl StreamSource for SendSource {
@@ -103,26 +127,14 @@ impl Engine {
         };
         let pool = self.pool(&snap.pool)?;
         let (p, s, b) = (pool.clone(), snap.clone(), base.clone());
-        let (file, extents) = blocking(move || -> Result<_> {
-            let new = p.snapshot_extents(&s.id, s.size, MAX_MAPPED)?;
-            let (base_map, base_size) = match &b {
-                Some(b) => (p.snapshot_extents(&b.id, b.size, MAX_MAPPED)?.map, b.size),
-                None => (Vec::new(), 0),
-            };
-            let conv = |m: &[crate::sys::fiemap::Mapped]| -> Vec<Mapped> {
-                m.iter()
-                    .map(|m| Mapped {
-                        logical: m.logical,
-                        physical: m.physical,
-                        len: m.len,
-                        comparable: m.comparable,
-                    })
-                    .collect()
-            };
-            let extents = changed_extents(&conv(&base_map), base_size, &conv(&new.map), s.size);
-            Ok((new.file, extents))
-        })
-        .await?;
+        let plan = blocking(move || p.send_plan(&s, b.as_ref(), MAX_MAPPED)).await?;
+        // From here the pool holds what it opened for the send until `send_done`, which
+        // the source's drop runs.
+        let release = Release {
+            pool: Some(pool),
+            snap: snap.id.clone(),
+        };
+        let (file, extents) = (plan.file, plan.extents);
         let header = Header {
             size: snap.size,
             created_at: snap.created_at,
@@ -154,6 +166,7 @@ impl Engine {
         );
         let src = SendSource {
             file,
+            _release: release,
             head,
             head_at: 0,
             data,

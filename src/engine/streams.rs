@@ -33,6 +33,7 @@ use smol::channel::{Receiver, Sender};
 use super::blocking;
 use super::jobs::{EventBus, JobCtx, Jobs};
 use crate::error::{Error, Result};
+use crate::model::shorten as short;
 use crate::model::Outcome;
 use crate::store::Store;
 
@@ -186,10 +187,6 @@ enum Woke {
     End(Result<Value>),
     Cancelled,
     Tick,
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 impl Streams {

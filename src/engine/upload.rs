@@ -19,6 +19,7 @@ use ciborium::Value;
 
 use super::{blocking, Engine};
 use crate::error::{Error, Result};
+use crate::model::shorten as short;
 use crate::model::{self, Demand, Outcome};
 use crate::proto::{Answer, ImageImportArgs, UploadBeginArgs, UploadChunkArgs, UploadRef};
 
@@ -250,10 +251,6 @@ impl Engine {
             .map_err(|e| Error::io("removing the upload", e))?;
         Ok(Outcome::Deleted(a.upload))
     }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ pub use export::{
 };
 pub use group::{check_group_members, SnapshotGroup, MAX_GROUP_SHARES};
 pub use names::{
-    escape_for_display, is_display_unsafe, validate_metadata, validate_name, MAX_METADATA_ENTRIES,
+    escape_for_display, is_canonical_uuid, is_display_unsafe, shorten, validate_metadata,
+    validate_name, MAX_METADATA_ENTRIES,
 };
 pub use node::{default_node_name, Node, NodeId, NODE_ID_FILE};
 pub use outcome::{EventKind, Object, Outcome};

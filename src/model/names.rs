@@ -138,8 +138,16 @@ fn char_name(c: char) -> String {
     }
 }
 
-/// A name cut to a printable length for error messages.
-pub(super) fn shorten(s: &str) -> String {
+/// Whether `text` is a UUID in the one form shelf writes: hyphenated, lowercase. Ids of
+/// shares, snapshots, groups and nodes end up in paths and LV names, so an id read from
+/// outside (a stream's header, a stamp on disk) must be exactly that, not merely parse.
+pub fn is_canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok_and(|u| u.hyphenated().to_string() == text)
+}
+
+/// A text from outside cut to a printable length for a message: past 70 characters, its
+/// first 64 and `…`.
+pub fn shorten(s: &str) -> String {
     if s.chars().count() > 70 {
         let cut: String = s.chars().take(64).collect();
         format!("{cut}…")

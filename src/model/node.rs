@@ -28,12 +28,9 @@ impl NodeId {
     /// stream's header and the node-id file are read with this (both are inputs that may
     /// be damaged or forged: nothing but the 36 characters is accepted).
     pub fn parse(text: &str) -> Result<NodeId, Invalid> {
-        let canonical = uuid::Uuid::try_parse(text)
-            .ok()
-            .map(|u| u.hyphenated().to_string());
-        match canonical {
-            Some(c) if c == text => Ok(NodeId(c)),
-            _ => Err(Invalid::new(format!(
+        match super::names::is_canonical_uuid(text) {
+            true => Ok(NodeId(text.to_string())),
+            false => Err(Invalid::new(format!(
                 "{:?} is not a node id (a lowercase hyphenated UUID)",
                 super::names::shorten(text)
             ))),

@@ -76,6 +76,17 @@ pub struct SnapshotExtents {
     pub map: Vec<crate::sys::fiemap::Mapped>,
 }
 
+/// What a send stream of a snapshot carries, as its pool found it ([`Pool::send_plan`]).
+#[derive(Debug)]
+pub struct SendPlan {
+    /// The snapshot's data, read-only.
+    pub file: std::fs::File,
+    /// What the stream carries: the snapshot's data extents (a full stream), or what
+    /// changed since the base (data, and holes where the base had data), sorted, at most
+    /// [`crate::replication::format::MAX_EXTENTS`].
+    pub extents: Vec<crate::replication::format::Extent>,
+}
+
 /// What is wrong with an object at a volume's or snapshot's path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tamper {
@@ -230,15 +241,58 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// Every volume and snapshot on disk, with the identity each carries.
     fn scan(&self) -> Result<Vec<OnDisk>>;
     /// `snapshot.send`: snapshot `snap_id`'s first `size` bytes, opened for reading, and
-    /// its extent map (at most `max` extents). `unsupported` where the pool cannot map
-    /// extents (docs/replication.md §5 says why for LVM).
+    /// its extent map (at most `max` extents), for the default [`Pool::send_plan`].
+    /// `unsupported` where the pool cannot map extents (an LVM pool overrides
+    /// [`Pool::send_plan`] instead: docs/replication.md §5).
     fn snapshot_extents(&self, snap_id: &str, size: u64, max: usize) -> Result<SnapshotExtents> {
         let _ = (snap_id, size, max);
         Err(crate::error::Error::Unsupported(format!(
-            "pool {} cannot map a snapshot's extents, so it cannot send: only file pools on a \
-             filesystem with FIEMAP can (docs/replication.md)",
+            "pool {} cannot map a snapshot's extents, so it cannot send (docs/replication.md)",
             self.name()
         )))
+    }
+    /// `snapshot.send`: snapshot `snap` opened for reading, and the extents a stream of it
+    /// carries over `base` (an older snapshot of the same share; `None`: a full stream),
+    /// each snapshot's map at most `max` extents. Computed from what the pool already
+    /// knows, never by reading data. By default from the two maps of
+    /// [`Pool::snapshot_extents`] ([`crate::replication::diff::changed_extents`]); an
+    /// LVM pool asks the thin pool's metadata (`thin_delta`). Once the stream is over,
+    /// the engine calls [`Pool::send_done`].
+    fn send_plan(&self, snap: &Snapshot, base: Option<&Snapshot>, max: usize) -> Result<SendPlan> {
+        use crate::replication::diff::{changed_extents, Mapped};
+        let conv = |m: &[crate::sys::fiemap::Mapped]| -> Vec<Mapped> {
+            m.iter()
+                .map(|m| Mapped {
+                    logical: m.logical,
+                    physical: m.physical,
+                    len: m.len,
+                    comparable: m.comparable,
+                })
+                .collect()
+        };
+        let new = self.snapshot_extents(&snap.id, snap.size, max)?;
+        let (base_map, base_size) = match base {
+            Some(b) => (self.snapshot_extents(&b.id, b.size, max)?.map, b.size),
+            None => (Vec::new(), 0),
+        };
+        let extents = changed_extents(&conv(&base_map), base_size, &conv(&new.map), snap.size);
+        Ok(SendPlan {
+            file: new.file,
+            extents,
+        })
+    }
+    /// A send of snapshot `snap_id` is over and its [`SendPlan::file`] closed: release what
+    /// [`Pool::send_plan`] took for it (an LVM pool deactivates the snapshot's LV once no
+    /// send reads it). Never fails: what it cannot do is logged.
+    fn send_done(&self, snap_id: &str) {
+        let _ = snap_id;
+    }
+    /// `snapshot.receive`: make `len` bytes at `offset` of a staging file read as zeros
+    /// (a hole of the stream), taking no space where the pool can: a file pool punches a
+    /// hole.
+    fn punch_staging(&self, file: &std::fs::File, offset: u64, len: u64) -> Result<()> {
+        crate::sys::fs::punch_hole(file, offset, len)
+            .map_err(|e| crate::error::Error::io("punching a hole of a received stream", e))
     }
     /// `snapshot.receive`: make the staging file of receive `receive_id`, `size` bytes, a
     /// reflink of snapshot `base` when given (an incremental) or empty and sparse.

@@ -119,6 +119,34 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// The block device's discard granularity in bytes (a thin LV's is its pool's block size),
+/// from sysfs; `None` when it takes no discards.
+pub fn discard_granularity(file: &File) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = file.metadata().ok()?.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let text = std::fs::read_to_string(format!(
+        "/sys/dev/block/{major}:{minor}/queue/discard_granularity"
+    ))
+    .ok()?;
+    text.trim().parse().ok().filter(|g: &u64| *g > 0)
+}
+
+/// `BLKDISCARD` of a block device's `len` bytes at `offset`.
+pub fn discard(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKDISCARD reads two u64 (start, length) from the pointer, which lives for
+    // the call; the descriptor is open.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKDISCARD, range.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// fsync a directory, so that entries created or removed in it are durable.
 pub fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
@@ -276,6 +304,20 @@ mod tests {
         assert_eq!(allocated_regular(&gone).unwrap(), None);
         assert!(matches!(
             allocated_regular_cached(&gone),
+            None | Some(Ok(None))
+        ));
+        // A FIFO planted in the volume's place (a tenant's NFS write): the O_PATH open does
+        // not wait for a writer, and the answer is "none", as lstat's is.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(allocated_regular(&fifo).unwrap(), None);
+        assert!(matches!(
+            allocated_regular_cached(&fifo),
+            None | Some(Ok(None))
+        ));
+        // A directory too.
+        assert!(matches!(
+            allocated_regular_cached(dir.path()),
             None | Some(Ok(None))
         ));
         // procfs asks its owner for every stat: never taken for a local filesystem.

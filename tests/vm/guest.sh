@@ -215,6 +215,8 @@ check start-up-keeps-the-trusted-stamp sh -c "getfattr --only-values -n trusted.
 
 . "$S/revert.sh"
 
+. "$S/send.sh"
+
 . "$S/csi.sh"
 
 echo "--- teardown ($(now))"

@@ -264,7 +264,7 @@ class MigrationMixin:
         except Exception as e:
             self._undo(peer, dest, temps)
             if isinstance(e, shelf_client.Unsupported) and dest is None:
-                # A pool that cannot send or receive (an LVM thin pool: no extent maps).
+                # A pool that cannot send or receive (no extent maps: a file pool without FIEMAP).
                 raise Declined(str(e)) from e
             if isinstance(e, exception.CinderException):
                 raise

@@ -36,10 +36,13 @@ impl Engine {
     pub(in crate::engine) async fn finish_receive(&self, a: ReceiveRef) -> Result<Answer> {
         let entry = self.receive_entry(&a.receive)?;
         let (pool, name, head) = {
-            let r = entry.lock().expect("receive");
+            let mut r = entry.lock().expect("receive");
             r.decoder
                 .finish()
                 .map_err(|e| Error::Invalid(format!("send stream refused: {e}")))?;
+            // The staging file is whole: closed before the commit (the pool syncs what it
+            // adopts; an LVM pool cannot deactivate an LV held open).
+            r.staging = None;
             let head = r
                 .head
                 .clone()

@@ -13,9 +13,11 @@
 //! each method runs its commands through the runner's blocking entry
 //! ([`Runner::run_blocking`]).
 
+mod replication;
 mod report;
 mod revert;
 mod tags;
+mod thin;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +52,11 @@ pub struct LvmPool {
     name: String,
     settings: LvmSettings,
     runner: Runner,
+    /// Sends reading each snapshot's LV (activated for the first, deactivated after the
+    /// last).
+    reading: std::sync::Mutex<BTreeMap<String, usize>>,
+    /// Held while the thin pool's metadata snapshot is reserved (one at a time).
+    metadata: std::sync::Mutex<()>,
 }
 
 fn share_lv(id: &str) -> String {
@@ -73,6 +80,8 @@ impl LvmPool {
             name: name.to_string(),
             settings,
             runner,
+            reading: Default::default(),
+            metadata: Default::default(),
         }
     }
 
@@ -193,6 +202,13 @@ impl Pool for LvmPool {
             log::info!("pool {}: activating volume group {}", self.name, self.vg());
             self.run(&report::activate_vg(self.vg()))?;
         }
+        let n = self.deactivate_snapshots(&lvs);
+        if n > 0 {
+            log::info!(
+                "pool {}: {n} snapshot LV(s) a send left active deactivated",
+                self.name
+            );
+        }
         Ok(())
     }
 
@@ -289,6 +305,44 @@ impl Pool for LvmPool {
 
     fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
         self.remove_lv(&snapshot_lv(snap_id))
+    }
+
+    fn send_plan(
+        &self,
+        snap: &Snapshot,
+        base: Option<&Snapshot>,
+        max: usize,
+    ) -> Result<super::SendPlan> {
+        self.plan_send(snap, base, max)
+    }
+
+    fn send_done(&self, snap_id: &str) {
+        self.end_send(snap_id)
+    }
+
+    fn create_staging(
+        &self,
+        receive_id: &str,
+        base: Option<&str>,
+        size: u64,
+    ) -> Result<std::fs::File> {
+        self.make_staging(receive_id, base, size)
+    }
+
+    fn punch_staging(&self, file: &std::fs::File, offset: u64, len: u64) -> Result<()> {
+        self.zero_staging(file, offset, len)
+    }
+
+    fn adopt_staging(&self, receive_id: &str, snap: &Snapshot) -> Result<()> {
+        self.adopt_staged(receive_id, snap)
+    }
+
+    fn remove_staging(&self, receive_id: Option<&str>) -> Result<usize> {
+        self.drop_staged(receive_id)
+    }
+
+    fn volume_from_snapshot(&self, snap: &Snapshot, share: &Share) -> Result<()> {
+        self.replace_volume(snap, share)
     }
 
     fn volume_path(&self, share_id: &str) -> PathBuf {
@@ -405,6 +459,7 @@ fn allocation_of(lvs: &[Lv], tp: &Lv) -> Allocation {
 fn is_share_lv(name: &str) -> bool {
     name.starts_with("shelf-")
         && !name.starts_with("shelf-snap-")
+        && !name.starts_with(replication::RECV_PREFIX)
         && !name.ends_with(revert::STAGED_SUFFIX)
         && !name.ends_with(revert::OLD_SUFFIX)
 }

@@ -9,7 +9,7 @@ use crate::sys::cmd::Cmd;
 
 /// The columns every listing asks for (one `lvs` call answers scan, usage and existence).
 pub const COLUMNS: &str =
-    "lv_name,lv_attr,lv_size,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,vg_extent_size";
+    "lv_name,lv_attr,lv_size,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,vg_extent_size,thin_id";
 
 /// One row of an `lvs` report.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -34,6 +34,8 @@ pub struct Lv {
     pub metadata_size: Option<u64>,
     /// The VG's extent size in bytes: LV sizes are rounded up to a multiple of it.
     pub extent_size: u64,
+    /// Thin LVs: the thin device's id in the pool's metadata (what `thin_delta` names).
+    pub thin_id: Option<u64>,
 }
 
 impl Lv {
@@ -80,6 +82,8 @@ struct Row {
     lv_metadata_size: String,
     #[serde(default)]
     vg_extent_size: String,
+    #[serde(default)]
+    thin_id: String,
 }
 
 fn bytes(field: &str, value: &str) -> Result<u64, String> {
@@ -124,6 +128,13 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, String> {
                 Some(bytes("lv_metadata_size", &row.lv_metadata_size)?)
             },
             extent_size: bytes("vg_extent_size", &row.vg_extent_size)?,
+            thin_id: match row.thin_id.trim() {
+                "" => None,
+                t => Some(
+                    t.parse()
+                        .map_err(|_| format!("lvs: thin_id {t:?} is not a number"))?,
+                ),
+            },
             name: row.lv_name,
             attr: row.lv_attr,
             pool: row.pool_lv,
@@ -213,6 +224,24 @@ pub fn rename(vg: &str, from: &str, to: &str) -> Cmd {
 /// Remove `vg/lv`.
 pub fn remove(vg: &str, lv: &str) -> Cmd {
     Cmd::new("lvremove").args(["--yes", &format!("{vg}/{lv}")])
+}
+
+/// Activate `vg/lv` even though it skips activation (a snapshot, to read it for a send), or
+/// deactivate it.
+pub fn activate(vg: &str, lv: &str, on: bool) -> Cmd {
+    let cmd = Cmd::new("lvchange");
+    let cmd = if on {
+        cmd.args(["--activate", "y", "--ignoreactivationskip"])
+    } else {
+        cmd.args(["--activate", "n"])
+    };
+    cmd.arg(format!("{vg}/{lv}"))
+}
+
+/// Mark `vg/lv` to skip activation, as a snapshot is (a received snapshot was made as a
+/// writable, activated LV).
+pub fn skip_activation(vg: &str, lv: &str) -> Cmd {
+    Cmd::new("lvchange").args(["--setactivationskip", "y", &format!("{vg}/{lv}")])
 }
 
 /// Activate every LV of `vg` that is not marked to skip activation (shares and the thin
