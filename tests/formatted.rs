@@ -94,15 +94,7 @@ fn filesystem_shares_mount_snapshot_clone_grow_export_and_come_back() {
     sh(&["fsfreeze", "-u", mp.to_str().unwrap()]);
 
     // ext4, grown: the filesystem follows the volume.
-    let e = d.ok(
-        "share.create",
-        vec![
-            ("name", t("small")),
-            ("size", n(64 * MIB)),
-            ("filesystem", t("ext4")),
-        ],
-    );
-    let eid = field(sub(&e, "share"), "id");
+    let eid = create_formatted(&d, "small", 64 * MIB, "ext4");
     let emp = base.join(&eid);
     assert_eq!(mounted_at(&emp).unwrap().fstype, "ext4");
     let before = fs_size(&emp);
@@ -219,4 +211,35 @@ fn filesystem_shares_mount_snapshot_clone_grow_export_and_come_back() {
     assert!(!exportfs_v()
         .iter()
         .any(|(p, _, _)| p == &mp.display().to_string()));
+}
+
+/// A receive replaces a share's whole volume, so it is never let into a formatted share,
+/// whose filesystem shelfd keeps mounted from that volume: `snapshot.receive.begin` into
+/// one is `unsupported`, and the mounted filesystem and its file are untouched. The stream
+/// goes into a new share name instead (a raw volume).
+#[test]
+fn a_receive_never_replaces_a_formatted_shares_volume() {
+    let xfs = Xfs::new("formatted-recv", 2 << 30);
+    let layout = Layout::on_xfs(&xfs, "reconcile_interval = 0\n");
+    let _mounts = MountsUnder(layout.state.join("mounts"));
+    let d = Daemon::start(&layout);
+    let id = create_formatted(&d, "data", 320 * MIB, "xfs");
+    let mount = layout.state.join("mounts").join(&id);
+    std::fs::write(mount.join("kept.txt"), b"still here").unwrap();
+
+    let refused = d
+        .call("snapshot.receive.begin", vec![("name", t("data"))])
+        .unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(
+        refused.contains("unsupported") && refused.contains("formatted"),
+        "{refused}"
+    );
+    assert!(mounted_at(&mount).is_some(), "still mounted");
+    assert_eq!(
+        std::fs::read(mount.join("kept.txt")).unwrap(),
+        b"still here"
+    );
+    // Into a new name it is accepted.
+    d.ok("snapshot.receive.begin", vec![("name", t("data-copy"))]);
 }

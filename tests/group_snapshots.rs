@@ -74,15 +74,7 @@ fn a_group_holds_every_share_at_one_instant_and_goes_as_one() {
     let _mounts = MountsUnder(base.clone());
     let d = Daemon::start(&layout);
     let ids = block_shares(&d, &pool, &["a", "b"]);
-    let fs = d.ok(
-        "share.create",
-        vec![
-            ("name", t("f")),
-            ("size", n(320 * MIB)),
-            ("filesystem", t("xfs")),
-        ],
-    );
-    let fs_id = field(sub(&fs, "share"), "id");
+    let fs_id = create_formatted(&d, "f", 320 * MIB, "xfs");
     let mp = base.join(&fs_id);
     std::fs::write(mp.join("hello.txt"), b"in the group").unwrap();
     let want: Vec<String> = ids

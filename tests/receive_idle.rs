@@ -186,3 +186,34 @@ fn a_header_whose_ids_are_not_in_shelfs_form_is_refused() {
         "{shares:?}"
     );
 }
+
+/// A snapshot whose send stream is open is not deleted under it (`busy`, naming the
+/// send): on an LVM pool the LV could not be removed while the send reads it, and on a
+/// file pool the stream would go on reading a snapshot that no longer exists. Once the
+/// stream's end is read, the delete goes through.
+#[test]
+fn a_snapshot_being_sent_is_not_deleted_under_its_stream() {
+    let base = scratch("send-hold");
+    let a = Daemon::start(&Layout::new(base.path(), ""));
+    let pool = base.path().join("state/pools/default");
+    let snap = snapshot_on(&a, &pool);
+    let stream = field(
+        &a.ok("snapshot.send", vec![("snapshot", t(&snap))]),
+        "stream",
+    );
+    let refused = a
+        .call("snapshot.delete", vec![("snapshot", t(&snap))])
+        .unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(
+        refused.contains("busy") && refused.contains("sent"),
+        "{refused}"
+    );
+    while !read(&a, &stream, 1 << 20).1 {}
+    assert!(
+        eventually(10, || a
+            .call("snapshot.delete", vec![("snapshot", t(&snap))])
+            .is_ok()),
+        "the delete after the stream's end"
+    );
+}

@@ -246,15 +246,7 @@ fn a_formatted_share_is_unmounted_reverted_and_mounted_again() {
     let base = layout.state.join("mounts");
     let _mounts = MountsUnder(base.clone());
     let d = Daemon::start(&layout);
-    let r = d.ok(
-        "share.create",
-        vec![
-            ("name", t("data")),
-            ("size", n(320 * MIB)),
-            ("filesystem", t("xfs")),
-        ],
-    );
-    let id = field(sub(&r, "share"), "id");
+    let id = create_formatted(&d, "data", 320 * MIB, "xfs");
     let mp = base.join(&id);
     std::fs::write(mp.join("hello.txt"), b"before the snapshot").unwrap();
     d.ok(

@@ -30,15 +30,7 @@ struct Served {
 /// A formatted share `data` with `hello.txt` = "before", snapshot `s0`, then
 /// `hello.txt` = "after" and `later.txt` written. Returns (share id, mount point).
 fn formatted_with_snapshot(d: &Daemon, mounts: &Path) -> (String, PathBuf) {
-    let r = d.ok(
-        "share.create",
-        vec![
-            ("name", t("data")),
-            ("size", n(320 * MIB)),
-            ("filesystem", t("xfs")),
-        ],
-    );
-    let id = field(sub(&r, "share"), "id");
+    let id = create_formatted(d, "data", 320 * MIB, "xfs");
     let mp = mounts.join(&id);
     assert!(mounted_at(&mp), "mounted after create");
     std::fs::write(mp.join("hello.txt"), b"before").unwrap();

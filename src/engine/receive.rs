@@ -104,6 +104,22 @@ fn feed_error(e: FeedError<std::io::Error>) -> Error {
     }
 }
 
+/// A receive replaces the share's whole volume: never under a formatted share's filesystem,
+/// which shelfd keeps mounted from that volume (its content would change under the mount,
+/// and an LVM pool could not remove the LV). A stream of a formatted share is received
+/// into a new share name, as a raw volume holding that filesystem.
+pub(super) fn refuse_formatted(share: &model::Share) -> Result<()> {
+    if share.layout == model::Layout::Filesystem {
+        return Err(Error::Unsupported(format!(
+            "share {} is a formatted share ({}), mounted by shelfd: a receive would replace \
+             its volume under the mounted filesystem; receive into a new share name",
+            share.name,
+            share.filesystem.map(|f| f.as_str()).unwrap_or("formatted")
+        )));
+    }
+    Ok(())
+}
+
 /// Check what a header names before anything is made from it: ids go into paths.
 fn check_header(h: &Header) -> Result<()> {
     let uuid = |what: &str, v: &str| {
@@ -139,6 +155,7 @@ impl Engine {
             .await?
         {
             super::share::ensure_available(&share)?;
+            refuse_formatted(&share)?;
             self.ensure_unexported(&share.id, &share.name).await?;
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -318,19 +335,22 @@ impl Engine {
         extents: Vec<Extent>,
     ) -> Result<()> {
         check_header(&header)?;
-        let (pool_name, name, receive_id) = {
+        // One lock at a time here: the map's is taken before an entry's elsewhere.
+        let (pool_name, name) = {
             let r = entry.lock().expect("receive");
-            let id = self
-                .receives
-                .map
-                .lock()
-                .expect("receives")
-                .iter()
-                .find(|(_, v)| Arc::ptr_eq(v, entry))
-                .map(|(k, _)| k.clone())
-                .unwrap_or_default();
-            (r.pool.clone(), r.name.clone(), id)
+            (r.pool.clone(), r.name.clone())
         };
+        let receive_id = self
+            .receives
+            .map
+            .lock()
+            .expect("receives")
+            .iter()
+            .find(|(_, v)| Arc::ptr_eq(v, entry))
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| {
+                Error::NotFound("the receive was aborted or dropped meanwhile".into())
+            })?;
         let pool = self.pool(&pool_name)?;
         let (pn, n, h) = (pool_name.clone(), name.clone(), header.clone());
         let (share, have, elsewhere, base) = self
@@ -388,7 +408,12 @@ impl Engine {
                 )
             })
             .await?;
-        let (p, rid, base, size) = (pool.clone(), receive_id, header.base.clone(), header.size);
+        let (p, rid, base, size) = (
+            pool.clone(),
+            receive_id.clone(),
+            header.base.clone(),
+            header.size,
+        );
         let holes: Vec<Extent> = extents
             .iter()
             .filter(|e| e.kind == ExtentKind::Hole)
@@ -402,13 +427,31 @@ impl Engine {
             Ok(f)
         })
         .await?;
-        let mut r = entry.lock().expect("receive");
-        r.staging = Some(file);
-        r.head = Some(Head {
-            header,
-            already: None,
-        });
-        Ok(())
+        {
+            // Still registered? An abort or the idle sweep may have dropped the receive while
+            // its staging volume was being made (it removed nothing then): checked and set
+            // under the map's lock, which a drop takes first.
+            let m = self.receives.map.lock().expect("receives");
+            if m.get(&receive_id).is_some_and(|v| Arc::ptr_eq(v, entry)) {
+                let mut r = entry.lock().expect("receive");
+                r.staging = Some(file);
+                r.head = Some(Head {
+                    header,
+                    already: None,
+                });
+                return Ok(());
+            }
+        }
+        drop(file);
+        let (p, rid) = (pool.clone(), receive_id.clone());
+        if let Err(e) = blocking(move || p.remove_staging(Some(&rid))).await {
+            log::warn!(
+                "receive {receive_id}: removing the staging volume of a dropped receive: {e}"
+            );
+        }
+        Err(Error::NotFound(format!(
+            "receive {receive_id} was aborted or dropped meanwhile"
+        )))
     }
 
     /// The sizes of the other receives of `pool` that have a staging file.

@@ -41,10 +41,11 @@ struct SendSource {
 }
 
 /// Tells the pool a send is over ([`crate::pool::Pool::send_done`]) when dropped, off the
-/// event loop (an LVM pool runs `lvchange`).
+/// event loop (an LVM pool runs `lvchange`), then lets the snapshot's hold go.
 struct Release {
     pool: Option<std::sync::Arc<dyn crate::pool::Pool>>,
     snap: String,
+    hold: Option<super::snapshot_export::Hold>,
 }
 
 impl std::fmt::Debug for Release {
@@ -57,7 +58,12 @@ impl Drop for Release {
     fn drop(&mut self) {
         if let Some(p) = self.pool.take() {
             let snap = std::mem::take(&mut self.snap);
-            smol::unblock(move || p.send_done(&snap)).detach();
+            let hold = self.hold.take();
+            smol::unblock(move || {
+                p.send_done(&snap);
+                drop(hold);
+            })
+            .detach();
         }
     }
 }
@@ -125,14 +131,45 @@ impl Engine {
             }
             None => None,
         };
+        // Held until the stream's source goes (the base until the plan is made): their
+        // delete is `busy` meanwhile (an LVM pool could not remove the LV a send reads).
+        // Taken under the share's lock, with the rows read again, as an export's hold is:
+        // a delete is then either done before (not found) or refused.
+        let (hold, base_hold) = {
+            let _g = self.locks.lock(&snap.share).await;
+            let ids = (snap.id.clone(), base.as_ref().map(|b| b.id.clone()));
+            let (now, base_now) = self
+                .store
+                .call(move |c| {
+                    let gone =
+                        |id: &str| Error::NotFound(format!("snapshot {id} was deleted meanwhile"));
+                    let now = store::get_snapshot(c, &ids.0)?.ok_or_else(|| gone(&ids.0))?;
+                    let base_now = match &ids.1 {
+                        Some(b) => Some(store::get_snapshot(c, b)?.ok_or_else(|| gone(b))?),
+                        None => None,
+                    };
+                    Ok((now, base_now))
+                })
+                .await?;
+            available(&now)?;
+            if let Some(b) = &base_now {
+                available(b)?;
+            }
+            (
+                self.exporting.take(&snap.id),
+                base.as_ref().map(|b| self.exporting.take(&b.id)),
+            )
+        };
         let pool = self.pool(&snap.pool)?;
         let (p, s, b) = (pool.clone(), snap.clone(), base.clone());
         let plan = blocking(move || p.send_plan(&s, b.as_ref(), MAX_MAPPED)).await?;
+        drop(base_hold);
         // From here the pool holds what it opened for the send until `send_done`, which
-        // the source's drop runs.
+        // the source's drop runs; the snapshot's hold goes after that.
         let release = Release {
             pool: Some(pool),
             snap: snap.id.clone(),
+            hold: Some(hold),
         };
         let (file, extents) = (plan.file, plan.extents);
         let header = Header {

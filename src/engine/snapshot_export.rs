@@ -39,7 +39,7 @@ pub const EXPORT_INTENT: &str = "snapshot.export";
 /// Bytes copied per step of a raw export to a file (between cancellation checks).
 const CHUNK: usize = 8 << 20;
 
-/// The snapshots being exported, with how many exports each.
+/// The snapshots being exported or sent, with how many exports and sends each.
 #[derive(Debug, Default)]
 pub struct Holds {
     map: Mutex<BTreeMap<String, usize>>,
@@ -53,7 +53,7 @@ pub struct Hold {
 }
 
 impl Holds {
-    fn take(self: &Arc<Self>, id: &str) -> Hold {
+    pub(super) fn take(self: &Arc<Self>, id: &str) -> Hold {
         *self
             .map
             .lock()
@@ -66,11 +66,13 @@ impl Holds {
         }
     }
 
-    /// `busy` while the snapshot is being exported (the caller holds its share's lock).
+    /// `busy` while the snapshot is being exported or sent (the caller holds its share's
+    /// lock).
     pub fn refuse_if_held(&self, snap: &Snapshot) -> Result<()> {
         match self.map.lock().expect("export holds").get(&snap.id) {
             Some(n) if *n > 0 => Err(Error::Busy(format!(
-                "snapshot {} is being exported ({n} export(s)); cancel or finish them first",
+                "snapshot {} is being exported or sent ({n} export(s) or send stream(s)); \
+                 cancel or finish them first",
                 snap.name
             ))),
             _ => Ok(()),

@@ -42,7 +42,9 @@ pub use proc::{
     wait_until_traced, Finished,
 };
 pub use rig::{ExportsFile, Tgtd, Xfs};
-pub use values::{create_share, field, n, pattern, read_at, sub, t, volume, wait_job, write_at};
+pub use values::{
+    create_formatted, create_share, field, n, pattern, read_at, sub, t, volume, wait_job, write_at,
+};
 pub use world::{
     free_control_port, free_port, loop_mounted, scratch, unmount_patiently, MountsUnder, Rig,
 };

@@ -37,6 +37,16 @@ pub fn create_share(d: &Daemon, name: &str, size: u64) -> String {
     field(sub(&r, "share"), "id")
 }
 
+/// Create a formatted share `name` of `size` bytes with filesystem `fs` (`xfs`, `ext4`);
+/// its id.
+pub fn create_formatted(d: &Daemon, name: &str, size: u64, fs: &str) -> String {
+    let r = d.ok(
+        "share.create",
+        vec![("name", t(name)), ("size", n(size)), ("filesystem", t(fs))],
+    );
+    field(sub(&r, "share"), "id")
+}
+
 /// Wait for a job to end; returns its final state.
 pub fn wait_job(d: &Daemon, job: &str) -> Value {
     let t0 = Instant::now();

@@ -174,6 +174,32 @@ check send-file-to-lvm-sent sx_send ffull fx@fx1
 check send-file-to-lvm-received sx_receive ffull fromfile thin2
 check send-file-to-lvm-identical test "$(sx_sum /dev/shelfvg2/shelf-$(sx_share_id ctlb fromfile))" = "$FSUM"
 
+echo "--- a file-pool incremental with a hole that is not whole thin-pool blocks ($(now))"
+# 204 KiB from 8 MiB + 4 KiB punched in the file share: on node b's thin pool (64 KiB blocks)
+# two whole blocks are discarded and the two partial ones at the edges written with zeros.
+fallocate -p -o $(((8 << 20) + 4096)) -l $((204 << 10)) /srv/files/pool/shares/$FX/volume
+ctl snapshot create fx fx2 >/dev/null
+FSUM2=$(sx_sum /srv/files/pool/shares/$FX/volume)
+check send-file-to-lvm-incremental-sent sx_send finc fx@fx2 --from fx1
+check send-file-to-lvm-incremental-received sx_receive finc fromfile thin2
+check send-file-to-lvm-partial-hole-identical test "$(sx_sum /dev/shelfvg2/shelf-$(sx_share_id ctlb fromfile))" = "$FSUM2"
+
+echo "--- a share grown between two snapshots, written past its size ($(now))"
+# A 10 MiB share is a 12 MiB LV (4 MiB extents), and all 12 MiB are written through it, as
+# an initiator of its export can. Grown to 20 MiB, its next snapshot shares those 2 MiB
+# with the first: the incremental must carry them (the first stream stopped at 10 MiB).
+GX=$(ctl share create gx 10M --pool thin | jq -r .share.id)
+dd if=/dev/urandom of=/dev/shelfvg/shelf-$GX bs=1M count=12 oflag=direct status=none
+ctl snapshot create gx gx1 >/dev/null
+check send-lvm-grown-full-sent sx_send gfull gx@gx1
+check send-lvm-grown-full-received sx_receive gfull grown thin2
+ctl share resize gx 20M --pool thin >/dev/null
+ctl snapshot create gx gx2 >/dev/null
+GSUM=$(sx_sum /dev/shelfvg/shelf-$GX $((20 << 20)))
+check send-lvm-grown-incremental-sent sx_send ginc gx@gx2 --from gx1
+check send-lvm-grown-incremental-received sx_receive ginc grown thin2
+check send-lvm-grown-identical test "$(sx_sum /dev/shelfvg2/shelf-$(sx_share_id ctlb grown) $((20 << 20)))" = "$GSUM"
+
 echo "--- a corrupted, a cut and a killed receive leave nothing ($(now))"
 # A snapshot node b does not have yet (a node takes a snapshot id onto one share only, so
 # any stream above would be refused at its header instead).
@@ -218,5 +244,6 @@ kill -TERM "$NB_PID"; wait "$NB_PID" 2>/dev/null
 grep -E "receive|send" /tmp/shelfd-b.log | tail -20
 ctl share delete sx --pool thin --recursive >/dev/null 2>&1 || fail send-lvm-teardown "share sx not deleted"
 ctl share delete sy --pool thin --recursive >/dev/null 2>&1 || fail send-lvm-teardown "share sy not deleted"
+ctl share delete gx --pool thin --recursive >/dev/null 2>&1 || fail send-lvm-teardown "share gx not deleted"
 ctl share delete fx --pool files --recursive >/dev/null 2>&1 || fail send-lvm-teardown "share fx not deleted"
 vgremove -ff shelfvg2 >/dev/null 2>&1; losetup -d "$NB_LOOP"; rm -f /var/tmp/shelfvg2.img

@@ -81,6 +81,26 @@ impl Engine {
             .await?;
         if let Some(s) = head.already {
             let share = existing.ok_or_else(|| Error::NotFound(format!("share {name} is gone")))?;
+            // An earlier finish committed the snapshot but could not make it the share's
+            // content (its intent is still journaled): finish that now, rather than answer
+            // that nothing needed doing.
+            let _g = self.locks.lock(&share.id).await;
+            let (shid, sid) = (share.id.clone(), s.id.clone());
+            let pending = self
+                .store
+                .call(move |c| {
+                    Ok(store::list_intents(c)?.into_iter().find(|i| {
+                        i.op == RECEIVE_INTENT
+                            && i.object == shid
+                            && i.data["snapshot"].as_str() == Some(sid.as_str())
+                    }))
+                })
+                .await?;
+            if let Some(intent) = pending {
+                let share = self.share_by_id(&share.id).await?;
+                let share = self.apply_received(&share, &s, Some(intent.id)).await?;
+                return Ok((share, s, true));
+            }
             return Ok((share, s, false));
         }
         let h = head.header;
@@ -124,6 +144,7 @@ impl Engine {
         let _g = self.locks.lock(&share.id).await;
         let share = self.share_by_id(&share.id).await?;
         super::super::share::ensure_available(&share)?;
+        super::refuse_formatted(&share)?;
         self.ensure_unexported(&share.id, &share.name).await?;
         let s = snap(&share);
         let row = s.clone();

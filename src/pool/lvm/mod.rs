@@ -57,6 +57,8 @@ pub struct LvmPool {
     reading: std::sync::Mutex<BTreeMap<String, usize>>,
     /// Held while the thin pool's metadata snapshot is reserved (one at a time).
     metadata: std::sync::Mutex<()>,
+    /// The thin pool's data block size in bytes (read when the pool opens; 0 unknown).
+    chunk: std::sync::atomic::AtomicU64,
 }
 
 fn share_lv(id: &str) -> String {
@@ -82,6 +84,7 @@ impl LvmPool {
             runner,
             reading: Default::default(),
             metadata: Default::default(),
+            chunk: Default::default(),
         }
     }
 
@@ -194,7 +197,9 @@ impl Pool for LvmPool {
 
     fn prepare(&mut self) -> Result<()> {
         let lvs = self.list()?;
-        self.thin_pool(&lvs)?;
+        let chunk = self.thin_pool(&lvs)?.chunk_size;
+        self.chunk
+            .store(chunk, std::sync::atomic::Ordering::Relaxed);
         let inactive = lvs
             .iter()
             .any(|l| !l.is_active() && (l.name == self.settings.thin_pool || is_share_lv(&l.name)));
@@ -202,6 +207,7 @@ impl Pool for LvmPool {
             log::info!("pool {}: activating volume group {}", self.name, self.vg());
             self.run(&report::activate_vg(self.vg()))?;
         }
+        self.release_stale_metadata_snapshot();
         let n = self.deactivate_snapshots(&lvs);
         if n > 0 {
             log::info!(
@@ -460,6 +466,7 @@ fn is_share_lv(name: &str) -> bool {
     name.starts_with("shelf-")
         && !name.starts_with("shelf-snap-")
         && !name.starts_with(replication::RECV_PREFIX)
+        && !name.ends_with(replication::NEXT_SUFFIX)
         && !name.ends_with(revert::STAGED_SUFFIX)
         && !name.ends_with(revert::OLD_SUFFIX)
 }
@@ -507,5 +514,6 @@ mod tests {
         assert_eq!(snapshot_lv("abc"), "shelf-snap-abc");
         assert!(is_share_lv("shelf-abc") && !is_share_lv("shelf-snap-abc"));
         assert!(!is_share_lv("shelf-abc-revert") && !is_share_lv("shelf-abc-revert-old"));
+        assert!(!is_share_lv("shelf-abc-recv") && !is_share_lv("shelf-recv-abc"));
     }
 }

@@ -48,6 +48,19 @@ fn staging_lv(receive_id: &str) -> Result<String> {
     Ok(format!("{RECV_PREFIX}{receive_id}"))
 }
 
+/// The suffix of a share's next volume while a receive replaces it (never a share: see
+/// [`super::is_share_lv`]).
+pub(super) const NEXT_SUFFIX: &str = "-recv";
+
+/// The least common multiple of two block sizes.
+fn lcm(a: u64, b: u64) -> u64 {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+}
+
 /// The most bytes of zeros written at once over a hole's partial blocks.
 const ZEROS: usize = 1 << 20;
 
@@ -96,22 +109,25 @@ impl LvmPool {
         })
     }
 
-    /// Run `read` on the thin pool's reserved metadata snapshot, released whatever happens.
-    /// One reservation at a time per pool; a reservation left by a crash (or another tool)
-    /// is released and taken again, with a warning.
+    /// Run `read` on the thin pool's reserved metadata snapshot, released whatever happens
+    /// (but a panic). One reservation at a time per pool (a lock). A reservation that
+    /// cannot be taken is `busy`: another tool holds one (shelfd's own, left by a crash,
+    /// is released at start-up, [`LvmPool::release_stale_metadata_snapshot`]).
     fn with_metadata_snapshot<T>(&self, read: impl FnOnce(&str) -> Result<T>) -> Result<T> {
-        let _one = self.metadata.lock().expect("metadata lock");
+        let _one = self
+            .metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let target = thin::pool_target(self.vg(), &self.settings.thin_pool);
         let reserve = thin::pool_message(&target, "reserve_metadata_snap");
         let release = thin::pool_message(&target, "release_metadata_snap");
-        if let Err(first) = self.run(&reserve) {
-            log::warn!(
-                "pool {}: reserving the thin pool's metadata snapshot failed ({first}); \
-                 releasing one left reserved and trying again",
+        if let Err(e) = self.run(&reserve) {
+            return Err(Error::Busy(format!(
+                "pool {}: the thin pool's metadata snapshot cannot be reserved ({e}); another \
+                 tool may hold it (`dmsetup status {target}` shows a held root): release it \
+                 with `dmsetup message {target} 0 release_metadata_snap` once that tool is done",
                 self.name
-            );
-            let _ = self.run(&release);
-            self.run(&reserve)?;
+            )));
         }
         let meta = thin::metadata_device(self.vg(), &self.settings.thin_pool);
         let out = read(&meta);
@@ -123,14 +139,31 @@ impl LvmPool {
         }
     }
 
+    /// Start-up: release a metadata snapshot of the thin pool a crash of shelfd left
+    /// reserved (shelfd holds one only while a thin tool runs). Nothing to release, or no
+    /// thin-pool target yet, is not an error.
+    pub(super) fn release_stale_metadata_snapshot(&self) {
+        let target = thin::pool_target(self.vg(), &self.settings.thin_pool);
+        if self
+            .run(&thin::pool_message(&target, "release_metadata_snap"))
+            .is_ok()
+        {
+            log::warn!(
+                "pool {}: a metadata snapshot of the thin pool was left reserved (a send cut \
+                 by a crash, or another tool's): released",
+                self.name
+            );
+        }
+    }
+
     /// Take a read of snapshot `snap_id`'s LV: activated by the first.
     fn hold_snapshot(&self, snap_id: &str) -> Result<()> {
         let mut reading = self.reading.lock().expect("reading");
-        let n = reading.entry(snap_id.to_string()).or_insert(0);
-        if *n == 0 {
+        let n = reading.get(snap_id).copied().unwrap_or(0);
+        if n == 0 {
             self.run(&report::activate(self.vg(), &snapshot_lv(snap_id), true))?;
         }
-        *n += 1;
+        reading.insert(snap_id.to_string(), n + 1);
         Ok(())
     }
 
@@ -187,7 +220,7 @@ impl LvmPool {
                 }
                 .map_err(|e| Error::Internal(format!("pool {}: {e}", self.name)))
             })?;
-            let extents = thin::extents(&ranges, snap.size)
+            let extents = thin::extents(&ranges, base.map_or(0, |b| b.size), snap.size)
                 .map_err(|e| Error::Internal(format!("pool {}: {e}", self.name)))?;
             let file = self.open_device(&snapshot_lv(&snap.id), false)?;
             Ok(SendPlan {
@@ -218,11 +251,21 @@ impl LvmPool {
         marker.insert("kind".to_string(), "receiving".to_string());
         marker.insert("id".to_string(), receive_id.to_string());
         let tags = self.encode(&marker)?;
+        // An incremental's staging LV past its base's size holds what the base's LV held
+        // there (whole extents: blocks a tenant may have written, which no stream carried);
+        // the stream sends only what the new snapshot maps, so that range is zeroed.
+        let mut stale = None;
         let made = match base {
             Some(b) => {
                 let lvs = self.list()?;
                 let from = self.find_lv(&lvs, &snapshot_lv(b), &format!("snapshot {b}"))?;
                 let from_size = from.size;
+                let identity =
+                    super::tags::decode(from.tags.iter().map(String::as_str)).unwrap_or_default();
+                let base_size = super::stamped_size(&identity, from.size, from.extent_size);
+                if size > base_size && from_size > base_size {
+                    stale = Some((base_size, from_size.min(size)));
+                }
                 self.run(&report::create_snapshot(
                     self.vg(),
                     &snapshot_lv(b),
@@ -253,7 +296,14 @@ impl LvmPool {
                 .map_err(|e| self.undo(e.into(), &lv)),
         };
         made?;
-        self.open_device(&lv, true).map_err(|e| self.undo(e, &lv))
+        let file = self.open_device(&lv, true).map_err(|e| self.undo(e, &lv))?;
+        if let Some((from, to)) = stale {
+            if let Err(e) = self.zero_staging(&file, from, to - from) {
+                drop(file);
+                return Err(self.undo(e, &lv));
+            }
+        }
+        Ok(file)
     }
 
     /// [`crate::pool::Pool::punch_staging`]: whole thin-pool blocks of the range are
@@ -263,7 +313,13 @@ impl LvmPool {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::Invalid("a hole past 2^64 bytes".into()))?;
-        let grain = crate::sys::fs::discard_granularity(file).unwrap_or(0);
+        // dm-thin unmaps only whole pool blocks and ignores the rest of a discard: discard
+        // on a grain that is a whole number of blocks and of the device's granularity.
+        let chunk = self.chunk.load(std::sync::atomic::Ordering::Relaxed);
+        let grain = match crate::sys::fs::discard_granularity(file) {
+            Some(g) if chunk > 0 => lcm(chunk, g),
+            _ => 0,
+        };
         let (inner_start, inner_end) = match grain {
             0 => (end, end),
             g => (offset.div_ceil(g) * g, end / g * g),
@@ -276,7 +332,7 @@ impl LvmPool {
                     zeroed.push((inner_end, end));
                 }
                 Err(e) => {
-                    log::info!(
+                    log::debug!(
                         "pool {}: a discard for a received hole failed ({e}): writing zeros",
                         self.name
                     );
@@ -318,7 +374,19 @@ impl LvmPool {
         self.retag(&lv, tags, |_| true)?;
         self.run(&report::activate(self.vg(), &lv, false))?;
         self.run(&report::skip_activation(self.vg(), &lv))?;
-        self.run(&report::rename(self.vg(), &lv, &target))?;
+        if let Err(e) = self.run(&report::rename(self.vg(), &lv, &target)) {
+            // A rename that timed out may have happened all the same: the snapshot's LV,
+            // absent when this began, must not stay behind a commit that failed.
+            let cause: Error = e.into();
+            let renamed = self.list().map(|l| l.iter().any(|l| l.name == target));
+            return Err(match renamed {
+                Ok(true) => match self.remove_lv(&target) {
+                    Ok(()) => cause,
+                    Err(e) => Error::rollback(cause, e),
+                },
+                _ => cause,
+            });
+        }
         Ok(())
     }
 
@@ -344,18 +412,24 @@ impl LvmPool {
         Ok(n)
     }
 
-    /// [`crate::pool::Pool::volume_from_snapshot`]: the share's LV is replaced by a writable
-    /// thin snapshot of `snap`'s, grown to the share's size. Run again after a crash at any
-    /// point, it ends the same (the share's LV removed if there, then made).
+    /// [`crate::pool::Pool::volume_from_snapshot`]: a writable thin snapshot of `snap`'s LV,
+    /// grown to the share's size, is made as `shelf-<id>-recv` (an earlier attempt's
+    /// leftover removed first), then the share's LV is removed and the new one renamed into
+    /// its place. A failure to make it leaves the share's LV as it was; run again after a
+    /// crash at any step, this ends the same (the journal's roll-forward).
     pub(super) fn replace_volume(&self, snap: &Snapshot, share: &Share) -> Result<()> {
         let lv = share_lv(&share.id);
-        self.remove_lv(&lv)?;
+        let next = format!("{lv}{NEXT_SUFFIX}");
+        self.remove_lv(&next)?;
         let tags = self.encode(&share_identity(share))?;
-        let cmd = report::create_snapshot(self.vg(), &snapshot_lv(&snap.id), &lv, true, &tags);
-        self.run(&cmd).map_err(|e| self.undo(e.into(), &lv))?;
+        let cmd = report::create_snapshot(self.vg(), &snapshot_lv(&snap.id), &next, true, &tags);
+        self.run(&cmd).map_err(|e| self.undo(e.into(), &next))?;
         if share.size > snap.size {
-            self.run(&report::extend(self.vg(), &lv, share.size))?;
+            self.run(&report::extend(self.vg(), &next, share.size))
+                .map_err(|e| self.undo(e.into(), &next))?;
         }
+        self.remove_lv(&lv)?;
+        self.run(&report::rename(self.vg(), &next, &lv))?;
         Ok(())
     }
 

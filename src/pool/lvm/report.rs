@@ -9,7 +9,7 @@ use crate::sys::cmd::Cmd;
 
 /// The columns every listing asks for (one `lvs` call answers scan, usage and existence).
 pub const COLUMNS: &str =
-    "lv_name,lv_attr,lv_size,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,vg_extent_size,thin_id";
+    "lv_name,lv_attr,lv_size,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,vg_extent_size,thin_id,chunk_size";
 
 /// One row of an `lvs` report.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -36,6 +36,8 @@ pub struct Lv {
     pub extent_size: u64,
     /// Thin LVs: the thin device's id in the pool's metadata (what `thin_delta` names).
     pub thin_id: Option<u64>,
+    /// Thin pools: the data block size in bytes (what a discard unmaps whole).
+    pub chunk_size: u64,
 }
 
 impl Lv {
@@ -84,6 +86,8 @@ struct Row {
     vg_extent_size: String,
     #[serde(default)]
     thin_id: String,
+    #[serde(default)]
+    chunk_size: String,
 }
 
 fn bytes(field: &str, value: &str) -> Result<u64, String> {
@@ -128,6 +132,10 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, String> {
                 Some(bytes("lv_metadata_size", &row.lv_metadata_size)?)
             },
             extent_size: bytes("vg_extent_size", &row.vg_extent_size)?,
+            chunk_size: match row.chunk_size.trim() {
+                "" => 0,
+                c => bytes("chunk_size", c)?,
+            },
             thin_id: match row.thin_id.trim() {
                 "" => None,
                 t => Some(

@@ -147,6 +147,18 @@ fn block_bytes(els: &[Element<'_>], tool: &str) -> Result<u64, String> {
     Ok(sectors * 512)
 }
 
+/// Output cut short (at an element's end) would drop ranges without a parse error: the
+/// element holding them and the superblock must both be closed.
+fn whole(text: &str, element: &str, tool: &str) -> Result<(), String> {
+    if text.contains(&format!("</{element}>")) && text.trim_end().ends_with("</superblock>") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool}'s output ends before its <{element}> and <superblock> close"
+        ))
+    }
+}
+
 fn change_of(name: &str) -> Option<Change> {
     Some(match name {
         "same" => Change::Same,
@@ -218,6 +230,7 @@ pub fn parse_delta(text: &str, left: u64, right: u64, max: usize) -> Result<Rang
     if !diff {
         return Err("thin_delta printed no <diff>".into());
     }
+    whole(text, "diff", "thin_delta")?;
     Ok(out)
 }
 
@@ -253,20 +266,33 @@ pub fn parse_dump(text: &str, dev: u64, max: usize) -> Result<Ranges, String> {
     if !found {
         return Err(format!("thin_dump: the metadata has no thin device {dev}"));
     }
+    whole(text, "device", "thin_dump")?;
     Ok(out)
 }
 
-/// The extents a stream of a `size`-byte snapshot carries for `ranges`: data for
-/// `different` and `right_only`, a hole for `left_only`, nothing for `same`; in bytes,
-/// cut at `size`, adjacent extents of one kind merged.
-pub fn extents(ranges: &Ranges, size: u64) -> Result<Vec<Extent>, String> {
+/// The extents a stream of a `size`-byte snapshot carries for `ranges` over a base of
+/// `base_size` bytes (0 for a full stream): below `base_size`, data for `different` and
+/// `right_only`, a hole for `left_only`, nothing for `same`; at and past `base_size`, data
+/// for every block the new snapshot maps (`same` included: the base's LV holds blocks
+/// past its size, a rounding to whole extents a tenant can write, that the base's stream
+/// never carried) and a hole for `left_only`. In bytes, cut at `size`, adjacent extents
+/// of one kind merged.
+pub fn extents(ranges: &Ranges, base_size: u64, size: u64) -> Result<Vec<Extent>, String> {
     let mut out: Vec<Extent> = Vec::new();
+    let mut add = |kind: ExtentKind, at: u64, end: u64| {
+        if at >= end {
+            return;
+        }
+        match out.last_mut() {
+            Some(l) if l.kind == kind && l.end() == at => l.len = end - l.offset,
+            _ => out.push(Extent {
+                kind,
+                offset: at,
+                len: end - at,
+            }),
+        }
+    };
     for &(c, begin, len) in &ranges.ranges {
-        let kind = match c {
-            Change::Same => continue,
-            Change::Different | Change::RightOnly => ExtentKind::Data,
-            Change::LeftOnly => ExtentKind::Hole,
-        };
         let at = begin
             .checked_mul(ranges.block_bytes)
             .ok_or("a block address past 2^64 bytes")?;
@@ -278,13 +304,19 @@ pub fn extents(ranges: &Ranges, size: u64) -> Result<Vec<Extent>, String> {
             .and_then(|e| e.checked_mul(ranges.block_bytes))
             .ok_or("a range past 2^64 bytes")?
             .min(size);
-        match out.last_mut() {
-            Some(l) if l.kind == kind && l.end() == at => l.len = end - l.offset,
-            _ => out.push(Extent {
-                kind,
-                offset: at,
-                len: end - at,
-            }),
+        let split = base_size.clamp(at, end);
+        let (below, past) = match c {
+            Change::Same => (None, Some(ExtentKind::Data)),
+            Change::Different | Change::RightOnly => {
+                (Some(ExtentKind::Data), Some(ExtentKind::Data))
+            }
+            Change::LeftOnly => (Some(ExtentKind::Hole), Some(ExtentKind::Hole)),
+        };
+        if let Some(k) = below {
+            add(k, at, split);
+        }
+        if let Some(k) = past {
+            add(k, split, end);
         }
     }
     Ok(out)
@@ -304,6 +336,14 @@ mod tests {
     fn data(offset: u64, len: u64) -> Extent {
         Extent {
             kind: ExtentKind::Data,
+            offset,
+            len,
+        }
+    }
+
+    fn hole(offset: u64, len: u64) -> Extent {
+        Extent {
+            kind: ExtentKind::Hole,
             offset,
             len,
         }
@@ -349,29 +389,18 @@ mod tests {
         let b = 64u64 << 10;
         let r = parse_delta(DELTA, 1, 2, 100).unwrap();
         assert_eq!(
-            extents(&r, 1 << 30).unwrap(),
+            extents(&r, 100 << 20, 1 << 30).unwrap(),
             vec![
                 data(40 * b, 10 * b),
-                Extent {
-                    kind: ExtentKind::Hole,
-                    offset: 90 * b,
-                    len: 10 * b
-                },
+                hole(90 * b, 10 * b),
                 data(150 * b, 10 * b),
                 data(170 * b, b),
             ]
         );
         // Cut at the snapshot's size: what lies past it is not sent.
         assert_eq!(
-            extents(&r, 95 * b).unwrap(),
-            vec![
-                data(40 * b, 10 * b),
-                Extent {
-                    kind: ExtentKind::Hole,
-                    offset: 90 * b,
-                    len: 5 * b
-                }
-            ]
+            extents(&r, 95 * b, 95 * b).unwrap(),
+            vec![data(40 * b, 10 * b), hole(90 * b, 5 * b)]
         );
         assert!(parse_delta(DELTA, 1, 3, 100).is_err(), "another pair");
         assert!(parse_delta(DELTA, 1, 2, 3).is_err(), "too many ranges");
@@ -390,7 +419,7 @@ mod tests {
         );
         let b = 64u64 << 10;
         assert_eq!(
-            extents(&r, 1 << 30).unwrap(),
+            extents(&r, 0, 1 << 30).unwrap(),
             vec![data(0, 90 * b), data(150 * b, 10 * b), data(170 * b, b)]
         );
         let e = parse_dump(MISSING, 9, 100).unwrap_err();
@@ -406,20 +435,43 @@ mod tests {
         let mib = 1u64 << 20;
         let r = parse_delta(LIVE_DELTA, 2, 3, 100).unwrap();
         assert_eq!(
-            extents(&r, 256 * mib).unwrap(),
-            vec![
-                data(50 * mib, 2 * mib),
-                Extent {
-                    kind: ExtentKind::Hole,
-                    offset: 100 * mib,
-                    len: 4 * mib
-                }
-            ]
+            extents(&r, 256 * mib, 256 * mib).unwrap(),
+            vec![data(50 * mib, 2 * mib), hole(100 * mib, 4 * mib)]
         );
         let d = parse_dump(LIVE_DUMP, 2, 100).unwrap();
         assert_eq!(
-            extents(&d, 256 * mib).unwrap(),
+            extents(&d, 0, 256 * mib).unwrap(),
             vec![data(0, 16 * mib), data(100 * mib, 4 * mib)]
+        );
+    }
+
+    /// Past the base's size every block the new snapshot maps is sent, `same` ones too:
+    /// the base's LV (whole extents) can hold data past the base's size, which the base's
+    /// stream never carried, and a grown share's snapshot shares those blocks with it.
+    #[test]
+    fn blocks_past_the_bases_size_are_sent_even_when_shared() {
+        let r = Ranges {
+            block_bytes: 4096,
+            ranges: vec![
+                (Change::Same, 0, 10),
+                (Change::LeftOnly, 10, 2),
+                (Change::Different, 12, 2),
+            ],
+        };
+        // Base of 5.5 blocks: its tail block (5) and everything after it mapped are data.
+        let base = 5 * 4096 + 2048;
+        assert_eq!(
+            extents(&r, base, 20 * 4096).unwrap(),
+            vec![
+                data(base, 10 * 4096 - base),
+                hole(10 * 4096, 2 * 4096),
+                data(12 * 4096, 2 * 4096),
+            ]
+        );
+        // The same ranges over a base as large as the snapshot: only the changes.
+        assert_eq!(
+            extents(&r, 20 * 4096, 20 * 4096).unwrap(),
+            vec![hole(10 * 4096, 2 * 4096), data(12 * 4096, 2 * 4096)]
         );
     }
 
@@ -437,8 +489,15 @@ mod tests {
         ] {
             assert!(parse_delta(bad, 1, 2, 10).is_err(), "{bad}");
         }
+        // Cut at an element's end: every element parses, but ranges may be missing.
+        let cut = &DELTA[..DELTA.find("<left_only").unwrap()];
+        assert!(parse_delta(cut, 1, 2, 10)
+            .unwrap_err()
+            .contains("ends before"));
+        let cut = &DUMP[..DUMP.find("</device>").unwrap()];
+        assert!(parse_dump(cut, 2, 10).unwrap_err().contains("ends before"));
         let huge = r#"<superblock data_block_size="128"><diff left="1" right="2"><different begin="18446744073709551000" length="1"/></diff></superblock>"#;
         let r = parse_delta(huge, 1, 2, 10).unwrap();
-        assert!(extents(&r, u64::MAX).is_err());
+        assert!(extents(&r, 0, u64::MAX).is_err());
     }
 }
