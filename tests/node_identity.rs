@@ -201,14 +201,7 @@ fn node_id_in_the_config_is_refused_and_node_name_is_checked() {
 /// Pipe `snapshot`'s send stream from `a` into a receive of share `name` on `b`; the
 /// receive's `finish` reply.
 fn send_into(a: &Daemon, b: &Daemon, snapshot: &str, name: &str) -> Value {
-    let stream = field(
-        &a.ok("snapshot.send", vec![("snapshot", t(snapshot))]),
-        "stream",
-    );
-    let receive = field(
-        &b.ok("snapshot.receive.begin", vec![("name", t(name))]),
-        "receive",
-    );
+    let (stream, receive) = (open_send(a, snapshot), begin_receive(b, name));
     let mut offset = 0u64;
     loop {
         let c = a.ok(

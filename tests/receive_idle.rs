@@ -48,19 +48,6 @@ fn read(a: &Daemon, stream: &str, max: u64) -> (Vec<u8>, bool) {
     )
 }
 
-/// A send stream of `snap` on `a` and a receive of it into share `name` on `b`.
-fn send_and_begin(a: &Daemon, b: &Daemon, snap: &str, name: &str) -> (String, String) {
-    let stream = field(
-        &a.ok("snapshot.send", vec![("snapshot", t(snap))]),
-        "stream",
-    );
-    let receive = field(
-        &b.ok("snapshot.receive.begin", vec![("name", t(name))]),
-        "receive",
-    );
-    (stream, receive)
-}
-
 fn chunk(b: &Daemon, receive: &str, offset: u64, data: Vec<u8>) -> Result<Value, String> {
     b.call(
         "snapshot.receive.chunk",
@@ -88,7 +75,7 @@ fn an_abandoned_receive_is_dropped_and_a_slow_one_is_not() {
     let snap = snapshot_on(&a, &pool_a);
 
     // Abandoned: the header and some data arrive, then nothing more.
-    let (stream, gone) = send_and_begin(&a, &b, &snap, "left");
+    let (stream, gone) = (open_send(&a, &snap), begin_receive(&b, "left"));
     let (data, _) = read(&a, &stream, 256 << 10);
     let sent = data.len() as u64;
     chunk(&b, &gone, 0, data).unwrap();
@@ -96,7 +83,7 @@ fn an_abandoned_receive_is_dropped_and_a_slow_one_is_not() {
     a.ok("stream.close", vec![("stream", t(&stream))]);
 
     // Slow but alive: a chunk every second for five seconds (past the 2 s timeout).
-    let (stream, alive) = send_and_begin(&a, &b, &snap, "slow");
+    let (stream, alive) = (open_send(&a, &snap), begin_receive(&b, "slow"));
     let mut offset = 0;
     for _ in 0..5 {
         let (data, _) = read(&a, &stream, 4096);
@@ -169,10 +156,7 @@ fn a_header_whose_ids_are_not_in_shelfs_form_is_refused() {
             base: base_id,
             node_id: None,
         };
-        let receive = field(
-            &b.ok("snapshot.receive.begin", vec![("name", t("vol"))]),
-            "receive",
-        );
+        let receive = begin_receive(&b, "vol");
         let refused = chunk(&b, &receive, 0, encode_head(&h, &[])).unwrap_err();
         assert!(
             refused.contains("invalid_argument") && refused.contains("not a UUID"),
@@ -197,10 +181,7 @@ fn a_snapshot_being_sent_is_not_deleted_under_its_stream() {
     let a = Daemon::start(&Layout::new(base.path(), ""));
     let pool = base.path().join("state/pools/default");
     let snap = snapshot_on(&a, &pool);
-    let stream = field(
-        &a.ok("snapshot.send", vec![("snapshot", t(&snap))]),
-        "stream",
-    );
+    let stream = open_send(&a, &snap);
     let refused = a
         .call("snapshot.delete", vec![("snapshot", t(&snap))])
         .unwrap_err();

@@ -104,22 +104,6 @@ fn feed_error(e: FeedError<std::io::Error>) -> Error {
     }
 }
 
-/// A receive replaces the share's whole volume: never under a formatted share's filesystem,
-/// which shelfd keeps mounted from that volume (its content would change under the mount,
-/// and an LVM pool could not remove the LV). A stream of a formatted share is received
-/// into a new share name, as a raw volume holding that filesystem.
-pub(super) fn refuse_formatted(share: &model::Share) -> Result<()> {
-    if share.layout == model::Layout::Filesystem {
-        return Err(Error::Unsupported(format!(
-            "share {} is a formatted share ({}), mounted by shelfd: a receive would replace \
-             its volume under the mounted filesystem; receive into a new share name",
-            share.name,
-            share.filesystem.map(|f| f.as_str()).unwrap_or("formatted")
-        )));
-    }
-    Ok(())
-}
-
 /// Check what a header names before anything is made from it: ids go into paths.
 fn check_header(h: &Header) -> Result<()> {
     let uuid = |what: &str, v: &str| {
@@ -154,9 +138,7 @@ impl Engine {
             .call(move |c| store::get_share_by_name(c, &pname, &name))
             .await?
         {
-            super::share::ensure_available(&share)?;
-            refuse_formatted(&share)?;
-            self.ensure_unexported(&share.id, &share.name).await?;
+            self.ensure_receivable(&share).await?;
         }
         let id = uuid::Uuid::new_v4().to_string();
         let r = Receive {
@@ -182,21 +164,35 @@ impl Engine {
         Ok(Answer::read(&map(vec![("receive", Value::Text(id))])).expect("a map encodes"))
     }
 
-    /// Refuse while the share is exported or attached: its content is about to change.
-    pub(super) async fn ensure_unexported(&self, share_id: &str, name: &str) -> Result<()> {
-        let (s1, s2) = (share_id.to_string(), share_id.to_string());
-        let exports = self
+    /// Whether a receive may replace `share`'s content (checked at `begin` and again at
+    /// `finish`): it must be `available`; not formatted, since shelfd keeps a formatted
+    /// share's filesystem mounted from its volume (a stream of one is received into a new
+    /// name, as a raw volume holding that filesystem); and neither exported nor attached,
+    /// or its content would change under its clients.
+    pub(super) async fn ensure_receivable(&self, share: &model::Share) -> Result<()> {
+        super::share::ensure_available(share)?;
+        if share.layout == model::Layout::Filesystem {
+            return Err(Error::Unsupported(format!(
+                "share {} is a formatted share ({}), mounted by shelfd: a receive would \
+                 replace its volume under the mounted filesystem; receive into a new share \
+                 name",
+                share.name,
+                share.filesystem.map(|f| f.as_str()).unwrap_or("formatted")
+            )));
+        }
+        let id = share.id.clone();
+        let used = self
             .store
-            .call(move |c| store::list_exports(c, Some(&s1), None))
+            .call(move |c| {
+                Ok(!store::list_exports(c, Some(&id), None)?.is_empty()
+                    || !store::list_attachments(c, Some(&id))?.is_empty())
+            })
             .await?;
-        let attached = self
-            .store
-            .call(move |c| store::list_attachments(c, Some(&s2)))
-            .await?;
-        if !exports.is_empty() || !attached.is_empty() {
+        if used {
             return Err(Error::Busy(format!(
-                "share {name} is exported or attached: a receive would change its content \
-                 under its clients (delete its exports first)"
+                "share {} is exported or attached: a receive would change its content \
+                 under its clients (delete its exports first)",
+                share.name
             )));
         }
         Ok(())

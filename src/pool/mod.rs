@@ -259,23 +259,13 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// LVM pool asks the thin pool's metadata (`thin_delta`). Once the stream is over,
     /// the engine calls [`Pool::send_done`].
     fn send_plan(&self, snap: &Snapshot, base: Option<&Snapshot>, max: usize) -> Result<SendPlan> {
-        use crate::replication::diff::{changed_extents, Mapped};
-        let conv = |m: &[crate::sys::fiemap::Mapped]| -> Vec<Mapped> {
-            m.iter()
-                .map(|m| Mapped {
-                    logical: m.logical,
-                    physical: m.physical,
-                    len: m.len,
-                    comparable: m.comparable,
-                })
-                .collect()
-        };
+        use crate::replication::diff::changed_extents;
         let new = self.snapshot_extents(&snap.id, snap.size, max)?;
         let (base_map, base_size) = match base {
             Some(b) => (self.snapshot_extents(&b.id, b.size, max)?.map, b.size),
             None => (Vec::new(), 0),
         };
-        let extents = changed_extents(&conv(&base_map), base_size, &conv(&new.map), snap.size);
+        let extents = changed_extents(&base_map, base_size, &new.map, snap.size);
         Ok(SendPlan {
             file: new.file,
             extents,

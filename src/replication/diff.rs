@@ -11,19 +11,7 @@
 
 use super::format::{Extent, ExtentKind, MAX_EXTENTS};
 
-/// One allocated range of a file, as the filesystem reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mapped {
-    /// Its offset in the file.
-    pub logical: u64,
-    /// Its address on the device.
-    pub physical: u64,
-    /// Its length.
-    pub len: u64,
-    /// Whether `physical` can be compared: false for delayed-allocation, unknown,
-    /// encoded or inline extents, which are then always taken as changed.
-    pub comparable: bool,
-}
+pub use crate::sys::fiemap::Mapped;
 
 /// What one elementary range of a map is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,18 +61,27 @@ pub fn changed_extents(base: &[Mapped], base_size: u64, new: &[Mapped], size: u6
             (At::Hole, At::Hole) => None,
         };
         if let Some(kind) = kind {
-            match out.last_mut() {
-                Some(l) if l.kind == kind && l.end() == at => l.len += end - at,
-                _ => out.push(Extent {
-                    kind,
-                    offset: at,
-                    len: end - at,
-                }),
-            }
+            push_merged(&mut out, kind, at, end);
         }
         at = end;
     }
     coalesce(out, MAX_EXTENTS as usize)
+}
+
+/// Append an extent of `kind` over `at..end` to `out` (sorted), merged into the last one
+/// when that is of the same kind and ends at `at`; nothing for an empty range.
+pub fn push_merged(out: &mut Vec<Extent>, kind: ExtentKind, at: u64, end: u64) {
+    if at >= end {
+        return;
+    }
+    match out.last_mut() {
+        Some(l) if l.kind == kind && l.end() == at => l.len = end - l.offset,
+        _ => out.push(Extent {
+            kind,
+            offset: at,
+            len: end - at,
+        }),
+    }
 }
 
 /// Merge the closest extents into data until at most `max` remain.
@@ -129,18 +126,10 @@ mod tests {
         }
     }
     fn data(offset: u64, len: u64) -> Extent {
-        Extent {
-            kind: ExtentKind::Data,
-            offset,
-            len,
-        }
+        Extent::data(offset, len)
     }
     fn hole(offset: u64, len: u64) -> Extent {
-        Extent {
-            kind: ExtentKind::Hole,
-            offset,
-            len,
-        }
+        Extent::hole(offset, len)
     }
 
     #[test]

@@ -65,6 +65,24 @@ pub struct Extent {
 }
 
 impl Extent {
+    /// A data extent.
+    pub fn data(offset: u64, len: u64) -> Extent {
+        Extent {
+            kind: ExtentKind::Data,
+            offset,
+            len,
+        }
+    }
+
+    /// A hole extent.
+    pub fn hole(offset: u64, len: u64) -> Extent {
+        Extent {
+            kind: ExtentKind::Hole,
+            offset,
+            len,
+        }
+    }
+
     /// Where it ends (exclusive).
     pub fn end(&self) -> u64 {
         self.offset + self.len

@@ -21,7 +21,9 @@ pub struct Mapped {
     pub physical: u64,
     /// Its length.
     pub len: u64,
-    /// Whether `physical` identifies the blocks (false: delalloc, unknown, encoded, inline).
+    /// Whether `physical` identifies the blocks and can be compared (false for
+    /// delayed-allocation, unknown, encoded or inline extents, which a diff then always
+    /// takes as changed).
     pub comparable: bool,
 }
 

@@ -43,7 +43,8 @@ pub use proc::{
 };
 pub use rig::{ExportsFile, Tgtd, Xfs};
 pub use values::{
-    create_formatted, create_share, field, n, pattern, read_at, sub, t, volume, wait_job, write_at,
+    begin_receive, create_formatted, create_share, field, n, open_send, pattern, read_at, sub, t,
+    volume, wait_job, write_at,
 };
 pub use world::{
     free_control_port, free_port, loop_mounted, scratch, unmount_patiently, MountsUnder, Rig,

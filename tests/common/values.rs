@@ -37,6 +37,22 @@ pub fn create_share(d: &Daemon, name: &str, size: u64) -> String {
     field(sub(&r, "share"), "id")
 }
 
+/// Open a send stream of `snapshot` on `d`; its id.
+pub fn open_send(d: &Daemon, snapshot: &str) -> String {
+    field(
+        &d.ok("snapshot.send", vec![("snapshot", t(snapshot))]),
+        "stream",
+    )
+}
+
+/// Begin a receive into share `name` on `d`; its id.
+pub fn begin_receive(d: &Daemon, name: &str) -> String {
+    field(
+        &d.ok("snapshot.receive.begin", vec![("name", t(name))]),
+        "receive",
+    )
+}
+
 /// Create a formatted share `name` of `size` bytes with filesystem `fs` (`xfs`, `ext4`);
 /// its id.
 pub fn create_formatted(d: &Daemon, name: &str, size: u64, fs: &str) -> String {

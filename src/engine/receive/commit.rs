@@ -143,9 +143,7 @@ impl Engine {
         };
         let _g = self.locks.lock(&share.id).await;
         let share = self.share_by_id(&share.id).await?;
-        super::super::share::ensure_available(&share)?;
-        super::refuse_formatted(&share)?;
-        self.ensure_unexported(&share.id, &share.name).await?;
+        self.ensure_receivable(&share).await?;
         let s = snap(&share);
         let row = s.clone();
         self.store

@@ -192,20 +192,12 @@ impl LvmPool {
         max: usize,
     ) -> Result<SendPlan> {
         let lvs = self.list()?;
-        let new_lv = self.find_lv(
-            &lvs,
-            &snapshot_lv(&snap.id),
-            &format!("snapshot {}", snap.name),
-        )?;
-        let new_id = self.thin_id(new_lv)?;
-        let base_id = match base {
-            Some(b) => Some(self.thin_id(self.find_lv(
-                &lvs,
-                &snapshot_lv(&b.id),
-                &format!("snapshot {}", b.name),
-            )?)?),
-            None => None,
+        let thin_of = |s: &Snapshot| {
+            let lv = self.find_lv(&lvs, &snapshot_lv(&s.id), &format!("snapshot {}", s.name))?;
+            self.thin_id(lv)
         };
+        let new_id = thin_of(snap)?;
+        let base_id = base.map(thin_of).transpose()?;
         self.hold_snapshot(&snap.id)?;
         let planned = (|| -> Result<SendPlan> {
             let ranges = self.with_metadata_snapshot(|meta| {

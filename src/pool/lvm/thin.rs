@@ -14,6 +14,7 @@
 //! Pure: text in, ranges out, so tested against the output of the tools of the guest image
 //! (thin-provisioning-tools 0.9.0) in `tests/fixtures/lvm/thin/`.
 
+use crate::replication::diff::push_merged;
 use crate::replication::format::{Extent, ExtentKind};
 use crate::sys::cmd::Cmd;
 
@@ -279,19 +280,6 @@ pub fn parse_dump(text: &str, dev: u64, max: usize) -> Result<Ranges, String> {
 /// of one kind merged.
 pub fn extents(ranges: &Ranges, base_size: u64, size: u64) -> Result<Vec<Extent>, String> {
     let mut out: Vec<Extent> = Vec::new();
-    let mut add = |kind: ExtentKind, at: u64, end: u64| {
-        if at >= end {
-            return;
-        }
-        match out.last_mut() {
-            Some(l) if l.kind == kind && l.end() == at => l.len = end - l.offset,
-            _ => out.push(Extent {
-                kind,
-                offset: at,
-                len: end - at,
-            }),
-        }
-    };
     for &(c, begin, len) in &ranges.ranges {
         let at = begin
             .checked_mul(ranges.block_bytes)
@@ -313,10 +301,10 @@ pub fn extents(ranges: &Ranges, base_size: u64, size: u64) -> Result<Vec<Extent>
             Change::LeftOnly => (Some(ExtentKind::Hole), Some(ExtentKind::Hole)),
         };
         if let Some(k) = below {
-            add(k, at, split);
+            push_merged(&mut out, k, at, split);
         }
         if let Some(k) = past {
-            add(k, split, end);
+            push_merged(&mut out, k, split, end);
         }
     }
     Ok(out)
@@ -334,19 +322,11 @@ mod tests {
     const LIVE_DUMP: &str = include_str!("../../../tests/fixtures/lvm/thin/live-dump.xml");
 
     fn data(offset: u64, len: u64) -> Extent {
-        Extent {
-            kind: ExtentKind::Data,
-            offset,
-            len,
-        }
+        Extent::data(offset, len)
     }
 
     fn hole(offset: u64, len: u64) -> Extent {
-        Extent {
-            kind: ExtentKind::Hole,
-            offset,
-            len,
-        }
+        Extent::hole(offset, len)
     }
 
     #[test]
